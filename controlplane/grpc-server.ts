@@ -1,0 +1,117 @@
+import * as grpc from "@grpc/grpc-js";
+import type { PeerCertificate } from "node:tls";
+
+/** TLS material of the gRPC listener. */
+export interface GrpcTlsOptions {
+  readonly keyPem: string;
+  readonly certPem: string;
+  /** Roots that client certificates must chain to. When set, clients must present one. */
+  readonly clientCaPem?: string;
+}
+
+export interface GrpcServerOptions {
+  readonly host: string;
+  /** 0 picks an ephemeral port. */
+  readonly port: number;
+  readonly tls: GrpcTlsOptions;
+  /**
+   * Optional second, plaintext listener for clients that cannot speak TLS to an xDS server (the
+   * proxyless gRPC client only supports `insecure` or Google default credentials). Only loopback
+   * addresses are accepted, so the plaintext channel never leaves the host.
+   */
+  readonly plaintext?: { readonly host: string; readonly port: number };
+}
+
+/** What a service handler learns about the transport of the call it serves. */
+export interface CallPeer {
+  /** `ip:port` as the server saw it. */
+  readonly address: string;
+  /** "ssl" on the TLS listener, undefined on the plaintext one. */
+  readonly transportSecurity: string | undefined;
+  /** The client's verified certificate when it presented one (TLS listener with clientCaPem). */
+  readonly certificate: PeerCertificate | undefined;
+}
+
+export interface RunningGrpcServer {
+  readonly port: number;
+  /** Bound port of the plaintext listener, when one was requested. */
+  readonly plaintextPort: number | undefined;
+  /** Registers a service; calls for it are served on every listener from then on. */
+  addService(definition: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation): void;
+  close(): Promise<void>;
+}
+
+export class GrpcServerError extends Error {}
+
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+
+/**
+ * The control plane's gRPC endpoint (default port 15010, TLS): it hosts the xDS ADS service and any
+ * other control-plane service (identity signing, flow reports) registered through `addService`.
+ */
+export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
+  if (options.plaintext && !LOOPBACK.has(options.plaintext.host)) {
+    throw new GrpcServerError(
+      `plaintext gRPC listener must bind a loopback address, got ${options.plaintext.host}`,
+    );
+  }
+  const server = new grpc.Server({
+    // Many sidecars keep one long-lived ADS stream each; do not cap concurrent streams per connection.
+    "grpc.max_concurrent_streams": 0xffffffff,
+    "grpc.keepalive_time_ms": 60_000,
+    "grpc.keepalive_timeout_ms": 20_000,
+  });
+  const tls = options.tls;
+  const credentials = grpc.ServerCredentials.createSsl(
+    tls.clientCaPem ? Buffer.from(tls.clientCaPem) : null,
+    [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }],
+    tls.clientCaPem !== undefined,
+  );
+  const port = await bind(server, hostPort(options.host, options.port), credentials);
+  let plaintextPort: number | undefined;
+  if (options.plaintext) {
+    plaintextPort = await bind(
+      server,
+      hostPort(options.plaintext.host, options.plaintext.port),
+      grpc.ServerCredentials.createInsecure(),
+    );
+  }
+  return {
+    port,
+    plaintextPort,
+    addService: (definition, implementation) => server.addService(definition, implementation),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => resolve());
+        // Long-lived streams would keep a graceful shutdown waiting forever.
+        setTimeout(() => server.forceShutdown(), 2_000).unref();
+      }),
+  };
+}
+
+/** Reads the transport facts of a server call (works for every call kind grpc-js hands a handler). */
+export function callPeer(call: {
+  getPeer(): string;
+  getAuthContext(): { transportSecurityType?: string; sslPeerCertificate?: PeerCertificate };
+}): CallPeer {
+  const auth = call.getAuthContext();
+  const certificate = auth.sslPeerCertificate;
+  return {
+    address: call.getPeer(),
+    transportSecurity: auth.transportSecurityType,
+    certificate: certificate && Object.keys(certificate).length > 0 ? certificate : undefined,
+  };
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, credentials, (err, port) => {
+      if (err) reject(new GrpcServerError(`cannot bind gRPC listener ${address}: ${err.message}`));
+      else resolve(port);
+    });
+  });
+}
