@@ -1,11 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, createServer } from "node:net";
 import { once } from "node:events";
-import {
-  OriginalDestinationError,
-  getOriginalDestination,
-  originalDestinationOf,
-} from "../../native/index.ts";
+import { OriginalDestinationError, getOriginalDestination } from "../../native/index.ts";
 import { Netns, jsonLine, uniqueName } from "./fastpath-support/netns.ts";
 
 const PROBE = "test/e2e/fastpath-support/original-dst-probe.ts";
