@@ -1,0 +1,196 @@
+import type { Peer } from "../identity.ts";
+import type { Labels } from "../labels.ts";
+import { parseIpAddress } from "./address.ts";
+import type { IpAddress } from "./address.ts";
+import type { CompiledPolicySet, CompiledRule, HttpFacts, PeerFacts, RuleLists } from "./compile.ts";
+import { canonicalHost, canonicalName } from "./dns.ts";
+import { normalizeRequestPath } from "./path.ts";
+
+/** The decision procedure shared by every enforcement point (see README "Actions" and "Defaults"). */
+
+export type Direction = "ingress" | "egress";
+export type EnforcementMode = "enforce" | "observe";
+
+export interface HttpRequestFacts {
+  readonly method: string;
+  /** The raw request-target as received. */
+  readonly path: string;
+  /** Host header or :authority, if any. */
+  readonly host?: string;
+  /** Lower-cased header names. */
+  readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
+}
+
+export interface AuthzRequest {
+  readonly direction: Direction;
+  /** The workload the enforcement point protects. */
+  readonly local: { readonly labels: Labels };
+  readonly peer: Peer;
+  /** Ingress: the local workload's port. Egress: the destination port. */
+  readonly port: number;
+  /** Absent for non-HTTP (L4) traffic. */
+  readonly http?: HttpRequestFacts;
+  readonly mode: EnforcementMode;
+}
+
+export interface Decision {
+  readonly verdict: "allow" | "deny";
+  /** True when policy denies but observe mode let the traffic through. */
+  readonly wouldDeny: boolean;
+  /** The deciding rule id, or null for defaults and malformed requests. */
+  readonly policy: string | null;
+  readonly reason: string;
+  /** Ids of matching log rules. */
+  readonly logged: readonly string[];
+  /** 400 when the request path was rejected by normalization. */
+  readonly status?: 400;
+  /** The normalized path that was matched (HTTP only). */
+  readonly path?: string;
+}
+
+function peerFacts(peer: Peer): PeerFacts {
+  if (peer.kind === "workload") {
+    return { labels: peer.identity.labels, external: false, address: () => null, dnsName: null };
+  }
+  let parsed: IpAddress | null | undefined;
+  return {
+    labels: null,
+    external: true,
+    address: () => (parsed === undefined ? (parsed = parseIpAddress(peer.address)) : parsed),
+    dnsName: peer.dnsName === undefined ? null : canonicalName(peer.dnsName),
+  };
+}
+
+function ruleMatches(rule: CompiledRule, peer: PeerFacts, port: number, http: HttpFacts | null): boolean {
+  if (rule.ports !== null && !rule.ports.has(port)) return false;
+  if (rule.peer !== null && !rule.peer(peer)) return false;
+  if (rule.http === null) return true;
+  // Non-HTTP traffic on the port of an HTTP rule: a deny still applies, an allow (or log) cannot.
+  if (http === null) return rule.action === "deny";
+  return rule.http.matches(http);
+}
+
+function finish(
+  mode: EnforcementMode,
+  denied: boolean,
+  policy: string | null,
+  reason: string,
+  logged: readonly string[],
+  path: string | undefined,
+): Decision {
+  const base = path === undefined ? { policy, logged } : { policy, logged, path };
+  if (!denied) return { ...base, verdict: "allow", wouldDeny: false, reason };
+  if (mode === "observe")
+    return { ...base, verdict: "allow", wouldDeny: true, reason: `observe mode, would deny: ${reason}` };
+  return { ...base, verdict: "deny", wouldDeny: false, reason };
+}
+
+function httpFacts(http: HttpRequestFacts): HttpFacts | { malformed: string } {
+  const n = normalizeRequestPath(http.path);
+  if (!n.ok) return { malformed: n.reason };
+  const paths = n.withoutParams === undefined ? [n.path] : [n.path, n.withoutParams];
+  const hosts: string[] = [];
+  if (http.host !== undefined) hosts.push(canonicalHost(http.host));
+  if (n.authority !== undefined) {
+    const a = canonicalHost(n.authority);
+    if (!hosts.includes(a)) hosts.push(a);
+  }
+  if (hosts.length === 0) hosts.push("");
+  return { method: http.method, paths, hosts, headers: http.headers };
+}
+
+function decide(
+  rules: RuleLists,
+  request: AuthzRequest,
+  peer: PeerFacts,
+  http: HttpFacts | null,
+  path: string | undefined,
+): Decision {
+  const logged: string[] = [];
+  for (const r of rules.log) if (ruleMatches(r, peer, request.port, http)) logged.push(r.id);
+  for (const r of rules.deny) {
+    if (ruleMatches(r, peer, request.port, http))
+      return finish(request.mode, true, r.id, `denied by ${r.id}`, logged, path);
+  }
+  for (const r of rules.allow) {
+    if (ruleMatches(r, peer, request.port, http))
+      return finish(request.mode, false, r.id, `allowed by ${r.id}`, logged, path);
+  }
+  return finish(
+    request.mode,
+    true,
+    null,
+    `no rule allows this ${request.direction} (default deny)`,
+    logged,
+    path,
+  );
+}
+
+const UNRESTRICTED_EGRESS = "egress is not restricted for this workload";
+
+/** Decides one request or, without `http`, one non-HTTP connection. Never throws on request input. */
+export function evaluate(set: CompiledPolicySet, request: AuthzRequest): Decision {
+  const view = set.viewFor(request.local.labels);
+  if (request.direction === "egress" && !view.egressRestricted)
+    return { verdict: "allow", wouldDeny: false, policy: null, reason: UNRESTRICTED_EGRESS, logged: [] };
+  const rules = request.direction === "ingress" ? view.ingress : view.egress;
+  let http: HttpFacts | null = null;
+  if (request.http !== undefined) {
+    const facts = httpFacts(request.http);
+    if ("malformed" in facts)
+      return {
+        verdict: "deny",
+        wouldDeny: false,
+        policy: null,
+        reason: `malformed request path: ${facts.malformed}`,
+        logged: [],
+        status: 400,
+      };
+    http = facts;
+  }
+  return decide(rules, request, peerFacts(request.peer), http, http?.paths[0]);
+}
+
+/**
+ * Early check for an HTTP connection before its first request: denies only when no request on it could
+ * be allowed (an L4 deny matches the peer and port, or no allow rule of any kind could).
+ */
+export function connectionPrecheck(set: CompiledPolicySet, request: Omit<AuthzRequest, "http">): Decision {
+  const view = set.viewFor(request.local.labels);
+  if (request.direction === "egress" && !view.egressRestricted)
+    return { verdict: "allow", wouldDeny: false, policy: null, reason: UNRESTRICTED_EGRESS, logged: [] };
+  const rules = request.direction === "ingress" ? view.ingress : view.egress;
+  const peer = peerFacts(request.peer);
+  const reachable = (r: CompiledRule): boolean =>
+    (r.ports === null || r.ports.has(request.port)) && (r.peer === null || r.peer(peer));
+  for (const r of rules.deny) {
+    if (r.http === null && reachable(r))
+      return finish(request.mode, true, r.id, `denied by ${r.id}`, [], undefined);
+  }
+  for (const r of rules.allow) {
+    if (reachable(r))
+      return finish(request.mode, false, r.id, `requests may be allowed by ${r.id}`, [], undefined);
+  }
+  return finish(
+    request.mode,
+    true,
+    null,
+    `no rule allows this ${request.direction} (default deny)`,
+    [],
+    undefined,
+  );
+}
+
+/** Whether any rule on this port (in the given direction) has HTTP conditions, i.e. needs the L7 proxy. */
+export function httpRulesOnPort(
+  set: CompiledPolicySet,
+  labels: Labels,
+  port: number,
+  direction: Direction = "ingress",
+): boolean {
+  const view = set.viewFor(labels);
+  if (direction === "egress" && !view.egressRestricted) return false;
+  const rules = direction === "ingress" ? view.ingress : view.egress;
+  const onPort = (r: CompiledRule): boolean => r.http !== null && (r.ports === null || r.ports.has(port));
+  return rules.log.some(onPort) || rules.deny.some(onPort) || rules.allow.some(onPort);
+}
