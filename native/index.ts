@@ -18,8 +18,82 @@ interface NativeSyscallError extends Error {
   syscall?: string;
 }
 
+/** Parsed IP + TCP headers of one packet. */
+export interface TcpInfo {
+  readonly family: 4 | 6;
+  readonly src: string;
+  readonly dst: string;
+  readonly srcPort: number;
+  readonly dstPort: number;
+  readonly seq: number;
+  readonly ack: number;
+  /** TCP flags byte (see TCP_FLAGS). */
+  readonly flags: number;
+  readonly tcpHeaderLength: number;
+  readonly payloadLength: number;
+  /** Whether the segment carries the token option with the given ExID. */
+  readonly hasToken: boolean;
+}
+
+export const TCP_FLAGS = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
+
+/** One packet handed over by NFQUEUE. */
+export interface QueuedPacket {
+  /** Kernel packet id, the key of the verdict. */
+  readonly id: number;
+  /** Netfilter hook: 0 PREROUTING, 1 INPUT, 2 FORWARD, 3 OUTPUT, 4 POSTROUTING. */
+  readonly hook: number;
+  readonly family: 4 | 6;
+  /** The packet mark (skb->mark) when it was queued. */
+  readonly mark: number;
+  /** The IP packet, starting at the IP header. */
+  readonly packet: Buffer;
+}
+
+export const VERDICT = { DROP: 0, ACCEPT: 1, REPEAT: 4 } as const;
+export type VerdictCode = (typeof VERDICT)[keyof typeof VERDICT];
+
+export interface QueueStats {
+  readonly queue: number;
+  readonly received: number;
+  readonly accepted: number;
+  readonly dropped: number;
+  readonly repeated: number;
+  readonly modified: number;
+  /** Messages the kernel dropped because the socket buffer was full (ENOBUFS). */
+  readonly overruns: number;
+  readonly receiveErrors: number;
+  readonly callbackErrors: number;
+}
+
+export interface QueueOptions {
+  /** Kernel queue length (packets waiting for a verdict); default 1024. */
+  readonly maxLength?: number;
+  /** Accept instead of drop when the kernel queue is full (NFQA_CFG_F_FAIL_OPEN). Default false. */
+  readonly failOpen?: boolean;
+  /** Netlink receive buffer in bytes; default 4 MiB. */
+  readonly receiveBuffer?: number;
+}
+
+interface NativeQueue {
+  verdict(id: number, verdict: VerdictCode, mark?: number, packet?: Buffer): void;
+  stats(): QueueStats;
+  close(): void;
+}
+
 interface NativeBinding {
   getOriginalDestination(fd: number, family: 4 | 6): SocketAddress;
+  parseTcp(packet: Buffer, exid: number): TcpInfo;
+  insertToken(packet: Buffer, token: Buffer, exid: number): Buffer;
+  extractToken(packet: Buffer, exid: number): { packet: Buffer; token: Buffer } | null;
+  rewriteAsReset(packet: Buffer): Buffer;
+  hasNfQueue: boolean;
+  NfQueue?: new (queue: number, options: QueueOptions, onPacket: (p: QueuedPacket) => void) => NativeQueue;
+}
+
+/** A packet is malformed or cannot take the requested change; the message names the field. */
+export class PacketError extends Error {
+  override readonly name = "PacketError";
 }
 
 /** The addon could not be loaded (not built, or built for another Node ABI). */
@@ -123,4 +197,75 @@ export function originalDestinationOf(socket: Socket): SocketAddress {
   const local = socket.localAddress ?? "";
   const family: 4 | 6 = socket.localFamily === "IPv6" && !/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(local) ? 6 : 4;
   return getOriginalDestination(fd, family);
+}
+
+function packetCall<T>(body: (native: NativeBinding) => T): T {
+  const native = load();
+  try {
+    return body(native);
+  } catch (err) {
+    if ((err as NativeSyscallError).code === "EPACKET") throw new PacketError((err as Error).message);
+    throw err;
+  }
+}
+
+/** Parses the IP and TCP headers; throws PacketError for anything but a whole, unfragmented TCP segment. */
+export function parseTcp(packet: Buffer, exid: number): TcpInfo {
+  return packetCall((n) => n.parseTcp(packet, exid));
+}
+
+/**
+ * The packet with the token option (TCP option 253 with `exid`) added and `token` as its payload;
+ * IP length fields and IP/TCP checksums recomputed.
+ */
+export function insertToken(packet: Buffer, token: Buffer, exid: number): Buffer {
+  return packetCall((n) => n.insertToken(packet, token, exid));
+}
+
+/** Removes the token option and payload; null when the segment carries no token option. */
+export function extractToken(packet: Buffer, exid: number): { packet: Buffer; token: Buffer } | null {
+  return packetCall((n) => n.extractToken(packet, exid));
+}
+
+/** The segment rewritten as RST|ACK (same addresses, ports, seq, ack; no options, no payload). */
+export function rewriteAsReset(packet: Buffer): Buffer {
+  return packetCall((n) => n.rewriteAsReset(packet));
+}
+
+/** True when the addon was built with libnetfilter_queue (the fast-path datapath). */
+export function nfqueueAvailable(): boolean {
+  return nativeAvailable() && load().hasNfQueue;
+}
+
+/** An NFQUEUE queue bound in this process's network namespace; every delivered packet needs a verdict. */
+export class PacketQueue {
+  private readonly native: NativeQueue;
+
+  constructor(
+    readonly queue: number,
+    options: QueueOptions,
+    onPacket: (packet: QueuedPacket) => void,
+  ) {
+    const binding = load();
+    if (!binding.NfQueue) {
+      throw new NativeUnavailableError(
+        "the native addon was built without libnetfilter_queue (install libnetfilter-queue-dev and libmnl-dev, then rebuild)",
+      );
+    }
+    this.native = new binding.NfQueue(queue, options, onPacket);
+  }
+
+  /** Gives the verdict for packet `id`, optionally setting its mark and replacing its bytes. */
+  verdict(id: number, verdict: VerdictCode, mark?: number, packet?: Buffer): void {
+    this.native.verdict(id, verdict, mark, packet);
+  }
+
+  stats(): QueueStats {
+    return this.native.stats();
+  }
+
+  /** Unbinds the queue and closes the netlink socket; idempotent. */
+  close(): void {
+    this.native.close();
+  }
 }

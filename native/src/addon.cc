@@ -2,11 +2,26 @@
 #include <napi.h>
 
 #include "original_dst.h"
+#include "packet_napi.h"
+#ifdef SIGIL_HAVE_NFQUEUE
+#include "nfqueue.h"
+#endif
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getOriginalDestination", Napi::Function::New(env, sigil::GetOriginalDestination));
+  sigil::RegisterPacketFunctions(env, exports);
+#ifdef SIGIL_HAVE_NFQUEUE
+  sigil::RegisterNfQueue(env, exports);
+#endif
+  exports.Set("hasNfQueue", Napi::Boolean::New(env,
+#ifdef SIGIL_HAVE_NFQUEUE
+                                               true
+#else
+                                               false
+#endif
+                                               ));
   return exports;
 }
 
