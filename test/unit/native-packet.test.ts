@@ -22,7 +22,7 @@ function fold(acc: number): number {
 }
 
 function tcpChecksum(packet: Buffer): number {
-  const v6 = packet[0] >> 4 === 6;
+  const v6 = (packet[0] as number) >> 4 === 6;
   const ipLen = v6 ? 40 : ((packet[0] as number) & 0x0f) * 4;
   const seg = Buffer.from(packet.subarray(ipLen));
   seg.writeUInt16BE(0, 16);
@@ -46,7 +46,7 @@ function ipv4Checksum(packet: Buffer): number {
 }
 
 function checksumsValid(packet: Buffer): boolean {
-  const v6 = packet[0] >> 4 === 6;
+  const v6 = (packet[0] as number) >> 4 === 6;
   const ipLen = v6 ? 40 : 20;
   if (!v6 && packet.readUInt16BE(10) !== ipv4Checksum(packet)) return false;
   return packet.readUInt16BE(ipLen + 16) === tcpChecksum(packet);
