@@ -38,7 +38,8 @@ export interface RunningGrpcServer {
   readonly plaintextPort: number | undefined;
   /** Registers a service; calls for it are served on every listener from then on. */
   addService(definition: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation): void;
-  close(): Promise<void>;
+  /** Stops accepting calls; streams still open after `graceMs` are cut. */
+  close(graceMs?: number): Promise<void>;
 }
 
 export class GrpcServerError extends Error {}
@@ -80,11 +81,12 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     port,
     plaintextPort,
     addService: (definition, implementation) => server.addService(definition, implementation),
-    close: () =>
+    close: (graceMs = 2_000) =>
       new Promise<void>((resolve) => {
         server.tryShutdown(() => resolve());
-        // Long-lived streams would keep a graceful shutdown waiting forever.
-        setTimeout(() => server.forceShutdown(), 2_000).unref();
+        // Long-lived streams (ADS) would keep a graceful shutdown waiting forever.
+        if (graceMs <= 0) server.forceShutdown();
+        else setTimeout(() => server.forceShutdown(), graceMs).unref();
       }),
   };
 }

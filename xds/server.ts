@@ -1,0 +1,442 @@
+import { EventEmitter } from "node:events";
+import type { PeerCertificate } from "node:tls";
+import * as grpc from "@grpc/grpc-js";
+import type { TypeRegistry } from "./registry.ts";
+import { EMPTY, versionOf, type ResourceSet, type Snapshot, type SnapshotCache } from "./snapshot.ts";
+import {
+  adsServiceDefinition,
+  encodeDeltaResponse,
+  encodeSotwResponse,
+  nodeInfo,
+  type DeltaRequest,
+  type NodeInfo,
+  type SotwRequest,
+} from "./wire.ts";
+
+/** What the server knows about the other end of a stream before it trusts the node it claims. */
+export interface StreamPeer {
+  readonly address: string;
+  /** "ssl" on a TLS listener. */
+  readonly transportSecurity: string | undefined;
+  /** The client's verified certificate when the listener requires one. */
+  readonly certificate: PeerCertificate | undefined;
+}
+
+/**
+ * Decides whether `peer` may act as `node` and which snapshot key it is served. Throwing (or
+ * rejecting) refuses the stream with PERMISSION_DENIED: authorization fails closed. The identity
+ * layer plugs its certificate-to-workload check in here.
+ */
+export type NodeAuthorizer = (node: NodeInfo, peer: StreamPeer) => string | Promise<string>;
+
+/** The default: the node id is the key, trusted as claimed (only right where transport auth already decided). */
+export const trustClaimedNodeId: NodeAuthorizer = (node) => node.id;
+
+export interface AdsServerOptions {
+  readonly cache: SnapshotCache;
+  readonly registry: TypeRegistry;
+  readonly authorize?: NodeAuthorizer;
+}
+
+export interface AckEvent {
+  readonly nodeId: string;
+  readonly typeUrl: string;
+  readonly version: string;
+  readonly nonce: string;
+}
+export interface NackEvent extends AckEvent {
+  readonly errorDetail: string;
+}
+export interface StreamEvent {
+  readonly nodeId: string;
+  readonly protocol: "sotw" | "delta";
+}
+
+export interface AdsServerEvents {
+  ack: [AckEvent];
+  nack: [NackEvent];
+  "stream-open": [StreamEvent];
+  "stream-close": [StreamEvent];
+  /** A request the protocol says to ignore (stale nonce). */
+  stale: [AckEvent];
+}
+
+type SotwCall = grpc.ServerDuplexStream<SotwRequest, Buffer>;
+type DeltaCall = grpc.ServerDuplexStream<DeltaRequest, Buffer>;
+
+class ProtocolError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Envoy's Aggregated Discovery Service over a snapshot cache: state of the world and delta, ACK and
+ * NACK per type by nonce, stale nonces ignored, nothing resent after a NACK until the snapshot
+ * changes. Register with `server.addService(ads.definition, ads.implementation)`.
+ */
+export class AdsServer extends EventEmitter<AdsServerEvents> {
+  readonly definition = adsServiceDefinition;
+  readonly implementation: grpc.UntypedServiceImplementation;
+  private readonly authorize: NodeAuthorizer;
+  private openStreams = 0;
+
+  constructor(private readonly options: AdsServerOptions) {
+    super();
+    this.setMaxListeners(0);
+    this.authorize = options.authorize ?? trustClaimedNodeId;
+    this.implementation = {
+      StreamAggregatedResources: (call: SotwCall) => this.serve(call, "sotw"),
+      DeltaAggregatedResources: (call: DeltaCall) => this.serve(call, "delta"),
+    };
+  }
+
+  get streamCount(): number {
+    return this.openStreams;
+  }
+
+  private serve(call: SotwCall | DeltaCall, protocol: "sotw" | "delta"): void {
+    let stream: SotwStream | DeltaStream | undefined;
+    let starting: Promise<void> | undefined;
+    const backlog: (SotwRequest | DeltaRequest)[] = [];
+    const fail = (err: unknown) => {
+      const code = err instanceof ProtocolError ? err.code : grpc.status.INTERNAL;
+      call.emit("error", { code, details: err instanceof Error ? err.message : String(err) });
+      call.end();
+      stream?.close();
+    };
+    call.on("data", (req: SotwRequest | DeltaRequest) => {
+      if (stream) {
+        try {
+          stream.handle(req as never);
+        } catch (err) {
+          fail(err);
+        }
+        return;
+      }
+      backlog.push(req);
+      if (starting) return;
+      starting = this.open(call, protocol, req).then(
+        (s) => {
+          stream = s;
+          this.openStreams++;
+          this.emit("stream-open", { nodeId: s.nodeId, protocol });
+          for (const r of backlog.splice(0)) s.handle(r as never);
+        },
+        (err: unknown) => fail(err),
+      );
+    });
+    const end = () => {
+      if (!stream) return;
+      stream.close();
+      this.openStreams--;
+      this.emit("stream-close", { nodeId: stream.nodeId, protocol });
+      stream = undefined;
+    };
+    call.on("end", () => {
+      end();
+      call.end();
+    });
+    call.on("cancelled", end);
+    call.on("error", end);
+    call.on("close", end);
+  }
+
+  private async open(
+    call: SotwCall | DeltaCall,
+    protocol: "sotw" | "delta",
+    first: SotwRequest | DeltaRequest,
+  ): Promise<SotwStream | DeltaStream> {
+    if (!first.node)
+      throw new ProtocolError(
+        grpc.status.INVALID_ARGUMENT,
+        "the first request of a stream must carry the node",
+      );
+    const node = nodeInfo(first.node);
+    if (node.id === "") throw new ProtocolError(grpc.status.INVALID_ARGUMENT, "node.id is empty");
+    const auth = call.getAuthContext();
+    const peer: StreamPeer = {
+      address: call.getPeer(),
+      transportSecurity: auth.transportSecurityType,
+      certificate:
+        auth.sslPeerCertificate && Object.keys(auth.sslPeerCertificate).length > 0
+          ? auth.sslPeerCertificate
+          : undefined,
+    };
+    let key: string;
+    try {
+      key = await this.authorize(node, peer);
+    } catch (err) {
+      throw new ProtocolError(
+        grpc.status.PERMISSION_DENIED,
+        `node ${node.id} refused: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+    const S = protocol === "sotw" ? SotwStream : DeltaStream;
+    return new S(this, call as never, node.id, key, this.options);
+  }
+}
+
+/** Per-type state of a state-of-the-world stream. */
+interface SotwTypeState {
+  /** null = wildcard. */
+  names: Set<string> | null;
+  /** Whether the client ever named resources (after that, an empty list unsubscribes all). */
+  explicit: boolean;
+  lastSentVersion: string | undefined;
+  nonce: string | undefined;
+}
+
+abstract class BaseStream {
+  protected snapshot: Snapshot;
+  private readonly unwatch: () => void;
+  private nonceCounter = 0;
+
+  constructor(
+    protected readonly server: AdsServer,
+    readonly nodeId: string,
+    key: string,
+    protected readonly options: AdsServerOptions,
+  ) {
+    this.snapshot = options.cache.get(key) ?? EMPTY;
+    this.unwatch = options.cache.watch(key, (s) => {
+      this.snapshot = s;
+      this.onSnapshot();
+    });
+  }
+
+  protected nextNonce(): string {
+    return (++this.nonceCounter).toString(36);
+  }
+
+  protected checkType(typeUrl: string): void {
+    if (!this.options.registry.has(typeUrl)) {
+      throw new ProtocolError(
+        grpc.status.INVALID_ARGUMENT,
+        `resource type ${typeUrl || "<empty>"} is not served`,
+      );
+    }
+  }
+
+  protected abstract onSnapshot(): void;
+
+  close(): void {
+    this.unwatch();
+  }
+}
+
+class SotwStream extends BaseStream {
+  private readonly types = new Map<string, SotwTypeState>();
+
+  constructor(
+    server: AdsServer,
+    private readonly call: SotwCall,
+    nodeId: string,
+    key: string,
+    options: AdsServerOptions,
+  ) {
+    super(server, nodeId, key, options);
+  }
+
+  handle(req: SotwRequest): void {
+    const typeUrl = req.type_url;
+    this.checkType(typeUrl);
+    let state = this.types.get(typeUrl);
+    const names = req.resource_names;
+    if (!state) {
+      const wildcard = names.length === 0 || names.includes("*");
+      state = {
+        names: wildcard ? null : new Set(names),
+        explicit: !wildcard,
+        lastSentVersion: req.version_info === "" ? undefined : req.version_info,
+        nonce: undefined,
+      };
+      this.types.set(typeUrl, state);
+      this.respond(typeUrl, state, false);
+      return;
+    }
+    if (req.response_nonce !== state.nonce) {
+      this.server.emit("stale", {
+        nodeId: this.nodeId,
+        typeUrl,
+        version: req.version_info,
+        nonce: req.response_nonce,
+      });
+      return;
+    }
+    if (req.error_detail) {
+      this.server.emit("nack", {
+        nodeId: this.nodeId,
+        typeUrl,
+        version: state.lastSentVersion ?? "",
+        nonce: req.response_nonce,
+        errorDetail: req.error_detail.message,
+      });
+    } else {
+      this.server.emit("ack", {
+        nodeId: this.nodeId,
+        typeUrl,
+        version: req.version_info,
+        nonce: req.response_nonce,
+      });
+    }
+    const changed = this.updateNames(state, names);
+    this.respond(typeUrl, state, changed);
+  }
+
+  private updateNames(state: SotwTypeState, names: string[]): boolean {
+    if (names.includes("*")) {
+      const changed = state.names !== null;
+      state.names = null;
+      return changed;
+    }
+    if (names.length === 0 && !state.explicit) return false;
+    const next = new Set(names);
+    const prev = state.names;
+    state.explicit = true;
+    state.names = next;
+    if (!prev || prev.size !== next.size) return true;
+    for (const n of next) if (!prev.has(n)) return true;
+    return false;
+  }
+
+  protected onSnapshot(): void {
+    for (const [typeUrl, state] of this.types) this.respond(typeUrl, state, false);
+  }
+
+  /** Sends the subscribed subset when it differs from what was last sent (or the subscription changed). */
+  private respond(typeUrl: string, state: SotwTypeState, force: boolean): void {
+    const set = this.snapshot.set(typeUrl);
+    let version: string;
+    let body: Buffer;
+    if (state.names === null) {
+      version = set.version;
+      if (!force && version === state.lastSentVersion) return;
+      body = set.sotwBody;
+    } else {
+      const subset = pick(set, state.names);
+      version = versionOf(subset);
+      if (!force && version === state.lastSentVersion) return;
+      body = Buffer.concat(subset.map((r) => r.sotwEntry));
+    }
+    const nonce = this.nextNonce();
+    state.lastSentVersion = version;
+    state.nonce = nonce;
+    this.call.write(encodeSotwResponse(version, typeUrl, nonce, body));
+  }
+}
+
+function pick(set: ResourceSet, names: Set<string>) {
+  const out = [];
+  for (const n of names) {
+    const r = set.items.get(n);
+    if (r) out.push(r);
+  }
+  return out;
+}
+
+/** Per-type state of a delta stream. */
+interface DeltaTypeState {
+  wildcard: boolean;
+  names: Set<string>;
+  /** What the client holds: name → version; "" = told it does not exist. */
+  known: Map<string, string>;
+  nonce: string | undefined;
+}
+
+class DeltaStream extends BaseStream {
+  private readonly types = new Map<string, DeltaTypeState>();
+
+  constructor(
+    server: AdsServer,
+    private readonly call: DeltaCall,
+    nodeId: string,
+    key: string,
+    options: AdsServerOptions,
+  ) {
+    super(server, nodeId, key, options);
+  }
+
+  handle(req: DeltaRequest): void {
+    const typeUrl = req.type_url;
+    this.checkType(typeUrl);
+    let state = this.types.get(typeUrl);
+    if (!state) {
+      const subscribe = req.resource_names_subscribe;
+      state = {
+        wildcard: subscribe.length === 0 || subscribe.includes("*"),
+        names: new Set(subscribe.filter((n) => n !== "*")),
+        known: new Map(Object.entries(req.initial_resource_versions)),
+        nonce: undefined,
+      };
+      this.types.set(typeUrl, state);
+    } else {
+      for (const n of req.resource_names_subscribe) {
+        if (n === "*") state.wildcard = true;
+        else state.names.add(n);
+      }
+      for (const n of req.resource_names_unsubscribe) {
+        if (n === "*") state.wildcard = false;
+        else state.names.delete(n);
+      }
+    }
+    if (req.response_nonce !== "") {
+      if (req.response_nonce !== state.nonce) {
+        this.server.emit("stale", { nodeId: this.nodeId, typeUrl, version: "", nonce: req.response_nonce });
+      } else if (req.error_detail) {
+        this.server.emit("nack", {
+          nodeId: this.nodeId,
+          typeUrl,
+          version: "",
+          nonce: req.response_nonce,
+          errorDetail: req.error_detail.message,
+        });
+      } else {
+        this.server.emit("ack", { nodeId: this.nodeId, typeUrl, version: "", nonce: req.response_nonce });
+      }
+    }
+    this.dropUnsubscribed(state);
+    this.respond(typeUrl, state);
+  }
+
+  /** Names the client no longer wants are forgotten without a response (it drops them itself). */
+  private dropUnsubscribed(state: DeltaTypeState): void {
+    if (state.wildcard) return;
+    for (const n of state.known.keys()) if (!state.names.has(n)) state.known.delete(n);
+  }
+
+  protected onSnapshot(): void {
+    for (const [typeUrl, state] of this.types) this.respond(typeUrl, state);
+  }
+
+  private respond(typeUrl: string, state: DeltaTypeState): void {
+    const set = this.snapshot.set(typeUrl);
+    const entries: Buffer[] = [];
+    const removed: string[] = [];
+    const offer = (name: string) => {
+      const r = set.items.get(name);
+      const held = state.known.get(name);
+      if (r) {
+        if (held !== r.version) {
+          entries.push(r.deltaEntry);
+          state.known.set(name, r.version);
+        }
+      } else if (held !== "") {
+        // Held and now gone, or named and never existed: tell the client it does not exist.
+        if (held !== undefined || !state.wildcard) removed.push(name);
+        if (state.names.has(name)) state.known.set(name, "");
+        else state.known.delete(name);
+      }
+    };
+    if (state.wildcard) for (const name of set.items.keys()) offer(name);
+    for (const name of state.names) offer(name);
+    for (const name of [...state.known.keys()]) if (!set.items.has(name)) offer(name);
+    if (entries.length === 0 && removed.length === 0) return;
+    const nonce = this.nextNonce();
+    state.nonce = nonce;
+    this.call.write(encodeDeltaResponse(set.version, typeUrl, nonce, entries, removed));
+  }
+}
