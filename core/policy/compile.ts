@@ -159,7 +159,8 @@ function compileHttp(http: HttpMatch, action: RuleAction): CompiledHttp {
     matches(req) {
       if (methods && !methods.has(deny ? req.method.toUpperCase() : req.method)) return false;
       if (paths && !over(req.paths, (p) => paths.matches(p))) return false;
-      if (hosts && !over(req.hosts, (h) => hosts.matches(h))) return false;
+      // No host at all: the server picks its default, which may be the denied one.
+      if (hosts && (req.hosts.length === 0 ? !deny : !over(req.hosts, (h) => hosts.matches(h)))) return false;
       for (const test of headers) if (!test(req.headers)) return false;
       return true;
     },

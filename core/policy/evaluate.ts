@@ -95,7 +95,6 @@ function httpFacts(http: HttpRequestFacts): HttpFacts | { malformed: string } {
     const a = canonicalHost(n.authority);
     if (!hosts.includes(a)) hosts.push(a);
   }
-  if (hosts.length === 0) hosts.push("");
   return { method: http.method, paths, hosts, headers: http.headers };
 }
 
