@@ -219,7 +219,8 @@ export function describePlan(plans: FamilyPlan[]): string {
   const out: string[] = [];
   for (const plan of plans) {
     out.push(`# IPv${plan.family}: ${toolName(plan.family, "auto", "restore")} --noflush`);
-    out.push(transactionText(buildTransaction(new Map(), plan.tables)).trimEnd());
+    const text = transactionText(buildTransaction(new Map(), plan.tables)).trimEnd();
+    if (text !== "") out.push(text);
     if (plan.routing) {
       const flag = ipFamilyFlag(plan.family);
       out.push(`# IPv${plan.family} policy routing for TPROXY (mark ${hex(plan.routing.mark.value)})`);

@@ -154,6 +154,9 @@ function semanticProblems(c: z.output<typeof captureConfigSchema>): string[] {
       "proxyUid: 0 would exempt every root process from capture; run the sidecar as its own user (or set allowRootProxy)",
     );
   }
+  if (!c.outbound && c.inboundPorts !== "*" && c.inboundPorts.length === 0 && c.fastPath === null) {
+    problems.push("nothing to capture: outbound is off and inboundPorts is empty");
+  }
   if (c.inboundPort === c.outboundPort) problems.push("inboundPort and outboundPort must differ");
   if (c.captureUids.includes(c.proxyUid))
     problems.push("captureUids must not include the sidecar's own proxyUid");
