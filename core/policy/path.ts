@@ -117,6 +117,9 @@ export function normalizeRequestPath(rawTarget: string): NormalizedPath {
   } else if (!rawTarget.startsWith("/")) {
     return reject("request target is neither origin-form (/path) nor absolute-form (http://host/path)");
   }
+  // `//x/y` is origin-form to HTTP but a network-path reference (host x) to URL parsers such as
+  // `new URL(req.url, base)`: the two would disagree about the path, so refuse it.
+  if (rest.startsWith("//")) return reject("request path starts with //");
   const hash = rest.indexOf("#");
   const withoutFragment = hash >= 0 ? rest.slice(0, hash) : rest;
   const q = withoutFragment.indexOf("?");
