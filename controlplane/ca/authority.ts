@@ -1,0 +1,566 @@
+import { EventEmitter } from "node:events";
+import {
+  X509Certificate as NodeCertificate,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+} from "node:crypto";
+import { readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { x509 } from "../../core/svid/x509.ts";
+import { SignJWT, calculateJwkThumbprint, importPKCS8 } from "jose";
+import { z } from "zod";
+import type { AttestedLabel } from "../../core/labels.ts";
+import { parseSpiffeId } from "../../core/identity.ts";
+import type { JwtAuthority, TrustBundle } from "../../core/svid/bundle.ts";
+import { LABELS_CLAIM, certificateThumbprint } from "../../core/svid/jwt.ts";
+import { labelsExtensionDer, labelsOf } from "../../core/svid/labels-extension.ts";
+import type { CryptoKey, SigningKey } from "./keys.ts";
+import { CaKeyError, generateP256, importSigningKey, keyMatchesCertificate, randomSerial } from "./keys.ts";
+import { ensurePrivateDir, readPrivateFile, writePrivateFile } from "./secret-files.ts";
+
+/** The CA cannot do what was asked, with the file or rule at fault. */
+export class CaError extends Error {}
+
+export interface CaOptions {
+  readonly dataDir: string;
+  /** Used only when the CA is created; an existing CA keeps its own. */
+  readonly trustDomain?: string;
+  /** Lifetime of generated roots. */
+  readonly rootTtlSeconds?: number;
+  /** Longest leaf the CA will sign; old roots stay trusted this long after a newer one activates. */
+  readonly maxLeafTtlSeconds?: number;
+  readonly refreshHintSeconds?: number;
+}
+
+/** A CA (root or intermediate) the user brings instead of a generated root. */
+export interface ImportedCa {
+  readonly certPem: string;
+  readonly keyPem: string;
+  /** Certificates above `certPem`, ending at the root the bundle will carry. Empty: `certPem` is the anchor. */
+  readonly chainPem?: string;
+}
+
+export interface IssuedSvid {
+  readonly spiffeId: string;
+  /** Leaf first, then intermediates up to (not including) the trust anchor. */
+  readonly chain: readonly Buffer[];
+  readonly serial: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+/** One CA key pair and certificate, with the window in which it signs and is trusted. */
+interface Generation {
+  readonly id: string;
+  readonly source: "generated" | "imported";
+  readonly createdAtMs: number;
+  readonly activateAtMs: number;
+  /** Set when a newer generation activates: the generation stays trusted until then. */
+  retireAtMs: number | null;
+}
+
+interface LoadedGeneration extends Generation {
+  readonly cert: x509.X509Certificate;
+  /** Intermediates above `cert` that leaves must carry (the anchor excluded). */
+  readonly intermediates: readonly Buffer[];
+  readonly anchor: NodeCertificate;
+  readonly signing: SigningKey;
+  readonly jwtKey: CryptoKey;
+  readonly jwtAuthority: JwtAuthority;
+}
+
+const stateSchema = z.object({
+  trustDomain: z.string(),
+  sequence: z.number().int().nonnegative(),
+  generations: z.array(
+    z.object({
+      id: z.string().regex(/^[a-z0-9-]+$/),
+      source: z.enum(["generated", "imported"]),
+      createdAtMs: z.number(),
+      activateAtMs: z.number(),
+      retireAtMs: z.number().nullable(),
+    }),
+  ),
+});
+type CaState = z.infer<typeof stateSchema>;
+
+const DAY = 24 * 3600;
+
+function splitPem(pem: string, what: string): x509.X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((block, i) => {
+    try {
+      return new x509.X509Certificate(block);
+    } catch (err) {
+      throw new CaError(`${what} certificate ${i + 1} cannot be parsed: ${(err as Error).message}`);
+    }
+  });
+}
+
+/**
+ * Sigil's certificate authority. It keeps one or more generations of CA keys in
+ * `<dataDir>/ca/`: the newest active one signs, every unretired one is in the trust bundle. A
+ * rotation adds a generation that is trusted at once but signs only after `activateIn`, giving the
+ * bundle time to reach every peer; the previous generation then stays trusted until every leaf it
+ * signed has expired. Emits `bundle` (TrustBundle) whenever the bundle changes.
+ */
+export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }> {
+  private constructor(
+    private readonly dir: string,
+    private state: CaState,
+    private generations: LoadedGeneration[],
+    private readonly options: Required<Omit<CaOptions, "trustDomain" | "dataDir">>,
+  ) {
+    super();
+  }
+
+  get trustDomain(): string {
+    return this.state.trustDomain;
+  }
+
+  get maxLeafTtlSeconds(): number {
+    return this.options.maxLeafTtlSeconds;
+  }
+
+  /** True when `<dataDir>/ca` already holds a CA. */
+  static async exists(dataDir: string): Promise<boolean> {
+    return readFile(join(dataDir, "ca", "state.json")).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === "ENOENT") return false;
+        throw err;
+      },
+    );
+  }
+
+  /**
+   * Loads the CA from the data directory, creating it on first start: a generated P-256 root, or
+   * `imported` when given. Refuses `imported` when a CA already exists (use `rotate` for that).
+   */
+  static async open(
+    options: CaOptions & { imported?: ImportedCa; now?: Date },
+  ): Promise<CertificateAuthority> {
+    const dir = join(options.dataDir, "ca");
+    const resolved = {
+      rootTtlSeconds: options.rootTtlSeconds ?? 365 * DAY,
+      maxLeafTtlSeconds: options.maxLeafTtlSeconds ?? DAY,
+      refreshHintSeconds: options.refreshHintSeconds ?? 300,
+    };
+    if (await CertificateAuthority.exists(options.dataDir)) {
+      if (options.imported)
+        throw new CaError(`a CA already exists in ${dir}; use "ca rotate" to switch to a new one`);
+      const state = await CertificateAuthority.readState(dir);
+      if (options.trustDomain && options.trustDomain !== state.trustDomain) {
+        throw new CaError(
+          `CA in ${dir} is for trust domain "${state.trustDomain}", not "${options.trustDomain}"`,
+        );
+      }
+      const loaded = await Promise.all(
+        state.generations
+          .filter((g) => g.retireAtMs === null || g.retireAtMs > Date.now())
+          .map((g) => loadGeneration(dir, g)),
+      );
+      if (loaded.length === 0) throw new CaError(`CA in ${dir} has no usable generation`);
+      return new CertificateAuthority(dir, state, loaded, resolved);
+    }
+    const trustDomain = options.trustDomain ?? "sigil.local";
+    if (!parseSpiffeId(`spiffe://${trustDomain}`))
+      throw new CaError(`"${trustDomain}" is not a valid trust domain name`);
+    await ensurePrivateDir(dir);
+    const ca = new CertificateAuthority(dir, { trustDomain, sequence: 0, generations: [] }, [], resolved);
+    await ca.addGeneration(options.imported, options.now ?? new Date(), 0);
+    return ca;
+  }
+
+  private static async readState(dir: string): Promise<CaState> {
+    const path = join(dir, "state.json");
+    let raw: unknown;
+    try {
+      raw = JSON.parse(await readPrivateFile(path));
+    } catch (err) {
+      throw new CaError(`${path}: ${(err as Error).message}`);
+    }
+    const parsed = stateSchema.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new CaError(`${path}: ${issue?.path.join(".")}: ${issue?.message}`);
+    }
+    return parsed.data;
+  }
+
+  private async saveState(): Promise<void> {
+    await writePrivateFile(join(this.dir, "state.json"), JSON.stringify(this.state, null, 2));
+  }
+
+  /** Creates (or imports) a generation, stores it, and makes it trusted now and signing at `activateAt`. */
+  private async addGeneration(
+    imported: ImportedCa | undefined,
+    now: Date,
+    activateInSeconds: number,
+  ): Promise<LoadedGeneration> {
+    const id = `g${this.state.sequence + 1}-${now.getTime().toString(36)}`;
+    const genDir = join(this.dir, id);
+    let certPem: string;
+    let keyPem: string;
+    let chainPem = "";
+    if (imported) {
+      validateImported(imported, this.state.trustDomain);
+      certPem = imported.certPem;
+      keyPem = imported.keyPem;
+      chainPem = imported.chainPem ?? "";
+    } else {
+      const root = await createRoot(this.state.trustDomain, id, now, this.options.rootTtlSeconds);
+      certPem = root.certPem;
+      keyPem = root.keyPem;
+    }
+    const jwt = await generateP256();
+    await writePrivateFile(join(genDir, "ca.key"), keyPem);
+    await writePrivateFile(join(genDir, "jwt.key"), jwt.privatePem);
+    await writePrivateFile(join(genDir, "ca.crt"), certPem);
+    await writePrivateFile(join(genDir, "chain.pem"), chainPem);
+    const generation: Generation = {
+      id,
+      source: imported ? "imported" : "generated",
+      createdAtMs: now.getTime(),
+      activateAtMs: now.getTime() + activateInSeconds * 1000,
+      retireAtMs: null,
+    };
+    const loaded = await loadGeneration(this.dir, generation);
+    const activeBefore =
+      this.generations.length > 0 ? this.active(new Date(generation.activateAtMs)) : undefined;
+    this.generations.push(loaded);
+    this.state.generations.push(generation);
+    // Leaves signed by the previous generation up to the new one's activation must stay verifiable.
+    if (activeBefore) {
+      const retireAt = generation.activateAtMs + this.options.maxLeafTtlSeconds * 1000;
+      for (const g of this.generations) {
+        if (g !== loaded && g.retireAtMs === null) this.setRetire(g, retireAt);
+      }
+    }
+    this.state.sequence += 1;
+    await this.saveState();
+    this.emit("bundle", this.bundle());
+    return loaded;
+  }
+
+  private setRetire(g: LoadedGeneration, retireAtMs: number): void {
+    g.retireAtMs = retireAtMs;
+    const stored = this.state.generations.find((s) => s.id === g.id);
+    if (stored) stored.retireAtMs = retireAtMs;
+  }
+
+  /**
+   * Starts a CA rotation: a new root (or the given imported CA) is trusted from now on and signs
+   * after `activateInSeconds`; the current one signs until then and stays trusted until its last
+   * possible leaf expires.
+   */
+  async rotate(
+    options: { imported?: ImportedCa; activateInSeconds?: number; now?: Date } = {},
+  ): Promise<{ id: string; activateAt: Date }> {
+    const g = await this.addGeneration(
+      options.imported,
+      options.now ?? new Date(),
+      options.activateInSeconds ?? 30,
+    );
+    return { id: g.id, activateAt: new Date(g.activateAtMs) };
+  }
+
+  /** Drops generations whose overlap has ended (and deletes their keys); emits `bundle` if any went. */
+  async retireExpired(now = new Date()): Promise<boolean> {
+    const expired = this.generations.filter((g) => g.retireAtMs !== null && g.retireAtMs <= now.getTime());
+    if (expired.length === 0 || expired.length === this.generations.length) return false;
+    this.generations = this.generations.filter((g) => !expired.includes(g));
+    this.state.generations = this.state.generations.filter((s) => !expired.some((g) => g.id === s.id));
+    this.state.sequence += 1;
+    await this.saveState();
+    for (const g of expired) await rm(join(this.dir, g.id), { recursive: true, force: true });
+    this.emit("bundle", this.bundle());
+    return true;
+  }
+
+  /** The generation that signs at `now`: the newest whose activation time has come. */
+  private active(now = new Date()): LoadedGeneration {
+    const candidates = this.generations.filter((g) => g.activateAtMs <= now.getTime());
+    const chosen = candidates.length > 0 ? candidates[candidates.length - 1] : this.generations[0];
+    if (!chosen) throw new CaError("CA has no generation");
+    return chosen;
+  }
+
+  bundle(): TrustBundle {
+    const anchors = new Map<string, NodeCertificate>();
+    for (const g of this.generations) anchors.set(g.anchor.fingerprint256, g.anchor);
+    return {
+      trustDomain: this.state.trustDomain,
+      sequence: this.state.sequence,
+      refreshHintSeconds: this.options.refreshHintSeconds,
+      x509Authorities: [...anchors.values()],
+      jwtAuthorities: this.generations.map((g) => g.jwtAuthority),
+    };
+  }
+
+  /** Public description of each generation, for `ca show`. */
+  describe(): {
+    id: string;
+    source: string;
+    subject: string;
+    notAfter: Date;
+    activateAt: Date;
+    retireAt: Date | null;
+    signing: boolean;
+  }[] {
+    const signer = this.active();
+    return this.generations.map((g) => ({
+      id: g.id,
+      source: g.source,
+      subject: g.cert.subject,
+      notAfter: g.cert.notAfter,
+      activateAt: new Date(g.activateAtMs),
+      retireAt: g.retireAtMs === null ? null : new Date(g.retireAtMs),
+      signing: g === signer,
+    }));
+  }
+
+  /**
+   * Signs an X.509-SVID for `publicKey`: one URI SAN `spiffeId`, CA:FALSE, critical key usage
+   * digitalSignature, EKU serverAuth+clientAuth, and the labels extension. The caller has attested
+   * the workload and checked the request; the CA only enforces the certificate's own rules.
+   */
+  async issueSvid(request: {
+    publicKey: CryptoKey | x509.PublicKey;
+    spiffeId: string;
+    labels: readonly AttestedLabel[];
+    ttlSeconds: number;
+    now?: Date;
+  }): Promise<IssuedSvid> {
+    const id = parseSpiffeId(request.spiffeId);
+    if (!id || id.trustDomain !== this.state.trustDomain || id.path === "") {
+      throw new CaError(`"${request.spiffeId}" is not a workload SPIFFE ID in ${this.state.trustDomain}`);
+    }
+    if (!(request.ttlSeconds > 0 && request.ttlSeconds <= this.options.maxLeafTtlSeconds)) {
+      throw new CaError(`TTL ${request.ttlSeconds}s outside 1..${this.options.maxLeafTtlSeconds}s`);
+    }
+    const now = request.now ?? new Date();
+    const g = this.active(now);
+    const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000);
+    const requestedEnd = new Date(notBefore.getTime() + request.ttlSeconds * 1000);
+    const notAfter = requestedEnd < g.cert.notAfter ? requestedEnd : g.cert.notAfter;
+    const serial = randomSerial();
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: serial,
+      subject: "O=Sigil, OU=workload",
+      issuer: g.cert.subjectName,
+      notBefore,
+      notAfter,
+      publicKey: request.publicKey,
+      signingKey: g.signing.key,
+      signingAlgorithm: g.signing.algorithm,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([
+          x509.ExtendedKeyUsage.serverAuth,
+          x509.ExtendedKeyUsage.clientAuth,
+        ]),
+        new x509.SubjectAlternativeNameExtension([{ type: "url", value: request.spiffeId }]),
+        await x509.AuthorityKeyIdentifierExtension.create(g.cert),
+        new x509.Extension(labelsExtensionDer(request.labels)),
+      ],
+    });
+    return {
+      spiffeId: request.spiffeId,
+      chain: [Buffer.from(cert.rawData), ...g.intermediates],
+      serial,
+      notBefore,
+      notAfter,
+    };
+  }
+
+  /** Signs a JWT-SVID bound (cnf x5t#S256) to the given certificate. */
+  async issueJwtSvid(request: {
+    spiffeId: string;
+    labels: readonly AttestedLabel[];
+    audience: readonly string[];
+    certificate: Buffer;
+    expiresAt: Date;
+    now?: Date;
+  }): Promise<string> {
+    if (request.audience.length === 0) throw new CaError("JWT-SVID needs at least one audience");
+    const g = this.active(request.now);
+    const now = request.now ?? new Date();
+    return new SignJWT({
+      [LABELS_CLAIM]: labelsOf(request.labels),
+      cnf: { "x5t#S256": certificateThumbprint(request.certificate) },
+    })
+      .setProtectedHeader({ alg: "ES256", kid: g.jwtAuthority.kid, typ: "JWT" })
+      .setSubject(request.spiffeId)
+      .setAudience([...request.audience])
+      .setIssuedAt(Math.floor(now.getTime() / 1000))
+      .setExpirationTime(Math.floor(request.expiresAt.getTime() / 1000))
+      .sign(g.jwtKey);
+  }
+
+  /**
+   * A certificate for the control plane's own TLS listener, chained to this CA: URI SAN
+   * `spiffe://<td>/sigil/controlplane` plus the given DNS names and IP addresses. Returns PEM.
+   */
+  async issueServingCertificate(request: {
+    dnsNames: readonly string[];
+    ipAddresses?: readonly string[];
+    ttlSeconds?: number;
+    now?: Date;
+  }): Promise<{ certPem: string; keyPem: string }> {
+    const now = request.now ?? new Date();
+    const g = this.active(now);
+    const { keys, privatePem } = await generateP256();
+    const notAfter = new Date(
+      Math.min(now.getTime() + (request.ttlSeconds ?? 30 * DAY) * 1000, g.cert.notAfter.getTime()),
+    );
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: randomSerial(),
+      subject: `CN=${request.dnsNames[0] ?? "sigil-controlplane"}, O=Sigil`,
+      issuer: g.cert.subjectName,
+      notBefore: new Date(now.getTime() - 60_000),
+      notAfter,
+      publicKey: keys.publicKey,
+      signingKey: g.signing.key,
+      signingAlgorithm: g.signing.algorithm,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension([
+          { type: "url", value: controlPlaneSpiffeId(this.state.trustDomain) },
+          ...request.dnsNames.map((value) => ({ type: "dns" as const, value })),
+          ...(request.ipAddresses ?? []).map((value) => ({ type: "ip" as const, value })),
+        ]),
+        await x509.AuthorityKeyIdentifierExtension.create(g.cert),
+      ],
+    });
+    const chain = [Buffer.from(cert.rawData), ...g.intermediates].map((der) =>
+      x509.PemConverter.encode(der, "CERTIFICATE"),
+    );
+    return { certPem: chain.join("\n") + "\n", keyPem: privatePem };
+  }
+}
+
+/** The SPIFFE ID the control plane's serving certificate carries. */
+export function controlPlaneSpiffeId(trustDomain: string): string {
+  return `spiffe://${trustDomain}/sigil/controlplane`;
+}
+
+function validateImported(imported: ImportedCa, trustDomain: string): void {
+  const [cert, ...extra] = splitPem(imported.certPem, "CA");
+  if (!cert) throw new CaError("CA certificate PEM contains no certificate");
+  if (extra.length > 0)
+    throw new CaError("CA certificate PEM must hold one certificate; put the rest in the chain");
+  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  if (!bc?.ca)
+    throw new CaError(`CA certificate ${cert.subject} is not a CA (basicConstraints CA:TRUE missing)`);
+  const ku = cert.getExtension(x509.KeyUsagesExtension);
+  if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
+    throw new CaError(`CA certificate ${cert.subject} key usage lacks keyCertSign`);
+  }
+  let matches: boolean;
+  try {
+    matches = keyMatchesCertificate(imported.keyPem, cert);
+  } catch (err) {
+    throw new CaError(`CA key cannot be read: ${(err as Error).message}`);
+  }
+  if (!matches) throw new CaError(`CA key does not belong to certificate ${cert.subject}`);
+  if (cert.notAfter < new Date())
+    throw new CaError(`CA certificate ${cert.subject} expired at ${cert.notAfter.toISOString()}`);
+  const chain = splitPem(imported.chainPem ?? "", "chain");
+  let child = new NodeCertificate(Buffer.from(cert.rawData));
+  for (const parent of chain) {
+    const node = new NodeCertificate(Buffer.from(parent.rawData));
+    if (!child.checkIssued(node) || !child.verify(node.publicKey)) {
+      throw new CaError(
+        `chain certificate ${parent.subject} did not issue ${child.subject.replace(/\n/g, ", ")}`,
+      );
+    }
+    child = node;
+  }
+  const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  for (const name of san?.names.items ?? []) {
+    const id = name.type === "url" ? parseSpiffeId(name.value) : null;
+    if (id && id.trustDomain !== trustDomain) {
+      throw new CaError(
+        `CA certificate names trust domain "${id.trustDomain}", this CA serves "${trustDomain}"`,
+      );
+    }
+  }
+}
+
+async function createRoot(
+  trustDomain: string,
+  id: string,
+  now: Date,
+  ttlSeconds: number,
+): Promise<{ certPem: string; keyPem: string }> {
+  const { keys, privatePem } = await generateP256();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerial(),
+    name: `CN=Sigil root ${id}, OU=${trustDomain}, O=Sigil`,
+    notBefore: new Date(now.getTime() - 60_000),
+    notAfter: new Date(now.getTime() + ttlSeconds * 1000),
+    keys,
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" },
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      new x509.SubjectAlternativeNameExtension([{ type: "url", value: `spiffe://${trustDomain}` }]),
+    ],
+  });
+  return { certPem: cert.toString("pem"), keyPem: privatePem };
+}
+
+async function loadGeneration(dir: string, g: Generation): Promise<LoadedGeneration> {
+  const genDir = join(dir, g.id);
+  const [keyPem, jwtPem, certPem, chainPem] = await Promise.all([
+    readPrivateFile(join(genDir, "ca.key")),
+    readPrivateFile(join(genDir, "jwt.key")),
+    readFile(join(genDir, "ca.crt"), "utf8"),
+    readFile(join(genDir, "chain.pem"), "utf8"),
+  ]).catch((err: Error) => {
+    throw new CaError(`CA generation ${g.id} in ${genDir} cannot be read: ${err.message}`);
+  });
+  const [cert] = splitPem(certPem, `${genDir}/ca.crt`);
+  if (!cert) throw new CaError(`${genDir}/ca.crt holds no certificate`);
+  const chain = splitPem(chainPem, `${genDir}/chain.pem`);
+  let signing: SigningKey;
+  try {
+    signing = await importSigningKey(keyPem, `${genDir}/ca.key`);
+  } catch (err) {
+    if (err instanceof CaKeyError) throw new CaError(err.message);
+    throw err;
+  }
+  const jwtKey = await importPKCS8(jwtPem, "ES256");
+  const publicJwk = createPublicKey(createPrivateKey(jwtPem)).export({ format: "jwk" });
+  const kid = await calculateJwkThumbprint(
+    publicJwk as Parameters<typeof calculateJwkThumbprint>[0],
+    "sha256",
+  );
+  const anchorCert = chain.length > 0 ? (chain[chain.length - 1] as x509.X509Certificate) : cert;
+  const intermediates = chain.length > 0 ? [cert, ...chain.slice(0, -1)] : [];
+  return {
+    ...g,
+    cert,
+    intermediates: intermediates.map((c) => Buffer.from(c.rawData)),
+    anchor: new NodeCertificate(Buffer.from(anchorCert.rawData)),
+    signing,
+    jwtKey: jwtKey as CryptoKey,
+    jwtAuthority: {
+      kid,
+      jwk: Object.fromEntries(
+        Object.entries(publicJwk).filter((e): e is [string, string] => typeof e[1] === "string"),
+      ),
+    },
+  };
+}
+
+/** SHA-256 fingerprint (hex) of a DER certificate, the form `ca show` prints. */
+export function fingerprint(der: Buffer): string {
+  return createHash("sha256").update(der).digest("hex");
+}

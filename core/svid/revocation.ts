@@ -1,0 +1,40 @@
+/**
+ * Revocation state as every enforcement point holds it. A revoked workload is named by SPIFFE ID:
+ * every certificate for that ID whose notBefore is at or before `revokedAtMs` is refused. The entry
+ * can be dropped after `expiresAtMs`, when every such certificate has expired anyway.
+ */
+export interface RevocationEntry {
+  readonly spiffeId: string;
+  readonly revokedAtMs: number;
+  readonly expiresAtMs: number;
+  readonly reason: string;
+}
+
+export interface RevocationList {
+  readonly trustDomain: string;
+  /** Increases on every change, so a receiver can ignore stale copies. */
+  readonly sequence: number;
+  readonly entries: readonly RevocationEntry[];
+}
+
+/** Constant-time lookup over a revocation list. */
+export class RevocationIndex {
+  private readonly byId = new Map<string, RevocationEntry>();
+
+  constructor(readonly list: RevocationList) {
+    for (const entry of list.entries) {
+      const previous = this.byId.get(entry.spiffeId);
+      if (!previous || previous.revokedAtMs < entry.revokedAtMs) this.byId.set(entry.spiffeId, entry);
+    }
+  }
+
+  static empty(trustDomain: string): RevocationIndex {
+    return new RevocationIndex({ trustDomain, sequence: 0, entries: [] });
+  }
+
+  /** The entry that revokes a certificate for `spiffeId` issued at `notBefore`, if any. */
+  revoking(spiffeId: string, notBefore: Date): RevocationEntry | undefined {
+    const entry = this.byId.get(spiffeId);
+    return entry && notBefore.getTime() <= entry.revokedAtMs ? entry : undefined;
+  }
+}
