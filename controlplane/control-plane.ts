@@ -4,6 +4,8 @@ import type { Logger } from "pino";
 import { Router, sendJson } from "./http/router.ts";
 import { startGrpcServer, type RunningGrpcServer } from "./grpc-server.ts";
 import { loadOrCreateServingCert } from "./serving-cert.ts";
+import { createXdsService, type XdsService } from "./xds/service.ts";
+import type { NodeAuthorizer } from "../xds/server.ts";
 
 export interface ControlPlaneConfig {
   readonly dataDir: string;
@@ -13,6 +15,12 @@ export interface ControlPlaneConfig {
   readonly http: { readonly host: string; readonly port: number };
   readonly serverNames: readonly string[];
   readonly log: Logger;
+  /**
+   * Decides which node a gRPC peer may be served as (see xds/server.ts NodeAuthorizer). The
+   * identity layer supplies one that checks the peer's workload certificate; until then the
+   * claimed node id is trusted.
+   */
+  readonly authorizeNode?: NodeAuthorizer;
 }
 
 export interface ControlPlane {
@@ -20,6 +28,8 @@ export interface ControlPlane {
   readonly grpc: RunningGrpcServer;
   readonly router: Router;
   readonly httpPort: number;
+  /** Publish resources here (`xds.publisher`); the ADS service is already registered on `grpc`. */
+  readonly xds: XdsService;
   close(): Promise<void>;
 }
 
@@ -33,7 +43,12 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     tls: { keyPem: cert.keyPem, certPem: cert.certPem },
     plaintext: config.xdsPlaintext,
   });
-  config.log.info({ port: grpc.port, plaintextPort: grpc.plaintextPort }, "gRPC listening (TLS)");
+  const xds = createXdsService(config.authorizeNode);
+  grpc.addService(xds.ads.definition, xds.ads.implementation);
+  config.log.info(
+    { port: grpc.port, plaintextPort: grpc.plaintextPort },
+    "gRPC listening (TLS), ADS registered",
+  );
 
   const router = new Router();
   router.add("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
@@ -46,6 +61,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     grpc,
     router,
     httpPort,
+    xds,
     close: async () => {
       await Promise.all([grpc.close(), closeHttp(http)]);
     },

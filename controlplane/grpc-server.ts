@@ -83,10 +83,19 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     addService: (definition, implementation) => server.addService(definition, implementation),
     close: (graceMs = 2_000) =>
       new Promise<void>((resolve) => {
-        server.tryShutdown(() => resolve());
+        let timer: NodeJS.Timeout | undefined;
+        const done = () => {
+          if (timer) clearTimeout(timer);
+          resolve();
+        };
+        server.tryShutdown(done);
         // Long-lived streams (ADS) would keep a graceful shutdown waiting forever.
-        if (graceMs <= 0) server.forceShutdown();
-        else setTimeout(() => server.forceShutdown(), graceMs).unref();
+        const force = () => {
+          server.forceShutdown();
+          done();
+        };
+        if (graceMs <= 0) force();
+        else timer = setTimeout(force, graceMs);
       }),
   };
 }

@@ -184,7 +184,7 @@ export function defaultTypeRegistry(): TypeRegistry {
     .allowInAny(T.HTTP_CONNECTION_MANAGER)
     .allowInAny(T.ROUTER)
     .register({ typeUrl: T.TRUST_BUNDLE, nameField: "trust_domain", sotwFullState: true })
-    .register({ typeUrl: T.POLICY_SET, nameField: "workload", sotwFullState: true })
+    .register({ typeUrl: T.POLICY_SET, nameField: "name", sotwFullState: true })
     .register({ typeUrl: T.PEER_DIRECTORY, nameField: "name", sotwFullState: true })
     .register({ typeUrl: T.REVOCATION_LIST, nameField: "trust_domain", sotwFullState: true });
 }

@@ -28,6 +28,7 @@ const revocations = (td: string, sequence: number) =>
   });
 const policy = (workload: string, generation: number) =>
   fx.registry.encode(POLICY_SET, {
+    name: workload,
     workload,
     mode: "ENFORCE",
     generation,
@@ -182,7 +183,7 @@ describe("validation before anything is sent", () => {
     [
       "a wrong enum",
       POLICY_SET,
-      { workload: "spiffe://t/w", ingress: [{ id: "p/ingress/0", action: "PERMIT" }] },
+      { name: "spiffe://t/w", ingress: [{ id: "p/ingress/0", action: "PERMIT" }] },
       'PolicySet "spiffe://t/w": ingress[0].action: "PERMIT" is not a value of enum Action',
     ],
     [
