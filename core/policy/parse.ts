@@ -84,7 +84,7 @@ function issuesOf(error: z.ZodError, value: unknown): Issue[] {
     const path = issue.path.filter((p): p is PathSegment => typeof p !== "symbol");
     if (issue.code === "unrecognized_keys") {
       for (const key of issue.keys) out.push({ path: [...path, key], message: `unknown field "${key}"` });
-    } else if (issue.code === "invalid_type" && valueAt(value, path) === undefined) {
+    } else if (issue.code !== "custom" && valueAt(value, path) === undefined) {
       out.push({ path, message: "required field is missing" });
     } else {
       out.push({ path, message: issue.message });
@@ -178,7 +178,9 @@ export function parsePolicyDocuments(text: string, fileName: string): ParseResul
       const where = pos ? { line: pos.line, column: pos.col } : at(e.pos[0]);
       errors.push({ file: fileName, ...where, path: "", message: firstLine(e.message) });
     }
-    if (yamlProblems.length > 0 || doc.contents === null) continue;
+    // A document with nothing but comments (or a stray `---`) carries no policy.
+    const empty = doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null);
+    if (yamlProblems.length > 0 || empty) continue;
     const start = at((doc.contents as Node).range?.[0] ?? 0);
     let value: unknown;
     try {

@@ -67,7 +67,8 @@ export const selectorSchema = z.strictObject({
   matchExpressions: z.array(matchExpression).optional(),
 });
 
-const port = z.number().int().min(1).max(65535);
+const PORT_RANGE = { error: "port must be an integer 1-65535" };
+const port = z.number(PORT_RANGE).int(PORT_RANGE).min(1, PORT_RANGE).max(65535, PORT_RANGE);
 
 const cidr = z.string().superRefine((value, ctx) => {
   const parsed = parseCidr(value);
