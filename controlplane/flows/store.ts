@@ -160,7 +160,7 @@ export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> 
       const records = (this.segments[s] as Segment).records;
       for (let i = records.length - 1; i >= 0 && out.length < limit; i--) {
         const r = records[i] as FlowRecord;
-        if (r.time >= horizon && matches(r, filter)) out.push(r);
+        if (r.time >= horizon && flowMatches(r, filter)) out.push(r);
       }
     }
     return out.sort((a, b) => a.time - b.time);
@@ -310,7 +310,8 @@ export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> 
   }
 }
 
-function matches(r: FlowRecord, f: FlowFilter): boolean {
+/** Whether a record passes a filter (the `limit` is not applied). */
+export function flowMatches(r: FlowRecord, f: FlowFilter): boolean {
   if (f.since !== undefined && r.time < f.since) return false;
   if (f.until !== undefined && r.time > f.until) return false;
   if (f.denied !== undefined && (r.verdict === "deny" || r.wouldDeny) !== f.denied) return false;

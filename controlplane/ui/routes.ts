@@ -1,0 +1,56 @@
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import type { Router } from "../http/router.ts";
+
+/**
+ * The web UI: a static page, its script and stylesheet, and the cytoscape graph-layout library
+ * from node_modules. Files are read once, on first request. The page talks to /api only.
+ */
+
+const STATIC_DIR = fileURLToPath(new URL("./static/", import.meta.url));
+const require = createRequire(import.meta.url);
+
+const SECURITY_HEADERS = {
+  "content-security-policy":
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+};
+
+interface Asset {
+  readonly path: string;
+  readonly type: string;
+}
+
+const ASSETS: Record<string, Asset> = {
+  "/": { path: `${STATIC_DIR}index.html`, type: "text/html; charset=utf-8" },
+  "/ui/app.js": { path: `${STATIC_DIR}app.js`, type: "text/javascript; charset=utf-8" },
+  "/ui/style.css": { path: `${STATIC_DIR}style.css`, type: "text/css; charset=utf-8" },
+  "/ui/vendor/cytoscape.min.js": {
+    path: require.resolve("cytoscape/dist/cytoscape.min.js"),
+    type: "text/javascript; charset=utf-8",
+  },
+};
+
+export function registerUiRoutes(router: Router): void {
+  const cache = new Map<string, Promise<Buffer>>();
+  for (const [route, asset] of Object.entries(ASSETS)) {
+    router.add("GET", route, async (_req, res) => {
+      let body = cache.get(route);
+      if (!body) {
+        body = readFile(asset.path);
+        cache.set(route, body);
+        body.catch(() => cache.delete(route));
+      }
+      const data = await body;
+      res.writeHead(200, {
+        ...SECURITY_HEADERS,
+        "content-type": asset.type,
+        "content-length": data.length,
+        "cache-control": "no-cache",
+      });
+      res.end(data);
+    });
+  }
+}
