@@ -28,6 +28,38 @@ socket.on("end", () => { process.stdout.write(data.trim()); process.exit(0); });
 socket.on("error", (error) => { process.stdout.write("ERR:" + error.code); process.exit(0); });
 `;
 
+/**
+ * A TPROXY listener (Node cannot set IP_TRANSPARENT itself): answers each connection with the local
+ * address the kernel gave the accepted socket, which under TPROXY is the connection's original destination.
+ */
+const TRANSPARENT_SERVER = `
+import socket, sys, threading
+port = int(sys.argv[1])
+def listen(family, address, level, option):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.setsockopt(level, option, 1)
+    s.bind((address, port))
+    s.listen(64)
+    return s
+IP_TRANSPARENT, IPV6_TRANSPARENT = 19, 75
+sockets = [listen(socket.AF_INET, "0.0.0.0", socket.SOL_IP, IP_TRANSPARENT),
+           listen(socket.AF_INET6, "::", socket.IPPROTO_IPV6, IPV6_TRANSPARENT)]
+def serve(s):
+    while True:
+        conn, _ = s.accept()
+        host, local_port = conn.getsockname()[:2]
+        print("accepted", flush=True)
+        conn.sendall(("tproxy %s %d\\n" % (host, local_port)).encode())
+        conn.close()
+for s in sockets:
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+print("listening", flush=True)
+threading.Event().wait()
+`;
+
 export interface TagServer {
   process: ChildProcess;
   /** Connections accepted so far. */
@@ -43,7 +75,16 @@ export function startTagServer(
   tag: string,
   as?: RunAs,
 ): Promise<TagServer> {
-  const child = ns.spawn(["node", "-e", SERVER, host, String(port), tag], as ? { as } : {});
+  return startServer(ns, ["node", "-e", SERVER, host, String(port), tag], tag, as);
+}
+
+/** Starts the transparent (TPROXY) listener on `port` for IPv4 and IPv6; it runs as root. */
+export function startTransparentServer(ns: Netns, port: number): Promise<TagServer> {
+  return startServer(ns, ["/usr/bin/python3", "-c", TRANSPARENT_SERVER, String(port)], "transparent");
+}
+
+function startServer(ns: Netns, argv: string[], tag: string, as?: RunAs): Promise<TagServer> {
+  const child = ns.spawn(argv, as ? { as } : {});
   let accepted = 0;
   let stderr = "";
   child.stderr?.on("data", (chunk) => (stderr += chunk));
