@@ -4,7 +4,7 @@
  * takes its interfaces, addresses and iptables rules with it).
  */
 import { execFile, spawn } from "node:child_process";
-import type { ChildProcessWithoutNullStreams } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
@@ -99,7 +99,9 @@ export class OutputLines {
   private exited: number | null | undefined = undefined;
   private readonly waiters = new Set<() => void>();
 
-  constructor(readonly child: ChildProcessWithoutNullStreams) {
+  constructor(readonly child: ChildProcess) {
+    if (!child.stdout || !child.stderr)
+      throw new Error("OutputLines needs a child with piped stdout and stderr");
     createInterface({ input: child.stdout }).on("line", (line) => {
       this.lines.push(line);
       for (const w of this.waiters) w();

@@ -1,0 +1,514 @@
+/**
+ * The fast-path enforcer: takes the handshake packets NFQUEUE hands over and decides them.
+ *
+ * - our SYN (OUTPUT): sign a SYN token for the 4-tuple, insert it, remember the nonce;
+ * - a peer's SYN (PREROUTING): strip and verify its token (or treat a token-less peer as external,
+ *   matched by address), evaluate ingress policy, accept with a mark or refuse (the rules reset it);
+ * - our SYN-ACK (OUTPUT): insert a SYN-ACK token bound to the client's nonce;
+ * - a peer's SYN-ACK (PREROUTING): strip and verify its token against the nonce we sent, evaluate
+ *   egress policy, accept or rewrite it into a RST for the local socket.
+ *
+ * Every decision is a flow record. Every packet gets a verdict; anything unexpected is dropped.
+ */
+import { randomUUID } from "node:crypto";
+import type { KeyObject } from "node:crypto";
+import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
+import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
+import { evaluate } from "../../core/policy/index.ts";
+import type { CompiledPolicySet, Decision, EnforcementMode } from "../../core/policy/index.ts";
+import {
+  PacketQueue,
+  TCP_FLAGS,
+  VERDICT,
+  extractToken,
+  insertToken,
+  parseTcp,
+  rewriteAsReset,
+} from "../../native/index.ts";
+import type { QueueStats, QueuedPacket, TcpInfo } from "../../native/index.ts";
+import {
+  MARK_ACCEPTED,
+  MARK_DENY,
+  MARK_PENDING_IN,
+  MARK_PENDING_OUT,
+  MARK_REFUSED,
+  withMark,
+} from "./marks.ts";
+import { TokenError, encodeToken, newNonce } from "./token.ts";
+import type { FourTuple, TokenRejection } from "./token.ts";
+import { TokenVerifier } from "./verifier.ts";
+import type { TrustState } from "./verifier.ts";
+
+const HOOK_LOCAL_OUT = 3;
+/** Handshake state older than this is forgotten (SYN retransmissions give up well before). */
+const PENDING_TTL_MS = 60_000;
+const MAX_PENDING = 65_536;
+const MAX_NONCES_PER_CONNECTION = 8;
+
+export interface LocalIdentity {
+  readonly identity: WorkloadIdentity;
+  /** SVID chain, leaf first, DER. */
+  readonly chain: readonly Buffer[];
+  readonly privateKey: KeyObject;
+}
+
+export interface PolicyState {
+  readonly set: CompiledPolicySet;
+  readonly mode: EnforcementMode;
+}
+
+export interface EnforcerSettings {
+  /** First NFQUEUE number and how many (the rules spread flows over them with --queue-balance). */
+  readonly queueFirst: number;
+  readonly queueCount: number;
+  /** RFC 6994 ExID that marks our token option. */
+  readonly exid: number;
+  /** Token timestamp tolerance, either way. */
+  readonly windowMs: number;
+  /** Largest token this side will send; chosen to fit a SYN under the path MSS. */
+  readonly maxTokenBytes: number;
+  readonly identityCacheEntries?: number;
+  readonly replayCacheEntries?: number;
+  readonly queueLength?: number;
+}
+
+export interface EnforcerCounters {
+  synSigned: number;
+  synAccepted: number;
+  synDenied: number;
+  synAckSigned: number;
+  synAckAccepted: number;
+  synAckRefused: number;
+  warmVerifications: number;
+  coldVerifications: number;
+  malformedPackets: number;
+  rejections: Partial<Record<TokenRejection | "no-state" | "policy" | "token-too-large", number>>;
+}
+
+export interface EnforcerStats {
+  readonly queues: readonly QueueStats[];
+  readonly counters: EnforcerCounters;
+  readonly identityCache: { readonly size: number; readonly hits: number; readonly misses: number };
+}
+
+interface PendingOut {
+  readonly nonces: Buffer[];
+  readonly at: number;
+}
+
+interface PendingIn {
+  readonly clientNonce: Buffer;
+  readonly at: number;
+}
+
+function tupleKey(t: FourTuple): string {
+  return `${t.clientAddress}|${t.clientPort}|${t.serverAddress}|${t.serverPort}`;
+}
+
+/** Map with insertion-ordered expiry and a hard size bound. */
+class PendingTable<V extends { at: number }> {
+  private readonly map = new Map<string, V>();
+  get(key: string): V | undefined {
+    return this.map.get(key);
+  }
+  set(key: string, value: V): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    const cutoff = value.at - PENDING_TTL_MS;
+    for (const [k, v] of this.map) {
+      if (v.at > cutoff && this.map.size <= MAX_PENDING) break;
+      this.map.delete(k);
+    }
+  }
+  delete(key: string): void {
+    this.map.delete(key);
+  }
+}
+
+export class FastPathEnforcer {
+  private readonly queues: PacketQueue[] = [];
+  private readonly verifier: TokenVerifier;
+  private readonly pendingOut = new PendingTable<PendingOut>();
+  private readonly pendingIn = new PendingTable<PendingIn>();
+  private local: LocalIdentity;
+  private policy: PolicyState;
+  readonly counters: EnforcerCounters = {
+    synSigned: 0,
+    synAccepted: 0,
+    synDenied: 0,
+    synAckSigned: 0,
+    synAckAccepted: 0,
+    synAckRefused: 0,
+    warmVerifications: 0,
+    coldVerifications: 0,
+    malformedPackets: 0,
+    rejections: {},
+  };
+
+  constructor(
+    private readonly settings: EnforcerSettings,
+    state: { local: LocalIdentity; trust: TrustState; policy: PolicyState },
+    private readonly onFlow: (record: FlowRecord) => void,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.local = state.local;
+    this.policy = state.policy;
+    this.verifier = new TokenVerifier(state.trust, {
+      windowMs: settings.windowMs,
+      identityCacheEntries: settings.identityCacheEntries ?? 4096,
+      replayCacheEntries: settings.replayCacheEntries ?? 262_144,
+      now,
+    });
+    this.checkTokenSize(state.local);
+  }
+
+  /** Binds the queues; from here on, handshakes of fast-path ports are decided by this object. */
+  start(): void {
+    if (this.queues.length > 0) return;
+    try {
+      for (let i = 0; i < this.settings.queueCount; i++) {
+        const q: PacketQueue = new PacketQueue(
+          this.settings.queueFirst + i,
+          { maxLength: this.settings.queueLength ?? 4096 },
+          (p) => this.handle(q, p),
+        );
+        this.queues.push(q);
+      }
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+  }
+
+  /** Unbinds the queues. The rules stay: new handshakes now fail closed (or open with --queue-bypass). */
+  stop(): void {
+    for (const q of this.queues.splice(0)) q.close();
+  }
+
+  /** A rotated SVID: the next handshake uses it, connections in progress are unaffected. */
+  setIdentity(local: LocalIdentity): void {
+    this.checkTokenSize(local);
+    this.local = local;
+  }
+
+  setTrust(trust: TrustState): void {
+    this.verifier.setTrust(trust);
+  }
+
+  setPolicy(policy: PolicyState): void {
+    this.policy = policy;
+  }
+
+  stats(): EnforcerStats {
+    const cache = this.verifier.identities;
+    return {
+      queues: this.queues.map((q) => q.stats()),
+      counters: structuredClone(this.counters),
+      identityCache: { size: cache.size, hits: cache.hits, misses: cache.misses },
+    };
+  }
+
+  private checkTokenSize(local: LocalIdentity): void {
+    const probe = encodeToken(local, {
+      type: "syn-ack",
+      nonce: newNonce(),
+      echoNonce: newNonce(),
+      timestampMs: this.now(),
+      tuple: { clientAddress: "::", clientPort: 0, serverAddress: "::", serverPort: 0 },
+    });
+    if (probe.length > this.settings.maxTokenBytes) {
+      throw new RangeError(
+        `fast-path token for ${local.identity.spiffeId} is ${probe.length} bytes, over the ${this.settings.maxTokenBytes}-byte limit that keeps a SYN under the path MSS (fewer labels or a shorter chain needed)`,
+      );
+    }
+  }
+
+  /** Entry point for every queued packet; always ends in exactly one verdict. */
+  handle(queue: PacketQueue, p: QueuedPacket): void {
+    let info: TcpInfo;
+    try {
+      info = parseTcp(p.packet, this.settings.exid);
+    } catch {
+      this.counters.malformedPackets++;
+      queue.verdict(p.id, VERDICT.DROP);
+      return;
+    }
+    const syn = (info.flags & TCP_FLAGS.SYN) !== 0;
+    const ack = (info.flags & TCP_FLAGS.ACK) !== 0;
+    const outbound = p.hook === HOOK_LOCAL_OUT;
+    if (!syn || (info.flags & (TCP_FLAGS.RST | TCP_FLAGS.FIN)) !== 0) {
+      this.counters.malformedPackets++;
+      queue.verdict(p.id, VERDICT.DROP);
+    } else if (!ack && outbound) this.ourSyn(queue, p, info);
+    else if (!ack) this.peerSyn(queue, p, info);
+    else if (outbound) this.ourSynAck(queue, p, info);
+    else this.peerSynAck(queue, p, info);
+  }
+
+  private reject(reason: TokenRejection | "no-state" | "policy" | "token-too-large"): void {
+    this.counters.rejections[reason] = (this.counters.rejections[reason] ?? 0) + 1;
+  }
+
+  private ourSyn(queue: PacketQueue, p: QueuedPacket, info: TcpInfo): void {
+    const tuple = {
+      clientAddress: info.src,
+      clientPort: info.srcPort,
+      serverAddress: info.dst,
+      serverPort: info.dstPort,
+    };
+    if (info.hasToken || info.payloadLength > 0) {
+      // Only this enforcer puts tokens on SYNs; a local SYN that already has one (or data) is not ours to sign.
+      this.counters.malformedPackets++;
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      return;
+    }
+    const nonce = newNonce();
+    let packet: Buffer;
+    try {
+      const token = encodeToken(this.local, { type: "syn", nonce, timestampMs: this.now(), tuple });
+      packet = insertToken(p.packet, token, this.settings.exid);
+    } catch (err) {
+      this.reject("token-too-large");
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      this.flow("egress", tuple, null, {
+        verdict: "deny",
+        wouldDeny: false,
+        policy: null,
+        reason: `cannot add the identity token to the SYN: ${(err as Error).message}`,
+        logged: [],
+      });
+      return;
+    }
+    const key = tupleKey(tuple);
+    const previous = this.pendingOut.get(key);
+    // A SYN retransmission gets a fresh nonce; the SYN-ACK may answer any of them.
+    const nonces = previous ? [...previous.nonces, nonce].slice(-MAX_NONCES_PER_CONNECTION) : [nonce];
+    this.pendingOut.set(key, { nonces, at: this.now() });
+    this.counters.synSigned++;
+    queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_PENDING_OUT), packet);
+  }
+
+  private peerSyn(queue: PacketQueue, p: QueuedPacket, info: TcpInfo): void {
+    const tuple = {
+      clientAddress: info.src,
+      clientPort: info.srcPort,
+      serverAddress: info.dst,
+      serverPort: info.dstPort,
+    };
+    const extracted = this.safeExtract(p.packet);
+    if (extracted === "malformed") {
+      this.counters.malformedPackets++;
+      this.reject("malformed");
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      return;
+    }
+    if (extracted === null) {
+      if (info.payloadLength > 0) {
+        // Data on a SYN without our option: not a token handshake we understand (e.g. TFO); refuse.
+        this.reject("malformed");
+        queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+        this.flow("ingress", tuple, null, denyDecision("SYN carries data without a token option"));
+        return;
+      }
+      const decision = this.decide("ingress", { kind: "external", address: info.src }, info.dstPort);
+      this.finishSyn(queue, p, tuple, null, decision, MARK_ACCEPTED, undefined);
+      return;
+    }
+    let identity: WorkloadIdentity;
+    let nonce: Buffer;
+    try {
+      const verified = this.verifier.verify(extracted.token, "syn", tuple);
+      if (verified.cached) this.counters.warmVerifications++;
+      else this.counters.coldVerifications++;
+      identity = verified.identity;
+      nonce = Buffer.from(verified.token.nonce);
+    } catch (err) {
+      const reason = err instanceof TokenError ? err.reason : "malformed";
+      this.reject(reason);
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      this.counters.synDenied++;
+      this.flow(
+        "ingress",
+        tuple,
+        null,
+        denyDecision(`token rejected (${reason}): ${(err as Error).message}`),
+      );
+      return;
+    }
+    const decision = this.decide("ingress", { kind: "workload", identity, address: info.src }, info.dstPort);
+    this.finishSyn(queue, p, tuple, identity, decision, MARK_PENDING_IN, extracted.packet, nonce);
+  }
+
+  private finishSyn(
+    queue: PacketQueue,
+    p: QueuedPacket,
+    tuple: FourTuple,
+    identity: WorkloadIdentity | null,
+    decision: Decision,
+    acceptMark: number,
+    stripped: Buffer | undefined,
+    nonce?: Buffer,
+  ): void {
+    if (decision.verdict === "allow") {
+      if (nonce) this.pendingIn.set(tupleKey(tuple), { clientNonce: nonce, at: this.now() });
+      this.counters.synAccepted++;
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, acceptMark), stripped);
+    } else {
+      this.reject("policy");
+      this.counters.synDenied++;
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+    }
+    this.flow("ingress", tuple, identity, decision);
+  }
+
+  private ourSynAck(queue: PacketQueue, p: QueuedPacket, info: TcpInfo): void {
+    const tuple = {
+      clientAddress: info.dst,
+      clientPort: info.dstPort,
+      serverAddress: info.src,
+      serverPort: info.srcPort,
+    };
+    const pending = this.pendingIn.get(tupleKey(tuple));
+    if (!pending || info.hasToken || info.payloadLength > 0) {
+      // Without the client's nonce the answer cannot be bound; the client's SYN retransmission
+      // brings a fresh one.
+      this.reject("no-state");
+      queue.verdict(p.id, VERDICT.DROP);
+      return;
+    }
+    try {
+      const token = encodeToken(this.local, {
+        type: "syn-ack",
+        nonce: newNonce(),
+        echoNonce: pending.clientNonce,
+        timestampMs: this.now(),
+        tuple,
+      });
+      const packet = insertToken(p.packet, token, this.settings.exid);
+      this.counters.synAckSigned++;
+      queue.verdict(p.id, VERDICT.ACCEPT, undefined, packet);
+    } catch {
+      this.reject("token-too-large");
+      queue.verdict(p.id, VERDICT.DROP);
+    }
+  }
+
+  private peerSynAck(queue: PacketQueue, p: QueuedPacket, info: TcpInfo): void {
+    const tuple = {
+      clientAddress: info.dst,
+      clientPort: info.dstPort,
+      serverAddress: info.src,
+      serverPort: info.srcPort,
+    };
+    const key = tupleKey(tuple);
+    const pending = this.pendingOut.get(key);
+    const refuse = (identity: WorkloadIdentity | null, decision: Decision): void => {
+      this.counters.synAckRefused++;
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_REFUSED), rewriteAsReset(p.packet));
+      this.pendingOut.delete(key);
+      this.flow("egress", tuple, identity, decision);
+    };
+    const extracted = this.safeExtract(p.packet);
+    if (extracted === "malformed") {
+      this.reject("malformed");
+      refuse(null, denyDecision("SYN-ACK token option malformed"));
+      return;
+    }
+    if (extracted === null) {
+      const decision = this.decide("egress", { kind: "external", address: info.src }, info.srcPort);
+      if (decision.verdict === "allow" && info.payloadLength === 0) {
+        this.counters.synAckAccepted++;
+        this.pendingOut.delete(key);
+        queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED));
+        this.flow("egress", tuple, null, decision);
+      } else {
+        this.reject("policy");
+        refuse(
+          null,
+          decision.verdict === "allow"
+            ? denyDecision("SYN-ACK carries data without a token option")
+            : decision,
+        );
+      }
+      return;
+    }
+    let identity: WorkloadIdentity;
+    try {
+      const verified = this.verifier.verify(extracted.token, "syn-ack", tuple, pending?.nonces ?? []);
+      if (verified.cached) this.counters.warmVerifications++;
+      else this.counters.coldVerifications++;
+      identity = verified.identity;
+    } catch (err) {
+      const reason = err instanceof TokenError ? err.reason : "malformed";
+      this.reject(reason);
+      refuse(null, denyDecision(`SYN-ACK token rejected (${reason}): ${(err as Error).message}`));
+      return;
+    }
+    const decision = this.decide("egress", { kind: "workload", identity, address: info.src }, info.srcPort);
+    if (decision.verdict !== "allow") {
+      this.reject("policy");
+      refuse(identity, decision);
+      return;
+    }
+    this.counters.synAckAccepted++;
+    this.pendingOut.delete(key);
+    queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED), extracted.packet);
+    this.flow("egress", tuple, identity, decision);
+  }
+
+  private safeExtract(packet: Buffer): { packet: Buffer; token: Buffer } | null | "malformed" {
+    try {
+      return extractToken(packet, this.settings.exid);
+    } catch {
+      return "malformed";
+    }
+  }
+
+  private decide(direction: "ingress" | "egress", peer: Peer, port: number): Decision {
+    return evaluate(this.policy.set, {
+      direction,
+      local: { labels: this.local.identity.labels },
+      peer,
+      port,
+      mode: this.policy.mode,
+    });
+  }
+
+  private flow(
+    direction: "ingress" | "egress",
+    tuple: FourTuple,
+    peer: WorkloadIdentity | null,
+    decision: Decision,
+  ): void {
+    const localEnd = (address: string): FlowEndpoint => ({
+      spiffeId: this.local.identity.spiffeId,
+      labels: this.local.identity.labels,
+      address,
+    });
+    const peerEnd = (address: string): FlowEndpoint =>
+      peer ? { spiffeId: peer.spiffeId, labels: peer.labels, address } : { labels: {}, address };
+    const ingress = direction === "ingress";
+    this.onFlow({
+      id: randomUUID(),
+      time: this.now(),
+      reporter: { spiffeId: this.local.identity.spiffeId, kind: "fastpath" },
+      direction,
+      source: ingress ? peerEnd(tuple.clientAddress) : localEnd(tuple.clientAddress),
+      destination: ingress ? localEnd(tuple.serverAddress) : peerEnd(tuple.serverAddress),
+      port: tuple.serverPort,
+      protocol: "tcp",
+      verdict: decision.verdict,
+      wouldDeny: decision.wouldDeny,
+      policy: decision.policy,
+      reason: decision.reason,
+      encrypted: false,
+      bytesSent: 0,
+      bytesReceived: 0,
+      durationMs: 0,
+    });
+  }
+}
+
+function denyDecision(reason: string): Decision {
+  return { verdict: "deny", wouldDeny: false, policy: null, reason, logged: [] };
+}

@@ -1,0 +1,220 @@
+/**
+ * The fast-path handshake token: the sender's CA-signed identity (its X.509-SVID chain, labels
+ * included) plus proof of possession of the SVID's key — an ECDSA P-256 signature over a fresh nonce,
+ * a timestamp, the connection's 4-tuple and, in a SYN-ACK, the client's nonce. Binary, versioned,
+ * bounds-checked on decode; carried as the SYN / SYN-ACK payload behind TCP option 253.
+ *
+ *   u8 version (1) | u8 type (1 SYN, 2 SYN-ACK) | 16 B nonce | u64 timestamp ms |
+ *   [SYN-ACK: 16 B echoed client nonce] | u8 certificate count | (u16 length | DER)* | 64 B signature
+ *
+ * The signature (IEEE P1363 r||s, SHA-256) covers a context string, every byte before the signature
+ * and the 4-tuple, always written client-first, so a token is valid on exactly one connection.
+ */
+import { createHash, randomBytes, sign, verify } from "node:crypto";
+import type { KeyObject } from "node:crypto";
+import { isIPv4, isIPv6 } from "node:net";
+
+export const TOKEN_VERSION = 1;
+export const NONCE_BYTES = 16;
+const SIGNATURE_BYTES = 64;
+const CONTEXT = Buffer.from("sigil fast-path token v1\0");
+
+export type TokenType = "syn" | "syn-ack";
+const TYPE_CODE: Record<TokenType, number> = { syn: 1, "syn-ack": 2 };
+
+/** The connection a token is bound to, client side first. */
+export interface FourTuple {
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly serverAddress: string;
+  readonly serverPort: number;
+}
+
+export interface DecodedToken {
+  readonly type: TokenType;
+  readonly nonce: Buffer;
+  readonly timestampMs: number;
+  /** SYN-ACK only: the client's nonce this answer is bound to. */
+  readonly echoNonce: Buffer | null;
+  readonly chain: readonly Buffer[];
+  /** Bytes covered by the signature (before the tuple is appended). */
+  readonly signedPart: Buffer;
+  readonly signature: Buffer;
+}
+
+/** Why a token was refused: stable names for flow records, metrics and tests. */
+export type TokenRejection =
+  | "malformed"
+  | "wrong-type"
+  | "expired"
+  | "from-future"
+  | "untrusted"
+  | "bad-signature"
+  | "replayed"
+  | "nonce-mismatch"
+  | "revoked";
+
+export class TokenError extends Error {
+  override readonly name = "TokenError";
+  constructor(
+    readonly reason: TokenRejection,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function addressBytes(address: string): Buffer {
+  if (isIPv4(address)) return Buffer.from(address.split(".").map(Number));
+  if (!isIPv6(address)) throw new TokenError("malformed", `not an IP address: ${address}`);
+  // Expand "::" and an embedded dotted quad (as inet_ntop prints IPv4-mapped addresses).
+  const words = (part: string): number[] =>
+    part === ""
+      ? []
+      : part.split(":").flatMap((w) => {
+          if (!w.includes(".")) return [parseInt(w, 16)];
+          const [a = 0, b = 0, c = 0, d = 0] = w.split(".").map(Number);
+          return [(a << 8) | b, (c << 8) | d];
+        });
+  const gap = address.indexOf("::");
+  let all: number[];
+  if (gap === -1) {
+    all = words(address);
+  } else {
+    const head = words(address.slice(0, gap));
+    const tail = words(address.slice(gap + 2));
+    all = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
+  }
+  const out = Buffer.alloc(16);
+  all.forEach((w, i) => out.writeUInt16BE(w, i * 2));
+  return out;
+}
+
+function tupleBytes(tuple: FourTuple): Buffer {
+  const c = addressBytes(tuple.clientAddress);
+  const s = addressBytes(tuple.serverAddress);
+  const ports = Buffer.alloc(4);
+  ports.writeUInt16BE(tuple.clientPort, 0);
+  ports.writeUInt16BE(tuple.serverPort, 2);
+  return Buffer.concat([Buffer.from([c.length]), c, s, ports]);
+}
+
+function signedMessage(signedPart: Buffer, tuple: FourTuple): Buffer {
+  return Buffer.concat([CONTEXT, signedPart, tupleBytes(tuple)]);
+}
+
+export interface TokenSigner {
+  /** The SVID chain, leaf first, DER. */
+  readonly chain: readonly Buffer[];
+  readonly privateKey: KeyObject;
+}
+
+export function newNonce(): Buffer {
+  return randomBytes(NONCE_BYTES);
+}
+
+/** Encodes and signs a token for `tuple`. */
+export function encodeToken(
+  signer: TokenSigner,
+  fields: { type: TokenType; nonce: Buffer; timestampMs: number; echoNonce?: Buffer; tuple: FourTuple },
+): Buffer {
+  if (fields.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
+  if (fields.type === "syn-ack" && fields.echoNonce?.length !== NONCE_BYTES) {
+    throw new RangeError("a SYN-ACK token needs the client's nonce");
+  }
+  if (signer.chain.length === 0 || signer.chain.length > 4)
+    throw new RangeError("chain must hold 1..4 certificates");
+  const head = Buffer.alloc(2 + NONCE_BYTES + 8);
+  head[0] = TOKEN_VERSION;
+  head[1] = TYPE_CODE[fields.type];
+  fields.nonce.copy(head, 2);
+  head.writeBigUInt64BE(BigInt(fields.timestampMs), 2 + NONCE_BYTES);
+  const parts: Buffer[] = [head];
+  if (fields.type === "syn-ack") parts.push(fields.echoNonce as Buffer);
+  parts.push(Buffer.from([signer.chain.length]));
+  for (const der of signer.chain) {
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(der.length);
+    parts.push(len, der);
+  }
+  const signedPart = Buffer.concat(parts);
+  const signature = sign("sha256", signedMessage(signedPart, fields.tuple), {
+    key: signer.privateKey,
+    dsaEncoding: "ieee-p1363",
+  });
+  return Buffer.concat([signedPart, signature]);
+}
+
+/** Parses a token without trusting anything in it; throws TokenError("malformed") with the field. */
+export function decodeToken(bytes: Buffer): DecodedToken {
+  const need = (at: number, n: number, what: string): void => {
+    if (at + n > bytes.length) throw new TokenError("malformed", `token truncated in ${what}`);
+  };
+  need(0, 2 + NONCE_BYTES + 8, "header");
+  if (bytes[0] !== TOKEN_VERSION) throw new TokenError("malformed", `token version ${bytes[0]} unsupported`);
+  const typeCode = bytes[1];
+  const type: TokenType | null = typeCode === 1 ? "syn" : typeCode === 2 ? "syn-ack" : null;
+  if (!type) throw new TokenError("malformed", `token type ${typeCode} unknown`);
+  let at = 2;
+  const nonce = bytes.subarray(at, at + NONCE_BYTES);
+  at += NONCE_BYTES;
+  const ts = bytes.readBigUInt64BE(at);
+  at += 8;
+  if (ts > BigInt(Number.MAX_SAFE_INTEGER)) throw new TokenError("malformed", "token timestamp out of range");
+  let echoNonce: Buffer | null = null;
+  if (type === "syn-ack") {
+    need(at, NONCE_BYTES, "echoed nonce");
+    echoNonce = bytes.subarray(at, at + NONCE_BYTES);
+    at += NONCE_BYTES;
+  }
+  need(at, 1, "certificate count");
+  const count = bytes[at] as number;
+  at += 1;
+  if (count < 1 || count > 4)
+    throw new TokenError("malformed", `token carries ${count} certificates (1..4 allowed)`);
+  const chain: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    need(at, 2, `certificate ${i} length`);
+    const len = bytes.readUInt16BE(at);
+    at += 2;
+    need(at, len, `certificate ${i}`);
+    chain.push(bytes.subarray(at, at + len));
+    at += len;
+  }
+  if (bytes.length - at !== SIGNATURE_BYTES) {
+    throw new TokenError(
+      "malformed",
+      `token signature is ${bytes.length - at} bytes, expected ${SIGNATURE_BYTES}`,
+    );
+  }
+  return {
+    type,
+    nonce,
+    timestampMs: Number(ts),
+    echoNonce,
+    chain,
+    signedPart: bytes.subarray(0, at),
+    signature: bytes.subarray(at),
+  };
+}
+
+/** Checks the proof of possession: the token was signed by `publicKey` for exactly this connection. */
+export function verifyPossession(token: DecodedToken, publicKey: KeyObject, tuple: FourTuple): boolean {
+  return verify(
+    "sha256",
+    signedMessage(token.signedPart, tuple),
+    { key: publicKey, dsaEncoding: "ieee-p1363" },
+    token.signature,
+  );
+}
+
+/** Cache key of a presented chain: SHA-256 over every certificate, length-prefixed. */
+export function chainDigest(chain: readonly Buffer[]): string {
+  const h = createHash("sha256");
+  for (const der of chain) {
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(der.length);
+    h.update(len).update(der);
+  }
+  return h.digest("hex");
+}

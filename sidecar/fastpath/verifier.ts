@@ -1,0 +1,131 @@
+/**
+ * Verifies a peer's handshake token: well-formed, of the expected type, fresh (timestamp inside the
+ * window), a chain that verifies as an SVID against the trust bundle and revocation list (cached by
+ * chain digest), a proof-of-possession signature for this exact 4-tuple, a nonce never seen before
+ * in the window, and — for a SYN-ACK — bound to a nonce this side sent. Any failure is a TokenError
+ * with a stable reason; nothing here decides policy.
+ */
+import type { TrustBundle } from "../../core/svid/bundle.ts";
+import type { RevocationIndex } from "../../core/svid/revocation.ts";
+import { SvidVerificationError, verifySvid } from "../../core/svid/verify.ts";
+import type { WorkloadIdentity } from "../../core/identity.ts";
+import { IdentityCache } from "./identity-cache.ts";
+import { ReplayCache } from "./replay-cache.ts";
+import { TokenError, chainDigest, decodeToken, verifyPossession } from "./token.ts";
+import type { DecodedToken, FourTuple, TokenType } from "./token.ts";
+
+export interface TrustState {
+  readonly bundle: TrustBundle;
+  readonly revocations: RevocationIndex;
+}
+
+export interface VerifierOptions {
+  /** How far a token's timestamp may be from this host's clock, either way. */
+  readonly windowMs: number;
+  readonly identityCacheEntries: number;
+  readonly replayCacheEntries: number;
+  readonly now?: () => number;
+}
+
+export interface VerifiedToken {
+  readonly identity: WorkloadIdentity;
+  readonly token: DecodedToken;
+  /** Whether the identity came from the cache (a warm handshake). */
+  readonly cached: boolean;
+}
+
+export class TokenVerifier {
+  private trust: TrustState;
+  readonly identities: IdentityCache;
+  private readonly replays: ReplayCache;
+  private readonly now: () => number;
+
+  constructor(
+    trust: TrustState,
+    private readonly options: VerifierOptions,
+  ) {
+    this.trust = trust;
+    this.identities = new IdentityCache(options.identityCacheEntries);
+    // A nonce must be remembered as long as a token carrying it could still pass the window check.
+    this.replays = new ReplayCache(2 * options.windowMs, options.replayCacheEntries);
+    this.now = options.now ?? Date.now;
+  }
+
+  /** New trust bundle or revocation list: every cached verification is void. */
+  setTrust(trust: TrustState): void {
+    this.trust = trust;
+    this.identities.clear();
+  }
+
+  verify(
+    bytes: Buffer,
+    expected: TokenType,
+    tuple: FourTuple,
+    sentNonces?: readonly Buffer[],
+  ): VerifiedToken {
+    const now = this.now();
+    const token = decodeToken(bytes);
+    if (token.type !== expected)
+      throw new TokenError("wrong-type", `expected a ${expected} token, got ${token.type}`);
+    if (token.timestampMs < now - this.options.windowMs) {
+      throw new TokenError(
+        "expired",
+        `token is ${now - token.timestampMs} ms old (window ${this.options.windowMs} ms)`,
+      );
+    }
+    if (token.timestampMs > now + this.options.windowMs) {
+      throw new TokenError("from-future", `token is ${token.timestampMs - now} ms in the future`);
+    }
+    if (expected === "syn-ack") {
+      const echo = token.echoNonce as Buffer;
+      if (!sentNonces?.some((n) => n.equals(echo))) {
+        throw new TokenError("nonce-mismatch", "SYN-ACK token is not bound to a nonce this side sent");
+      }
+    }
+
+    const digest = chainDigest(token.chain);
+    let entry = this.identities.get(digest, now);
+    const cached = entry !== undefined;
+    if (!entry) {
+      try {
+        const svid = verifySvid(token.chain, {
+          bundle: this.trust.bundle,
+          revocations: this.trust.revocations,
+          purpose: expected === "syn" ? "client" : "server",
+          now: new Date(now),
+        });
+        entry = {
+          identity: svid.identity,
+          publicKey: svid.leaf.publicKey,
+          validUntilMs: svid.identity.notAfter.getTime(),
+        };
+      } catch (err) {
+        if (err instanceof SvidVerificationError) {
+          const reason =
+            err.reason === "revoked" ? "revoked" : err.reason === "expired" ? "expired" : "untrusted";
+          throw new TokenError(reason, `peer certificate refused (${err.reason}): ${err.message}`);
+        }
+        throw new TokenError("malformed", `peer certificate unusable: ${(err as Error).message}`);
+      }
+    }
+    let valid: boolean;
+    try {
+      valid = verifyPossession(token, entry.publicKey, tuple);
+    } catch (err) {
+      throw new TokenError("bad-signature", `signature check failed: ${(err as Error).message}`);
+    }
+    if (!valid)
+      throw new TokenError(
+        "bad-signature",
+        "proof-of-possession signature does not verify for this connection",
+      );
+    // Cache only after the key proved itself, so junk chains cannot evict good entries.
+    if (!cached) this.identities.set(digest, entry);
+
+    const seen = this.replays.remember(token.nonce.toString("hex"), now);
+    if (seen === "replayed") throw new TokenError("replayed", "token nonce already used inside the window");
+    if (seen === "full")
+      throw new TokenError("replayed", "replay cache full; refusing new tokens until nonces expire");
+    return { identity: entry.identity, token, cached };
+  }
+}
