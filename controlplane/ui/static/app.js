@@ -6,6 +6,13 @@ const COLORS = { allowed: "#2f9e57", denied: "#d23f3f", mixed: "#e08a1e", "would
 
 const state = { graph: { nodes: [], edges: [] }, policies: [], selectedEdge: null, source: null };
 
+function toNodes(children) {
+  return children
+    .flat(Infinity)
+    .filter((c) => c !== undefined && c !== null && c !== false)
+    .map((c) => (c instanceof window.Node ? c : document.createTextNode(String(c))));
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -14,11 +21,13 @@ function el(tag, attrs, ...children) {
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
-    if (c === undefined || c === null || c === false) continue;
-    node.append(c instanceof window.Node ? c : document.createTextNode(String(c)));
-  }
+  node.append(...toNodes(children));
   return node;
+}
+
+/** Replaces a node's children, with el()'s handling of nested lists and empty values. */
+function setChildren(node, ...children) {
+  node.replaceChildren(...toNodes(children));
 }
 
 async function getJson(url, init) {
@@ -115,12 +124,12 @@ const cy = cytoscape({
         "line-color": "data(color)",
         "target-arrow-color": "data(color)",
         label: "data(label)",
-        "font-size": 10.5,
+        "font-size": 11,
         color: "#3c4658",
         "text-background-color": "#ffffff",
         "text-background-opacity": 0.92,
         "text-background-padding": 2,
-        "text-rotation": "autorotate",
+        "text-events": "yes",
       },
     },
     { selector: "edge.plaintext", style: { "line-style": "dashed", "line-dash-pattern": [7, 4] } },
@@ -220,19 +229,26 @@ function renderGraph(graph) {
   document.getElementById("graph-empty").hidden = graph.nodes.length > 0;
   if (structural) {
     layoutKey = key;
-    const layout = cy.layout({
-      name: "cose",
-      animate: false,
-      randomize: false,
+    // Callers on the left, callees to the right: breadth-first from the workloads nobody calls.
+    const leaves = cy.nodes().filter((n) => n.isChildless());
+    const roots = leaves.filter((n) => n.incomers("edge").length === 0);
+    const layout = leaves.union(cy.edges()).layout({
+      name: "breadthfirst",
+      directed: true,
+      roots: roots.nonempty() ? roots : leaves.first(),
+      avoidOverlap: true,
       nodeDimensionsIncludeLabels: true,
-      idealEdgeLength: () => 170,
-      nodeRepulsion: () => 90000,
-      nestingFactor: 0.9,
-      componentSpacing: 120,
-      padding: 40,
+      spacingFactor: 1.1,
+      padding: 30,
+      animate: false,
+      transform: (_node, pos) => ({ x: pos.y * 2.2, y: pos.x * 0.8 }),
     });
     layout.one("layoutstop", () => {
-      cy.fit(undefined, 40);
+      cy.fit(undefined, 50);
+      if (cy.zoom() > 1.3) {
+        cy.zoom(1.3);
+        cy.center();
+      }
       document.body.dataset.graphReady = "1";
     });
     layout.run();
@@ -278,18 +294,22 @@ function labelChips(labels) {
   return Object.entries(labels || {}).map(([k, v]) => el("span", { class: "label" }, `${k}=${v}`));
 }
 
-function policyDocument(ruleId) {
+/** The rule a rule id (`<policy>/<ingress|egress>/<index>`) names, from the policies in force. */
+function decidingRule(ruleId) {
   if (!ruleId) return null;
-  const name = ruleId.split("/")[0];
-  return state.policies.find((p) => p.metadata && p.metadata.name === name) || null;
+  const [name, direction, index] = ruleId.split("/");
+  const doc = state.policies.find((p) => p.metadata && p.metadata.name === name);
+  const rules = doc && doc.spec && doc.spec[direction];
+  return rules ? { selector: doc.spec.selector, rule: rules[Number(index)] } : null;
 }
 
 async function showEdge(edge) {
   state.selectedEdge = edge.id;
   const details = document.getElementById("details");
-  const policy = policyDocument(edge.lastPolicy);
+  const deciding = decidingRule(edge.lastPolicy);
   const flowsBody = el("tbody", {}, el("tr", {}, el("td", { colspan: 4 }, "loading…")));
-  details.replaceChildren(
+  setChildren(
+    details,
     el("h2", {}, `${endName(edge.source)} → ${endName(edge.destination)} :${edge.port}`),
     el("div", { class: "endpoint" }, edge.source.id),
     el("div", { class: "endpoint" }, "→ ", edge.destination.id),
@@ -314,7 +334,13 @@ async function showEdge(edge) {
       " — ",
       edge.lastReason,
     ),
-    policy ? el("pre", {}, JSON.stringify(policy.spec, null, 2)) : null,
+    deciding
+      ? el(
+          "pre",
+          { class: "rule" },
+          `selector: ${JSON.stringify(deciding.selector)}\nrule: ${JSON.stringify(deciding.rule, null, 1).replace(/\n\s*/g, " ")}`,
+        )
+      : null,
     Object.keys(edge.methods).length
       ? [
           el("h3", {}, "Requests seen"),
@@ -379,20 +405,19 @@ async function showEdge(edge) {
 
 function showNode(n) {
   state.selectedEdge = null;
-  document
-    .getElementById("details")
-    .replaceChildren(
-      el("h2", {}, endName(n)),
-      el("div", { class: "endpoint" }, n.spiffeId || n.address || n.id),
-      el("h3", {}, "Labels"),
-      el("div", {}, labelChips(n.labels)),
-      n.mode
-        ? [
-            el("h3", {}, "Enforcement mode"),
-            el("div", {}, el("b", {}, n.mode.mode), ` (set at ${n.mode.from} level)`),
-          ]
-        : null,
-    );
+  setChildren(
+    document.getElementById("details"),
+    el("h2", {}, endName(n)),
+    el("div", { class: "endpoint" }, n.spiffeId || n.address || n.id),
+    el("h3", {}, "Labels"),
+    el("div", {}, labelChips(n.labels)),
+    n.mode
+      ? [
+          el("h3", {}, "Enforcement mode"),
+          el("div", {}, el("b", {}, n.mode.mode), ` (set at ${n.mode.from} level)`),
+        ]
+      : null,
+  );
 }
 
 // ---- flows table ----
@@ -504,7 +529,8 @@ async function loadPolicies() {
 async function loadModes() {
   const { settings, workloads } = await getJson("/api/mode");
   const panel = document.getElementById("tab-modes");
-  panel.replaceChildren(
+  setChildren(
+    panel,
     el("p", {}, "Mesh-wide: ", el("b", {}, settings.mesh)),
     el(
       "p",
