@@ -325,7 +325,9 @@ export class FastPathEnforcer {
     } catch (err) {
       const reason = err instanceof TokenError ? err.reason : "malformed";
       this.reject(reason);
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      // Stripped, so the RST the rules send acknowledges exactly the SYN (ISN + 1) and the client's
+      // stack accepts it; with the token still attached the RST would acknowledge the token bytes too.
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY), extracted.packet);
       this.counters.synDenied++;
       this.flow(
         "ingress",
@@ -356,7 +358,7 @@ export class FastPathEnforcer {
     } else {
       this.reject("policy");
       this.counters.synDenied++;
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY), stripped);
     }
     this.flow("ingress", tuple, identity, decision);
   }

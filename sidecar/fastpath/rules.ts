@@ -76,7 +76,9 @@ export function renderRules(s: RuleSettings): string {
   lines.push(`-A ${out} ${synAck} -m connmark --mark ${hex(MARK_PENDING_IN)}/${mask} -j ${q}`);
   lines.push("COMMIT", "*filter", `:${inp} - [0:0]`, `:${loc} - [0:0]`);
   for (const chain of [inp, loc]) {
-    lines.push(`-A ${chain} -p tcp -m mark --mark ${hex(MARK_DENY)}/${mask} -j REJECT --reject-with tcp-reset`);
+    lines.push(
+      `-A ${chain} -p tcp -m mark --mark ${hex(MARK_DENY)}/${mask} -j REJECT --reject-with tcp-reset`,
+    );
     lines.push(
       `-A ${chain} -m mark ! --mark 0x0/${mask} -j CONNMARK --save-mark --nfmask ${mask} --ctmask ${mask}`,
     );

@@ -5,7 +5,7 @@
  * and iperf3 as clients.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { NetnsLab } from "../support/netns.ts";
+import { NetnsLab, waitFor } from "../support/netns.ts";
 import type { LabHost } from "../support/netns.ts";
 import { EnforcerProcess } from "./fastpath-support/enforcer-process.ts";
 import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
@@ -129,4 +129,131 @@ describe.sequential("fast path: identity in the handshake, then out of the data 
     ]);
     expect(out).toBe("ping over the fast path\n");
   });
+
+  it("moves iperf3 bulk data with only handshake packets ever reaching userspace", async () => {
+    const before = await serverEnforcer.stats();
+    const clientBefore = await clientEnforcer.stats();
+    const iperf = server.ns.spawn(["iperf3", "-s", "-1", "-p", String(IPERF), "-J"]);
+    const iperfOut = new OutputLines(iperf);
+    // iperf3 -s prints nothing until a test ends; wait for the port to listen instead.
+    await waitFor("iperf3 listening", async () =>
+      (await server.ns.execOk(["ss", "-Htln", `sport = :${IPERF}`])).includes(String(IPERF)),
+    );
+    const report = JSON.parse(
+      await client.ns.execOk(["iperf3", "-c", server.ipv4, "-p", String(IPERF), "-t", "2", "-J"], {
+        timeoutMs: 20_000,
+      }),
+    ) as { end: { sum_received: { bytes: number } } };
+    await iperfOut.exit(10_000);
+    const received = report.end.sum_received.bytes;
+    expect(received).toBeGreaterThan(10_000_000);
+
+    // iperf3 opens two connections (control + data): 2 handshake packets per connection per side.
+    const after = await serverEnforcer.stats();
+    const clientAfter = await clientEnforcer.stats();
+    const queued = (s: typeof after): number => s.queues.reduce((n, q) => n + q.received, 0);
+    expect(queued(after) - queued(before)).toBe(4);
+    expect(queued(clientAfter) - queued(clientBefore)).toBe(4);
+    expect(after.counters.synAccepted - before.counters.synAccepted).toBe(2);
+
+    // The kernel's own counters agree: the NFQUEUE rules matched only those packets, while the
+    // data packets of the flow (≥ bytes / 64 KiB GSO segments) never did.
+    const nfqueuePackets = async (ns: LabHost["ns"]): Promise<number> => {
+      let total = 0;
+      for (const tool of ["iptables", "ip6tables"]) {
+        const text = await ns.execOk([tool, "-w", "-t", "mangle", "-L", "-v", "-x", "-n"]);
+        for (const line of text.split("\n")) {
+          if (line.includes("NFQUEUE")) total += Number(line.trim().split(/\s+/)[0]);
+        }
+      }
+      return total;
+    };
+    expect(await nfqueuePackets(server.ns)).toBe(queued(after));
+    expect(await nfqueuePackets(client.ns)).toBe(queued(clientAfter));
+  }, 40_000);
+
+  it("lets a peer without an enforcer in only where a CIDR rule allows it, and resets the rest", async () => {
+    const echoed = await other.ns.execOk([
+      "sh",
+      "-c",
+      `printf 'plain peer\\n' | nc -N -w 5 ${server.ipv4} ${ECHO}`,
+    ]);
+    expect(echoed).toBe("plain peer\n");
+    const refused = await other.ns.exec(["curl", "-sS", "--max-time", "5", `http://${server.ipv4}:${HTTP}/`]);
+    expect(refused.code).toBe(7); // curl: failed to connect — a RST, not a timeout (28)
+    expect(refused.stderr).toMatch(/Couldn't connect|refused/i);
+    const denial = await serverEnforcer.waitForFlow(
+      (f) => f.source.address === other.ipv4 && f.port === HTTP,
+    );
+    expect(denial).toMatchObject({ verdict: "deny", policy: null, source: { labels: {} } });
+    expect(denial.source.spiffeId).toBeUndefined();
+  });
+
+  it("refuses a workload whose identity the policy does not allow, over IPv4 and IPv6", async () => {
+    const batch = await pki.identity("batch", { app: "batch" });
+    const otherEnforcer = await EnforcerProcess.start(other.ns, pki, "batch", {
+      identity: batch,
+      policyFile,
+      outboundPorts: PORTS,
+      queueFirst: 30,
+    });
+    const accepted = apps.lines.length;
+    for (const url of [`http://${server.ipv4}:${HTTP}/`, `http://[${server.ipv6}]:${HTTP}/`]) {
+      const r = await other.ns.exec(["curl", "-sS", "--max-time", "5", url]);
+      expect(r.code, r.stderr).toBe(7);
+      expect(r.stderr).toMatch(/Couldn't connect|refused/i);
+    }
+    const denial = await serverEnforcer.waitForFlow(
+      (f) => f.source.spiffeId === batch.spiffeId && f.source.address === canonical(other.ipv6),
+    );
+    expect(denial).toMatchObject({ verdict: "deny", reason: expect.stringMatching(/default deny/) });
+    // The application never saw those connections.
+    expect(apps.lines.slice(accepted).filter((l) => l.includes("accepted"))).toEqual([]);
+    await otherEnforcer.kill();
+  });
+
+  it("fails closed when the enforcer dies, keeps established flows, and fails open only when asked", async () => {
+    const longConn = new OutputLines(
+      client.ns.spawn([
+        process.execPath,
+        "--import",
+        "tsx",
+        `${REPO_ROOT}test/e2e/fastpath-support/long-connection.ts`,
+        server.ipv4,
+        String(ECHO),
+      ]),
+    );
+    await longConn.waitFor((l) => (jsonLine(l)?.event === "connected" ? true : undefined));
+    longConn.child.stdin?.write("ping\n");
+    await longConn.waitFor((l) => (l.includes("ping 1") ? true : undefined));
+
+    await serverEnforcer.kill();
+    // New handshakes: the SYN is queued to a queue nobody listens on and dropped.
+    const closed = await client.ns.exec(["sh", "-c", `printf 'x\\n' | nc -N -w 2 ${server.ipv4} ${ECHO}`]);
+    expect(closed.code).not.toBe(0);
+    expect(closed.stdout).toBe("");
+    // The established connection is all kernel: it keeps working.
+    longConn.child.stdin?.write("ping\n");
+    await longConn.waitFor((l) => (l.includes("ping 2") ? true : undefined));
+
+    // Opt-in fail-open: rules with --queue-bypass; with that enforcer gone too, handshakes pass.
+    const db = await pki.identity("db2", { app: "db" });
+    const openEnforcer = await EnforcerProcess.start(server.ns, pki, "db-open", {
+      identity: db,
+      policyFile,
+      inboundPorts: PORTS,
+      queueFirst: 40,
+      failOpen: true,
+    });
+    await openEnforcer.kill();
+    const open = await client.ns.execOk([
+      "sh",
+      "-c",
+      `printf 'fail-open\\n' | nc -N -w 5 ${server.ipv4} ${ECHO}`,
+    ]);
+    expect(open).toBe("fail-open\n");
+    longConn.child.stdin?.write("ping\n");
+    await longConn.waitFor((l) => (l.includes("ping 3") ? true : undefined));
+    longConn.child.kill();
+  }, 60_000);
 });
