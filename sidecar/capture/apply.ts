@@ -5,10 +5,12 @@
  */
 import { execFile } from "node:child_process";
 import type { Backend, CaptureConfig, IpFamily } from "./config.ts";
+import { externalTables, type ExternalRules } from "./external-rules.ts";
 import { hex, markText, renderCapture, type FamilyPlan, type RoutingPlan } from "./render.ts";
 import {
   buildTransaction,
   explainRestoreFailure,
+  ownedChains,
   parseSave,
   transactionText,
   type RestoreFailure,
@@ -180,14 +182,24 @@ export interface AppliedFamily {
   transaction: string;
 }
 
+function externalChains(external: ExternalRules[]): string[] {
+  return external.flatMap((ext) => externalTables(ext).flatMap((t) => t.chains));
+}
+
 /**
- * Installs capture for every configured family. Idempotent: Sigil's existing chains and hooks are
- * replaced in the same atomic transaction that creates the new ones.
+ * Installs capture for every configured family, with `external` rules (the fast path's hooks) in the
+ * same transaction. Idempotent: Sigil's existing chains and hooks are replaced in the same atomic
+ * transaction that creates the new ones.
  */
-export async function installCapture(config: CaptureConfig, target: CaptureTarget): Promise<AppliedFamily[]> {
+export async function installCapture(
+  config: CaptureConfig,
+  target: CaptureTarget,
+  external: ExternalRules[] = [],
+): Promise<AppliedFamily[]> {
   const applied: AppliedFamily[] = [];
-  for (const plan of renderCapture(config)) {
-    const lines = buildTransaction(parseSave(await readTables(target, plan.family)), plan.tables);
+  const owned = ownedChains(externalChains(external));
+  for (const plan of renderCapture(config, external.flatMap(externalTables))) {
+    const lines = buildTransaction(parseSave(await readTables(target, plan.family)), plan.tables, owned);
     // Routing first: TPROXY-marked packets must already have somewhere to go when the rules appear.
     if (plan.routing) await installRouting(target, plan.family, plan.routing);
     await restore(target, plan.family, lines);
@@ -197,16 +209,19 @@ export async function installCapture(config: CaptureConfig, target: CaptureTarge
 }
 
 /**
- * Removes every Sigil chain and hook for every configured family, and the TPROXY policy routing
- * named by the config. Nothing else is touched; running it when nothing is installed is a no-op.
+ * Removes every Sigil chain and hook (and those of `external` rules) for every configured family, and
+ * the TPROXY policy routing named by the config. Nothing else is touched; running it when nothing is
+ * installed is a no-op.
  */
 export async function uninstallCapture(
   config: CaptureConfig,
   target: CaptureTarget,
+  external: ExternalRules[] = [],
 ): Promise<AppliedFamily[]> {
   const applied: AppliedFamily[] = [];
+  const owned = ownedChains(externalChains(external));
   for (const family of config.families) {
-    const lines = buildTransaction(parseSave(await readTables(target, family)), []);
+    const lines = buildTransaction(parseSave(await readTables(target, family)), [], owned);
     await restore(target, family, lines);
     await removeRouting(target, family, { mark: config.tproxy.mark, table: config.tproxy.routeTable });
     applied.push({ family, transaction: transactionText(lines) });

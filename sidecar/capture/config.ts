@@ -15,26 +15,6 @@ export interface Mark {
   mask: number;
 }
 
-/**
- * The L4 fast path's kernel hooks: which handshake packets go to NFQUEUE and which connmark says a
- * connection was accepted by the datapath (such connections are never redirected to the proxy).
- */
-export interface FastPathSpec {
-  /** Queues `first` .. `first + count - 1`, spread by flow (`--queue-balance`). */
-  queue: { first: number; count: number };
-  /** Local ports served by the workload: inbound SYN and outbound SYN-ACK are queued. */
-  servePorts: number[];
-  /** Remote ports the workload dials: outbound SYN and inbound SYN-ACK are queued. */
-  dialPorts: number[];
-  /** Connmark the datapath sets on connections it accepted. */
-  acceptedMark: Mark;
-  /**
-   * When no program is bound to the queue the kernel drops queued packets (fail closed). `true`
-   * adds `--queue-bypass`, which lets them through unverified instead.
-   */
-  failOpen: boolean;
-}
-
 export interface CaptureConfig {
   mode: CaptureMode;
   /** Port the sidecar's inbound listener accepts captured connections on. */
@@ -57,7 +37,11 @@ export interface CaptureConfig {
   families: IpFamily[];
   backend: Backend;
   tproxy: { mark: Mark; routeTable: number };
-  fastPath: FastPathSpec | null;
+  /**
+   * Mark bits the L4 fast path's verdicts use. A packet or connection with any of them set was
+   * decided by the fast path and is never redirected to the proxy. Null when no fast path runs.
+   */
+  fastPathMarkMask: number | null;
 }
 
 export class CaptureConfigError extends Error {
@@ -95,22 +79,6 @@ const mark = z
   .strict()
   .refine((m) => (m.value & ~m.mask) === 0, { message: "mark value has bits outside its mask" });
 
-const fastPathSchema = z
-  .object({
-    queue: z
-      .object({ first: z.number().int().min(0).max(65535), count: z.number().int().min(1).max(64) })
-      .strict()
-      .refine((q) => q.first + q.count - 1 <= 65535, { message: "queue range ends above 65535" }),
-    servePorts: z.array(port).default([]),
-    dialPorts: z.array(port).default([]),
-    acceptedMark: mark.default({ value: 0x200, mask: 0x200 }),
-    failOpen: z.boolean().default(false),
-  })
-  .strict()
-  .refine((f) => f.servePorts.length + f.dialPorts.length > 0, {
-    message: "the fast path needs at least one serve or dial port",
-  });
-
 /** The input shape (what flags, environment and the config file provide, all optional). */
 export const captureConfigSchema = z
   .object({
@@ -138,7 +106,7 @@ export const captureConfigSchema = z
       })
       .strict()
       .default({ mark: { value: 0x100, mask: 0x100 }, routeTable: 133 }),
-    fastPath: fastPathSchema.nullable().default(null),
+    fastPathMarkMask: z.number().int().min(1).max(0xffffffff).nullable().default(null),
   })
   .strict();
 
@@ -154,7 +122,7 @@ function semanticProblems(c: z.output<typeof captureConfigSchema>): string[] {
       "proxyUid: 0 would exempt every root process from capture; run the sidecar as its own user (or set allowRootProxy)",
     );
   }
-  if (!c.outbound && c.inboundPorts !== "*" && c.inboundPorts.length === 0 && c.fastPath === null) {
+  if (!c.outbound && c.inboundPorts !== "*" && c.inboundPorts.length === 0) {
     problems.push("nothing to capture: outbound is off and inboundPorts is empty");
   }
   if (c.inboundPort === c.outboundPort) problems.push("inboundPort and outboundPort must differ");
@@ -166,9 +134,8 @@ function semanticProblems(c: z.output<typeof captureConfigSchema>): string[] {
   if (RESERVED_TABLES.has(c.tproxy.routeTable)) {
     problems.push(`tproxy.routeTable: ${c.tproxy.routeTable} is a reserved routing table`);
   }
-  const fp = c.fastPath;
-  if (fp && (fp.acceptedMark.mask & c.tproxy.mark.mask) !== 0 && c.mode === "tproxy") {
-    problems.push("fastPath.acceptedMark and tproxy.mark must use different bits");
+  if (c.fastPathMarkMask !== null && (c.fastPathMarkMask & c.tproxy.mark.mask) !== 0 && c.mode === "tproxy") {
+    problems.push("fastPathMarkMask and tproxy.mark must use different bits");
   }
   for (const [name, list] of [
     ["excludeInboundPorts", c.excludeInboundPorts],

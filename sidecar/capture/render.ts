@@ -3,11 +3,13 @@
  * (all named SIGIL_*), the rules inside them, and the hooks that jump to them from built-in chains.
  * Pure: no I/O. Every rule carries `why`, which errors quote when the kernel rejects that rule.
  */
-import { cidrFamily, type CaptureConfig, type FastPathSpec, type IpFamily, type Mark } from "./config.ts";
+import { cidrFamily, type CaptureConfig, type IpFamily, type Mark } from "./config.ts";
+import { mergeTables } from "./external-rules.ts";
 
 export const CHAIN_PREFIX = "SIGIL_";
 
-export type Table = "nat" | "mangle";
+/** nat and mangle for capture itself; external rules may bring others (filter). */
+export type Table = string;
 
 export interface Rule {
   chain: string;
@@ -78,54 +80,6 @@ class TableBuilder {
   }
 }
 
-const SYN_ONLY = "--tcp-flags FIN,SYN,RST,ACK SYN";
-const SYN_ACK = "--tcp-flags FIN,SYN,RST,ACK SYN,ACK";
-
-function queueTarget(fp: FastPathSpec): string {
-  const { first, count } = fp.queue;
-  const target =
-    count === 1 ? `NFQUEUE --queue-num ${first}` : `NFQUEUE --queue-balance ${first}:${first + count - 1}`;
-  return fp.failOpen ? `${target} --queue-bypass` : target;
-}
-
-/** The fast path's handshake hooks (mangle, ahead of any TPROXY capture in the same hook). */
-function renderFastPath(mangle: TableBuilder, fp: FastPathSpec, config: CaptureConfig): void {
-  const inChain = mangle.chain(`${CHAIN_PREFIX}FASTPATH_IN`);
-  const outChain = mangle.chain(`${CHAIN_PREFIX}FASTPATH_OUT`);
-  const target = queueTarget(fp);
-  mangle.add(
-    outChain,
-    `${ownerMatch(config.proxyUid, config.proxyGid)} -j RETURN`,
-    "the sidecar's own connections do not carry fast-path tokens",
-  );
-  for (const p of fp.servePorts) {
-    mangle.add(
-      inChain,
-      `-p tcp --dport ${p} ${SYN_ONLY} -j ${target}`,
-      `fast path: verify SYN to served port ${p}`,
-    );
-    mangle.add(
-      outChain,
-      `-p tcp --sport ${p} ${SYN_ACK} -j ${target}`,
-      `fast path: sign SYN-ACK from served port ${p}`,
-    );
-  }
-  for (const p of fp.dialPorts) {
-    mangle.add(
-      outChain,
-      `-p tcp --dport ${p} ${SYN_ONLY} -j ${target}`,
-      `fast path: sign SYN to dialed port ${p}`,
-    );
-    mangle.add(
-      inChain,
-      `-p tcp --sport ${p} ${SYN_ACK} -j ${target}`,
-      `fast path: verify SYN-ACK from dialed port ${p}`,
-    );
-  }
-  mangle.hook("PREROUTING", `-p tcp -j ${inChain}`, "fast path: inbound handshake packets");
-  mangle.hook("OUTPUT", `-p tcp -j ${outChain}`, "fast path: outbound handshake packets");
-}
-
 function inboundPortRules(
   config: CaptureConfig,
   add: (spec: string, why: string) => void,
@@ -140,13 +94,15 @@ function inboundPortRules(
   }
 }
 
-function skipAccepted(config: CaptureConfig, add: (spec: string, why: string) => void): void {
-  if (config.fastPath) {
-    add(
-      `-m connmark --mark ${markText(config.fastPath.acceptedMark)} -j RETURN`,
-      "connections accepted by the fast path bypass the proxy",
-    );
-  }
+/**
+ * Traffic the fast path decided bypasses the proxy: the first packet by its packet mark (the verdict
+ * is given in mangle, before nat), later packets by the connmark the fast path saved.
+ */
+function skipFastPath(config: CaptureConfig, add: (spec: string, why: string) => void): void {
+  if (config.fastPathMarkMask === null) return;
+  const field = `0x0/${hex(config.fastPathMarkMask)}`;
+  add(`-m mark ! --mark ${field} -j RETURN`, "packets the fast path gave a verdict bypass the proxy");
+  add(`-m connmark ! --mark ${field} -j RETURN`, "connections the fast path decided bypass the proxy");
 }
 
 function inboundWanted(config: CaptureConfig): boolean {
@@ -162,7 +118,7 @@ function renderRedirectInbound(nat: TableBuilder, config: CaptureConfig): void {
     `inbound connections to the sidecar's port ${config.inboundPort}`,
   );
   const add = (spec: string, why: string) => nat.add(inbound, spec, why);
-  skipAccepted(config, add);
+  skipFastPath(config, add);
   inboundPortRules(config, add, redirect);
   nat.hook("PREROUTING", `-p tcp -j ${inbound}`, "inbound capture");
 }
@@ -180,7 +136,7 @@ function renderTproxyInbound(mangle: TableBuilder, config: CaptureConfig, family
     `inbound connections to the sidecar's transparent port ${config.inboundPort}`,
   );
   const add = (spec: string, why: string) => mangle.add(inbound, spec, why);
-  skipAccepted(config, add);
+  skipFastPath(config, add);
   for (const p of config.excludeInboundPorts)
     add(`-p tcp --dport ${p} -j RETURN`, `inbound port ${p} excluded`);
   add("-p tcp -m socket --transparent -j " + divert, "packets of connections the sidecar already holds");
@@ -207,7 +163,7 @@ function renderOutbound(nat: TableBuilder, config: CaptureConfig, family: IpFami
       ? `the sidecar's own traffic (uid ${config.proxyUid}) is not captured`
       : `the sidecar's own traffic (uid ${config.proxyUid} and gid ${config.proxyGid}) is not captured`,
   );
-  skipAccepted(config, add);
+  skipFastPath(config, add);
   add("-o lo -j RETURN", "traffic to this host's own addresses stays local");
   for (const c of config.excludeOutboundCidrs.filter((c) => cidrFamily(c) === family)) {
     add(`-d ${c} -j RETURN`, `outbound CIDR ${c} excluded`);
@@ -227,7 +183,6 @@ function renderOutbound(nat: TableBuilder, config: CaptureConfig, family: IpFami
 export function renderFamily(config: CaptureConfig, family: IpFamily): FamilyPlan {
   const nat = new TableBuilder("nat");
   const mangle = new TableBuilder("mangle");
-  if (config.fastPath) renderFastPath(mangle, config.fastPath, config);
   if (inboundWanted(config)) {
     if (config.mode === "tproxy") renderTproxyInbound(mangle, config, family);
     else renderRedirectInbound(nat, config);
@@ -241,6 +196,10 @@ export function renderFamily(config: CaptureConfig, family: IpFamily): FamilyPla
   return { family, tables, routing };
 }
 
-export function renderCapture(config: CaptureConfig): FamilyPlan[] {
-  return config.families.map((family) => renderFamily(config, family));
+/** Capture's plan per family, with `external` tables (the same for both families) merged in first. */
+export function renderCapture(config: CaptureConfig, external: TablePlan[] = []): FamilyPlan[] {
+  return config.families.map((family) => {
+    const plan = renderFamily(config, family);
+    return { ...plan, tables: mergeTables(plan.tables, external) };
+  });
 }

@@ -1,6 +1,7 @@
 /**
  * Turns the current `iptables-save` state and a wanted plan into one `iptables-restore --noflush`
- * transaction: remove every Sigil hook and chain that exists, then create the wanted ones. Applying the
+ * transaction: remove every Sigil hook and chain that exists (SIGIL_* and the chains of external rules
+ * being applied), then create the wanted ones. Applying the
  * same plan twice therefore yields the same tables, and "remove" touches nothing but Sigil's own
  * chains and the jumps to them. Also maps restore's "line N" errors back to the rendered rule.
  */
@@ -80,12 +81,20 @@ export interface SigilState {
   hooks: string[];
 }
 
-export function sigilState(table: SavedTable): SigilState {
-  const chains = [...table.chains.keys()].filter(isSigilChain);
+/** Which existing chains Sigil owns: its own prefix, plus chains named by external rules it applies. */
+export type Owned = (chain: string) => boolean;
+
+export function ownedChains(extra: Iterable<string> = []): Owned {
+  const named = new Set(extra);
+  return (chain) => isSigilChain(chain) || named.has(chain);
+}
+
+export function sigilState(table: SavedTable, owned: Owned = ownedChains()): SigilState {
+  const chains = [...table.chains.keys()].filter((c) => table.chains.get(c) === "-" && owned(c));
   const hooks = table.rules.filter((rule) => {
     const target = JUMP.exec(rule)?.[1];
     const chain = ruleChain(rule);
-    return target !== undefined && isSigilChain(target) && table.chains.get(chain) !== "-";
+    return target !== undefined && owned(target) && table.chains.get(chain) !== "-";
   });
   return { chains, hooks };
 }
@@ -100,12 +109,16 @@ export interface TxLine {
  * The restore input for one family. `wanted` lists the tables to install into (empty: remove
  * everything of Sigil's). Tables with nothing to remove and nothing to add are left out entirely.
  */
-export function buildTransaction(current: Map<string, SavedTable>, wanted: TablePlan[]): TxLine[] {
+export function buildTransaction(
+  current: Map<string, SavedTable>,
+  wanted: TablePlan[],
+  owned: Owned = ownedChains(),
+): TxLine[] {
   const names = [...new Set([...wanted.map((t) => t.table), ...current.keys()])];
   const lines: TxLine[] = [];
   for (const name of names) {
     const saved = current.get(name);
-    const state = saved ? sigilState(saved) : { chains: [], hooks: [] };
+    const state = saved ? sigilState(saved, owned) : { chains: [], hooks: [] };
     const plan = wanted.find((t) => t.table === name);
     if (!plan && state.chains.length === 0 && state.hooks.length === 0) continue;
     lines.push({ text: `*${name}`, why: `table ${name}` });

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { installCapture, readTables, uninstallCapture } from "../../sidecar/capture/apply.ts";
+import type { ExternalRules } from "../../sidecar/capture/external-rules.ts";
 import { parseCaptureConfig, type CaptureConfig } from "../../sidecar/capture/config.ts";
 import { normalizeSave } from "../../sidecar/capture/transaction.ts";
 import { NetnsLab, type LabHost } from "../support/netns.ts";
@@ -113,40 +114,63 @@ describe.each(["nft" as const, "legacy" as const])("a namespace that never used 
   });
 });
 
+/** NFQUEUE hooks shaped like the fast path's, with no datapath bound to the queues. */
+const FAST_PATH: ExternalRules = {
+  owner: "fast path",
+  restoreText: `*mangle
+:SIGIL-FP-PRE - [0:0]
+-A SIGIL-FP-PRE -p tcp --tcp-flags SYN,ACK,RST,FIN SYN -m multiport --dports 7443 -j NFQUEUE --queue-balance 4200:4201
+COMMIT
+*filter
+:SIGIL-FP-IN - [0:0]
+-A SIGIL-FP-IN -p tcp -m multiport --dports 7443 -m connmark --mark 0x0/0xf00000 -j DROP
+COMMIT
+`,
+  hooks: [
+    { table: "mangle", builtin: "PREROUTING", chain: "SIGIL-FP-PRE" },
+    { table: "filter", builtin: "INPUT", chain: "SIGIL-FP-IN" },
+  ],
+};
+
 describe.each([
   { backend: "nft" as const, subnet: 45 },
   { backend: "legacy" as const, subnet: 46 },
-])("fast-path NFQUEUE hooks with the $backend back end", ({ backend, subnet }) => {
+])("fast-path rules applied by the capture wrapper with the $backend back end", ({ backend, subnet }) => {
   let lab: NetnsLab;
 
   afterAll(async () => {
     await lab?.destroy();
   });
 
-  it("queues the handshake and fails closed while no datapath reads the queue", async () => {
+  it("installs them with capture, fails closed while no datapath reads the queue, and removes them exactly", async () => {
     lab = await NetnsLab.create(["app", "peer"], { subnet });
     const app = lab.host("app");
     const peer = lab.host("peer");
     const server = await startTagServer(app.ns, "::", 7443, "app-7443", APP);
     const config = parseCaptureConfig(
-      {
-        proxyUid: 1337,
-        inboundPorts: [],
-        outbound: false,
-        backend,
-        fastPath: { queue: { first: 0, count: 2 }, servePorts: [7443] },
-      },
+      { proxyUid: 1337, excludeInboundPorts: [22], backend, fastPathMarkMask: 0xf00000 },
       "test",
     );
     const target = { backend, netns: app.ns.name };
-    await installCapture(config, target);
-    expect(normalizeSave(await readTables(target, 4))).toContain(
-      "-A SIGIL_FASTPATH_IN -p tcp -m tcp --dport 7443 --tcp-flags FIN,SYN,RST,ACK SYN -j NFQUEUE --queue-balance 0:1",
-    );
+    await installCapture(config, target, [FAST_PATH]);
+    const once = await kernelState(app, backend);
+    expect(once).toContain("-A PREROUTING -j SIGIL-FP-PRE");
+    expect(once).toContain("-A INPUT -j SIGIL-FP-IN");
+    expect(once).toContain("-A SIGIL_INBOUND -m mark ! --mark 0x0/0xf00000 -j RETURN");
+    await installCapture(config, target, [FAST_PATH]);
+    expect(await kernelState(app, backend)).toBe(once);
+
     expect(await tcpRequest(peer.ns, app.ipv4, 7443)).toBe("ERR:TIMEOUT");
     expect(await tcpRequest(peer.ns, app.ipv6, 7443)).toBe("ERR:TIMEOUT");
     expect(server.accepted()).toBe(0);
+
+    // Without the fast path's rules in hand, uninstall leaves its chains alone (their owner manages them).
     await uninstallCapture(config, target);
+    const left = await kernelState(app, backend);
+    expect(left).toContain("SIGIL-FP-PRE");
+    expect(left).not.toContain("SIGIL_");
+    await uninstallCapture(config, target, [FAST_PATH]);
+    expect(await kernelState(app, backend)).not.toContain("SIGIL");
     expect(await tcpRequest(peer.ns, app.ipv4, 7443)).toBe("app-7443");
   });
 });

@@ -23,7 +23,7 @@ describe("capture configuration", () => {
       families: [4, 6],
       backend: "auto",
       tproxy: { mark: { value: 0x100, mask: 0x100 }, routeTable: 133 },
-      fastPath: null,
+      fastPathMarkMask: null,
     });
   });
 
@@ -58,12 +58,10 @@ describe("capture configuration", () => {
     expect(problems({ proxyUid: 1, excludeOutboundPort: [1] })[0]).toMatch(/excludeOutboundPort/);
   });
 
-  it("validates the fast-path spec", () => {
-    expect(problems({ proxyUid: 1, fastPath: { queue: { first: 0, count: 1 } } })[0]).toMatch(
-      /at least one serve or dial port/,
+  it("keeps the fast path's mark bits apart from TPROXY's", () => {
+    expect(problems({ proxyUid: 1, mode: "tproxy", fastPathMarkMask: 0x1ff })[0]).toMatch(
+      /fastPathMarkMask and tproxy.mark must use different bits/,
     );
-    expect(
-      problems({ proxyUid: 1, fastPath: { queue: { first: 65535, count: 2 }, servePorts: [80] } })[0],
-    ).toMatch(/queue range ends above 65535/);
+    expect(problems({ proxyUid: 1, mode: "tproxy", fastPathMarkMask: 0xf00000 })).toEqual([]);
   });
 });
