@@ -1,4 +1,6 @@
+import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { adsServiceDefinition, nodeToWire, type DeltaResponse, type SotwResponse } from "../../xds/wire.ts";
 import type { TypeUpdate, XdsClient } from "../../xds/client.ts";
 import { ResourceValidationError } from "../../xds/validate.ts";
 import { Snapshot } from "../../xds/snapshot.ts";
@@ -41,6 +43,31 @@ const policy = (workload: string, generation: number) =>
       },
     ],
   });
+
+/** A bare ADS stream, for requests no well-behaved client would send. */
+function rawStream(protocol: "sotw" | "delta") {
+  const client = new grpc.Client(
+    `127.0.0.1:${fx.grpc.port}`,
+    grpc.credentials.createSsl(Buffer.from(fx.cert.certPem)),
+    { "grpc.ssl_target_name_override": "localhost" },
+  );
+  const def =
+    adsServiceDefinition[protocol === "sotw" ? "StreamAggregatedResources" : "DeltaAggregatedResources"];
+  if (!def) throw new Error("no ADS method");
+  const call = client.makeBidiStreamRequest(
+    def.path,
+    def.requestSerialize as (v: object) => Buffer,
+    def.responseDeserialize as (b: Buffer) => SotwResponse | DeltaResponse,
+  );
+  call.on("error", () => undefined);
+  return {
+    call,
+    close: () => {
+      call.cancel();
+      client.close();
+    },
+  };
+}
 
 function updates(client: XdsClient, typeUrl: string): TypeUpdate[] {
   const seen: TypeUpdate[] = [];
@@ -151,6 +178,56 @@ describe.each(["sotw", "delta"] as const)("ADS %s", (protocol) => {
     await restarting;
     const u = await resumed;
     expect(u.resources.get("r.test")?.message.sequence).toBe("2");
+  });
+
+  it("ignores a request with a stale nonce and honours the current one", async () => {
+    const id = node("stale");
+    fx.cache.set(id, Snapshot.of([bundle("s.test", 1)]));
+    const raw = rawStream(protocol);
+    const responses: (SotwResponse | DeltaResponse)[] = [];
+    const first = new Promise<void>((resolve) =>
+      raw.call.on("data", (r: SotwResponse | DeltaResponse) => {
+        responses.push(r);
+        resolve();
+      }),
+    );
+    raw.call.write(
+      protocol === "sotw"
+        ? { node: nodeToWire({ id }), type_url: TRUST_BUNDLE }
+        : { node: nodeToWire({ id }), type_url: TRUST_BUNDLE, resource_names_subscribe: ["*"] },
+    );
+    await first;
+    const nonce = responses[0]?.nonce ?? "";
+    expect(nonce).not.toBe("");
+
+    const stale = nextEvent<AckEvent>(fx.ads, "stale", (e) => e.nodeId === id);
+    let nacked = false;
+    const onNack = (e: NackEvent) => {
+      if (e.nodeId === id) nacked = true;
+    };
+    fx.ads.on("nack", onNack);
+    // A NACK carrying a nonce the server never sent on this stream: must change nothing.
+    raw.call.write({
+      type_url: TRUST_BUNDLE,
+      response_nonce: `${nonce}-old`,
+      error_detail: { code: 3, message: "stale" },
+    });
+    expect((await stale).nonce).toBe(`${nonce}-old`);
+    const acked = nextEvent<AckEvent>(fx.ads, "ack", (e) => e.nodeId === id);
+    raw.call.write(
+      protocol === "sotw"
+        ? {
+            type_url: TRUST_BUNDLE,
+            version_info: (responses[0] as SotwResponse).version_info,
+            response_nonce: nonce,
+          }
+        : { type_url: TRUST_BUNDLE, response_nonce: nonce },
+    );
+    expect((await acked).nonce).toBe(nonce);
+    fx.ads.off("nack", onNack);
+    expect(nacked).toBe(false);
+    expect(responses).toHaveLength(1);
+    raw.close();
   });
 
   it("pushes 1,000 resources in one response", async () => {
