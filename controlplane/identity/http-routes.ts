@@ -1,0 +1,138 @@
+import { z } from "zod";
+import { parseSpiffeId } from "../../core/identity.ts";
+import { bundleToDocument } from "../../core/svid/bundle.ts";
+import { HttpError, readJson, sendJson } from "../http/router.ts";
+import type { Router } from "../http/router.ts";
+import { fingerprint } from "../ca/authority.ts";
+import type { IdentityPlane } from "./plane.ts";
+import { RegistryError } from "./registry.ts";
+
+const labelsSchema = z.record(z.string(), z.string());
+const tokenSchema = z.object({
+  name: z.string(),
+  labels: labelsSchema.default({}),
+  ttlSeconds: z.number().int().positive().default(3600),
+});
+const revokeSchema = z.object({
+  spiffeId: z.string(),
+  reason: z.string().max(256).default("revoked by operator"),
+});
+const labelsRequestSchema = z.object({ spiffeId: z.string(), labels: labelsSchema });
+const rotateSchema = z.object({ activateInSeconds: z.number().int().min(0).max(86_400).default(30) });
+
+function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new HttpError(400, `${issue?.path.join(".") || "body"}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
+
+function workloadId(plane: IdentityPlane, spiffeId: string): string {
+  const id = parseSpiffeId(spiffeId);
+  if (!id || id.trustDomain !== plane.ca.trustDomain) {
+    throw new HttpError(400, `"${spiffeId}" is not a SPIFFE ID in trust domain ${plane.ca.trustDomain}`);
+  }
+  return spiffeId;
+}
+
+async function registryCall<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof RegistryError) throw new HttpError(err.status, err.message);
+    throw err;
+  }
+}
+
+/**
+ * The identity API on the control plane's HTTP router. SPIFFE IDs contain slashes, so they travel
+ * in JSON bodies rather than path segments.
+ *  POST /api/identity/tokens            {name, labels, ttlSeconds} → {token, name, spiffeId, expiresAt}
+ *  GET  /api/identity/workloads         → {workloads: [...]}
+ *  POST /api/identity/workloads/revoke  {spiffeId, reason}
+ *  POST /api/identity/workloads/labels  {spiffeId, labels}   (operator labels; triggers re-issuance)
+ *  GET  /api/identity/revocations       → RevocationList
+ *  GET  /api/identity/bundle            → SPIFFE bundle document
+ *  GET  /api/identity/ca                → CA generations
+ *  POST /api/identity/ca/rotate         {activateInSeconds}
+ */
+export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPlane }): void {
+  const { plane } = deps;
+  router.add("POST", "/api/identity/tokens", async (req, res) => {
+    const body = parse(tokenSchema, await readJson(req));
+    let created;
+    try {
+      created = await plane.tokens.create(body);
+    } catch (err) {
+      throw new HttpError(400, (err as Error).message);
+    }
+    sendJson(res, 201, {
+      token: created.token,
+      name: created.name,
+      spiffeId: `spiffe://${plane.ca.trustDomain}/workload/${created.name}`,
+      labels: created.labels,
+      expiresAt: created.expiresAt.toISOString(),
+    });
+  });
+  router.add("GET", "/api/identity/workloads", (_req, res) => {
+    sendJson(res, 200, {
+      workloads: plane.registry.list().map((w) => ({
+        spiffeId: w.spiffeId,
+        attestor: w.attestor,
+        labels: w.issuedLabels,
+        staticLabels: w.staticLabels,
+        serial: w.serial,
+        notAfter: new Date(w.notAfterMs).toISOString(),
+        lastIssuedAt: new Date(w.lastIssuedMs).toISOString(),
+        firstSeenAt: new Date(w.firstSeenMs).toISOString(),
+        revoked: w.revoked ? { at: new Date(w.revoked.atMs).toISOString(), reason: w.revoked.reason } : null,
+      })),
+    });
+  });
+  router.add("POST", "/api/identity/workloads/revoke", async (req, res) => {
+    const body = parse(revokeSchema, await readJson(req));
+    const entry = await registryCall(() =>
+      plane.registry.revoke(workloadId(plane, body.spiffeId), body.reason, plane.ca.maxLeafTtlSeconds),
+    );
+    sendJson(res, 200, {
+      spiffeId: entry.spiffeId,
+      revokedAt: new Date(entry.revokedAtMs).toISOString(),
+      reason: entry.reason,
+      sequence: plane.registry.revocationList().sequence,
+    });
+  });
+  router.add("POST", "/api/identity/workloads/labels", async (req, res) => {
+    const body = parse(labelsRequestSchema, await readJson(req));
+    const record = await registryCall(() =>
+      plane.registry.setStaticLabels(workloadId(plane, body.spiffeId), body.labels),
+    );
+    sendJson(res, 200, { spiffeId: record.spiffeId, staticLabels: record.staticLabels });
+  });
+  router.add("GET", "/api/identity/revocations", (_req, res) => {
+    sendJson(res, 200, plane.registry.revocationList());
+  });
+  router.add("GET", "/api/identity/bundle", (_req, res) => {
+    sendJson(res, 200, bundleToDocument(plane.ca.bundle()));
+  });
+  router.add("GET", "/api/identity/ca", (_req, res) => {
+    sendJson(res, 200, {
+      trustDomain: plane.ca.trustDomain,
+      sequence: plane.ca.bundle().sequence,
+      generations: plane.ca.describe(),
+      roots: plane.ca
+        .bundle()
+        .x509Authorities.map((c) => ({ subject: c.subject, sha256: fingerprint(c.raw) })),
+    });
+  });
+  router.add("POST", "/api/identity/ca/rotate", async (req, res) => {
+    const body = parse(rotateSchema, await readJson(req));
+    const rotated = await plane.ca.rotate({ activateInSeconds: body.activateInSeconds });
+    sendJson(res, 200, {
+      id: rotated.id,
+      activateAt: rotated.activateAt.toISOString(),
+      sequence: plane.ca.bundle().sequence,
+    });
+  });
+}

@@ -1,0 +1,70 @@
+import type { Logger } from "pino";
+import type { RevocationList } from "../../core/svid/revocation.ts";
+import type { TrustBundle } from "../../core/svid/bundle.ts";
+import type { ImportedCa } from "../ca/authority.ts";
+import { CertificateAuthority } from "../ca/authority.ts";
+import { JoinTokenStore } from "../attestation/join-tokens.ts";
+import type { KubernetesAttestorConfig } from "../attestation/kubernetes.ts";
+import { KubernetesAttestor } from "../attestation/kubernetes.ts";
+import { IdentityIssuer } from "./issuer.ts";
+import { WorkloadRegistry } from "./registry.ts";
+
+export interface IdentityPlaneOptions {
+  readonly dataDir: string;
+  readonly trustDomain?: string;
+  readonly kubernetes?: KubernetesAttestorConfig;
+  readonly importedCa?: ImportedCa;
+  readonly defaultTtlSeconds?: number;
+  readonly maxLeafTtlSeconds?: number;
+  /** How often to drop CA generations whose overlap ended. */
+  readonly maintenanceIntervalMs?: number;
+  readonly log?: Logger;
+}
+
+/**
+ * The control plane's identity side assembled from the data directory: CA, join tokens, workload
+ * registry with revocations, and the issuer. The lead wires:
+ *  - `ca.on("bundle", ...)`            → push the TrustBundle resource over xDS;
+ *  - `registry.on("revocations", ...)` → push the RevocationList resource over xDS;
+ *  - `registry.on("reissue-required", ...)` → tell that workload's sidecar to renew now.
+ */
+export interface IdentityPlane {
+  readonly ca: CertificateAuthority;
+  readonly tokens: JoinTokenStore;
+  readonly registry: WorkloadRegistry;
+  readonly issuer: IdentityIssuer;
+  bundle(): TrustBundle;
+  revocations(): RevocationList;
+  close(): void;
+}
+
+export async function openIdentityPlane(options: IdentityPlaneOptions): Promise<IdentityPlane> {
+  const ca = await CertificateAuthority.open({
+    dataDir: options.dataDir,
+    trustDomain: options.trustDomain,
+    imported: (await CertificateAuthority.exists(options.dataDir)) ? undefined : options.importedCa,
+    maxLeafTtlSeconds: options.maxLeafTtlSeconds,
+  });
+  const tokens = await JoinTokenStore.open(options.dataDir);
+  const registry = await WorkloadRegistry.open(options.dataDir, ca.trustDomain);
+  const issuer = new IdentityIssuer({
+    ca,
+    tokens,
+    registry,
+    kubernetes: options.kubernetes ? new KubernetesAttestor(options.kubernetes) : undefined,
+    defaultTtlSeconds: options.defaultTtlSeconds,
+  });
+  const timer = setInterval(() => {
+    ca.retireExpired().catch((err: unknown) => options.log?.error({ err }, "retiring CA generations failed"));
+  }, options.maintenanceIntervalMs ?? 60_000);
+  timer.unref();
+  return {
+    ca,
+    tokens,
+    registry,
+    issuer,
+    bundle: () => ca.bundle(),
+    revocations: () => registry.revocationList(),
+    close: () => clearInterval(timer),
+  };
+}

@@ -1,0 +1,84 @@
+import * as grpc from "@grpc/grpc-js";
+import type { PeerCertificate } from "node:tls";
+import type { WireSignSvidRequest, WireSignSvidResponse } from "../../core/svid/wire.ts";
+import { IdentityServiceClient } from "../../core/svid/wire.ts";
+
+/** The control plane refused or could not be reached; `code` is the gRPC status. */
+export class IdentityRequestError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface IdentityClientOptions {
+  /** `host:port` of the control plane's gRPC listener. */
+  readonly address: string;
+  /** PEM roots the control plane's serving certificate must chain to (given at bootstrap). */
+  readonly caPem: string;
+  /**
+   * When set, the serving certificate must carry this URI SAN (e.g.
+   * `spiffe://sigil.local/sigil/controlplane`) instead of matching the host name.
+   */
+  readonly serverSpiffeId?: string;
+  readonly timeoutMs?: number;
+}
+
+/**
+ * The sidecar's side of `sigil.v1.IdentityService`. Server-authenticated TLS only: before it has an
+ * SVID the sidecar has nothing to present; it proves itself with the attestation in the request.
+ */
+export class IdentityClient {
+  private readonly client: grpc.Client & Record<string, unknown>;
+  private readonly timeoutMs: number;
+
+  constructor(options: IdentityClientOptions) {
+    const expected = options.serverSpiffeId;
+    const credentials = grpc.credentials.createSsl(Buffer.from(options.caPem), null, null, {
+      checkServerIdentity: expected
+        ? (_host: string, cert: PeerCertificate) => {
+            const uris = (cert.subjectaltname ?? "")
+              .split(", ")
+              .filter((n) => n.startsWith("URI:"))
+              .map((n) => n.slice(4));
+            return uris.includes(expected)
+              ? undefined
+              : new Error(
+                  `control plane certificate names ${uris.join(", ") || "no URI"}, expected ${expected}`,
+                );
+          }
+        : undefined,
+    });
+    this.client = new IdentityServiceClient(options.address, credentials) as grpc.Client &
+      Record<string, unknown>;
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+  }
+
+  signSvid(request: WireSignSvidRequest): Promise<WireSignSvidResponse> {
+    const method = this.client.SignSvid as (
+      req: WireSignSvidRequest,
+      options: grpc.CallOptions,
+      cb: (err: grpc.ServiceError | null, res?: WireSignSvidResponse) => void,
+    ) => void;
+    return new Promise((resolve, reject) => {
+      method.call(this.client, request, { deadline: Date.now() + this.timeoutMs }, (err, res) => {
+        if (err)
+          reject(
+            new IdentityRequestError(
+              err.code,
+              `SVID request failed (${grpc.status[err.code]}): ${err.details}`,
+            ),
+          );
+        else if (!res)
+          reject(new IdentityRequestError(grpc.status.INTERNAL, "SVID request returned no response"));
+        else resolve(res);
+      });
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

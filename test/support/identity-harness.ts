@@ -1,0 +1,81 @@
+import { createPrivateKey, webcrypto } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
+import type { KubernetesAttestorConfig } from "../../controlplane/attestation/kubernetes.ts";
+import { startGrpcServer } from "../../controlplane/grpc-server.ts";
+import type { RunningGrpcServer } from "../../controlplane/grpc-server.ts";
+import {
+  IdentityServiceDefinition,
+  identityServiceHandlers,
+} from "../../controlplane/identity/grpc-service.ts";
+import type { IdentityPlane } from "../../controlplane/identity/plane.ts";
+import { openIdentityPlane } from "../../controlplane/identity/plane.ts";
+import { bundleRootsPem } from "../../core/svid/bundle.ts";
+import { x509 } from "../../core/svid/x509.ts";
+import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
+
+/** A control plane's identity side on a real TLS gRPC listener on loopback, in a temporary data dir. */
+export interface IdentityHarness {
+  readonly dataDir: string;
+  readonly plane: IdentityPlane;
+  readonly server: RunningGrpcServer;
+  readonly address: string;
+  /** A client that trusts the CA and expects the control plane's SPIFFE ID. */
+  newClient(): IdentityClient;
+  close(): Promise<void>;
+}
+
+export async function startIdentityHarness(
+  options: { kubernetes?: KubernetesAttestorConfig; trustDomain?: string; maxLeafTtlSeconds?: number } = {},
+): Promise<IdentityHarness> {
+  const dataDir = await mkdtemp(join(tmpdir(), "sigil-id-"));
+  const plane = await openIdentityPlane({ dataDir, ...options });
+  const serving = await plane.ca.issueServingCertificate({
+    dnsNames: ["localhost"],
+    ipAddresses: ["127.0.0.1"],
+  });
+  const server = await startGrpcServer({ host: "127.0.0.1", port: 0, tls: serving });
+  server.addService(IdentityServiceDefinition, identityServiceHandlers({ issuer: plane.issuer }));
+  const address = `127.0.0.1:${server.port}`;
+  const clients: IdentityClient[] = [];
+  return {
+    dataDir,
+    plane,
+    server,
+    address,
+    newClient: () => {
+      const client = new IdentityClient({
+        address,
+        caPem: bundleRootsPem(plane.bundle()),
+        serverSpiffeId: controlPlaneSpiffeId(plane.ca.trustDomain),
+      });
+      clients.push(client);
+      return client;
+    },
+    close: async () => {
+      for (const c of clients) c.close();
+      plane.close();
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The signing CA's certificate and key, read from the data dir, for crafting hostile certificates. */
+export async function signingCaOf(
+  dataDir: string,
+): Promise<{ cert: x509.X509Certificate; key: CryptoKeyLike }> {
+  const caDir = join(dataDir, "ca");
+  const gen = (await readdir(caDir)).filter((n) => n.startsWith("g")).sort()[0] as string;
+  const cert = new x509.X509Certificate(await readFile(join(caDir, gen, "ca.crt"), "utf8"));
+  const pem = await readFile(join(caDir, gen, "ca.key"), "utf8");
+  const der = createPrivateKey(pem).export({ format: "der", type: "pkcs8" });
+  const key = await webcrypto.subtle.importKey("pkcs8", der, { name: "ECDSA", namedCurve: "P-256" }, false, [
+    "sign",
+  ]);
+  return { cert, key };
+}
+
+export type CryptoKeyLike = webcrypto.CryptoKey;
