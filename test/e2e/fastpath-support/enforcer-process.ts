@@ -80,6 +80,16 @@ export class EnforcerProcess {
     }, timeoutMs);
   }
 
+  /** The `index`-th flow record this enforcer reported (0-based), waiting for it if needed. */
+  flowAt(index: number, timeoutMs = 10_000): Promise<FlowRecord> {
+    let seen = 0;
+    return this.out.waitFor((l) => {
+      const j = jsonLine(l);
+      if (j?.event !== "flow") return undefined;
+      return seen++ === index ? (j as { flow: FlowRecord }).flow : undefined;
+    }, timeoutMs);
+  }
+
   async stats(): Promise<EnforcerStats> {
     const wanted = ++this.statsSeen;
     this.out.child.stdin?.write("stats\n");
