@@ -91,7 +91,8 @@ export async function readTables(target: CaptureTarget, family: IpFamily): Promi
 async function restore(target: CaptureTarget, family: IpFamily, lines: TxLine[]): Promise<void> {
   if (lines.length === 0) return;
   const tool = toolName(family, target.backend, "restore");
-  const result = await runCommand(target, [tool, "--noflush"], transactionText(lines));
+  // -w: the legacy back end serialises writers host-wide on one lock file; wait for it rather than fail.
+  const result = await runCommand(target, [tool, "-w", "10", "--noflush"], transactionText(lines));
   if (result.code === 0) return;
   const failure = explainRestoreFailure(result.stderr, lines);
   const where =
