@@ -24,6 +24,7 @@ import { loadFastPathConfig } from "./config.ts";
 import type { FastPathConfig } from "./config.ts";
 import { FastPathEnforcer } from "./enforcer.ts";
 import { loadLocalIdentity } from "./local-identity.ts";
+import { chooseInboundPaths, chooseOutboundPaths, fastPathPorts } from "./ports.ts";
 import { applyRules, removeRules } from "./rules.ts";
 import type { TrustState } from "./verifier.ts";
 
@@ -57,6 +58,10 @@ async function loadTrust(c: FastPathConfig): Promise<TrustState> {
 async function runEnforcer(configFile: string): Promise<void> {
   const c = await loadFastPathConfig(configFile);
   const local = loadLocalIdentity(await readFile(c.svidFile, "utf8"), await readFile(c.keyFile, "utf8"));
+  const policy = await loadPolicy(c.policyFile);
+  // Candidate ports from the config; policy decides which of them may skip the proxy.
+  const inbound = chooseInboundPaths(policy, local.identity.labels, c.inboundPorts);
+  const outbound = chooseOutboundPaths(policy, local.identity.labels, c.outboundPorts);
   const enforcer = new FastPathEnforcer(
     {
       queueFirst: c.queueFirst,
@@ -65,14 +70,14 @@ async function runEnforcer(configFile: string): Promise<void> {
       windowMs: c.windowMs,
       maxTokenBytes: c.maxTokenBytes,
     },
-    { local, trust: await loadTrust(c), policy: { set: await loadPolicy(c.policyFile), mode: c.mode } },
+    { local, trust: await loadTrust(c), policy: { set: policy, mode: c.mode } },
     (flow) => emit("flow", { flow }),
   );
   enforcer.start();
   if (c.installRules) {
     await applyRules({
-      inboundPorts: c.inboundPorts,
-      outboundPorts: c.outboundPorts,
+      inboundPorts: fastPathPorts(inbound),
+      outboundPorts: fastPathPorts(outbound),
       queueFirst: c.queueFirst,
       queueCount: c.queueCount,
       failOpen: c.failOpen,
@@ -82,6 +87,7 @@ async function runEnforcer(configFile: string): Promise<void> {
     pid: process.pid,
     spiffeId: local.identity.spiffeId,
     queues: enforcer.stats().queues.map((q) => q.queue),
+    ports: { inbound, outbound },
   });
   createInterface({ input: process.stdin }).on("line", (line) => {
     if (line.trim() === "stats") emit("stats", { stats: enforcer.stats() });

@@ -30,6 +30,13 @@ spec:
     - action: allow
       from: [ { matchLabels: { app: web } } ]
       ports: [ ${HTTP}, ${ECHO} ]
+---
+apiVersion: sigil.dev/v1
+kind: PeerAuthentication
+metadata: { name: db-plain-l4 }
+spec:
+  selector: { matchLabels: { app: db } }
+  mode: PERMISSIVE
 `;
 
 describe.sequential("fast path under attack: crafted and replayed handshake packets", () => {

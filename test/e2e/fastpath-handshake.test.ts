@@ -15,6 +15,8 @@ const HTTP = 8080;
 const ECHO = 7000;
 const IPERF = 5201;
 const PORTS = [HTTP, ECHO, IPERF];
+/** A port with HTTP rules: policy sends it through the L7 proxy, never the fast path. */
+const API = 8443;
 
 /** The textual form inet_ntop (and so the enforcer) uses for an IPv6 address. */
 function canonical(ipv6: string): string {
@@ -34,6 +36,17 @@ spec:
     - action: allow
       from: [ { cidrs: [ "${plainPeer}/32" ] } ]
       ports: [ ${ECHO} ]
+    - action: allow
+      from: [ { matchLabels: { app: web } } ]
+      ports: [ ${API} ]
+      http: { methods: [ GET ] }
+---
+apiVersion: sigil.dev/v1
+kind: PeerAuthentication
+metadata: { name: db-plain-l4 }
+spec:
+  selector: { matchLabels: { app: db } }
+  mode: PERMISSIVE
 `;
 
 describe.sequential("fast path: identity in the handshake, then out of the data path", () => {
@@ -70,7 +83,7 @@ describe.sequential("fast path: identity in the handshake, then out of the data 
     serverEnforcer = await EnforcerProcess.start(server.ns, pki, "db", {
       identity: db,
       policyFile,
-      inboundPorts: PORTS,
+      inboundPorts: [...PORTS, API],
       queueFirst: 10,
     });
     clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
@@ -119,6 +132,15 @@ describe.sequential("fast path: identity in the handshake, then out of the data 
       verdict: "allow",
       destination: { spiffeId: "spiffe://sigil.local/workload/db" },
     });
+  });
+
+  it("leaves ports with HTTP rules to the L7 proxy: no fast-path rule for them", async () => {
+    const ports = (serverEnforcer.ready as { ports: { inbound: { port: number; path: string }[] } }).ports;
+    expect(ports.inbound.find((c) => c.port === API)?.path).toBe("proxy");
+    expect(ports.inbound.filter((c) => c.path === "fastpath").map((c) => c.port)).toEqual(PORTS);
+    const rules = await server.ns.execOk(["iptables-save", "-t", "mangle"]);
+    expect(rules).toContain(String(HTTP));
+    expect(rules).not.toContain(String(API));
   });
 
   it("carries an nc session both ways", async () => {

@@ -27,6 +27,8 @@ export class EnforcerProcess {
   private constructor(
     readonly out: OutputLines,
     readonly pid: number,
+    /** The enforcer's `ready` line: queues and the per-port fast path / proxy choice. */
+    readonly ready: Record<string, unknown>,
   ) {}
 
   static async start(ns: Netns, pki: TestPki, name: string, o: EnforcerOptions): Promise<EnforcerProcess> {
@@ -58,9 +60,9 @@ export class EnforcerProcess {
     const out = new OutputLines(child);
     const ready = await out.waitFor((l) => {
       const j = jsonLine(l);
-      return j?.event === "ready" ? (j as { pid: number }) : undefined;
+      return j?.event === "ready" ? (j as { pid: number } & Record<string, unknown>) : undefined;
     }, 20_000);
-    return new EnforcerProcess(out, ready.pid);
+    return new EnforcerProcess(out, ready.pid, ready);
   }
 
   flows(): FlowRecord[] {

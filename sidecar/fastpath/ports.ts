@@ -1,0 +1,49 @@
+/**
+ * Per-port choice between the fast path and the L7 proxy, from policy. A port goes through the
+ * proxy when any rule on it (for this workload, in that direction) has HTTP conditions — only the
+ * proxy can see methods and paths — or when its PeerAuthentication mode is STRICT, which promises
+ * mutual TLS and therefore encryption, which the fast path does not provide. Every other port may
+ * use the fast path.
+ */
+import { httpRulesOnPort, peerAuthenticationMode } from "../../core/policy/index.ts";
+import type { CompiledPolicySet } from "../../core/policy/index.ts";
+import type { Labels } from "../../core/labels.ts";
+
+export interface PortChoice {
+  readonly port: number;
+  readonly path: "fastpath" | "proxy";
+  readonly why: string;
+}
+
+/** Decides each candidate local (inbound) port of the workload with `labels`. */
+export function chooseInboundPaths(
+  set: CompiledPolicySet,
+  labels: Labels,
+  ports: readonly number[],
+): PortChoice[] {
+  return ports.map((port) => {
+    if (httpRulesOnPort(set, labels, port, "ingress")) {
+      return { port, path: "proxy", why: "ingress rules on this port have HTTP conditions" };
+    }
+    const mode = peerAuthenticationMode(set, labels, port);
+    if (mode === "STRICT") return { port, path: "proxy", why: "mTLS mode STRICT requires an encrypted hop" };
+    return { port, path: "fastpath", why: `plain L4 port, mTLS mode ${mode}` };
+  });
+}
+
+/** Decides each candidate destination port for the workload's own outbound connections. */
+export function chooseOutboundPaths(
+  set: CompiledPolicySet,
+  labels: Labels,
+  ports: readonly number[],
+): PortChoice[] {
+  return ports.map((port) =>
+    httpRulesOnPort(set, labels, port, "egress")
+      ? { port, path: "proxy", why: "egress rules on this port have HTTP conditions" }
+      : { port, path: "fastpath", why: "no HTTP egress rules on this port" },
+  );
+}
+
+export function fastPathPorts(choices: readonly PortChoice[]): number[] {
+  return choices.filter((c) => c.path === "fastpath").map((c) => c.port);
+}
