@@ -183,6 +183,27 @@ export interface AppliedFamily {
   transaction: string;
 }
 
+/**
+ * A family left out of capture must carry no traffic at all, or the application simply uses it to
+ * escape: refuse to install while such a family has a global address.
+ */
+async function assertNoUncapturedFamily(config: CaptureConfig, target: CaptureTarget): Promise<void> {
+  for (const family of [4, 6] as const) {
+    if (config.families.includes(family)) continue;
+    const out = await ipOk(target, family, ["-o", "addr", "show", "scope", "global"]);
+    const addresses = [...out.matchAll(/ inet6? (\S+)/g)].map((m) => m[1]);
+    if (addresses.length > 0) {
+      throw new CaptureApplyError(
+        `IPv${family} is not captured but this host has IPv${family} addresses (${addresses.join(", ")}): ` +
+          `its traffic would bypass the sidecar. Capture IPv${family} too, or remove those addresses.`,
+        family,
+        "ip",
+        null,
+      );
+    }
+  }
+}
+
 function externalChains(external: ExternalRules[]): string[] {
   return external.flatMap((ext) => externalTables(ext).flatMap((t) => t.chains));
 }
@@ -198,6 +219,7 @@ export async function installCapture(
   external: ExternalRules[] = [],
 ): Promise<AppliedFamily[]> {
   const applied: AppliedFamily[] = [];
+  await assertNoUncapturedFamily(config, target);
   const owned = ownedChains(externalChains(external));
   for (const plan of renderCapture(config, external.flatMap(externalTables))) {
     const lines = buildTransaction(parseSave(await readTables(target, plan.family)), plan.tables, owned);

@@ -174,3 +174,23 @@ describe.each([
     expect(await tcpRequest(peer.ns, app.ipv4, 7443)).toBe("app-7443");
   });
 });
+
+describe("a family left out of capture", () => {
+  it("is refused while the host has addresses in it, since its traffic would bypass the sidecar", async () => {
+    const lab = await NetnsLab.create(["x"], { subnet: 49 });
+    try {
+      const host = lab.host("x");
+      const target = { backend: "nft" as const, netns: host.ns.name };
+      const config = parseCaptureConfig({ proxyUid: 1337, families: [4], backend: "nft" }, "test");
+      await expect(installCapture(config, target)).rejects.toThrow(
+        `IPv6 is not captured but this host has IPv6 addresses (${host.ipv6}/64)`,
+      );
+      expect(normalizeSave(await readTables(target, 4))).not.toContain("SIGIL_");
+      await host.ns.execOk(["ip", "-6", "addr", "flush", "dev", "eth0", "scope", "global"]);
+      await installCapture(config, target);
+      expect(normalizeSave(await readTables(target, 4))).toContain("SIGIL_OUTBOUND");
+    } finally {
+      await lab.destroy();
+    }
+  });
+});
