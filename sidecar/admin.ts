@@ -1,0 +1,62 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import type { SidecarMetrics } from "./metrics.ts";
+
+/**
+ * The loopback admin server: `/ready` (200 once listening with a valid SVID, 503 while starting or
+ * draining), `/stats/prometheus`, and `/config_dump` (the effective configuration and live state as
+ * JSON; never key material).
+ */
+export interface AdminState {
+  ready(): boolean;
+  configDump(): unknown;
+}
+
+export async function startAdmin(
+  host: string,
+  port: number,
+  metrics: SidecarMetrics,
+  state: AdminState,
+  log: Logger,
+): Promise<{ server: http.Server; address: AddressInfo }> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD" }).end();
+      return;
+    }
+    if (path === "/ready") {
+      const ready = state.ready();
+      res
+        .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
+        .end(ready ? "LIVE\n" : "NOT READY\n");
+      return;
+    }
+    if (path === "/stats/prometheus") {
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
+        (err: Error) => {
+          log.warn({ err: err.message }, "metrics collection failed");
+          res.writeHead(500).end();
+        },
+      );
+      return;
+    }
+    if (path === "/config_dump") {
+      res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(`${JSON.stringify(state.configDump(), null, 2)}\n`);
+      return;
+    }
+    res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return { server, address: server.address() as AddressInfo };
+}

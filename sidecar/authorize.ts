@@ -1,0 +1,138 @@
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import type { FlowEndpoint, FlowRecord } from "../core/flow.ts";
+import type { Peer, WorkloadIdentity } from "../core/identity.ts";
+import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
+import { evaluate } from "../core/policy/index.ts";
+import type { SidecarMetrics } from "./metrics.ts";
+import type { FlowSink, PolicySource } from "./sources.ts";
+
+/**
+ * The sidecar's enforcement step: builds the request core/policy decides on, and turns every decision
+ * into metrics, a log line and a flow record. Policy is read at every call, so a new policy set
+ * applies to the next request on an existing connection.
+ */
+
+export type FlowProtocol = FlowRecord["protocol"];
+
+/** What one downstream connection is, as far as authorization is concerned. */
+export interface ConnectionFacts {
+  readonly direction: "ingress" | "egress";
+  /** Ingress: the local application port. Egress: the destination port. */
+  readonly port: number;
+  /** Ingress: who connected. Egress: where the workload is going. */
+  readonly peer: Peer;
+  /** Whether the hop between the two workloads is (or will be) mutually authenticated. */
+  readonly encrypted: boolean;
+}
+
+export interface FlowOutcome {
+  readonly protocol: FlowProtocol;
+  readonly http?: { readonly method: string; readonly path: string; readonly status?: number };
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly startedAt: number;
+}
+
+/** A refusal the sidecar itself makes before policy is consulted (bad framing, mTLS required, ...). */
+export function sidecarDenial(reason: string): Decision {
+  return { verdict: "deny", wouldDeny: false, policy: null, reason, logged: [] };
+}
+
+export function denialCategory(decision: Decision): string {
+  if (decision.status === 400) return "malformed-request";
+  if (decision.policy !== null) return "policy";
+  if (decision.reason.includes("default deny")) return "default-deny";
+  return decision.reason.split(":")[0] ?? "other";
+}
+
+function endpointOf(peer: Peer): FlowEndpoint {
+  if (peer.kind === "workload") {
+    return peer.address === undefined
+      ? { spiffeId: peer.identity.spiffeId, labels: peer.identity.labels }
+      : { spiffeId: peer.identity.spiffeId, labels: peer.identity.labels, address: peer.address };
+  }
+  return { labels: {}, address: peer.dnsName ?? peer.address };
+}
+
+export class Authorizer {
+  constructor(
+    private readonly self: () => WorkloadIdentity,
+    private readonly policy: PolicySource,
+    private readonly flows: FlowSink,
+    private readonly metrics: SidecarMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  decide(conn: ConnectionFacts, http?: HttpRequestFacts, peer: Peer = conn.peer): Decision {
+    const snapshot = this.policy.current();
+    return evaluate(snapshot.policies, {
+      direction: conn.direction,
+      local: { labels: this.self().labels },
+      peer,
+      port: conn.port,
+      mode: snapshot.mode,
+      ...(http === undefined ? {} : { http }),
+    });
+  }
+
+  /** Records one decided request or connection once its outcome is known. */
+  record(conn: ConnectionFacts, decision: Decision, outcome: FlowOutcome, peer: Peer = conn.peer): void {
+    const now = Date.now();
+    const self = this.self();
+    const selfEnd: FlowEndpoint = { spiffeId: self.spiffeId, labels: self.labels };
+    const other = endpointOf(peer);
+    const durationMs = now - outcome.startedAt;
+    this.metrics.requests.inc({
+      direction: conn.direction,
+      protocol: outcome.protocol,
+      verdict: decision.verdict,
+    });
+    this.metrics.latency.observe(
+      { direction: conn.direction, protocol: outcome.protocol },
+      durationMs / 1000,
+    );
+    if (decision.verdict === "deny") {
+      this.metrics.denials.inc({ direction: conn.direction, reason: denialCategory(decision) });
+    }
+    const record: FlowRecord = {
+      id: randomUUID(),
+      time: outcome.startedAt,
+      reporter: { spiffeId: self.spiffeId, kind: "sidecar" },
+      direction: conn.direction,
+      source: conn.direction === "ingress" ? other : selfEnd,
+      destination: conn.direction === "ingress" ? selfEnd : other,
+      port: conn.port,
+      protocol: outcome.protocol,
+      ...(outcome.http === undefined ? {} : { http: outcome.http }),
+      verdict: decision.verdict,
+      wouldDeny: decision.wouldDeny,
+      policy: decision.policy,
+      reason: decision.reason,
+      encrypted: conn.encrypted,
+      bytesSent: outcome.bytesSent,
+      bytesReceived: outcome.bytesReceived,
+      durationMs,
+    };
+    if (decision.verdict === "deny" || decision.wouldDeny) {
+      this.log.info(
+        {
+          direction: conn.direction,
+          peer: other.spiffeId ?? other.address,
+          port: conn.port,
+          http: outcome.http,
+          verdict: decision.verdict,
+          wouldDeny: decision.wouldDeny,
+          policy: decision.policy,
+          reason: decision.reason,
+        },
+        decision.verdict === "deny" ? "denied" : "would deny (observe mode)",
+      );
+    }
+    try {
+      this.flows.report(record);
+    } catch (err) {
+      this.log.warn({ err }, "flow sink refused a record");
+    }
+  }
+}

@@ -1,0 +1,89 @@
+import { z } from "zod";
+
+/** The sidecar's static configuration (the CLI and tests build it; xDS delivers what changes). */
+
+const port = z.number().int().min(0).max(65535);
+const destPort = z.number().int().min(1).max(65535);
+const host = z.string().min(1);
+const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
+
+export const sidecarConfigSchema = z
+  .object({
+    /**
+     * captured: connections arrive redirected by iptables and the original destination is read from
+     * the socket. explicit: no capture; outbound listeners each stand for one destination.
+     */
+    mode: z.enum(["captured", "explicit"]).default("explicit"),
+    outbound: z
+      .object({
+        /** The capture listener (captured mode). */
+        host: host.default("127.0.0.1"),
+        port: port.default(15001),
+        /** Explicit mode: one listener per destination the application calls. */
+        targets: z
+          .array(
+            z
+              .object({
+                host: host.default("127.0.0.1"),
+                port,
+                destination: z.object({ host, port: destPort }).strict(),
+              })
+              .strict(),
+          )
+          .default([]),
+      })
+      .strict()
+      .default({ host: "127.0.0.1", port: 15001, targets: [] }),
+    inbound: z
+      .object({
+        host: host.default("0.0.0.0"),
+        port: port.default(15006),
+        /** Where the local application listens (the port comes from the connection). */
+        appHost: host.default("127.0.0.1"),
+        /** Explicit mode: the application port for plaintext (non-mesh) clients; unset refuses them. */
+        plaintextAppPort: destPort.optional(),
+      })
+      .strict()
+      .default({ host: "0.0.0.0", port: 15006, appHost: "127.0.0.1" }),
+    admin: z
+      .object({
+        host: host
+          .default("127.0.0.1")
+          .refine((h) => LOOPBACK.has(h), "the admin server listens on loopback only"),
+        port: port.default(15000),
+      })
+      .strict()
+      .default({ host: "127.0.0.1", port: 15000 }),
+    /** How long to wait for a client's first bytes before carrying the connection as opaque TCP. */
+    detectTimeoutMs: z.number().int().min(1).max(60_000).default(300),
+    handshakeTimeoutMs: z.number().int().min(1).default(10_000),
+    connectTimeoutMs: z.number().int().min(1).default(5_000),
+    /** Largest HTTP/1 request head and HTTP/2 header list accepted; larger is a 400. */
+    maxHeaderBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1024 * 1024)
+      .default(16 * 1024),
+    headersTimeoutMs: z.number().int().min(1).default(30_000),
+    keepAliveTimeoutMs: z.number().int().min(1).default(60_000),
+    /** On SIGTERM: how long connections in flight may take before they are cut. */
+    drainTimeoutMs: z.number().int().min(0).default(15_000),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .strict();
+
+export type SidecarConfigInput = z.input<typeof sidecarConfigSchema>;
+export type SidecarConfig = z.output<typeof sidecarConfigSchema>;
+
+export class SidecarConfigError extends Error {}
+
+/** Validates a configuration object; the error names the field and the rule it breaks. */
+export function parseSidecarConfig(input: unknown): SidecarConfig {
+  const result = sidecarConfigSchema.safeParse(input);
+  if (!result.success) {
+    const lines = result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`);
+    throw new SidecarConfigError(`invalid sidecar configuration: ${lines.join("; ")}`);
+  }
+  return result.data;
+}

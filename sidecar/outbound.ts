@@ -1,0 +1,92 @@
+import net from "node:net";
+import type { Socket } from "node:net";
+import type { Logger } from "pino";
+import type { Peer } from "../core/identity.ts";
+import type { Authorizer, ConnectionFacts } from "./authorize.ts";
+import { detectProtocol, takeBuffered } from "./detect.ts";
+import type { Http1Proxy, HttpConnection } from "./http1.ts";
+import type { Http2Proxy } from "./http2.ts";
+import type { MeshDestination, PeerDirectory } from "./sources.ts";
+import type { ConnectionTracker } from "./tracker.ts";
+import { tunnel } from "./tunnel.ts";
+import type { UpstreamRoute, Upstreams } from "./upstreams.ts";
+
+/**
+ * The outbound (egress) side: connections the local application opens. The destination is either a
+ * mesh workload (found in the peer directory; the hop goes over mTLS to its sidecar) or outside the
+ * mesh (connected directly). The caller's egress policy decides each HTTP request, or the connection
+ * for anything else; non-mesh destinations are matched by address and by the name the application
+ * used (the explicit target's host name, else the Host header or TLS SNI).
+ */
+
+export interface OutboundDeps {
+  readonly authorizer: Authorizer;
+  readonly peers: PeerDirectory;
+  readonly upstreams: Upstreams;
+  readonly http1: Http1Proxy;
+  readonly http2: Http2Proxy;
+  readonly tracker: ConnectionTracker;
+  readonly detectTimeoutMs: number;
+  readonly log: Logger;
+}
+
+function hostName(hostHeader: string | undefined): string | undefined {
+  if (hostHeader === undefined || hostHeader === "") return undefined;
+  if (hostHeader.startsWith("[")) return undefined; // an IPv6 literal names no DNS name
+  const name = hostHeader.replace(/:\d+$/, "");
+  return net.isIP(name) ? undefined : name;
+}
+
+function meshPeer(dest: MeshDestination, address: string): Peer {
+  return {
+    kind: "workload",
+    // Egress is decided on what the directory says the destination is; the handshake then makes the
+    // destination prove that SPIFFE ID, so serial and expiry are those of the certificate it presents.
+    identity: { ...dest.identity, serial: "", notAfter: new Date(0) },
+    address,
+  };
+}
+
+function externalPeer(address: string, dnsName: string | undefined): Peer {
+  return dnsName === undefined ? { kind: "external", address } : { kind: "external", address, dnsName };
+}
+
+export class OutboundHandler {
+  constructor(private readonly deps: OutboundDeps) {}
+
+  /** Handles one connection from the application to `destination`. */
+  async handle(socket: Socket, destination: { host: string; port: number }): Promise<void> {
+    const { deps } = this;
+    deps.tracker.add(socket, "egress");
+    socket.on("error", (err) => deps.log.debug({ err: err.message }, "outbound downstream error"));
+    socket.setNoDelay(true);
+    const detection = await detectProtocol(socket, deps.detectTimeoutMs);
+    if (socket.destroyed) return;
+    const mesh = deps.peers.lookup(destination.host, destination.port);
+    const namedTarget = net.isIP(destination.host) === 0 ? destination.host : undefined;
+    const route: UpstreamRoute = mesh
+      ? { kind: "mesh", dest: mesh, port: destination.port }
+      : { kind: "direct", host: destination.host, port: destination.port };
+    const peerFor = (requestedName: string | undefined): Peer =>
+      mesh ? meshPeer(mesh, destination.host) : externalPeer(destination.host, namedTarget ?? requestedName);
+    const facts: ConnectionFacts = {
+      direction: "egress",
+      port: destination.port,
+      peer: peerFor(undefined),
+      encrypted: mesh?.mtls ?? false,
+    };
+    const conn: HttpConnection = { facts, route, peerFor: (host) => peerFor(hostName(host)) };
+    switch (detection.protocol.kind) {
+      case "http1":
+        deps.http1.accept(socket, conn, takeBuffered(socket, detection.head));
+        return;
+      case "h2":
+        deps.http2.accept(socket, conn, takeBuffered(socket, detection.head));
+        return;
+      default: {
+        const sni = detection.protocol.kind === "tls" ? detection.protocol.hello.serverName : undefined;
+        tunnel(deps, socket, conn, takeBuffered(socket, detection.head), conn.peerFor(sni));
+      }
+    }
+  }
+}

@@ -1,0 +1,53 @@
+import type { Decision } from "../core/policy/index.ts";
+
+/** The short JSON body of a refused HTTP request: which decision refused it and why. */
+export function denialBody(
+  status: 400 | 403 | 502 | 503,
+  decision: Pick<Decision, "policy" | "reason">,
+): string {
+  const error = status === 403 ? "forbidden" : status === 400 ? "bad request" : "upstream unavailable";
+  return JSON.stringify({ error, policy: decision.policy, reason: decision.reason });
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  403: "Forbidden",
+  405: "Method Not Allowed",
+  502: "Bad Gateway",
+};
+
+/** A complete HTTP/1.1 response for a socket no HTTP server object owns any more (upgrades, parse errors). */
+export function rawResponse(status: number, body: string): string {
+  return (
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  );
+}
+
+/** Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus ones the proxy sets itself. */
+export const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "expect",
+  "http2-settings",
+]);
+
+/** Names listed in a Connection header, which are hop-by-hop for that message too. */
+export function connectionTokens(value: string | string[] | undefined): Set<string> {
+  const out = new Set<string>();
+  if (value === undefined) return out;
+  for (const v of Array.isArray(value) ? value : [value]) {
+    for (const token of v.split(",")) {
+      const t = token.trim().toLowerCase();
+      if (t !== "") out.add(t);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,281 @@
+import net from "node:net";
+import type { AddressInfo, Server, Socket } from "node:net";
+import type http from "node:http";
+import pino from "pino";
+import type { Logger } from "pino";
+import type { WorkloadIdentity } from "../core/identity.ts";
+import { originalDestinationOf } from "../native/index.ts";
+import { startAdmin } from "./admin.ts";
+import { Authorizer } from "./authorize.ts";
+import type { SidecarConfig, SidecarConfigInput } from "./config.ts";
+import { parseSidecarConfig } from "./config.ts";
+import { Http1Proxy } from "./http1.ts";
+import { Http2Proxy } from "./http2.ts";
+import { InboundHandler } from "./inbound.ts";
+import { SidecarMetrics } from "./metrics.ts";
+import { MeshTls } from "./mtls.ts";
+import { OutboundHandler } from "./outbound.ts";
+import type { CredentialSource, FlowSink, PeerDirectory, PolicySource } from "./sources.ts";
+import { ConnectionTracker } from "./tracker.ts";
+import { Upstreams } from "./upstreams.ts";
+
+/**
+ * Composes the data path: listeners, mTLS, proxies, authorization, admin. The inputs that change at
+ * run time (credentials, policy, peer directory) are read through their sources on every connection
+ * or request, so the caller updates them in place (xDS, rotation) and never restarts the sidecar.
+ */
+
+export interface StartSidecarOptions {
+  readonly config: SidecarConfigInput;
+  readonly credentials: CredentialSource;
+  readonly policy: PolicySource;
+  readonly peers: PeerDirectory;
+  readonly flows: FlowSink;
+  /** Captured mode: where a redirected connection was going. Default: SO_ORIGINAL_DST via native/. */
+  readonly originalDestination?: (socket: Socket) => { address: string; port: number };
+  readonly logger?: Logger;
+}
+
+export interface Sidecar {
+  readonly config: SidecarConfig;
+  /** The capture listener (captured mode), else null. */
+  readonly outbound: AddressInfo | null;
+  /** Explicit mode: one listener per configured target, in configuration order. */
+  readonly outboundTargets: readonly AddressInfo[];
+  readonly inbound: AddressInfo;
+  readonly admin: AddressInfo;
+  readonly metrics: SidecarMetrics;
+  identity(): WorkloadIdentity;
+  /** Stops accepting, lets connections in flight finish (up to drainTimeoutMs), then closes. */
+  drain(): Promise<{ clean: boolean }>;
+  /** Closes everything at once. */
+  close(): Promise<void>;
+}
+
+function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+function closeServer(server: Server | http.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+export async function startSidecar(options: StartSidecarOptions): Promise<Sidecar> {
+  const config = parseSidecarConfig(options.config);
+  const log = options.logger ?? pino({ name: "sigil-sidecar", level: config.logLevel }, pino.destination(2));
+  const metrics = new SidecarMetrics();
+  const meshTls = new MeshTls(options.credentials, options.policy, metrics, log);
+  const self = (): WorkloadIdentity => meshTls.identity.identity;
+  const authorizer = new Authorizer(self, options.policy, options.flows, metrics, log);
+  const upstreams = new Upstreams(meshTls, {
+    connectTimeoutMs: config.connectTimeoutMs,
+    keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+  });
+  const http1 = new Http1Proxy(
+    authorizer,
+    upstreams,
+    {
+      maxHeaderBytes: config.maxHeaderBytes,
+      headersTimeoutMs: config.headersTimeoutMs,
+      keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    },
+    log,
+  );
+  const http2 = new Http2Proxy(authorizer, upstreams, { maxHeaderListBytes: config.maxHeaderBytes }, log);
+  const tracker = new ConnectionTracker(metrics);
+  const originalDestination = options.originalDestination ?? originalDestinationOf;
+  let draining = false;
+
+  const outboundHandler = new OutboundHandler({
+    authorizer,
+    peers: options.peers,
+    upstreams,
+    http1,
+    http2,
+    tracker,
+    detectTimeoutMs: config.detectTimeoutMs,
+    log,
+  });
+  const servers: Server[] = [];
+  const serve = (handler: (socket: Socket) => void): Server => {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+      if (draining) {
+        socket.destroy();
+        return;
+      }
+      handler(socket);
+    });
+    servers.push(server);
+    return server;
+  };
+  const reservedPorts = new Set<number>([config.admin.port, config.inbound.port, config.outbound.port]);
+
+  const inboundHandler = new InboundHandler({
+    authorizer,
+    tls: meshTls,
+    policy: options.policy,
+    selfLabels: () => self().labels,
+    upstreams,
+    http1,
+    http2,
+    tracker,
+    appHost: config.inbound.appHost,
+    plaintextPort:
+      config.mode === "captured"
+        ? (socket) => {
+            try {
+              return originalDestination(socket).port;
+            } catch (err) {
+              log.warn({ err: (err as Error).message }, "no original destination for an inbound connection");
+              return null;
+            }
+          }
+        : () => config.inbound.plaintextAppPort ?? null,
+    reservedPorts,
+    detectTimeoutMs: config.detectTimeoutMs,
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+    log,
+  });
+
+  try {
+    const inbound = await listen(
+      serve((socket) => void inboundHandler.handle(socket)),
+      config.inbound.host,
+      config.inbound.port,
+    );
+    reservedPorts.add(inbound.port);
+    let outbound: AddressInfo | null = null;
+    const outboundTargets: AddressInfo[] = [];
+    if (config.mode === "captured") {
+      outbound = await listen(
+        serve((socket) => {
+          let dest;
+          try {
+            dest = originalDestination(socket);
+          } catch (err) {
+            log.warn({ err: (err as Error).message }, "no original destination for an outbound connection");
+            socket.resetAndDestroy();
+            return;
+          }
+          void outboundHandler.handle(socket, { host: dest.address, port: dest.port });
+        }),
+        config.outbound.host,
+        config.outbound.port,
+      );
+      reservedPorts.add(outbound.port);
+    } else {
+      for (const target of config.outbound.targets) {
+        const address = await listen(
+          serve((socket) => void outboundHandler.handle(socket, target.destination)),
+          target.host,
+          target.port,
+        );
+        outboundTargets.push(address);
+      }
+    }
+    const admin = await startAdmin(
+      config.admin.host,
+      config.admin.port,
+      metrics,
+      {
+        ready: () => !draining,
+        configDump: () => {
+          const id = meshTls.identity.identity;
+          const snapshot = options.policy.current();
+          return {
+            config,
+            identity: { spiffeId: id.spiffeId, labels: id.labels, serial: id.serial, notAfter: id.notAfter },
+            enforcement: snapshot.mode,
+            revocations: snapshot.revocations.list.entries.length,
+            listeners: { inbound, outbound, outboundTargets },
+            connections: tracker.size,
+            draining,
+          };
+        },
+      },
+      log,
+    );
+    reservedPorts.add(admin.address.port);
+    log.info(
+      {
+        spiffeId: self().spiffeId,
+        mode: config.mode,
+        inbound,
+        outbound,
+        outboundTargets,
+        admin: admin.address,
+      },
+      "sidecar started",
+    );
+
+    const stopListening = async (): Promise<void> => {
+      await Promise.all(servers.map((s) => closeServer(s)));
+    };
+    const sidecar: Sidecar = {
+      config,
+      outbound,
+      outboundTargets,
+      inbound,
+      admin: admin.address,
+      metrics,
+      identity: self,
+      async drain() {
+        draining = true;
+        log.info({ connections: tracker.size, timeoutMs: config.drainTimeoutMs }, "draining");
+        const stopped = stopListening();
+        http1.drain();
+        http2.drain();
+        const clean = await tracker.idle(config.drainTimeoutMs);
+        if (!clean) tracker.destroyAll();
+        await stopped;
+        await upstreams.close();
+        await closeServer(admin.server);
+        meshTls.close();
+        log.info({ clean }, "drained");
+        return { clean };
+      },
+      async close() {
+        draining = true;
+        const stopped = stopListening();
+        tracker.destroyAll();
+        upstreams.destroy();
+        admin.server.closeAllConnections();
+        await Promise.all([stopped, closeServer(admin.server)]);
+        meshTls.close();
+      },
+    };
+    return sidecar;
+  } catch (err) {
+    for (const s of servers) s.close();
+    meshTls.close();
+    throw err;
+  }
+}
+
+/** Drains the sidecar when the process is asked to stop, then lets it exit. */
+export function drainOnSignal(
+  sidecar: Sidecar,
+  log: Logger,
+  signals: readonly NodeJS.Signals[] = ["SIGTERM", "SIGINT"],
+): void {
+  const onSignal = (signal: NodeJS.Signals): void => {
+    for (const s of signals) process.off(s, onSignal);
+    log.info({ signal }, "stopping");
+    sidecar.drain().then(
+      ({ clean }) => {
+        process.exitCode = clean ? 0 : 1;
+      },
+      (err: Error) => {
+        log.error({ err }, "drain failed");
+        process.exitCode = 1;
+      },
+    );
+  };
+  for (const s of signals) process.on(s, onSignal);
+}

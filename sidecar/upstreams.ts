@@ -1,0 +1,144 @@
+import http2 from "node:http2";
+import type { ClientHttp2Session } from "node:http2";
+import net from "node:net";
+import type { Socket } from "node:net";
+import { Pool } from "undici";
+import type { TunnelProtocol } from "./alpn.ts";
+import type { MeshTls } from "./mtls.ts";
+import type { MeshDestination } from "./sources.ts";
+
+/**
+ * Where a proxied request or connection goes next, and the pooled connections that carry it there:
+ * undici pools for HTTP/1.1, one multiplexed session per upstream for HTTP/2, fresh sockets for opaque
+ * TCP and upgrades.
+ */
+export type UpstreamRoute =
+  /** To a mesh workload's sidecar, over mTLS (or plaintext when its port has mTLS disabled). */
+  | { readonly kind: "mesh"; readonly dest: MeshDestination; readonly port: number }
+  /** Straight to an address: the local application (inbound) or a destination outside the mesh. */
+  | { readonly kind: "direct"; readonly host: string; readonly port: number };
+
+export interface UpstreamOptions {
+  readonly connectTimeoutMs: number;
+  /** How long an idle pooled HTTP/1.1 connection is kept. */
+  readonly keepAliveTimeoutMs: number;
+}
+
+function routeKey(route: UpstreamRoute, protocol: TunnelProtocol): string {
+  return route.kind === "mesh"
+    ? `mesh|${route.dest.identity.spiffeId}|${route.dest.sidecar.host}|${route.dest.sidecar.port}|${route.port}|${protocol}`
+    : `direct|${route.host}|${route.port}|${protocol}`;
+}
+
+function hostForUrl(host: string): string {
+  return net.isIPv6(host) ? `[${host}]` : host;
+}
+
+export class Upstreams {
+  private readonly pools = new Map<string, Pool>();
+  private readonly sessions = new Map<string, Promise<ClientHttp2Session>>();
+
+  constructor(
+    private readonly tls: MeshTls,
+    private readonly options: UpstreamOptions,
+  ) {}
+
+  /** Opens one byte stream to the route, already authenticated when it is an mTLS hop. */
+  async socket(route: UpstreamRoute, protocol: TunnelProtocol): Promise<Socket> {
+    if (route.kind === "mesh" && route.dest.mtls) {
+      return this.tls.connect(route.dest, { protocol, port: route.port }, this.options.connectTimeoutMs);
+    }
+    const host = route.kind === "mesh" ? route.dest.sidecar.host : route.host;
+    const port = route.kind === "mesh" ? route.dest.sidecar.port : route.port;
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port, allowHalfOpen: true });
+      socket.setNoDelay(true);
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`connect to ${host}:${port} timed out after ${this.options.connectTimeoutMs} ms`));
+      }, this.options.connectTimeoutMs);
+      socket.once("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        socket.removeAllListeners("error");
+        resolve(socket);
+      });
+    });
+  }
+
+  /** The HTTP/1.1 connection pool for a route. */
+  http1(route: UpstreamRoute): Pool {
+    const key = routeKey(route, "http1");
+    let pool = this.pools.get(key);
+    if (!pool) {
+      const origin =
+        route.kind === "mesh"
+          ? `http://${hostForUrl(route.dest.sidecar.host)}:${route.dest.sidecar.port}`
+          : `http://${hostForUrl(route.host)}:${route.port}`;
+      pool = new Pool(origin, {
+        keepAliveTimeout: this.options.keepAliveTimeoutMs,
+        // Responses may stream for as long as the application wants; idle limits are the peer's call.
+        headersTimeout: 0,
+        bodyTimeout: 0,
+        connect: (_opts, callback) => {
+          this.socket(route, "http1").then(
+            (socket) => callback(null, socket),
+            (err: Error) => callback(err, null),
+          );
+        },
+      });
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** The shared HTTP/2 session for a route, connected on first use and replaced once it closes. */
+  h2(route: UpstreamRoute): Promise<ClientHttp2Session> {
+    const key = routeKey(route, "h2");
+    const existing = this.sessions.get(key);
+    if (existing) return existing;
+    const pending = this.socket(route, "h2").then((socket) => {
+      const session = http2.connect(`http://${hostForUrl(socket.remoteAddress ?? "localhost")}`, {
+        createConnection: () => socket,
+      });
+      const forget = (): void => {
+        if (this.sessions.get(key) === pending) this.sessions.delete(key);
+      };
+      session.once("close", forget);
+      session.once("goaway", forget);
+      session.on("error", forget);
+      return session;
+    });
+    pending.catch(() => this.sessions.delete(key));
+    this.sessions.set(key, pending);
+    return pending;
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.pools.values()];
+    const sessions = [...this.sessions.values()];
+    this.pools.clear();
+    this.sessions.clear();
+    await Promise.allSettled([
+      ...pools.map((p) => p.close()),
+      ...sessions.map(async (s) => {
+        const session = await s;
+        await new Promise<void>((resolve) => session.close(resolve));
+      }),
+    ]);
+  }
+
+  destroy(): void {
+    for (const p of this.pools.values()) void p.destroy();
+    for (const s of this.sessions.values())
+      void s.then(
+        (session) => session.destroy(),
+        () => undefined,
+      );
+    this.pools.clear();
+    this.sessions.clear();
+  }
+}
