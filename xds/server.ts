@@ -49,6 +49,8 @@ export interface NackEvent extends AckEvent {
 }
 export interface StreamEvent {
   readonly nodeId: string;
+  /** The snapshot key the authorizer assigned. */
+  readonly key: string;
   readonly protocol: "sotw" | "delta";
 }
 
@@ -101,6 +103,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   private serve(call: SotwCall | DeltaCall, protocol: "sotw" | "delta"): void {
     let stream: SotwStream | DeltaStream | undefined;
     let starting: Promise<void> | undefined;
+    let ended = false;
     const backlog: (SotwRequest | DeltaRequest)[] = [];
     const fail = (err: unknown) => {
       const code = err instanceof ProtocolError ? err.code : grpc.status.INTERNAL;
@@ -121,19 +124,29 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
       if (starting) return;
       starting = this.open(call, protocol, req).then(
         (s) => {
+          if (ended) {
+            // The client went away while it was being authorized.
+            s.close();
+            return;
+          }
           stream = s;
           this.openStreams++;
-          this.emit("stream-open", { nodeId: s.nodeId, protocol });
-          for (const r of backlog.splice(0)) s.handle(r as never);
+          this.emit("stream-open", { nodeId: s.nodeId, key: s.key, protocol });
+          try {
+            for (const r of backlog.splice(0)) s.handle(r as never);
+          } catch (err) {
+            fail(err);
+          }
         },
         (err: unknown) => fail(err),
       );
     });
     const end = () => {
+      ended = true;
       if (!stream) return;
       stream.close();
       this.openStreams--;
-      this.emit("stream-close", { nodeId: stream.nodeId, protocol });
+      this.emit("stream-close", { nodeId: stream.nodeId, key: stream.key, protocol });
       stream = undefined;
     };
     call.on("end", () => {
@@ -198,7 +211,7 @@ abstract class BaseStream {
   constructor(
     protected readonly server: AdsServer,
     readonly nodeId: string,
-    key: string,
+    readonly key: string,
     protected readonly options: AdsServerOptions,
   ) {
     this.snapshot = options.cache.get(key) ?? EMPTY;

@@ -80,8 +80,11 @@ function run(cfg: Start): void {
   }
 }
 
-process.on("message", (msg: Start | { kind: "exit" }) => {
+process.on("message", (msg: Start | { kind: "cpu" } | { kind: "exit" }) => {
   if (msg.kind === "start") run(msg);
-  else process.exit(0);
+  else if (msg.kind === "cpu") {
+    const used = process.cpuUsage();
+    send({ kind: "cpu", ms: (used.user + used.system) / 1000 });
+  } else process.exit(0);
 });
 send({ kind: "ready" });

@@ -71,6 +71,8 @@ interface Result {
   syncMs: number;
   convergeMs: number[];
   publishMs: number[];
+  serverCpuMs: number[];
+  clientCpuMs: number[];
   heapPerClient: number;
 }
 
@@ -102,11 +104,18 @@ async function runOne(
     const heap = await server.next("heap");
     const convergeMs: number[] = [];
     const publishMs: number[] = [];
+    const serverCpuMs: number[] = [];
+    const clientCpuMs: number[] = [];
     for (let i = 0; i < changes; i++) {
+      load.proc.send({ kind: "cpu" });
+      const before = (await load.next("cpu")).ms as number;
       server.proc.send({ kind: "change" });
       const done = await server.next("converged");
+      load.proc.send({ kind: "cpu" });
+      clientCpuMs.push(((await load.next("cpu")).ms as number) - before);
       convergeMs.push(done.ms as number);
       publishMs.push(done.publishMs as number);
+      serverCpuMs.push(done.cpuMs as number);
     }
     return {
       protocol,
@@ -115,6 +124,8 @@ async function runOne(
       syncMs,
       convergeMs,
       publishMs,
+      serverCpuMs,
+      clientCpuMs,
       heapPerClient: ((heap.heapUsed as number) - (ready.baselineHeap as number)) / clients,
     };
   } finally {
@@ -131,7 +142,8 @@ for (const n of opts.clients.split(",").map(Number)) {
     results.push(r);
     console.log(
       `${p} clients=${n}: initial sync ${r.syncMs.toFixed(0)} ms, change→last ACK median ${median(r.convergeMs).toFixed(0)} ms ` +
-        `(max ${Math.max(...r.convergeMs).toFixed(0)}), heap/client ${(r.heapPerClient / 1024).toFixed(1)} KB, republish ${median(r.publishMs).toFixed(0)} ms`,
+        `(max ${Math.max(...r.convergeMs).toFixed(0)}), heap/client ${(r.heapPerClient / 1024).toFixed(1)} KB, republish ${median(r.publishMs).toFixed(0)} ms, ` +
+        `CPU per change: control plane ${median(r.serverCpuMs).toFixed(0)} ms, clients ${median(r.clientCpuMs).toFixed(0)} ms`,
     );
   }
 }
@@ -146,11 +158,11 @@ const lines = [
     .map((l) => l.toFixed(1))
     .join(" / ")} (other work on the machine competes with both processes).`,
   "",
-  "| protocol | clients | HTTP/2 connections | initial sync (ms) | change → last ACK, median (ms) | max (ms) | republish (ms) | heap / client (KB) |",
-  "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  "| protocol | clients | HTTP/2 connections | initial sync (ms) | change → last ACK, median (ms) | max (ms) | republish (ms) | control-plane CPU / change (ms) | clients' CPU / change (ms) | heap / client (KB) |",
+  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ...results.map(
     (r) =>
-      `| ${r.protocol} | ${r.clients} | ${r.connections} | ${r.syncMs.toFixed(0)} | ${median(r.convergeMs).toFixed(0)} | ${Math.max(...r.convergeMs).toFixed(0)} | ${median(r.publishMs).toFixed(0)} | ${(r.heapPerClient / 1024).toFixed(1)} |`,
+      `| ${r.protocol} | ${r.clients} | ${r.connections} | ${r.syncMs.toFixed(0)} | ${median(r.convergeMs).toFixed(0)} | ${Math.max(...r.convergeMs).toFixed(0)} | ${median(r.publishMs).toFixed(0)} | ${median(r.serverCpuMs).toFixed(0)} | ${median(r.clientCpuMs).toFixed(0)} | ${(r.heapPerClient / 1024).toFixed(1)} |`,
   ),
   "",
 ];

@@ -64,12 +64,19 @@ process.on("message", (cmd: Command) => {
       const acked = new Set<string>();
       let publishMs = 0;
       const start = performance.now();
+      const cpu = process.cpuUsage();
       const onAck = (e: { nodeId: string; typeUrl: string }) => {
         if (e.typeUrl !== POLICY_SET || acked.has(e.nodeId)) return;
         acked.add(e.nodeId);
         if (acked.size === clients) {
           xds.ads.off("ack", onAck);
-          send({ kind: "converged", ms: performance.now() - start, publishMs });
+          const used = process.cpuUsage(cpu);
+          send({
+            kind: "converged",
+            ms: performance.now() - start,
+            publishMs,
+            cpuMs: (used.user + used.system) / 1000,
+          });
         }
       };
       xds.ads.on("ack", onAck);

@@ -17,6 +17,10 @@ export class XdsPublisher {
   private batching = 0;
   private dirtyAll = false;
   private readonly dirty = new Set<string>();
+  /** Snapshots built during one flush, by the node-specific sets they combine: nodes with the same sets share one. */
+  private readonly built = new Map<string, Snapshot>();
+  private readonly setIds = new WeakMap<ResourceSet, number>();
+  private nextSetId = 0;
 
   constructor(
     readonly cache: SnapshotCache,
@@ -71,6 +75,13 @@ export class XdsPublisher {
     this.flush();
   }
 
+  /** Forgets a node that has no streams left and no resources of its own. */
+  releaseNode(nodeKey: string): void {
+    if (this.perNode.has(nodeKey) || !this.nodes.delete(nodeKey)) return;
+    this.dirty.delete(nodeKey);
+    this.cache.delete(nodeKey);
+  }
+
   /** Applies several changes and republishes once, so no node sees a half-applied state. */
   batch(apply: () => void): void {
     this.batching++;
@@ -85,17 +96,34 @@ export class XdsPublisher {
   private flush(): void {
     if (this.batching > 0) return;
     const keys = this.dirtyAll ? this.nodes : this.dirty;
-    for (const key of keys) this.cache.set(key, this.snapshotFor(key));
-    this.dirtyAll = false;
-    this.dirty.clear();
+    try {
+      for (const key of keys) this.cache.set(key, this.snapshotFor(key));
+    } finally {
+      this.dirtyAll = false;
+      this.dirty.clear();
+      this.built.clear();
+    }
   }
 
   private snapshotFor(nodeKey: string): Snapshot {
     const own = this.perNode.get(nodeKey);
     if (!own) return this.sharedSnapshot;
-    const sets = new Map(this.shared);
-    for (const [t, s] of own) sets.set(t, s);
-    return Snapshot.fromSets(sets.values());
+    let signature = "";
+    for (const [t, s] of own) signature += `${t} ${this.idOf(s)} `;
+    let snapshot = this.built.get(signature);
+    if (!snapshot) {
+      const sets = new Map(this.shared);
+      for (const [t, s] of own) sets.set(t, s);
+      snapshot = Snapshot.fromSets(sets.values());
+      this.built.set(signature, snapshot);
+    }
+    return snapshot;
+  }
+
+  private idOf(set: ResourceSet): number {
+    let id = this.setIds.get(set);
+    if (id === undefined) this.setIds.set(set, (id = this.nextSetId++));
+    return id;
   }
 }
 

@@ -20,14 +20,22 @@ export function createXdsService(authorize: NodeAuthorizer = trustClaimedNodeId)
   const registry = defaultTypeRegistry();
   const cache = new SnapshotCache();
   const publisher = new XdsPublisher(cache, registry);
-  const ads = new AdsServer({
-    cache,
-    registry,
-    authorize: async (node, peer) => {
-      const key = await authorize(node, peer);
-      publisher.ensureNode(key);
-      return key;
-    },
+  const ads = new AdsServer({ cache, registry, authorize });
+  // A connecting node gets a snapshot (the shared one unless it has resources of its own) before
+  // its first request is answered; one that disconnected for good leaves nothing behind.
+  const streams = new Map<string, number>();
+  ads.on("stream-open", ({ key }) => {
+    streams.set(key, (streams.get(key) ?? 0) + 1);
+    publisher.ensureNode(key);
+  });
+  ads.on("stream-close", ({ key }) => {
+    const left = (streams.get(key) ?? 1) - 1;
+    if (left > 0) {
+      streams.set(key, left);
+      return;
+    }
+    streams.delete(key);
+    publisher.releaseNode(key);
   });
   return { registry, cache, publisher, ads };
 }

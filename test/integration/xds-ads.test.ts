@@ -341,3 +341,21 @@ describe("validation before anything is sent", () => {
     expect(seen).toHaveLength(2);
   });
 });
+
+describe("protocol errors", () => {
+  it("ends a stream whose first request carries no node, and one asking for an unserved type", async () => {
+    const noNode = rawStream("sotw");
+    const status1 = new Promise<grpc.StatusObject>((resolve) => noNode.call.on("status", resolve));
+    noNode.call.write({ type_url: TRUST_BUNDLE });
+    expect((await status1).details).toContain("the first request of a stream must carry the node");
+    noNode.close();
+
+    const unknown = rawStream("delta");
+    const status2 = new Promise<grpc.StatusObject>((resolve) => unknown.call.on("status", resolve));
+    unknown.call.write({ node: nodeToWire({ id: "odd" }), type_url: "type.googleapis.com/acme.Secret" });
+    const s2 = await status2;
+    expect(s2.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(s2.details).toContain("resource type type.googleapis.com/acme.Secret is not served");
+    unknown.close();
+  });
+});
