@@ -1,0 +1,41 @@
+import type { Command } from "commander";
+import { parseLabelList } from "../../../core/labels.ts";
+import { processIo, withApiOption } from "../../visibility/cli-support.ts";
+import type { CliIo } from "../../visibility/cli-support.ts";
+import { identityApi, parseDuration } from "../identity-api.ts";
+
+/** `sigil token create --labels k=v,... [--ttl 1h] [--name n]` */
+export function register(program: Command, io: CliIo = processIo): void {
+  const token = program
+    .command("token")
+    .description("join tokens that let a VM process obtain its identity once");
+  withApiOption(
+    token
+      .command("create")
+      .description("create a one-time join token scoped to a label set; the token is printed once")
+      .requiredOption("--labels <k=v,...>", "labels the workload's identity will carry")
+      .option("--ttl <duration>", "how long the token can be redeemed (30s, 15m, 1h, 7d)", "1h")
+      .option(
+        "--name <name>",
+        "workload name: SPIFFE ID spiffe://<td>/workload/<name> (default: the app label)",
+      )
+      .option("--json", "print the full answer as JSON"),
+  ).action(async (opts: { labels: string; ttl: string; name?: string; json?: boolean; api: string }) => {
+    const labels = parseLabelList(opts.labels);
+    const name = opts.name ?? labels.app;
+    if (!name) throw new Error("give --name, or an app=<name> label to name the workload after");
+    const created = await identityApi<{ token: string; spiffeId: string; expiresAt: string }>(
+      opts.api,
+      "POST",
+      "api/identity/tokens",
+      {
+        name,
+        labels,
+        ttlSeconds: parseDuration(opts.ttl, "--ttl"),
+      },
+    );
+    if (opts.json) io.out(`${JSON.stringify(created, null, 2)}\n`);
+    else io.out(`${created.token}\n`);
+    if (!opts.json) io.err(`one-time token for ${created.spiffeId}, valid until ${created.expiresAt}\n`);
+  });
+}

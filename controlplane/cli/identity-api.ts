@@ -1,0 +1,49 @@
+/** A request to the control plane's identity API failed; the message names the server's reason. */
+export class IdentityApiError extends Error {}
+
+/** JSON over HTTP to the control plane's `/api/identity/*` routes. */
+export async function identityApi<T>(
+  base: string,
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  const url = new URL(path, base.endsWith("/") ? base : `${base}/`);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
+    throw new IdentityApiError(`cannot reach the control plane API at ${base}: ${cause}`);
+  }
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = text === "" ? {} : JSON.parse(text);
+  } catch {
+    throw new IdentityApiError(`${method} ${url.pathname}: HTTP ${res.status} with a body that is not JSON`);
+  }
+  if (!res.ok) {
+    const message = (parsed as { error?: string }).error ?? `HTTP ${res.status}`;
+    throw new IdentityApiError(`${method} ${url.pathname} refused (HTTP ${res.status}): ${message}`);
+  }
+  return parsed as T;
+}
+
+/** `30s`, `15m`, `1h`, `7d` or a number of seconds, as seconds. */
+export function parseDuration(text: string, what: string): number {
+  const m = /^(\d+)([smhd]?)$/.exec(text.trim());
+  if (!m) throw new Error(`${what} "${text}" is not a duration like 30s, 15m, 1h or 7d`);
+  const n = Number(m[1]);
+  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86_400 }[m[2] as "" | "s" | "m" | "h" | "d"];
+  const seconds = n * unit;
+  if (seconds <= 0) throw new Error(`${what} "${text}" must be positive`);
+  return seconds;
+}
+
+export const DEFAULT_DATA_DIR = process.env.SIGIL_DATA_DIR ?? ".sigil-data";

@@ -1,0 +1,138 @@
+import { execFile } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Router } from "../../controlplane/http/router.ts";
+import { registerIdentityRoutes } from "../../controlplane/identity/http-routes.ts";
+import { x509 } from "../../core/svid/x509.ts";
+import { createCsr, generateWorkloadKey } from "../../sidecar/identity/workload-key.ts";
+import type { IdentityHarness } from "../support/identity-harness.ts";
+import { startIdentityHarness } from "../support/identity-harness.ts";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+let h: IdentityHarness;
+let http: Server;
+let api: string;
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function sigil(...args: string[]): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ["--import", "tsx", join(ROOT, "controlplane/cli/main.ts"), ...args],
+      { cwd: ROOT, timeout: 25_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+beforeAll(async () => {
+  h = await startIdentityHarness();
+  const router = new Router();
+  registerIdentityRoutes(router, { plane: h.plane });
+  http = createServer((req, res) => void router.handle(req, res));
+  http.listen(0, "127.0.0.1");
+  await once(http, "listening");
+  api = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  http?.close();
+  await h?.close();
+});
+
+describe("sigil CLI for identity", { timeout: 60_000 }, () => {
+  it("token create makes a one-time token that a workload redeems", async () => {
+    const r = await sigil("token", "create", "--labels", "app=orders,env=prod", "--ttl", "10m", "--api", api);
+    expect(r.code, r.stderr).toBe(0);
+    const token = r.stdout.trim();
+    expect(token).toMatch(/^sgjt_/);
+    expect(r.stderr).toMatch(/one-time token for spiffe:\/\/sigil.local\/workload\/orders, valid until/);
+    const res = await h.newClient().signSvid({
+      csr: await createCsr(await generateWorkloadKey()),
+      attestation: { proof: "joinToken", joinToken: { token }, process: null, metadata: null },
+      jwtAudiences: [],
+      ttlSeconds: 0,
+    });
+    expect(Object.fromEntries(res.labels.map((l) => [l.key, l.value]))).toEqual({
+      app: "orders",
+      env: "prod",
+    });
+    await writeFile(
+      join(h.dataDir, "orders.pem"),
+      res.certChain.map((d) => x509.PemConverter.encode(d, "CERTIFICATE")).join("\n"),
+    );
+    await writeFile(join(h.dataDir, "orders.jwt"), res.jwtSvid);
+  });
+
+  it("names what is wrong with bad input", async () => {
+    const bad = await sigil("token", "create", "--labels", "app", "--api", api);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/label "app" is not of the form key=value/);
+    const down = await sigil("workload", "list", "--api", "http://127.0.0.1:1");
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/cannot reach the control plane API at http:\/\/127.0.0.1:1/);
+  });
+
+  it("workload list shows the workload; identity inspect shows ID, labels, expiry and a valid chain", async () => {
+    const list = await sigil("workload", "list", "--api", api);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(
+      /spiffe:\/\/sigil.local\/workload\/orders\s+join-token\s+active\s+\S+\s+app=orders,env=prod/,
+    );
+    const cert = await sigil("identity", "inspect", join(h.dataDir, "orders.pem"), "--api", api);
+    expect(cert.code, cert.stderr).toBe(0);
+    expect(cert.stdout).toMatch(/SPIFFE ID:\s+spiffe:\/\/sigil.local\/workload\/orders/);
+    expect(cert.stdout).toMatch(/label:\s+env=prod\s+\(join-token\)/);
+    expect(cert.stdout).toMatch(/expires in (59|60)m/);
+    expect(cert.stdout).toMatch(/chain:\s+valid against the sigil.local bundle/);
+    const jwt = await sigil("identity", "inspect", join(h.dataDir, "orders.jwt"), "--data-dir", h.dataDir);
+    expect(jwt.code, jwt.stderr).toBe(0);
+    expect(jwt.stdout).toMatch(/type:\s+JWT-SVID[\s\S]*label:\s+app=orders[\s\S]*signature:\s+valid/);
+  });
+
+  it("workload revoke revokes, and inspect then reports the chain as invalid", async () => {
+    const r = await sigil(
+      "workload",
+      "revoke",
+      "spiffe://sigil.local/workload/orders",
+      "--reason",
+      "decommissioned",
+      "--api",
+      api,
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(
+      /revoked spiffe:\/\/sigil.local\/workload\/orders at .* \(revocation list sequence 1\)/,
+    );
+    expect(h.plane.registry.revocationList().entries.map((e) => e.spiffeId)).toEqual([
+      "spiffe://sigil.local/workload/orders",
+    ]);
+    const again = await sigil("workload", "revoke", "spiffe://sigil.local/workload/orders", "--api", api);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/HTTP 409.*already revoked/);
+    const inspect = await sigil("identity", "inspect", join(h.dataDir, "orders.pem"), "--api", api);
+    expect(inspect.code).toBe(1);
+    expect(inspect.stdout).toMatch(/chain:\s+INVALID \(revoked\).*decommissioned/);
+  });
+
+  it("ca show reads the data directory and ca rotate goes through the API", async () => {
+    const rotate = await sigil("ca", "rotate", "--activate-in", "1h", "--api", api);
+    expect(rotate.code, rotate.stderr).toBe(0);
+    expect(rotate.stdout).toMatch(/new CA generation g2-\S+ signs from .*; trust bundle sequence 2/);
+    const show = await sigil("ca", "show", "--data-dir", h.dataDir);
+    expect(show.code, show.stderr).toBe(0);
+    expect(show.stdout).toMatch(/bundle sequence: 2/);
+    expect(show.stdout.match(/^g\d-/gm)).toHaveLength(2);
+  });
+});
