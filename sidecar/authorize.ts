@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { FlowEndpoint, FlowRecord } from "../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
-import { evaluate } from "../core/policy/index.ts";
+import { evaluate, normalizeRequestPath } from "../core/policy/index.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import type { FlowSink, PolicySource } from "./sources.ts";
 
@@ -37,6 +37,13 @@ export interface FlowOutcome {
 /** A refusal the sidecar itself makes before policy is consulted (bad framing, mTLS required, ...). */
 export function sidecarDenial(reason: string): Decision {
   return { verdict: "deny", wouldDeny: false, policy: null, reason, logged: [] };
+}
+
+/** The path a flow record shows: the one policy matched, else the normalized one, never the query. */
+export function reportedPath(decision: Decision, rawTarget: string): string {
+  if (decision.path !== undefined) return decision.path;
+  const n = normalizeRequestPath(rawTarget);
+  return n.ok ? n.path : (rawTarget.split("?")[0] ?? "");
 }
 
 export function denialCategory(decision: Decision): string {

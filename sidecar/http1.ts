@@ -8,7 +8,7 @@ import type { Peer } from "../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
 import { normalizeRequestPath } from "../core/policy/index.ts";
 import type { Authorizer, ConnectionFacts } from "./authorize.ts";
-import { sidecarDenial } from "./authorize.ts";
+import { reportedPath, sidecarDenial } from "./authorize.ts";
 import { HOP_BY_HOP, connectionTokens, denialBody, rawResponse } from "./responses.ts";
 import { splice } from "./splice.ts";
 import type { UpstreamRoute, Upstreams } from "./upstreams.ts";
@@ -162,7 +162,7 @@ export class Http1Proxy {
     const { decision, peer } = this.decide(req, conn);
     const flowHttp = (status: number) => ({
       method: req.method ?? "",
-      path: decision.path ?? req.url ?? "",
+      path: reportedPath(decision, req.url ?? ""),
       status,
     });
     if (decision.verdict === "deny") {
@@ -271,7 +271,7 @@ export class Http1Proxy {
     if (conn) {
       this.authorizer.record(conn.facts, decision, {
         protocol: "http",
-        http: { method: req.method ?? "", path: req.url ?? "", status },
+        http: { method: req.method ?? "", path: reportedPath(decision, req.url ?? ""), status },
         bytesSent: body.length,
         bytesReceived: 0,
         startedAt: Date.now(),
@@ -298,7 +298,7 @@ export class Http1Proxy {
     for (let i = 0; i < req.rawHeaders.length; i += 2)
       lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
     const requestHead = Buffer.from(`${lines.join("\r\n")}\r\n\r\n`, "latin1");
-    const flowHttp = { method: req.method ?? "", path: decision.path ?? req.url ?? "", status: 101 };
+    const flowHttp = { method: req.method ?? "", path: reportedPath(decision, req.url ?? ""), status: 101 };
     this.upstreams.socket(conn.route, "http1").then(
       (up) => {
         splice(

@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
 import { normalizeRequestPath } from "../core/policy/index.ts";
 import type { Authorizer } from "./authorize.ts";
+import { reportedPath } from "./authorize.ts";
 import type { HttpConnection } from "./http1.ts";
 import { HOP_BY_HOP, denialBody } from "./responses.ts";
 import type { Upstreams } from "./upstreams.ts";
@@ -99,7 +100,7 @@ export class Http2Proxy {
         decision,
         {
           protocol,
-          http: { method: facts.method, path: decision.path ?? facts.path, status },
+          http: { method: facts.method, path: reportedPath(decision, facts.path), status },
           bytesSent: sent,
           bytesReceived: received,
           startedAt,
@@ -113,15 +114,13 @@ export class Http2Proxy {
       return;
     }
     stream.once("close", record);
-    stream.on("data", (chunk: Buffer) => {
-      received += chunk.length;
-    });
     void this.forward(
       stream,
       headers,
       conn,
       (s) => (status = s),
       (n) => (sent += n),
+      (n) => (received += n),
     );
   }
 
@@ -158,6 +157,7 @@ export class Http2Proxy {
     conn: HttpConnection,
     setStatus: (s: number) => void,
     addSent: (n: number) => void,
+    addReceived: (n: number) => void,
   ): Promise<void> {
     const grpc = isGrpc(headers);
     const normalized = normalizeRequestPath(headers[":path"] ?? "");
@@ -215,7 +215,12 @@ export class Http2Proxy {
       if (!up.closed && !up.readableEnded)
         up.close(stream.rstCode && stream.rstCode !== 0 ? stream.rstCode : NGHTTP2_CANCEL);
     });
-    if (!endStream) stream.pipe(up);
+    if (!endStream) {
+      // Counted only from here: a data listener attached earlier would start the flow before the
+      // upstream stream exists and lose the first bytes.
+      stream.on("data", (chunk: Buffer) => addReceived(chunk.length));
+      stream.pipe(up);
+    }
   }
 
   private unavailable(

@@ -15,7 +15,7 @@ import type { MeshTls } from "./mtls.ts";
 import { PeerRejectedError } from "./mtls.ts";
 import type { PolicySource } from "./sources.ts";
 import type { ConnectionTracker } from "./tracker.ts";
-import { tunnel } from "./tunnel.ts";
+import { refuseConnection, tunnel } from "./tunnel.ts";
 import type { UpstreamRoute, Upstreams } from "./upstreams.ts";
 
 /**
@@ -64,7 +64,7 @@ export class InboundHandler {
 
   private refuse(socket: Socket, port: number, reason: string, peer?: Peer): void {
     const address = socket.remoteAddress ?? "";
-    socket.resetAndDestroy();
+    refuseConnection(socket);
     const facts: ConnectionFacts = {
       direction: "ingress",
       port,

@@ -46,7 +46,11 @@ function contextOptions(creds: WorkloadCredentials): tls.SecureContextOptions {
 export class MeshTls {
   private clientContext: SecureContext;
   private own: VerifiedSvid;
-  private serverContext: SecureContext;
+  private readonly server: tls.Server;
+  private readonly pending = new Map<
+    string,
+    { settle: (outcome: { socket: TLSSocket } | { error: Error }) => void }
+  >();
   private readonly onRotate = (): void => this.reload();
 
   constructor(
@@ -57,7 +61,19 @@ export class MeshTls {
   ) {
     this.own = this.verifyOwn(credentials.current());
     this.clientContext = tls.createSecureContext(contextOptions(credentials.current()));
-    this.serverContext = this.clientContext;
+    this.server = tls.createServer({
+      ...contextOptions(credentials.current()),
+      requestCert: true,
+      rejectUnauthorized: true,
+      allowHalfOpen: true,
+      ALPNCallback: ({ protocols }) => selectMeshAlpn(protocols),
+    });
+    const keyOf = (s: TLSSocket): string => `${s.remoteAddress}|${s.remotePort}`;
+    this.server.on("secureConnection", (s: TLSSocket) => this.pending.get(keyOf(s))?.settle({ socket: s }));
+    this.server.on("tlsClientError", (err: Error, s: TLSSocket) => {
+      this.metrics.tlsHandshakes.inc({ side: "server", result: "error" });
+      this.pending.get(keyOf(s))?.settle({ error: err });
+    });
     credentials.on("rotate", this.onRotate);
   }
 
@@ -87,7 +103,7 @@ export class MeshTls {
       own.identity.spiffeId === this.own.identity.spiffeId;
     this.own = sameLabels ? { ...own, identity: { ...own.identity, labels: this.own.identity.labels } } : own;
     this.clientContext = tls.createSecureContext(contextOptions(creds));
-    this.serverContext = this.clientContext;
+    this.server.setSecureContext(contextOptions(creds));
     this.log.info(
       { spiffeId: own.identity.spiffeId, serial: own.identity.serial, notAfter: own.identity.notAfter },
       "credentials rotated",
@@ -99,43 +115,43 @@ export class MeshTls {
    * buffer) and verifies the client. Rejects with PeerRejectedError or the handshake error.
    */
   accept(socket: Socket, handshakeTimeoutMs: number): Promise<{ socket: TLSSocket; peer: VerifiedSvid }> {
+    // The TLS server (never listening itself) wraps the socket synchronously; its events name the
+    // TLS socket, which shares the TCP connection's remote address and port.
+    const key = `${socket.remoteAddress}|${socket.remotePort}`;
     return new Promise((resolve, reject) => {
-      const tlsSocket = new tls.TLSSocket(socket, {
-        isServer: true,
-        secureContext: this.serverContext,
-        requestCert: true,
-        rejectUnauthorized: true,
-        ALPNCallback: ({ protocols }) => selectMeshAlpn(protocols),
-      });
-      const fail = (err: Error): void => {
+      const settle = (outcome: { socket: TLSSocket } | { error: Error }): void => {
+        if (this.pending.get(key) !== handshake) return;
+        this.pending.delete(key);
         clearTimeout(timer);
-        tlsSocket.destroy();
-        reject(err);
-      };
-      const timer = setTimeout(
-        () =>
-          fail(
-            new PeerRejectedError("handshake-timeout", `mTLS handshake not done in ${handshakeTimeoutMs} ms`),
-          ),
-        handshakeTimeoutMs,
-      );
-      tlsSocket.once("error", (err) => {
-        this.metrics.tlsHandshakes.inc({ side: "server", result: "error" });
-        fail(err);
-      });
-      tlsSocket.once("secure", () => {
-        clearTimeout(timer);
-        tlsSocket.removeAllListeners("error");
-        tlsSocket.on("error", () => undefined);
+        socket.off("close", onClose);
+        if ("error" in outcome) {
+          socket.destroy();
+          reject(outcome.error);
+          return;
+        }
         try {
-          // The chain is checked against the bundle by core/svid (not OpenSSL's verdict, which a
-          // hand-made server socket does not expose), together with every other SVID rule.
-          resolve({ socket: tlsSocket, peer: this.verifyClient(tlsSocket) });
+          resolve({ socket: outcome.socket, peer: this.verifyClient(outcome.socket) });
         } catch (err) {
-          tlsSocket.destroy();
+          outcome.socket.destroy();
           reject(err as Error);
         }
-      });
+      };
+      const handshake = { settle };
+      const onClose = (): void =>
+        settle({ error: new PeerRejectedError("untrusted", "connection closed during the mTLS handshake") });
+      const timer = setTimeout(
+        () =>
+          settle({
+            error: new PeerRejectedError(
+              "handshake-timeout",
+              `mTLS handshake not done in ${handshakeTimeoutMs} ms`,
+            ),
+          }),
+        handshakeTimeoutMs,
+      );
+      this.pending.set(key, handshake);
+      socket.once("close", onClose);
+      this.server.emit("connection", socket);
     });
   }
 

@@ -1,10 +1,17 @@
 import type { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import type { Peer } from "../core/identity.ts";
 import type { Authorizer } from "./authorize.ts";
 import type { HttpConnection } from "./http1.ts";
 import { splice } from "./splice.ts";
 import type { Upstreams } from "./upstreams.ts";
+
+/** Refuses a connection: a TCP reset where the socket is plain TCP, else an immediate close. */
+export function refuseConnection(socket: Socket): void {
+  if (socket instanceof TLSSocket || socket.destroyed) socket.destroy();
+  else refuseConnection(socket);
+}
 
 /**
  * Opaque TCP: one decision for the whole connection, then bytes both ways with half-close. A denied
@@ -20,7 +27,7 @@ export function tunnel(
   const startedAt = Date.now();
   const decision = deps.authorizer.decide(conn.facts, undefined, peer);
   if (decision.verdict === "deny") {
-    socket.resetAndDestroy();
+    refuseConnection(socket);
     deps.authorizer.record(
       conn.facts,
       decision,
@@ -51,7 +58,7 @@ export function tunnel(
     },
     (err: Error) => {
       deps.log.info({ err: err.message, port: conn.facts.port }, "TCP upstream unreachable");
-      socket.resetAndDestroy();
+      refuseConnection(socket);
       deps.authorizer.record(
         conn.facts,
         decision,

@@ -8,6 +8,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
+import type { Logger } from "pino";
 import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
 import type { FlowRecord } from "../../core/flow.ts";
@@ -138,6 +139,7 @@ export async function startPair(options: {
   policyB?: string;
   configA?: Partial<SidecarConfigInput>;
   configB?: Partial<SidecarConfigInput>;
+  logger?: Logger;
 }): Promise<SidecarPair> {
   const pki = await MeshPki.create();
   const credsA = new CredentialHolder(await pki.credentials("web", { app: "web" }));
@@ -166,7 +168,7 @@ export async function startPair(options: {
     policy: policyB,
     peers: peersB,
     flows: flowsB,
-    logger: quiet,
+    logger: options.logger ?? quiet,
   });
   const a = await startSidecar({
     config: {
@@ -181,7 +183,7 @@ export async function startPair(options: {
     policy: policyA,
     peers: peersA,
     flows: flowsA,
-    logger: quiet,
+    logger: options.logger ?? quiet,
   });
   peersA.replace(
     options.appPorts.map((p) => [
