@@ -155,7 +155,7 @@ export class JoinTokenStore {
 
   private save(): Promise<void> {
     const snapshot = JSON.stringify([...this.tokens.values()], null, 2);
-    this.saving = this.saving.then(() => writePrivateFile(this.path, snapshot));
+    this.saving = this.saving.catch(() => undefined).then(() => writePrivateFile(this.path, snapshot));
     return this.saving;
   }
 }

@@ -250,15 +250,27 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
     return entry;
   }
 
-  private saving: Promise<void> = Promise.resolve();
+  private writing: Promise<void> = Promise.resolve();
+  private queued: Promise<void> | null = null;
 
+  /**
+   * Persists the current state. Writes are serialized, and all changes made while a write is in
+   * progress are covered by the one write queued behind it (the snapshot is taken when it starts),
+   * so a burst of issuances costs two file writes, not one each, and every caller still resolves
+   * only once its change is on disk.
+   */
   private save(): Promise<void> {
-    const snapshot = JSON.stringify(
-      { workloads: [...this.workloads.values()], revocations: this.revocations },
-      null,
-      2,
-    );
-    this.saving = this.saving.then(() => writePrivateFile(this.path, snapshot));
-    return this.saving;
+    this.queued ??= this.writing
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = null;
+        const snapshot = JSON.stringify({
+          workloads: [...this.workloads.values()],
+          revocations: this.revocations,
+        });
+        return writePrivateFile(this.path, snapshot);
+      });
+    this.writing = this.queued;
+    return this.queued;
   }
 }

@@ -4,8 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
 import type { KubernetesAttestorConfig } from "../../controlplane/attestation/kubernetes.ts";
-import { startGrpcServer } from "../../controlplane/grpc-server.ts";
-import type { RunningGrpcServer } from "../../controlplane/grpc-server.ts";
+import * as grpc from "@grpc/grpc-js";
 import {
   IdentityServiceDefinition,
   identityServiceHandlers,
@@ -20,7 +19,7 @@ import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
 export interface IdentityHarness {
   readonly dataDir: string;
   readonly plane: IdentityPlane;
-  readonly server: RunningGrpcServer;
+  readonly server: grpc.Server;
   readonly address: string;
   /** A client that trusts the CA and expects the control plane's SPIFFE ID. */
   newClient(): IdentityClient;
@@ -36,9 +35,19 @@ export async function startIdentityHarness(
     dnsNames: ["localhost"],
     ipAddresses: ["127.0.0.1"],
   });
-  const server = await startGrpcServer({ host: "127.0.0.1", port: 0, tls: serving });
+  // A plain grpc-js TLS server (server authentication only, as the sidecar's first call needs), so
+  // these suites exercise the identity service independently of the control plane's listener.
+  const server = new grpc.Server();
   server.addService(IdentityServiceDefinition, identityServiceHandlers({ issuer: plane.issuer }));
-  const address = `127.0.0.1:${server.port}`;
+  const credentials = grpc.ServerCredentials.createSsl(
+    null,
+    [{ private_key: Buffer.from(serving.keyPem), cert_chain: Buffer.from(serving.certPem) }],
+    false,
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", credentials, (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  const address = `127.0.0.1:${port}`;
   const clients: IdentityClient[] = [];
   return {
     dataDir,
@@ -57,7 +66,7 @@ export async function startIdentityHarness(
     close: async () => {
       for (const c of clients) c.close();
       plane.close();
-      await server.close();
+      server.forceShutdown();
       await rm(dataDir, { recursive: true, force: true });
     },
   };
