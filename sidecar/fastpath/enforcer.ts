@@ -82,6 +82,8 @@ export interface EnforcerCounters {
   warmVerifications: number;
   coldVerifications: number;
   malformedPackets: number;
+  /** Time spent deciding each kind of handshake packet (count, total µs): the enforcer's share of connect latency. */
+  handlingMicros: Record<"ourSyn" | "peerSyn" | "ourSynAck" | "peerSynAck", { count: number; total: number }>;
   rejections: Partial<Record<TokenRejection | "no-state" | "policy" | "token-too-large", number>>;
 }
 
@@ -142,6 +144,12 @@ export class FastPathEnforcer {
     warmVerifications: 0,
     coldVerifications: 0,
     malformedPackets: 0,
+    handlingMicros: {
+      ourSyn: { count: 0, total: 0 },
+      peerSyn: { count: 0, total: 0 },
+      ourSynAck: { count: 0, total: 0 },
+      peerSynAck: { count: 0, total: 0 },
+    },
     rejections: {},
   };
 
@@ -239,10 +247,17 @@ export class FastPathEnforcer {
     if (!syn || (info.flags & (TCP_FLAGS.RST | TCP_FLAGS.FIN)) !== 0) {
       this.counters.malformedPackets++;
       queue.verdict(p.id, VERDICT.DROP);
-    } else if (!ack && outbound) this.ourSyn(queue, p, info);
-    else if (!ack) this.peerSyn(queue, p, info);
-    else if (outbound) this.ourSynAck(queue, p, info);
+      return;
+    }
+    const started = process.hrtime.bigint();
+    const kind = ack ? (outbound ? "ourSynAck" : "peerSynAck") : outbound ? "ourSyn" : "peerSyn";
+    if (kind === "ourSyn") this.ourSyn(queue, p, info);
+    else if (kind === "peerSyn") this.peerSyn(queue, p, info);
+    else if (kind === "ourSynAck") this.ourSynAck(queue, p, info);
     else this.peerSynAck(queue, p, info);
+    const t = this.counters.handlingMicros[kind];
+    t.count++;
+    t.total += Number(process.hrtime.bigint() - started) / 1000;
   }
 
   private reject(reason: TokenRejection | "no-state" | "policy" | "token-too-large"): void {

@@ -11,6 +11,7 @@
  * No --queue-bypass unless fail-open is asked for: with no enforcer bound, queued SYNs are dropped.
  */
 import { execFile } from "node:child_process";
+import type { ExternalRules } from "../capture/external-rules.ts";
 import { MARK_DENY, MARK_MASK, MARK_PENDING_IN, MARK_PENDING_OUT, hex } from "./marks.ts";
 
 export interface RuleSettings {

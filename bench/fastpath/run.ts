@@ -1,0 +1,262 @@
+/**
+ * L4 fast-path benchmark: the same TCP flows between two network namespaces (client app=web,
+ * server app=db, veth through a bridge) measured three ways:
+ *
+ *   none      no enforcement at all (the kernel alone);
+ *   fastpath  both Sigil fast-path enforcers: identity token in SYN/SYN-ACK, then kernel only;
+ *   proxy     a userspace TCP proxy in the server namespace (HAProxy, mode tcp) — the cost any
+ *             byte-by-byte proxy path adds, for contrast.
+ *
+ * Figures: iperf3 throughput (median of runs), connect latency p50/p90/p99 (warm: after one
+ * connection has filled the caches), and new connections per second. Writes bench/fastpath/RESULTS.md
+ * and results.json.
+ *
+ *   npx tsx bench/fastpath/run.ts [--iperf-seconds 5] [--runs 3] [--connects 2000] [--rate-seconds 5]
+ */
+import { writeFile } from "node:fs/promises";
+import { cpus, release } from "node:os";
+import { Command } from "commander";
+import { NetnsLab, waitFor } from "../../test/support/netns.ts";
+import type { LabHost } from "../../test/support/netns.ts";
+import { EnforcerProcess } from "../../test/e2e/fastpath-support/enforcer-process.ts";
+import { OutputLines, REPO_ROOT, jsonLine } from "../../test/e2e/fastpath-support/netns.ts";
+import { TestPki } from "../../test/e2e/fastpath-support/pki.ts";
+
+const opts = new Command()
+  .option("--iperf-seconds <n>", "length of each iperf3 run", "5")
+  .option("--runs <n>", "iperf3 runs per scenario (median reported)", "3")
+  .option("--connects <n>", "sequential connects for the latency figure", "2000")
+  .option("--rate-seconds <n>", "length of the connections-per-second run", "5")
+  .option("--parallel <n>", "concurrent connectors in the connections-per-second run", "16")
+  .option("--no-write", "print results without writing RESULTS.md / results.json")
+  .parse()
+  .opts<{
+    iperfSeconds: string;
+    runs: string;
+    connects: string;
+    rateSeconds: string;
+    parallel: string;
+    write: boolean;
+  }>();
+
+const IPERF = 5201;
+const ECHO = 7000;
+const HTTP = 8080;
+const PROXY_IPERF = 15201;
+const PROXY_ECHO = 17000;
+
+const POLICY = `
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: db-ingress }
+spec:
+  selector: { matchLabels: { app: db } }
+  ingress:
+    - action: allow
+      from: [ { matchLabels: { app: web } } ]
+      ports: [ ${IPERF}, ${ECHO} ]
+---
+apiVersion: sigil.dev/v1
+kind: PeerAuthentication
+metadata: { name: db-plain-l4 }
+spec:
+  selector: { matchLabels: { app: db } }
+  mode: PERMISSIVE
+`;
+
+const HAPROXY = `
+global
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen iperf
+  bind :${PROXY_IPERF}
+  server app 127.0.0.1:${IPERF}
+listen echo
+  bind :${PROXY_ECHO}
+  server app 127.0.0.1:${ECHO}
+`;
+
+interface Scenario {
+  name: "none" | "fastpath" | "proxy";
+  iperfGbps: number[];
+  latency: { coldUs: number; p50Us: number; p90Us: number; p99Us: number; meanUs: number };
+  rate: { perSecond: number; failed: number };
+  queuePackets?: { client: number; server: number };
+  /** Mean µs the enforcers spent per handshake packet, by kind. */
+  handlingUs?: Record<string, number>;
+}
+
+const log = (msg: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+async function iperf(client: LabHost, host: string, port: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < Number(opts.runs); i++) {
+    const report = JSON.parse(
+      await client.ns.execOk(["iperf3", "-c", host, "-p", String(port), "-t", opts.iperfSeconds, "-J"], {
+        timeoutMs: (Number(opts.iperfSeconds) + 20) * 1000,
+      }),
+    ) as { end: { sum_received: { bits_per_second: number } } };
+    out.push(report.end.sum_received.bits_per_second / 1e9);
+  }
+  return out;
+}
+
+async function probe(client: LabHost, args: string[]): Promise<Record<string, number>> {
+  const text = await client.ns.execOk(
+    [process.execPath, "--import", "tsx", `${REPO_ROOT}bench/fastpath/connect-probe.ts`, ...args],
+    { timeoutMs: 300_000 },
+  );
+  return JSON.parse(text.trim().split("\n").at(-1) as string) as Record<string, number>;
+}
+
+async function measure(
+  name: Scenario["name"],
+  client: LabHost,
+  host: string,
+  iperfPort: number,
+  echoPort: number,
+): Promise<Scenario> {
+  log(`${name}: iperf3 ${opts.runs} × ${opts.iperfSeconds}s`);
+  const iperfGbps = await iperf(client, host, iperfPort);
+  log(`${name}: ${opts.connects} sequential connects`);
+  const latency = (await probe(client, [
+    "latency",
+    host,
+    String(echoPort),
+    opts.connects,
+  ])) as unknown as Scenario["latency"];
+  log(`${name}: connections per second, ${opts.parallel} in parallel for ${opts.rateSeconds}s`);
+  const rate = (await probe(client, [
+    "rate",
+    host,
+    String(echoPort),
+    opts.rateSeconds,
+    opts.parallel,
+  ])) as unknown as Scenario["rate"];
+  return { name, iperfGbps, latency, rate };
+}
+
+const lab = await NetnsLab.create(["client", "server"]);
+const pki = await TestPki.create();
+const results: Scenario[] = [];
+try {
+  const client = lab.host("client");
+  const server = lab.host("server");
+  for (const h of [client, server]) {
+    // Many short connections: let closed ones' ports be reused at once.
+    await h.ns.execOk([
+      "sysctl",
+      "-q",
+      "-w",
+      "net.ipv4.tcp_tw_reuse=1",
+      "net.ipv4.ip_local_port_range=10000 65000",
+    ]);
+  }
+  const apps = new OutputLines(
+    server.ns.spawn([
+      process.execPath,
+      "--import",
+      "tsx",
+      `${REPO_ROOT}test/e2e/fastpath-support/servers.ts`,
+      String(HTTP),
+      String(ECHO),
+    ]),
+  );
+  await apps.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined));
+  server.ns.spawn(["iperf3", "-s", "-p", String(IPERF)]);
+  await waitFor("iperf3 server", async () => (await server.ns.execOk(["ss", "-Htln"])).includes(`:${IPERF}`));
+
+  results.push(await measure("none", client, server.ipv4, IPERF, ECHO));
+
+  const cfg = await pki.file("haproxy.cfg", HAPROXY);
+  const haproxy = server.ns.spawn(["haproxy", "-db", "-f", cfg]);
+  await waitFor("haproxy", async () => (await server.ns.execOk(["ss", "-Htln"])).includes(`:${PROXY_ECHO}`));
+  results.push(await measure("proxy", client, server.ipv4, PROXY_IPERF, PROXY_ECHO));
+  haproxy.kill();
+
+  const policyFile = await pki.file("policy.yaml", POLICY);
+  const serverEnforcer = await EnforcerProcess.start(server.ns, pki, "db", {
+    identity: await pki.identity("db", { app: "db" }),
+    policyFile,
+    inboundPorts: [IPERF, ECHO],
+    queueFirst: 10,
+  });
+  const clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
+    identity: await pki.identity("web", { app: "web" }),
+    policyFile,
+    outboundPorts: [IPERF, ECHO],
+    queueFirst: 20,
+  });
+  const fast = await measure("fastpath", client, server.ipv4, IPERF, ECHO);
+  const queued = async (e: EnforcerProcess): Promise<number> =>
+    (await e.stats()).queues.reduce((n, q) => n + q.received, 0);
+  fast.queuePackets = { client: await queued(clientEnforcer), server: await queued(serverEnforcer) };
+  fast.handlingUs = {};
+  for (const e of [clientEnforcer, serverEnforcer]) {
+    for (const [kind, t] of Object.entries((await e.stats()).counters.handlingMicros)) {
+      if (t.count > 0) fast.handlingUs[kind] = Math.round(t.total / t.count);
+    }
+  }
+  results.push(fast);
+} finally {
+  await lab.destroy();
+  await pki.destroy();
+}
+
+const by = (n: Scenario["name"]): Scenario => results.find((r) => r.name === n) as Scenario;
+const none = by("none");
+const fast = by("fastpath");
+const proxy = by("proxy");
+const gbps = (s: Scenario): string => median(s.iperfGbps).toFixed(2);
+const ms = (us: number): string => (us / 1000).toFixed(3);
+const command = `npx tsx bench/fastpath/run.ts --iperf-seconds ${opts.iperfSeconds} --runs ${opts.runs} --connects ${opts.connects} --rate-seconds ${opts.rateSeconds} --parallel ${opts.parallel}`;
+const row = (s: Scenario, label: string): string =>
+  `| ${label} | ${gbps(s)} | ${(median(s.iperfGbps) / median(none.iperfGbps)).toFixed(3)} | ${ms(s.latency.p50Us)} | ${ms(s.latency.p99Us)} | ${ms(s.latency.p50Us - none.latency.p50Us)} | ${ms(s.latency.p99Us - none.latency.p99Us)} | ${ms(s.latency.coldUs)} | ${Math.round(s.rate.perSecond)} |`;
+const md = `# L4 fast path — results
+
+Produced by:
+
+\`\`\`
+${command}
+\`\`\`
+
+Machine: ${cpus().length} × ${cpus()[0]?.model ?? "CPU"}, Linux ${release()}, Node ${process.version}; ${new Date().toISOString().slice(0, 10)}.
+Two network namespaces on a veth bridge (198.18.0.0/24), client \`app=web\`, server \`app=db\`, policy
+allowing web → db on the measured ports. iperf3: ${opts.runs} runs of ${opts.iperfSeconds} s, median.
+Connect latency: ${opts.connects} sequential connects after one cold connect, each closed with a RST.
+Connections/s: ${opts.parallel} concurrent connectors for ${opts.rateSeconds} s.
+
+| path | iperf3 Gbit/s | × none | connect p50 ms | connect p99 ms | added p50 ms | added p99 ms | cold connect ms | connections/s |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${row(none, "none (kernel only)")}
+${row(fast, "Sigil fast path")}
+${row(proxy, "userspace TCP proxy (HAProxy)")}
+
+Fast-path packets that reached userspace during the whole fast-path scenario (all iperf3 runs, all
+connects): client enforcer ${fast.queuePackets?.client}, server enforcer ${fast.queuePackets?.server} —
+two per connection per side (SYN and SYN-ACK), none of the data.
+
+Mean time the enforcers spent deciding each handshake packet (µs): ${Object.entries(fast.handlingUs ?? {})
+  .map(([k, v]) => `${k} ${v}`)
+  .join(", ")}.
+
+Targets (issue 6): throughput ≥ 0.98 × none → ${(median(fast.iperfGbps) / median(none.iperfGbps)).toFixed(3)}; added p50
+connect latency < 0.3 ms warm → ${ms(fast.latency.p50Us - none.latency.p50Us)} ms.
+
+The proxy row is a generic userspace TCP proxy in the server namespace, to show what a
+byte-by-byte path costs on this machine; the Sigil L7 sidecar's own figures are in the comparison
+benchmark (\`bench/compare\`).
+`;
+console.log(md);
+if (opts.write) {
+  await writeFile(new URL("./RESULTS.md", import.meta.url), md);
+  await writeFile(
+    new URL("./results.json", import.meta.url),
+    `${JSON.stringify({ command, results }, null, 2)}\n`,
+  );
+}
