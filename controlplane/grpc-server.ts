@@ -4,9 +4,18 @@ import type { PeerCertificate } from "node:tls";
 /** TLS material of the gRPC listener. */
 export interface GrpcTlsOptions {
   readonly keyPem: string;
+  /** Serving certificate, followed by any intermediates. */
   readonly certPem: string;
-  /** Roots that client certificates must chain to. When set, clients must present one. */
+  /** Roots client certificates are checked against (required unless clientCerts is "none"). */
   readonly clientCaPem?: string;
+  /**
+   * "none": no client certificate is asked for. "require": the handshake fails without one that
+   * chains to clientCaPem. "request": one is asked for but not required, so a workload without an
+   * identity yet can still call the signing service; handlers then decide, and a NodeAuthorizer
+   * must verify the certificate it is given itself (the transport does not reject bad ones).
+   * Default: "require" when clientCaPem is set, else "none".
+   */
+  readonly clientCerts?: "none" | "request" | "require";
 }
 
 export interface GrpcServerOptions {
@@ -38,6 +47,8 @@ export interface RunningGrpcServer {
   readonly plaintextPort: number | undefined;
   /** Registers a service; calls for it are served on every listener from then on. */
   addService(definition: grpc.ServiceDefinition, implementation: grpc.UntypedServiceImplementation): void;
+  /** Replaces the serving certificate and client roots; new connections use them at once. */
+  updateTls(tls: GrpcTlsOptions): void;
   /** Stops accepting calls; streams still open after `graceMs` are cut. */
   close(graceMs?: number): Promise<void>;
 }
@@ -62,11 +73,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     "grpc.keepalive_time_ms": 60_000,
     "grpc.keepalive_timeout_ms": 20_000,
   });
-  const tls = options.tls;
-  const credentials = grpc.ServerCredentials.createSsl(
-    tls.clientCaPem ? Buffer.from(tls.clientCaPem) : null,
-    [{ private_key: Buffer.from(tls.keyPem), cert_chain: Buffer.from(tls.certPem) }],
-    tls.clientCaPem !== undefined,
+  const mode = clientCertMode(options.tls);
+  const identity = new TlsMaterialProvider(options.tls);
+  // At run time grpc-js takes the serving-identity provider first, then the client-root provider
+  // (null = do not ask for client certificates), whatever its type declarations call them.
+  const credentials = grpc.experimental.createCertificateProviderServerCredentials(
+    identity,
+    mode === "none" ? null : identity,
+    mode === "require",
   );
   const port = await bind(server, hostPort(options.host, options.port), credentials);
   let plaintextPort: number | undefined;
@@ -81,6 +95,11 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     port,
     plaintextPort,
     addService: (definition, implementation) => server.addService(definition, implementation),
+    updateTls: (tls) => {
+      if (clientCertMode(tls) !== mode)
+        throw new GrpcServerError("the client certificate mode cannot change while running");
+      identity.update(tls);
+    },
     close: (graceMs = 2_000) =>
       new Promise<void>((resolve) => {
         let timer: NodeJS.Timeout | undefined;
@@ -112,6 +131,54 @@ export function callPeer(call: {
     transportSecurity: auth.transportSecurityType,
     certificate: certificate && Object.keys(certificate).length > 0 ? certificate : undefined,
   };
+}
+
+function clientCertMode(tls: GrpcTlsOptions): "none" | "request" | "require" {
+  const mode = tls.clientCerts ?? (tls.clientCaPem ? "require" : "none");
+  if (mode !== "none" && !tls.clientCaPem)
+    throw new GrpcServerError(`client certificate mode "${mode}" needs clientCaPem`);
+  return mode;
+}
+
+/** Serves the current key pair and client roots to grpc-js and pushes replacements to it. */
+class TlsMaterialProvider implements grpc.experimental.CertificateProvider {
+  private identity: grpc.experimental.IdentityCertificateUpdate;
+  private ca: grpc.experimental.CaCertificateUpdate | null;
+  private readonly identityListeners = new Set<grpc.experimental.IdentityCertificateUpdateListener>();
+  private readonly caListeners = new Set<grpc.experimental.CaCertificateUpdateListener>();
+
+  constructor(tls: GrpcTlsOptions) {
+    this.identity = { certificate: Buffer.from(tls.certPem), privateKey: Buffer.from(tls.keyPem) };
+    this.ca = tls.clientCaPem ? { caCertificate: Buffer.from(tls.clientCaPem) } : null;
+  }
+
+  update(tls: GrpcTlsOptions): void {
+    this.identity = { certificate: Buffer.from(tls.certPem), privateKey: Buffer.from(tls.keyPem) };
+    this.ca = tls.clientCaPem ? { caCertificate: Buffer.from(tls.clientCaPem) } : null;
+    for (const l of this.identityListeners) l(this.identity);
+    for (const l of this.caListeners) l(this.ca);
+  }
+
+  // grpc-js registers its own watcher only after adding these listeners, so the current material
+  // must arrive on a later tick or the listener would never see it.
+  addCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener): void {
+    this.caListeners.add(listener);
+    process.nextTick(() => {
+      if (this.caListeners.has(listener)) listener(this.ca);
+    });
+  }
+  removeCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener): void {
+    this.caListeners.delete(listener);
+  }
+  addIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener): void {
+    this.identityListeners.add(listener);
+    process.nextTick(() => {
+      if (this.identityListeners.has(listener)) listener(this.identity);
+    });
+  }
+  removeIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener): void {
+    this.identityListeners.delete(listener);
+  }
 }
 
 function hostPort(host: string, port: number): string {

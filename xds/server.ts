@@ -446,7 +446,8 @@ class DeltaStream extends BaseStream {
     };
     if (state.wildcard) for (const name of set.items.keys()) offer(name);
     for (const name of state.names) offer(name);
-    for (const name of [...state.known.keys()]) if (!set.items.has(name)) offer(name);
+    // Deleting or re-setting existing keys while iterating a Map is safe and visits each key once.
+    for (const name of state.known.keys()) if (!set.items.has(name)) offer(name);
     if (entries.length === 0 && removed.length === 0) return;
     const nonce = this.nextNonce();
     state.nonce = nonce;
