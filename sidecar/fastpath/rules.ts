@@ -100,6 +100,18 @@ const JUMPS: readonly (readonly [table: string, builtin: string, chain: string])
   ["filter", "OUTPUT", CHAINS.filter.OUTPUT],
 ];
 
+/**
+ * The same rules in the capture wrapper's ExternalRules form, for a sidecar that applies capture and
+ * fast path in one transaction (capture's `fastPathMarkMask` must be MARK_MASK).
+ */
+export function fastPathExternalRules(s: RuleSettings): ExternalRules {
+  return {
+    owner: "sidecar/fastpath",
+    restoreText: renderRules(s),
+    hooks: JUMPS.map(([table, builtin, chain]) => ({ table, builtin, chain })),
+  };
+}
+
 function run(
   cmd: string,
   args: readonly string[],
