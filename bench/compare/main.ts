@@ -1,0 +1,233 @@
+/**
+ * Sigil side by side with nginx and HAProxy: one run, the same load generator and the same backend
+ * for every path. Writes results/<name>.json, the latency plot, and the results section of
+ * BENCHMARKS.md (full runs only).
+ *
+ *   npx tsx bench/compare/main.ts            full run (about 10 minutes on 2 cores)
+ *   npx tsx bench/compare/main.ts --quick    smoke run (short windows, 1,000 xDS clients)
+ */
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { loadavg, setPriority, tmpdir } from "node:os";
+import { join } from "node:path";
+import { Command } from "commander";
+import { machineInfo } from "./machine.ts";
+import { REPO, runIperf, runLoad, runXds } from "./measure.ts";
+import { makePeerPki } from "./peer-pki.ts";
+import { startPath } from "./paths.ts";
+import type { PathContext } from "./paths.ts";
+import { peakRss } from "./procstat.ts";
+import { Supervisor, freePorts, waitForPort } from "./procs.ts";
+import { replaceResultsSection, renderResults } from "./report.ts";
+import type { LoadMeasurement, PathResults, RunResults, TcpRow, XdsRow } from "./results.ts";
+import { latencyPlotSvg } from "./svg.ts";
+import type { BackendPorts, PathName } from "./topology.ts";
+import { fastPathThroughput } from "./fastpath.ts";
+
+const opts = new Command()
+  .option("--quick", "short windows and 1,000 xDS clients: a smoke run that leaves BENCHMARKS.md alone")
+  .option("--paths <list>", "paths to measure", "direct,sigil,nginx,haproxy")
+  .option("--rate <rps>", "fixed request rate for the latency runs", "1000")
+  .option("--no-tcp", "skip the iperf3 runs")
+  .option("--no-fastpath", "skip the fast-path run (network namespaces)")
+  .option("--no-xds", "skip the control-plane convergence runs")
+  .option(
+    "--priority <n>",
+    "nice value for the harness and everything it starts (it competes with other work)",
+    "-10",
+  )
+  .parse()
+  .opts<{
+    quick?: boolean;
+    paths: string;
+    rate: string;
+    tcp: boolean;
+    fastpath: boolean;
+    xds: boolean;
+    priority: string;
+  }>();
+
+const quick = opts.quick === true;
+const durationSeconds = quick ? 3 : 10;
+const warmupSeconds = quick ? 1 : 2;
+const iperfSeconds = quick ? 2 : 5;
+const rate = Number(opts.rate);
+const xdsClients = quick ? [1000] : [1000, 10_000, 50_000];
+const paths = opts.paths.split(",").map((p) => p.trim()) as PathName[];
+for (const p of paths) {
+  if (!["direct", "sigil", "nginx", "haproxy"].includes(p)) throw new Error(`--paths: unknown path "${p}"`);
+}
+
+try {
+  setPriority(Number(opts.priority));
+} catch (err) {
+  console.warn(`could not set priority ${opts.priority}: ${(err as Error).message}`);
+}
+
+const log = (msg: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
+const started = performance.now();
+const startedAt = new Date().toISOString();
+const machine = machineInfo();
+const sup = new Supervisor();
+const dir = await mkdtemp(join(tmpdir(), "sigil-compare-"));
+
+async function measurePath(
+  ctx: PathContext,
+  name: PathName,
+): Promise<{ result: PathResults; tcp: TcpRow | null }> {
+  const empty = { rate: null, max: null };
+  log(`${name}: starting`);
+  let path;
+  try {
+    path = await startPath(name, ctx);
+  } catch (err) {
+    const failure = (err as Error).message;
+    log(`${name}: not measured: ${failure}`);
+    return { result: { path: name, failure, h1: empty, grpc: empty, peakRssBytes: [] }, tcp: null };
+  }
+  try {
+    const byProtocol: Record<"h1" | "grpc", { rate: LoadMeasurement | null; max: LoadMeasurement | null }> = {
+      h1: { rate: null, max: null },
+      grpc: { rate: null, max: null },
+    };
+    for (const protocol of ["h1", "grpc"] as const) {
+      const port = protocol === "h1" ? path.h1Port : path.grpcPort;
+      for (const mode of ["rate", "max"] as const) {
+        const m = await runLoad(sup, dir, path, {
+          protocol,
+          mode,
+          port,
+          rate,
+          durationSeconds,
+          warmupSeconds,
+        });
+        byProtocol[protocol][mode] = m;
+        const cpu = m.proxies.reduce((s, p) => s + p.cpuSeconds, 0);
+        log(
+          `${name} ${protocol} ${mode}: ${m.load.rps.toFixed(0)} rps, p50 ${(m.load.p50Us / 1000).toFixed(2)} ms, ` +
+            `p99 ${(m.load.p99Us / 1000).toFixed(2)} ms, errors ${m.load.errors}${m.load.errorSamples.length ? ` (${m.load.errorSamples.join("; ")})` : ""}, proxy CPU ${cpu.toFixed(2)} s`,
+        );
+      }
+    }
+    let tcp: TcpRow | null = null;
+    if (opts.tcp && path.tcpPort !== null) {
+      const label = {
+        direct: "direct",
+        sigil: "Sigil L7 proxy (mTLS)",
+        haproxy: "HAProxy TCP mode with TLS",
+        nginx: "nginx",
+      }[name];
+      try {
+        const r = await runIperf(
+          sup,
+          dir,
+          path.tcpPort,
+          iperfSeconds,
+          path.proxies.map((p) => p.proc.pid),
+        );
+        log(`${name} tcp: ${r.gbitPerSecond.toFixed(2)} Gbit/s`);
+        tcp = { name: label, result: r, note: null };
+      } catch (err) {
+        tcp = { name: label, result: null, note: (err as Error).message };
+      }
+    }
+    const peakRssBytes = path.proxies.map(({ side, proc }) => ({ side, bytes: peakRss(proc.pid) }));
+    return { result: { path: name, failure: null, ...byProtocol, peakRssBytes }, tcp };
+  } catch (err) {
+    const failure = (err as Error).message;
+    log(`${name}: failed: ${failure}`);
+    return { result: { path: name, failure, h1: empty, grpc: empty, peakRssBytes: [] }, tcp: null };
+  } finally {
+    for (const { proc } of path.proxies) await sup.stop(proc);
+  }
+}
+
+try {
+  const [h1, grpc, iperf] = (await freePorts(3)) as [number, number, number];
+  const backendPorts: BackendPorts = { h1, grpc, iperf };
+  const backend = sup.start(
+    "backend",
+    process.execPath,
+    ["--import", "tsx", join(REPO, "bench", "compare", "backend.ts"), String(h1), String(grpc)],
+    {
+      cwd: REPO,
+    },
+  );
+  const iperfServer = sup.start("iperf3 server", "iperf3", ["-s", "-p", String(iperf), "-B", "127.0.0.1"]);
+  await waitForPort("127.0.0.1", h1, backend);
+  await waitForPort("127.0.0.1", grpc, backend);
+  await waitForPort("127.0.0.1", iperf, iperfServer);
+  const ctx: PathContext = { sup, dir, backend: backendPorts, peerPki: await makePeerPki(dir) };
+
+  const pathResults: PathResults[] = [];
+  const tcp: TcpRow[] = [];
+  for (const name of paths) {
+    const { result, tcp: row } = await measurePath(ctx, name);
+    pathResults.push(result);
+    if (row) tcp.push(row);
+  }
+  if (opts.tcp) {
+    if (opts.fastpath) {
+      log("fast path: starting");
+      const row = await fastPathThroughput(sup, dir, iperfSeconds);
+      log(`fast path: ${row.result ? `${row.result.gbitPerSecond.toFixed(2)} Gbit/s` : (row.note ?? "")}`);
+      tcp.splice(1, 0, row);
+    } else {
+      tcp.splice(1, 0, { name: "Sigil fast path", result: null, note: "skipped (--no-fastpath)" });
+    }
+  }
+  await sup.stop(backend);
+  await sup.stop(iperfServer);
+
+  let xds: XdsRow[] | null = null;
+  let xdsNote: string | null = null;
+  if (opts.xds) {
+    log(`xDS: ${xdsClients.join(", ")} simulated sidecars`);
+    try {
+      xds = await runXds(sup, dir, xdsClients, quick ? 180 : 420);
+      for (const r of xds)
+        log(
+          `xDS ${r.clients}: change → last ACK median ${r.convergeMedianMs} ms, heap/client ${r.heapPerClientKb} KB`,
+        );
+      const missing = xdsClients.filter((n) => !xds?.some((r) => r.clients === n));
+      if (missing.length > 0)
+        xdsNote = `not measured for ${missing.join(", ")} sidecars: the run exceeded its time budget`;
+    } catch (err) {
+      xdsNote = (err as Error).message;
+      log(`xDS: ${xdsNote}`);
+    }
+  }
+
+  const results: RunResults = {
+    startedAt,
+    command: `npx tsx bench/compare/main.ts ${process.argv.slice(2).join(" ")}`.trim(),
+    quick,
+    rateRps: rate,
+    durationSeconds,
+    machine: { ...machine, loadAfter: loadavg() },
+    paths: pathResults,
+    tcp,
+    xds,
+    xdsNote,
+    elapsedSeconds: (performance.now() - started) / 1000,
+  };
+  const outDir = join(REPO, "bench", "compare", "results");
+  await mkdir(outDir, { recursive: true });
+  const stem = quick ? "quick" : "latest";
+  await writeFile(join(outDir, `${stem}.json`), `${JSON.stringify(results, null, 2)}\n`);
+  await writeFile(join(outDir, `${stem}-latency.svg`), latencyPlotSvg(results));
+  const section = renderResults(results, `bench/compare/results/${stem}-latency.svg`);
+  if (quick) {
+    await writeFile(join(outDir, "quick.md"), section);
+    log(`quick run: bench/compare/results/quick.md (BENCHMARKS.md left alone)`);
+  } else {
+    const file = join(REPO, "BENCHMARKS.md");
+    const current = await readFile(file, "utf8").catch(() => "");
+    await writeFile(file, replaceResultsSection(current, section));
+    log("BENCHMARKS.md updated");
+  }
+  log(`done in ${results.elapsedSeconds.toFixed(0)} s`);
+} finally {
+  await sup.stopAll();
+  sup.dispose();
+  await rm(dir, { recursive: true, force: true });
+}

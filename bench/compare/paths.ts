@@ -1,0 +1,118 @@
+import { pathToFileURL } from "node:url";
+import { writeNginxConfigs } from "./nginx.ts";
+import { writeHaproxyConfigs } from "./haproxy.ts";
+import type { PeerPki } from "./peer-pki.ts";
+import { freePorts, waitForPort } from "./procs.ts";
+import type { Supervisor } from "./procs.ts";
+import { bundleSidecar, writeSigilSpecs } from "./sigil.ts";
+import type { BackendPorts, PairPorts, PathName, PathUnderTest } from "./topology.ts";
+
+/** Starts each path under test and returns where its traffic enters; all processes are supervised. */
+
+export interface PathContext {
+  readonly sup: Supervisor;
+  readonly dir: string;
+  readonly backend: BackendPorts;
+  readonly peerPki: PeerPki;
+}
+
+async function pairPorts(): Promise<PairPorts> {
+  const [clientH1, clientGrpc, clientTcp, serverH1, serverGrpc, serverTcp] = (await freePorts(6)) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  return { clientH1, clientGrpc, clientTcp, serverH1, serverGrpc, serverTcp };
+}
+
+async function waitAll(ports: readonly number[], procs: PathUnderTest["proxies"]): Promise<void> {
+  for (const port of ports) {
+    for (const { proc } of procs) if (proc.exited()) throw new Error(`${proc.name} exited: ${proc.output()}`);
+    await waitForPort("127.0.0.1", port, procs[0]?.proc ?? null);
+  }
+}
+
+function direct(ctx: PathContext): PathUnderTest {
+  return {
+    name: "direct",
+    h1Port: ctx.backend.h1,
+    grpcPort: ctx.backend.grpc,
+    tcpPort: ctx.backend.iperf,
+    proxies: [],
+  };
+}
+
+async function nginx(ctx: PathContext): Promise<PathUnderTest> {
+  const ports = await pairPorts();
+  const files = await writeNginxConfigs(ctx.dir, ctx.peerPki, ports, ctx.backend);
+  const server = ctx.sup.start("nginx server side", "nginx", ["-c", files.server, "-p", ctx.dir]);
+  const client = ctx.sup.start("nginx client side", "nginx", ["-c", files.client, "-p", ctx.dir]);
+  const proxies = [
+    { side: "client" as const, proc: client },
+    { side: "server" as const, proc: server },
+  ];
+  await waitAll([ports.serverH1, ports.serverGrpc, ports.clientH1, ports.clientGrpc], proxies);
+  return { name: "nginx", h1Port: ports.clientH1, grpcPort: ports.clientGrpc, tcpPort: null, proxies };
+}
+
+async function haproxy(ctx: PathContext): Promise<PathUnderTest> {
+  const ports = await pairPorts();
+  const files = await writeHaproxyConfigs(ctx.dir, ctx.peerPki, ports, ctx.backend);
+  const server = ctx.sup.start("haproxy server side", "haproxy", ["-db", "-f", files.server]);
+  const client = ctx.sup.start("haproxy client side", "haproxy", ["-db", "-f", files.client]);
+  const proxies = [
+    { side: "client" as const, proc: client },
+    { side: "server" as const, proc: server },
+  ];
+  await waitAll(
+    [ports.serverH1, ports.serverGrpc, ports.serverTcp, ports.clientH1, ports.clientGrpc, ports.clientTcp],
+    proxies,
+  );
+  return {
+    name: "haproxy",
+    h1Port: ports.clientH1,
+    grpcPort: ports.clientGrpc,
+    tcpPort: ports.clientTcp,
+    proxies,
+  };
+}
+
+async function sigil(ctx: PathContext): Promise<PathUnderTest> {
+  const ports = await pairPorts();
+  const [clientInbound, clientAdmin, serverAdmin] = (await freePorts(3)) as [number, number, number];
+  const [bundle, specs] = await Promise.all([
+    bundleSidecar(),
+    writeSigilSpecs(ctx.dir, { ...ports, clientInbound, clientAdmin, serverAdmin }, ctx.backend),
+  ]);
+  const node = (spec: string) => ["--import", pathToFileURL(bundle.preload).href, bundle.entry, spec];
+  const server = ctx.sup.start("sigil server side", process.execPath, node(specs.server));
+  const client = ctx.sup.start("sigil client side", process.execPath, node(specs.client));
+  const proxies = [
+    { side: "client" as const, proc: client },
+    { side: "server" as const, proc: server },
+  ];
+  await waitAll([ports.serverH1, ports.clientH1, ports.clientGrpc, ports.clientTcp], proxies);
+  return {
+    name: "sigil",
+    h1Port: ports.clientH1,
+    grpcPort: ports.clientGrpc,
+    tcpPort: ports.clientTcp,
+    proxies,
+  };
+}
+
+export async function startPath(name: PathName, ctx: PathContext): Promise<PathUnderTest> {
+  switch (name) {
+    case "direct":
+      return direct(ctx);
+    case "nginx":
+      return nginx(ctx);
+    case "haproxy":
+      return haproxy(ctx);
+    case "sigil":
+      return sigil(ctx);
+  }
+}

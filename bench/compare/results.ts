@@ -1,0 +1,80 @@
+import type { LoadResult } from "./latency.ts";
+import type { PathName } from "./topology.ts";
+
+/** Everything one harness run measured, as saved in results/latest.json and rendered into BENCHMARKS.md. */
+
+export interface ProxyCost {
+  readonly side: "client" | "server";
+  /** CPU seconds of the proxy process tree during the measured window. */
+  readonly cpuSeconds: number;
+}
+
+export interface LoadMeasurement {
+  readonly load: LoadResult;
+  /** Per proxy process, during the measured window (empty for direct). */
+  readonly proxies: readonly ProxyCost[];
+}
+
+export interface ProtocolResults {
+  readonly rate: LoadMeasurement | null;
+  readonly max: LoadMeasurement | null;
+}
+
+export interface TcpResult {
+  readonly gbitPerSecond: number;
+  readonly proxyCpuSeconds: number;
+  readonly seconds: number;
+}
+
+export interface PathResults {
+  readonly path: PathName;
+  /** Why the path was not measured (it failed to start or to carry a request), else null. */
+  readonly failure: string | null;
+  readonly h1: ProtocolResults;
+  readonly grpc: ProtocolResults;
+  /** Peak RSS (VmHWM, summed over the process tree) of each proxy process over the whole run. */
+  readonly peakRssBytes: readonly { readonly side: "client" | "server"; readonly bytes: number }[];
+}
+
+export interface TcpRow {
+  readonly name: string;
+  readonly result: TcpResult | null;
+  /** Set when the row was not measured: why. */
+  readonly note: string | null;
+}
+
+export interface XdsRow {
+  readonly clients: number;
+  readonly protocol: string;
+  readonly syncMs: number;
+  readonly convergeMedianMs: number;
+  readonly convergeMaxMs: number;
+  readonly heapPerClientKb: number;
+}
+
+export interface MachineInfo {
+  readonly nproc: number;
+  readonly cpuModel: string;
+  readonly kernel: string;
+  readonly node: string;
+  readonly nginx: string;
+  readonly haproxy: string;
+  readonly iperf3: string;
+  readonly openssl: string;
+  readonly loadBefore: readonly number[];
+  readonly loadAfter: readonly number[];
+}
+
+export interface RunResults {
+  readonly startedAt: string;
+  readonly command: string;
+  readonly quick: boolean;
+  readonly rateRps: number;
+  readonly durationSeconds: number;
+  readonly machine: MachineInfo;
+  readonly paths: readonly PathResults[];
+  readonly tcp: readonly TcpRow[];
+  readonly xds: readonly XdsRow[] | null;
+  readonly xdsNote: string | null;
+  readonly elapsedSeconds: number;
+}

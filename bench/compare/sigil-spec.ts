@@ -1,0 +1,26 @@
+import { z } from "zod";
+
+/** What the harness hands one Sigil sidecar process (written as JSON by sigil.ts). */
+export const sidecarSpecSchema = z
+  .object({
+    trustDomain: z.string().min(1),
+    config: z.record(z.string(), z.unknown()),
+    certChainPem: z.string().min(1),
+    privateKeyPem: z.string().min(1),
+    bundle: z.unknown(),
+    policyYaml: z.string(),
+    peers: z.array(
+      z
+        .object({
+          address: z.string(),
+          port: z.number().int(),
+          spiffeId: z.string(),
+          labels: z.record(z.string(), z.string()),
+          sidecarHost: z.string(),
+          sidecarPort: z.number().int(),
+        })
+        .strict(),
+    ),
+  })
+  .strict();
+export type SidecarSpec = z.infer<typeof sidecarSpecSchema>;

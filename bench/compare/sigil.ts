@@ -1,0 +1,157 @@
+import { X509Certificate } from "node:crypto";
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
+import { generateP256 } from "../../controlplane/ca/keys.ts";
+import { bundleToDocument } from "../../core/svid/bundle.ts";
+import type { SidecarSpec } from "./sigil-spec.ts";
+import type { BackendPorts, PairPorts } from "./topology.ts";
+import { GRPC_METHOD, HTTP_PATH } from "./workload.ts";
+
+/**
+ * The Sigil pair: two sidecar processes in explicit mode with SVIDs from Sigil's own CA. The client
+ * side (app=web) has one outbound listener per backend port; the server side (app=api) terminates
+ * mTLS, checks the peer's identity and labels, method and path against policy, and forwards.
+ * Authorization runs on both sides: egress at the client, ingress at the server.
+ */
+
+const here = dirname(fileURLToPath(import.meta.url));
+const REPO = join(here, "..", "..");
+export const TRUST_DOMAIN = "sigil.local";
+
+export function sigilPolicy(backend: BackendPorts): string {
+  return `apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: bench-api-ingress }
+spec:
+  selector: { matchLabels: { app: api } }
+  ingress:
+    - action: allow
+      from: [ { matchLabels: { app: web } } ]
+      ports: [ ${backend.h1} ]
+      http: { methods: [ POST ], paths: [ "${HTTP_PATH}" ] }
+    - action: allow
+      from: [ { matchLabels: { app: web } } ]
+      ports: [ ${backend.grpc} ]
+      http: { methods: [ POST ], paths: [ "${GRPC_METHOD}" ] }
+    - action: allow
+      from: [ { matchLabels: { app: web } } ]
+      ports: [ ${backend.iperf} ]
+---
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: bench-web-egress }
+spec:
+  selector: { matchLabels: { app: web } }
+  egress:
+    - action: allow
+      to: [ { matchLabels: { app: api } } ]
+      ports: [ ${backend.h1}, ${backend.grpc}, ${backend.iperf} ]
+`;
+}
+
+/**
+ * Bundles the sidecar entry into one ES module next to node_modules (so packages still resolve),
+ * the form a release runs: no TypeScript loader thread in the measured process. The Reflect
+ * metadata shim is a separate module loaded with --import, because a bundle hoists the
+ * @peculiar/x509 import above any code of its own.
+ */
+export async function bundleSidecar(): Promise<{ entry: string; preload: string }> {
+  const out = join(REPO, "node_modules", ".cache", "sigil-bench");
+  await mkdir(out, { recursive: true });
+  const common = {
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "esm",
+    logLevel: "error",
+  } as const;
+  const entry = join(out, "sigil-sidecar.mjs");
+  const preload = join(out, "reflect-metadata.mjs");
+  await build({
+    ...common,
+    entryPoints: [join(here, "sigil-sidecar.ts")],
+    packages: "external",
+    outfile: entry,
+  });
+  await build({
+    ...common,
+    entryPoints: [join(REPO, "core", "svid", "reflect-metadata.ts")],
+    outfile: preload,
+  });
+  return { entry, preload };
+}
+
+/** Issues both SVIDs and writes the two sidecars' spec files; returns their paths. */
+export async function writeSigilSpecs(
+  dir: string,
+  ports: PairPorts & { clientInbound: number; clientAdmin: number; serverAdmin: number },
+  backend: BackendPorts,
+): Promise<{ client: string; server: string }> {
+  const ca = await CertificateAuthority.open({ dataDir: join(dir, "sigil-ca"), trustDomain: TRUST_DOMAIN });
+  const bundle = bundleToDocument(ca.bundle());
+  const credentials = async (name: string, app: string) => {
+    const { keys, privatePem } = await generateP256();
+    const issued = await ca.issueSvid({
+      publicKey: keys.publicKey,
+      spiffeId: `spiffe://${TRUST_DOMAIN}/workload/${name}`,
+      labels: [{ key: "app", value: app, provenance: "static" }],
+      ttlSeconds: 3600,
+    });
+    return {
+      privateKeyPem: privatePem,
+      certChainPem: issued.chain.map((der) => new X509Certificate(der).toString()).join(""),
+    };
+  };
+  const policyYaml = sigilPolicy(backend);
+  const base = { mode: "explicit", logLevel: "warn" };
+  const server: SidecarSpec = {
+    trustDomain: TRUST_DOMAIN,
+    config: {
+      ...base,
+      inbound: { host: "127.0.0.1", port: ports.serverH1 },
+      admin: { port: ports.serverAdmin },
+    },
+    ...(await credentials("api", "api")),
+    bundle,
+    policyYaml,
+    peers: [],
+  };
+  const targets = [
+    [ports.clientH1, backend.h1],
+    [ports.clientGrpc, backend.grpc],
+    [ports.clientTcp, backend.iperf],
+  ] as const;
+  const client: SidecarSpec = {
+    trustDomain: TRUST_DOMAIN,
+    config: {
+      ...base,
+      inbound: { host: "127.0.0.1", port: ports.clientInbound },
+      admin: { port: ports.clientAdmin },
+      outbound: {
+        targets: targets.map(([port, dest]) => ({
+          host: "127.0.0.1",
+          port,
+          destination: { host: "127.0.0.1", port: dest },
+        })),
+      },
+    },
+    ...(await credentials("web", "web")),
+    bundle,
+    policyYaml,
+    peers: targets.map(([, dest]) => ({
+      address: "127.0.0.1",
+      port: dest,
+      spiffeId: `spiffe://${TRUST_DOMAIN}/workload/api`,
+      labels: { app: "api" },
+      sidecarHost: "127.0.0.1",
+      sidecarPort: ports.serverH1,
+    })),
+  };
+  const files = { client: join(dir, "sigil-client.json"), server: join(dir, "sigil-server.json") };
+  await writeFile(files.client, JSON.stringify(client));
+  await writeFile(files.server, JSON.stringify(server));
+  return files;
+}
