@@ -124,25 +124,38 @@ function peerTest(entry: PeerMatch, action: RuleAction): PeerTest {
   };
 }
 
-function headerValues(headers: Headers, name: string): readonly string[] | null {
-  const v = headers[name];
-  if (v === undefined) return null;
-  return typeof v === "string" ? [v] : v;
-}
-
 function headerTest(h: HeaderMatch, action: RuleAction): (headers: Headers) => boolean {
   const name = h.name.toLowerCase();
   if (h.value === undefined) {
     const wantPresent = h.present === true;
-    return (headers) => (headerValues(headers, name) !== null) === wantPresent;
+    return (headers) => (headers[name] !== undefined) === wantPresent;
   }
   const value = h.value;
+  const deny = action === "deny";
   // Repeated headers: a deny needs one matching occurrence, an allow needs all of them to match.
-  if (action === "deny") return (headers) => headerValues(headers, name)?.some((v) => v === value) ?? false;
   return (headers) => {
-    const values = headerValues(headers, name);
-    return values !== null && values.length > 0 && values.every((v) => v === value);
+    const v = headers[name];
+    if (v === undefined) return false;
+    if (typeof v === "string") return v === value;
+    if (v.length === 0) return false;
+    for (let i = 0; i < v.length; i++) if ((v[i] === value) === deny) return deny;
+    return !deny;
   };
+}
+
+/**
+ * Readings (path and host variants): a deny matches if any reading does, allow/log only if all do.
+ * A plain loop, not some()/every() with a closure: this runs for every rule on every request.
+ */
+function readingsMatch(
+  matcher: { matches(x: string): boolean },
+  readings: readonly string[],
+  deny: boolean,
+): boolean {
+  for (let i = 0; i < readings.length; i++) {
+    if (matcher.matches(readings[i] as string) === deny) return deny;
+  }
+  return !deny;
 }
 
 function compileHttp(http: HttpMatch, action: RuleAction): CompiledHttp {
@@ -152,15 +165,12 @@ function compileHttp(http: HttpMatch, action: RuleAction): CompiledHttp {
   const paths = http.paths ? new PathMatcher(http.paths) : null;
   const hosts = http.hosts ? new NameMatcher(http.hosts) : null;
   const headers = (http.headers ?? []).map((h) => headerTest(h, action));
-  // Readings (path and host variants): a deny matches if any reading does, allow/log only if all do.
-  const over = <T>(items: readonly T[], test: (t: T) => boolean): boolean =>
-    deny ? items.some(test) : items.every(test);
   return {
     matches(req) {
       if (methods && !methods.has(deny ? req.method.toUpperCase() : req.method)) return false;
-      if (paths && !over(req.paths, (p) => paths.matches(p))) return false;
+      if (paths && !readingsMatch(paths, req.paths, deny)) return false;
       // No host at all: the server picks its default, which may be the denied one.
-      if (hosts && (req.hosts.length === 0 ? !deny : !over(req.hosts, (h) => hosts.matches(h)))) return false;
+      if (hosts && (req.hosts.length === 0 ? !deny : !readingsMatch(hosts, req.hosts, deny))) return false;
       for (const test of headers) if (!test(req.headers)) return false;
       return true;
     },

@@ -48,17 +48,33 @@ export interface Decision {
   readonly path?: string;
 }
 
-function peerFacts(peer: Peer): PeerFacts {
-  if (peer.kind === "workload") {
-    return { labels: peer.identity.labels, external: false, address: () => null, dnsName: null };
+/** Peer facts for one evaluation; an external peer's address is parsed only if a CIDR rule asks. */
+class EvaluatedPeer implements PeerFacts {
+  readonly labels: Labels | null;
+  readonly external: boolean;
+  readonly dnsName: string | null;
+  private readonly rawAddress: string | null;
+  private parsed: IpAddress | null | undefined = undefined;
+
+  constructor(peer: Peer) {
+    if (peer.kind === "workload") {
+      this.labels = peer.identity.labels;
+      this.external = false;
+      this.dnsName = null;
+      this.rawAddress = null;
+    } else {
+      this.labels = null;
+      this.external = true;
+      this.dnsName = peer.dnsName === undefined ? null : canonicalName(peer.dnsName);
+      this.rawAddress = peer.address;
+    }
   }
-  let parsed: IpAddress | null | undefined;
-  return {
-    labels: null,
-    external: true,
-    address: () => (parsed === undefined ? (parsed = parseIpAddress(peer.address)) : parsed),
-    dnsName: peer.dnsName === undefined ? null : canonicalName(peer.dnsName),
-  };
+
+  address(): IpAddress | null {
+    if (this.parsed === undefined)
+      this.parsed = this.rawAddress === null ? null : parseIpAddress(this.rawAddress);
+    return this.parsed;
+  }
 }
 
 function ruleMatches(rule: CompiledRule, peer: PeerFacts, port: number, http: HttpFacts | null): boolean {
@@ -70,6 +86,13 @@ function ruleMatches(rule: CompiledRule, peer: PeerFacts, port: number, http: Ht
   return rule.http.matches(http);
 }
 
+const NONE: readonly string[] = Object.freeze([]);
+const DEFAULT_DENY: Record<Direction, string> = {
+  ingress: "no rule allows this ingress (default deny)",
+  egress: "no rule allows this egress (default deny)",
+};
+const UNRESTRICTED_EGRESS = "egress is not restricted for this workload";
+
 function finish(
   mode: EnforcementMode,
   denied: boolean,
@@ -78,11 +101,18 @@ function finish(
   logged: readonly string[],
   path: string | undefined,
 ): Decision {
-  const base = path === undefined ? { policy, logged } : { policy, logged, path };
-  if (!denied) return { ...base, verdict: "allow", wouldDeny: false, reason };
+  // One object shape for every decision keeps this call site monomorphic on the hot path.
+  if (!denied) return { verdict: "allow", wouldDeny: false, policy, reason, logged, path };
   if (mode === "observe")
-    return { ...base, verdict: "allow", wouldDeny: true, reason: `observe mode, would deny: ${reason}` };
-  return { ...base, verdict: "deny", wouldDeny: false, reason };
+    return {
+      verdict: "allow",
+      wouldDeny: true,
+      policy,
+      reason: `observe mode, would deny: ${reason}`,
+      logged,
+      path,
+    };
+  return { verdict: "deny", wouldDeny: false, policy, reason, logged, path };
 }
 
 function httpFacts(http: HttpRequestFacts): HttpFacts | { malformed: string } {
@@ -105,8 +135,10 @@ function decide(
   http: HttpFacts | null,
   path: string | undefined,
 ): Decision {
-  const logged: string[] = [];
-  for (const r of rules.log) if (ruleMatches(r, peer, request.port, http)) logged.push(r.id);
+  let logged = NONE;
+  for (const r of rules.log) {
+    if (ruleMatches(r, peer, request.port, http)) logged = logged === NONE ? [r.id] : [...logged, r.id];
+  }
   for (const r of rules.deny) {
     if (ruleMatches(r, peer, request.port, http))
       return finish(request.mode, true, r.id, `denied by ${r.id}`, logged, path);
@@ -115,23 +147,14 @@ function decide(
     if (ruleMatches(r, peer, request.port, http))
       return finish(request.mode, false, r.id, `allowed by ${r.id}`, logged, path);
   }
-  return finish(
-    request.mode,
-    true,
-    null,
-    `no rule allows this ${request.direction} (default deny)`,
-    logged,
-    path,
-  );
+  return finish(request.mode, true, null, DEFAULT_DENY[request.direction], logged, path);
 }
-
-const UNRESTRICTED_EGRESS = "egress is not restricted for this workload";
 
 /** Decides one request or, without `http`, one non-HTTP connection. Never throws on request input. */
 export function evaluate(set: CompiledPolicySet, request: AuthzRequest): Decision {
   const view = set.viewFor(request.local.labels);
   if (request.direction === "egress" && !view.egressRestricted)
-    return { verdict: "allow", wouldDeny: false, policy: null, reason: UNRESTRICTED_EGRESS, logged: [] };
+    return finish(request.mode, false, null, UNRESTRICTED_EGRESS, NONE, undefined);
   const rules = request.direction === "ingress" ? view.ingress : view.egress;
   let http: HttpFacts | null = null;
   if (request.http !== undefined) {
@@ -142,12 +165,13 @@ export function evaluate(set: CompiledPolicySet, request: AuthzRequest): Decisio
         wouldDeny: false,
         policy: null,
         reason: `malformed request path: ${facts.malformed}`,
-        logged: [],
+        logged: NONE,
+        path: undefined,
         status: 400,
       };
     http = facts;
   }
-  return decide(rules, request, peerFacts(request.peer), http, http?.paths[0]);
+  return decide(rules, request, new EvaluatedPeer(request.peer), http, http?.paths[0]);
 }
 
 /**
@@ -157,27 +181,20 @@ export function evaluate(set: CompiledPolicySet, request: AuthzRequest): Decisio
 export function connectionPrecheck(set: CompiledPolicySet, request: Omit<AuthzRequest, "http">): Decision {
   const view = set.viewFor(request.local.labels);
   if (request.direction === "egress" && !view.egressRestricted)
-    return { verdict: "allow", wouldDeny: false, policy: null, reason: UNRESTRICTED_EGRESS, logged: [] };
+    return finish(request.mode, false, null, UNRESTRICTED_EGRESS, NONE, undefined);
   const rules = request.direction === "ingress" ? view.ingress : view.egress;
-  const peer = peerFacts(request.peer);
+  const peer = new EvaluatedPeer(request.peer);
   const reachable = (r: CompiledRule): boolean =>
     (r.ports === null || r.ports.has(request.port)) && (r.peer === null || r.peer(peer));
   for (const r of rules.deny) {
     if (r.http === null && reachable(r))
-      return finish(request.mode, true, r.id, `denied by ${r.id}`, [], undefined);
+      return finish(request.mode, true, r.id, `denied by ${r.id}`, NONE, undefined);
   }
   for (const r of rules.allow) {
     if (reachable(r))
-      return finish(request.mode, false, r.id, `requests may be allowed by ${r.id}`, [], undefined);
+      return finish(request.mode, false, r.id, `requests may be allowed by ${r.id}`, NONE, undefined);
   }
-  return finish(
-    request.mode,
-    true,
-    null,
-    `no rule allows this ${request.direction} (default deny)`,
-    [],
-    undefined,
-  );
+  return finish(request.mode, true, null, DEFAULT_DENY[request.direction], NONE, undefined);
 }
 
 /** Whether any rule on this port (in the given direction) has HTTP conditions, i.e. needs the L7 proxy. */

@@ -23,6 +23,27 @@ export type NormalizedPath =
 const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/** Builds the success value without object spread, which is costly on this per-request path. */
+function accepted(
+  path: string,
+  withoutParams: string | undefined,
+  authority: string | undefined,
+  query: string,
+  forwardTarget: string,
+): NormalizedPath {
+  const result: {
+    ok: true;
+    path: string;
+    query: string;
+    forwardTarget: string;
+    withoutParams?: string;
+    authority?: string;
+  } = { ok: true, path, query, forwardTarget };
+  if (withoutParams !== undefined) result.withoutParams = withoutParams;
+  if (authority !== undefined) result.authority = authority;
+  return result;
+}
+
 function reject(reason: string): NormalizedPath {
   return { ok: false, reason };
 }
@@ -125,16 +146,13 @@ export function normalizeRequestPath(rawTarget: string): NormalizedPath {
   const q = withoutFragment.indexOf("?");
   const rawPath = q >= 0 ? withoutFragment.slice(0, q) : withoutFragment;
   const query = q >= 0 ? withoutFragment.slice(q) : "";
+  // Common case: nothing to decode, merge, resolve or strip; the raw path is already the answer.
+  if (!/%|\/\.|\/\/|;/.test(rawPath)) return accepted(rawPath, undefined, authority, query, rawPath + query);
   const decoded = percentDecode(rawPath);
   if (typeof decoded === "string") return reject(decoded);
   const segments = decoded.value.slice(1).split("/");
   const path = joinSegments(segments);
   const forwardTarget = encodePath(path) + query;
-  const base =
-    authority === undefined
-      ? { ok: true as const, path, query, forwardTarget }
-      : { ok: true as const, path, authority, query, forwardTarget };
-  if (!decoded.value.includes(";")) return base;
-  const withoutParams = joinSegments(segments.map(stripParams));
-  return withoutParams === path ? base : { ...base, withoutParams };
+  const withoutParams = decoded.value.includes(";") ? joinSegments(segments.map(stripParams)) : path;
+  return accepted(path, withoutParams === path ? undefined : withoutParams, authority, query, forwardTarget);
 }
