@@ -10,7 +10,7 @@ import type { Upstreams } from "./upstreams.ts";
 /** Refuses a connection: a TCP reset where the socket is plain TCP, else an immediate close. */
 export function refuseConnection(socket: Socket): void {
   if (socket instanceof TLSSocket || socket.destroyed) socket.destroy();
-  else refuseConnection(socket);
+  else socket.resetAndDestroy();
 }
 
 /**

@@ -124,6 +124,8 @@ export interface SidecarPair {
   readonly b: MeshSide;
   /** A's outbound listener standing for B's application port `appPort`. */
   outboundPort(appPort: number): number;
+  /** A's outbound listener for `externalTargets[i]`. */
+  externalPort(i: number): number;
   close(): Promise<void>;
 }
 
@@ -139,6 +141,8 @@ export async function startPair(options: {
   policyB?: string;
   configA?: Partial<SidecarConfigInput>;
   configB?: Partial<SidecarConfigInput>;
+  /** Destinations outside the mesh that A gets an outbound listener for (no directory entry). */
+  externalTargets?: readonly { host: string; port: number }[];
   logger?: Logger;
 }): Promise<SidecarPair> {
   const pki = await MeshPki.create();
@@ -175,7 +179,10 @@ export async function startPair(options: {
       ...base,
       inbound: { host: "127.0.0.1", port: 0 },
       outbound: {
-        targets: options.appPorts.map((p) => ({ port: 0, destination: { host: "127.0.0.1", port: p } })),
+        targets: [
+          ...options.appPorts.map((p) => ({ port: 0, destination: { host: "127.0.0.1", port: p } })),
+          ...(options.externalTargets ?? []).map((destination) => ({ port: 0, destination })),
+        ],
       },
       ...options.configA,
     },
@@ -203,6 +210,11 @@ export async function startPair(options: {
       const i = options.appPorts.indexOf(appPort);
       const target = a.outboundTargets[i];
       if (!target) throw new Error(`no outbound target for app port ${appPort}`);
+      return target.port;
+    },
+    externalPort(i) {
+      const target = a.outboundTargets[options.appPorts.length + i];
+      if (!target) throw new Error(`no outbound listener for external target ${i}`);
       return target.port;
     },
     async close() {
