@@ -68,6 +68,8 @@ interface LoadedGeneration extends Generation {
   readonly signing: SigningKey;
   readonly jwtKey: CryptoKey;
   readonly jwtAuthority: JwtAuthority;
+  /** Built once: every leaf this generation signs carries the same AKI. */
+  readonly authorityKeyId: x509.AuthorityKeyIdentifierExtension;
 }
 
 const stateSchema = z.object({
@@ -86,6 +88,14 @@ const stateSchema = z.object({
 type CaState = z.infer<typeof stateSchema>;
 
 const DAY = 24 * 3600;
+
+/** Parts identical in every X.509-SVID, built once (the ASN.1 builder is the cost of signing). */
+const SVID_SUBJECT = new x509.Name("O=Sigil, OU=workload");
+const SVID_FIXED_EXTENSIONS: readonly x509.Extension[] = [
+  new x509.BasicConstraintsExtension(false, undefined, true),
+  new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+  new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+];
 
 function splitPem(pem: string, what: string): x509.X509Certificate[] {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
@@ -348,7 +358,7 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
     const serial = randomSerial();
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial,
-      subject: "O=Sigil, OU=workload",
+      subject: SVID_SUBJECT,
       issuer: g.cert.subjectName,
       notBefore,
       notAfter,
@@ -356,14 +366,9 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
       signingKey: g.signing.key,
       signingAlgorithm: g.signing.algorithm,
       extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([
-          x509.ExtendedKeyUsage.serverAuth,
-          x509.ExtendedKeyUsage.clientAuth,
-        ]),
+        ...SVID_FIXED_EXTENSIONS,
         new x509.SubjectAlternativeNameExtension([{ type: "url", value: request.spiffeId }]),
-        await x509.AuthorityKeyIdentifierExtension.create(g.cert),
+        g.authorityKeyId,
         new x509.Extension(labelsExtensionDer(request.labels)),
       ],
     });
@@ -551,6 +556,7 @@ async function loadGeneration(dir: string, g: Generation): Promise<LoadedGenerat
     anchor: new NodeCertificate(Buffer.from(anchorCert.rawData)),
     signing,
     jwtKey: jwtKey as CryptoKey,
+    authorityKeyId: await x509.AuthorityKeyIdentifierExtension.create(cert),
     jwtAuthority: {
       kid,
       jwk: Object.fromEntries(

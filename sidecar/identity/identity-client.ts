@@ -51,7 +51,10 @@ export class IdentityClient {
           }
         : undefined,
     });
-    this.client = new IdentityServiceClient(options.address, credentials) as grpc.Client &
+    // With a SPIFFE ID check the host name plays no part; naming one keeps TLS from sending an IP
+    // address as SNI.
+    const channelOptions = expected ? { "grpc.ssl_target_name_override": "sigil-controlplane" } : {};
+    this.client = new IdentityServiceClient(options.address, credentials, channelOptions) as grpc.Client &
       Record<string, unknown>;
     this.timeoutMs = options.timeoutMs ?? 10_000;
   }
