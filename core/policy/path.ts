@@ -21,7 +21,6 @@ export type NormalizedPath =
   | { readonly ok: false; readonly reason: string };
 
 const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
-const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Builds the success value without object spread, which is costly on this per-request path. */
 function accepted(
@@ -58,14 +57,7 @@ function hexValue(code: number): number {
 /** One pass of percent-decoding with the rejections the policy language requires; a string is an error. */
 function percentDecode(raw: string): { value: string } | string {
   if (!raw.includes("%")) return { value: raw };
-  const bytes = new Uint8Array(raw.length);
-  let n = 0;
-  for (let i = 0; i < raw.length; i++) {
-    const c = raw.charCodeAt(i);
-    if (c !== 0x25) {
-      bytes[n++] = c;
-      continue;
-    }
+  for (let i = raw.indexOf("%"); i >= 0; i = raw.indexOf("%", i + 1)) {
     const hi = hexValue(raw.charCodeAt(i + 1));
     const lo = hexValue(raw.charCodeAt(i + 2));
     if (hi < 0 || lo < 0) return `invalid percent-encoding at offset ${i}`;
@@ -74,11 +66,12 @@ function percentDecode(raw: string): { value: string } | string {
     if (b === 0x2f) return "encoded slash (%2F) in path";
     if (b === 0x5c) return "encoded backslash (%5C) in path";
     if (b < 0x20 || b === 0x7f) return `encoded control character (%${raw.slice(i + 1, i + 3)}) in path`;
-    bytes[n++] = b;
     i += 2;
   }
+  // Every escape is now well-formed and none is a separator; what remains is UTF-8 validity, which
+  // decodeURIComponent enforces (overlong forms and encoded surrogates included).
   try {
-    return { value: utf8.decode(bytes.subarray(0, n)) };
+    return { value: decodeURIComponent(raw) };
   } catch {
     return "percent-encoded bytes are not valid UTF-8";
   }
@@ -111,7 +104,8 @@ function stripParams(segment: string): string {
 }
 
 function encodePath(path: string): string {
-  return encodeURI(path).replace(/[?#]/g, (c) => (c === "?" ? "%3F" : "%23"));
+  const encoded = encodeURI(path);
+  return /[?#]/.test(encoded) ? encoded.replaceAll("?", "%3F").replaceAll("#", "%23") : encoded;
 }
 
 /** Normalizes a raw HTTP request-target (see README "Request paths"). Never throws. */
