@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { Router, sendJson } from "./http/router.ts";
 import { startGrpcServer, type RunningGrpcServer } from "./grpc-server.ts";
 import { loadOrCreateServingCert } from "./serving-cert.ts";
+import { registerXdsRoutes } from "./xds/http.ts";
 import { createXdsService, type XdsService } from "./xds/service.ts";
 import type { NodeAuthorizer } from "../xds/server.ts";
 
@@ -52,6 +53,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
 
   const router = new Router();
   router.add("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
+  registerXdsRoutes(router, xds);
   const http = createServer((req, res) => void router.handle(req, res));
   const httpPort = await listen(http, config.http.host, config.http.port);
   config.log.info({ port: httpPort }, "HTTP API listening");

@@ -63,6 +63,28 @@ export interface AdsServerEvents {
   stale: [AckEvent];
 }
 
+/** What one stream holds and has answered, per type (for status pages and debugging). */
+export interface TypeStatus {
+  readonly typeUrl: string;
+  /** "*" for wildcard, else the subscribed names. */
+  readonly subscription: "*" | readonly string[];
+  /** Resources the node was last sent (state of the world: of the last response; delta: held). */
+  readonly resources: number;
+  /** State-of-the-world version last sent; delta streams version each resource instead. */
+  readonly version: string | undefined;
+  /** "acked": the last response was accepted; "pending": sent, no answer yet; "nacked": refused. */
+  readonly state: "acked" | "pending" | "nacked" | "idle";
+  /** error_detail of the last NACK, while no later response was accepted. */
+  readonly error: string | undefined;
+}
+
+export interface StreamStatus {
+  readonly nodeId: string;
+  readonly key: string;
+  readonly protocol: "sotw" | "delta";
+  readonly types: readonly TypeStatus[];
+}
+
 type SotwCall = grpc.ServerDuplexStream<SotwRequest, Buffer>;
 type DeltaCall = grpc.ServerDuplexStream<DeltaRequest, Buffer>;
 
@@ -84,7 +106,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   readonly definition = adsServiceDefinition;
   readonly implementation: grpc.UntypedServiceImplementation;
   private readonly authorize: NodeAuthorizer;
-  private openStreams = 0;
+  private readonly live = new Set<SotwStream | DeltaStream>();
 
   constructor(private readonly options: AdsServerOptions) {
     super();
@@ -97,7 +119,12 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   }
 
   get streamCount(): number {
-    return this.openStreams;
+    return this.live.size;
+  }
+
+  /** Every open stream and where each of its types stands. */
+  status(): StreamStatus[] {
+    return [...this.live].map((s) => s.status());
   }
 
   private serve(call: SotwCall | DeltaCall, protocol: "sotw" | "delta"): void {
@@ -130,7 +157,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
             return;
           }
           stream = s;
-          this.openStreams++;
+          this.live.add(s);
           this.emit("stream-open", { nodeId: s.nodeId, key: s.key, protocol });
           try {
             for (const r of backlog.splice(0)) s.handle(r as never);
@@ -145,7 +172,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
       ended = true;
       if (!stream) return;
       stream.close();
-      this.openStreams--;
+      this.live.delete(stream);
       this.emit("stream-close", { nodeId: stream.nodeId, key: stream.key, protocol });
       stream = undefined;
     };
@@ -200,7 +227,22 @@ interface SotwTypeState {
   /** Whether the client ever named resources (after that, an empty list unsubscribes all). */
   explicit: boolean;
   lastSentVersion: string | undefined;
+  /** Resources in the last response. */
+  sentCount: number;
   nonce: string | undefined;
+  answer: Answer;
+}
+
+/** How the node answered the last response of a type. */
+interface Answer {
+  ackedNonce: string | undefined;
+  error: string | undefined;
+}
+
+function answerState(nonce: string | undefined, a: Answer): TypeStatus["state"] {
+  if (nonce === undefined) return "idle";
+  if (a.error !== undefined) return "nacked";
+  return a.ackedNonce === nonce ? "acked" : "pending";
 }
 
 abstract class BaseStream {
@@ -236,12 +278,21 @@ abstract class BaseStream {
 
   protected abstract onSnapshot(): void;
 
+  protected abstract typeStatus(): TypeStatus[];
+
+  abstract readonly protocol: "sotw" | "delta";
+
+  status(): StreamStatus {
+    return { nodeId: this.nodeId, key: this.key, protocol: this.protocol, types: this.typeStatus() };
+  }
+
   close(): void {
     this.unwatch();
   }
 }
 
 class SotwStream extends BaseStream {
+  readonly protocol = "sotw";
   private readonly types = new Map<string, SotwTypeState>();
 
   constructor(
@@ -265,13 +316,15 @@ class SotwStream extends BaseStream {
         names: wildcard ? null : new Set(names),
         explicit: !wildcard,
         lastSentVersion: req.version_info === "" ? undefined : req.version_info,
+        sentCount: 0,
         nonce: undefined,
+        answer: { ackedNonce: undefined, error: undefined },
       };
       this.types.set(typeUrl, state);
       this.respond(typeUrl, state, false);
       return;
     }
-    if (req.response_nonce !== state.nonce) {
+    if (req.response_nonce !== (state.nonce ?? "")) {
       this.server.emit("stale", {
         nodeId: this.nodeId,
         typeUrl,
@@ -280,7 +333,10 @@ class SotwStream extends BaseStream {
       });
       return;
     }
-    if (req.error_detail) {
+    if (req.response_nonce === "") {
+      // A subscription change before the first response: nothing to ACK or NACK.
+    } else if (req.error_detail) {
+      state.answer.error = req.error_detail.message || "rejected without detail";
       this.server.emit("nack", {
         nodeId: this.nodeId,
         typeUrl,
@@ -289,6 +345,7 @@ class SotwStream extends BaseStream {
         errorDetail: req.error_detail.message,
       });
     } else {
+      state.answer = { ackedNonce: req.response_nonce, error: undefined };
       this.server.emit("ack", {
         nodeId: this.nodeId,
         typeUrl,
@@ -298,6 +355,17 @@ class SotwStream extends BaseStream {
     }
     const changed = this.updateNames(state, names);
     this.respond(typeUrl, state, changed);
+  }
+
+  protected typeStatus(): TypeStatus[] {
+    return [...this.types].map(([typeUrl, t]) => ({
+      typeUrl,
+      subscription: t.names === null ? "*" : [...t.names],
+      resources: t.sentCount,
+      version: t.lastSentVersion,
+      state: answerState(t.nonce, t.answer),
+      error: t.answer.error,
+    }));
   }
 
   private updateNames(state: SotwTypeState, names: string[]): boolean {
@@ -325,16 +393,20 @@ class SotwStream extends BaseStream {
     const set = this.snapshot.set(typeUrl);
     let version: string;
     let body: Buffer;
+    let count: number;
     if (state.names === null) {
       version = set.version;
       if (!force && version === state.lastSentVersion) return;
       body = set.sotwBody;
+      count = set.items.size;
     } else {
       const subset = pick(set, state.names);
       version = versionOf(subset);
       if (!force && version === state.lastSentVersion) return;
       body = Buffer.concat(subset.map((r) => r.sotwEntry));
+      count = subset.length;
     }
+    state.sentCount = count;
     const nonce = this.nextNonce();
     state.lastSentVersion = version;
     state.nonce = nonce;
@@ -358,9 +430,11 @@ interface DeltaTypeState {
   /** What the client holds: name → version; "" = told it does not exist. */
   known: Map<string, string>;
   nonce: string | undefined;
+  answer: Answer;
 }
 
 class DeltaStream extends BaseStream {
+  readonly protocol = "delta";
   private readonly types = new Map<string, DeltaTypeState>();
 
   constructor(
@@ -384,6 +458,7 @@ class DeltaStream extends BaseStream {
         names: new Set(subscribe.filter((n) => n !== "*")),
         known: new Map(Object.entries(req.initial_resource_versions)),
         nonce: undefined,
+        answer: { ackedNonce: undefined, error: undefined },
       };
       this.types.set(typeUrl, state);
     } else {
@@ -400,6 +475,7 @@ class DeltaStream extends BaseStream {
       if (req.response_nonce !== state.nonce) {
         this.server.emit("stale", { nodeId: this.nodeId, typeUrl, version: "", nonce: req.response_nonce });
       } else if (req.error_detail) {
+        state.answer.error = req.error_detail.message || "rejected without detail";
         this.server.emit("nack", {
           nodeId: this.nodeId,
           typeUrl,
@@ -408,11 +484,27 @@ class DeltaStream extends BaseStream {
           errorDetail: req.error_detail.message,
         });
       } else {
+        state.answer = { ackedNonce: req.response_nonce, error: undefined };
         this.server.emit("ack", { nodeId: this.nodeId, typeUrl, version: "", nonce: req.response_nonce });
       }
     }
     this.dropUnsubscribed(state);
     this.respond(typeUrl, state);
+  }
+
+  protected typeStatus(): TypeStatus[] {
+    return [...this.types].map(([typeUrl, t]) => {
+      let held = 0;
+      for (const v of t.known.values()) if (v !== "") held++;
+      return {
+        typeUrl,
+        subscription: t.wildcard ? "*" : [...t.names],
+        resources: held,
+        version: undefined,
+        state: answerState(t.nonce, t.answer),
+        error: t.answer.error,
+      };
+    });
   }
 
   /** Names the client no longer wants are forgotten without a response (it drops them itself). */

@@ -153,6 +153,10 @@ describe.each(["sotw", "delta"] as const)("ADS %s", (protocol) => {
     await revAck;
     expect(nacksSeen).toBe(1);
     expect(bundleResponses).toHaveLength(1);
+    const status = fx.ads.status().find((st) => st.nodeId === id);
+    const bundleStatus = status?.types.find((t) => t.typeUrl === TRUST_BUNDLE);
+    expect(bundleStatus?.state).toBe("nacked");
+    expect(bundleStatus?.error).toContain("sequence 2 is poisoned");
 
     const fixed = nextEvent<TypeUpdate>(client, "update", (u) => u.typeUrl === TRUST_BUNDLE);
     fx.cache.set(id, Snapshot.of([bundle("n.test", 3), revocations("n.test", 2)]));

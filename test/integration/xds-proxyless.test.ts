@@ -119,6 +119,22 @@ describe("unmodified @grpc/grpc-js-xds client against Sigil's xDS", () => {
     }
     expect(last).toBe("B");
     expect(await who(client)).toBe("B");
+
+    // The status API shows the proxyless node with all four types acknowledged.
+    const res = await fetch(`http://127.0.0.1:${cp.httpPort}/api/xds/streams`);
+    const body = (await res.json()) as {
+      streams: {
+        nodeId: string;
+        protocol: string;
+        types: { typeUrl: string; state: string; subscription: unknown }[];
+      }[];
+    };
+    const node = body.streams.find((s) => s.nodeId === "proxyless-client-1");
+    expect(node?.protocol).toBe("sotw");
+    expect(node?.types.map((t) => t.state)).toEqual(["acked", "acked", "acked", "acked"]);
+    expect(node?.types.find((t) => t.typeUrl === CLUSTER_LOAD_ASSIGNMENT)?.subscription).toEqual([
+      "cluster/echo",
+    ]);
   });
 
   it("refuses the stream of a node the authorizer rejects", async () => {
