@@ -34,7 +34,7 @@ import {
   MARK_REFUSED,
   withMark,
 } from "./marks.ts";
-import { TokenError, encodeToken, newNonce } from "./token.ts";
+import { TokenError, chainDigest, derivePairKey, encodeToken, newNonce } from "./token.ts";
 import type { FourTuple, TokenRejection } from "./token.ts";
 import { TokenVerifier } from "./verifier.ts";
 import type { TrustState } from "./verifier.ts";
@@ -80,6 +80,8 @@ export interface EnforcerCounters {
   synAckAccepted: number;
   synAckRefused: number;
   warmVerifications: number;
+  /** Handshake tokens proved by MAC under a pair key (the warm path) rather than a signature. */
+  macProofs: number;
   coldVerifications: number;
   malformedPackets: number;
   /** Time spent deciding each kind of handshake packet (count, total µs): the enforcer's share of connect latency. */
@@ -100,7 +102,23 @@ interface PendingOut {
 
 interface PendingIn {
   readonly clientNonce: Buffer;
+  /** Set when the client proved itself with a MAC: the SYN-ACK answers in kind. */
+  readonly mac: { key: Buffer; keyId: Buffer } | null;
   readonly at: number;
+}
+
+interface KnownPeer {
+  readonly digest: string;
+  readonly publicKey: KeyObject;
+}
+
+/** How many peers' pair keys and last-seen server identities are kept (LRU). */
+const MAX_PEERS = 4096;
+
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > MAX_PEERS) map.delete(map.keys().next().value as string);
 }
 
 function tupleKey(t: FourTuple): string {
@@ -133,6 +151,12 @@ export class FastPathEnforcer {
   private readonly pendingOut = new PendingTable<PendingOut>();
   private readonly pendingIn = new PendingTable<PendingIn>();
   private local: LocalIdentity;
+  /** This side's identities with their chain digests, newest first; older ones kept until they expire so
+   * peers that still derive pair keys against them keep working across a rotation. */
+  private locals: { local: LocalIdentity; digest: string }[] = [];
+  private readonly pairKeys = new Map<string, Buffer>();
+  /** Server identities learned from verified SYN-ACKs, by "address|port": next time, a warm handshake. */
+  private readonly knownServers = new Map<string, KnownPeer>();
   private policy: PolicyState;
   readonly counters: EnforcerCounters = {
     synSigned: 0,
@@ -142,6 +166,7 @@ export class FastPathEnforcer {
     synAckAccepted: 0,
     synAckRefused: 0,
     warmVerifications: 0,
+    macProofs: 0,
     coldVerifications: 0,
     malformedPackets: 0,
     handlingMicros: {
@@ -160,6 +185,7 @@ export class FastPathEnforcer {
     private readonly now: () => number = Date.now,
   ) {
     this.local = state.local;
+    this.locals = [{ local: state.local, digest: chainDigest(state.local.chain) }];
     this.policy = state.policy;
     this.verifier = new TokenVerifier(state.trust, {
       windowMs: settings.windowMs,
@@ -197,6 +223,11 @@ export class FastPathEnforcer {
   setIdentity(local: LocalIdentity): void {
     this.checkTokenSize(local);
     this.local = local;
+    const now = this.now();
+    this.locals = [
+      { local, digest: chainDigest(local.chain) },
+      ...this.locals.filter((l) => l.local.identity.notAfter.getTime() > now),
+    ];
   }
 
   setTrust(trust: TrustState): void {
@@ -278,9 +309,24 @@ export class FastPathEnforcer {
       return;
     }
     const nonce = newNonce();
+    const key = tupleKey(tuple);
+    const previous = this.pendingOut.get(key);
+    const serverKey = `${info.dst}|${info.dstPort}`;
+    // A retransmitted SYN may mean the server could not check our MAC (it lost the key we derived
+    // against): forget what we knew and prove ourselves with a signature this time.
+    if (previous) this.knownServers.delete(serverKey);
+    const known = this.knownServers.get(serverKey);
     let packet: Buffer;
     try {
-      const token = encodeToken(this.local, { type: "syn", nonce, timestampMs: this.now(), tuple });
+      const current = this.locals[0] as { local: LocalIdentity; digest: string };
+      const pairKey = known ? this.pairKey(current.digest, known.digest, known.publicKey) : null;
+      const token = encodeToken(current.local, {
+        type: "syn",
+        nonce,
+        timestampMs: this.now(),
+        tuple,
+        ...(known && pairKey ? { mac: { key: pairKey, keyId: Buffer.from(known.digest, "hex") } } : {}),
+      });
       packet = insertToken(p.packet, token, this.settings.exid);
     } catch (err) {
       this.reject("token-too-large");
@@ -294,8 +340,6 @@ export class FastPathEnforcer {
       });
       return;
     }
-    const key = tupleKey(tuple);
-    const previous = this.pendingOut.get(key);
     // A SYN retransmission gets a fresh nonce; the SYN-ACK may answer any of them.
     const nonces = previous ? [...previous.nonces, nonce].slice(-MAX_NONCES_PER_CONNECTION) : [nonce];
     this.pendingOut.set(key, { nonces, at: this.now() });
@@ -331,15 +375,30 @@ export class FastPathEnforcer {
     }
     let identity: WorkloadIdentity;
     let nonce: Buffer;
+    let mac: PendingIn["mac"] = null;
     try {
-      const verified = this.verifier.verify(extracted.token, "syn", tuple);
+      const verified = this.verifier.verify(extracted.token, "syn", tuple, undefined, this.resolvePairKey);
       if (verified.cached) this.counters.warmVerifications++;
       else this.counters.coldVerifications++;
       identity = verified.identity;
       nonce = Buffer.from(verified.token.nonce);
+      if (verified.token.proofKind === "mac") this.counters.macProofs++;
+      const current = this.locals[0] as { local: LocalIdentity; digest: string };
+      // Answer a MAC in kind only if it was made against our current certificate, the one our
+      // SYN-ACK carries; otherwise a signature, which also teaches the client our new certificate.
+      if (verified.token.proofKind === "mac" && verified.token.keyId?.toString("hex") === current.digest) {
+        const key = this.pairKey(current.digest, verified.digest, verified.publicKey);
+        if (key) mac = { key, keyId: Buffer.from(verified.digest, "hex") };
+      }
     } catch (err) {
       const reason = err instanceof TokenError ? err.reason : "malformed";
       this.reject(reason);
+      if (reason === "unknown-key") {
+        // The client derived its MAC against a key we no longer hold (we restarted or rotated):
+        // stay silent rather than reset, so its SYN retransmission comes signed and succeeds.
+        queue.verdict(p.id, VERDICT.DROP);
+        return;
+      }
       // Stripped, so the RST the rules send acknowledges exactly the SYN (ISN + 1) and the client's
       // stack accepts it; with the token still attached the RST would acknowledge the token bytes too.
       queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY), extracted.packet);
@@ -353,7 +412,7 @@ export class FastPathEnforcer {
       return;
     }
     const decision = this.decide("ingress", { kind: "workload", identity, address: info.src }, info.dstPort);
-    this.finishSyn(queue, p, tuple, identity, decision, MARK_PENDING_IN, extracted.packet, nonce);
+    this.finishSyn(queue, p, tuple, identity, decision, MARK_PENDING_IN, extracted.packet, { nonce, mac });
   }
 
   private finishSyn(
@@ -364,10 +423,11 @@ export class FastPathEnforcer {
     decision: Decision,
     acceptMark: number,
     stripped: Buffer | undefined,
-    nonce?: Buffer,
+    client?: { nonce: Buffer; mac: PendingIn["mac"] },
   ): void {
     if (decision.verdict === "allow") {
-      if (nonce) this.pendingIn.set(tupleKey(tuple), { clientNonce: nonce, at: this.now() });
+      if (client)
+        this.pendingIn.set(tupleKey(tuple), { clientNonce: client.nonce, mac: client.mac, at: this.now() });
       this.counters.synAccepted++;
       queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, acceptMark), stripped);
     } else {
@@ -400,6 +460,7 @@ export class FastPathEnforcer {
         echoNonce: pending.clientNonce,
         timestampMs: this.now(),
         tuple,
+        ...(pending.mac ? { mac: pending.mac } : {}),
       });
       const packet = insertToken(p.packet, token, this.settings.exid);
       this.counters.synAckSigned++;
@@ -451,10 +512,21 @@ export class FastPathEnforcer {
     }
     let identity: WorkloadIdentity;
     try {
-      const verified = this.verifier.verify(extracted.token, "syn-ack", tuple, pending?.nonces ?? []);
+      const verified = this.verifier.verify(
+        extracted.token,
+        "syn-ack",
+        tuple,
+        pending?.nonces ?? [],
+        this.resolvePairKey,
+      );
       if (verified.cached) this.counters.warmVerifications++;
       else this.counters.coldVerifications++;
       identity = verified.identity;
+      if (verified.token.proofKind === "mac") this.counters.macProofs++;
+      remember(this.knownServers, `${info.src}|${info.srcPort}`, {
+        digest: verified.digest,
+        publicKey: verified.publicKey,
+      });
     } catch (err) {
       const reason = err instanceof TokenError ? err.reason : "malformed";
       this.reject(reason);
@@ -472,6 +544,24 @@ export class FastPathEnforcer {
     queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED), extracted.packet);
     this.flow("egress", tuple, identity, decision);
   }
+
+  /** The pair key between one of our identities (`localDigest`) and a peer, derived once per pair. */
+  private pairKey(localDigest: string, peerDigest: string, peerPublicKey: KeyObject): Buffer | null {
+    const cacheKey = `${localDigest}|${peerDigest}`;
+    const cached = this.pairKeys.get(cacheKey);
+    if (cached) return cached;
+    const local = this.locals.find((l) => l.digest === localDigest);
+    if (!local) return null;
+    const key = derivePairKey(local.local.privateKey, peerPublicKey, localDigest, peerDigest);
+    remember(this.pairKeys, cacheKey, key);
+    return key;
+  }
+
+  private readonly resolvePairKey = (
+    keyId: Buffer,
+    peerDigest: string,
+    peerPublicKey: KeyObject,
+  ): Buffer | null => this.pairKey(keyId.toString("hex"), peerDigest, peerPublicKey);
 
   private safeExtract(packet: Buffer): { packet: Buffer; token: Buffer } | null | "malformed" {
     try {

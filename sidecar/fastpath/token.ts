@@ -4,23 +4,42 @@
  * a timestamp, the connection's 4-tuple and, in a SYN-ACK, the client's nonce. Binary, versioned,
  * bounds-checked on decode; carried as the SYN / SYN-ACK payload behind TCP option 253.
  *
- *   u8 version (1) | u8 type (1 SYN, 2 SYN-ACK) | 16 B nonce | u64 timestamp ms |
- *   [SYN-ACK: 16 B echoed client nonce] | u8 certificate count | (u16 length | DER)* | 64 B signature
+ *   u8 version (1) | u8 type | 16 B nonce | u64 timestamp ms | [SYN-ACK: 16 B echoed client nonce] |
+ *   u8 certificate count | (u16 length | DER)* | [MAC: 32 B key id] | proof
  *
- * The signature (IEEE P1363 r||s, SHA-256) covers a context string, every byte before the signature
- * and the 4-tuple, always written client-first, so a token is valid on exactly one connection.
+ * type: 1 SYN and 2 SYN-ACK with a signature proof (64 B ECDSA P-256 r||s over SHA-256); 3 SYN and
+ * 4 SYN-ACK with a MAC proof (32 B HMAC-SHA-256) under the pair key both ends derive by static ECDH
+ * from their SVID keys — the warm handshake: only the two key holders can compute it, so it proves
+ * possession to the peer at the cost of a hash. The key id names the recipient certificate (chain
+ * digest) the pair key was derived against. Either proof covers a context string, every byte before
+ * it and the 4-tuple, always written client-first, so a token is valid on exactly one connection.
  */
-import { createHash, randomBytes, sign, verify } from "node:crypto";
+import {
+  createHash,
+  createHmac,
+  diffieHellman,
+  hkdfSync,
+  randomBytes,
+  sign,
+  timingSafeEqual,
+  verify,
+} from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { isIPv4, isIPv6 } from "node:net";
 
 export const TOKEN_VERSION = 1;
 export const NONCE_BYTES = 16;
 const SIGNATURE_BYTES = 64;
+const MAC_BYTES = 32;
+const KEY_ID_BYTES = 32;
 const CONTEXT = Buffer.from("sigil fast-path token v1\0");
 
 export type TokenType = "syn" | "syn-ack";
-const TYPE_CODE: Record<TokenType, number> = { syn: 1, "syn-ack": 2 };
+export type ProofKind = "signature" | "mac";
+const TYPE_CODE: Record<ProofKind, Record<TokenType, number>> = {
+  signature: { syn: 1, "syn-ack": 2 },
+  mac: { syn: 3, "syn-ack": 4 },
+};
 
 /** The connection a token is bound to, client side first. */
 export interface FourTuple {
@@ -37,8 +56,12 @@ export interface DecodedToken {
   /** SYN-ACK only: the client's nonce this answer is bound to. */
   readonly echoNonce: Buffer | null;
   readonly chain: readonly Buffer[];
-  /** Bytes covered by the signature (before the tuple is appended). */
+  readonly proofKind: ProofKind;
+  /** MAC proof only: digest of the recipient chain the pair key was derived against. */
+  readonly keyId: Buffer | null;
+  /** Bytes covered by the proof (before the tuple is appended). */
   readonly signedPart: Buffer;
+  /** The proof: an ECDSA signature or a MAC, per `proofKind`. */
   readonly signature: Buffer;
 }
 
@@ -52,7 +75,8 @@ export type TokenRejection =
   | "bad-signature"
   | "replayed"
   | "nonce-mismatch"
-  | "revoked";
+  | "revoked"
+  | "unknown-key";
 
 export class TokenError extends Error {
   override readonly name = "TokenError";
@@ -116,7 +140,15 @@ export function newNonce(): Buffer {
 /** Encodes and signs a token for `tuple`. */
 export function encodeToken(
   signer: TokenSigner,
-  fields: { type: TokenType; nonce: Buffer; timestampMs: number; echoNonce?: Buffer; tuple: FourTuple },
+  fields: {
+    type: TokenType;
+    nonce: Buffer;
+    timestampMs: number;
+    echoNonce?: Buffer;
+    tuple: FourTuple;
+    /** Warm handshake: prove possession with a MAC under this pair key instead of a signature. */
+    mac?: { key: Buffer; keyId: Buffer };
+  },
 ): Buffer {
   if (fields.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
   if (fields.type === "syn-ack" && fields.echoNonce?.length !== NONCE_BYTES) {
@@ -126,7 +158,7 @@ export function encodeToken(
     throw new RangeError("chain must hold 1..4 certificates");
   const head = Buffer.alloc(2 + NONCE_BYTES + 8);
   head[0] = TOKEN_VERSION;
-  head[1] = TYPE_CODE[fields.type];
+  head[1] = TYPE_CODE[fields.mac ? "mac" : "signature"][fields.type];
   fields.nonce.copy(head, 2);
   head.writeBigUInt64BE(BigInt(fields.timestampMs), 2 + NONCE_BYTES);
   const parts: Buffer[] = [head];
@@ -137,12 +169,17 @@ export function encodeToken(
     len.writeUInt16BE(der.length);
     parts.push(len, der);
   }
+  if (fields.mac) {
+    if (fields.mac.keyId.length !== KEY_ID_BYTES)
+      throw new RangeError(`key id must be ${KEY_ID_BYTES} bytes`);
+    parts.push(fields.mac.keyId);
+  }
   const signedPart = Buffer.concat(parts);
-  const signature = sign("sha256", signedMessage(signedPart, fields.tuple), {
-    key: signer.privateKey,
-    dsaEncoding: "ieee-p1363",
-  });
-  return Buffer.concat([signedPart, signature]);
+  const message = signedMessage(signedPart, fields.tuple);
+  const proof = fields.mac
+    ? createHmac("sha256", fields.mac.key).update(message).digest()
+    : sign("sha256", message, { key: signer.privateKey, dsaEncoding: "ieee-p1363" });
+  return Buffer.concat([signedPart, proof]);
 }
 
 /** Parses a token without trusting anything in it; throws TokenError("malformed") with the field. */
@@ -152,9 +189,10 @@ export function decodeToken(bytes: Buffer): DecodedToken {
   };
   need(0, 2 + NONCE_BYTES + 8, "header");
   if (bytes[0] !== TOKEN_VERSION) throw new TokenError("malformed", `token version ${bytes[0]} unsupported`);
-  const typeCode = bytes[1];
-  const type: TokenType | null = typeCode === 1 ? "syn" : typeCode === 2 ? "syn-ack" : null;
-  if (!type) throw new TokenError("malformed", `token type ${typeCode} unknown`);
+  const typeCode = bytes[1] as number;
+  if (typeCode < 1 || typeCode > 4) throw new TokenError("malformed", `token type ${typeCode} unknown`);
+  const type: TokenType = typeCode % 2 === 1 ? "syn" : "syn-ack";
+  const proofKind: ProofKind = typeCode > 2 ? "mac" : "signature";
   let at = 2;
   const nonce = bytes.subarray(at, at + NONCE_BYTES);
   at += NONCE_BYTES;
@@ -181,10 +219,17 @@ export function decodeToken(bytes: Buffer): DecodedToken {
     chain.push(bytes.subarray(at, at + len));
     at += len;
   }
-  if (bytes.length - at !== SIGNATURE_BYTES) {
+  let keyId: Buffer | null = null;
+  if (proofKind === "mac") {
+    need(at, KEY_ID_BYTES, "key id");
+    keyId = bytes.subarray(at, at + KEY_ID_BYTES);
+    at += KEY_ID_BYTES;
+  }
+  const proofBytes = proofKind === "mac" ? MAC_BYTES : SIGNATURE_BYTES;
+  if (bytes.length - at !== proofBytes) {
     throw new TokenError(
       "malformed",
-      `token signature is ${bytes.length - at} bytes, expected ${SIGNATURE_BYTES}`,
+      `token ${proofKind} is ${bytes.length - at} bytes, expected ${proofBytes}`,
     );
   }
   return {
@@ -193,6 +238,8 @@ export function decodeToken(bytes: Buffer): DecodedToken {
     timestampMs: Number(ts),
     echoNonce,
     chain,
+    proofKind,
+    keyId,
     signedPart: bytes.subarray(0, at),
     signature: bytes.subarray(at),
   };
@@ -206,6 +253,27 @@ export function verifyPossession(token: DecodedToken, publicKey: KeyObject, tupl
     { key: publicKey, dsaEncoding: "ieee-p1363" },
     token.signature,
   );
+}
+
+/** Checks a MAC proof under the pair key for exactly this connection (constant-time compare). */
+export function verifyMac(token: DecodedToken, key: Buffer, tuple: FourTuple): boolean {
+  const expected = createHmac("sha256", key).update(signedMessage(token.signedPart, tuple)).digest();
+  return expected.length === token.signature.length && timingSafeEqual(expected, token.signature);
+}
+
+/**
+ * The pair key two workloads share: HKDF-SHA-256 over their static ECDH secret (SVID keys), salted
+ * with both chain digests in sorted order so each side derives the same key.
+ */
+export function derivePairKey(
+  privateKey: KeyObject,
+  peerPublicKey: KeyObject,
+  localDigest: string,
+  peerDigest: string,
+): Buffer {
+  const secret = diffieHellman({ privateKey, publicKey: peerPublicKey });
+  const salt = Buffer.from([localDigest, peerDigest].sort().join(""), "hex");
+  return Buffer.from(hkdfSync("sha256", secret, salt, "sigil fast-path pair key v1", 32));
 }
 
 /** Cache key of a presented chain: SHA-256 over every certificate, length-prefixed. */

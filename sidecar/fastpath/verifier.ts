@@ -11,7 +11,8 @@ import { SvidVerificationError, verifySvid } from "../../core/svid/verify.ts";
 import type { WorkloadIdentity } from "../../core/identity.ts";
 import { IdentityCache } from "./identity-cache.ts";
 import { ReplayCache } from "./replay-cache.ts";
-import { TokenError, chainDigest, decodeToken, verifyPossession } from "./token.ts";
+import { TokenError, chainDigest, decodeToken, verifyMac, verifyPossession } from "./token.ts";
+import type { KeyObject } from "node:crypto";
 import type { DecodedToken, FourTuple, TokenType } from "./token.ts";
 
 export interface TrustState {
@@ -32,7 +33,16 @@ export interface VerifiedToken {
   readonly token: DecodedToken;
   /** Whether the identity came from the cache (a warm handshake). */
   readonly cached: boolean;
+  /** Digest of the peer's chain and its public key, for deriving the pair key of later handshakes. */
+  readonly digest: string;
+  readonly publicKey: KeyObject;
 }
+
+/**
+ * Resolves the pair key for a MAC proof: `keyId` names one of this side's certificates; null when
+ * this side holds no such key (rotated away, or never ours).
+ */
+export type PairKeyResolver = (keyId: Buffer, peerDigest: string, peerPublicKey: KeyObject) => Buffer | null;
 
 export class TokenVerifier {
   private trust: TrustState;
@@ -62,6 +72,7 @@ export class TokenVerifier {
     expected: TokenType,
     tuple: FourTuple,
     sentNonces?: readonly Buffer[],
+    pairKey?: PairKeyResolver,
   ): VerifiedToken {
     const now = this.now();
     const token = decodeToken(bytes);
@@ -109,16 +120,24 @@ export class TokenVerifier {
       }
     }
     let valid: boolean;
-    try {
-      valid = verifyPossession(token, entry.publicKey, tuple);
-    } catch (err) {
-      throw new TokenError("bad-signature", `signature check failed: ${(err as Error).message}`);
+    if (token.proofKind === "mac") {
+      const key = pairKey?.(token.keyId as Buffer, digest, entry.publicKey) ?? null;
+      if (!key) throw new TokenError("unknown-key", "MAC proof made for a key this side does not hold");
+      valid = verifyMac(token, key, tuple);
+      if (!valid) throw new TokenError("bad-signature", "MAC proof does not verify for this connection");
+    } else {
+      try {
+        valid = verifyPossession(token, entry.publicKey, tuple);
+      } catch (err) {
+        throw new TokenError("bad-signature", `signature check failed: ${(err as Error).message}`);
+      }
+      if (!valid) {
+        throw new TokenError(
+          "bad-signature",
+          "proof-of-possession signature does not verify for this connection",
+        );
+      }
     }
-    if (!valid)
-      throw new TokenError(
-        "bad-signature",
-        "proof-of-possession signature does not verify for this connection",
-      );
     // Cache only after the key proved itself, so junk chains cannot evict good entries.
     if (!cached) this.identities.set(digest, entry);
 
@@ -126,6 +145,6 @@ export class TokenVerifier {
     if (seen === "replayed") throw new TokenError("replayed", "token nonce already used inside the window");
     if (seen === "full")
       throw new TokenError("replayed", "replay cache full; refusing new tokens until nonces expire");
-    return { identity: entry.identity, token, cached };
+    return { identity: entry.identity, token, cached, digest, publicKey: entry.publicKey };
   }
 }

@@ -177,6 +177,9 @@ describe.sequential("fast path: identity in the handshake, then out of the data 
     expect(queued(after) - queued(before)).toBe(4);
     expect(queued(clientAfter) - queued(clientBefore)).toBe(4);
     expect(after.counters.synAccepted - before.counters.synAccepted).toBe(2);
+    // The second connection to the same server port is a warm handshake: MAC proofs under the pair key.
+    expect(after.counters.macProofs - before.counters.macProofs).toBeGreaterThanOrEqual(1);
+    expect(clientAfter.counters.macProofs - clientBefore.counters.macProofs).toBeGreaterThanOrEqual(1);
 
     // The kernel's own counters agree: the NFQUEUE rules matched only those packets, while the
     // data packets of the flow (≥ bytes / 64 KiB GSO segments) never did.

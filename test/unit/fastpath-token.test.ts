@@ -7,7 +7,14 @@ import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
 import { ReplayCache } from "../../sidecar/fastpath/replay-cache.ts";
-import { TokenError, decodeToken, encodeToken, newNonce } from "../../sidecar/fastpath/token.ts";
+import {
+  TokenError,
+  chainDigest,
+  decodeToken,
+  derivePairKey,
+  encodeToken,
+  newNonce,
+} from "../../sidecar/fastpath/token.ts";
 import type { TokenSigner } from "../../sidecar/fastpath/token.ts";
 import { TokenVerifier } from "../../sidecar/fastpath/verifier.ts";
 
@@ -148,6 +155,49 @@ describe("fast-path token", () => {
     expect(reasonOf(() => v.verify(token, "syn", TUPLE))).toBe("replayed");
     now += 5_001;
     expect(reasonOf(() => v.verify(token, "syn", TUPLE))).toBe("expired");
+  });
+
+  it("proves possession by MAC under the static-ECDH pair key in a warm handshake", async () => {
+    const db = await signer("db");
+    const webDigest = chainDigest(web.chain);
+    const dbDigest = chainDigest(db.chain);
+    const { X509Certificate } = await import("node:crypto");
+    const dbPublic = new X509Certificate(db.chain[0] as Buffer).publicKey;
+    const webPublic = new X509Certificate(web.chain[0] as Buffer).publicKey;
+    // Both ends derive the same key, each from its own private key and the other's certificate.
+    const clientSide = derivePairKey(web.privateKey, dbPublic, webDigest, dbDigest);
+    const serverSide = derivePairKey(db.privateKey, webPublic, dbDigest, webDigest);
+    expect(clientSide.equals(serverSide)).toBe(true);
+
+    const mac = { key: clientSide, keyId: Buffer.from(dbDigest, "hex") };
+    const token = encodeToken(web, {
+      type: "syn",
+      nonce: newNonce(),
+      timestampMs: Date.now(),
+      tuple: TUPLE,
+      mac,
+    });
+    const resolver = (keyId: Buffer) => (keyId.toString("hex") === dbDigest ? serverSide : null);
+    const v = verifier().verify(token, "syn", TUPLE, undefined, resolver);
+    expect(v.token.proofKind).toBe("mac");
+    expect(v.identity.spiffeId).toBe("spiffe://sigil.local/workload/web");
+    // Wrong connection, a key this side does not hold, or a third party's key: refused.
+    expect(
+      reasonOf(() => verifier().verify(token, "syn", { ...TUPLE, serverPort: 1 }, undefined, resolver)),
+    ).toBe("bad-signature");
+    expect(reasonOf(() => verifier().verify(token, "syn", TUPLE, undefined, () => null))).toBe("unknown-key");
+    const mallory = await signer("mallory");
+    const forgedKey = derivePairKey(mallory.privateKey, dbPublic, chainDigest(mallory.chain), dbDigest);
+    const forged = encodeToken(web, {
+      type: "syn",
+      nonce: newNonce(),
+      timestampMs: Date.now(),
+      tuple: TUPLE,
+      mac: { key: forgedKey, keyId: Buffer.from(dbDigest, "hex") },
+    });
+    expect(reasonOf(() => verifier().verify(forged, "syn", TUPLE, undefined, resolver))).toBe(
+      "bad-signature",
+    );
   });
 
   it("rejects truncated, oversized and unknown-version tokens as malformed", () => {
