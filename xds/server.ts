@@ -345,7 +345,8 @@ class SotwStream extends BaseStream {
         errorDetail: req.error_detail.message,
       });
     } else {
-      state.answer = { ackedNonce: req.response_nonce, error: undefined };
+      state.answer.ackedNonce = req.response_nonce;
+      state.answer.error = undefined;
       this.server.emit("ack", {
         nodeId: this.nodeId,
         typeUrl,
@@ -484,7 +485,8 @@ class DeltaStream extends BaseStream {
           errorDetail: req.error_detail.message,
         });
       } else {
-        state.answer = { ackedNonce: req.response_nonce, error: undefined };
+        state.answer.ackedNonce = req.response_nonce;
+        state.answer.error = undefined;
         this.server.emit("ack", { nodeId: this.nodeId, typeUrl, version: "", nonce: req.response_nonce });
       }
     }
