@@ -1,7 +1,8 @@
 /**
- * Revocation state as every enforcement point holds it. A revoked workload is named by SPIFFE ID:
- * every certificate for that ID whose notBefore is at or before `revokedAtMs` is refused. The entry
- * can be dropped after `expiresAtMs`, when every such certificate has expired anyway.
+ * Revocation state as every enforcement point holds it. A revoked workload is named by SPIFFE ID and
+ * every certificate carrying that ID is refused (the control plane never issues to it again). The
+ * entry can be dropped after `expiresAtMs`, when every certificate issued before the revocation has
+ * expired anyway.
  */
 export interface RevocationEntry {
   readonly spiffeId: string;
@@ -32,9 +33,8 @@ export class RevocationIndex {
     return new RevocationIndex({ trustDomain, sequence: 0, entries: [] });
   }
 
-  /** The entry that revokes a certificate for `spiffeId` issued at `notBefore`, if any. */
-  revoking(spiffeId: string, notBefore: Date): RevocationEntry | undefined {
-    const entry = this.byId.get(spiffeId);
-    return entry && notBefore.getTime() <= entry.revokedAtMs ? entry : undefined;
+  /** The entry that revokes certificates carrying `spiffeId`, if any. */
+  revoking(spiffeId: string): RevocationEntry | undefined {
+    return this.byId.get(spiffeId);
   }
 }

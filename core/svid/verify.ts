@@ -206,11 +206,11 @@ export function verifySvid(chain: readonly Buffer[], options: SvidVerifyOptions)
 
   const attestedLabels = labelsFromLeaf(leaf.info);
 
-  const revoked = options.revocations?.revoking(spiffeId, leaf.info.notBefore);
+  const revoked = options.revocations?.revoking(spiffeId);
   if (revoked) {
     throw new SvidVerificationError(
       "revoked",
-      `${spiffeId} was revoked at ${new Date(revoked.revokedAtMs).toISOString()} (${revoked.reason})`,
+      `${spiffeId} was revoked${revoked.revokedAtMs > 0 ? ` at ${new Date(revoked.revokedAtMs).toISOString()}` : ""} (${revoked.reason})`,
     );
   }
 

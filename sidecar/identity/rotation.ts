@@ -54,6 +54,8 @@ export interface RotationOptions {
 
 interface RotationEvents {
   rotated: [credentials: WorkloadCredentials];
+  /** `current()` changed (new SVID or new bundle): the sidecar's CredentialSource event. */
+  rotate: [];
   bundle: [bundle: TrustBundle];
   error: [error: Error];
 }
@@ -100,6 +102,7 @@ export class RotationManager extends EventEmitter<RotationEvents> {
     if (!this.credentials || bundle.sequence <= this.credentials.bundle.sequence) return;
     this.credentials = { ...this.credentials, bundle };
     this.emit("bundle", bundle);
+    this.emit("rotate");
   }
 
   /** Renews now; concurrent callers share one request. */
@@ -125,6 +128,7 @@ export class RotationManager extends EventEmitter<RotationEvents> {
       this.schedule(this.renewalDelay(creds));
       this.emit("rotated", creds);
       if (bundleChanged) this.emit("bundle", creds.bundle);
+      this.emit("rotate");
       return creds;
     } catch (err) {
       this.failures += 1;

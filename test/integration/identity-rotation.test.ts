@@ -4,6 +4,7 @@ import type { TLSSocket } from "node:tls";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyTlsPeer } from "../../core/svid/tls.ts";
+import type { CredentialSource } from "../../sidecar/sources.ts";
 import { RotationManager } from "../../sidecar/identity/rotation.ts";
 import type { WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
 import { tlsOptionsFor } from "../../sidecar/identity/tls-context.ts";
@@ -121,12 +122,18 @@ describe("SVID rotation", () => {
     }
   });
 
-  it("renewNow rotates on demand and concurrent calls share one request", async () => {
+  it("renewNow rotates on demand, concurrent calls share one request, and the data path hears of it", async () => {
     const m = await workload("ondemand", 600);
+    // The rotation manager is the sidecar data path's credential source as it is.
+    const source: CredentialSource = m;
+    let notified = 0;
+    source.on("rotate", () => notified++);
     const before = m.current();
     const [a, b] = await Promise.all([m.renewNow(), m.renewNow()]);
     expect(a).toBe(b);
     expect(a.certChain[0]?.equals(before.certChain[0] as Buffer)).toBe(false);
     expect(m.current()).toBe(a);
+    expect(notified).toBe(1);
+    expect(source.current().certChainPem).toBe(a.certChainPem);
   });
 });
