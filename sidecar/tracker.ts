@@ -42,7 +42,11 @@ export class ConnectionTracker {
     });
   }
 
+  /** Cuts every connection with a reset, so peers see an abort rather than a clean end. */
   destroyAll(): void {
-    for (const s of this.open) s.destroy();
+    for (const s of this.open) {
+      if (s.destroyed) continue;
+      s.resetAndDestroy();
+    }
   }
 }

@@ -28,11 +28,29 @@ function listen(server: Server | http2.Http2Server): Promise<number> {
   );
 }
 
-/** HTTP/1.1 app: answers JSON describing the request; `/stream/<n>` sends n chunks. */
-export async function startHttpApp(): Promise<App & { connections: () => number }> {
+export interface HttpApp extends App {
+  connections(): number;
+  /** Resolves when a request for `/hold` has arrived; its response waits for `release()`. */
+  held(): Promise<void>;
+  release(): void;
+}
+
+/**
+ * HTTP/1.1 app: answers JSON describing the request; `/stream/<n>` sends n chunks; `/hold` answers
+ * only once the test calls `release()`.
+ */
+export async function startHttpApp(): Promise<HttpApp> {
   const seen: SeenRequest[] = [];
   let connections = 0;
+  let arrived: () => void = () => undefined;
+  let arrival = new Promise<void>((resolve) => (arrived = resolve));
+  const waiting: (() => void)[] = [];
   const server = http.createServer((req, res) => {
+    if (req.url === "/hold") {
+      waiting.push(() => res.end("released"));
+      arrived();
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
@@ -61,6 +79,11 @@ export async function startHttpApp(): Promise<App & { connections: () => number 
     port,
     seen,
     connections: () => connections,
+    held: () => arrival,
+    release: () => {
+      arrival = new Promise<void>((resolve) => (arrived = resolve));
+      for (const w of waiting.splice(0)) w();
+    },
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
