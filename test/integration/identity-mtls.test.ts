@@ -255,6 +255,22 @@ describe("mutual TLS between Sigil identities", () => {
     }
   });
 
+  it("keeps old and new roots working together during a CA rotation's overlap", async () => {
+    const rotating = await newCa();
+    const oldLeaf = await svid(rotating, "api");
+    await rotating.rotate({ activateInSeconds: 0 });
+    const newLeaf = await svid(rotating, "web");
+    expect(newLeaf.certPem).not.toBe(oldLeaf.certPem);
+    const r = await handshake(oldLeaf, newLeaf, rotating.bundle());
+    expect(r.serverRejected).toBeUndefined();
+    expect(r.clientRejected).toBeUndefined();
+    expect(r.echoed).toBe("echo:ping");
+    // A peer still holding only the old bundle would refuse the new root's leaf: this is why a new
+    // root is trusted at once but signs only after the bundle has had time to spread.
+    const stale = { ...rotating.bundle(), x509Authorities: rotating.bundle().x509Authorities.slice(0, 1) };
+    expect((await handshake(oldLeaf, newLeaf, stale)).serverRejected?.reason).toBe("untrusted");
+  });
+
   it("lets the client refuse a server whose certificate is not a valid SVID", async () => {
     const r = await handshake(
       await svid(ca, "api", { now: new Date(Date.now() - 2 * 3600_000) }),
