@@ -169,7 +169,10 @@ class GrpcSession {
         te: "trailers",
       });
     } catch (err) {
-      finish(`request: ${(err as Error).message}`);
+      // Reported on the next turn: the call keeps its slot until then, so a dead session cannot
+      // make the closed loop spin without yielding.
+      const message = (err as Error).message;
+      setImmediate(() => finish(`request: ${message}`));
       return;
     }
     stream.on("response", (headers) => {

@@ -6,7 +6,7 @@
  *   npx tsx bench/compare/main.ts            full run (about 10 minutes on 2 cores)
  *   npx tsx bench/compare/main.ts --quick    smoke run (short windows, 1,000 xDS clients)
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { loadavg, setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
@@ -16,6 +16,7 @@ import { makePeerPki } from "./peer-pki.ts";
 import { startPath } from "./paths.ts";
 import type { PathContext } from "./paths.ts";
 import { peakRss } from "./procstat.ts";
+import { summarizeProfile } from "./profile-summary.ts";
 import { Supervisor, freePorts, waitForPort } from "./procs.ts";
 import { replaceResultsSection, renderResults } from "./report.ts";
 import type { LoadMeasurement, PathResults, RunResults, TcpRow, XdsRow } from "./results.ts";
@@ -31,6 +32,10 @@ const opts = new Command()
   .option("--no-fastpath", "skip the fast-path run (network namespaces)")
   .option("--no-xds", "skip the control-plane convergence runs")
   .option(
+    "--profile",
+    "run the Sigil sidecars under node --cpu-prof and summarise the profiles into results/",
+  )
+  .option(
     "--priority <n>",
     "nice value for the harness and everything it starts (it competes with other work)",
     "-10",
@@ -38,6 +43,7 @@ const opts = new Command()
   .parse()
   .opts<{
     quick?: boolean;
+    profile?: boolean;
     paths: string;
     rate: string;
     tcp: boolean;
@@ -125,9 +131,9 @@ async function measurePath(
           path.proxies.map((p) => p.proc.pid),
         );
         log(`${name} tcp: ${r.gbitPerSecond.toFixed(2)} Gbit/s`);
-        tcp = { name: label, result: r, note: null };
+        tcp = { name: label, result: r, baselineGbitPerSecond: null, note: null };
       } catch (err) {
-        tcp = { name: label, result: null, note: (err as Error).message };
+        tcp = { name: label, result: null, baselineGbitPerSecond: null, note: (err as Error).message };
       }
     }
     const peakRssBytes = path.proxies.map(({ side, proc }) => ({ side, bytes: peakRss(proc.pid) }));
@@ -137,8 +143,40 @@ async function measurePath(
     log(`${name}: failed: ${failure}`);
     return { result: { path: name, failure, h1: empty, grpc: empty, peakRssBytes: [] }, tcp: null };
   } finally {
-    for (const { proc } of path.proxies) await sup.stop(proc);
+    // A profiled sidecar writes its profile while it drains, so it gets longer to exit.
+    for (const { proc } of path.proxies) await sup.stop(proc, ctx.profileDir ? 20_000 : 3000);
+    if (ctx.profileDir && name === "sigil") await saveProfiles(ctx.profileDir);
   }
+}
+
+/** One summary per sidecar profile, heaviest functions first, kept with the run's results. */
+async function saveProfiles(from: string): Promise<void> {
+  const files = (await readdir(from).catch(() => [] as string[])).filter((f) => f.endsWith(".cpuprofile"));
+  const out = join(REPO, "bench", "compare", "results");
+  await mkdir(out, { recursive: true });
+  const text = [];
+  for (const f of files) {
+    const rows = summarizeProfile(
+      JSON.parse(await readFile(join(from, f), "utf8")) as Parameters<typeof summarizeProfile>[0],
+    );
+    text.push(
+      `# ${f}`,
+      "self %  total %  function  location",
+      ...rows
+        .sort((a, b) => b.selfPercent - a.selfPercent)
+        .slice(0, 40)
+        .map(
+          (r) =>
+            `${r.selfPercent.toFixed(1).padStart(6)}  ${r.totalPercent.toFixed(1).padStart(7)}  ${r.name}  ${r.where}`,
+        ),
+      "",
+    );
+  }
+  await writeFile(
+    join(out, "sidecar-profile.txt"),
+    text.length ? text.join("\n") : "no profile was written\n",
+  );
+  log(`sidecar profiles: ${files.length} summarised into bench/compare/results/sidecar-profile.txt`);
 }
 
 try {
@@ -156,7 +194,14 @@ try {
   await waitForPort("127.0.0.1", h1, backend);
   await waitForPort("127.0.0.1", grpc, backend);
   await waitForPort("127.0.0.1", iperf, iperfServer);
-  const ctx: PathContext = { sup, dir, backend: backendPorts, peerPki: await makePeerPki(dir) };
+  const profileDir = opts.profile ? join(dir, "profiles") : undefined;
+  const ctx: PathContext = {
+    sup,
+    dir,
+    backend: backendPorts,
+    peerPki: await makePeerPki(dir),
+    ...(profileDir ? { profileDir } : {}),
+  };
 
   const pathResults: PathResults[] = [];
   const tcp: TcpRow[] = [];
@@ -168,11 +213,16 @@ try {
   if (opts.tcp) {
     if (opts.fastpath) {
       log("fast path: starting");
-      const row = await fastPathThroughput(sup, dir, iperfSeconds);
+      const row = await fastPathThroughput(sup, iperfSeconds);
       log(`fast path: ${row.result ? `${row.result.gbitPerSecond.toFixed(2)} Gbit/s` : (row.note ?? "")}`);
       tcp.splice(1, 0, row);
     } else {
-      tcp.splice(1, 0, { name: "Sigil fast path", result: null, note: "skipped (--no-fastpath)" });
+      tcp.splice(1, 0, {
+        name: "Sigil fast path",
+        result: null,
+        baselineGbitPerSecond: null,
+        note: "skipped (--no-fastpath)",
+      });
     }
   }
   await sup.stop(backend);

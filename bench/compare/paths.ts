@@ -3,7 +3,7 @@ import { writeNginxConfigs } from "./nginx.ts";
 import { writeHaproxyConfigs } from "./haproxy.ts";
 import type { PeerPki } from "./peer-pki.ts";
 import { freePorts, waitForPort } from "./procs.ts";
-import type { Supervisor } from "./procs.ts";
+import type { Supervised, Supervisor } from "./procs.ts";
 import { bundleSidecar, writeSigilSpecs } from "./sigil.ts";
 import type { BackendPorts, PairPorts, PathName, PathUnderTest } from "./topology.ts";
 
@@ -14,6 +14,8 @@ export interface PathContext {
   readonly dir: string;
   readonly backend: BackendPorts;
   readonly peerPki: PeerPki;
+  /** When set, the Sigil sidecars write V8 CPU profiles here (node --cpu-prof) when they stop. */
+  readonly profileDir?: string;
 }
 
 async function pairPorts(): Promise<PairPorts> {
@@ -87,14 +89,24 @@ async function sigil(ctx: PathContext): Promise<PathUnderTest> {
     bundleSidecar(),
     writeSigilSpecs(ctx.dir, { ...ports, clientInbound, clientAdmin, serverAdmin }, ctx.backend),
   ]);
-  const node = (spec: string) => ["--import", pathToFileURL(bundle.preload).href, bundle.entry, spec];
+  const profile = ctx.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${ctx.profileDir}`] : [];
+  const node = (spec: string) => [
+    ...profile,
+    "--import",
+    pathToFileURL(bundle.preload).href,
+    bundle.entry,
+    spec,
+  ];
   const server = ctx.sup.start("sigil server side", process.execPath, node(specs.server));
   const client = ctx.sup.start("sigil client side", process.execPath, node(specs.client));
   const proxies = [
     { side: "client" as const, proc: client },
     { side: "server" as const, proc: server },
   ];
-  await waitAll([ports.serverH1, ports.clientH1, ports.clientGrpc, ports.clientTcp], proxies);
+  // Readiness from each sidecar's admin server: probing its listeners with empty connections would
+  // count as refused connections in its metrics and flow records.
+  await waitReady(serverAdmin, server);
+  await waitReady(clientAdmin, client);
   return {
     name: "sigil",
     h1Port: ports.clientH1,
@@ -102,6 +114,21 @@ async function sigil(ctx: PathContext): Promise<PathUnderTest> {
     tcpPort: ports.clientTcp,
     proxies,
   };
+}
+
+async function waitReady(adminPort: number, proc: Supervised, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.exited()) throw new Error(`${proc.name} exited: ${proc.output()}`);
+    const ok = await fetch(`http://127.0.0.1:${adminPort}/ready`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return;
+    if (Date.now() > deadline)
+      throw new Error(`${proc.name} not ready after ${timeoutMs} ms: ${proc.output()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 export async function startPath(name: PathName, ctx: PathContext): Promise<PathUnderTest> {

@@ -42,7 +42,7 @@ export class Supervisor {
     const pid = proc.pid;
     let tail = "";
     const keep = (chunk: Buffer): void => {
-      tail = (tail + chunk.toString()).slice(-4000);
+      tail = (tail + chunk.toString()).slice(-16_000);
     };
     proc.stdout?.on("data", keep);
     proc.stderr?.on("data", keep);

@@ -39,7 +39,9 @@ export interface PathResults {
 export interface TcpRow {
   readonly name: string;
   readonly result: TcpResult | null;
-  /** Set when the row was not measured: why. */
+  /** Direct throughput of the same topology when the row was measured elsewhere (null: loopback direct). */
+  readonly baselineGbitPerSecond: number | null;
+  /** Why the row was not measured, or how it was measured when that differs from the others. */
   readonly note: string | null;
 }
 

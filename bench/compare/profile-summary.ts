@@ -1,0 +1,78 @@
+/**
+ * Summarises a V8 CPU profile (node --cpu-prof): self and total time per function, heaviest first,
+ * so a profile of a sidecar under load reads as "function, file:line, % of CPU".
+ *
+ *   npx tsx bench/compare/profile-summary.ts <file.cpuprofile> [--top 25]
+ */
+import { readFileSync } from "node:fs";
+import { Command } from "commander";
+
+interface ProfileNode {
+  readonly id: number;
+  readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number };
+  readonly children?: readonly number[];
+}
+interface CpuProfile {
+  readonly nodes: readonly ProfileNode[];
+  readonly samples: readonly number[];
+}
+
+export interface FunctionCost {
+  readonly name: string;
+  readonly where: string;
+  readonly selfPercent: number;
+  readonly totalPercent: number;
+}
+
+export function summarizeProfile(profile: CpuProfile): FunctionCost[] {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const key = (n: ProfileNode): string =>
+    `${n.callFrame.functionName || "(anonymous)"}\t${n.callFrame.url.replace(/^.*\/(node_modules|sigil-bench)\//, "$1/")}:${n.callFrame.lineNumber + 1}`;
+  const self = new Map<string, number>();
+  const total = new Map<string, number>();
+  for (const id of profile.samples) {
+    const leaf = byId.get(id);
+    if (!leaf) continue;
+    self.set(key(leaf), (self.get(key(leaf)) ?? 0) + 1);
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const node = byId.get(cur);
+      if (!node) break;
+      const k = key(node);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      total.set(k, (total.get(k) ?? 0) + 1);
+    }
+  }
+  const n = profile.samples.length || 1;
+  return [...total.keys()].map((k) => {
+    const [name = "", where = ""] = k.split("\t");
+    return {
+      name,
+      where,
+      selfPercent: ((self.get(k) ?? 0) / n) * 100,
+      totalPercent: ((total.get(k) ?? 0) / n) * 100,
+    };
+  });
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop() ?? "")) {
+  const opts = new Command().argument("<file>").option("--top <n>", "rows", "25").parse();
+  const profile = JSON.parse(readFileSync(opts.args[0] as string, "utf8")) as CpuProfile;
+  const rows = summarizeProfile(profile);
+  const top = Number(opts.opts<{ top: string }>().top);
+  console.log("self %  total %  function  location");
+  for (const r of [...rows].sort((a, b) => b.selfPercent - a.selfPercent).slice(0, top)) {
+    console.log(
+      `${r.selfPercent.toFixed(1).padStart(6)}  ${r.totalPercent.toFixed(1).padStart(7)}  ${r.name}  ${r.where}`,
+    );
+  }
+  console.log("\nby total (inclusive) time:");
+  for (const r of [...rows].sort((a, b) => b.totalPercent - a.totalPercent).slice(0, top)) {
+    console.log(
+      `${r.selfPercent.toFixed(1).padStart(6)}  ${r.totalPercent.toFixed(1).padStart(7)}  ${r.name}  ${r.where}`,
+    );
+  }
+}
