@@ -115,16 +115,24 @@ function finish(
   return { verdict: "deny", wouldDeny: false, policy, reason, logged, path };
 }
 
+function addHostReadings(hosts: string[], authority: string): void {
+  const h = canonicalHost(authority);
+  if (!hosts.includes(h)) hosts.push(h);
+  // `user@host`: servers differ on whether that names `host`; keep the unstripped reading too, which no
+  // allow pattern matches, so only a deny can act on it.
+  if (authority.includes("@")) {
+    const raw = authority.toLowerCase();
+    if (!hosts.includes(raw)) hosts.push(raw);
+  }
+}
+
 function httpFacts(http: HttpRequestFacts): HttpFacts | { malformed: string } {
   const n = normalizeRequestPath(http.path);
   if (!n.ok) return { malformed: n.reason };
   const paths = n.withoutParams === undefined ? [n.path] : [n.path, n.withoutParams];
   const hosts: string[] = [];
-  if (http.host !== undefined) hosts.push(canonicalHost(http.host));
-  if (n.authority !== undefined) {
-    const a = canonicalHost(n.authority);
-    if (!hosts.includes(a)) hosts.push(a);
-  }
+  if (http.host !== undefined) addHostReadings(hosts, http.host);
+  if (n.authority !== undefined) addHostReadings(hosts, n.authority);
   return { method: http.method, paths, hosts, headers: http.headers };
 }
 

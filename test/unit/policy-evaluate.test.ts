@@ -723,6 +723,50 @@ describe("authorization decisions", () => {
     expect(denied.reason).toBe("no rule allows this ingress (default deny)");
   });
 
+  it("userinfo in a host never satisfies an allow", () => {
+    const s = setFrom(`
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: h }
+spec:
+  selector: {}
+  ingress:
+    - { action: allow, http: { hosts: [api.local] } }
+`);
+    const base = {
+      direction: "ingress" as const,
+      local: { labels: API },
+      peer: web,
+      port: 80,
+      mode: "enforce" as const,
+    };
+    const req = (host: string, path = "/") =>
+      evaluate(s, { ...base, http: { method: "GET", path, host, headers: {} } });
+    expect(req("API.local:80").verdict).toBe("allow");
+    expect(req("evil@api.local").verdict).toBe("deny");
+    expect(req("api.local", "http://evil@api.local/").verdict).toBe("deny");
+  });
+
+  it("matchLabels: {} matches any mesh workload and no external peer", () => {
+    const s = setFrom(`
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: m }
+spec:
+  selector: {}
+  ingress:
+    - { action: allow, from: [{ matchLabels: {} }] }
+`);
+    const base = {
+      direction: "ingress" as const,
+      local: { labels: API },
+      port: 80,
+      mode: "enforce" as const,
+    };
+    expect(evaluate(s, { ...base, peer: workload({}) }).verdict).toBe("allow");
+    expect(evaluate(s, { ...base, peer: external("198.18.0.1") }).verdict).toBe("deny");
+  });
+
   it("an HTTP deny rule without ports denies non-HTTP traffic on every port", () => {
     const s = setFrom(`
 apiVersion: sigil.dev/v1
@@ -776,6 +820,8 @@ spec:
     expect(req("admin.local").verdict).toBe("deny");
     expect(req("api.local").verdict).toBe("allow");
     expect(req("api.local", "http://admin.local/x").verdict).toBe("deny");
+    expect(req("x@admin.local").verdict).toBe("deny");
+    expect(req("api.local", "http://x@admin.local/y").verdict).toBe("deny");
   });
 });
 
