@@ -88,7 +88,20 @@ export class TokenError extends Error {
   }
 }
 
+/** Parsed addresses, memoized: handshakes repeat the same few peers and parsing shows up in profiles. */
+const addressCache = new Map<string, Buffer>();
+const MAX_CACHED_ADDRESSES = 4096;
+
 function addressBytes(address: string): Buffer {
+  const cached = addressCache.get(address);
+  if (cached) return cached;
+  const parsed = parseAddress(address);
+  if (addressCache.size >= MAX_CACHED_ADDRESSES) addressCache.clear();
+  addressCache.set(address, parsed);
+  return parsed;
+}
+
+function parseAddress(address: string): Buffer {
   if (isIPv4(address)) return Buffer.from(address.split(".").map(Number));
   if (!isIPv6(address)) throw new TokenError("malformed", `not an IP address: ${address}`);
   // Expand "::" and an embedded dotted quad (as inet_ntop prints IPv4-mapped addresses).
@@ -133,8 +146,18 @@ export interface TokenSigner {
   readonly privateKey: KeyObject;
 }
 
+/** Nonces are cut from a pool refilled 256 at a time: one CSPRNG call instead of one per handshake. */
+let noncePool = Buffer.alloc(0);
+let noncePoolAt = 0;
+
 export function newNonce(): Buffer {
-  return randomBytes(NONCE_BYTES);
+  if (noncePoolAt + NONCE_BYTES > noncePool.length) {
+    noncePool = randomBytes(NONCE_BYTES * 256);
+    noncePoolAt = 0;
+  }
+  const nonce = Buffer.from(noncePool.subarray(noncePoolAt, noncePoolAt + NONCE_BYTES));
+  noncePoolAt += NONCE_BYTES;
+  return nonce;
 }
 
 /** Encodes and signs a token for `tuple`. */
