@@ -24,6 +24,8 @@ export interface IdentityClientOptions {
    */
   readonly serverSpiffeId?: string;
   readonly timeoutMs?: number;
+  /** Replaces the credentials built from `caPem`/`serverSpiffeId` (the agent's own server check). */
+  readonly credentials?: grpc.ChannelCredentials;
 }
 
 /**
@@ -36,21 +38,23 @@ export class IdentityClient {
 
   constructor(options: IdentityClientOptions) {
     const expected = options.serverSpiffeId;
-    const credentials = grpc.credentials.createSsl(Buffer.from(options.caPem), null, null, {
-      checkServerIdentity: expected
-        ? (_host: string, cert: PeerCertificate) => {
-            const uris = (cert.subjectaltname ?? "")
-              .split(", ")
-              .filter((n) => n.startsWith("URI:"))
-              .map((n) => n.slice(4));
-            return uris.includes(expected)
-              ? undefined
-              : new Error(
-                  `control plane certificate names ${uris.join(", ") || "no URI"}, expected ${expected}`,
-                );
-          }
-        : undefined,
-    });
+    const credentials =
+      options.credentials ??
+      grpc.credentials.createSsl(Buffer.from(options.caPem), null, null, {
+        checkServerIdentity: expected
+          ? (_host: string, cert: PeerCertificate) => {
+              const uris = (cert.subjectaltname ?? "")
+                .split(", ")
+                .filter((n) => n.startsWith("URI:"))
+                .map((n) => n.slice(4));
+              return uris.includes(expected)
+                ? undefined
+                : new Error(
+                    `control plane certificate names ${uris.join(", ") || "no URI"}, expected ${expected}`,
+                  );
+            }
+          : undefined,
+      });
     // With a SPIFFE ID check the host name plays no part; naming one keeps TLS from sending an IP
     // address as SNI.
     const channelOptions = expected ? { "grpc.ssl_target_name_override": "sigil-controlplane" } : {};

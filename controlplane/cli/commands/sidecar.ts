@@ -1,0 +1,170 @@
+import type { Command } from "commander";
+import pino from "pino";
+import { startAgent } from "../../../sidecar/agent/agent.ts";
+import { parseAgentOptions, readAgentConfigFile } from "../../../sidecar/agent/options.ts";
+
+/**
+ * `sigil sidecar`: the per-workload agent (sidecar/agent). Settings come from `--config` (YAML or
+ * JSON, camelCase keys) with flags overriding. Prints `sigil sidecar ready spiffe=<id>` on stdout
+ * once it holds an SVID and a policy set and listens; drains and exits 0 on SIGTERM/SIGINT.
+ */
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  const parts = value
+    .split(",")
+    .map((v) => v.trim())
+    .filter((v) => v !== "");
+  return [...(previous ?? []), ...parts];
+}
+
+function integer(flag: string): (value: string) => number {
+  return (value) => {
+    if (!/^\d+$/.test(value)) throw new Error(`${flag}: ${JSON.stringify(value)} is not a whole number`);
+    return Number(value);
+  };
+}
+
+function ports(flag: string, values: readonly string[] | undefined): number[] | undefined {
+  return values?.map(integer(flag));
+}
+
+interface Flags {
+  config?: string;
+  controlPlane?: string;
+  controlPlaneCa?: string;
+  joinToken?: string;
+  joinTokenFile?: string;
+  trustDomain?: string;
+  workloadName?: string;
+  workloadPid?: number;
+  metadataFile?: string;
+  appPort?: string[];
+  advertiseAddress?: string[];
+  mode?: string;
+  inboundPort?: number;
+  outboundPort?: number;
+  adminPort?: number;
+  outbound?: string[];
+  plaintextAppPort?: number;
+  peerInboundPort?: number;
+  fastPathPorts?: string[];
+  fastPathFailOpen?: boolean;
+  svidTtl?: number;
+  drainTimeoutMs?: number;
+  logLevel?: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command("sidecar")
+    .description("run the workload's sidecar: identity, policy over xDS, mTLS proxying, flow reports")
+    .option("--config <file>", "settings file (YAML or JSON, camelCase keys); flags override it")
+    .option("--control-plane <host:port>", "control plane gRPC address (xDS, identity, flows)")
+    .option("--control-plane-ca <bundle.pem>", "roots the control plane's certificate must chain to")
+    .option("--join-token <token>", "one-time join token for the first SVID")
+    .option("--join-token-file <file>", "file holding the join token")
+    .option("--trust-domain <td>", "trust domain of the mesh (default sigil.local)")
+    .option("--workload-name <name>", "the workload's name (node id cluster, directory registration)")
+    .option(
+      "--workload-pid <pid>",
+      "protected process: its /proc facts go into attestation",
+      integer("--workload-pid"),
+    )
+    .option(
+      "--metadata-file <file>",
+      "node metadata (cloud, image, vulnerabilities); a change renews the SVID",
+    )
+    .option(
+      "--app-port <port...>",
+      "the application's ports to protect inbound (repeat or comma-separate)",
+      collect,
+    )
+    .option(
+      "--advertise-address <ip...>",
+      "addresses the workload is reachable at (repeat or comma-separate)",
+      collect,
+    )
+    .option("--mode <mode>", "captured (iptables set up by `sigil init`) or explicit")
+    .option("--inbound-port <port>", "inbound listener (default 15006)", integer("--inbound-port"))
+    .option("--outbound-port <port>", "outbound capture listener (default 15001)", integer("--outbound-port"))
+    .option("--admin-port <port>", "admin listener on loopback (default 15000)", integer("--admin-port"))
+    .option(
+      "--outbound <[host:]port=host:port...>",
+      "explicit mode: a local listener standing for one destination",
+      collect,
+    )
+    .option(
+      "--plaintext-app-port <port>",
+      "explicit mode: app port for plaintext clients",
+      integer("--plaintext-app-port"),
+    )
+    .option(
+      "--peer-inbound-port <port>",
+      "peers' inbound port when the directory names none (default 15006)",
+      integer("--peer-inbound-port"),
+    )
+    .option("--fast-path-ports <port...>", "L4 ports enforced in the TCP handshake", collect)
+    .option("--fast-path-fail-open", "let new fast-path connections through when the enforcer is gone")
+    .option("--svid-ttl <seconds>", "requested SVID lifetime", integer("--svid-ttl"))
+    .option(
+      "--drain-timeout-ms <ms>",
+      "how long connections may take to finish on SIGTERM",
+      integer("--drain-timeout-ms"),
+    )
+    .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent")
+    .action(async (flags: Flags) => {
+      const file = flags.config ? await readAgentConfigFile(flags.config) : {};
+      const fromFlags: Record<string, unknown> = {
+        controlPlane: flags.controlPlane,
+        controlPlaneCa: flags.controlPlaneCa,
+        joinToken: flags.joinToken,
+        joinTokenFile: flags.joinTokenFile,
+        trustDomain: flags.trustDomain,
+        workloadName: flags.workloadName,
+        workloadPid: flags.workloadPid,
+        metadataFile: flags.metadataFile,
+        appPort: ports("--app-port", flags.appPort),
+        advertiseAddress: flags.advertiseAddress,
+        mode: flags.mode,
+        inboundPort: flags.inboundPort,
+        outboundPort: flags.outboundPort,
+        adminPort: flags.adminPort,
+        outbound: flags.outbound,
+        plaintextAppPort: flags.plaintextAppPort,
+        peerInboundPort: flags.peerInboundPort,
+        fastPathPorts: ports("--fast-path-ports", flags.fastPathPorts),
+        fastPathFailOpen: flags.fastPathFailOpen,
+        svidTtlSeconds: flags.svidTtl,
+        drainTimeoutMs: flags.drainTimeoutMs,
+        logLevel: flags.logLevel,
+      };
+      const merged: Record<string, unknown> = { ...file };
+      for (const [k, v] of Object.entries(fromFlags)) if (v !== undefined) merged[k] = v;
+      // A token given on the command line replaces a token file named in the config, and vice versa.
+      if (flags.joinToken !== undefined) delete merged.joinTokenFile;
+      if (flags.joinTokenFile !== undefined) delete merged.joinToken;
+      const options = parseAgentOptions(merged, flags.config ?? "sigil sidecar");
+      const log = pino({ name: "sigil-sidecar", level: options.logLevel }, pino.destination(2));
+
+      const agent = await startAgent(options, { logger: log });
+      let stopping = false;
+      const stop = (signal: NodeJS.Signals): void => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, "stopping");
+        agent.drain().then(
+          ({ clean }) => {
+            log.info({ clean }, "stopped");
+            process.exit(0);
+          },
+          (err: Error) => {
+            log.error({ err: err.message }, "drain failed");
+            process.exit(1);
+          },
+        );
+      };
+      process.on("SIGTERM", stop);
+      process.on("SIGINT", stop);
+      process.stdout.write(`sigil sidecar ready spiffe=${agent.spiffeId}\n`);
+    });
+}

@@ -1,0 +1,255 @@
+import { readFile } from "node:fs/promises";
+import type { Socket } from "node:net";
+import pino from "pino";
+import type { Logger } from "pino";
+import { parseSpiffeId } from "../../core/identity.ts";
+import { originalDestinationOf } from "../../native/index.ts";
+import { FlowReporter } from "../flows/reporter.ts";
+import { IdentityClient } from "../identity/identity-client.ts";
+import { RotationManager } from "../identity/rotation.ts";
+import type { BootstrapProof, WorkloadCredentials } from "../identity/rotation.ts";
+import { collectProcessFacts, readMetadataFile } from "../identity/workload-facts.ts";
+import type { SidecarConfigInput } from "../config.ts";
+import { startSidecar } from "../sidecar.ts";
+import type { Sidecar } from "../sidecar.ts";
+import { PeerDirectoryHolder, PolicyHolder } from "../state.ts";
+import {
+  bootstrapChannelCredentials,
+  controlPlaneIdentityCheck,
+  SvidCertificateProvider,
+  svidChannelCredentials,
+} from "./control-plane-tls.ts";
+import { FlowRelay } from "./flow-relay.ts";
+import { guardOriginalDestination, localAddressTest } from "./loop-guard.ts";
+import type { AgentOptions } from "./options.ts";
+import { SidecarSubscriptions } from "./subscriptions.ts";
+
+/**
+ * `sigil sidecar`: one process composing the sidecar's parts. Identity first (a key made here, a
+ * join-token attestation, an SVID, rotation at half-life), then the xDS subscriptions over TLS with
+ * that SVID (trust bundle, own policy set, peer directory, revocations), then the data path with
+ * those live sources, with flow records streamed to the control plane. It becomes ready (stdout
+ * line, admin `/ready`) only once it holds an SVID and a policy set and its listeners are up.
+ */
+
+export class AgentError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "AgentError";
+  }
+}
+
+export interface Agent {
+  readonly spiffeId: string;
+  readonly sidecar: Sidecar;
+  readonly subscriptions: SidecarSubscriptions;
+  readonly rotation: RotationManager;
+  readonly flows: FlowReporter;
+  /** Lets connections in flight finish (up to the drain timeout), then stops everything. */
+  drain(): Promise<{ clean: boolean }>;
+  /** Stops everything at once. */
+  close(): Promise<void>;
+}
+
+export interface AgentRuntime {
+  readonly logger?: Logger;
+  /** Captured mode: where a redirected connection was going (default SO_ORIGINAL_DST). */
+  readonly originalDestination?: (socket: Socket) => { address: string; port: number };
+  /** Gives up waiting for the first SVID and policy set after this long (default: wait for ever). */
+  readonly startTimeoutMs?: number;
+}
+
+async function readToken(o: AgentOptions): Promise<string> {
+  if (o.joinToken) return o.joinToken;
+  const file = o.joinTokenFile as string;
+  try {
+    const token = (await readFile(file, "utf8")).trim();
+    if (!token) throw new AgentError(`join token file ${file} is empty`);
+    return token;
+  } catch (err) {
+    if (err instanceof AgentError) throw err;
+    throw new AgentError(`cannot read join token file ${file}: ${(err as Error).message}`);
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number | undefined, what: string): Promise<T> {
+  if (ms === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new AgentError(`${what}: no answer within ${ms} ms`)), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}
+
+function sidecarConfig(o: AgentOptions): SidecarConfigInput {
+  return {
+    mode: o.mode,
+    inbound: {
+      host: o.inboundHost,
+      port: o.inboundPort,
+      appHost: "127.0.0.1",
+      ...(o.plaintextAppPort !== undefined ? { plaintextAppPort: o.plaintextAppPort } : {}),
+    },
+    outbound: { host: o.outboundHost, port: o.outboundPort, targets: o.outbound },
+    admin: { host: "127.0.0.1", port: o.adminPort },
+    drainTimeoutMs: o.drainTimeoutMs,
+    logLevel: o.logLevel,
+  };
+}
+
+export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): Promise<Agent> {
+  const log = runtime.logger ?? pino({ name: "sigil-sidecar", level: o.logLevel }, pino.destination(2));
+  let caPem: string;
+  try {
+    caPem = await readFile(o.controlPlaneCa, "utf8");
+  } catch (err) {
+    throw new AgentError(
+      `cannot read control plane CA bundle ${o.controlPlaneCa}: ${(err as Error).message}`,
+    );
+  }
+  if (!caPem.includes("-----BEGIN CERTIFICATE-----"))
+    throw new AgentError(`${o.controlPlaneCa} holds no PEM certificate`);
+  const token = await readToken(o);
+  const check = controlPlaneIdentityCheck(o.trustDomain);
+
+  const identityClient = new IdentityClient({
+    address: o.controlPlane,
+    caPem,
+    credentials: bootstrapChannelCredentials(caPem, check),
+  });
+  const rotation = new RotationManager({
+    client: identityClient,
+    trustDomain: o.trustDomain,
+    bootstrapProof: (): Promise<BootstrapProof> => Promise.resolve({ joinToken: token }),
+    facts: async () => ({
+      ...(o.workloadPid !== undefined ? { process: await collectProcessFacts(o.workloadPid) } : {}),
+      ...(o.metadataFile !== undefined ? { metadata: await readMetadataFile(o.metadataFile) } : {}),
+    }),
+    ...(o.metadataFile !== undefined ? { watchFile: o.metadataFile } : {}),
+    ...(o.svidTtlSeconds !== undefined ? { ttlSeconds: o.svidTtlSeconds } : {}),
+  });
+  rotation.on("error", (err) => log.warn({ err: err.message }, "SVID renewal failed; retrying"));
+
+  const provider = new SvidCertificateProvider(caPem);
+  const cleanup: (() => void)[] = [() => identityClient.close(), () => rotation.stop()];
+  const undo = (): void => {
+    for (const c of cleanup.reverse()) c();
+  };
+  try {
+    let creds: WorkloadCredentials;
+    try {
+      creds = await withTimeout(rotation.start(), runtime.startTimeoutMs, "SVID request");
+    } catch (err) {
+      throw new AgentError(`no SVID from ${o.controlPlane}: ${(err as Error).message}`);
+    }
+    const id = parseSpiffeId(creds.spiffeId);
+    if (id?.trustDomain !== o.trustDomain)
+      throw new AgentError(`issued SVID ${creds.spiffeId} is outside trust domain ${o.trustDomain}`);
+    provider.update(creds);
+    rotation.on("rotated", (c) => {
+      provider.update(c);
+      log.info({ spiffeId: c.spiffeId, notAfter: c.notAfter.toISOString() }, "SVID rotated");
+    });
+    log.info({ spiffeId: creds.spiffeId, notAfter: creds.notAfter.toISOString() }, "SVID issued");
+
+    const policy = new PolicyHolder({ trustDomain: o.trustDomain });
+    const peers = new PeerDirectoryHolder();
+    const subscriptions = new SidecarSubscriptions({
+      target: o.controlPlane,
+      credentials: svidChannelCredentials(provider, check),
+      node: {
+        id: creds.spiffeId,
+        cluster: o.workloadName,
+        metadata: {
+          workload_name: o.workloadName,
+          addresses: o.advertiseAddress.join(","),
+          app_ports: o.appPort.join(","),
+          inbound_port: o.inboundPort,
+          capture_mode: o.mode,
+        },
+        user_agent_name: "sigil-sidecar",
+      },
+      trustDomain: o.trustDomain,
+      spiffeId: creds.spiffeId,
+      workloadName: o.workloadName,
+      policy,
+      peers,
+      setTrustBundle: (b) => rotation.setTrustBundle(b),
+      peerInboundPort: o.peerInboundPort,
+      log,
+    });
+    cleanup.push(() => subscriptions.close());
+    const firstPolicy = new Promise<void>((resolve) => subscriptions.once("policy", () => resolve()));
+    subscriptions.start();
+    log.info({ controlPlane: o.controlPlane }, "waiting for the policy set");
+    await withTimeout(firstPolicy, runtime.startTimeoutMs, "first policy set");
+
+    const relay = new FlowRelay();
+    const ownPorts = new Set<number>();
+    const isLocal = localAddressTest(o.advertiseAddress);
+    const sidecar = await startSidecar({
+      config: sidecarConfig(o),
+      credentials: rotation,
+      policy,
+      peers,
+      flows: relay,
+      originalDestination: guardOriginalDestination(
+        runtime.originalDestination ?? originalDestinationOf,
+        () => ownPorts,
+        isLocal,
+      ),
+      logger: log,
+    });
+    cleanup.push(() => void sidecar.close());
+    for (const a of [sidecar.inbound, sidecar.admin, sidecar.outbound, ...sidecar.outboundTargets])
+      if (a) ownPorts.add(a.port);
+
+    const flows = new FlowReporter({
+      target: o.controlPlane,
+      credentials: () => svidChannelCredentials(provider, check),
+      registry: sidecar.metrics.registry,
+      logger: log,
+    });
+    relay.attach(flows);
+    flows.start();
+
+    let stopped = false;
+    const stopControl = async (): Promise<void> => {
+      subscriptions.close();
+      rotation.stop();
+      identityClient.close();
+      await flows.close();
+    };
+    return {
+      spiffeId: creds.spiffeId,
+      sidecar,
+      subscriptions,
+      rotation,
+      flows,
+      async drain() {
+        if (stopped) return { clean: true };
+        stopped = true;
+        const result = await sidecar.drain();
+        await stopControl();
+        return result;
+      },
+      async close() {
+        if (stopped) return;
+        stopped = true;
+        await sidecar.close();
+        await stopControl();
+      },
+    };
+  } catch (err) {
+    undo();
+    throw err;
+  }
+}

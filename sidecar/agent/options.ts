@@ -1,0 +1,124 @@
+import { readFile } from "node:fs/promises";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+/**
+ * The `sigil sidecar` settings: flags, or the same keys in camelCase in a YAML/JSON file
+ * (`--config`), flags winning. Validated here so a bad value is refused with the key it came from.
+ */
+
+const port = z.number().int().min(0).max(65535);
+const appPort = z.number().int().min(1).max(65535);
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { error: "expected host:port" })
+  .refine((v) => Number(v.slice(v.lastIndexOf(":") + 1)) <= 65535, { error: "port out of range" });
+
+/** Explicit mode: `[listenHost:]listenPort=destHost:destPort` — one local listener per destination. */
+const OUTBOUND_TARGET =
+  /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):)?(\d{1,5})=(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+const unbracket = (h: string): string => (h.startsWith("[") ? h.slice(1, -1) : h);
+
+export const outboundTarget = z.string().transform((value, ctx) => {
+  const m = OUTBOUND_TARGET.exec(value);
+  const listenPort = Number(m?.[2]);
+  const destPort = Number(m?.[4]);
+  if (!m || listenPort > 65535 || destPort < 1 || destPort > 65535) {
+    ctx.addIssue({ code: "custom", message: `expected [host:]port=host:port, got ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+  return {
+    host: unbracket(m[1] ?? "127.0.0.1"),
+    port: listenPort,
+    destination: { host: unbracket(m[3] as string), port: destPort },
+  };
+});
+
+export const agentOptionsSchema = z
+  .object({
+    controlPlane: hostPort,
+    controlPlaneCa: z.string().min(1),
+    joinToken: z.string().min(1).optional(),
+    joinTokenFile: z.string().min(1).optional(),
+    trustDomain: z
+      .string()
+      .regex(/^[a-z0-9._-]+$/, { error: "not a trust domain" })
+      .default("sigil.local"),
+    workloadName: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, { error: "not a workload name" }),
+    /** The protected process: its /proc facts go into attestation. */
+    workloadPid: z.number().int().positive().optional(),
+    /** Node metadata file (cloud, image, vulnerabilities); a change renews the SVID. */
+    metadataFile: z.string().min(1).optional(),
+    appPort: z.array(appPort).default([]),
+    /** Addresses the workload is reachable at, published in the peer directory. */
+    advertiseAddress: z.array(z.string().min(1)).default([]),
+    mode: z.enum(["captured", "explicit"]).default("captured"),
+    inboundHost: z.string().min(1).default("0.0.0.0"),
+    inboundPort: port.default(15006),
+    outboundHost: z.string().min(1).default("127.0.0.1"),
+    outboundPort: port.default(15001),
+    adminPort: port.default(15000),
+    /** Explicit mode: `[host:]port=host:port` listeners standing for one destination each. */
+    outbound: z.array(outboundTarget).default([]),
+    /** Explicit mode: the application port plaintext (non-mesh) clients reach through the inbound listener. */
+    plaintextAppPort: appPort.optional(),
+    /** A peer's inbound port when the peer directory names none (the mesh-wide default). */
+    peerInboundPort: appPort.default(15006),
+    fastPathPorts: z.array(appPort).default([]),
+    /** Fast path: let new connections through when the enforcer is gone (default: fail closed). */
+    fastPathFailOpen: z.boolean().default(false),
+    svidTtlSeconds: z.number().int().positive().optional(),
+    drainTimeoutMs: z.number().int().min(0).default(15_000),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    if ((o.joinToken === undefined) === (o.joinTokenFile === undefined))
+      ctx.addIssue({
+        code: "custom",
+        message: "give exactly one of joinToken / joinTokenFile",
+        path: ["joinToken"],
+      });
+    if (o.mode === "captured" && o.outbound.length > 0)
+      ctx.addIssue({ code: "custom", message: "outbound targets are for explicit mode", path: ["outbound"] });
+  });
+
+export type AgentOptionsInput = z.input<typeof agentOptionsSchema>;
+export type AgentOptions = z.output<typeof agentOptionsSchema>;
+
+export class AgentOptionsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "AgentOptionsError";
+  }
+}
+
+/** Validates merged settings; the error lists every bad key and why. */
+export function parseAgentOptions(input: unknown, source = "sidecar options"): AgentOptions {
+  const r = agentOptionsSchema.safeParse(input);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`);
+    throw new AgentOptionsError(`${source}: ${lines.join("; ")}`);
+  }
+  return r.data;
+}
+
+/** Reads a `--config` file (YAML or JSON, camelCase keys) into a plain object. */
+export async function readAgentConfigFile(path: string): Promise<Record<string, unknown>> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    throw new AgentOptionsError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = parseYaml(text);
+  } catch (err) {
+    throw new AgentOptionsError(`${path}: ${(err as Error).message}`);
+  }
+  if (value === null || value === undefined) return {};
+  if (typeof value !== "object" || Array.isArray(value))
+    throw new AgentOptionsError(`${path}: expected a mapping of sidecar settings`);
+  return value as Record<string, unknown>;
+}
