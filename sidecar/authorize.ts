@@ -71,16 +71,25 @@ export class Authorizer {
     private readonly log: Logger,
   ) {}
 
+  /** Never throws: a failure inside the engine is a denial (fail closed), logged with its cause. */
   decide(conn: ConnectionFacts, http?: HttpRequestFacts, peer: Peer = conn.peer): Decision {
     const snapshot = this.policy.current();
-    return evaluate(snapshot.policies, {
-      direction: conn.direction,
-      local: { labels: this.self().labels },
-      peer,
-      port: conn.port,
-      mode: snapshot.mode,
-      ...(http === undefined ? {} : { http }),
-    });
+    try {
+      return evaluate(snapshot.policies, {
+        direction: conn.direction,
+        local: { labels: this.self().labels },
+        peer,
+        port: conn.port,
+        mode: snapshot.mode,
+        ...(http === undefined ? {} : { http }),
+      });
+    } catch (err) {
+      this.log.error(
+        { err, direction: conn.direction, port: conn.port },
+        "policy evaluation failed; denying",
+      );
+      return sidecarDenial(`internal-error: policy evaluation failed: ${(err as Error).message}`);
+    }
   }
 
   /** Records one decided request or connection once its outcome is known. */

@@ -1,0 +1,137 @@
+import pino from "pino";
+import { describe, expect, it } from "vitest";
+import type { FlowRecord } from "../../core/flow.ts";
+import type { CompiledPolicySet } from "../../core/policy/index.ts";
+import { RevocationIndex } from "../../core/svid/revocation.ts";
+import { Authorizer, denialCategory, reportedPath } from "../../sidecar/authorize.ts";
+import { SidecarMetrics } from "../../sidecar/metrics.ts";
+import { PolicyHolder } from "../../sidecar/state.ts";
+import { policySet } from "../support/sidecar-mesh.ts";
+
+const self = {
+  spiffeId: "spiffe://sigil.local/workload/api",
+  trustDomain: "sigil.local",
+  labels: { app: "api" },
+  serial: "01",
+  notAfter: new Date(Date.now() + 3_600_000),
+};
+const web = {
+  kind: "workload" as const,
+  identity: { ...self, spiffeId: "spiffe://sigil.local/workload/web", labels: { app: "web" } },
+};
+const conn = { direction: "ingress" as const, port: 8080, peer: web, encrypted: true };
+
+function authorizer(
+  policy: PolicyHolder,
+  records: FlowRecord[] = [],
+): { authz: Authorizer; metrics: SidecarMetrics } {
+  const metrics = new SidecarMetrics();
+  return {
+    authz: new Authorizer(
+      () => self,
+      policy,
+      { report: (r) => records.push(r) },
+      metrics,
+      pino({ level: "silent" }),
+    ),
+    metrics,
+  };
+}
+
+describe("sidecar authorizer", () => {
+  it("reads the policy at every decision", () => {
+    const policy = new PolicyHolder({ trustDomain: "sigil.local" });
+    const { authz } = authorizer(policy);
+    const request = { method: "GET", path: "/a", headers: {} };
+    expect(authz.decide(conn, request).verdict).toBe("deny");
+    policy.update({
+      policies: policySet(`
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: p }
+spec:
+  selector: { matchLabels: { app: api } }
+  ingress: [ { action: allow, from: [ { matchLabels: { app: web } } ], http: { paths: [ "/a" ] } } ]
+`),
+    });
+    expect(authz.decide(conn, request)).toMatchObject({ verdict: "allow", policy: "p/ingress/0" });
+  });
+
+  it("fails closed when the engine throws", () => {
+    const broken = {
+      viewFor: () => {
+        throw new Error("corrupt set");
+      },
+    } as unknown as CompiledPolicySet;
+    const policy = new PolicyHolder({
+      trustDomain: "sigil.local",
+      policies: broken,
+      revocations: RevocationIndex.empty("sigil.local"),
+    });
+    const { authz } = authorizer(policy);
+    const decision = authz.decide(conn, { method: "GET", path: "/a", headers: {} });
+    expect(decision.verdict).toBe("deny");
+    expect(decision.reason).toMatch(/^internal-error: .*corrupt set/);
+  });
+
+  it("records a flow and counts a denial by reason", async () => {
+    const records: FlowRecord[] = [];
+    const { authz, metrics } = authorizer(new PolicyHolder({ trustDomain: "sigil.local" }), records);
+    const decision = authz.decide(conn, { method: "GET", path: "/x", headers: {} });
+    authz.record(conn, decision, {
+      protocol: "http",
+      http: { method: "GET", path: "/x", status: 403 },
+      bytesSent: 10,
+      bytesReceived: 0,
+      startedAt: Date.now(),
+    });
+    expect(records[0]).toMatchObject({
+      direction: "ingress",
+      source: { spiffeId: web.identity.spiffeId, labels: { app: "web" } },
+      destination: { spiffeId: self.spiffeId },
+      verdict: "deny",
+      encrypted: true,
+      reporter: { spiffeId: self.spiffeId, kind: "sidecar" },
+    });
+    expect(await metrics.registry.getSingleMetricAsString("sigil_sidecar_denials_total")).toMatch(
+      /reason="default-deny"\} 1/,
+    );
+  });
+
+  it("names denial categories and reported paths without queries", () => {
+    expect(
+      denialCategory({
+        verdict: "deny",
+        wouldDeny: false,
+        policy: null,
+        reason: "x",
+        logged: [],
+        status: 400,
+      }),
+    ).toBe("malformed-request");
+    expect(
+      denialCategory({
+        verdict: "deny",
+        wouldDeny: false,
+        policy: "p/ingress/0",
+        reason: "denied",
+        logged: [],
+      }),
+    ).toBe("policy");
+    expect(
+      denialCategory({
+        verdict: "deny",
+        wouldDeny: false,
+        policy: null,
+        reason: "mtls-required: STRICT",
+        logged: [],
+      }),
+    ).toBe("mtls-required");
+    expect(
+      reportedPath(
+        { verdict: "allow", wouldDeny: false, policy: null, reason: "", logged: [] },
+        "/a/./b?secret=1",
+      ),
+    ).toBe("/a/b");
+  });
+});
