@@ -1,0 +1,123 @@
+import { describe, expect, it } from "vitest";
+import { parseFastPathOutput } from "../../bench/compare/fastpath.ts";
+import { haproxyServerConfig } from "../../bench/compare/haproxy.ts";
+import { LatencyRecorder } from "../../bench/compare/latency.ts";
+import { parseXdsOutput } from "../../bench/compare/measure.ts";
+import { nginxServerConfig } from "../../bench/compare/nginx.ts";
+import { parseStat, parseVmHwm } from "../../bench/compare/procstat.ts";
+import { BEGIN, END, replaceResultsSection } from "../../bench/compare/report.ts";
+import { nines } from "../../bench/compare/svg.ts";
+
+const pki = {
+  caCert: "/x/ca.crt",
+  server: { cert: "/x/s.crt", key: "/x/s.key", pem: "/x/s.pem" },
+  client: { cert: "/x/c.crt", key: "/x/c.key", pem: "/x/c.pem" },
+};
+const ports = { clientH1: 1, clientGrpc: 2, clientTcp: 3, serverH1: 4, serverGrpc: 5, serverTcp: 6 };
+const backend = { h1: 7, grpc: 8, iperf: 9 };
+
+describe("bench/compare latency recorder", () => {
+  it("reads nearest-rank percentiles from every sample", () => {
+    const rec = new LatencyRecorder();
+    for (let i = 100; i >= 1; i--) rec.record(i);
+    expect(rec.percentile(50)).toBe(50);
+    expect(rec.percentile(99)).toBe(99);
+    expect(rec.percentile(100)).toBe(100);
+    expect(rec.percentile(0)).toBe(1);
+    expect(rec.mean()).toBe(50.5);
+  });
+
+  it("grows past its initial capacity and reports NaN when empty", () => {
+    expect(new LatencyRecorder().percentile(50)).toBeNaN();
+    const rec = new LatencyRecorder();
+    for (let i = 0; i < 200_000; i++) rec.record(i);
+    expect(rec.count).toBe(200_000);
+    expect(rec.percentile(100)).toBe(199_999);
+  });
+
+  it("keeps spectrum points only where enough samples exist to support them", () => {
+    const rec = new LatencyRecorder();
+    for (let i = 0; i < 1000; i++) rec.record(i);
+    const ps = rec.spectrum().map((p) => p.p);
+    expect(Math.max(...ps)).toBeLessThanOrEqual(99.9);
+    expect(ps[0]).toBe(0);
+  });
+});
+
+describe("bench/compare /proc parsing", () => {
+  it("reads ppid and CPU ticks after a command name with spaces and parentheses", () => {
+    const line =
+      "4242 (nginx: worker (x)) S 4241 4241 4241 0 -1 4194624 100 0 0 0 250 75 0 0 20 0 1 0 1000 1 1";
+    expect(parseStat(line)).toEqual({ pid: 4242, ppid: 4241, ticks: 325 });
+  });
+
+  it("rejects a line it cannot read", () => {
+    expect(() => parseStat("garbage")).toThrow(/unparseable/);
+  });
+
+  it("reads VmHWM in bytes and 0 when absent", () => {
+    expect(parseVmHwm("Name:\tnode\nVmHWM:\t   51200 kB\nVmRSS:\t 40000 kB\n")).toBe(51200 * 1024);
+    expect(parseVmHwm("Name:\tkthreadd\n")).toBe(0);
+  });
+});
+
+describe("bench/compare output parsing of the benches it calls", () => {
+  it("parses bench/xds/run.ts summary lines", () => {
+    const out =
+      "sotw clients=1000: initial sync 6651 ms, change→last ACK median 624 ms (max 1009), heap/client 8.8 KB, republish 294 ms\nnoise\n";
+    expect(parseXdsOutput(out)).toEqual([
+      {
+        protocol: "sotw",
+        clients: 1000,
+        syncMs: 6651,
+        convergeMedianMs: 624,
+        convergeMaxMs: 1009,
+        heapPerClientKb: 8.8,
+      },
+    ]);
+  });
+
+  it("parses bench/fastpath/run.ts table rows and refuses output without them", () => {
+    const md = "| none (kernel only) | 30.10 | 1.000 | x |\n| Sigil fast path | 29.80 | 0.990 | x |\n";
+    expect(parseFastPathOutput(md)).toEqual({ none: 30.1, fast: 29.8 });
+    expect(parseFastPathOutput("| none (kernel only) | 30.10 |")).toBeNull();
+  });
+});
+
+describe("bench/compare report section", () => {
+  it("replaces only what lies between the markers", () => {
+    const doc = `# Title\n\nprose\n\n${BEGIN}\nold\n${END}\n\ntrailer\n`;
+    const out = replaceResultsSection(doc, `${BEGIN}\nnew\n${END}\n`);
+    expect(out).toContain("prose");
+    expect(out).toContain("trailer");
+    expect(out).toContain("new");
+    expect(out).not.toContain("old");
+  });
+
+  it("appends the section when the markers are missing", () => {
+    expect(replaceResultsSection("# Title\n", "S\n")).toBe("# Title\n\nS\n");
+  });
+
+  it("spaces p50, p90, p99 one unit apart on the plot's x axis", () => {
+    expect(nines(0)).toBe(0);
+    expect(nines(90)).toBeCloseTo(1);
+    expect(nines(99)).toBeCloseTo(2);
+  });
+});
+
+describe("bench/compare peer configurations", () => {
+  it("makes the nginx server side require a client certificate and check identity, method and path", () => {
+    const conf = nginxServerConfig("/d", pki, ports, backend);
+    expect(conf).toContain("ssl_verify_client on;");
+    expect(conf).toContain('if ($ssl_client_s_dn != "CN=client.bench") { return 403; }');
+    expect(conf).toContain("location = /echo");
+    expect(conf).toContain("location / { return 403; }");
+  });
+
+  it("makes the HAProxy server side require a verified client certificate on every frontend", () => {
+    const conf = haproxyServerConfig(pki, ports, backend);
+    expect(conf.match(/verify required/g)).toHaveLength(3);
+    expect(conf).toContain("tcp-request content reject unless { ssl_c_s_dn(CN) -m str client.bench }");
+    expect(conf).toContain("{ path /bench.Echo/Unary }");
+  });
+});
