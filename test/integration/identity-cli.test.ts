@@ -30,7 +30,7 @@ function sigil(...args: string[]): Promise<CliResult> {
     execFile(
       process.execPath,
       ["--import", "tsx", join(ROOT, "controlplane/cli/main.ts"), ...args],
-      { cwd: ROOT, timeout: 25_000 },
+      { cwd: ROOT, timeout: 60_000 },
       (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
@@ -51,7 +51,7 @@ afterAll(async () => {
   await h?.close();
 });
 
-describe("sigil CLI for identity", { timeout: 60_000 }, () => {
+describe("sigil CLI for identity", { timeout: 120_000 }, () => {
   it("token create makes a one-time token that a workload redeems", async () => {
     const r = await sigil("token", "create", "--labels", "app=orders,env=prod", "--ttl", "10m", "--api", api);
     expect(r.code, r.stderr).toBe(0);
