@@ -125,6 +125,8 @@ const apiPeer = workload({ app: "api" });
 const rogue = workload({ app: "rogue" });
 const svc7: Labels = { app: "svc-7", env: "prod" };
 const svc8 = workload({ app: "svc-8", env: "prod" });
+const v4Dest: Peer = { kind: "external", address: "10.3.200.17" };
+const v6Dest: Peer = { kind: "external", address: "2001:db8:3e7:1::9" };
 const headers = { "user-agent": "bench", accept: "*/*" };
 const verdict = (set: CompiledPolicySet, r: AuthzRequest): number =>
   evaluate(set, r).verdict === "allow" ? 1 : 0;
@@ -191,18 +193,29 @@ const cases: [string, () => number][] = [
       }),
   ],
   [
-    "egress CIDR allow, 2000 blocks (v4)",
+    "egress CIDR allow, 2000 blocks (v4), same connection",
     () =>
       verdict(cidrs, {
         direction: "egress",
         local: { labels: api },
-        peer: { kind: "external", address: "10.3.200.17" },
+        peer: v4Dest,
         port: 443,
         mode: "enforce",
       }),
   ],
   [
-    "egress CIDR allow, 2000 blocks (v6)",
+    "egress CIDR allow, 2000 blocks (v6), same connection",
+    () =>
+      verdict(cidrs, {
+        direction: "egress",
+        local: { labels: api },
+        peer: v6Dest,
+        port: 443,
+        mode: "enforce",
+      }),
+  ],
+  [
+    "egress CIDR allow, 2000 blocks (v6), new connection (address parsed)",
     () =>
       verdict(cidrs, {
         direction: "egress",

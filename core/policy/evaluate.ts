@@ -48,32 +48,39 @@ export interface Decision {
   readonly path?: string;
 }
 
+/**
+ * Parsed peer addresses, per peer object: an enforcement point keeps one Peer per connection, so a
+ * connection's address is parsed once however many requests it carries.
+ */
+const parsedAddresses = new WeakMap<Peer, IpAddress | null>();
+
 /** Peer facts for one evaluation; an external peer's address is parsed only if a CIDR rule asks. */
 class EvaluatedPeer implements PeerFacts {
   readonly labels: Labels | null;
   readonly external: boolean;
   readonly dnsName: string | null;
-  private readonly rawAddress: string | null;
-  private parsed: IpAddress | null | undefined = undefined;
 
-  constructor(peer: Peer) {
+  constructor(private readonly peer: Peer) {
     if (peer.kind === "workload") {
       this.labels = peer.identity.labels;
       this.external = false;
       this.dnsName = null;
-      this.rawAddress = null;
     } else {
       this.labels = null;
       this.external = true;
       this.dnsName = peer.dnsName === undefined ? null : canonicalName(peer.dnsName);
-      this.rawAddress = peer.address;
     }
   }
 
   address(): IpAddress | null {
-    if (this.parsed === undefined)
-      this.parsed = this.rawAddress === null ? null : parseIpAddress(this.rawAddress);
-    return this.parsed;
+    const peer = this.peer;
+    if (peer.kind !== "external") return null;
+    let parsed = parsedAddresses.get(peer);
+    if (parsed === undefined) {
+      parsed = parseIpAddress(peer.address);
+      parsedAddresses.set(peer, parsed);
+    }
+    return parsed;
   }
 }
 
