@@ -13,6 +13,7 @@ export { compilePolicySet, emptyPolicySet, CompiledPolicySet, PolicySetError } f
 export { evaluate, connectionPrecheck, httpRulesOnPort } from "./evaluate.ts";
 export type { AuthzRequest, Decision, Direction, EnforcementMode, HttpRequestFacts } from "./evaluate.ts";
 export { normalizeRequestPath } from "./path.ts";
+export { pathPatternProblem } from "./path-pattern.ts";
 export type { NormalizedPath } from "./path.ts";
 export { selectorMatches } from "./selector.ts";
 export { peerAuthenticationMode, policiesFor, DEFAULT_MTLS_MODE } from "./peer-auth.ts";
