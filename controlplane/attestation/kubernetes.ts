@@ -1,5 +1,8 @@
+import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { createLocalJWKSet, errors, jwtVerify } from "jose";
 import type { JSONWebKeySet } from "jose";
+import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import type { AttestedLabel } from "../../core/labels.ts";
 import { AttestationError } from "./errors.ts";
@@ -90,4 +93,41 @@ export class KubernetesAttestor {
       ],
     };
   }
+}
+
+const configFileSchema = z
+  .object({
+    issuer: z.string().min(1),
+    audiences: z.array(z.string().min(1)).min(1),
+    jwksFile: z.string().min(1),
+  })
+  .strict();
+
+const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1) });
+
+/**
+ * Reads the cluster attestation settings from a YAML/JSON file `{ issuer, audiences, jwksFile }`,
+ * where `jwksFile` (relative to the config file) holds the issuer's `/openid/v1/jwks` document.
+ */
+export async function readKubernetesAttestorConfig(path: string): Promise<KubernetesAttestorConfig> {
+  const parse = async (file: string) => {
+    try {
+      return parseYaml(await readFile(file, "utf8")) as unknown;
+    } catch (err) {
+      throw new Error(`cannot read ${file}: ${(err as Error).message}`);
+    }
+  };
+  const config = configFileSchema.safeParse(await parse(path));
+  if (!config.success) {
+    const issue = config.error.issues[0];
+    throw new Error(`${path}: ${issue?.path.join(".") || "document"}: ${issue?.message}`);
+  }
+  const jwksPath = resolve(dirname(path), config.data.jwksFile);
+  const jwks = jwksSchema.safeParse(await parse(jwksPath));
+  if (!jwks.success) throw new Error(`${jwksPath}: not a JWK set with at least one key`);
+  return {
+    issuer: config.data.issuer,
+    audiences: config.data.audiences,
+    jwks: jwks.data as unknown as JSONWebKeySet,
+  };
 }

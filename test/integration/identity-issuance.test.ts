@@ -361,3 +361,26 @@ describe("SVID issuance over gRPC", () => {
     );
   });
 });
+
+describe("Kubernetes attestation settings", () => {
+  it("reads issuer, audiences and the JWKS file, and names what is wrong", async () => {
+    const { readKubernetesAttestorConfig } = await import("../../controlplane/attestation/kubernetes.ts");
+    const dir = h.dataDir;
+    await writeFile(
+      join(dir, "jwks.json"),
+      JSON.stringify({ keys: [{ kty: "EC", crv: "P-256", x: "x", y: "y", kid: "k" }] }),
+    );
+    await writeFile(join(dir, "k8s.yaml"), `issuer: ${ISSUER}\naudiences: [sigil]\njwksFile: jwks.json\n`);
+    const config = await readKubernetesAttestorConfig(join(dir, "k8s.yaml"));
+    expect(config).toMatchObject({ issuer: ISSUER, audiences: ["sigil"], jwks: { keys: [{ kid: "k" }] } });
+    await writeFile(join(dir, "bad.yaml"), `issuer: ${ISSUER}\naudiences: []\njwksFile: jwks.json\n`);
+    await expect(readKubernetesAttestorConfig(join(dir, "bad.yaml"))).rejects.toThrow(/bad.yaml: audiences/);
+    await writeFile(
+      join(dir, "nokeys.yaml"),
+      `issuer: ${ISSUER}\naudiences: [sigil]\njwksFile: missing.json\n`,
+    );
+    await expect(readKubernetesAttestorConfig(join(dir, "nokeys.yaml"))).rejects.toThrow(
+      /cannot read .*missing.json/,
+    );
+  });
+});
