@@ -1,0 +1,66 @@
+/**
+ * Reading back what the sidecars reported: the control plane's GET /api/flows, and which of those
+ * records belong to one scenario (same endpoints, port, request and time window).
+ */
+import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
+import type { Mesh } from "./mesh.ts";
+import type { Scenario } from "./traffic.ts";
+import type { WorkloadName } from "./topology.ts";
+
+export interface Timed<T> {
+  item: T;
+  startedAt: number;
+  endedAt: number;
+}
+
+export async function fetchFlows(httpBase: string, sinceMs: number): Promise<FlowRecord[]> {
+  const response = await fetch(`${httpBase}/api/flows?since=${sinceMs}&limit=10000`, {
+    signal: AbortSignal.timeout(10_000),
+  });
+  if (!response.ok)
+    throw new Error(`GET /api/flows: HTTP ${response.status} ${(await response.text()).trim()}`);
+  const body = (await response.json()) as { flows?: FlowRecord[] };
+  if (!Array.isArray(body.flows)) throw new Error("GET /api/flows: answer without a flows array");
+  return body.flows;
+}
+
+/** Slack around a scenario's window: clocks are the same host's, but reports are stamped at decision time. */
+const WINDOW_SLACK_MS = 1_000;
+
+function endpointIs(mesh: Mesh, endpoint: FlowEndpoint, name: WorkloadName): boolean {
+  return (
+    endpoint.spiffeId === mesh.spiffeId(name) ||
+    endpoint.address === mesh.host(name).ipv4 ||
+    endpoint.labels.app === name
+  );
+}
+
+export function flowsOf(mesh: Mesh, run: Timed<Scenario>, flows: readonly FlowRecord[]): FlowRecord[] {
+  const s = run.item;
+  return flows.filter(
+    (f) =>
+      f.time >= run.startedAt - WINDOW_SLACK_MS &&
+      f.time <= run.endedAt + WINDOW_SLACK_MS &&
+      f.port === s.port &&
+      endpointIs(mesh, f.source, s.from) &&
+      endpointIs(mesh, f.destination, s.to) &&
+      (s.http === undefined || (f.http?.method === s.http.method && f.http.path === s.http.path)),
+  );
+}
+
+/** Polls the flow API until every scenario has at least one record, or the deadline passes. */
+export async function waitForFlows(
+  mesh: Mesh,
+  httpBase: string,
+  runs: readonly Timed<Scenario>[],
+  timeoutMs: number,
+): Promise<FlowRecord[]> {
+  const since = Math.min(...runs.map((r) => r.startedAt)) - WINDOW_SLACK_MS;
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const flows = await fetchFlows(httpBase, since);
+    const complete = runs.every((r) => flowsOf(mesh, r, flows).length > 0);
+    if (complete || Date.now() > deadline) return flows;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * What the wire shows: a packet capture on the bridge (every workload's port, in the hub namespace),
+ * read back with tshark for TLS ClientHellos and searched byte for byte for the plaintext of the
+ * requests the demo sends. Evidence for the "encrypted" column, not an assumption.
+ */
+import { readFile } from "node:fs/promises";
+import { inNetns, runOk } from "./exec.ts";
+import type { Managed, Supervisor } from "./processes.ts";
+
+export interface TlsHello {
+  src: string;
+  dst: string;
+  dstPort: number;
+  /** ALPN protocols offered, e.g. ["sigil/1;http1;8080"]. */
+  alpn: string[];
+}
+
+export interface WireEvidence {
+  hellos: TlsHello[];
+  /** Each needle, and whether it appeared anywhere in the captured bytes. */
+  plaintextSeen: Map<string, boolean>;
+  packets: number;
+}
+
+export class WireCapture {
+  private constructor(
+    private readonly proc: Managed,
+    readonly file: string,
+  ) {}
+
+  /** Starts tcpdump on every port of the bridge and resolves once it is capturing. */
+  static async start(
+    supervisor: Supervisor,
+    hubNetns: string,
+    file: string,
+    name = "tcpdump",
+    timeoutMs = 15_000,
+  ): Promise<WireCapture> {
+    // -U writes each packet as it arrives so the file is complete as soon as tcpdump exits.
+    const proc = supervisor.start(
+      name,
+      inNetns(hubNetns, ["tcpdump", "-i", "any", "-U", "-n", "-Z", "root", "-s", "0", "-w", file, "tcp"]),
+    );
+    await waitForListening(proc, timeoutMs);
+    return new WireCapture(proc, file);
+  }
+
+  /** Stops the capture and reads it back. */
+  async finish(needles: readonly string[], tlsPorts: readonly number[]): Promise<WireEvidence> {
+    await this.proc.stop("SIGINT");
+    return analyze(this.file, needles, tlsPorts);
+  }
+}
+
+async function waitForListening(proc: Managed, timeoutMs: number): Promise<void> {
+  // tcpdump announces "listening on any, ..." on stderr, which the supervisor logs to a file.
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const log = await readFile(proc.logFile, "utf8").catch(() => "");
+    if (/listening on/.test(log)) return;
+    if (!proc.running()) throw new Error(`tcpdump ended before capturing: ${log.trim()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`tcpdump not capturing after ${timeoutMs} ms (log: ${proc.logFile})`);
+}
+
+export async function analyze(
+  file: string,
+  needles: readonly string[],
+  tlsPorts: readonly number[],
+): Promise<WireEvidence> {
+  const decodeAs = tlsPorts.flatMap((port) => ["-d", `tcp.port==${port},tls`]);
+  const fields = await runOk(
+    [
+      "tshark",
+      "-r",
+      file,
+      ...decodeAs,
+      "-Y",
+      "tls.handshake.type == 1",
+      "-T",
+      "fields",
+      "-E",
+      "separator=\t",
+      "-e",
+      "ip.src",
+      "-e",
+      "ip.dst",
+      "-e",
+      "tcp.dstport",
+      "-e",
+      "tls.handshake.extensions_alpn_str",
+    ],
+    { timeoutMs: 60_000 },
+  );
+  const hellos: TlsHello[] = [];
+  for (const line of fields.split("\n")) {
+    if (line.trim() === "") continue;
+    const [src = "", dst = "", port = "", alpn = ""] = line.split("\t");
+    hellos.push({ src, dst, dstPort: Number(port), alpn: alpn === "" ? [] : alpn.split(",") });
+  }
+  const bytes = await readFile(file);
+  const plaintextSeen = new Map(needles.map((n) => [n, bytes.includes(Buffer.from(n, "utf8"))] as const));
+  const count = await runOk(["tshark", "-r", file, "-T", "fields", "-e", "frame.number"], {
+    timeoutMs: 60_000,
+  });
+  return { hellos, plaintextSeen, packets: count.split("\n").filter(Boolean).length };
+}
+
+/** Whether a TLS handshake from `src` to `dst` named application port `port` in its ALPN. */
+export function tlsBetween(
+  evidence: WireEvidence,
+  src: string,
+  dst: string,
+  port: number,
+): TlsHello | undefined {
+  return evidence.hellos.find(
+    (h) => h.src === src && h.dst === dst && h.alpn.some((p) => p.split(";").at(-1) === String(port)),
+  );
+}
