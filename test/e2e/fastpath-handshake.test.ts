@@ -214,7 +214,7 @@ describe.sequential("fast path: identity in the handshake, then out of the data 
     expect(denial.source.spiffeId).toBeUndefined();
   });
 
-  it("refuses a workload whose identity the policy does not allow, over IPv4 and IPv6", async () => {
+  it("refuses a workload whose identity the policy does not allow (IPv4 and IPv6), and only reports it in observe mode", async () => {
     const batch = await pki.identity("batch", { app: "batch" });
     const otherEnforcer = await EnforcerProcess.start(other.ns, pki, "batch", {
       identity: batch,
@@ -234,6 +234,27 @@ describe.sequential("fast path: identity in the handshake, then out of the data 
     expect(denial).toMatchObject({ verdict: "deny", reason: expect.stringMatching(/default deny/) });
     // The application never saw those connections.
     expect(apps.lines.slice(accepted).filter((l) => l.includes("accepted"))).toEqual([]);
+
+    // The same peer against a server in observe mode: let through, reported as "would deny".
+    await serverEnforcer.kill();
+    serverEnforcer = await EnforcerProcess.start(server.ns, pki, "db-observe", {
+      identity: await pki.identity("db-observe", { app: "db" }),
+      policyFile,
+      inboundPorts: PORTS,
+      queueFirst: 10,
+      mode: "observe",
+    });
+    const observed = await other.ns.execOk([
+      "curl",
+      "-sS",
+      "--max-time",
+      "5",
+      `http://${server.ipv4}:${HTTP}/observed`,
+    ]);
+    expect(observed).toContain("GET /observed");
+    const wouldDeny = await serverEnforcer.waitForFlow((f) => f.source.spiffeId === batch.spiffeId);
+    expect(wouldDeny).toMatchObject({ verdict: "allow", wouldDeny: true });
+    expect(wouldDeny.reason).toMatch(/observe mode, would deny/);
     await otherEnforcer.kill();
   });
 
