@@ -1,72 +1,316 @@
+import { rename, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
+import { isIP } from "node:net";
 import { join, resolve } from "node:path";
+import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { compilePolicySet } from "../core/policy/index.ts";
+import type { CompiledPolicySet, PolicyDocument } from "../core/policy/index.ts";
+import { bundleRootsPem } from "../core/svid/bundle.ts";
+import type { NodeAuthorizer } from "../xds/server.ts";
+import type { ImportedCa } from "./ca/authority.ts";
+import type { KubernetesAttestorConfig } from "./attestation/kubernetes.ts";
+import { FlowStore } from "./flows/store.ts";
+import { flowServiceHandlers } from "./flows/service.ts";
+import { FlowServiceDefinition } from "./flows/wire.ts";
+import { callPeer, startGrpcServer, type GrpcTlsOptions, type RunningGrpcServer } from "./grpc-server.ts";
 import { Router, sendJson } from "./http/router.ts";
-import { startGrpcServer, type RunningGrpcServer } from "./grpc-server.ts";
-import { loadOrCreateServingCert } from "./serving-cert.ts";
+import { IdentityServiceDefinition, identityServiceHandlers } from "./identity/grpc-service.ts";
+import { registerIdentityRoutes } from "./identity/http-routes.ts";
+import { openIdentityPlane, type IdentityPlane } from "./identity/plane.ts";
+import { MeshPublisher, type PolicySource } from "./mesh/mesh.ts";
+import { verifyPeerWorkload } from "./mesh/node-auth.ts";
+import { PolicyStore } from "./policy-store/store.ts";
+import { ModeStore, type EnforcementMode } from "./visibility/mode.ts";
+import { createControlPlaneMetrics, type ControlPlaneMetrics } from "./visibility/metrics.ts";
+import { registerVisibilityRoutes } from "./visibility/routes.ts";
 import { registerXdsRoutes } from "./xds/http.ts";
 import { createXdsService, type XdsService } from "./xds/service.ts";
-import type { NodeAuthorizer } from "../xds/server.ts";
 
 export interface ControlPlaneConfig {
   readonly dataDir: string;
+  /** Used when the CA is created; an existing CA must be of the same trust domain. Default sigil.local. */
+  readonly trustDomain?: string;
+  /** Directory of policy YAML, watched; omitted = no policies (everything denied in enforce mode). */
+  readonly policyDir?: string;
+  /** Mesh-wide enforcement mode. Given, it replaces the stored mesh default; omitted keeps it (enforce at first). */
+  readonly mode?: EnforcementMode;
   readonly grpc: { readonly host: string; readonly port: number };
   /** Loopback plaintext xDS listener for proxyless gRPC clients; omitted = none. */
   readonly xdsPlaintext: { readonly host: string; readonly port: number } | undefined;
   readonly http: { readonly host: string; readonly port: number };
+  /** DNS names in the serving certificate (127.0.0.1, ::1 and an IP --grpc-host are added). */
   readonly serverNames: readonly string[];
   readonly log: Logger;
+  readonly kubernetes?: KubernetesAttestorConfig;
+  /** A CA (or intermediate) to use instead of generating a root, on first start only. */
+  readonly importedCa?: ImportedCa;
   /**
-   * Decides which node a gRPC peer may be served as (see xds/server.ts NodeAuthorizer). The
-   * identity layer supplies one that checks the peer's workload certificate; until then the
-   * claimed node id is trusted.
+   * Replaces the ADS node authorizer. The default serves a TLS stream only as the workload its
+   * client certificate proves, and a plaintext (loopback) stream only the mesh-wide resources.
    */
   readonly authorizeNode?: NodeAuthorizer;
 }
 
 export interface ControlPlane {
   readonly dataDir: string;
+  readonly trustDomain: string;
   readonly grpc: RunningGrpcServer;
   readonly router: Router;
   readonly httpPort: number;
+  /** PEM file of the roots a sidecar trusts to reach the control plane (the CA bundle). */
+  readonly bundlePath: string;
   /** Publish resources here (`xds.publisher`); the ADS service is already registered on `grpc`. */
   readonly xds: XdsService;
+  readonly identity: IdentityPlane;
+  readonly flows: FlowStore;
+  readonly modes: ModeStore;
+  readonly policies: PolicyStore | undefined;
+  readonly mesh: MeshPublisher;
+  readonly metrics: ControlPlaneMetrics;
   close(): Promise<void>;
 }
 
-/** Starts the control plane's listeners; features register their gRPC services and HTTP routes on them. */
+/** Where sidecars find the roots they trust the control plane by (see `bundlePath`). */
+export const BUNDLE_FILE = "bundle.pem";
+
+/**
+ * Starts the control plane: the CA and identity issuance, the TLS gRPC endpoint (ADS, identity
+ * signing, flow reports) whose certificate the CA issues, policy from a watched directory,
+ * enforcement modes, the translation into per-workload xDS resources, flow storage, and the HTTP
+ * API and UI.
+ */
 export async function startControlPlane(config: ControlPlaneConfig): Promise<ControlPlane> {
   const dataDir = resolve(config.dataDir);
-  const cert = await loadOrCreateServingCert(join(dataDir, "tls"), config.serverNames);
-  const grpc = await startGrpcServer({
-    host: config.grpc.host,
-    port: config.grpc.port,
-    tls: { keyPem: cert.keyPem, certPem: cert.certPem },
-    plaintext: config.xdsPlaintext,
-  });
-  const xds = createXdsService(config.authorizeNode);
-  grpc.addService(xds.ads.definition, xds.ads.implementation);
-  config.log.info(
-    { port: grpc.port, plaintextPort: grpc.plaintextPort },
-    "gRPC listening (TLS), ADS registered",
-  );
+  const log = config.log;
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const c of cleanups.splice(0).reverse()) {
+      try {
+        await c();
+      } catch (err) {
+        log.warn({ err }, "error while closing");
+      }
+    }
+  };
+  try {
+    const identity = await openIdentityPlane({
+      dataDir,
+      trustDomain: config.trustDomain,
+      kubernetes: config.kubernetes,
+      importedCa: config.importedCa,
+      log,
+    });
+    cleanups.push(() => identity.close());
+    const metrics = createControlPlaneMetrics();
 
-  const router = new Router();
-  router.add("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
-  registerXdsRoutes(router, xds);
-  const http = createServer((req, res) => void router.handle(req, res));
-  const httpPort = await listen(http, config.http.host, config.http.port);
-  config.log.info({ port: httpPort }, "HTTP API listening");
+    const bundlePath = join(dataDir, BUNDLE_FILE);
+    const serving = new ServingCredentials(identity, config, bundlePath, log);
+    const grpc = await startGrpcServer({
+      host: config.grpc.host,
+      port: config.grpc.port,
+      tls: await serving.current(),
+      plaintext: config.xdsPlaintext,
+    });
+    cleanups.push(() => grpc.close());
+    serving.attach(grpc);
+    cleanups.push(() => serving.stop());
 
+    const modes = await ModeStore.open({ file: join(dataDir, "modes.json"), defaultMode: config.mode });
+    if (config.mode && modes.settings().mesh !== config.mode) await modes.set({ kind: "mesh" }, config.mode);
+
+    let policyStore: PolicyStore | undefined;
+    if (config.policyDir) {
+      policyStore = await PolicyStore.open({ directory: resolve(config.policyDir), logger: log });
+      cleanups.push(() => policyStore?.close());
+      for (const e of policyStore.current().errors) log.warn({ policyError: e }, "policy file not in effect");
+    }
+    const policies = policySource(policyStore);
+
+    // ADS streams arrive only after the service is registered below, once `mesh` exists.
+    const xds = createXdsService((node, peer) =>
+      config.authorizeNode ? config.authorizeNode(node, peer) : mesh.authorizeNode(node, peer),
+    );
+    const mesh = new MeshPublisher({ xds, identity, policies, modes, metrics, log });
+    mesh.start();
+    cleanups.push(() => mesh.stop());
+    grpc.addService(xds.ads.definition, xds.ads.implementation);
+    grpc.addService(
+      IdentityServiceDefinition,
+      countSignings(identityServiceHandlers({ issuer: identity.issuer, log }), metrics),
+    );
+
+    const flows = await FlowStore.open({ dir: join(dataDir, "flows"), logger: log });
+    cleanups.push(() => flows.close());
+    grpc.addService(
+      FlowServiceDefinition,
+      flowServiceHandlers({
+        store: flows,
+        metrics,
+        logger: log,
+        authenticatePeer: (call) => {
+          try {
+            return verifyPeerWorkload(callPeer(call).certificate, {
+              bundle: identity.ca.bundle(),
+              revocations: identity.registry.revocationIndex(),
+            }).identity.spiffeId;
+          } catch (err) {
+            log.warn({ peer: call.getPeer(), reason: (err as Error).message }, "flow stream refused");
+            return null;
+          }
+        },
+      }),
+    );
+    log.info(
+      { port: grpc.port, plaintextPort: grpc.plaintextPort },
+      "gRPC listening (TLS): ADS, identity, flows",
+    );
+
+    const router = new Router();
+    router.add("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
+    registerXdsRoutes(router, xds);
+    registerIdentityRoutes(router, { plane: identity });
+    registerVisibilityRoutes(router, {
+      store: flows,
+      modes,
+      policies: () => documentsOf(policyStore),
+      metrics,
+    });
+    const http = createServer((req, res) => void router.handle(req, res));
+    const httpPort = await listen(http, config.http.host, config.http.port);
+    cleanups.push(() => closeHttp(http));
+    log.info({ port: httpPort }, "HTTP API listening");
+
+    return {
+      dataDir,
+      trustDomain: identity.ca.trustDomain,
+      grpc,
+      router,
+      httpPort,
+      bundlePath,
+      xds,
+      identity,
+      flows,
+      modes,
+      policies: policyStore,
+      mesh,
+      metrics,
+      close: closeAll,
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+/**
+ * The gRPC listener's TLS material: a serving certificate issued by the Sigil CA (so the CA bundle
+ * is all a sidecar needs to trust the control plane), renewed at half its lifetime and whenever the
+ * bundle changes, and the bundle's roots as the client roots workloads are asked to chain to. The
+ * bundle is also written to `bundle.pem` for sidecars to bootstrap from. The certificate lives no
+ * longer than the CA's maximum leaf lifetime, so after a CA rotation it is replaced before the
+ * retiring root leaves the bundle.
+ */
+class ServingCredentials {
+  private server: RunningGrpcServer | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly onBundle = () => void this.refresh();
+  private stopped = false;
+
+  constructor(
+    private readonly identity: IdentityPlane,
+    private readonly config: ControlPlaneConfig,
+    private readonly bundlePath: string,
+    private readonly log: Logger,
+  ) {}
+
+  async current(): Promise<GrpcTlsOptions> {
+    const bundle = this.identity.ca.bundle();
+    const roots = bundleRootsPem(bundle);
+    await writePublicFile(this.bundlePath, roots);
+    const ttlSeconds = Math.min(30 * 24 * 3600, this.identity.ca.maxLeafTtlSeconds);
+    const ipAddresses = ["127.0.0.1", "::1"];
+    const host = this.config.grpc.host;
+    if (isIP(host) !== 0 && host !== "0.0.0.0" && host !== "::" && !ipAddresses.includes(host))
+      ipAddresses.push(host);
+    const cert = await this.identity.ca.issueServingCertificate({
+      dnsNames: this.config.serverNames,
+      ipAddresses,
+      ttlSeconds,
+    });
+    this.schedule((ttlSeconds * 1000) / 2);
+    return { keyPem: cert.keyPem, certPem: cert.certPem, clientCaPem: roots, clientCerts: "request" };
+  }
+
+  attach(server: RunningGrpcServer): void {
+    this.server = server;
+    this.identity.ca.on("bundle", this.onBundle);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.identity.ca.off("bundle", this.onBundle);
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.refresh(), ms);
+    this.timer.unref();
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      const tls = await this.current();
+      if (!this.stopped) this.server?.updateTls(tls);
+      this.log.info({ bundleSequence: this.identity.ca.bundle().sequence }, "serving certificate renewed");
+    } catch (err) {
+      this.log.error({ err }, "renewing the serving certificate failed; retrying in 30 s");
+      this.schedule(30_000);
+    }
+  }
+}
+
+/** Writes a file other users may read (the bundle is public), atomically so readers never see half of it. */
+async function writePublicFile(path: string, content: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, content, { mode: 0o644 });
+  await rename(tmp, path);
+}
+
+function policySource(store: PolicyStore | undefined): PolicySource {
+  if (store) {
+    return {
+      current: () => store.current(),
+      onChange: (listener) => store.onChange(() => listener()),
+    };
+  }
+  const empty: { set: CompiledPolicySet; revision: number } = { set: compilePolicySet([]), revision: 0 };
+  return { current: () => empty, onChange: () => () => undefined };
+}
+
+function documentsOf(store: PolicyStore | undefined): readonly PolicyDocument[] {
+  return store ? store.current().documents.map((d) => d.document) : [];
+}
+
+/** Counts SVID signings (and the JWT-SVID issued with each) by result in the control plane's metrics. */
+function countSignings(
+  handlers: grpc.UntypedServiceImplementation,
+  metrics: ControlPlaneMetrics,
+): grpc.UntypedServiceImplementation {
+  const sign = handlers.SignSvid as (call: unknown, callback: grpc.sendUnaryData<unknown>) => void;
   return {
-    dataDir,
-    grpc,
-    router,
-    httpPort,
-    xds,
-    close: async () => {
-      await Promise.all([grpc.close(), closeHttp(http)]);
-    },
+    ...handlers,
+    SignSvid: (call: unknown, callback: grpc.sendUnaryData<unknown>) =>
+      sign(call, (err, value) => {
+        if (err) metrics.signings.inc({ kind: "x509", result: "refused" });
+        else {
+          metrics.signings.inc({ kind: "x509", result: "issued" });
+          metrics.signings.inc({ kind: "jwt", result: "issued" });
+        }
+        callback(err, value);
+      }),
   };
 }
 

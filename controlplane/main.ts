@@ -1,45 +1,75 @@
-import { Command, InvalidArgumentError } from "commander";
+import { existsSync } from "node:fs";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
 import { startControlPlane } from "./control-plane.ts";
 
 function port(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`not a port: ${value}`);
+  if (!/^\d+$/.test(value) || n > 65535) throw new InvalidArgumentError(`not a port: ${value}`);
   return n;
 }
 
+const DEFAULT_POLICY_DIR = "examples/policies";
+
 const program = new Command("sigil-controlplane")
-  .description("Sigil control plane: xDS over TLS gRPC, HTTP API")
-  .option("--data-dir <dir>", "state directory", ".sigil-data")
-  .option("--grpc-host <host>", "address of the TLS gRPC listener (xDS, identity)", "0.0.0.0")
+  .description(
+    "Sigil control plane: CA and identity issuance, policy, xDS over TLS gRPC, flows, HTTP API and UI",
+  )
+  .option("--data-dir <dir>", "state directory (CA, registry, flows, modes)", ".sigil-data")
+  .option("--trust-domain <name>", "trust domain of a new CA (an existing CA keeps its own)", "sigil.local")
+  .option(
+    "--policy-dir <dir>",
+    `directory of policy YAML, watched (default: ${DEFAULT_POLICY_DIR} when it exists, else none)`,
+  )
+  .addOption(
+    new Option(
+      "--mode <mode>",
+      "mesh-wide enforcement mode (default: the stored one, enforce at first)",
+    ).choices(["enforce", "observe"]),
+  )
+  .option("--grpc-host <host>", "address of the TLS gRPC listener (xDS, identity, flows)", "0.0.0.0")
   .option("--grpc-port <port>", "port of the TLS gRPC listener", port, 15010)
   .option(
     "--xds-plaintext-port <port>",
-    "also serve xDS in plaintext on 127.0.0.1:<port> for proxyless gRPC clients (they cannot use TLS)",
+    "also serve mesh-wide xDS in plaintext on 127.0.0.1:<port> for proxyless gRPC clients (they cannot use TLS)",
     port,
   )
   .option("--http-host <host>", "address of the HTTP API", "0.0.0.0")
   .option("--http-port <port>", "port of the HTTP API", port, 15080)
   .option("--server-name <name...>", "DNS names in the control plane's serving certificate", [
     "sigil-controlplane",
+    "localhost",
   ])
+  .option("--log-level <level>", "log level (stderr)", "info")
   .parse();
 
 const opts = program.opts<{
   dataDir: string;
+  trustDomain: string;
+  policyDir?: string;
+  mode?: "enforce" | "observe";
   grpcHost: string;
   grpcPort: number;
   xdsPlaintextPort?: number;
   httpHost: string;
   httpPort: number;
   serverName: string[];
+  logLevel: string;
 }>();
 
-const log = pino({ name: "controlplane" }, pino.destination(2));
+const log = pino({ name: "controlplane", level: opts.logLevel }, pino.destination(2));
+const policyDir = opts.policyDir ?? (existsSync(DEFAULT_POLICY_DIR) ? DEFAULT_POLICY_DIR : undefined);
+
+function hostPort(host: string, p: number): string {
+  return host.includes(":") ? `[${host}]:${p}` : `${host}:${p}`;
+}
 
 try {
   const cp = await startControlPlane({
     dataDir: opts.dataDir,
+    trustDomain: opts.trustDomain,
+    policyDir,
+    mode: opts.mode,
     grpc: { host: opts.grpcHost, port: opts.grpcPort },
     xdsPlaintext:
       opts.xdsPlaintextPort === undefined ? undefined : { host: "127.0.0.1", port: opts.xdsPlaintextPort },
@@ -47,6 +77,11 @@ try {
     serverNames: opts.serverName,
     log,
   });
+  log.info({ policyDir: policyDir ?? null, trustDomain: cp.trustDomain }, "control plane started");
+  process.stdout.write(
+    `sigil control plane ready grpc=${hostPort(opts.grpcHost, cp.grpc.port)} ` +
+      `http=${hostPort(opts.httpHost, cp.httpPort)} bundle=${cp.bundlePath}\n`,
+  );
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -62,6 +97,9 @@ try {
   };
   process.on("SIGINT", () => stop("SIGINT"));
   process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGHUP", () => {
+    cp.policies?.reload().catch((err: unknown) => log.error({ err }, "policy reload failed"));
+  });
 } catch (err) {
   log.fatal({ err }, "control plane failed to start");
   process.exit(1);

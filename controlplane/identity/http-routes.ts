@@ -2,7 +2,7 @@ import { z } from "zod";
 import { parseSpiffeId } from "../../core/identity.ts";
 import { bundleToDocument } from "../../core/svid/bundle.ts";
 import { HttpError, readJson, sendJson } from "../http/router.ts";
-import type { Router } from "../http/router.ts";
+import type { RouteHandler, Router } from "../http/router.ts";
 import { fingerprint } from "../ca/authority.ts";
 import type { IdentityPlane } from "./plane.ts";
 import { RegistryError } from "./registry.ts";
@@ -50,6 +50,7 @@ async function registryCall<T>(fn: () => Promise<T>): Promise<T> {
  * The identity API on the control plane's HTTP router. SPIFFE IDs contain slashes, so they travel
  * in JSON bodies rather than path segments.
  *  POST /api/identity/tokens            {name, labels, ttlSeconds} → {token, name, spiffeId, expiresAt}
+ *       (also POST /api/tokens)
  *  GET  /api/identity/workloads         → {workloads: [...]}
  *  POST /api/identity/workloads/revoke  {spiffeId, reason}
  *  POST /api/identity/workloads/labels  {spiffeId, labels}   (operator labels; triggers re-issuance)
@@ -60,7 +61,7 @@ async function registryCall<T>(fn: () => Promise<T>): Promise<T> {
  */
 export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPlane }): void {
   const { plane } = deps;
-  router.add("POST", "/api/identity/tokens", async (req, res) => {
+  const createToken: RouteHandler = async (req, res) => {
     const body = parse(tokenSchema, await readJson(req));
     let created;
     try {
@@ -75,7 +76,10 @@ export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPl
       labels: created.labels,
       expiresAt: created.expiresAt.toISOString(),
     });
-  });
+  };
+  router.add("POST", "/api/identity/tokens", createToken);
+  // The short form sidecar tooling and the contract between control plane and sidecars name.
+  router.add("POST", "/api/tokens", createToken);
   router.add("GET", "/api/identity/workloads", (_req, res) => {
     sendJson(res, 200, {
       workloads: plane.registry.list().map((w) => ({

@@ -99,6 +99,8 @@ interface RegistryEvents {
   "reissue-required": [spiffeId: string, labels: readonly AttestedLabel[]];
   /** The revocation list changed: push it to every enforcement point. */
   revocations: [list: RevocationList];
+  /** A certificate was issued and recorded (first issuance or renewal). */
+  issued: [record: WorkloadRecord];
 }
 
 /**
@@ -186,6 +188,8 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       revoked: null,
     });
     await this.save();
+    const record = this.workloads.get(issue.spiffeId);
+    if (record) this.emit("issued", record);
   }
 
   /**

@@ -79,6 +79,7 @@ export interface WorkloadSpec {
     data_path: "L7_PROXY" | "L4_FAST_PATH";
     mtls?: MtlsMode;
   }[];
+  readonly inbound_port?: number;
 }
 
 export interface ServiceSpec {

@@ -1,0 +1,280 @@
+import type { Logger } from "pino";
+import type { Labels } from "../../core/labels.ts";
+import type { CompiledPolicySet } from "../../core/policy/index.ts";
+import { revocationListSpec, trustBundleSpec } from "../../core/svid/xds-resources.ts";
+import type { NodeInfo } from "../../xds/wire.ts";
+import type { NodeAuthorizer, StreamPeer } from "../../xds/server.ts";
+import type { XdsResource } from "../../xds/registry.ts";
+import { ResourceSet } from "../../xds/snapshot.ts";
+import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import type { IdentityPlane } from "../identity/plane.ts";
+import { effectiveLabels } from "../identity/registry.ts";
+import type { WorkloadRecord } from "../identity/registry.ts";
+import type { ModeStore } from "../visibility/mode.ts";
+import type { ControlPlaneMetrics } from "../visibility/metrics.ts";
+import type { ServiceEndpoints } from "../xds/envoy.ts";
+import type { XdsService } from "../xds/service.ts";
+import {
+  peerDirectoryResource,
+  policySetResource,
+  revocationListResource,
+  trustBundleResource,
+} from "../xds/sigil.ts";
+import { verifyPeerWorkload } from "./node-auth.ts";
+import { registrationFromMetadata } from "./registration.ts";
+import type { Registration } from "./registration.ts";
+import { contentKey, policySetContent, workloadName, workloadSpec } from "./translate.ts";
+
+/** Where the mesh publisher reads policy from: the active compiled set and its revision. */
+export interface PolicySource {
+  current(): { readonly set: CompiledPolicySet; readonly revision: number };
+  onChange(listener: () => void): () => void;
+}
+
+export interface MeshOptions {
+  readonly xds: XdsService;
+  readonly identity: IdentityPlane;
+  readonly policies: PolicySource;
+  readonly modes: ModeStore;
+  readonly metrics?: ControlPlaneMetrics;
+  readonly log: Logger;
+}
+
+/** Node keys of streams that authenticated without TLS (the loopback plaintext listener). */
+const PLAINTEXT_NODE_PREFIX = "plaintext/";
+const DIRECTORY_NAME = "mesh";
+
+interface SharedPolicySet {
+  readonly resource: XdsResource;
+  readonly set: ResourceSet;
+}
+
+/**
+ * Turns the control plane's state into xDS and keeps it current. Mesh-wide: the TrustBundle (on
+ * every CA change), the RevocationList (pushed the moment a workload is revoked), the PeerDirectory
+ * (every issued, unrevoked workload with its labels, registered addresses and ports, and each port's
+ * data path) and Envoy services per `app` label and port. Per workload: its PolicySet, one resource
+ * per distinct content, so workloads selecting the same policies in the same mode share one
+ * encoding and one snapshot.
+ *
+ * Re-issuance: a workload's directory entry carries the labels its certificate should carry (its
+ * effective labels). When an operator changes them, the directory is republished at once; the
+ * sidecar sees its own entry differ from its SVID's labels and renews.
+ */
+export class MeshPublisher {
+  private readonly registrations = new Map<string, Registration>();
+  /** PolicySet resources by content key, kept while some workload uses them. */
+  private policySets = new Map<string, SharedPolicySet>();
+  /** The policy revision at which each content first appeared: its generation. */
+  private readonly generations = new Map<string, number>();
+  private directoryGeneration = 0;
+  private readonly unsubscribe: (() => void)[] = [];
+  /** When each type last changed, for push latency (change → ACK). */
+  private readonly changedAt = new Map<string, number>();
+  private readonly acked = new Map<string, string>();
+  /** The labels each workload was last published with (JSON), to skip no-op renewals. */
+  private published = new Map<string, string>();
+
+  constructor(private readonly options: MeshOptions) {}
+
+  /** Publishes everything now and republishes on every change of its inputs. */
+  start(): void {
+    const { identity, modes, policies, xds, metrics } = this.options;
+    const onBundle = () => this.publishTrustBundle();
+    const onRevocations = () => this.publishRevocations();
+    const onWorkloads = () => this.publishWorkloads();
+    // A renewal that changes nothing the mesh sees (same workload, same labels) republishes nothing.
+    const onIssued = (w: WorkloadRecord) => {
+      if (this.published.get(w.spiffeId) !== JSON.stringify(labelsOf(w))) this.publishWorkloads();
+    };
+    identity.ca.on("bundle", onBundle);
+    identity.registry.on("revocations", onRevocations);
+    identity.registry.on("reissue-required", onWorkloads);
+    identity.registry.on("issued", onIssued);
+    modes.on("change", onWorkloads);
+    this.unsubscribe.push(
+      () => identity.ca.off("bundle", onBundle),
+      () => identity.registry.off("revocations", onRevocations),
+      () => identity.registry.off("reissue-required", onWorkloads),
+      () => identity.registry.off("issued", onIssued),
+      () => modes.off("change", onWorkloads),
+      policies.onChange(onWorkloads),
+    );
+    if (metrics) this.instrument(metrics);
+    xds.publisher.batch(() => {
+      this.publishTrustBundle();
+      this.publishRevocations();
+      this.publishWorkloads();
+    });
+  }
+
+  stop(): void {
+    for (const off of this.unsubscribe.splice(0)) off();
+  }
+
+  /**
+   * The ADS node authorizer. On the TLS listener a stream is served only as the workload its client
+   * certificate proves (verified against the bundle and revocations here, since the listener merely
+   * requests certificates): the node id must be that SPIFFE ID, and the node metadata may register
+   * the workload's addresses and ports. A stream from the loopback plaintext listener (proxyless
+   * gRPC clients) is served the mesh-wide resources only, never a workload's policy.
+   */
+  readonly authorizeNode: NodeAuthorizer = (node: NodeInfo, peer: StreamPeer): string => {
+    if (peer.transportSecurity !== "ssl") return `${PLAINTEXT_NODE_PREFIX}${node.id}`;
+    const { identity } = this.options;
+    const verified = verifyPeerWorkload(peer.certificate, {
+      bundle: identity.ca.bundle(),
+      revocations: identity.registry.revocationIndex(),
+    });
+    const spiffeId = verified.identity.spiffeId;
+    if (node.id !== spiffeId)
+      throw new Error(`the client certificate proves ${spiffeId}, not the claimed node ${node.id}`);
+    const registration = registrationFromMetadata(node.metadata);
+    const previous = this.registrations.get(spiffeId);
+    if (registration && JSON.stringify(registration) !== JSON.stringify(previous)) {
+      this.registrations.set(spiffeId, registration);
+      this.options.log.info({ spiffeId, ...registration }, "workload registered");
+      this.publishWorkloads();
+    }
+    return spiffeId;
+  };
+
+  /** The registered addresses and ports of a workload, if its sidecar sent any. */
+  registration(spiffeId: string): Registration | undefined {
+    return this.registrations.get(spiffeId);
+  }
+
+  private publishTrustBundle(): void {
+    const { xds, identity } = this.options;
+    const resource = trustBundleResource(xds.registry, trustBundleSpec(identity.ca.bundle()));
+    this.publishShared(TRUST_BUNDLE, [resource]);
+  }
+
+  private publishRevocations(): void {
+    const { xds, identity } = this.options;
+    const list = identity.registry.revocationList();
+    const resource = revocationListResource(xds.registry, revocationListSpec(list));
+    xds.publisher.batch(() => {
+      this.publishShared(REVOCATION_LIST, [resource]);
+      // A revoked workload leaves the directory and loses its policy at the same time.
+      this.publishWorkloads();
+    });
+  }
+
+  /** Directory, Envoy services and every workload's PolicySet, in one republish. */
+  private publishWorkloads(): void {
+    const { xds, identity, policies, modes, log } = this.options;
+    const { set, revision } = policies.current();
+    const workloads = identity.registry.list().filter((w) => !w.revoked);
+    const nextSets = new Map<string, SharedPolicySet>();
+    const published = new Map<string, string>();
+    const assignments: [string, ResourceSet][] = [];
+    const entries = workloads.map((w) => {
+      const labels = labelsOf(w);
+      published.set(w.spiffeId, JSON.stringify(labels));
+      const mode = modes.modeFor({ spiffeId: w.spiffeId, labels }).mode;
+      const content = policySetContent(set, labels, mode);
+      const key = contentKey(content);
+      let shared = nextSets.get(key) ?? this.policySets.get(key);
+      if (!shared) {
+        if (!this.generations.has(key)) this.generations.set(key, revision);
+        const resource = policySetResource(xds.registry, {
+          ...content,
+          name: `policy-${key}`,
+          generation: this.generations.get(key) ?? revision,
+        });
+        shared = { resource, set: new ResourceSet(POLICY_SET, [resource]) };
+      }
+      nextSets.set(key, shared);
+      assignments.push([w.spiffeId, shared.set]);
+      return workloadSpec(set, {
+        name: workloadName(w.spiffeId),
+        spiffeId: w.spiffeId,
+        labels,
+        registration: this.registrations.get(w.spiffeId) ?? null,
+      });
+    });
+    for (const key of this.generations.keys()) if (!nextSets.has(key)) this.generations.delete(key);
+    this.policySets = nextSets;
+    this.published = published;
+    this.directoryGeneration += 1;
+    const directory = peerDirectoryResource(xds.registry, {
+      name: DIRECTORY_NAME,
+      workloads: entries,
+      generation: this.directoryGeneration,
+    });
+    const revoked = identity.registry.list().filter((w) => w.revoked);
+    xds.publisher.batch(() => {
+      this.publishShared(PEER_DIRECTORY, [directory]);
+      xds.publisher.setServices(servicesOf(entries));
+      for (const [spiffeId, resources] of assignments) {
+        const before = xds.cache.get(spiffeId)?.set(POLICY_SET);
+        xds.publisher.setNodeResources(spiffeId, POLICY_SET, resources);
+        if (before !== resources) this.changedAt.set(`${spiffeId} ${POLICY_SET}`, Date.now());
+      }
+      for (const w of revoked) xds.publisher.clearNode(w.spiffeId);
+    });
+    log.debug(
+      { workloads: entries.length, policySets: nextSets.size, revision },
+      "published workloads and policy sets",
+    );
+  }
+
+  private publishShared(typeUrl: string, resources: XdsResource[]): void {
+    this.changedAt.set(typeUrl, Date.now());
+    this.options.xds.publisher.setShared(typeUrl, resources);
+  }
+
+  /** Connected sidecars, and pushes with their latency from change to ACK, per resource type. */
+  private instrument(metrics: ControlPlaneMetrics): void {
+    const { ads } = this.options.xds;
+    const onOpen = ({ key }: { key: string }) => {
+      if (!key.startsWith(PLAINTEXT_NODE_PREFIX)) metrics.connectedSidecars.inc();
+    };
+    const onClose = ({ key }: { key: string }) => {
+      if (!key.startsWith(PLAINTEXT_NODE_PREFIX)) metrics.connectedSidecars.dec();
+    };
+    const onAck = (e: { nodeId: string; typeUrl: string; version: string }) => {
+      const ackKey = `${e.nodeId} ${e.typeUrl}`;
+      if (e.version === "" || this.acked.get(ackKey) === e.version) return;
+      this.acked.set(ackKey, e.version);
+      const type = e.typeUrl.slice(e.typeUrl.lastIndexOf(".") + 1);
+      metrics.pushes.inc({ type });
+      const since = this.changedAt.get(ackKey) ?? this.changedAt.get(e.typeUrl);
+      if (since !== undefined) metrics.pushLatency.observe({ type }, (Date.now() - since) / 1000);
+    };
+    ads.on("stream-open", onOpen);
+    ads.on("stream-close", onClose);
+    ads.on("ack", onAck);
+    this.unsubscribe.push(
+      () => ads.off("stream-open", onOpen),
+      () => ads.off("stream-close", onClose),
+      () => ads.off("ack", onAck),
+    );
+  }
+}
+
+/** The labels a workload's certificate should carry now (what policy selects it by). */
+function labelsOf(w: WorkloadRecord): Labels {
+  const labels: Record<string, string> = {};
+  for (const l of effectiveLabels(w)) labels[l.key] = l.value;
+  return labels;
+}
+
+/** One Envoy service `<app>:<port>` per `app` label and registered port, for proxyless gRPC clients. */
+function servicesOf(entries: readonly ReturnType<typeof workloadSpec>[]): ServiceEndpoints[] {
+  const services = new Map<string, { address: string; port: number }[]>();
+  for (const w of entries) {
+    const app = w.labels.app;
+    if (!app || !/^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/.test(app)) continue;
+    for (const p of w.ports) {
+      const name = `${app}:${p.port}`;
+      const list = services.get(name) ?? [];
+      for (const address of w.addresses) list.push({ address, port: p.port });
+      services.set(name, list);
+    }
+  }
+  return [...services]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, endpoints]) => ({ name, endpoints }));
+}
