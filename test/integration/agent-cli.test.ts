@@ -1,0 +1,156 @@
+/**
+ * `sigil sidecar` as a process: flags and a config file merged, the ready line on stdout once it
+ * holds an SVID and a policy set, `/ready` 200, and a clean exit (0) on SIGTERM. Bad settings are
+ * refused with the key named.
+ */
+import { spawn } from "node:child_process";
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createXdsService } from "../../controlplane/xds/service.ts";
+import type { XdsService } from "../../controlplane/xds/service.ts";
+import { policySetResource, trustBundleResource } from "../../controlplane/xds/sigil.ts";
+import { bundleRootsPem } from "../../core/svid/bundle.ts";
+import { trustBundleSpec } from "../../core/svid/xds-resources.ts";
+import { POLICY_SET, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import type { IdentityHarness } from "../support/identity-harness.ts";
+import { startIdentityHarness } from "../support/identity-harness.ts";
+
+const CLI = join(import.meta.dirname, "../../controlplane/cli/main.ts");
+const TSX = join(import.meta.dirname, "../../node_modules/.bin/tsx");
+
+let h: IdentityHarness;
+let xds: XdsService;
+let dir: string;
+const children: ChildProcessWithoutNullStreams[] = [];
+
+function sigil(args: string[]): ChildProcessWithoutNullStreams {
+  const child = spawn(TSX, [CLI, ...args], { stdio: "pipe" });
+  children.push(child);
+  return child;
+}
+
+function firstLine(child: ChildProcessWithoutNullStreams, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout });
+    const timer = setTimeout(() => reject(new Error("no line on stdout")), timeoutMs);
+    lines.once("line", (line) => {
+      clearTimeout(timer);
+      resolve(line);
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`exited ${code} before printing`));
+    });
+  });
+}
+
+beforeAll(async () => {
+  h = await startIdentityHarness();
+  xds = createXdsService();
+  h.server.addService(xds.ads.definition, xds.ads.implementation);
+  xds.publisher.setShared(TRUST_BUNDLE, [
+    trustBundleResource(xds.registry, trustBundleSpec(h.plane.bundle())),
+  ]);
+  dir = await mkdtemp(join(tmpdir(), "sigil-agent-cli-"));
+  await writeFile(join(dir, "bundle.pem"), bundleRootsPem(h.plane.bundle()));
+});
+
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  await h?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe("sigil sidecar", () => {
+  it("prints its ready line once it has an SVID and a policy set, then drains and exits 0 on SIGTERM", async () => {
+    const { token } = await h.plane.tokens.create({ name: "cli", labels: { app: "cli" }, ttlSeconds: 600 });
+    const spiffeId = "spiffe://sigil.local/workload/cli";
+    xds.publisher.setNodeResources(spiffeId, POLICY_SET, [
+      policySetResource(xds.registry, {
+        name: "cli",
+        workload: spiffeId,
+        mode: "ENFORCE",
+        ingress: [],
+        egress: [],
+        egress_default_deny: false,
+        generation: 1,
+      }),
+    ]);
+    const tokenFile = join(dir, "token");
+    await writeFile(tokenFile, `${token}\n`);
+    const config = join(dir, "sidecar.yaml");
+    await writeFile(
+      config,
+      [
+        `controlPlane: ${h.address}`,
+        `controlPlaneCa: ${join(dir, "bundle.pem")}`,
+        `joinTokenFile: ${tokenFile}`,
+        "workloadName: cli",
+        "mode: captured",
+        "logLevel: warn",
+      ].join("\n"),
+    );
+    // Flags override the file: explicit mode, ephemeral ports.
+    const child = sigil([
+      "sidecar",
+      "--config",
+      config,
+      "--mode",
+      "explicit",
+      "--inbound-port",
+      "0",
+      "--admin-port",
+      "0",
+      "--app-port",
+      "8080",
+      "--log-level",
+      "info",
+    ]);
+    const log: string[] = [];
+    child.stderr.on("data", (c: Buffer) => log.push(c.toString()));
+    const line = await firstLine(child, 30_000);
+    expect(line).toBe(`sigil sidecar ready spiffe=${spiffeId}`);
+    // The admin port was ephemeral: the structured log on stderr names it.
+    const startedLine = async (): Promise<string> => {
+      const signal = AbortSignal.timeout(10_000);
+      for (;;) {
+        const hit = log
+          .join("")
+          .split("\n")
+          .find((l) => l.includes('"msg":"sidecar started"'));
+        if (hit) return hit;
+        await once(child.stderr, "data", { signal });
+      }
+    };
+    const started = JSON.parse(await startedLine()) as { admin: { port: number } };
+    const ready = await fetch(`http://127.0.0.1:${started.admin.port}/ready`);
+    expect(ready.status).toBe(200);
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+    const [code] = (await exited) as [number | null];
+    expect(code).toBe(0);
+  });
+
+  it("refuses settings it cannot use and names the key", async () => {
+    const child = sigil([
+      "sidecar",
+      "--control-plane",
+      "nowhere",
+      "--workload-name",
+      "x",
+      "--join-token",
+      "t",
+    ]);
+    const err: string[] = [];
+    child.stderr.on("data", (c: Buffer) => err.push(c.toString()));
+    const [code] = (await once(child, "exit")) as [number | null];
+    expect(code).not.toBe(0);
+    expect(err.join("")).toMatch(/controlPlane: expected host:port/);
+    expect(err.join("")).toMatch(/controlPlaneCa/);
+  });
+});
