@@ -55,8 +55,8 @@ spec:
 /**
  * Bundles the sidecar entry into one ES module next to node_modules (so packages still resolve),
  * the form a release runs: no TypeScript loader thread in the measured process. The Reflect
- * metadata shim is a separate module loaded with --import, because a bundle hoists the
- * @peculiar/x509 import above any code of its own.
+ * metadata polyfill is a separate module loaded with --import, so it is in place before any
+ * bundled module reaches @peculiar/x509.
  */
 export async function bundleSidecar(): Promise<{ entry: string; preload: string }> {
   const out = join(REPO, "node_modules", ".cache", "sigil-bench");
@@ -78,7 +78,7 @@ export async function bundleSidecar(): Promise<{ entry: string; preload: string 
   });
   await build({
     ...common,
-    entryPoints: [join(REPO, "core", "svid", "reflect-metadata.ts")],
+    entryPoints: [join(REPO, "node_modules", "reflect-metadata", "Reflect.js")],
     outfile: preload,
   });
   return { entry, preload };
