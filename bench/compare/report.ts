@@ -49,9 +49,13 @@ export function addedUs(
   protocol: "h1" | "grpc",
   field: "p50Us" | "p90Us" | "p99Us",
 ): number {
-  const mine = path[protocol].rate?.load[field];
-  const base = direct?.[protocol].rate?.load[field];
-  return mine === undefined || base === undefined ? NaN : mine - base;
+  // A run with no completed request has no percentiles (saved as null in the JSON).
+  const value = (p: PathResults | undefined): number => {
+    const load = p?.[protocol].rate?.load;
+    const v = load && load.completed > 0 ? load[field] : NaN;
+    return typeof v === "number" ? v : NaN;
+  };
+  return value(path) - value(direct);
 }
 
 const ratio = (a: number, b: number): string =>
