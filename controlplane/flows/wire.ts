@@ -1,9 +1,8 @@
-import { fileURLToPath } from "node:url";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import type * as grpc from "@grpc/grpc-js";
 import { z } from "zod";
 import type { FlowRecord } from "../../core/flow.ts";
 import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
+import { loadSigilService } from "../../core/proto/load-service.ts";
 
 /**
  * The wire form of flow reporting (core/proto/sigil/v1/flows.proto): the gRPC service definition
@@ -11,28 +10,13 @@ import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
  * `FlowRecord` and the protobuf message. Everything that arrives is validated here, field by field.
  */
 
-const PROTO_DIR = fileURLToPath(new URL("../../core/proto", import.meta.url));
-
-const packageDefinition = protoLoader.loadSync("sigil/v1/flows.proto", {
-  includeDirs: [PROTO_DIR],
-  keepCase: false,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-});
-
-interface FlowServicePackage {
-  sigil: { v1: { FlowService: grpc.ServiceClientConstructor } };
-}
-
-const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as FlowServicePackage;
+const flowService = loadSigilService("sigil/v1/flows.proto", "FlowService");
 
 /** `sigil.v1.FlowService`: add to a grpc.Server with `flowServiceHandlers(...)`. */
-export const FlowServiceDefinition: grpc.ServiceDefinition = loaded.sigil.v1.FlowService.service;
+export const FlowServiceDefinition: grpc.ServiceDefinition = flowService.definition;
 
 /** Client constructor for `sigil.v1.FlowService`. */
-export const FlowServiceClient: grpc.ServiceClientConstructor = loaded.sigil.v1.FlowService;
+export const FlowServiceClient: grpc.ServiceClientConstructor = flowService.Client;
 
 export interface WireEndpoint {
   spiffeId: string;

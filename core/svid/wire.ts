@@ -1,6 +1,5 @@
-import { fileURLToPath } from "node:url";
-import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import type * as grpc from "@grpc/grpc-js";
+import { loadSigilService } from "../proto/load-service.ts";
 
 /**
  * `sigil.v1.IdentityService` (core/proto/sigil/v1/identity.proto) loaded once, shared by the
@@ -8,28 +7,13 @@ import * as protoLoader from "@grpc/proto-loader";
  * produces for its messages.
  */
 
-const PROTO_DIR = fileURLToPath(new URL("../proto", import.meta.url));
-
-const packageDefinition = protoLoader.loadSync("sigil/v1/identity.proto", {
-  includeDirs: [PROTO_DIR],
-  keepCase: false,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-});
-
-interface IdentityPackage {
-  sigil: { v1: { IdentityService: grpc.ServiceClientConstructor } };
-}
-
-const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as IdentityPackage;
+const identityService = loadSigilService("sigil/v1/identity.proto", "IdentityService");
 
 /** Add to a grpc.Server together with `identityServiceHandlers(...)`. */
-export const IdentityServiceDefinition: grpc.ServiceDefinition = loaded.sigil.v1.IdentityService.service;
+export const IdentityServiceDefinition: grpc.ServiceDefinition = identityService.definition;
 
 /** Client constructor for `sigil.v1.IdentityService`. */
-export const IdentityServiceClient: grpc.ServiceClientConstructor = loaded.sigil.v1.IdentityService;
+export const IdentityServiceClient: grpc.ServiceClientConstructor = identityService.Client;
 
 export interface WireProcessFacts {
   uid: number;
