@@ -8,8 +8,10 @@ import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { inNetns, run, runOk, type ExecOptions, type ExecResult, type RunAs } from "./exec.ts";
+import { runInit } from "../../sidecar/capture/init.ts";
+import { inNetns, run, type ExecOptions, type ExecResult, type RunAs } from "./exec.ts";
 import type { Cleanup } from "./cleanup.ts";
+import { tailLogs } from "./logs.ts";
 import { Supervisor, type Managed } from "./processes.ts";
 import { Topology, WORKLOADS, type WorkloadHost, type WorkloadName } from "./topology.ts";
 import { appUser, chownTo, ensureProxyUser } from "./users.ts";
@@ -18,6 +20,10 @@ export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const CLI = join(REPO_ROOT, "controlplane/cli/main.ts");
 const CONTROL_PLANE = join(REPO_ROOT, "controlplane/main.ts");
 const APPS = join(REPO_ROOT, "examples/demo/apps");
+
+export class MeshStartError extends Error {
+  override name = "MeshStartError";
+}
 
 export const TRUST_DOMAIN = "sigil.local";
 
@@ -105,7 +111,12 @@ export async function startMesh(options: MeshOptions, cleanup: Cleanup): Promise
   await chmod(workDir, 0o755);
   const policyDir = join(workDir, "policies");
   const logDir = join(workDir, "logs");
-  await Promise.all([mkdir(logDir), mkdir(policyDir), mkdir(join(workDir, "controlplane"), { mode: 0o700 })]);
+  await Promise.all([
+    mkdir(logDir),
+    mkdir(policyDir),
+    mkdir(join(workDir, "sidecars"), { mode: 0o755 }),
+    mkdir(join(workDir, "controlplane"), { mode: 0o700 }),
+  ]);
   await copyPolicies(options.policySource, policyDir);
 
   say(
@@ -117,16 +128,23 @@ export async function startMesh(options: MeshOptions, cleanup: Cleanup): Promise
   cleanup.add("stop processes", () => supervisor.stopAll());
   const mesh = new Mesh(options, topology, supervisor, workDir, policyDir, proxyUser, app);
 
-  say(
-    `starting the control plane on ${topology.hostAddress}:${options.grpcPort} (HTTP on 127.0.0.1:${options.httpPort})`,
-  );
-  mesh.controlPlane = await startControlPlane(mesh);
+  try {
+    say(
+      `starting the control plane on ${topology.hostAddress}:${options.grpcPort} (HTTP on 127.0.0.1:${options.httpPort})`,
+    );
+    mesh.controlPlane = await startControlPlane(mesh);
 
-  say("starting the applications (api: HTTP 8080 + gRPC 50051, db: TCP 5432)");
-  await startApps(mesh);
+    say("starting the applications (api: HTTP 8080 + gRPC 50051, db: TCP 5432)");
+    await startApps(mesh);
 
-  say(`capturing traffic with \`sigil init\` and starting one sidecar per workload as uid ${proxyUser.uid}`);
-  await Promise.all(WORKLOADS.map((name) => startWorkloadSidecar(mesh, name)));
+    say(
+      `capturing traffic with \`sigil init\` and starting one sidecar per workload as uid ${proxyUser.uid}`,
+    );
+    await Promise.all(WORKLOADS.map((name) => startWorkloadSidecar(mesh, name)));
+  } catch (error) {
+    // The work directory (and the logs in it) goes with the cleanup: say what the processes said first.
+    throw new MeshStartError(`${(error as Error).message}\n${await tailLogs(logDir)}`);
+  }
   return mesh;
 }
 
@@ -210,24 +228,21 @@ async function startWorkloadSidecar(mesh: Mesh, name: WorkloadName): Promise<voi
   if (cp === null) throw new Error("the control plane is not running");
   const host = mesh.host(name);
   const dir = join(mesh.workDir, "sidecars", name);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await mkdir(dir, { mode: 0o700 });
   const tokenFile = join(dir, "join-token");
   await writeFile(tokenFile, `${await createJoinToken(cp.http, name)}\n`, { mode: 0o600 });
   await chownTo(dir, mesh.proxyUser);
 
-  // What an init container does before the pod's containers start: capture everything but the sidecar.
-  await runOk(
-    inNetns(
-      host.netns,
-      mesh.tsArgv(CLI, [
-        "init",
-        "--proxy-uid",
-        String(mesh.proxyUser.uid),
-        "--proxy-gid",
-        String(mesh.proxyUser.gid),
-      ]),
-    ),
-    { cwd: REPO_ROOT, timeoutMs: mesh.options.readyTimeoutMs },
+  // What an init container (`sigil init --netns <ns> --proxy-uid <uid>`) does before the workload
+  // starts: capture every TCP connection in and out of the namespace except the sidecar's own.
+  await runInit(
+    {
+      env: {},
+      flags: { proxyUid: String(mesh.proxyUser.uid), proxyGid: String(mesh.proxyUser.gid) },
+      givenOnCli: () => true,
+    },
+    "install",
+    host.netns,
   );
 
   const args = [
