@@ -1,8 +1,9 @@
 /**
- * Stand-alone fast-path enforcer process, run inside the workload's network namespace (the sidecar
- * embeds FastPathEnforcer the same way). Prints JSON lines on stdout: `ready`, one `flow` per
- * decision, and `stats` whenever a `stats` line arrives on stdin. Exits on SIGTERM/SIGINT leaving
- * the rules in place, so handshakes fail closed while it is gone.
+ * Stand-alone fast-path enforcer process, run inside the workload's network namespace: one worker
+ * thread per NFQUEUE queue (workers.ts), rules installed after every queue is bound. Prints JSON
+ * lines on stdout: `ready`, one `flow` per decision, and `stats` whenever a `stats` line arrives on
+ * stdin. Exits on SIGTERM/SIGINT leaving the rules in place, so handshakes fail closed while it is
+ * gone; a worker error ends the process too (its queue would otherwise stay unanswered).
  *
  *   tsx sidecar/fastpath/main.ts run <config.json>
  *   tsx sidecar/fastpath/main.ts remove-rules
@@ -10,59 +11,50 @@
 import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { Command } from "commander";
-import {
-  checkPolicySet,
-  compilePolicySet,
-  formatPolicyError,
-  parsePolicyDocuments,
-} from "../../core/policy/index.ts";
-import type { CompiledPolicySet } from "../../core/policy/index.ts";
-import { parseBundle } from "../../core/svid/bundle.ts";
-import { RevocationIndex } from "../../core/svid/revocation.ts";
 import type { RevocationEntry } from "../../core/svid/revocation.ts";
 import { loadFastPathConfig } from "./config.ts";
 import type { FastPathConfig } from "./config.ts";
-import { FastPathEnforcer } from "./enforcer.ts";
-import { loadLocalIdentity } from "./local-identity.ts";
 import { chooseInboundPaths, chooseOutboundPaths, fastPathPorts } from "./ports.ts";
 import { applyRules, removeRules } from "./rules.ts";
-import type { TrustState } from "./verifier.ts";
+import { buildState } from "./sources.ts";
+import type { EnforcerSources } from "./sources.ts";
+import { FastPathWorkers } from "./workers.ts";
 
 function emit(event: string, body: object): void {
   process.stdout.write(`${JSON.stringify({ event, ...body })}\n`);
 }
 
-async function loadPolicy(file: string): Promise<CompiledPolicySet> {
-  const parsed = parsePolicyDocuments(await readFile(file, "utf8"), file);
-  if (!parsed.ok) throw new Error(parsed.errors.map(formatPolicyError).join("\n"));
-  const problems = checkPolicySet(parsed.documents);
-  if (problems.length > 0) throw new Error(problems.map(formatPolicyError).join("\n"));
-  return compilePolicySet(parsed.documents.map((d) => d.document));
-}
-
-async function loadTrust(c: FastPathConfig): Promise<TrustState> {
-  const bundle = parseBundle(c.trustDomain, await readFile(c.bundleFile, "utf8"));
-  let entries: RevocationEntry[] = [];
-  let sequence = 0;
+async function readSources(c: FastPathConfig): Promise<EnforcerSources> {
+  let revocations: { sequence: number; entries: RevocationEntry[] } = { sequence: 0, entries: [] };
   if (c.revocationsFile) {
-    const doc = JSON.parse(await readFile(c.revocationsFile, "utf8")) as {
-      sequence: number;
-      entries: RevocationEntry[];
-    };
-    entries = doc.entries;
-    sequence = doc.sequence;
+    revocations = JSON.parse(await readFile(c.revocationsFile, "utf8")) as typeof revocations;
   }
-  return { bundle, revocations: new RevocationIndex({ trustDomain: c.trustDomain, sequence, entries }) };
+  return {
+    svidPem: await readFile(c.svidFile, "utf8"),
+    keyPem: await readFile(c.keyFile, "utf8"),
+    trustDomain: c.trustDomain,
+    bundleJson: await readFile(c.bundleFile, "utf8"),
+    revocations,
+    policyYaml: await readFile(c.policyFile, "utf8"),
+    policyName: c.policyFile,
+    mode: c.mode,
+  };
 }
 
 async function runEnforcer(configFile: string): Promise<void> {
   const c = await loadFastPathConfig(configFile);
-  const local = loadLocalIdentity(await readFile(c.svidFile, "utf8"), await readFile(c.keyFile, "utf8"));
-  const policy = await loadPolicy(c.policyFile);
+  const sources = await readSources(c);
+  // Built here too so bad input fails before any thread starts, and for the port choice.
+  const state = buildState(sources);
   // Candidate ports from the config; policy decides which of them may skip the proxy.
-  const inbound = chooseInboundPaths(policy, local.identity.labels, c.inboundPorts);
-  const outbound = chooseOutboundPaths(policy, local.identity.labels, c.outboundPorts);
-  const enforcer = new FastPathEnforcer(
+  const labels = state.local.identity.labels;
+  const inbound = chooseInboundPaths(state.policy.set, labels, c.inboundPorts);
+  const outbound = chooseOutboundPaths(state.policy.set, labels, c.outboundPorts);
+  const fail = (err: Error): void => {
+    process.stderr.write(`sigil-fastpath: ${err.message}\n`);
+    process.exit(1);
+  };
+  const workers = await FastPathWorkers.start(
     {
       queueFirst: c.queueFirst,
       queueCount: c.queueCount,
@@ -70,10 +62,10 @@ async function runEnforcer(configFile: string): Promise<void> {
       windowMs: c.windowMs,
       maxTokenBytes: c.maxTokenBytes,
     },
-    { local, trust: await loadTrust(c), policy: { set: policy, mode: c.mode } },
+    sources,
     (flow) => emit("flow", { flow }),
+    fail,
   );
-  enforcer.start();
   if (c.installRules) {
     await applyRules({
       inboundPorts: fastPathPorts(inbound),
@@ -85,16 +77,15 @@ async function runEnforcer(configFile: string): Promise<void> {
   }
   emit("ready", {
     pid: process.pid,
-    spiffeId: local.identity.spiffeId,
-    queues: enforcer.stats().queues.map((q) => q.queue),
+    spiffeId: state.local.identity.spiffeId,
+    queues: (await workers.stats()).queues.map((q) => q.queue),
     ports: { inbound, outbound },
   });
   createInterface({ input: process.stdin }).on("line", (line) => {
-    if (line.trim() === "stats") emit("stats", { stats: enforcer.stats() });
+    if (line.trim() === "stats") void workers.stats().then((stats) => emit("stats", { stats }));
   });
   const shutdown = (): void => {
-    enforcer.stop();
-    process.exit(0);
+    void workers.stop().finally(() => process.exit(0));
   };
   process.on("SIGTERM", shutdown);
   process.on("SIGINT", shutdown);

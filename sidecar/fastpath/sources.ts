@@ -1,0 +1,54 @@
+/**
+ * Everything an enforcer needs, as plain text that can cross a worker-thread boundary: the SVID and
+ * key PEMs, the trust bundle and revocation list documents, and the policy YAML. `buildState`
+ * turns them into the enforcer's state, with errors that name the part at fault.
+ */
+import {
+  checkPolicySet,
+  compilePolicySet,
+  formatPolicyError,
+  parsePolicyDocuments,
+} from "../../core/policy/index.ts";
+import type { CompiledPolicySet, EnforcementMode } from "../../core/policy/index.ts";
+import { parseBundle } from "../../core/svid/bundle.ts";
+import { RevocationIndex } from "../../core/svid/revocation.ts";
+import type { RevocationEntry } from "../../core/svid/revocation.ts";
+import type { LocalIdentity, PolicyState } from "./enforcer.ts";
+import { loadLocalIdentity } from "./local-identity.ts";
+import type { TrustState } from "./verifier.ts";
+
+export interface EnforcerSources {
+  readonly svidPem: string;
+  readonly keyPem: string;
+  readonly trustDomain: string;
+  readonly bundleJson: string;
+  readonly revocations: { readonly sequence: number; readonly entries: readonly RevocationEntry[] };
+  readonly policyYaml: string;
+  readonly policyName: string;
+  readonly mode: EnforcementMode;
+}
+
+export function compilePolicyText(text: string, name: string): CompiledPolicySet {
+  const parsed = parsePolicyDocuments(text, name);
+  if (!parsed.ok) throw new Error(parsed.errors.map(formatPolicyError).join("\n"));
+  const problems = checkPolicySet(parsed.documents);
+  if (problems.length > 0) throw new Error(problems.map(formatPolicyError).join("\n"));
+  return compilePolicySet(parsed.documents.map((d) => d.document));
+}
+
+export function buildState(s: EnforcerSources): {
+  local: LocalIdentity;
+  trust: TrustState;
+  policy: PolicyState;
+} {
+  const local = loadLocalIdentity(s.svidPem, s.keyPem);
+  const trust: TrustState = {
+    bundle: parseBundle(s.trustDomain, s.bundleJson),
+    revocations: new RevocationIndex({
+      trustDomain: s.trustDomain,
+      sequence: s.revocations.sequence,
+      entries: s.revocations.entries,
+    }),
+  };
+  return { local, trust, policy: { set: compilePolicyText(s.policyYaml, s.policyName), mode: s.mode } };
+}
