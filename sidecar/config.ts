@@ -27,6 +27,8 @@ export const sidecarConfigSchema = z
                 host: host.default("127.0.0.1"),
                 port,
                 destination: z.object({ host, port: destPort }).strict(),
+                /** Declared framing; "auto" detects it from the first bytes (bounded by detectTimeoutMs). */
+                protocol: z.enum(["auto", "http1", "h2", "tcp"]).default("auto"),
               })
               .strict(),
           )
@@ -54,8 +56,12 @@ export const sidecarConfigSchema = z
       })
       .strict()
       .default({ host: "127.0.0.1", port: 15000 }),
-    /** How long to wait for a client's first bytes before carrying the connection as opaque TCP. */
-    detectTimeoutMs: z.number().int().min(1).max(60_000).default(300),
+    /**
+     * How long to wait for a client's first bytes before carrying the connection as opaque TCP (so
+     * server-speaks-first protocols work). A client slower than this to send its request is carried
+     * as TCP: declare `protocol` on targets whose framing is known.
+     */
+    detectTimeoutMs: z.number().int().min(1).max(60_000).default(1_000),
     handshakeTimeoutMs: z.number().int().min(1).default(10_000),
     connectTimeoutMs: z.number().int().min(1).default(5_000),
     /** Largest HTTP/1 request head and HTTP/2 header list accepted; larger is a 400. */

@@ -126,6 +126,8 @@ export class Http1Proxy {
     this.connections.set(socket, conn);
     this.server.emit("connection", socket);
     if (head.length > 0) socket.emit("data", head);
+    // Listeners accept paused; the parser now owns the socket's reads.
+    socket.resume();
   }
 
   /** Stop keeping connections alive: idle ones close now, busy ones after their current response. */

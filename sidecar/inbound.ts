@@ -53,13 +53,22 @@ export class InboundHandler {
     deps.tracker.add(socket, "ingress");
     socket.on("error", (err) => deps.log.debug({ err: err.message }, "inbound downstream error"));
     socket.setNoDelay(true);
-    const detection = await detectProtocol(socket, deps.detectTimeoutMs);
+    // Waiting briefly for a silent client only helps where a plaintext (server-speaks-first) client
+    // could be served; everywhere else the client must send a mesh hello, however slow it is.
+    const plainPort = deps.plaintextPort(socket);
+    const plaintextPossible =
+      plainPort !== null &&
+      peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), plainPort) !== "STRICT";
+    const detection = await detectProtocol(
+      socket,
+      plaintextPossible ? deps.detectTimeoutMs : deps.handshakeTimeoutMs,
+    );
     if (socket.destroyed) return;
     const alpn =
       detection.protocol.kind === "tls" ? selectMeshAlpn(detection.protocol.hello.alpn) : undefined;
     const target = alpn === undefined ? null : decodeMeshAlpn(alpn);
     if (target) await this.mesh(socket, detection, target);
-    else this.plaintext(socket, detection);
+    else this.plaintext(socket, detection, plainPort);
   }
 
   private refuse(socket: Socket, port: number, reason: string, peer?: Peer): void {
@@ -133,9 +142,8 @@ export class InboundHandler {
     }
   }
 
-  private plaintext(socket: Socket, detection: Detection): void {
+  private plaintext(socket: Socket, detection: Detection, port: number | null): void {
     const { deps } = this;
-    const port = deps.plaintextPort(socket);
     if (port === null) {
       this.refuse(socket, 0, "mtls-required: no application port takes plaintext here");
       return;

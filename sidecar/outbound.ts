@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Peer } from "../core/identity.ts";
 import type { Authorizer, ConnectionFacts } from "./authorize.ts";
+import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
 import type { Http1Proxy, HttpConnection } from "./http1.ts";
 import type { Http2Proxy } from "./http2.ts";
@@ -30,6 +31,9 @@ export interface OutboundDeps {
   readonly log: Logger;
 }
 
+/** How the application's traffic to a destination is framed; "auto" sniffs the first bytes. */
+export type DeclaredProtocol = "auto" | "http1" | "h2" | "tcp";
+
 function hostName(hostHeader: string | undefined): string | undefined {
   if (hostHeader === undefined || hostHeader === "") return undefined;
   if (hostHeader.startsWith("[")) return undefined; // an IPv6 literal names no DNS name
@@ -54,13 +58,27 @@ function externalPeer(address: string, dnsName: string | undefined): Peer {
 export class OutboundHandler {
   constructor(private readonly deps: OutboundDeps) {}
 
-  /** Handles one connection from the application to `destination`. */
-  async handle(socket: Socket, destination: { host: string; port: number }): Promise<void> {
+  /**
+   * Handles one connection from the application to `destination`. With a declared `protocol` the
+   * first bytes are not sniffed, so a client that is slow to send cannot be mistaken for another
+   * protocol.
+   */
+  async handle(
+    socket: Socket,
+    destination: { host: string; port: number },
+    protocol: DeclaredProtocol = "auto",
+  ): Promise<void> {
     const { deps } = this;
     deps.tracker.add(socket, "egress");
     socket.on("error", (err) => deps.log.debug({ err: err.message }, "outbound downstream error"));
     socket.setNoDelay(true);
-    const detection = await detectProtocol(socket, deps.detectTimeoutMs);
+    const detection: Detection =
+      protocol === "auto"
+        ? await detectProtocol(socket, deps.detectTimeoutMs)
+        : {
+            protocol: protocol === "tcp" ? { kind: "tcp", reason: "unrecognised" } : { kind: protocol },
+            head: Buffer.alloc(0),
+          };
     if (socket.destroyed) return;
     const mesh = deps.peers.lookup(destination.host, destination.port);
     const namedTarget = net.isIP(destination.host) === 0 ? destination.host : undefined;

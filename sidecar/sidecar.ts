@@ -34,6 +34,8 @@ export interface StartSidecarOptions {
   /** Captured mode: where a redirected connection was going. Default: SO_ORIGINAL_DST via native/. */
   readonly originalDestination?: (socket: Socket) => { address: string; port: number };
   readonly logger?: Logger;
+  /** Further readiness condition for `/ready` (e.g. "the first policy set has arrived"); default always. */
+  readonly ready?: () => boolean;
 }
 
 export interface Sidecar {
@@ -172,7 +174,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     } else {
       for (const target of config.outbound.targets) {
         const address = await listen(
-          serve((socket) => void outboundHandler.handle(socket, target.destination)),
+          serve((socket) => void outboundHandler.handle(socket, target.destination, target.protocol)),
           target.host,
           target.port,
         );
@@ -184,7 +186,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       config.admin.port,
       metrics,
       {
-        ready: () => !draining,
+        ready: () => !draining && (options.ready?.() ?? true),
         configDump: () => {
           const id = meshTls.identity.identity;
           const snapshot = options.policy.current();

@@ -141,6 +141,8 @@ export async function startPair(options: {
   policyB?: string;
   configA?: Partial<SidecarConfigInput>;
   configB?: Partial<SidecarConfigInput>;
+  /** Declared framing of A's outbound targets by application port (default: detected). */
+  protocols?: Readonly<Record<number, "auto" | "http1" | "h2" | "tcp">>;
   /** Destinations outside the mesh that A gets an outbound listener for (no directory entry). */
   externalTargets?: readonly { host: string; port: number }[];
   logger?: Logger;
@@ -180,7 +182,11 @@ export async function startPair(options: {
       inbound: { host: "127.0.0.1", port: 0 },
       outbound: {
         targets: [
-          ...options.appPorts.map((p) => ({ port: 0, destination: { host: "127.0.0.1", port: p } })),
+          ...options.appPorts.map((p) => ({
+            port: 0,
+            destination: { host: "127.0.0.1", port: p },
+            protocol: options.protocols?.[p] ?? "auto",
+          })),
           ...(options.externalTargets ?? []).map((destination) => ({ port: 0, destination })),
         ],
       },
