@@ -131,7 +131,15 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     const xds = createXdsService((node, peer) =>
       config.authorizeNode ? config.authorizeNode(node, peer) : mesh.authorizeNode(node, peer),
     );
-    const mesh = new MeshPublisher({ xds, identity, policies, modes, metrics, log });
+    const mesh = new MeshPublisher({
+      xds,
+      identity,
+      policies,
+      modes,
+      metrics,
+      log,
+      anonymousLoopback: config.xdsPlaintext !== undefined,
+    });
     mesh.start();
     cleanups.push(() => mesh.stop());
     grpc.addService(xds.ads.definition, xds.ads.implementation);

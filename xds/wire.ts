@@ -110,16 +110,18 @@ function structToJson(struct: protobuf.Message): Record<string, unknown> {
   return out;
 }
 
+// protobufjs loads the google.protobuf well-known types with camelCase field names (unlike the
+// Envoy and Sigil protos, loaded with keepCase), so Struct values are stringValue, numberValue, ...
 function valueToJson(v: Record<string, unknown>): unknown {
-  if ("string_value" in v) return v.string_value;
-  if ("number_value" in v) return v.number_value;
-  if ("bool_value" in v) return v.bool_value;
-  if ("struct_value" in v) {
-    const fields = (v.struct_value as { fields?: Record<string, Record<string, unknown>> }).fields ?? {};
+  if ("stringValue" in v) return v.stringValue;
+  if ("numberValue" in v) return v.numberValue;
+  if ("boolValue" in v) return v.boolValue;
+  if ("structValue" in v) {
+    const fields = (v.structValue as { fields?: Record<string, Record<string, unknown>> }).fields ?? {};
     return Object.fromEntries(Object.entries(fields).map(([k, x]) => [k, valueToJson(x)]));
   }
-  if ("list_value" in v) {
-    const values = (v.list_value as { values?: Record<string, unknown>[] }).values ?? [];
+  if ("listValue" in v) {
+    const values = (v.listValue as { values?: Record<string, unknown>[] }).values ?? [];
     return values.map(valueToJson);
   }
   return null;
@@ -139,10 +141,10 @@ export function nodeToWire(node: NodeSpec): Record<string, unknown> {
   for (const [k, v] of Object.entries(node.metadata ?? {})) {
     fields[k] =
       typeof v === "string"
-        ? { string_value: v }
+        ? { stringValue: v }
         : typeof v === "number"
-          ? { number_value: v }
-          : { bool_value: v };
+          ? { numberValue: v }
+          : { boolValue: v };
   }
   return {
     id: node.id,

@@ -38,6 +38,11 @@ export interface MeshOptions {
   readonly modes: ModeStore;
   readonly metrics?: ControlPlaneMetrics;
   readonly log: Logger;
+  /**
+   * Serve the mesh-wide resources to unauthenticated streams from loopback addresses (set when the
+   * loopback plaintext listener for proxyless gRPC clients is on; it exposes exactly that anyway).
+   */
+  readonly anonymousLoopback?: boolean;
 }
 
 /** Node keys of streams that authenticated without TLS (the loopback plaintext listener). */
@@ -120,7 +125,13 @@ export class MeshPublisher {
    * gRPC clients) is served the mesh-wide resources only, never a workload's policy.
    */
   readonly authorizeNode: NodeAuthorizer = (node: NodeInfo, peer: StreamPeer): string => {
-    if (peer.transportSecurity !== "ssl") return `${PLAINTEXT_NODE_PREFIX}${node.id}`;
+    // grpc-js shows no transport facts for a connection without a client certificate that chains to
+    // the bundle, whichever listener it came in on; the plaintext listener only binds loopback.
+    if (peer.transportSecurity !== "ssl") {
+      if (this.options.anonymousLoopback && isLoopbackPeer(peer.address))
+        return `${PLAINTEXT_NODE_PREFIX}${node.id}`;
+      throw new Error("no client certificate chaining to the trust bundle: present the workload's SVID");
+    }
     const { identity } = this.options;
     const verified = verifyPeerWorkload(peer.certificate, {
       bundle: identity.ca.bundle(),
@@ -252,6 +263,16 @@ export class MeshPublisher {
       () => ads.off("ack", onAck),
     );
   }
+}
+
+/** Whether a grpc-js peer string (`ip:port`, `[v6]:port`, `ipv4:...`) names a loopback address. */
+function isLoopbackPeer(address: string): boolean {
+  const host = address
+    .replace(/^ipv[46]:/, "")
+    .replace(/:\d+$/, "")
+    .replace(/^\[(.*)\]$/, "$1")
+    .replace(/^::ffff:/, "");
+  return /^127\./.test(host) || host === "::1";
 }
 
 /** The labels a workload's certificate should carry now (what policy selects it by). */

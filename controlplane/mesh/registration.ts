@@ -6,7 +6,8 @@ import { isIP } from "node:net";
  * the sidecar's client certificate, so a registration is as trustworthy as the identity that
  * carries it, and it lasts while the control plane runs (a reconnect simply repeats it).
  *
- * Lists are comma-separated strings because the xDS client's node metadata holds scalars only.
+ * Every value is a string (lists comma-separated): the xDS client's node metadata holds scalars
+ * only, and strings are the one kind that survives the Struct round trip intact.
  */
 export const REGISTRATION_METADATA = {
   /** The workload's IP addresses (v4 or v6), e.g. "198.18.0.2,2001:db8::2". */
@@ -40,12 +41,12 @@ export class RegistrationError extends Error {
 const MAX_ENTRIES = 64;
 
 /** The node metadata a sidecar sends for a registration (the inverse of `registrationFromMetadata`). */
-export function registrationMetadata(r: Registration): Record<string, string | number> {
+export function registrationMetadata(r: Registration): Record<string, string> {
   return {
     [REGISTRATION_METADATA.addresses]: r.addresses.join(","),
     [REGISTRATION_METADATA.appPorts]: r.appPorts.join(","),
     [REGISTRATION_METADATA.fastPathPorts]: r.fastPathPorts.join(","),
-    [REGISTRATION_METADATA.inboundPort]: r.inboundPort,
+    [REGISTRATION_METADATA.inboundPort]: String(r.inboundPort),
   };
 }
 
@@ -74,7 +75,7 @@ export function registrationFromMetadata(metadata: Readonly<Record<string, unkno
   }
   const rawInbound = metadata[REGISTRATION_METADATA.inboundPort];
   const inboundPort =
-    rawInbound === undefined
+    rawInbound === undefined || rawInbound === null
       ? DEFAULT_INBOUND_PORT
       : port(String(rawInbound), REGISTRATION_METADATA.inboundPort);
   if (appPorts.includes(inboundPort))
@@ -89,7 +90,8 @@ export function registrationFromMetadata(metadata: Readonly<Record<string, unkno
 
 function list(metadata: Readonly<Record<string, unknown>>, field: string): string[] {
   const raw = metadata[field];
-  if (raw === undefined || raw === "") return [];
+  // An empty string arrives as a Struct value without a kind, decoded as null.
+  if (raw === undefined || raw === null || raw === "") return [];
   if (typeof raw !== "string" && typeof raw !== "number")
     throw new RegistrationError(field, "must be a comma-separated string");
   const items = String(raw)
