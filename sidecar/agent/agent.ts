@@ -2,7 +2,10 @@ import { readFile } from "node:fs/promises";
 import type { Socket } from "node:net";
 import pino from "pino";
 import type { Logger } from "pino";
+import { registrationMetadata } from "../../controlplane/mesh/registration.ts";
 import { parseSpiffeId } from "../../core/identity.ts";
+import { API_VERSION, compilePolicySet } from "../../core/policy/index.ts";
+import type { CompiledPolicySet } from "../../core/policy/index.ts";
 import { originalDestinationOf } from "../../native/index.ts";
 import { FlowReporter } from "../flows/reporter.ts";
 import { IdentityClient } from "../identity/identity-client.ts";
@@ -12,6 +15,7 @@ import { collectProcessFacts, readMetadataFile } from "../identity/workload-fact
 import type { SidecarConfigInput } from "../config.ts";
 import { startSidecar } from "../sidecar.ts";
 import type { Sidecar } from "../sidecar.ts";
+import type { PeerDirectory } from "../sources.ts";
 import { PeerDirectoryHolder, PolicyHolder } from "../state.ts";
 import {
   bootstrapChannelCredentials,
@@ -43,6 +47,8 @@ export interface Agent {
   readonly spiffeId: string;
   readonly sidecar: Sidecar;
   readonly subscriptions: SidecarSubscriptions;
+  /** The peer directory in force (what outbound connections are matched against). */
+  readonly peers: PeerDirectory;
   readonly rotation: RotationManager;
   readonly flows: FlowReporter;
   /** Lets connections in flight finish (up to the drain timeout), then stops everything. */
@@ -87,6 +93,18 @@ function withTimeout<T>(promise: Promise<T>, ms: number | undefined, what: strin
       },
     );
   });
+}
+
+/** Ingress is default-deny anyway; an empty egress section makes egress default-deny too. */
+function denyAllPolicySet(): CompiledPolicySet {
+  return compilePolicySet([
+    {
+      apiVersion: API_VERSION,
+      kind: "AuthorizationPolicy",
+      metadata: { name: "sigil.awaiting-policy" },
+      spec: { selector: {}, egress: [] },
+    },
+  ]);
 }
 
 function sidecarConfig(o: AgentOptions): SidecarConfigInput {
@@ -160,38 +178,10 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     });
     log.info({ spiffeId: creds.spiffeId, notAfter: creds.notAfter.toISOString() }, "SVID issued");
 
-    const policy = new PolicyHolder({ trustDomain: o.trustDomain });
+    // Until the control plane's policy set arrives, every direction is denied (fail closed).
+    const policy = new PolicyHolder({ trustDomain: o.trustDomain, policies: denyAllPolicySet() });
     const peers = new PeerDirectoryHolder();
-    const subscriptions = new SidecarSubscriptions({
-      target: o.controlPlane,
-      credentials: svidChannelCredentials(provider, check),
-      node: {
-        id: creds.spiffeId,
-        cluster: o.workloadName,
-        metadata: {
-          workload_name: o.workloadName,
-          addresses: o.advertiseAddress.join(","),
-          app_ports: o.appPort.join(","),
-          inbound_port: o.inboundPort,
-          capture_mode: o.mode,
-        },
-        user_agent_name: "sigil-sidecar",
-      },
-      trustDomain: o.trustDomain,
-      spiffeId: creds.spiffeId,
-      workloadName: o.workloadName,
-      policy,
-      peers,
-      setTrustBundle: (b) => rotation.setTrustBundle(b),
-      peerInboundPort: o.peerInboundPort,
-      log,
-    });
-    cleanup.push(() => subscriptions.close());
-    const firstPolicy = new Promise<void>((resolve) => subscriptions.once("policy", () => resolve()));
-    subscriptions.start();
-    log.info({ controlPlane: o.controlPlane }, "waiting for the policy set");
-    await withTimeout(firstPolicy, runtime.startTimeoutMs, "first policy set");
-
+    let policyReceived = false;
     const relay = new FlowRelay();
     const ownPorts = new Set<number>();
     const isLocal = localAddressTest(o.advertiseAddress);
@@ -206,6 +196,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
         () => ownPorts,
         isLocal,
       ),
+      ready: () => policyReceived,
       logger: log,
     });
     cleanup.push(() => void sidecar.close());
@@ -221,6 +212,51 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     relay.attach(flows);
     flows.start();
 
+    // The registration carries the bound inbound port, so it is sent once the listeners are up.
+    const subscriptions = new SidecarSubscriptions({
+      target: o.controlPlane,
+      credentials: svidChannelCredentials(provider, check),
+      node: {
+        id: creds.spiffeId,
+        cluster: o.workloadName,
+        // Sent as strings: the control plane reads Struct number values as absent.
+        metadata: Object.fromEntries(
+          Object.entries(
+            registrationMetadata({
+              addresses: o.advertiseAddress,
+              appPorts: o.appPort,
+              fastPathPorts: o.fastPathPorts,
+              inboundPort: sidecar.inbound.port,
+            }),
+          ).map(([k, v]) => [k, String(v)]),
+        ),
+        user_agent_name: "sigil-sidecar",
+      },
+      trustDomain: o.trustDomain,
+      spiffeId: creds.spiffeId,
+      workloadName: o.workloadName,
+      policy,
+      peers,
+      setTrustBundle: (b) => rotation.setTrustBundle(b),
+      ownLabels: () => rotation.current().labels,
+      renewIdentity: () => {
+        log.info("labels changed at the control plane: renewing the SVID");
+        rotation.renewNow().catch(() => undefined);
+      },
+      peerInboundPort: o.peerInboundPort,
+      log,
+    });
+    cleanup.push(() => subscriptions.close());
+    const firstPolicy = new Promise<void>((resolve) =>
+      subscriptions.once("policy", () => {
+        policyReceived = true;
+        resolve();
+      }),
+    );
+    subscriptions.start();
+    log.info({ controlPlane: o.controlPlane }, "waiting for the policy set");
+    await withTimeout(firstPolicy, runtime.startTimeoutMs, "first policy set");
+
     let stopped = false;
     const stopControl = async (): Promise<void> => {
       subscriptions.close();
@@ -232,6 +268,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       spiffeId: creds.spiffeId,
       sidecar,
       subscriptions,
+      peers,
       rotation,
       flows,
       async drain() {

@@ -6,7 +6,8 @@ import type { MeshDestination } from "../sources.ts";
 /**
  * Reads a decoded `sigil.v1.PeerDirectory` into the entries the outbound path looks up by original
  * destination (`address:port` → the mesh workload serving it and where its sidecar takes the mTLS
- * hop). Every workload address is paired with every application port it registered.
+ * hop: the registered inbound port). Every workload address is paired with every application port
+ * it registered.
  */
 
 export class PeerDirectoryResourceError extends Error {
@@ -39,8 +40,8 @@ const directoryMessage = z.object({
             }),
           )
           .default([]),
-        /** Where the workload's sidecar takes the mTLS hop, when the control plane knows it. */
-        sidecar_port: z.number().int().min(0).max(65535).optional(),
+        /** Where the workload's sidecar takes the mTLS hop (0 = not registered). */
+        inbound_port: z.number().int().min(0).max(65535).default(0),
       }),
     )
     .default([]),
@@ -114,7 +115,7 @@ export function decodePeerDirectory(
           { address, port: p.port },
           {
             identity: { spiffeId: w.spiffe_id, trustDomain: id.trustDomain, labels: { ...w.labels } },
-            sidecar: { host: address, port: w.sidecar_port || options.sidecarPort },
+            sidecar: { host: address, port: w.inbound_port || options.sidecarPort },
             mtls: p.mtls !== "DISABLE",
           },
         ]);

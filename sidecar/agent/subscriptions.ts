@@ -32,6 +32,10 @@ export interface SubscriptionTargets {
   readonly peers: PeerDirectoryHolder;
   /** Receives the trust bundle of the workload's own trust domain. */
   readonly setTrustBundle: (bundle: TrustBundle) => void;
+  /** The labels in the workload's current certificate. */
+  readonly ownLabels: () => readonly { key: string; value: string }[];
+  /** Called when the directory's labels for this workload differ from the certificate's. */
+  readonly renewIdentity: () => void;
   readonly peerInboundPort: number;
 }
 
@@ -51,6 +55,8 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
   readonly client: XdsClient;
   private policySet: DecodedPolicySet | null = null;
   private revocationSequence = -1;
+  /** The directory label set a renewal was last asked for, so a lasting mismatch asks only once. */
+  private renewedFor = "";
 
   constructor(private readonly o: SubscriptionOptions) {
     super();
@@ -155,6 +161,15 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
       }
     }
     this.o.peers.replace(entries);
+    const own = entries.find((e) => e[1].identity.spiffeId === this.o.spiffeId);
+    if (own) {
+      const wanted = labelKey(Object.entries(own[1].identity.labels));
+      const held = labelKey(this.o.ownLabels().map((l) => [l.key, l.value] as const));
+      if (wanted !== held && wanted !== this.renewedFor) {
+        this.renewedFor = wanted;
+        this.o.renewIdentity();
+      }
+    }
     this.o.log.debug({ destinations: entries.length }, "peer directory applied");
   }
 
@@ -171,4 +186,8 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     this.o.policy.update({ revocations: new RevocationIndex(own) });
     this.o.log.info({ sequence: own.sequence, revoked: own.entries.length }, "revocation list applied");
   }
+}
+
+function labelKey(pairs: readonly (readonly [string, string])[]): string {
+  return JSON.stringify([...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }

@@ -11,20 +11,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createXdsService } from "../../controlplane/xds/service.ts";
-import type { XdsService } from "../../controlplane/xds/service.ts";
-import { policySetResource, trustBundleResource } from "../../controlplane/xds/sigil.ts";
-import { bundleRootsPem } from "../../core/svid/bundle.ts";
-import { trustBundleSpec } from "../../core/svid/xds-resources.ts";
-import { POLICY_SET, TRUST_BUNDLE } from "../../xds/type-urls.ts";
-import type { IdentityHarness } from "../support/identity-harness.ts";
-import { startIdentityHarness } from "../support/identity-harness.ts";
+import pino from "pino";
+import { startControlPlane } from "../../controlplane/control-plane.ts";
+import type { ControlPlane } from "../../controlplane/control-plane.ts";
 
 const CLI = join(import.meta.dirname, "../../controlplane/cli/main.ts");
 const TSX = join(import.meta.dirname, "../../node_modules/.bin/tsx");
 
-let h: IdentityHarness;
-let xds: XdsService;
+let cp: ControlPlane;
 let dir: string;
 const children: ChildProcessWithoutNullStreams[] = [];
 
@@ -50,45 +44,39 @@ function firstLine(child: ChildProcessWithoutNullStreams, timeoutMs: number): Pr
 }
 
 beforeAll(async () => {
-  h = await startIdentityHarness();
-  xds = createXdsService();
-  h.server.addService(xds.ads.definition, xds.ads.implementation);
-  xds.publisher.setShared(TRUST_BUNDLE, [
-    trustBundleResource(xds.registry, trustBundleSpec(h.plane.bundle())),
-  ]);
   dir = await mkdtemp(join(tmpdir(), "sigil-agent-cli-"));
-  await writeFile(join(dir, "bundle.pem"), bundleRootsPem(h.plane.bundle()));
+  cp = await startControlPlane({
+    dataDir: join(dir, "cp"),
+    grpc: { host: "127.0.0.1", port: 0 },
+    xdsPlaintext: undefined,
+    http: { host: "127.0.0.1", port: 0 },
+    serverNames: ["localhost"],
+    log: pino({ level: "silent" }),
+  });
 });
 
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-  await h?.close();
+  await cp?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
 describe("sigil sidecar", () => {
   it("prints its ready line once it has an SVID and a policy set, then drains and exits 0 on SIGTERM", async () => {
-    const { token } = await h.plane.tokens.create({ name: "cli", labels: { app: "cli" }, ttlSeconds: 600 });
+    const { token } = await cp.identity.tokens.create({
+      name: "cli",
+      labels: { app: "cli" },
+      ttlSeconds: 600,
+    });
     const spiffeId = "spiffe://sigil.local/workload/cli";
-    xds.publisher.setNodeResources(spiffeId, POLICY_SET, [
-      policySetResource(xds.registry, {
-        name: "cli",
-        workload: spiffeId,
-        mode: "ENFORCE",
-        ingress: [],
-        egress: [],
-        egress_default_deny: false,
-        generation: 1,
-      }),
-    ]);
     const tokenFile = join(dir, "token");
     await writeFile(tokenFile, `${token}\n`);
     const config = join(dir, "sidecar.yaml");
     await writeFile(
       config,
       [
-        `controlPlane: ${h.address}`,
-        `controlPlaneCa: ${join(dir, "bundle.pem")}`,
+        `controlPlane: 127.0.0.1:${cp.grpc.port}`,
+        `controlPlaneCa: ${cp.bundlePath}`,
         `joinTokenFile: ${tokenFile}`,
         "workloadName: cli",
         "mode: captured",
