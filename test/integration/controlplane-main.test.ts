@@ -1,0 +1,103 @@
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const READY = /^sigil control plane ready grpc=(\S+) http=(\S+) bundle=(\S+)$/m;
+
+let dataDir: string;
+let child: ChildProcessWithoutNullStreams;
+let stdout = "";
+let ready: RegExpExecArray;
+
+/** Resolves with the first match of `pattern` in the child's stdout; rejects on exit or after the timeout. */
+function waitForStdout(pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const m = pattern.exec(stdout);
+      if (!m) return;
+      cleanup();
+      resolve(m);
+    };
+    const onExit = (code: number | null) => {
+      cleanup();
+      reject(new Error(`control plane exited (${code}) before printing its ready line`));
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`no ready line within ${timeoutMs} ms; stdout: ${stdout}`));
+    }, timeoutMs);
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.stdout.off("data", check);
+      child.off("exit", onExit);
+    };
+    child.stdout.on("data", check);
+    child.on("exit", onExit);
+    check();
+  });
+}
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), "sg-cpmain-"));
+  child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      "controlplane/main.ts",
+      "--data-dir",
+      dataDir,
+      "--grpc-host",
+      "127.0.0.1",
+      "--grpc-port",
+      "0",
+      "--http-host",
+      "127.0.0.1",
+      "--http-port",
+      "0",
+      "--mode",
+      "observe",
+      "--log-level",
+      "warn",
+    ],
+    { cwd: join(import.meta.dirname, "../..") },
+  );
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.resume();
+  ready = await waitForStdout(READY, 30_000);
+}, 40_000);
+
+afterAll(async () => {
+  if (child.exitCode === null) child.kill("SIGKILL");
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe("npm run controlplane", () => {
+  it("prints its ready line with the bound addresses and the bundle in the data dir", async () => {
+    const [, grpcAddr, httpAddr, bundle] = ready;
+    expect(grpcAddr).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(bundle).toBe(join(dataDir, "bundle.pem"));
+    const pem = await readFile(bundle as string, "utf8");
+    expect(new X509Certificate(pem).ca).toBe(true);
+
+    const health = await fetch(`http://${httpAddr}/healthz`);
+    expect(health.status).toBe(200);
+    const mode = (await (await fetch(`http://${httpAddr}/api/mode`)).json()) as { mesh?: string };
+    expect(JSON.stringify(mode)).toContain('"observe"');
+  });
+
+  it("defaults to the repository's example policies", async () => {
+    const [, , httpAddr] = ready;
+    const res = (await (await fetch(`http://${httpAddr}/api/policies`)).json()) as { policies: unknown[] };
+    expect(res.policies.length).toBeGreaterThan(0);
+  });
+
+  it("exits 0 on SIGTERM", async () => {
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
+});
