@@ -1,19 +1,26 @@
-import * as grpc from "@grpc/grpc-js";
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
+import protobuf from "protobufjs";
 import { xdsRoot } from "../../xds/protos.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { nodeToWire } from "../../xds/wire.ts";
 import { nodeId } from "./fixtures.ts";
 
 /**
- * Simulated sidecars: each one a real ADS stream over TLS that subscribes to Sigil's four types,
- * decodes every response and ACKs it. Streams are spread over a number of HTTP/2 connections.
+ * Simulated sidecars, as cheap as a load generator can be while still speaking the real protocol:
+ * each one is a gRPC stream (HTTP/2 over TLS, length-prefixed messages, grpc-status trailers) to
+ * the ADS service that subscribes to Sigil's four types and ACKs every response with its
+ * type_url, version and nonce. Responses are not decoded beyond those top-level fields: the
+ * resources are skipped over, so one process carries tens of thousands of streams. Many streams
+ * share one HTTP/2 connection; several of these processes split the node range.
  */
 
 interface Start {
   kind: "start";
   port: number;
   certPem: string;
-  clients: number;
+  /** Node indices [first, first + count). */
+  first: number;
+  count: number;
   perConnection: number;
   protocol: "sotw" | "delta";
 }
@@ -21,62 +28,148 @@ interface Start {
 const TYPES = [TRUST_BUNDLE, PEER_DIRECTORY, REVOCATION_LIST, POLICY_SET];
 const root = xdsRoot();
 const Req = root.lookupType("envoy.service.discovery.v3.DiscoveryRequest");
-const Res = root.lookupType("envoy.service.discovery.v3.DiscoveryResponse");
 const DReq = root.lookupType("envoy.service.discovery.v3.DeltaDiscoveryRequest");
-const DRes = root.lookupType("envoy.service.discovery.v3.DeltaDiscoveryResponse");
 const send = (msg: unknown) => process.send?.(msg);
+const SOTW_PATH = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-interface Decoded {
-  type_url: string;
+/** The top-level fields of a (Delta)DiscoveryResponse that an ACK needs. */
+interface ResponseHead {
+  version: string;
+  typeUrl: string;
   nonce: string;
-  version_info?: string;
+}
+
+/**
+ * Reads version (field 1), type_url (4) and nonce (5), which sit at the same numbers in both
+ * response messages, and skips everything else by wire type.
+ */
+function readHead(buf: Uint8Array): ResponseHead {
+  const r = protobuf.Reader.create(buf);
+  const head: ResponseHead = { version: "", typeUrl: "", nonce: "" };
+  while (r.pos < r.len) {
+    const tag = r.uint32();
+    const field = tag >>> 3;
+    if (field === 1) head.version = r.string();
+    else if (field === 4) head.typeUrl = r.string();
+    else if (field === 5) head.nonce = r.string();
+    else r.skipType(tag & 7);
+  }
+  return head;
+}
+
+/** An ACK: DiscoveryRequest {version_info=1, type_url=4, response_nonce=5} or DeltaDiscoveryRequest {type_url=2, response_nonce=6}. */
+function ack(sotw: boolean, head: ResponseHead): Uint8Array {
+  const w = protobuf.Writer.create();
+  if (sotw) {
+    w.uint32((1 << 3) | 2).string(head.version);
+    w.uint32((4 << 3) | 2).string(head.typeUrl);
+    w.uint32((5 << 3) | 2).string(head.nonce);
+  } else {
+    w.uint32((2 << 3) | 2).string(head.typeUrl);
+    w.uint32((6 << 3) | 2).string(head.nonce);
+  }
+  return w.finish();
+}
+
+/** gRPC length-prefixed message: uncompressed flag, 4-byte big-endian length, bytes. */
+function frame(message: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + message.length);
+  out[0] = 0;
+  out.writeUInt32BE(message.length, 1);
+  out.set(message, 5);
+  return out;
+}
+
+function subscriptions(sotw: boolean, id: string): Buffer {
+  const node = nodeToWire({ id });
+  return Buffer.concat(
+    TYPES.map((type_url, t) => {
+      const first = t === 0 ? { node } : {};
+      const msg = sotw
+        ? Req.encode(Req.fromObject({ type_url, ...first })).finish()
+        : DReq.encode(DReq.fromObject({ type_url, resource_names_subscribe: ["*"], ...first })).finish();
+      return frame(msg);
+    }),
+  );
+}
+
+/** Splits a stream's DATA into gRPC messages, keeping a partial one across chunks. */
+class Deframer {
+  private pending: Buffer | undefined;
+
+  push(chunk: Buffer, onMessage: (m: Buffer) => void): void {
+    let buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = undefined;
+    while (buf.length >= 5) {
+      if (buf[0] !== 0) throw new Error("compressed gRPC message, none was negotiated");
+      const len = buf.readUInt32BE(1);
+      if (buf.length < 5 + len) break;
+      onMessage(buf.subarray(5, 5 + len));
+      buf = buf.subarray(5 + len);
+    }
+    if (buf.length > 0) this.pending = buf;
+  }
 }
 
 function run(cfg: Start): void {
-  const creds = grpc.credentials.createSsl(Buffer.from(cfg.certPem));
-  const connections: grpc.Client[] = [];
   const sotw = cfg.protocol === "sotw";
-  const path = sotw
-    ? "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-    : "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-  const encode = (v: object) => Buffer.from((sotw ? Req : DReq).encode(v).finish());
-  const decode = (b: Buffer) => (sotw ? Res : DRes).decode(b) as unknown as Decoded;
+  const sessions: ClientHttp2Session[] = [];
   let synced = 0;
-  for (let i = 0; i < cfg.clients; i++) {
-    const conn = Math.floor(i / cfg.perConnection);
-    if (!connections[conn]) {
-      connections[conn] = new grpc.Client(`127.0.0.1:${cfg.port}`, creds, {
-        "grpc.ssl_target_name_override": "localhost",
-        // One HTTP/2 connection per simulated group, never shared with another group.
-        "grpc.use_local_subchannel_pool": 1,
-        "grpc.max_receive_message_length": -1,
-      });
-    }
-    const call = (connections[conn] as grpc.Client).makeBidiStreamRequest(path, encode, decode);
+  const fail = (id: string, reason: string) => send({ kind: "error", message: `${id}: ${reason}` });
+
+  const openSession = (): ClientHttp2Session => {
+    const s = connect(`https://127.0.0.1:${cfg.port}`, {
+      ca: cfg.certPem,
+      servername: "localhost",
+      settings: { initialWindowSize: 1 << 20 },
+    });
+    s.on("connect", () => s.setLocalWindowSize(64 << 20));
+    s.on("error", (err) => fail("connection", err.message));
+    return s;
+  };
+
+  const openStream = (session: ClientHttp2Session, i: number): void => {
+    const id = nodeId(i);
+    const stream: ClientHttp2Stream = session.request(
+      {
+        [constants.HTTP2_HEADER_METHOD]: "POST",
+        [constants.HTTP2_HEADER_PATH]: sotw ? SOTW_PATH : DELTA_PATH,
+        [constants.HTTP2_HEADER_CONTENT_TYPE]: "application/grpc",
+        [constants.HTTP2_HEADER_TE]: "trailers",
+      },
+      { endStream: false },
+    );
     const pending = new Set(TYPES);
-    call.on("data", (res: Decoded) => {
-      call.write(
-        sotw
-          ? { type_url: res.type_url, version_info: res.version_info, response_nonce: res.nonce }
-          : { type_url: res.type_url, response_nonce: res.nonce },
-      );
-      if (pending.delete(res.type_url) && pending.size === 0) {
-        synced++;
-        if (synced === cfg.clients) send({ kind: "synced" });
+    const deframer = new Deframer();
+    stream.on("data", (chunk: Buffer) => {
+      try {
+        deframer.push(chunk, (message) => {
+          const head = readHead(message);
+          stream.write(frame(ack(sotw, head)));
+          if (pending.size > 0 && pending.delete(head.typeUrl) && pending.size === 0) {
+            synced++;
+            if (synced === cfg.count) send({ kind: "synced" });
+          }
+        });
+      } catch (err) {
+        fail(id, err instanceof Error ? err.message : String(err));
+        stream.close(constants.NGHTTP2_PROTOCOL_ERROR);
       }
     });
-    call.on("error", (err: Error) => send({ kind: "error", message: `${nodeId(i)}: ${err.message}` }));
-    TYPES.forEach((type_url, t) =>
-      call.write(
-        sotw
-          ? { type_url, ...(t === 0 ? { node: nodeToWire({ id: nodeId(i) }) } : {}) }
-          : {
-              type_url,
-              resource_names_subscribe: ["*"],
-              ...(t === 0 ? { node: nodeToWire({ id: nodeId(i) }) } : {}),
-            },
-      ),
-    );
+    stream.on("trailers", (trailers) => {
+      const status = trailers["grpc-status"];
+      if (status !== "0")
+        fail(id, `stream ended with grpc-status ${String(status)}: ${String(trailers["grpc-message"])}`);
+    });
+    stream.on("error", (err) => fail(id, err.message));
+    stream.write(subscriptions(sotw, id));
+  };
+
+  for (let k = 0; k < cfg.count; k++) {
+    const conn = Math.floor(k / cfg.perConnection);
+    const session = (sessions[conn] ??= openSession());
+    openStream(session, cfg.first + k);
   }
 }
 

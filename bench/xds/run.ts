@@ -8,27 +8,46 @@ import { Command } from "commander";
 /**
  * xDS scale benchmark: N simulated sidecars on real gRPC streams (TLS, loopback) against the
  * control plane's ADS server in a separate process. Measures the time from one policy change to
- * the last client's ACK and the control plane's heap per connected client.
+ * the last client's ACK, the CPU that change costs the control plane and the clients, and the
+ * control plane's heap per connected client. Each run (size × protocol) is bounded in time and
+ * printed, and appended to the results file, as soon as it ends.
  *
- *   npx tsx bench/xds/run.ts --clients 1000,10000 --protocol sotw,delta
+ *   npx tsx bench/xds/run.ts --clients 1000,10000,50000 --protocol sotw,delta
  */
 
 const here = dirname(fileURLToPath(import.meta.url));
 const opts = new Command()
   .option("--clients <list>", "client counts", "1000,10000")
   .option("--protocol <list>", "sotw, delta or both", "sotw,delta")
-  .option("--per-connection <n>", "ADS streams per HTTP/2 connection", "100")
+  .option("--per-connection <n>", "ADS streams per HTTP/2 connection", "250")
+  .option("--client-procs <n>", "processes the simulated clients are spread over", "2")
   .option("--changes <n>", "policy changes measured per run", "5")
+  .option("--run-timeout <s>", "time limit of one run (one size, one protocol), seconds", "300")
+  .option("--profile <dir>", "write a CPU profile of the control plane's change window per run")
   .option("--out <file>", "results file (markdown, appended)", join(here, "RESULTS.md"))
   .parse()
-  .opts<{ clients: string; protocol: string; perConnection: string; changes: string; out: string }>();
+  .opts<{
+    clients: string;
+    protocol: string;
+    perConnection: string;
+    clientProcs: string;
+    changes: string;
+    runTimeout: string;
+    profile?: string;
+    out: string;
+  }>();
 
 type Msg = { kind: string; [k: string]: unknown };
 
-function child(script: string): {
+interface Child {
   proc: ChildProcess;
-  next: (kind: string, timeoutMs?: number) => Promise<Msg>;
-} {
+  next: (kind: string) => Promise<Msg>;
+}
+
+class RunTimeout extends Error {}
+
+/** A child process speaking the bench's message protocol; every wait ends by the run's deadline. */
+function child(script: string, deadline: number, errors: string[]): Child {
   const proc = fork(join(here, script), [], {
     execArgv: ["--import", "tsx", "--expose-gc", "--max-old-space-size=4096"],
   });
@@ -36,18 +55,20 @@ function child(script: string): {
   const waiters: ((m: Msg) => void)[] = [];
   proc.on("message", (m: Msg) => {
     if (m.kind === "error") {
-      console.error(`${script}: ${String(m.message)}`);
+      // Many streams may fail the same way: keep the first few, count the rest.
+      if (errors.length < 5) console.error(`${script}: ${String(m.message)}`);
+      errors.push(String(m.message));
       return;
     }
     const w = waiters.shift();
     if (w) w(m);
     else queue.push(m);
   });
-  const next = (kind: string, timeoutMs = 300_000) =>
+  const next = (kind: string) =>
     new Promise<Msg>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`${script}: no ${kind} within ${timeoutMs} ms`)),
-        timeoutMs,
+        () => reject(new RunTimeout(`${script}: no ${kind} before the run's time limit`)),
+        Math.max(0, deadline - performance.now()),
       );
       const take = (m: Msg) => {
         clearTimeout(timer);
@@ -58,8 +79,8 @@ function child(script: string): {
       if (queued) take(queued);
       else waiters.push(take);
     });
-  proc.on("exit", (code) => {
-    if (code) for (const w of waiters.splice(0)) w({ kind: `exit ${code}` });
+  proc.on("exit", (code, signal) => {
+    for (const w of waiters.splice(0)) w({ kind: `exit ${code ?? signal}` });
   });
   return { proc, next };
 }
@@ -74,96 +95,170 @@ interface Result {
   serverCpuMs: number[];
   clientCpuMs: number[];
   heapPerClient: number;
+  /** Set when the run did not finish: what it was waiting for. */
+  incomplete?: string;
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+async function clientCpu(loads: Child[]): Promise<number> {
+  for (const l of loads) l.proc.send({ kind: "cpu" });
+  return sum(await Promise.all(loads.map(async (l) => (await l.next("cpu")).ms as number)));
 }
 
 async function runOne(
   clients: number,
   protocol: "sotw" | "delta",
   perConnection: number,
+  procs: number,
   changes: number,
+  timeoutMs: number,
 ): Promise<Result> {
-  const server = child("server.ts");
-  const ready = await server.next("ready");
-  const load = child("clients.ts");
-  await load.next("ready");
+  const deadline = performance.now() + timeoutMs;
+  const errors: string[] = [];
+  const result: Result = {
+    protocol,
+    clients,
+    connections: 0,
+    syncMs: NaN,
+    convergeMs: [],
+    publishMs: [],
+    serverCpuMs: [],
+    clientCpuMs: [],
+    heapPerClient: NaN,
+  };
+  const server = child("server.ts", deadline, errors);
+  const loads: Child[] = [];
+  let phase = "control plane start";
   try {
+    const ready = await server.next("ready");
+    phase = "client processes start";
+    const share = Math.ceil(clients / procs);
+    const ranges: { first: number; count: number }[] = [];
+    for (let first = 0; first < clients; first += share) {
+      const count = Math.min(share, clients - first);
+      ranges.push({ first, count });
+      result.connections += Math.ceil(count / perConnection);
+      loads.push(child("clients.ts", deadline, errors));
+    }
+    await Promise.all(loads.map((l) => l.next("ready")));
+    phase = "populate";
     server.proc.send({ kind: "populate", clients });
     await server.next("populated");
+    phase = "initial sync";
     const t0 = performance.now();
-    load.proc.send({
-      kind: "start",
-      port: ready.port,
-      certPem: ready.certPem,
-      clients,
-      perConnection,
-      protocol,
-    });
-    await load.next("synced");
-    const syncMs = performance.now() - t0;
+    loads.forEach((l, k) =>
+      l.proc.send({
+        kind: "start",
+        port: ready.port,
+        certPem: ready.certPem,
+        ...ranges[k],
+        perConnection,
+        protocol,
+      }),
+    );
+    await Promise.all(loads.map((l) => l.next("synced")));
+    result.syncMs = performance.now() - t0;
+    phase = "heap";
     server.proc.send({ kind: "heap" });
     const heap = await server.next("heap");
-    const convergeMs: number[] = [];
-    const publishMs: number[] = [];
-    const serverCpuMs: number[] = [];
-    const clientCpuMs: number[] = [];
+    result.heapPerClient = ((heap.heapUsed as number) - (ready.baselineHeap as number)) / clients;
+    if (opts.profile) {
+      server.proc.send({ kind: "profile-start" });
+      await server.next("profiling");
+    }
     for (let i = 0; i < changes; i++) {
-      load.proc.send({ kind: "cpu" });
-      const before = (await load.next("cpu")).ms as number;
+      phase = `change ${i + 1}`;
+      const before = await clientCpu(loads);
       server.proc.send({ kind: "change" });
       const done = await server.next("converged");
-      load.proc.send({ kind: "cpu" });
-      clientCpuMs.push(((await load.next("cpu")).ms as number) - before);
-      convergeMs.push(done.ms as number);
-      publishMs.push(done.publishMs as number);
-      serverCpuMs.push(done.cpuMs as number);
+      result.clientCpuMs.push((await clientCpu(loads)) - before);
+      result.convergeMs.push(done.ms as number);
+      result.publishMs.push(done.publishMs as number);
+      result.serverCpuMs.push(done.cpuMs as number);
     }
-    return {
-      protocol,
-      clients,
-      connections: Math.ceil(clients / perConnection),
-      syncMs,
-      convergeMs,
-      publishMs,
-      serverCpuMs,
-      clientCpuMs,
-      heapPerClient: ((heap.heapUsed as number) - (ready.baselineHeap as number)) / clients,
-    };
+    if (opts.profile) {
+      server.proc.send({
+        kind: "profile-stop",
+        file: join(opts.profile, `server-${protocol}-${clients}.cpuprofile`),
+      });
+      await server.next("profiled");
+    }
+  } catch (err) {
+    if (!(err instanceof RunTimeout)) throw err;
+    result.incomplete = `no result within ${timeoutMs / 1000} s (stopped during ${phase})`;
   } finally {
-    load.proc.send({ kind: "exit" });
-    server.proc.send({ kind: "exit" });
+    for (const p of [server, ...loads]) p.proc.kill("SIGKILL");
   }
+  if (errors.length > 0) {
+    result.incomplete = `${errors.length} stream errors, first: ${errors[0]}`;
+  }
+  return result;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-const results: Result[] = [];
-for (const n of opts.clients.split(",").map(Number)) {
-  for (const p of opts.protocol.split(",") as ("sotw" | "delta")[]) {
-    const r = await runOne(n, p, Number(opts.perConnection), Number(opts.changes));
-    results.push(r);
-    console.log(
-      `${p} clients=${n}: initial sync ${r.syncMs.toFixed(0)} ms, change→last ACK median ${median(r.convergeMs).toFixed(0)} ms ` +
-        `(max ${Math.max(...r.convergeMs).toFixed(0)}), heap/client ${(r.heapPerClient / 1024).toFixed(1)} KB, republish ${median(r.publishMs).toFixed(0)} ms, ` +
-        `CPU per change: control plane ${median(r.serverCpuMs).toFixed(0)} ms, clients ${median(r.clientCpuMs).toFixed(0)} ms`,
-    );
-  }
+const ms = (x: number) => (Number.isNaN(x) ? "–" : x.toFixed(0));
+
+function summary(r: Result): string {
+  if (r.convergeMs.length === 0) return `${r.protocol} clients=${r.clients}: ${r.incomplete ?? "no result"}`;
+  return (
+    `${r.protocol} clients=${r.clients}: initial sync ${ms(r.syncMs)} ms, change→last ACK median ${ms(median(r.convergeMs))} ms ` +
+    `(max ${ms(Math.max(...r.convergeMs))}), heap/client ${(r.heapPerClient / 1024).toFixed(1)} KB, republish ${ms(median(r.publishMs))} ms, ` +
+    `CPU per change: control plane ${ms(median(r.serverCpuMs))} ms, clients ${ms(median(r.clientCpuMs))} ms` +
+    (r.incomplete ? ` (${r.incomplete})` : "")
+  );
+}
+
+function row(r: Result): string {
+  const cells =
+    r.convergeMs.length === 0
+      ? [ms(r.syncMs), "–", "–", "–", "–", "–", "–"]
+      : [
+          ms(r.syncMs),
+          ms(median(r.convergeMs)),
+          ms(Math.max(...r.convergeMs)),
+          ms(median(r.publishMs)),
+          ms(median(r.serverCpuMs)),
+          ms(median(r.clientCpuMs)),
+          (r.heapPerClient / 1024).toFixed(1),
+        ];
+  return `| ${[r.protocol, r.clients, r.connections, ...cells, r.incomplete ?? ""].join(" | ")} |`;
 }
 
 const command = `npx tsx bench/xds/run.ts ${process.argv.slice(2).join(" ")}`.trim();
-const lines = [
-  `## ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`,
-  "",
-  `Command: \`${command}\``,
-  "",
-  `Machine: ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}; load average at the end ${loadavg()
+await appendFile(
+  opts.out,
+  [
+    `## ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`,
+    "",
+    `Command: \`${command}\``,
+    "",
+    `Machine: ${cpus().length} × ${cpus()[0]?.model ?? "cpu"}, Node ${process.version}; load average at the start ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(" / ")}.`,
+    "",
+    "| protocol | clients | HTTP/2 connections | initial sync (ms) | change → last ACK, median (ms) | max (ms) | republish (ms) | control-plane CPU / change (ms) | clients' CPU / change (ms) | heap / client (KB) | note |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "",
+  ].join("\n"),
+);
+for (const n of opts.clients.split(",").map(Number)) {
+  for (const p of opts.protocol.split(",") as ("sotw" | "delta")[]) {
+    const r = await runOne(
+      n,
+      p,
+      Number(opts.perConnection),
+      Number(opts.clientProcs),
+      Number(opts.changes),
+      Number(opts.runTimeout) * 1000,
+    );
+    console.log(summary(r));
+    await appendFile(opts.out, row(r) + "\n");
+  }
+}
+await appendFile(
+  opts.out,
+  `\nLoad average at the end: ${loadavg()
     .map((l) => l.toFixed(1))
-    .join(" / ")} (other work on the machine competes with both processes).`,
-  "",
-  "| protocol | clients | HTTP/2 connections | initial sync (ms) | change → last ACK, median (ms) | max (ms) | republish (ms) | control-plane CPU / change (ms) | clients' CPU / change (ms) | heap / client (KB) |",
-  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-  ...results.map(
-    (r) =>
-      `| ${r.protocol} | ${r.clients} | ${r.connections} | ${r.syncMs.toFixed(0)} | ${median(r.convergeMs).toFixed(0)} | ${Math.max(...r.convergeMs).toFixed(0)} | ${median(r.publishMs).toFixed(0)} | ${median(r.serverCpuMs).toFixed(0)} | ${median(r.clientCpuMs).toFixed(0)} | ${(r.heapPerClient / 1024).toFixed(1)} |`,
-  ),
-  "",
-];
-await appendFile(opts.out, lines.join("\n") + "\n");
+    .join(" / ")}.\n\n`,
+);

@@ -1,3 +1,5 @@
+import { writeFile } from "node:fs/promises";
+import { Session } from "node:inspector/promises";
 import { startGrpcServer } from "../../controlplane/grpc-server.ts";
 import { createSelfSignedServingCert } from "../../controlplane/serving-cert.ts";
 import { createXdsService } from "../../controlplane/xds/service.ts";
@@ -8,7 +10,15 @@ import { classOf, nodeId, policyFor, POLICY_CLASSES, sharedResources } from "./f
 /** The control-plane side of the benchmark, in its own process so its heap is measured alone. */
 
 type Command =
-  { kind: "populate"; clients: number } | { kind: "heap" } | { kind: "change" } | { kind: "exit" };
+  | { kind: "populate"; clients: number }
+  | { kind: "heap" }
+  | { kind: "change" }
+  | { kind: "profile-start" }
+  | { kind: "profile-stop"; file: string }
+  | { kind: "exit" };
+
+/** CPU profile of the change window only (initial sync excluded), written as a .cpuprofile. */
+const profiler = new Session();
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error("run with --expose-gc");
@@ -87,6 +97,19 @@ process.on("message", (cmd: Command) => {
       publishMs = performance.now() - start;
       break;
     }
+    case "profile-start":
+      profiler.connect();
+      void profiler
+        .post("Profiler.enable")
+        .then(() => profiler.post("Profiler.start"))
+        .then(() => send({ kind: "profiling" }));
+      break;
+    case "profile-stop":
+      void profiler
+        .post("Profiler.stop")
+        .then(({ profile }) => writeFile(cmd.file, JSON.stringify(profile)))
+        .then(() => send({ kind: "profiled" }));
+      break;
     case "exit":
       void grpc.close(0).then(() => process.exit(0));
       break;
