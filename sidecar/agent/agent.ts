@@ -23,6 +23,7 @@ import {
   SvidCertificateProvider,
   svidChannelCredentials,
 } from "./control-plane-tls.ts";
+import { AgentFastPath } from "./fast-path.ts";
 import { FlowRelay } from "./flow-relay.ts";
 import { guardOriginalDestination, localAddressTest } from "./loop-guard.ts";
 import type { AgentOptions } from "./options.ts";
@@ -51,6 +52,8 @@ export interface Agent {
   readonly peers: PeerDirectory;
   readonly rotation: RotationManager;
   readonly flows: FlowReporter;
+  /** The L4 fast path, when `--fast-path-ports` were given. */
+  readonly fastPath: AgentFastPath | null;
   /** Lets connections in flight finish (up to the drain timeout), then stops everything. */
   drain(): Promise<{ clean: boolean }>;
   /** Stops everything at once. */
@@ -219,17 +222,12 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       node: {
         id: creds.spiffeId,
         cluster: o.workloadName,
-        // Sent as strings: the control plane reads Struct number values as absent.
-        metadata: Object.fromEntries(
-          Object.entries(
-            registrationMetadata({
-              addresses: o.advertiseAddress,
-              appPorts: o.appPort,
-              fastPathPorts: o.fastPathPorts,
-              inboundPort: sidecar.inbound.port,
-            }),
-          ).map(([k, v]) => [k, String(v)]),
-        ),
+        metadata: registrationMetadata({
+          addresses: o.advertiseAddress,
+          appPorts: o.appPort,
+          fastPathPorts: o.fastPathPorts,
+          inboundPort: sidecar.inbound.port,
+        }),
         user_agent_name: "sigil-sidecar",
       },
       trustDomain: o.trustDomain,
@@ -257,8 +255,35 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     log.info({ controlPlane: o.controlPlane }, "waiting for the policy set");
     await withTimeout(firstPolicy, runtime.startTimeoutMs, "first policy set");
 
+    let fastPath: AgentFastPath | null = null;
+    if (o.fastPathPorts.length > 0) {
+      fastPath = await AgentFastPath.start(
+        {
+          ports: o.fastPathPorts,
+          failOpen: o.fastPathFailOpen,
+          trustDomain: o.trustDomain,
+          ...(o.captureConfig !== undefined ? { captureConfigFile: o.captureConfig } : {}),
+          onFlow: (flow) => relay.report(flow),
+          log,
+        },
+        {
+          credentials: () => rotation.current(),
+          policySet: () => subscriptions.current as NonNullable<typeof subscriptions.current>,
+          snapshot: () => policy.current(),
+        },
+      );
+      const fp = fastPath;
+      cleanup.push(() => void fp.stop());
+      const refresh = (): void => {
+        fp.refresh().catch((err: Error) => log.error({ err: err.message }, "fast-path update failed"));
+      };
+      rotation.on("rotate", refresh);
+      subscriptions.on("changed", refresh);
+    }
+
     let stopped = false;
     const stopControl = async (): Promise<void> => {
+      await fastPath?.stop();
       subscriptions.close();
       rotation.stop();
       identityClient.close();
@@ -271,6 +296,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       peers,
       rotation,
       flows,
+      fastPath,
       async drain() {
         if (stopped) return { clean: true };
         stopped = true;

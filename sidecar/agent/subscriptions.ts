@@ -49,6 +49,8 @@ export interface SubscriptionOptions extends SubscriptionTargets {
 export interface SubscriptionEvents {
   /** The first own PolicySet was accepted. */
   policy: [DecodedPolicySet];
+  /** A policy set or revocation list was applied (what the fast path's enforcers must hear about). */
+  changed: [];
 }
 
 export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
@@ -123,6 +125,8 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
         // The control plane withdrew this workload's policy: fall back to default deny, not to the old rules.
         this.o.log.warn({ previous: this.policySet.name }, "policy set withdrawn: default deny");
         this.o.policy.update({ policies: emptyPolicySet(), mode: "enforce" });
+        this.policySet = { ...this.policySet, policies: emptyPolicySet(), documents: [], mode: "enforce" };
+        this.emit("changed");
       }
       return;
     }
@@ -140,6 +144,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
       "policy set applied",
     );
     if (first) this.emit("policy", decoded);
+    this.emit("changed");
   }
 
   private onPeerDirectory(update: TypeUpdate): void {
@@ -185,6 +190,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     this.revocationSequence = own.sequence;
     this.o.policy.update({ revocations: new RevocationIndex(own) });
     this.o.log.info({ sequence: own.sequence, revoked: own.entries.length }, "revocation list applied");
+    this.emit("changed");
   }
 }
 

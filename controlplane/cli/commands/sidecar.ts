@@ -49,6 +49,7 @@ interface Flags {
   peerInboundPort?: number;
   fastPathPorts?: string[];
   fastPathFailOpen?: boolean;
+  captureConfig?: string;
   svidTtl?: number;
   drainTimeoutMs?: number;
   logLevel?: string;
@@ -104,6 +105,10 @@ export function register(program: Command): void {
       integer("--peer-inbound-port"),
     )
     .option("--fast-path-ports <port...>", "L4 ports enforced in the TCP handshake", collect)
+    .option(
+      "--capture-config <file>",
+      "the capture config `sigil init` applied: fast-path rules join its transaction",
+    )
     .option("--fast-path-fail-open", "let new fast-path connections through when the enforcer is gone")
     .option("--svid-ttl <seconds>", "requested SVID lifetime", integer("--svid-ttl"))
     .option(
@@ -134,6 +139,7 @@ export function register(program: Command): void {
         peerInboundPort: flags.peerInboundPort,
         fastPathPorts: ports("--fast-path-ports", flags.fastPathPorts),
         fastPathFailOpen: flags.fastPathFailOpen,
+        captureConfig: flags.captureConfig,
         svidTtlSeconds: flags.svidTtl,
         drainTimeoutMs: flags.drainTimeoutMs,
         logLevel: flags.logLevel,
