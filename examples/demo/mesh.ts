@@ -118,6 +118,7 @@ export async function startMesh(options: MeshOptions, cleanup: Cleanup): Promise
     mkdir(join(workDir, "controlplane"), { mode: 0o700 }),
   ]);
   await copyPolicies(options.policySource, policyDir);
+  say(`work directory ${workDir} (policies, logs, state; removed on exit)`);
 
   say(
     `building namespaces ${WORKLOADS.map((w) => options.prefix + w).join(", ")} on 198.18.${options.subnet}.0/24`,

@@ -28,14 +28,23 @@ const STOP_GRACE_MS = 8_000;
 
 export class Supervisor {
   private readonly managed: Managed[] = [];
+  private closed = false;
+  /** If the demo exits without stopAll() (a second Ctrl-C, a crash), nothing it started outlives it. */
+  private readonly exitHook = () => {
+    for (const m of this.managed) if (m.running()) m.child.kill("SIGKILL");
+  };
 
-  constructor(private readonly logDir: string) {}
+  constructor(private readonly logDir: string) {
+    process.once("exit", this.exitHook);
+  }
 
   start(
     name: string,
     argv: readonly string[],
     opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
   ): Managed {
+    // Start-up may still be under way when Ctrl-C has begun the cleanup: start nothing new then.
+    if (this.closed) throw new ProcessError(`not starting ${name}: shutting down`);
     const [cmd, ...args] = argv;
     if (cmd === undefined) throw new ProcessError(`${name}: empty command`);
     const logFile = join(this.logDir, `${name}.log`);
@@ -109,7 +118,9 @@ export class Supervisor {
   }
 
   async stopAll(): Promise<void> {
+    this.closed = true;
     for (const managed of [...this.managed].reverse()) await managed.stop();
+    process.off("exit", this.exitHook);
   }
 }
 

@@ -22,24 +22,30 @@ export interface WireEvidence {
   packets: number;
 }
 
+let captures = 0;
+
 export class WireCapture {
   private constructor(
     private readonly proc: Managed,
     readonly file: string,
   ) {}
 
-  /** Starts tcpdump on every port of the bridge and resolves once it is capturing. */
+  /**
+   * Starts tcpdump in the hub namespace — on every port of the bridge, or on one workload's port
+   * (`iface`, e.g. "api") — and resolves once it is capturing.
+   */
   static async start(
     supervisor: Supervisor,
     hubNetns: string,
     file: string,
-    name = "tcpdump",
-    timeoutMs = 15_000,
+    { iface = "any", timeoutMs = 15_000 }: { iface?: string; timeoutMs?: number } = {},
   ): Promise<WireCapture> {
-    // -U writes each packet as it arrives so the file is complete as soon as tcpdump exits.
+    // -U writes each packet as it arrives so the file is complete as soon as tcpdump exits; -Z root
+    // keeps it from dropping to a user that cannot write the work directory. Each capture logs to a
+    // file of its own, where waitForListening() looks for tcpdump's greeting.
     const proc = supervisor.start(
-      name,
-      inNetns(hubNetns, ["tcpdump", "-i", "any", "-U", "-n", "-Z", "root", "-s", "0", "-w", file, "tcp"]),
+      `tcpdump-${iface}-${++captures}`,
+      inNetns(hubNetns, ["tcpdump", "-i", iface, "-U", "-n", "-Z", "root", "-s", "0", "-w", file, "tcp"]),
     );
     await waitForListening(proc, timeoutMs);
     return new WireCapture(proc, file);

@@ -1,0 +1,122 @@
+/**
+ * `npm run demo` end to end: the command itself, as a user (or CI) runs it, in non-interactive mode.
+ * Its table must show every expected verdict, and nothing it made may be left behind — after a full
+ * run and after Ctrl-C in the middle of start-up.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { run } from "../../examples/demo/exec.ts";
+import { REPO_ROOT } from "../../examples/demo/mesh.ts";
+
+interface DemoRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the demo command; `interruptOn` sends SIGINT when a stdout line matches it. */
+function runDemo(args: string[], timeoutMs: number, interruptOn?: RegExp): Promise<DemoRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", join(REPO_ROOT, "examples/demo/main.ts"), ...args],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, CI: "" },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let stdout = "";
+    let stderr = "";
+    let interrupted = false;
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString();
+      if (interruptOn && !interrupted && interruptOn.test(stdout)) {
+        interrupted = true;
+        child.kill("SIGINT");
+      }
+    });
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`demo did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function leftovers(prefix: string): Promise<string[]> {
+  const namespaces = (await run(["ip", "netns", "list"])).stdout
+    .split("\n")
+    .map((line) => line.split(" ")[0] ?? "")
+    .filter((name) => name.startsWith(prefix));
+  const link = await run(["ip", "link", "show", `${prefix}cp`]);
+  return link.code === 0 ? [...namespaces, `${prefix}cp`] : namespaces;
+}
+
+function workDirOf(stdout: string): string {
+  const m = /work directory (\S+)/.exec(stdout);
+  if (!m) throw new Error(`the demo did not say where its work directory is:\n${stdout}`);
+  return m[1]!;
+}
+
+describe.sequential("npm run demo", () => {
+  it("runs to completion with --once, every expected verdict in its table, and cleans up", async () => {
+    const prefix = `sg${randomBytes(2).toString("hex")}-`;
+    const demo = await runDemo(
+      ["--once", "--prefix", prefix, "--subnet", "202", "--grpc-port", "0", "--http-port", "0"],
+      280_000,
+    );
+    expect(demo.code, `${demo.stdout}\n${demo.stderr}`).toBe(0);
+    const out = demo.stdout;
+    expect(out).toMatch(
+      /source → destination\s+request\s+client saw\s+verdict\s+encrypted\s+deciding policy/,
+    );
+    const row = (route: string, request: string) =>
+      out.split("\n").find((line) => line.includes(route) && line.includes(request)) ?? "";
+
+    expect(row("web → api:8080", "curl GET /api/orders")).toMatch(
+      /^ok .*HTTP 200\s+allow\s+yes \(TLS, sigil\/1;http1;8080\)/,
+    );
+    expect(row("web → api:8080", "curl POST /api/orders")).toMatch(/^ok .*HTTP 201\s+allow\s+yes \(TLS/);
+    expect(row("web → api:8080", "curl GET /admin/users")).toMatch(/^ok .*HTTP 403\s+DENY at web\s+not sent/);
+    expect(row("web → api:8080", "/api/../admin/users")).toMatch(/^ok .*HTTP 403\s+DENY at web/);
+    expect(row("web → api:50051", "gRPC Orders/GetOrder  ")).toMatch(/^ok .*gRPC status 7.*DENY at web/);
+    expect(row("api → db:5432", "SELECT id FROM orders")).toMatch(
+      /^ok .*allow\s+yes \(TLS, sigil\/1;tcp;5432\)/,
+    );
+    expect(row("web → db:5432", "SELECT version()")).toMatch(/^ok .*DENY at web/);
+    expect(row("rogue → api:8080", "curl GET /api/orders")).toMatch(
+      /^ok .*HTTP 403\s+DENY at api\s+yes \(TLS/,
+    );
+    expect(row("rogue → db:5432", "SELECT * FROM users")).toMatch(/^ok .*DENY at db\s+yes \(TLS/);
+    // The policy file added while the mesh runs turns the gRPC call from denied to allowed.
+    expect(row("web → api:50051", "+grpc-orders.yaml")).toMatch(
+      /^ok .*gRPC OK\s+allow\s+yes \(TLS, sigil\/1;h2;50051\).*web-grpc-egress/,
+    );
+    expect(out).toMatch(/every verdict as expected \(10 requests\)/);
+    expect(out).not.toMatch(/^FAIL/m);
+
+    expect(await leftovers(prefix)).toEqual([]);
+    expect(existsSync(workDirOf(out))).toBe(false);
+  }, 300_000);
+
+  it("removes everything it made when interrupted with Ctrl-C during start-up", async () => {
+    const prefix = `sg${randomBytes(2).toString("hex")}-`;
+    const demo = await runDemo(
+      ["--prefix", prefix, "--subnet", "203", "--grpc-port", "0", "--http-port", "0"],
+      120_000,
+      /starting the control plane/,
+    );
+    expect(demo.stdout).toContain("cleaning up");
+    expect(demo.code).toBe(0);
+    expect(await leftovers(prefix)).toEqual([]);
+    expect(existsSync(workDirOf(demo.stdout))).toBe(false);
+  }, 150_000);
+});
