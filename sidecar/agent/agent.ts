@@ -23,7 +23,7 @@ import {
   SvidCertificateProvider,
   svidChannelCredentials,
 } from "./control-plane-tls.ts";
-import { AgentFastPath } from "./fast-path.ts";
+import type { AgentFastPath } from "./fast-path.ts";
 import { FlowRelay } from "./flow-relay.ts";
 import { guardOriginalDestination, localAddressTest } from "./loop-guard.ts";
 import type { AgentOptions } from "./options.ts";
@@ -257,6 +257,8 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
 
     let fastPath: AgentFastPath | null = null;
     if (o.fastPathPorts.length > 0) {
+      // Loaded only when asked for: the worker pool resolves its thread loader at import time.
+      const { AgentFastPath } = await import("./fast-path.ts");
       fastPath = await AgentFastPath.start(
         {
           ports: o.fastPathPorts,
