@@ -107,6 +107,10 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   readonly implementation: grpc.UntypedServiceImplementation;
   private readonly authorize: NodeAuthorizer;
   private readonly live = new Set<SotwStream | DeltaStream>();
+  /** Nonces are numbered server-wide, so a response encoded once can carry the same nonce on many streams. */
+  private nonceCounter = 0;
+  /** The last full-set state-of-the-world response encoded per resource set, shared by every wildcard stream. */
+  private readonly sotwShared = new WeakMap<ResourceSet, SharedResponse>();
 
   constructor(private readonly options: AdsServerOptions) {
     super();
@@ -120,6 +124,30 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
 
   get streamCount(): number {
     return this.live.size;
+  }
+
+  /** A nonce no stream of this server has seen yet, greater than every earlier one. */
+  nextNonce(): number {
+    return ++this.nonceCounter;
+  }
+
+  /**
+   * The whole of `set` as one state-of-the-world response, encoded once per change and written
+   * to every wildcard stream that needs it. A stream may use it only if its nonce is above every
+   * nonce the stream sent before (`after`), which keeps nonces unique and increasing per stream;
+   * otherwise the stream gets a response of its own with a fresh nonce.
+   */
+  sotwResponse(set: ResourceSet, after: number): SharedResponse {
+    const cached = this.sotwShared.get(set);
+    if (cached && cached.nonce > after) return cached;
+    const nonce = this.nextNonce();
+    const response = {
+      nonce,
+      nonceText: nonceText(nonce),
+      bytes: encodeSotwResponse(set.version, set.typeUrl, nonceText(nonce), set.sotwBody),
+    };
+    this.sotwShared.set(set, response);
+    return response;
   }
 
   /** Every open stream and where each of its types stands. */
@@ -220,6 +248,14 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   }
 }
 
+interface SharedResponse {
+  readonly nonce: number;
+  readonly nonceText: string;
+  readonly bytes: Buffer;
+}
+
+const nonceText = (n: number): string => n.toString(36);
+
 /** Per-type state of a state-of-the-world stream. */
 interface SotwTypeState {
   /** null = wildcard. */
@@ -248,7 +284,8 @@ function answerState(nonce: string | undefined, a: Answer): TypeStatus["state"] 
 abstract class BaseStream {
   protected snapshot: Snapshot;
   private readonly unwatch: () => void;
-  private nonceCounter = 0;
+  /** The highest nonce this stream has sent. */
+  protected lastNonce = 0;
 
   constructor(
     protected readonly server: AdsServer,
@@ -264,7 +301,8 @@ abstract class BaseStream {
   }
 
   protected nextNonce(): string {
-    return (++this.nonceCounter).toString(36);
+    this.lastNonce = this.server.nextNonce();
+    return nonceText(this.lastNonce);
   }
 
   protected checkType(typeUrl: string): void {
@@ -392,26 +430,27 @@ class SotwStream extends BaseStream {
   /** Sends the subscribed subset when it differs from what was last sent (or the subscription changed). */
   private respond(typeUrl: string, state: SotwTypeState, force: boolean): void {
     const set = this.snapshot.set(typeUrl);
-    let version: string;
-    let body: Buffer;
-    let count: number;
     if (state.names === null) {
-      version = set.version;
-      if (!force && version === state.lastSentVersion) return;
-      body = set.sotwBody;
-      count = set.items.size;
-    } else {
-      const subset = pick(set, state.names);
-      version = versionOf(subset);
-      if (!force && version === state.lastSentVersion) return;
-      body = Buffer.concat(subset.map((r) => r.sotwEntry));
-      count = subset.length;
+      if (!force && set.version === state.lastSentVersion) return;
+      const shared = this.server.sotwResponse(set, this.lastNonce);
+      this.lastNonce = shared.nonce;
+      this.sent(state, set.version, shared.nonceText, set.items.size);
+      this.call.write(shared.bytes);
+      return;
     }
-    state.sentCount = count;
+    const subset = pick(set, state.names);
+    const version = versionOf(subset);
+    if (!force && version === state.lastSentVersion) return;
     const nonce = this.nextNonce();
+    this.sent(state, version, nonce, subset.length);
+    const body = Buffer.concat(subset.map((r) => r.sotwEntry));
+    this.call.write(encodeSotwResponse(version, typeUrl, nonce, body));
+  }
+
+  private sent(state: SotwTypeState, version: string, nonce: string, count: number): void {
+    state.sentCount = count;
     state.lastSentVersion = version;
     state.nonce = nonce;
-    this.call.write(encodeSotwResponse(version, typeUrl, nonce, body));
   }
 }
 
