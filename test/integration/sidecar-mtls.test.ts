@@ -158,6 +158,36 @@ describe("peer authentication at the callee", () => {
     }
   });
 
+  it("denies the next request on a connection authenticated before the revocation", async () => {
+    const conn = await RawHttpConnection.open(pair.outboundPort(app.port));
+    try {
+      expect((await conn.request("GET /api/before-revocation HTTP/1.1\r\nHost: api\r\n\r\n")).status).toBe(
+        200,
+      );
+      pair.b.policy.update({
+        revocations: new RevocationIndex({
+          trustDomain: TRUST_DOMAIN,
+          sequence: 2,
+          entries: [
+            {
+              spiffeId: pair.pki.spiffeId("web"),
+              revokedAtMs: Date.now(),
+              expiresAtMs: Date.now() + 3_600_000,
+              reason: "key compromise",
+            },
+          ],
+        }),
+      });
+      const denied = await conn.request("GET /api/after-revocation HTTP/1.1\r\nHost: api\r\n\r\n");
+      expect(denied.status).toBe(403);
+      expect(JSON.parse(denied.body).reason).toMatch(/^revoked: .*key compromise/);
+    } finally {
+      conn.close();
+      pair.b.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
+    }
+    expect(app.seen.some((r) => r.url === "/api/after-revocation")).toBe(false);
+  });
+
   it("refuses a hello without a well-formed mesh ALPN as a mesh peer (STRICT: plaintext refused)", async () => {
     const res = await rawExchange(pair.b.sidecar.inbound.port, "GET /api/x HTTP/1.1\r\nHost: api\r\n\r\n");
     expect(res.data).toBe("");
