@@ -24,8 +24,13 @@ export async function fetchFlows(httpBase: string, sinceMs: number): Promise<Flo
   return body.flows;
 }
 
-/** Slack around a scenario's window: clocks are the same host's, but reports are stamped at decision time. */
-const WINDOW_SLACK_MS = 1_000;
+/**
+ * Slack around a scenario's window. Scenarios run one after another and every record is stamped with
+ * the moment of its decision, which falls inside the client's run; the slack only absorbs rounding.
+ * It must stay small: consecutive scenarios can look alike (a retried call, two paths that normalize
+ * to the same one), and only the window tells their records apart.
+ */
+const WINDOW_SLACK_MS = 50;
 
 function endpointIs(mesh: Mesh, endpoint: FlowEndpoint, name: WorkloadName): boolean {
   return (

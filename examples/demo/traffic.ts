@@ -72,9 +72,10 @@ function grpcCall(from: WorkloadName, to: WorkloadName, id: string) {
       return { outcome: null, detail: `gRPC client failed: ${result.stderr.trim() || line}` };
     }
     if (parsed.ok) return { outcome: "allow", detail: "gRPC OK" };
-    // 7 PERMISSION_DENIED is the sidecar's refusal; 14 UNAVAILABLE is a refused connection.
-    const outcome = parsed.code === 7 ? "deny" : parsed.code === 14 ? "refused" : null;
-    return { outcome, detail: `gRPC status ${parsed.code}${parsed.details ? ` (${parsed.details})` : ""}` };
+    // PERMISSION_DENIED is the sidecar's refusal; UNAVAILABLE is a refused connection.
+    if (parsed.code === 7) return { outcome: "deny", detail: "gRPC 7 PERMISSION_DENIED" };
+    if (parsed.code === 14) return { outcome: "refused", detail: "gRPC 14 UNAVAILABLE" };
+    return { outcome: null, detail: `gRPC status ${parsed.code}: ${parsed.details ?? ""}` };
   };
 }
 

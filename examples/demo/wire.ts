@@ -45,7 +45,21 @@ export class WireCapture {
     // file of its own, where waitForListening() looks for tcpdump's greeting.
     const proc = supervisor.start(
       `tcpdump-${iface}-${++captures}`,
-      inNetns(hubNetns, ["tcpdump", "-i", iface, "-U", "-n", "-Z", "root", "-s", "0", "-w", file, "tcp"]),
+      inNetns(hubNetns, [
+        "tcpdump",
+        "-i",
+        iface,
+        "--immediate-mode",
+        "-U",
+        "-n",
+        "-Z",
+        "root",
+        "-s",
+        "0",
+        "-w",
+        file,
+        "tcp",
+      ]),
     );
     await waitForListening(proc, timeoutMs);
     return new WireCapture(proc, file);

@@ -87,7 +87,9 @@ describe.sequential("npm run demo", () => {
     expect(row("web → api:8080", "curl POST /api/orders")).toMatch(/^ok .*HTTP 201\s+allow\s+yes \(TLS/);
     expect(row("web → api:8080", "curl GET /admin/users")).toMatch(/^ok .*HTTP 403\s+DENY at web\s+not sent/);
     expect(row("web → api:8080", "/api/../admin/users")).toMatch(/^ok .*HTTP 403\s+DENY at web/);
-    expect(row("web → api:50051", "gRPC Orders/GetOrder  ")).toMatch(/^ok .*gRPC status 7.*DENY at web/);
+    expect(row("web → api:50051", "gRPC Orders/GetOrder  ")).toMatch(
+      /^ok .*gRPC 7 PERMISSION_DENIED\s+DENY at web/,
+    );
     expect(row("api → db:5432", "SELECT id FROM orders")).toMatch(
       /^ok .*allow\s+yes \(TLS, sigil\/1;tcp;5432\)/,
     );
