@@ -78,8 +78,14 @@ describe.sequential("npm run demo", () => {
     expect(out).toMatch(
       /source → destination\s+request\s+client saw\s+verdict\s+encrypted\s+deciding policy/,
     );
+    // The table's rows: everything between its rule line and the blank line after it.
+    const lines = out.split("\n");
+    const rule = lines.findIndex((line) => line.startsWith("──"));
+    const end = lines.indexOf("", rule);
+    const table = lines.slice(rule + 1, end === -1 ? undefined : end);
+    expect(table).toHaveLength(10);
     const row = (route: string, request: string) =>
-      out.split("\n").find((line) => line.includes(route) && line.includes(request)) ?? "";
+      table.find((line) => line.includes(route) && line.includes(request)) ?? "";
 
     expect(row("web → api:8080", "curl GET /api/orders")).toMatch(
       /^ok .*HTTP 200\s+allow\s+yes \(TLS, sigil\/1;http1;8080\)/,
