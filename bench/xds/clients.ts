@@ -123,6 +123,9 @@ function run(cfg: Start): void {
       ca: cfg.certPem,
       servername: "localhost",
       settings: { initialWindowSize: 1 << 20 },
+      // Hundreds of streams share a connection; Node's default 10 MB per-session cap would make it
+      // refuse streams long before the load is reached (grpc-js lifts it on its side the same way).
+      maxSessionMemory: Number.MAX_SAFE_INTEGER,
     });
     s.on("connect", () => s.setLocalWindowSize(64 << 20));
     s.on("error", (err) => fail("connection", err.message));

@@ -23,7 +23,10 @@ const opts = new Command()
   .option("--client-procs <n>", "processes the simulated clients are spread over", "2")
   .option("--changes <n>", "policy changes measured per run", "5")
   .option("--run-timeout <s>", "time limit of one run (one size, one protocol), seconds", "300")
-  .option("--profile <dir>", "write a CPU profile of the control plane's change window per run")
+  .option(
+    "--profile <dir>",
+    "write CPU profiles of the control plane (initial sync, changes) per run to this directory",
+  )
   .option("--out <file>", "results file (markdown, appended)", join(here, "RESULTS.md"))
   .parse()
   .opts<{
@@ -99,6 +102,17 @@ interface Result {
   incomplete?: string;
 }
 
+/** Starts the control plane's CPU profiler, or stops it and writes the profile to `file`. */
+async function profile(server: Child, file: "start" | string): Promise<void> {
+  if (file === "start") {
+    server.proc.send({ kind: "profile-start" });
+    await server.next("profiling");
+  } else {
+    server.proc.send({ kind: "profile-stop", file });
+    await server.next("profiled");
+  }
+}
+
 const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 async function clientCpu(loads: Child[]): Promise<number> {
@@ -146,6 +160,7 @@ async function runOne(
     server.proc.send({ kind: "populate", clients });
     await server.next("populated");
     phase = "initial sync";
+    if (opts.profile) await profile(server, "start");
     const t0 = performance.now();
     loads.forEach((l, k) =>
       l.proc.send({
@@ -159,14 +174,13 @@ async function runOne(
     );
     await Promise.all(loads.map((l) => l.next("synced")));
     result.syncMs = performance.now() - t0;
+    if (opts.profile)
+      await profile(server, join(opts.profile, `server-sync-${protocol}-${clients}.cpuprofile`));
     phase = "heap";
     server.proc.send({ kind: "heap" });
     const heap = await server.next("heap");
     result.heapPerClient = ((heap.heapUsed as number) - (ready.baselineHeap as number)) / clients;
-    if (opts.profile) {
-      server.proc.send({ kind: "profile-start" });
-      await server.next("profiling");
-    }
+    if (opts.profile) await profile(server, "start");
     for (let i = 0; i < changes; i++) {
       phase = `change ${i + 1}`;
       const before = await clientCpu(loads);
@@ -177,13 +191,8 @@ async function runOne(
       result.publishMs.push(done.publishMs as number);
       result.serverCpuMs.push(done.cpuMs as number);
     }
-    if (opts.profile) {
-      server.proc.send({
-        kind: "profile-stop",
-        file: join(opts.profile, `server-${protocol}-${clients}.cpuprofile`),
-      });
-      await server.next("profiled");
-    }
+    if (opts.profile)
+      await profile(server, join(opts.profile, `server-change-${protocol}-${clients}.cpuprofile`));
   } catch (err) {
     if (!(err instanceof RunTimeout)) throw err;
     result.incomplete = `no result within ${timeoutMs / 1000} s (stopped during ${phase})`;

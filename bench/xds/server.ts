@@ -17,8 +17,9 @@ type Command =
   | { kind: "profile-stop"; file: string }
   | { kind: "exit" };
 
-/** CPU profile of the change window only (initial sync excluded), written as a .cpuprofile. */
+/** CPU profiles of chosen windows (initial sync, the changes), written as .cpuprofile files. */
 const profiler = new Session();
+profiler.connect();
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error("run with --expose-gc");
@@ -98,7 +99,6 @@ process.on("message", (cmd: Command) => {
       break;
     }
     case "profile-start":
-      profiler.connect();
       void profiler
         .post("Profiler.enable")
         .then(() => profiler.post("Profiler.start"))
