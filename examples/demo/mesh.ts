@@ -8,8 +8,7 @@ import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { runInit } from "../../sidecar/capture/init.ts";
-import { inNetns, run, type ExecOptions, type ExecResult, type RunAs } from "./exec.ts";
+import { inNetns, run, runOk, type ExecOptions, type ExecResult, type RunAs } from "./exec.ts";
 import type { Cleanup } from "./cleanup.ts";
 import { tailLogs } from "./logs.ts";
 import { Supervisor, type Managed } from "./processes.ts";
@@ -17,7 +16,8 @@ import { Topology, WORKLOADS, type WorkloadHost, type WorkloadName } from "./top
 import { appUser, chownTo, ensureProxyUser } from "./users.ts";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const CLI = join(REPO_ROOT, "controlplane/cli/main.ts");
+/** The installed `sigil` command (package.json `bin`). */
+const SIGIL = join(REPO_ROOT, "bin/sigil.mjs");
 const CONTROL_PLANE = join(REPO_ROOT, "controlplane/main.ts");
 const APPS = join(REPO_ROOT, "examples/demo/apps");
 
@@ -93,6 +93,11 @@ export class Mesh {
   spiffeId(name: WorkloadName): string {
     return this.spiffeIds.get(name) ?? `spiffe://${TRUST_DOMAIN}/workload/${name}`;
   }
+}
+
+/** `sigil`, run by this Node: the command an operator would type, independent of PATH. */
+function sigilArgv(): string[] {
+  return [process.execPath, SIGIL];
 }
 
 function appEnv(): NodeJS.ProcessEnv {
@@ -234,16 +239,18 @@ async function startWorkloadSidecar(mesh: Mesh, name: WorkloadName): Promise<voi
   await writeFile(tokenFile, `${await createJoinToken(cp.http, name)}\n`, { mode: 0o600 });
   await chownTo(dir, mesh.proxyUser);
 
-  // What an init container (`sigil init --netns <ns> --proxy-uid <uid>`) does before the workload
-  // starts: capture every TCP connection in and out of the namespace except the sidecar's own.
-  await runInit(
-    {
-      env: {},
-      flags: { proxyUid: String(mesh.proxyUser.uid), proxyGid: String(mesh.proxyUser.gid) },
-      givenOnCli: () => true,
-    },
-    "install",
-    host.netns,
+  // What an init container or VM setup step does before the workload starts: capture every TCP
+  // connection in and out of the namespace except the sidecar's own.
+  await runOk(
+    inNetns(host.netns, [
+      ...sigilArgv(),
+      "init",
+      "--proxy-uid",
+      String(mesh.proxyUser.uid),
+      "--proxy-gid",
+      String(mesh.proxyUser.gid),
+    ]),
+    { cwd: REPO_ROOT, timeoutMs: mesh.options.readyTimeoutMs },
   );
 
   const args = [
@@ -266,7 +273,7 @@ async function startWorkloadSidecar(mesh: Mesh, name: WorkloadName): Promise<voi
   for (const port of APP_PORTS[name]) args.push("--app-port", String(port));
   const sidecar = mesh.supervisor.start(
     `sidecar-${name}`,
-    inNetns(host.netns, mesh.tsArgv(CLI, args), mesh.proxyUser),
+    inNetns(host.netns, [...sigilArgv(), ...args], mesh.proxyUser),
     { cwd: REPO_ROOT, env: { ...appEnv(), HOME: dir } },
   );
   mesh.sidecars.set(name, sidecar);
