@@ -162,26 +162,35 @@ async function copyPolicies(from: string, to: string): Promise<void> {
 
 async function startControlPlane(mesh: Mesh): Promise<ControlPlaneInfo> {
   const { options, topology } = mesh;
+  // The control plane is the one process on the host itself (everything else dies with its
+  // namespace): if the demo is killed outright, the kernel ends it too instead of leaving it holding
+  // the ports for the next run.
   const cp = mesh.supervisor.start(
     "controlplane",
-    mesh.tsArgv(CONTROL_PLANE, [
-      "--data-dir",
-      join(mesh.workDir, "controlplane"),
-      "--trust-domain",
-      TRUST_DOMAIN,
-      "--policy-dir",
-      mesh.policyDir,
-      "--grpc-host",
-      topology.hostAddress,
-      "--grpc-port",
-      String(options.grpcPort),
-      "--http-host",
-      "127.0.0.1",
-      "--http-port",
-      String(options.httpPort),
-      "--mode",
-      "enforce",
-    ]),
+    [
+      "setpriv",
+      "--pdeathsig",
+      "SIGKILL",
+      "--",
+      ...mesh.tsArgv(CONTROL_PLANE, [
+        "--data-dir",
+        join(mesh.workDir, "controlplane"),
+        "--trust-domain",
+        TRUST_DOMAIN,
+        "--policy-dir",
+        mesh.policyDir,
+        "--grpc-host",
+        topology.hostAddress,
+        "--grpc-port",
+        String(options.grpcPort),
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        String(options.httpPort),
+        "--mode",
+        "enforce",
+      ]),
+    ],
     { cwd: REPO_ROOT },
   );
   const ready = await cp.waitForLine(
