@@ -1,9 +1,8 @@
 import http from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import type { Logger } from "pino";
+import type { Dispatcher } from "undici";
 import type { Peer } from "../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
 import { normalizeRequestPath } from "../core/policy/index.ts";
@@ -187,10 +186,16 @@ export class Http1Proxy {
       return;
     }
     if (expectsContinue) res.writeContinue();
-    void this.forward(req, res, conn, decision, peer, startedAt, flowHttp);
+    this.forward(req, res, conn, decision, peer, startedAt, flowHttp);
   }
 
-  private async forward(
+  /**
+   * Sends an allowed request upstream and streams the response back. The request body is the
+   * incoming message itself and the response is written from undici's dispatch callbacks: no
+   * intermediate streams, async iterators or abort controllers per request, and backpressure both
+   * ways (a full downstream pauses the upstream read; undici pauses the request body).
+   */
+  private forward(
     req: IncomingMessage,
     res: ServerResponse,
     conn: HttpConnection,
@@ -198,72 +203,83 @@ export class Http1Proxy {
     peer: Peer,
     startedAt: number,
     flowHttp: (status: number) => { method: string; path: string; status: number },
-  ): Promise<void> {
+  ): void {
     const normalized = normalizeRequestPath(req.url ?? "");
     const target = normalized.ok ? normalized.forwardTarget : (req.url ?? "/");
-    const abort = new AbortController();
-    const onClose = (): void => {
-      if (!res.writableFinished) abort.abort();
-    };
-    res.once("close", onClose);
     let received = 0;
     let sent = 0;
     let status = 502;
-    try {
-      const counted = hasBody(req)
-        ? Readable.from(
-            (async function* () {
-              for await (const chunk of req as AsyncIterable<Buffer>) {
-                received += chunk.length;
-                yield chunk;
-              }
-            })(),
-            { objectMode: false },
-          )
-        : null;
-      const upstream = await this.upstreams.http1(conn.route).request({
-        method: req.method as string,
-        path: target,
-        headers: forwardHeaders(req),
-        body: counted,
-        signal: abort.signal,
-      });
-      status = upstream.statusCode;
-      const headers = responseHeaders(upstream.headers);
-      if (this.draining) headers.connection = "close";
-      res.writeHead(upstream.statusCode, headers);
-      await pipeline(
-        upstream.body,
-        async function* (source: AsyncIterable<Buffer>) {
-          for await (const chunk of source) {
-            sent += chunk.length;
-            yield chunk;
-          }
-        },
-        res,
-      );
-    } catch (err) {
-      if (!res.headersSent && !abort.signal.aborted) {
-        const body = denialBody(502, { policy: null, reason: `upstream: ${(err as Error).message}` });
-        res.writeHead(502, {
-          "content-type": "application/json",
-          "content-length": Buffer.byteLength(body),
-          connection: "close",
-        });
-        res.end(body);
-      } else {
-        res.destroy();
-      }
-      this.log.debug({ err: (err as Error).message, path: target }, "HTTP/1.1 upstream failed");
-    } finally {
+    let done = false;
+    let controller: Dispatcher.DispatchController | null = null;
+    const finish = (err: Error | null): void => {
+      if (done) return;
+      done = true;
       res.off("close", onClose);
+      res.off("drain", onDrain);
+      if (err !== null) {
+        if (!res.headersSent && !res.destroyed) {
+          const body = denialBody(502, { policy: null, reason: `upstream: ${err.message}` });
+          res.writeHead(502, {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+            connection: "close",
+          });
+          res.end(body);
+        } else {
+          res.destroy();
+        }
+        this.log.debug({ err: err.message, path: target }, "HTTP/1.1 upstream failed");
+      }
       this.authorizer.record(
         conn.facts,
         decision,
         { protocol: "http", http: flowHttp(status), bytesSent: sent, bytesReceived: received, startedAt },
         peer,
       );
+    };
+    const onClose = (): void => {
+      if (!res.writableFinished) controller?.abort(new Error("downstream closed"));
+    };
+    const onDrain = (): void => controller?.resume();
+    res.once("close", onClose);
+    res.on("drain", onDrain);
+    const body = hasBody(req) ? req : null;
+    if (body !== null) {
+      // Paused first so that counting does not start the flow before undici reads the body.
+      body.pause();
+      body.on("data", (chunk: Buffer) => {
+        received += chunk.length;
+      });
     }
+    const draining = (): boolean => this.draining;
+    this.upstreams.http1(conn.route).dispatch(
+      { method: req.method as string, path: target, headers: forwardHeaders(req), body },
+      {
+        onRequestStart(c) {
+          controller = c;
+          if (res.destroyed) c.abort(new Error("downstream closed"));
+        },
+        onResponseStart(_c, statusCode, headers) {
+          // 1xx interim responses are not relayed (100-continue is answered by this proxy).
+          if (statusCode < 200) return;
+          status = statusCode;
+          const out = responseHeaders(headers);
+          if (draining()) out.connection = "close";
+          res.writeHead(statusCode, out);
+        },
+        onResponseData(c, chunk) {
+          sent += chunk.length;
+          if (!res.write(chunk)) c.pause();
+        },
+        onResponseEnd() {
+          res.end();
+          finish(null);
+        },
+        onResponseError(_c, err) {
+          finish(err);
+        },
+      },
+    );
   }
 
   private refuseRaw(req: IncomingMessage, socket: Socket, status: 400 | 403, decision: Decision): void {

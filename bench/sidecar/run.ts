@@ -1,7 +1,8 @@
 /**
  * Requests per second and p50/p99 latency through a sidecar pair (client → A → mTLS → B → app) versus
  * straight to the app, for 1 KB HTTP/1.1 and gRPC unary, plus CPU seconds and RSS of each sidecar
- * process. Usage: npx tsx bench/sidecar/run.ts [--seconds 10] [--concurrency 16]
+ * process. Usage: npx tsx bench/sidecar/run.ts [--seconds 10] [--concurrency 16] [--only http|grpc]
+ * [--profile DIR] (the sidecars run under node --cpu-prof and write their profiles into DIR).
  */
 import { fork } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -23,11 +24,21 @@ const arg = (name: string, fallback: number): number => {
 const SECONDS = arg("seconds", 10);
 const CONCURRENCY = arg("concurrency", 16);
 const PAYLOAD = Buffer.alloc(1024, "y");
+const option = (name: string): string | undefined => {
+  const i = args.indexOf(`--${name}`);
+  return i === -1 ? undefined : args[i + 1];
+};
+const ONLY = option("only");
+const PROFILE_DIR = option("profile");
 
 const here = new URL(".", import.meta.url).pathname;
-const spawn = (file: string): ChildProcess =>
+const spawn = (file: string, profile = false): ChildProcess =>
   fork(`${here}${file}`, [], {
-    execArgv: ["--import", "tsx"],
+    execArgv: [
+      "--import",
+      "tsx",
+      ...(profile && PROFILE_DIR !== undefined ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : []),
+    ],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
 
@@ -50,21 +61,33 @@ interface Result {
   readonly p50: number;
   readonly p99: number;
   readonly errors: number;
+  /** Every request the row made, warm-up included (the CPU window spans both). */
+  readonly requests: number;
 }
 
-function summarize(latencies: number[], errors: number, seconds: number): Result {
+function summarize(latencies: number[], errors: number, seconds: number, warmUp: number): Result {
   latencies.sort((a, b) => a - b);
   const at = (q: number): number =>
     latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { rps: latencies.length / seconds, p50: at(0.5), p99: at(0.99), errors };
+  return {
+    rps: latencies.length / seconds,
+    p50: at(0.5),
+    p99: at(0.99),
+    errors,
+    requests: latencies.length + warmUp,
+  };
 }
 
 /** Keeps CONCURRENCY requests in flight for SECONDS (after a short warm-up), timing each. */
 async function load(one: () => Promise<void>): Promise<Result> {
   const warmEnd = performance.now() + 1000;
+  let warmUp = 0;
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < warmEnd) await one().catch(() => undefined);
+      while (performance.now() < warmEnd) {
+        await one().catch(() => undefined);
+        warmUp++;
+      }
     }),
   );
   const latencies: number[] = [];
@@ -84,7 +107,7 @@ async function load(one: () => Promise<void>): Promise<Result> {
       }
     }),
   );
-  return summarize(latencies, errors, (performance.now() - start) / 1000);
+  return summarize(latencies, errors, (performance.now() - start) / 1000, warmUp);
 }
 
 async function httpLoad(port: number): Promise<Result> {
@@ -131,8 +154,8 @@ async function run(): Promise<void> {
     app.once("message", (m: { http: number; grpc: number }) => resolve(m)),
   );
   const pki = await MeshPki.create();
-  const a = spawn("sidecar-process.ts");
-  const b = spawn("sidecar-process.ts");
+  const a = spawn("sidecar-process.ts", true);
+  const b = spawn("sidecar-process.ts", true);
   try {
     const policyYaml = `
 apiVersion: sigil.dev/v1
@@ -186,8 +209,8 @@ spec:
     );
     const [viaHttp, viaGrpc] = startedA.targets as [number, number];
     const usage = async (): Promise<{
-      a: { cpuSeconds: number; rssBytes: number };
-      b: { cpuSeconds: number; rssBytes: number };
+      a: { cpuSeconds: number; rssBytes: number; handshakes: number };
+      b: { cpuSeconds: number; rssBytes: number; handshakes: number };
     }> => ({
       a: await request(a, { usage: true }, "usage"),
       b: await request(b, { usage: true }, "usage"),
@@ -201,31 +224,36 @@ spec:
       proxied: () => Promise<Result>,
     ): Promise<void> => {
       const d = await direct();
-      rows.push(`| ${name} | direct | ${fmt(d)} | – | – |`);
+      rows.push(`| ${name} | direct | ${fmt(d)} | – | – | – | – |`);
       const before = await usage();
       const p = await proxied();
       const after = await usage();
+      const cpuA = after.a.cpuSeconds - before.a.cpuSeconds;
+      const cpuB = after.b.cpuSeconds - before.b.cpuSeconds;
+      const perRequest = (cpu: number): string => ((cpu * 1000) / Math.max(1, p.requests)).toFixed(2);
       rows.push(
-        `| ${name} | sidecar pair | ${fmt(p)} | A ${(after.a.cpuSeconds - before.a.cpuSeconds).toFixed(1)} / B ${(after.b.cpuSeconds - before.b.cpuSeconds).toFixed(1)} | A ${(after.a.rssBytes / 2 ** 20).toFixed(0)} / B ${(after.b.rssBytes / 2 ** 20).toFixed(0)} |`,
+        `| ${name} | sidecar pair | ${fmt(p)} | A ${cpuA.toFixed(1)} / B ${cpuB.toFixed(1)} | A ${perRequest(cpuA)} / B ${perRequest(cpuB)} | A ${(after.a.rssBytes / 2 ** 20).toFixed(0)} / B ${(after.b.rssBytes / 2 ** 20).toFixed(0)} | ${after.b.handshakes - before.b.handshakes} |`,
       );
     };
-    await measure(
-      "HTTP/1.1 POST 1 KB → 1 KB",
-      () => httpLoad(appPorts.http),
-      () => httpLoad(viaHttp),
-    );
-    await measure(
-      "gRPC unary 1 KB → 1 KB",
-      () => grpcLoad(appPorts.grpc),
-      () => grpcLoad(viaGrpc),
-    );
+    if (ONLY !== "grpc")
+      await measure(
+        "HTTP/1.1 POST 1 KB → 1 KB",
+        () => httpLoad(appPorts.http),
+        () => httpLoad(viaHttp),
+      );
+    if (ONLY !== "http")
+      await measure(
+        "gRPC unary 1 KB → 1 KB",
+        () => grpcLoad(appPorts.grpc),
+        () => grpcLoad(viaGrpc),
+      );
     process.stdout.write(
       `${SECONDS} s per row after 1 s warm-up, ${CONCURRENCY} requests in flight, node ${process.version}, ` +
         `${cpus().length} CPUs, load average ${loadavg()
           .map((l) => l.toFixed(1))
           .join(" ")} at the end\n\n` +
-        "| workload | path | req/s | p50 ms | p99 ms | errors | sidecar CPU s (during the row) | sidecar RSS MiB (after) |\n" +
-        "| --- | --- | --- | --- | --- | --- | --- | --- |\n" +
+        "| workload | path | req/s | p50 ms | p99 ms | errors | sidecar CPU s (during the row) | CPU ms per request | sidecar RSS MiB (after) | mTLS handshakes |\n" +
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" +
         `${rows.join("\n")}\n`,
     );
   } finally {

@@ -5,6 +5,7 @@
  */
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { policySet } from "../../test/support/sidecar-mesh.ts";
+import type { Sidecar } from "../../sidecar/sidecar.ts";
 import { startSidecar } from "../../sidecar/sidecar.ts";
 import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/state.ts";
 import pino from "pino";
@@ -31,10 +32,30 @@ const send = (m: unknown): void => {
   process.send?.(m);
 };
 
+// Exit normally on SIGTERM so that a --cpu-prof profile is written.
+process.once("SIGTERM", () => process.exit(0));
+
+let sidecar: Sidecar | undefined;
+
+/** mTLS handshakes completed so far (both sides): a proxy that reuses its hop makes few. */
+async function handshakes(): Promise<number> {
+  if (!sidecar) return 0;
+  const metric = await sidecar.metrics.tlsHandshakes.get();
+  return metric.values.filter((v) => v.labels.result === "ok").reduce((sum, v) => sum + v.value, 0);
+}
+
 process.on("message", (raw: Message) => {
   if ("usage" in raw) {
     const cpu = process.cpuUsage();
-    send({ usage: { cpuSeconds: (cpu.user + cpu.system) / 1e6, rssBytes: process.memoryUsage().rss } });
+    void handshakes().then((count) =>
+      send({
+        usage: {
+          cpuSeconds: (cpu.user + cpu.system) / 1e6,
+          rssBytes: process.memoryUsage().rss,
+          handshakes: count,
+        },
+      }),
+    );
     return;
   }
   const m = raw.start;
@@ -72,7 +93,10 @@ process.on("message", (raw: Message) => {
     flows: { report: () => undefined },
     logger: pino({ level: "warn" }, pino.destination(2)),
   }).then(
-    (s) => send({ started: { inbound: s.inbound.port, targets: s.outboundTargets.map((t) => t.port) } }),
+    (s) => {
+      sidecar = s;
+      send({ started: { inbound: s.inbound.port, targets: s.outboundTargets.map((t) => t.port) } });
+    },
     (err: Error) => {
       process.stderr.write(`${err.stack}\n`);
       process.exit(1);
