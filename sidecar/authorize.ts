@@ -1,9 +1,14 @@
 import { randomUUID } from "node:crypto";
+import net from "node:net";
 import type { Logger } from "pino";
 import type { FlowEndpoint, FlowRecord } from "../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../core/identity.ts";
-import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
+import type { Decision, EnforcementMode, HttpRequestFacts } from "../core/policy/index.ts";
 import { evaluate, normalizeRequestPath } from "../core/policy/index.ts";
+import { canonicalName } from "../core/policy/dns.ts";
+import type { EgressNameResolver } from "./egress-dns.ts";
+import { bindingProblem } from "./egress-dns.ts";
+import { egressNamesOf } from "./egress-names.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import type { FlowSink, PolicySource } from "./sources.ts";
 
@@ -69,7 +74,22 @@ export class Authorizer {
     private readonly flows: FlowSink,
     private readonly metrics: SidecarMetrics,
     private readonly log: Logger,
+    private readonly names?: EgressNameResolver,
   ) {}
+
+  /**
+   * Before an egress connection to a non-mesh `address` is decided: resolves the names it may be
+   * decided on (those the application claimed so far, and the exact names in this workload's egress
+   * rules), so the synchronous decisions find current answers.
+   */
+  async prepareEgress(address: string, claimed: readonly (string | undefined)[]): Promise<void> {
+    if (this.names === undefined || net.isIP(address) === 0) return;
+    const fromPolicy = egressNamesOf(this.policy.current().policies, this.self().labels);
+    if (fromPolicy.length === 0) return;
+    const names = new Set(fromPolicy);
+    for (const name of claimed) if (name !== undefined) names.add(name);
+    await this.names.prepare(names, address);
+  }
 
   /** Never throws: a failure inside the engine is a denial (fail closed), logged with its cause. */
   decide(conn: ConnectionFacts, http?: HttpRequestFacts, peer: Peer = conn.peer): Decision {
@@ -80,14 +100,21 @@ export class Authorizer {
       if (revoked) return sidecarDenial(`revoked: ${peer.identity.spiffeId}: ${revoked.reason}`);
     }
     try {
-      return evaluate(snapshot.policies, {
-        direction: conn.direction,
-        local: { labels: this.self().labels },
-        peer,
-        port: conn.port,
-        mode: snapshot.mode,
-        ...(http === undefined ? {} : { http }),
-      });
+      const judge = (p: Peer): Decision =>
+        evaluate(snapshot.policies, {
+          direction: conn.direction,
+          local: { labels: this.self().labels },
+          peer: p,
+          port: conn.port,
+          mode: snapshot.mode,
+          ...(http === undefined ? {} : { http }),
+        });
+      const decision = judge(peer);
+      if (conn.direction === "egress" && peer.kind === "external" && peer.dnsName !== undefined)
+        return this.bindName(decision, snapshot.mode, peer.address, peer.dnsName, () =>
+          judge({ kind: "external", address: peer.address }),
+        );
+      return decision;
     } catch (err) {
       this.log.error(
         { err, direction: conn.direction, port: conn.port },
@@ -95,6 +122,40 @@ export class Authorizer {
       );
       return sidecarDenial(`internal-error: policy evaluation failed: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * A claimed name only counts for an allow when the destination address is one it resolves to.
+   * Denials stand as they are (a name can only make them apply); an allow that holds without the name
+   * (by address, or egress unrestricted) needs no check. An explicit target named by host name is
+   * bound already: the sidecar itself resolves and connects to it.
+   */
+  private bindName(
+    decision: Decision,
+    mode: EnforcementMode,
+    address: string,
+    name: string,
+    withoutName: () => Decision,
+  ): Decision {
+    if (decision.verdict === "deny" || decision.wouldDeny) return decision;
+    if (net.isIP(address) === 0 && canonicalName(address) === canonicalName(name)) return decision;
+    const unnamed = withoutName();
+    if (unnamed.verdict === "allow" && !unnamed.wouldDeny) return decision;
+    const problem =
+      this.names === undefined
+        ? `dns-binding: ${name} cannot be checked against ${address} (no resolver)`
+        : bindingProblem(name, address, this.names.check(name, address));
+    if (problem === null) return decision;
+    const denial: Decision = {
+      ...decision,
+      verdict: "deny",
+      wouldDeny: false,
+      policy: null,
+      reason: problem,
+    };
+    return mode === "observe"
+      ? { ...denial, verdict: "allow", wouldDeny: true, reason: `observe mode, would deny: ${problem}` }
+      : denial;
   }
 
   /** Records one decided request or connection once its outcome is known. */

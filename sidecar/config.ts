@@ -75,6 +75,19 @@ export const sidecarConfigSchema = z
     keepAliveTimeoutMs: z.number().int().min(1).default(60_000),
     /** On SIGTERM: how long connections in flight may take before they are cut. */
     drainTimeoutMs: z.number().int().min(0).default(15_000),
+    /**
+     * Resolving the DNS names egress rules allow, to check that the destination address is one the
+     * claimed name resolves to (`egress-dns.ts`). No servers = the system's resolv.conf.
+     */
+    egressDns: z
+      .object({
+        servers: z.array(z.string().min(1)).default([]),
+        timeoutMs: z.number().int().min(1).max(30_000).default(2_000),
+        maxEntries: z.number().int().min(1).max(1_000_000).default(4_096),
+        failureTtlMs: z.number().int().min(0).max(3_600_000).default(5_000),
+      })
+      .strict()
+      .default({ servers: [], timeoutMs: 2_000, maxEntries: 4_096, failureTtlMs: 5_000 }),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();

@@ -17,7 +17,8 @@ import type { UpstreamRoute, Upstreams } from "./upstreams.ts";
  * mesh workload (found in the peer directory; the hop goes over mTLS to its sidecar) or outside the
  * mesh (connected directly). The caller's egress policy decides each HTTP request, or the connection
  * for anything else; non-mesh destinations are matched by address and by the name the application
- * used (the explicit target's host name, else the Host header or TLS SNI).
+ * used (the explicit target's host name, else the Host header or TLS SNI); a name only allows a
+ * connection to an address it resolves to (`egress-dns.ts`).
  */
 
 export interface OutboundDeps {
@@ -39,6 +40,14 @@ function hostName(hostHeader: string | undefined): string | undefined {
   if (hostHeader.startsWith("[")) return undefined; // an IPv6 literal names no DNS name
   const name = hostHeader.replace(/:\d+$/, "");
   return net.isIP(name) ? undefined : name;
+}
+
+/** The Host header of the first HTTP/1 request, when the bytes read so far already hold it. */
+function firstHost(head: Buffer): string | undefined {
+  const text = head.toString("latin1");
+  const end = text.indexOf("\r\n\r\n");
+  const match = /\r\nhost:[ \t]*([^\r\n]*)/i.exec(end >= 0 ? text.slice(0, end + 2) : text);
+  return hostName(match?.[1]?.trim());
 }
 
 function meshPeer(dest: MeshDestination, address: string): Peer {
@@ -85,6 +94,15 @@ export class OutboundHandler {
     const route: UpstreamRoute = mesh
       ? { kind: "mesh", dest: mesh, port: destination.port }
       : { kind: "direct", host: destination.host, port: destination.port };
+    let head = detection.head;
+    if (!mesh) {
+      // Names decide egress only for addresses they resolve to: resolve before the first decision.
+      head = takeBuffered(socket, head);
+      const sni = detection.protocol.kind === "tls" ? detection.protocol.hello.serverName : undefined;
+      const host = detection.protocol.kind === "http1" ? firstHost(head) : undefined;
+      await deps.authorizer.prepareEgress(destination.host, [sni, host]);
+      if (socket.destroyed) return;
+    }
     const peerFor = (requestedName: string | undefined): Peer =>
       mesh ? meshPeer(mesh, destination.host) : externalPeer(destination.host, namedTarget ?? requestedName);
     const facts: ConnectionFacts = {
@@ -96,14 +114,14 @@ export class OutboundHandler {
     const conn: HttpConnection = { facts, route, peerFor: (host) => peerFor(hostName(host)) };
     switch (detection.protocol.kind) {
       case "http1":
-        deps.http1.accept(socket, conn, takeBuffered(socket, detection.head));
+        deps.http1.accept(socket, conn, takeBuffered(socket, head));
         return;
       case "h2":
-        deps.http2.accept(socket, conn, takeBuffered(socket, detection.head));
+        deps.http2.accept(socket, conn, takeBuffered(socket, head));
         return;
       default: {
         const sni = detection.protocol.kind === "tls" ? detection.protocol.hello.serverName : undefined;
-        tunnel(deps, socket, conn, takeBuffered(socket, detection.head), conn.peerFor(sni));
+        tunnel(deps, socket, conn, takeBuffered(socket, head), conn.peerFor(sni));
       }
     }
   }

@@ -7,6 +7,7 @@ import type { WorkloadIdentity } from "../core/identity.ts";
 import { originalDestinationOf } from "../native/index.ts";
 import { startAdmin } from "./admin.ts";
 import { Authorizer } from "./authorize.ts";
+import { EgressNameResolver } from "./egress-dns.ts";
 import type { SidecarConfig, SidecarConfigInput } from "./config.ts";
 import { parseSidecarConfig } from "./config.ts";
 import { Http1Proxy } from "./http1.ts";
@@ -74,7 +75,14 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   const metrics = new SidecarMetrics();
   const meshTls = new MeshTls(options.credentials, options.policy, metrics, log);
   const self = (): WorkloadIdentity => meshTls.identity.identity;
-  const authorizer = new Authorizer(self, options.policy, options.flows, metrics, log);
+  const authorizer = new Authorizer(
+    self,
+    options.policy,
+    options.flows,
+    metrics,
+    log,
+    new EgressNameResolver(config.egressDns),
+  );
   const upstreams = new Upstreams(meshTls, {
     connectTimeoutMs: config.connectTimeoutMs,
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
