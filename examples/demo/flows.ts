@@ -3,9 +3,14 @@
  * records belong to one scenario (same endpoints, port, request and time window).
  */
 import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
-import type { Mesh } from "./mesh.ts";
 import type { Scenario } from "./traffic.ts";
 import type { WorkloadName } from "./topology.ts";
+
+/** What matching needs to know of the mesh: each workload's address and SPIFFE ID. */
+export interface MeshView {
+  host(name: WorkloadName): { ipv4: string };
+  spiffeId(name: WorkloadName): string;
+}
 
 export interface Timed<T> {
   item: T;
@@ -32,7 +37,7 @@ export async function fetchFlows(httpBase: string, sinceMs: number): Promise<Flo
  */
 const WINDOW_SLACK_MS = 50;
 
-function endpointIs(mesh: Mesh, endpoint: FlowEndpoint, name: WorkloadName): boolean {
+function endpointIs(mesh: MeshView, endpoint: FlowEndpoint, name: WorkloadName): boolean {
   return (
     endpoint.spiffeId === mesh.spiffeId(name) ||
     endpoint.address === mesh.host(name).ipv4 ||
@@ -40,7 +45,7 @@ function endpointIs(mesh: Mesh, endpoint: FlowEndpoint, name: WorkloadName): boo
   );
 }
 
-export function flowsOf(mesh: Mesh, run: Timed<Scenario>, flows: readonly FlowRecord[]): FlowRecord[] {
+export function flowsOf(mesh: MeshView, run: Timed<Scenario>, flows: readonly FlowRecord[]): FlowRecord[] {
   const s = run.item;
   return flows.filter(
     (f) =>
@@ -55,7 +60,7 @@ export function flowsOf(mesh: Mesh, run: Timed<Scenario>, flows: readonly FlowRe
 
 /** Polls the flow API until every scenario has at least one record, or the deadline passes. */
 export async function waitForFlows(
-  mesh: Mesh,
+  mesh: MeshView,
   httpBase: string,
   runs: readonly Timed<Scenario>[],
   timeoutMs: number,

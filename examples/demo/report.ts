@@ -4,8 +4,7 @@
  * three agree with what the policies say should happen.
  */
 import type { FlowRecord } from "../../core/flow.ts";
-import { flowsOf, type Timed } from "./flows.ts";
-import type { Mesh } from "./mesh.ts";
+import { flowsOf, type MeshView, type Timed } from "./flows.ts";
 import type { ClientResult, Scenario } from "./traffic.ts";
 import { tlsBetween, type WireEvidence } from "./wire.ts";
 
@@ -29,7 +28,7 @@ function side(f: FlowRecord): string {
 }
 
 export function buildRow(
-  mesh: Mesh,
+  mesh: MeshView,
   run: Timed<Scenario> & { client: ClientResult },
   flows: readonly FlowRecord[],
   wire: WireEvidence,
