@@ -6,7 +6,7 @@ import type { Peer, WorkloadIdentity } from "../core/identity.ts";
 import type { Decision, EnforcementMode, HttpRequestFacts } from "../core/policy/index.ts";
 import { evaluate, normalizeRequestPath } from "../core/policy/index.ts";
 import { canonicalName } from "../core/policy/dns.ts";
-import type { EgressNameResolver } from "./egress-dns.ts";
+import type { EgressNameResolver, NameBinding } from "./egress-dns.ts";
 import { bindingProblem } from "./egress-dns.ts";
 import { egressNamesOf } from "./egress-names.ts";
 import type { SidecarMetrics } from "./metrics.ts";
@@ -144,7 +144,7 @@ export class Authorizer {
     const problem =
       this.names === undefined
         ? `dns-binding: ${name} cannot be checked against ${address} (no resolver)`
-        : bindingProblem(name, address, this.names.check(name, address));
+        : bindingProblem(name, address, this.checkName(this.names, name, address));
     if (problem === null) return decision;
     const denial: Decision = {
       ...decision,
@@ -156,6 +156,13 @@ export class Authorizer {
     return mode === "observe"
       ? { ...denial, verdict: "allow", wouldDeny: true, reason: `observe mode, would deny: ${problem}` }
       : denial;
+  }
+
+  /** A name not looked up yet is denied now (decisions cannot wait) and looked up for the next try. */
+  private checkName(names: EgressNameResolver, name: string, address: string): NameBinding {
+    const binding = names.check(name, address);
+    if (binding.kind === "unresolved") void names.prepare([name], address);
+    return binding;
   }
 
   /** Records one decided request or connection once its outcome is known. */

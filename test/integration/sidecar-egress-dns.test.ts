@@ -9,7 +9,7 @@ import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidec
 import type { TestDnsServer } from "../support/dns-server.ts";
 import { startDnsServer } from "../support/dns-server.ts";
 import type { App, HttpApp } from "../support/sidecar-apps.ts";
-import { rawExchange, startHttpApp, startTcpApp } from "../support/sidecar-apps.ts";
+import { RawHttpConnection, rawExchange, startHttpApp, startTcpApp } from "../support/sidecar-apps.ts";
 import { FlowCollector, MeshPki, TRUST_DOMAIN, policySet, quiet } from "../support/sidecar-mesh.ts";
 
 /**
@@ -190,6 +190,28 @@ describe("captured mode", () => {
     expect(denied.data).toMatch(/^HTTP\/1\.1 403 /);
     expect(reasonOf(denied.data)).toContain("elsewhere.wild.test does not resolve to 127.0.0.1");
     expect(dnsServer.queries("a.wild.test")).toBeGreaterThan(0);
+  });
+
+  it("denies a name first claimed later on a connection until it is resolved, then allows it", async () => {
+    originalDestination = { address: "127.0.0.1", port: app.port };
+    dnsServer.zone.set("late.wild.test", { a: ["127.0.0.1"], ttl: 60 });
+    const conn = await RawHttpConnection.open(capturedPort());
+    try {
+      expect((await conn.request("GET /x HTTP/1.1\r\nHost: api.partner.test\r\n\r\n")).status).toBe(200);
+      const late = await conn.request("GET /late HTTP/1.1\r\nHost: late.wild.test\r\n\r\n");
+      expect(late.status).toBe(403);
+      expect(JSON.parse(late.body)).toMatchObject({
+        reason: "dns-binding: late.wild.test was not resolved in time to check 127.0.0.1",
+      });
+    } finally {
+      conn.close();
+    }
+    await expect.poll(() => dnsServer.queries("late.wild.test"), { timeout: 5_000 }).toBeGreaterThan(0);
+    await expect
+      .poll(async () => (await request(capturedPort(), "late.wild.test")).data.slice(0, 12), {
+        timeout: 5_000,
+      })
+      .toBe("HTTP/1.1 200");
   });
 
   it("still allows by address where a CIDR rule does, whatever name is claimed", async () => {
