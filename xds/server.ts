@@ -107,6 +107,8 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   readonly implementation: grpc.UntypedServiceImplementation;
   private readonly authorize: NodeAuthorizer;
   private readonly live = new Set<SotwStream | DeltaStream>();
+  /** Streams whose snapshot changed and that have not been served it yet, in the order they changed. */
+  private readonly pushQueue = new Set<BaseStream>();
   /** Nonces are numbered server-wide, so a response encoded once can carry the same nonce on many streams. */
   private nonceCounter = 0;
   /** The last full-set state-of-the-world response encoded per resource set, shared by every wildcard stream. */
@@ -125,6 +127,30 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   get streamCount(): number {
     return this.live.size;
   }
+
+  /**
+   * Queues a stream whose snapshot changed. The queue is drained in slices of at most
+   * PUSH_SLICE_MS, yielding to the event loop between slices: a change that reaches tens of
+   * thousands of streams then goes out while the first nodes' ACKs are already being read,
+   * instead of one long synchronous burst that holds every response in memory before any of it
+   * reaches a socket.
+   */
+  schedulePush(stream: BaseStream): void {
+    this.pushQueue.add(stream);
+    if (this.pushQueue.size === 1) setImmediate(this.drainPushes);
+  }
+
+  private readonly drainPushes = (): void => {
+    const until = performance.now() + PUSH_SLICE_MS;
+    let n = 0;
+    for (const stream of this.pushQueue) {
+      this.pushQueue.delete(stream);
+      if (!stream.closed) stream.onSnapshot();
+      // Checking the clock every few streams keeps its cost out of the loop.
+      if (++n % 64 === 0 && performance.now() >= until) break;
+    }
+    if (this.pushQueue.size > 0) setImmediate(this.drainPushes);
+  };
 
   /** A nonce no stream of this server has seen yet, greater than every earlier one. */
   nextNonce(): number {
@@ -248,6 +274,9 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   }
 }
 
+/** Longest stretch the push queue runs without letting the event loop read ACKs and flush sockets. */
+const PUSH_SLICE_MS = 20;
+
 interface SharedResponse {
   readonly nonce: number;
   readonly nonceText: string;
@@ -286,6 +315,7 @@ abstract class BaseStream {
   private readonly unwatch: () => void;
   /** The highest nonce this stream has sent. */
   protected lastNonce = 0;
+  closed = false;
 
   constructor(
     protected readonly server: AdsServer,
@@ -296,7 +326,7 @@ abstract class BaseStream {
     this.snapshot = options.cache.get(key) ?? EMPTY;
     this.unwatch = options.cache.watch(key, (s) => {
       this.snapshot = s;
-      this.onSnapshot();
+      server.schedulePush(this);
     });
   }
 
@@ -314,7 +344,8 @@ abstract class BaseStream {
     }
   }
 
-  protected abstract onSnapshot(): void;
+  /** Sends what changed since the last snapshot; called by the server's push queue. */
+  abstract onSnapshot(): void;
 
   protected abstract typeStatus(): TypeStatus[];
 
@@ -325,6 +356,7 @@ abstract class BaseStream {
   }
 
   close(): void {
+    this.closed = true;
     this.unwatch();
   }
 }
@@ -423,7 +455,7 @@ class SotwStream extends BaseStream {
     return false;
   }
 
-  protected onSnapshot(): void {
+  onSnapshot(): void {
     for (const [typeUrl, state] of this.types) this.respond(typeUrl, state, false);
   }
 
@@ -554,7 +586,7 @@ class DeltaStream extends BaseStream {
     for (const n of state.known.keys()) if (!state.names.has(n)) state.known.delete(n);
   }
 
-  protected onSnapshot(): void {
+  onSnapshot(): void {
     for (const [typeUrl, state] of this.types) this.respond(typeUrl, state);
   }
 
