@@ -13,6 +13,7 @@ import { driveTraffic } from "./drive.ts";
 import { REPO_ROOT, startMesh, type Mesh } from "./mesh.ts";
 import { renderTable } from "./report.ts";
 import { tailLogs } from "./logs.ts";
+import { preflight } from "./preflight.ts";
 
 function int(min: number, max: number) {
   return (value: string): number => {
@@ -91,6 +92,7 @@ function explore(m: Mesh): void {
 }
 
 try {
+  await preflight();
   mesh = await startMesh(
     {
       prefix: opts.prefix,
