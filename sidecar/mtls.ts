@@ -5,12 +5,12 @@ import type { Socket } from "node:net";
 import type { SecureContext, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import { bundleRootsPem } from "../core/svid/bundle.ts";
-import { verifyTlsPeer } from "../core/svid/tls.ts";
 import type { VerifiedSvid } from "../core/svid/verify.ts";
 import { SvidVerificationError, verifySvid } from "../core/svid/verify.ts";
 import type { TunnelTarget } from "./alpn.ts";
 import { encodeMeshAlpn, selectMeshAlpn } from "./alpn.ts";
 import type { SidecarMetrics } from "./metrics.ts";
+import { PeerVerifier } from "./peer-cache.ts";
 import type { CredentialSource, MeshDestination, PolicySource, WorkloadCredentials } from "./sources.ts";
 
 /**
@@ -52,6 +52,7 @@ export class MeshTls {
     { settle: (outcome: { socket: TLSSocket } | { error: Error }) => void }
   >();
   private readonly onRotate = (): void => this.reload();
+  private readonly peers = new PeerVerifier();
 
   constructor(
     private readonly credentials: CredentialSource,
@@ -159,7 +160,7 @@ export class MeshTls {
   private verifyClient(socket: TLSSocket): VerifiedSvid {
     const creds = this.credentials.current();
     try {
-      const peer = verifyTlsPeer(socket, {
+      const peer = this.peers.verify(socket, {
         bundle: creds.bundle,
         purpose: "client",
         revocations: this.policy.current().revocations,
@@ -221,7 +222,7 @@ export class MeshTls {
               `peer selected ALPN ${String(socket.alpnProtocol)}, expected ${alpn}`,
             );
           }
-          const peer = verifyTlsPeer(socket, {
+          const peer = this.peers.verify(socket, {
             bundle: this.credentials.current().bundle,
             purpose: "server",
             revocations: this.policy.current().revocations,
