@@ -57,7 +57,12 @@ async function leftovers(prefix: string): Promise<string[]> {
     .map((line) => line.split(" ")[0] ?? "")
     .filter((name) => name.startsWith(prefix));
   const link = await run(["ip", "link", "show", `${prefix}cp`]);
-  return link.code === 0 ? [...namespaces, `${prefix}cp`] : namespaces;
+  const marker = `/run/sigil-demo/${prefix}`;
+  return [
+    ...namespaces,
+    ...(link.code === 0 ? [`${prefix}cp`] : []),
+    ...(existsSync(marker) ? [marker] : []),
+  ];
 }
 
 function workDirOf(stdout: string): string {
