@@ -12,7 +12,7 @@ import type { ImportedCa } from "./ca/authority.ts";
 import type { KubernetesAttestorConfig } from "./attestation/kubernetes.ts";
 import { FlowStore } from "./flows/store.ts";
 import { flowServiceHandlers } from "./flows/service.ts";
-import { FlowServiceDefinition } from "./flows/wire.ts";
+import { FlowServiceDefinition } from "../core/flow-wire.ts";
 import { callPeer, startGrpcServer, type GrpcTlsOptions, type RunningGrpcServer } from "./grpc-server.ts";
 import { Router, sendJson } from "./http/router.ts";
 import { IdentityServiceDefinition, identityServiceHandlers } from "./identity/grpc-service.ts";

@@ -4,8 +4,8 @@ import pino from "pino";
 import type { Logger } from "pino";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { ControlPlaneMetrics } from "../visibility/metrics.ts";
-import { fromWireFlow, InvalidFlowError } from "./wire.ts";
-import type { WireAck, WireBatch } from "./wire.ts";
+import { fromWireFlow, InvalidFlowError } from "../../core/flow-wire.ts";
+import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
 import type { FlowStore } from "./store.ts";
 
 export interface FlowServiceDeps {

@@ -21,8 +21,8 @@ import {
   trustBundleResource,
 } from "../xds/sigil.ts";
 import { verifyPeerWorkload } from "./node-auth.ts";
-import { registrationFromMetadata } from "./registration.ts";
-import type { Registration } from "./registration.ts";
+import { registrationFromMetadata } from "../../core/registration.ts";
+import type { Registration } from "../../core/registration.ts";
 import { contentKey, policySetContent, workloadName, workloadSpec } from "./translate.ts";
 
 /** Where the mesh publisher reads policy from: the active compiled set and its revision. */

@@ -14,7 +14,7 @@ import type {
 } from "../../core/policy/index.ts";
 import type { EnforcementMode } from "../visibility/mode.ts";
 import type { LabelOperator, LabelSelector, PolicySetSpec, RuleSpec, WorkloadSpec } from "../xds/sigil.ts";
-import type { Registration } from "./registration.ts";
+import type { Registration } from "../../core/registration.ts";
 
 /**
  * Pure translation of what the control plane knows (compiled policies, a workload's labels and

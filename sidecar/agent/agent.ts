@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import type { Socket } from "node:net";
 import pino from "pino";
 import type { Logger } from "pino";
-import { registrationMetadata } from "../../controlplane/mesh/registration.ts";
+import { registrationMetadata } from "../../core/registration.ts";
 import { parseSpiffeId } from "../../core/identity.ts";
 import { API_VERSION, compilePolicySet } from "../../core/policy/index.ts";
 import type { CompiledPolicySet } from "../../core/policy/index.ts";

@@ -6,8 +6,8 @@ import type { Logger } from "pino";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
 import type { FlowRecord } from "../../core/flow.ts";
-import { FlowServiceClient, toWireFlow } from "../../controlplane/flows/wire.ts";
-import type { WireAck, WireBatch } from "../../controlplane/flows/wire.ts";
+import { FlowServiceClient, toWireFlow } from "../../core/flow-wire.ts";
+import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
 
 /** Where enforcement points hand their decisions. */
 export interface FlowSink {

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parsePolicyDocuments } from "../../core/policy/index.ts";
 import { flowServiceHandlers } from "../../controlplane/flows/service.ts";
 import { FlowStore } from "../../controlplane/flows/store.ts";
-import { FlowServiceDefinition } from "../../controlplane/flows/wire.ts";
+import { FlowServiceDefinition } from "../../core/flow-wire.ts";
 import { Router } from "../../controlplane/http/router.ts";
 import { ModeStore } from "../../controlplane/visibility/mode.ts";
 import { registerVisibilityRoutes } from "../../controlplane/visibility/routes.ts";

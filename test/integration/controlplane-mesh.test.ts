@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
 import { startControlPlane, type ControlPlane } from "../../controlplane/control-plane.ts";
 import { openIdentityPlane } from "../../controlplane/identity/plane.ts";
-import { registrationMetadata, type Registration } from "../../controlplane/mesh/registration.ts";
+import { registrationMetadata, type Registration } from "../../core/registration.ts";
 import type { FlowRecord } from "../../core/flow.ts";
 import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
 import { RotationManager, type WorkloadCredentials } from "../../sidecar/identity/rotation.ts";

@@ -17,7 +17,7 @@ import { register as registerMode } from "../../controlplane/cli/commands/mode.t
 import { register as registerPolicy } from "../../controlplane/cli/commands/policy.ts";
 import { flowServiceHandlers } from "../../controlplane/flows/service.ts";
 import { FlowStore } from "../../controlplane/flows/store.ts";
-import { FlowServiceDefinition } from "../../controlplane/flows/wire.ts";
+import { FlowServiceDefinition } from "../../core/flow-wire.ts";
 import { Router } from "../../controlplane/http/router.ts";
 import { VisibilityClient } from "../../controlplane/visibility/client.ts";
 import { createControlPlaneMetrics } from "../../controlplane/visibility/metrics.ts";

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { FlowRecord } from "../../core/flow.ts";
 import { flowServiceHandlers } from "../../controlplane/flows/service.ts";
 import { FlowStore } from "../../controlplane/flows/store.ts";
-import { FlowServiceDefinition } from "../../controlplane/flows/wire.ts";
+import { FlowServiceDefinition } from "../../core/flow-wire.ts";
 import { createControlPlaneMetrics } from "../../controlplane/visibility/metrics.ts";
 import { FlowReporter } from "../../sidecar/flows/reporter.ts";
 import { demo, demoTraffic, flow } from "../support/flows-fixtures.ts";

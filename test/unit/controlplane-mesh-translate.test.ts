@@ -3,7 +3,7 @@ import {
   registrationFromMetadata,
   registrationMetadata,
   RegistrationError,
-} from "../../controlplane/mesh/registration.ts";
+} from "../../core/registration.ts";
 import {
   contentKey,
   policySetContent,

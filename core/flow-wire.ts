@@ -1,8 +1,8 @@
 import type * as grpc from "@grpc/grpc-js";
 import { z } from "zod";
-import type { FlowRecord } from "../../core/flow.ts";
-import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
-import { loadSigilService } from "../../core/proto/load-service.ts";
+import type { FlowRecord } from "./flow.ts";
+import { labelKeyProblem, labelValueProblem } from "./labels.ts";
+import { loadSigilService } from "./proto/load-service.ts";
 
 /**
  * The wire form of flow reporting (core/proto/sigil/v1/flows.proto): the gRPC service definition
