@@ -142,7 +142,9 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
             try {
               return originalDestination(socket).port;
             } catch (err) {
-              log.warn({ err: (err as Error).message }, "no original destination for an inbound connection");
+              // Peer sidecars dial this listener itself, so their mesh hops have no plaintext port to
+              // read; such connections may only continue as mTLS, and a plaintext one is refused.
+              log.debug({ err: (err as Error).message }, "no plaintext port for an inbound connection");
               return null;
             }
           }
