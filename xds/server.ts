@@ -113,6 +113,11 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   private nonceCounter = 0;
   /** The last full-set state-of-the-world response encoded per resource set, shared by every wildcard stream. */
   private readonly sotwShared = new WeakMap<ResourceSet, SharedResponse>();
+  /** The last delta response encoded towards each resource set, with the set it starts from. */
+  private readonly deltaShared = new WeakMap<
+    ResourceSet,
+    { from: ResourceSet; response: SharedDelta | undefined }
+  >();
 
   constructor(private readonly options: AdsServerOptions) {
     super();
@@ -173,6 +178,39 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
       bytes: encodeSotwResponse(set.version, set.typeUrl, nonceText(nonce), set.sotwBody),
     };
     this.sotwShared.set(set, response);
+    return response;
+  }
+
+  /**
+   * The delta response that takes a plain wildcard subscriber holding exactly `from` to `to`,
+   * encoded once and shared like `sotwResponse` (same nonce rule); undefined when nothing differs.
+   */
+  deltaResponse(from: ResourceSet, to: ResourceSet, after: number): SharedDelta | undefined {
+    const cached = this.deltaShared.get(to);
+    if (cached && cached.from === from && (cached.response === undefined || cached.response.nonce > after))
+      return cached.response;
+    const entries: Buffer[] = [];
+    const updated: [string, string][] = [];
+    const removed: string[] = [];
+    for (const r of to.items.values()) {
+      if (from.items.get(r.name)?.version === r.version) continue;
+      entries.push(r.deltaEntry);
+      updated.push([r.name, r.version]);
+    }
+    for (const name of from.items.keys()) if (!to.items.has(name)) removed.push(name);
+    let response: SharedDelta | undefined;
+    if (entries.length > 0 || removed.length > 0) {
+      const nonce = this.nextNonce();
+      const text = nonceText(nonce);
+      response = {
+        nonce,
+        nonceText: text,
+        bytes: encodeDeltaResponse(to.version, to.typeUrl, text, entries, removed),
+        updated,
+        removed,
+      };
+    }
+    this.deltaShared.set(to, { from, response });
     return response;
   }
 
@@ -281,6 +319,12 @@ interface SharedResponse {
   readonly nonce: number;
   readonly nonceText: string;
   readonly bytes: Buffer;
+}
+
+interface SharedDelta extends SharedResponse {
+  /** What a client holds after applying it: names and versions sent, names removed. */
+  readonly updated: readonly (readonly [string, string])[];
+  readonly removed: readonly string[];
 }
 
 const nonceText = (n: number): string => n.toString(36);
@@ -501,6 +545,11 @@ interface DeltaTypeState {
   names: Set<string>;
   /** What the client holds: name → version; "" = told it does not exist. */
   known: Map<string, string>;
+  /**
+   * The set `known` mirrors exactly (every resource at its version, nothing else), while the
+   * stream is a plain wildcard subscription; lets a change use the server's shared response.
+   */
+  mirror: ResourceSet | undefined;
   nonce: string | undefined;
   answer: Answer;
 }
@@ -529,11 +578,14 @@ class DeltaStream extends BaseStream {
         wildcard: subscribe.length === 0 || subscribe.includes("*"),
         names: new Set(subscribe.filter((n) => n !== "*")),
         known: new Map(Object.entries(req.initial_resource_versions)),
+        mirror: undefined,
         nonce: undefined,
         answer: { ackedNonce: undefined, error: undefined },
       };
       this.types.set(typeUrl, state);
     } else {
+      if (req.resource_names_subscribe.length > 0 || req.resource_names_unsubscribe.length > 0)
+        state.mirror = undefined;
       for (const n of req.resource_names_subscribe) {
         if (n === "*") state.wildcard = true;
         else state.names.add(n);
@@ -592,6 +644,21 @@ class DeltaStream extends BaseStream {
 
   private respond(typeUrl: string, state: DeltaTypeState): void {
     const set = this.snapshot.set(typeUrl);
+    const plain = state.wildcard && state.names.size === 0;
+    if (plain && state.mirror) {
+      if (state.mirror === set) return;
+      const shared = this.server.deltaResponse(state.mirror, set, this.lastNonce);
+      state.mirror = set;
+      if (!shared) return;
+      for (const [name, version] of shared.updated) state.known.set(name, version);
+      for (const name of shared.removed) state.known.delete(name);
+      this.lastNonce = shared.nonce;
+      state.nonce = shared.nonceText;
+      this.call.write(shared.bytes);
+      return;
+    }
+    // After a full answer to a plain wildcard subscription the client holds exactly `set`.
+    if (plain) state.mirror = set;
     const entries: Buffer[] = [];
     const removed: string[] = [];
     const offer = (name: string) => {

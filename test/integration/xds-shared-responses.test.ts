@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { adsServiceDefinition, nodeToWire, type SotwResponse } from "../../xds/wire.ts";
+import { adsServiceDefinition, nodeToWire, type DeltaResponse, type SotwResponse } from "../../xds/wire.ts";
 import { Snapshot } from "../../xds/snapshot.ts";
 import type { AckEvent } from "../../xds/server.ts";
 import { TRUST_BUNDLE } from "../../xds/type-urls.ts";
@@ -19,30 +19,34 @@ afterAll(async () => {
   await fx?.close();
 });
 
-const bundle = (sequence: number) =>
+const bundle = (sequence: number, domain = "shared.test") =>
   fx.registry.encode(TRUST_BUNDLE, {
-    trust_domain: "shared.test",
+    trust_domain: domain,
     x509_roots_pem: [`root-${sequence}`],
     sequence,
   });
 
-/** A bare SotW stream that records every response, with a wait for the n-th one. */
-function stream(id: string) {
+/** A bare ADS stream (wildcard on the trust bundle type) that records every response, with a wait for the n-th one. */
+function stream<R extends SotwResponse | DeltaResponse = SotwResponse>(
+  id: string,
+  protocol: "sotw" | "delta" = "sotw",
+) {
   const client = new grpc.Client(
     `127.0.0.1:${fx.grpc.port}`,
     grpc.credentials.createSsl(Buffer.from(fx.cert.certPem)),
     { "grpc.ssl_target_name_override": "localhost" },
   );
-  const def = adsServiceDefinition.StreamAggregatedResources;
+  const def =
+    adsServiceDefinition[protocol === "sotw" ? "StreamAggregatedResources" : "DeltaAggregatedResources"];
   if (!def) throw new Error("no ADS method");
   const call = client.makeBidiStreamRequest(
     def.path,
     def.requestSerialize as (v: object) => Buffer,
-    def.responseDeserialize as (b: Buffer) => SotwResponse,
+    def.responseDeserialize as (b: Buffer) => R,
   );
-  const responses: SotwResponse[] = [];
+  const responses: R[] = [];
   const waiting: { n: number; resolve: () => void }[] = [];
-  call.on("data", (r: SotwResponse) => {
+  call.on("data", (r: R) => {
     responses.push(r);
     for (const w of waiting.splice(0)) {
       if (responses.length >= w.n) w.resolve();
@@ -62,7 +66,11 @@ function stream(id: string) {
         },
       });
     });
-  call.write({ node: nodeToWire({ id }), type_url: TRUST_BUNDLE });
+  call.write(
+    protocol === "sotw"
+      ? { node: nodeToWire({ id }), type_url: TRUST_BUNDLE }
+      : { node: nodeToWire({ id }), type_url: TRUST_BUNDLE, resource_names_subscribe: ["*"] },
+  );
   return {
     call,
     responses,
@@ -128,6 +136,57 @@ describe("shared state-of-the-world responses", () => {
     await Promise.all([a.count(4), b.count(2)]);
     expect((a.responses[3] as SotwResponse).nonce).toBe((b.responses[1] as SotwResponse).nonce);
     expect((a.responses[3] as SotwResponse).version_info).not.toBe(ra.version_info);
+    a.close();
+    b.close();
+  });
+});
+
+describe("shared delta responses", () => {
+  it("take every plain wildcard stream from one set to the next with one response, updates and removals alike", async () => {
+    const first = Snapshot.of([bundle(1, "d1.test"), bundle(1, "d2.test")]);
+    fx.cache.set("delta-a", first);
+    fx.cache.set("delta-b", first);
+    const a = stream<DeltaResponse>("delta-a", "delta");
+    const b = stream<DeltaResponse>("delta-b", "delta");
+    await Promise.all([a.count(1), b.count(1)]);
+    for (const s of [a, b]) {
+      const r = s.responses[0] as DeltaResponse;
+      expect(r.resources.map((x) => x.name).sort()).toEqual(["d1.test", "d2.test"]);
+      s.call.write({ type_url: TRUST_BUNDLE, response_nonce: r.nonce });
+    }
+
+    // d1 changes, d2 goes away: both streams get the same bytes, carrying exactly that.
+    const second = Snapshot.of([bundle(2, "d1.test")]);
+    fx.cache.set("delta-a", second);
+    fx.cache.set("delta-b", second);
+    await Promise.all([a.count(2), b.count(2)]);
+    const [ra, rb] = [a.responses[1] as DeltaResponse, b.responses[1] as DeltaResponse];
+    expect(ra.nonce).toBe(rb.nonce);
+    expect(ra.resources.map((x) => x.name)).toEqual(["d1.test"]);
+    expect(ra.removed_resources).toEqual(["d2.test"]);
+    expect(rb.resources.map((x) => x.name)).toEqual(["d1.test"]);
+    expect(rb.removed_resources).toEqual(["d2.test"]);
+
+    // Stream a adds a named subscription (to a name that does not exist, which needs no answer
+    // under a wildcard): it leaves the shared path, and the next change still reaches both
+    // streams correctly, with d2 back.
+    const acked = nextEvent<AckEvent>(fx.ads, "ack", (e) => e.nodeId === "delta-a");
+    a.call.write({
+      type_url: TRUST_BUNDLE,
+      response_nonce: ra.nonce,
+      resource_names_subscribe: ["d9.test"],
+    });
+    await acked;
+    const third = Snapshot.of([bundle(2, "d1.test"), bundle(3, "d2.test")]);
+    fx.cache.set("delta-a", third);
+    fx.cache.set("delta-b", third);
+    await Promise.all([a.count(3), b.count(3)]);
+    const [la, lb] = [a.responses[2] as DeltaResponse, b.responses[2] as DeltaResponse];
+    expect(la.resources.map((x) => x.name)).toEqual(["d2.test"]);
+    expect(lb.resources.map((x) => x.name)).toEqual(["d2.test"]);
+    expect(lb.removed_resources).toEqual([]);
+    expect(la.nonce).not.toBe(lb.nonce);
+    expect(new Set(a.responses.map((r) => r.nonce)).size).toBe(a.responses.length);
     a.close();
     b.close();
   });
