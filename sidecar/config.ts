@@ -73,6 +73,13 @@ export const sidecarConfigSchema = z
       .default(16 * 1024),
     headersTimeoutMs: z.number().int().min(1).default(30_000),
     keepAliveTimeoutMs: z.number().int().min(1).default(60_000),
+    /**
+     * HTTP/1.1 connections kept per mesh destination (sidecar, port) on the mTLS hop; requests
+     * beyond that wait for a free one. Every new hop costs a handshake on both sidecars, and under a
+     * burst of new client connections an unbounded pool spends the sidecars on handshakes instead of
+     * requests. A request that holds its connection (long poll, slow stream) counts against it.
+     */
+    meshConnectionsPerDestination: z.number().int().min(1).max(4096).default(64),
     /** On SIGTERM: how long connections in flight may take before they are cut. */
     drainTimeoutMs: z.number().int().min(0).default(15_000),
     /**

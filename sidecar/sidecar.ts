@@ -86,6 +86,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   const upstreams = new Upstreams(meshTls, {
     connectTimeoutMs: config.connectTimeoutMs,
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    meshConnectionsPerDestination: config.meshConnectionsPerDestination,
   });
   const http1 = new Http1Proxy(
     authorizer,

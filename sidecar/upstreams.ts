@@ -22,6 +22,8 @@ export interface UpstreamOptions {
   readonly connectTimeoutMs: number;
   /** How long an idle pooled HTTP/1.1 connection is kept. */
   readonly keepAliveTimeoutMs: number;
+  /** HTTP/1.1 pool size per mesh route (each connection is an mTLS handshake); direct routes are unbounded. */
+  readonly meshConnectionsPerDestination: number;
 }
 
 function routeKey(route: UpstreamRoute, protocol: TunnelProtocol): string {
@@ -80,6 +82,7 @@ export class Upstreams {
           : `http://${hostForUrl(route.host)}:${route.port}`;
       pool = new Pool(origin, {
         keepAliveTimeout: this.options.keepAliveTimeoutMs,
+        ...(route.kind === "mesh" ? { connections: this.options.meshConnectionsPerDestination } : {}),
         // Responses may stream for as long as the application wants; idle limits are the peer's call.
         headersTimeout: 0,
         bodyTimeout: 0,
