@@ -2,7 +2,8 @@
  * Requests per second and p50/p99 latency through a sidecar pair (client → A → mTLS → B → app) versus
  * straight to the app, for 1 KB HTTP/1.1 and gRPC unary, plus CPU seconds and RSS of each sidecar
  * process. Usage: npx tsx bench/sidecar/run.ts [--seconds 10] [--concurrency 16] [--only http|grpc]
- * [--profile DIR] (the sidecars run under node --cpu-prof and write their profiles into DIR).
+ * [--profile DIR] (the sidecars run under node --cpu-prof and write their profiles into DIR)
+ * [--sidecar-flags "<node flags>"] (extra node flags for the two sidecar processes).
  */
 import { fork } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -30,14 +31,17 @@ const option = (name: string): string | undefined => {
 };
 const ONLY = option("only");
 const PROFILE_DIR = option("profile");
+/** Extra node flags for the sidecar processes, space-separated (e.g. "--max-semi-space-size=2"). */
+const SIDECAR_FLAGS = (option("sidecar-flags") ?? "").split(" ").filter((f) => f !== "");
 
 const here = new URL(".", import.meta.url).pathname;
-const spawn = (file: string, profile = false): ChildProcess =>
+const spawn = (file: string, sidecar = false): ChildProcess =>
   fork(`${here}${file}`, [], {
     execArgv: [
       "--import",
       "tsx",
-      ...(profile && PROFILE_DIR !== undefined ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : []),
+      ...(sidecar ? SIDECAR_FLAGS : []),
+      ...(sidecar && PROFILE_DIR !== undefined ? ["--cpu-prof", "--cpu-prof-dir", PROFILE_DIR] : []),
     ],
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
@@ -209,8 +213,8 @@ spec:
     );
     const [viaHttp, viaGrpc] = startedA.targets as [number, number];
     const usage = async (): Promise<{
-      a: { cpuSeconds: number; rssBytes: number; handshakes: number };
-      b: { cpuSeconds: number; rssBytes: number; handshakes: number };
+      a: { cpuSeconds: number; rssBytes: number; peakRssBytes: number; handshakes: number };
+      b: { cpuSeconds: number; rssBytes: number; peakRssBytes: number; handshakes: number };
     }> => ({
       a: await request(a, { usage: true }, "usage"),
       b: await request(b, { usage: true }, "usage"),
@@ -232,7 +236,7 @@ spec:
       const cpuB = after.b.cpuSeconds - before.b.cpuSeconds;
       const perRequest = (cpu: number): string => ((cpu * 1000) / Math.max(1, p.requests)).toFixed(2);
       rows.push(
-        `| ${name} | sidecar pair | ${fmt(p)} | A ${cpuA.toFixed(1)} / B ${cpuB.toFixed(1)} | A ${perRequest(cpuA)} / B ${perRequest(cpuB)} | A ${(after.a.rssBytes / 2 ** 20).toFixed(0)} / B ${(after.b.rssBytes / 2 ** 20).toFixed(0)} | ${after.b.handshakes - before.b.handshakes} |`,
+        `| ${name} | sidecar pair | ${fmt(p)} | A ${cpuA.toFixed(1)} / B ${cpuB.toFixed(1)} | A ${perRequest(cpuA)} / B ${perRequest(cpuB)} | A ${(after.a.rssBytes / 2 ** 20).toFixed(0)} (${(after.a.peakRssBytes / 2 ** 20).toFixed(0)}) / B ${(after.b.rssBytes / 2 ** 20).toFixed(0)} (${(after.b.peakRssBytes / 2 ** 20).toFixed(0)}) | ${after.b.handshakes - before.b.handshakes} |`,
       );
     };
     if (ONLY !== "grpc")
@@ -252,7 +256,7 @@ spec:
         `${cpus().length} CPUs, load average ${loadavg()
           .map((l) => l.toFixed(1))
           .join(" ")} at the end\n\n` +
-        "| workload | path | req/s | p50 ms | p99 ms | errors | sidecar CPU s (during the row) | CPU ms per request | sidecar RSS MiB (after) | mTLS handshakes |\n" +
+        "| workload | path | req/s | p50 ms | p99 ms | errors | sidecar CPU s (during the row) | CPU ms per request | sidecar RSS MiB after (peak) | mTLS handshakes |\n" +
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" +
         `${rows.join("\n")}\n`,
     );

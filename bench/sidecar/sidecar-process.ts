@@ -52,6 +52,7 @@ process.on("message", (raw: Message) => {
         usage: {
           cpuSeconds: (cpu.user + cpu.system) / 1e6,
           rssBytes: process.memoryUsage().rss,
+          peakRssBytes: process.resourceUsage().maxRSS * 1024,
           handshakes: count,
         },
       }),
