@@ -150,7 +150,12 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
     let n = 0;
     for (const stream of this.pushQueue) {
       this.pushQueue.delete(stream);
-      if (!stream.closed) stream.onSnapshot();
+      try {
+        if (!stream.closed) stream.onSnapshot();
+      } catch (err) {
+        // One broken stream is ended with the error; the others still get the change.
+        stream.fail(err);
+      }
       // Checking the clock every few streams keeps its cost out of the loop.
       if (++n % 64 === 0 && performance.now() >= until) break;
     }
@@ -249,6 +254,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
             return;
           }
           stream = s;
+          s.fail = fail;
           this.live.add(s);
           this.emit("stream-open", { nodeId: s.nodeId, key: s.key, protocol });
           try {
@@ -360,6 +366,8 @@ abstract class BaseStream {
   /** The highest nonce this stream has sent. */
   protected lastNonce = 0;
   closed = false;
+  /** Ends the call with the error's status; set by the server once the stream is served. */
+  fail: (err: unknown) => void = () => this.close();
 
   constructor(
     protected readonly server: AdsServer,
