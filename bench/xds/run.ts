@@ -238,7 +238,7 @@ const command = `npx tsx bench/xds/run.ts ${process.argv.slice(2).join(" ")}`.tr
 await appendFile(
   opts.out,
   [
-    `## ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`,
+    `### ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`,
     "",
     `Command: \`${command}\``,
     "",
