@@ -2,13 +2,15 @@
  * CPU per proxied request, measured in one process so that scheduling noise from a loaded machine
  * hardly matters: the application, a sidecar pair and the client share one event loop, requests run
  * one after another over one keep-alive connection, and the figure is the process's CPU time (user +
- * system) per request through the pair minus the same through the direct path.
+ * system) per request through the pair minus the same through the direct path. HTTP/1.1 POST and
+ * gRPC unary (over one HTTP/2 connection), 1 KB each way.
  *
  * Usage: npx tsx bench/sidecar/cpu.ts [--requests 3000] [--rounds 3]
  */
 import { performance } from "node:perf_hooks";
+import * as grpc from "@grpc/grpc-js";
 import { Pool } from "undici";
-import { startHttpApp } from "../../test/support/sidecar-apps.ts";
+import { EchoClient, startGrpcApp, startHttpApp } from "../../test/support/sidecar-apps.ts";
 import { startPair } from "../../test/support/sidecar-mesh.ts";
 
 const args = process.argv.slice(2);
@@ -20,7 +22,7 @@ const REQUESTS = arg("requests", 3000);
 const ROUNDS = arg("rounds", 3);
 const PAYLOAD = Buffer.alloc(1024, "y");
 
-async function serial(port: number, n: number): Promise<void> {
+async function serialHttp(port: number, n: number): Promise<void> {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1 });
   try {
     for (let i = 0; i < n; i++) {
@@ -38,8 +40,29 @@ async function serial(port: number, n: number): Promise<void> {
   }
 }
 
+async function serialGrpc(port: number, n: number): Promise<void> {
+  const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  try {
+    for (let i = 0; i < n; i++) {
+      await new Promise<void>((resolve, reject) =>
+        client.makeUnaryRequest(
+          "/sigil.test.Echo/Unary",
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          PAYLOAD,
+          (err) => (err ? reject(err) : resolve()),
+        ),
+      );
+    }
+  } finally {
+    client.close();
+  }
+}
+
+type Serial = (port: number, n: number) => Promise<void>;
+
 /** CPU and wall milliseconds per request over `REQUESTS` requests after a short warm-up. */
-async function measure(port: number): Promise<{ cpu: number; wall: number }> {
+async function measure(serial: Serial, port: number): Promise<{ cpu: number; wall: number }> {
   await serial(port, 200);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -49,8 +72,9 @@ async function measure(port: number): Promise<{ cpu: number; wall: number }> {
 }
 
 const app = await startHttpApp();
+const grpcApp = await startGrpcApp();
 const pair = await startPair({
-  appPorts: [app.port],
+  appPorts: [app.port, grpcApp.port],
   policyB: `
 apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
@@ -60,26 +84,33 @@ spec:
   ingress:
     - action: allow
       from: [ { matchLabels: { app: web } } ]
-      http: { methods: [ POST ], paths: [ "/bench" ] }
+      http: { methods: [ POST ], paths: [ "/bench", "/sigil.test.Echo/*" ] }
 `,
-  protocols: { [app.port]: "http1" },
+  protocols: { [app.port]: "http1", [grpcApp.port]: "h2" },
 });
 try {
   const rows: string[] = [];
-  for (let round = 1; round <= ROUNDS; round++) {
-    const direct = await measure(app.port);
-    const proxied = await measure(pair.outboundPort(app.port));
-    rows.push(
-      `| ${round} | ${direct.cpu.toFixed(3)} | ${proxied.cpu.toFixed(3)} | ${(proxied.cpu - direct.cpu).toFixed(3)} | ${proxied.wall.toFixed(3)} |`,
-    );
+  const workloads: [string, Serial, number][] = [
+    ["HTTP/1.1", serialHttp, app.port],
+    ["gRPC unary", serialGrpc, grpcApp.port],
+  ];
+  for (const [name, serial, port] of workloads) {
+    for (let round = 1; round <= ROUNDS; round++) {
+      const direct = await measure(serial, port);
+      const proxied = await measure(serial, pair.outboundPort(port));
+      rows.push(
+        `| ${name} | ${round} | ${direct.cpu.toFixed(3)} | ${proxied.cpu.toFixed(3)} | ${(proxied.cpu - direct.cpu).toFixed(3)} | ${proxied.wall.toFixed(3)} |`,
+      );
+    }
   }
   process.stdout.write(
-    `HTTP/1.1 POST 1 KB → 1 KB, ${REQUESTS} sequential requests per path and round, node ${process.version}\n\n` +
-      "| round | direct CPU ms/req | via pair CPU ms/req | pair's own CPU ms/req (both sidecars) | via pair wall ms/req |\n" +
-      "| --- | --- | --- | --- | --- |\n" +
+    `1 KB → 1 KB, ${REQUESTS} sequential requests per path and round, node ${process.version}\n\n` +
+      "| workload | round | direct CPU ms/req | via pair CPU ms/req | pair's own CPU ms/req (both sidecars) | via pair wall ms/req |\n" +
+      "| --- | --- | --- | --- | --- | --- |\n" +
       `${rows.join("\n")}\n`,
   );
 } finally {
   await pair.close();
   await app.close();
+  await grpcApp.close();
 }
