@@ -237,8 +237,11 @@ export class Http1Proxy {
         peer,
       );
     };
+    let downstreamGone = false;
     const onClose = (): void => {
-      if (!res.writableFinished) controller?.abort(new Error("downstream closed"));
+      if (res.writableFinished) return;
+      downstreamGone = true;
+      controller?.abort(new Error("downstream closed"));
     };
     const onDrain = (): void => controller?.resume();
     res.once("close", onClose);
@@ -257,7 +260,8 @@ export class Http1Proxy {
       {
         onRequestStart(c) {
           controller = c;
-          if (res.destroyed) c.abort(new Error("downstream closed"));
+          // The client may have gone while the request waited for a pooled connection.
+          if (downstreamGone) c.abort(new Error("downstream closed"));
         },
         onResponseStart(_c, statusCode, headers) {
           // 1xx interim responses are not relayed (100-continue is answered by this proxy).
