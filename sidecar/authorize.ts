@@ -94,8 +94,9 @@ export class Authorizer {
   /** Never throws: a failure inside the engine is a denial (fail closed), logged with its cause. */
   decide(conn: ConnectionFacts, http?: HttpRequestFacts, peer: Peer = conn.peer): Decision {
     const snapshot = this.policy.current();
-    // A revocation also ends connections that were authenticated before it arrived, request by request.
-    if (conn.direction === "ingress" && peer.kind === "workload") {
+    // A revocation also ends connections that were authenticated before it arrived, request by
+    // request, in both directions: pooled egress connections to a revoked destination included.
+    if (peer.kind === "workload") {
       const revoked = snapshot.revocations.revoking(peer.identity.spiffeId);
       if (revoked) return sidecarDenial(`revoked: ${peer.identity.spiffeId}: ${revoked.reason}`);
     }

@@ -188,6 +188,36 @@ describe("peer authentication at the callee", () => {
     expect(app.seen.some((r) => r.url === "/api/after-revocation")).toBe(false);
   });
 
+  it("stops sending to a destination revoked after its connection was pooled (egress side)", async () => {
+    const conn = await RawHttpConnection.open(pair.outboundPort(app.port));
+    try {
+      expect(
+        (await conn.request("GET /api/before-dest-revocation HTTP/1.1\r\nHost: api\r\n\r\n")).status,
+      ).toBe(200);
+      pair.a.policy.update({
+        revocations: new RevocationIndex({
+          trustDomain: TRUST_DOMAIN,
+          sequence: 3,
+          entries: [
+            {
+              spiffeId: pair.pki.spiffeId("api"),
+              revokedAtMs: Date.now(),
+              expiresAtMs: Date.now() + 3_600_000,
+              reason: "host compromised",
+            },
+          ],
+        }),
+      });
+      const denied = await conn.request("GET /api/after-dest-revocation HTTP/1.1\r\nHost: api\r\n\r\n");
+      expect(denied.status).toBe(403);
+      expect(JSON.parse(denied.body).reason).toMatch(/^revoked: .*host compromised/);
+    } finally {
+      conn.close();
+      pair.a.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
+    }
+    expect(app.seen.some((r) => r.url === "/api/after-dest-revocation")).toBe(false);
+  });
+
   it("refuses a hello without a well-formed mesh ALPN as a mesh peer (STRICT: plaintext refused)", async () => {
     const res = await rawExchange(pair.b.sidecar.inbound.port, "GET /api/x HTTP/1.1\r\nHost: api\r\n\r\n");
     expect(res.data).toBe("");
