@@ -119,10 +119,20 @@ export class MeshTls {
     // The TLS server (never listening itself) wraps the socket synchronously; its events name the
     // TLS socket, which shares the TCP connection's remote address and port.
     const key = `${socket.remoteAddress}|${socket.remotePort}`;
+    if (socket.remoteAddress === undefined || socket.remotePort === undefined) {
+      socket.destroy();
+      return Promise.reject(
+        new PeerRejectedError("untrusted", "connection closed before the mTLS handshake"),
+      );
+    }
     return new Promise((resolve, reject) => {
+      // Each handshake settles exactly once, on its own timer or close even if another socket has
+      // since taken its key, so no accepted socket is ever left without an outcome.
+      let settled = false;
       const settle = (outcome: { socket: TLSSocket } | { error: Error }): void => {
-        if (this.pending.get(key) !== handshake) return;
-        this.pending.delete(key);
+        if (settled) return;
+        settled = true;
+        if (this.pending.get(key) === handshake) this.pending.delete(key);
         clearTimeout(timer);
         socket.off("close", onClose);
         if ("error" in outcome) {
