@@ -12,6 +12,7 @@ import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { Command } from "commander";
 import type { RevocationEntry } from "../../core/svid/revocation.ts";
+import { z } from "zod";
 import { loadFastPathConfig } from "./config.ts";
 import type { FastPathConfig } from "./config.ts";
 import { chooseInboundPaths, chooseOutboundPaths, fastPathPorts } from "./ports.ts";
@@ -24,11 +25,42 @@ function emit(event: string, body: object): void {
   process.stdout.write(`${JSON.stringify({ event, ...body })}\n`);
 }
 
-async function readSources(c: FastPathConfig): Promise<EnforcerSources> {
-  let revocations: { sequence: number; entries: RevocationEntry[] } = { sequence: 0, entries: [] };
-  if (c.revocationsFile) {
-    revocations = JSON.parse(await readFile(c.revocationsFile, "utf8")) as typeof revocations;
+// Strict, so a misspelled key is an error rather than an entry that silently revokes nothing.
+const RevocationsFile = z
+  .object({
+    sequence: z.number().int().nonnegative(),
+    entries: z.array(
+      z
+        .object({
+          spiffeId: z.string().startsWith("spiffe://"),
+          revokedAtMs: z.number().int().nonnegative(),
+          expiresAtMs: z.number().int().nonnegative(),
+          reason: z.string(),
+        })
+        .strict(),
+    ),
+  })
+  .strict();
+
+async function readRevocations(file: string): Promise<{ sequence: number; entries: RevocationEntry[] }> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(file, "utf8"));
+  } catch (err) {
+    throw new Error(`${file}: not readable JSON: ${(err as Error).message}`);
   }
+  const parsed = RevocationsFile.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`${file}: ${issue?.path.join(".") || "(root)"}: ${issue?.message ?? "invalid"}`);
+  }
+  return parsed.data;
+}
+
+async function readSources(c: FastPathConfig): Promise<EnforcerSources> {
+  const revocations = c.revocationsFile
+    ? await readRevocations(c.revocationsFile)
+    : { sequence: 0, entries: [] };
   return {
     svidPem: await readFile(c.svidFile, "utf8"),
     keyPem: await readFile(c.keyFile, "utf8"),
