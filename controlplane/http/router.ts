@@ -36,12 +36,25 @@ export class Router {
     this.routes.push({ method: method.toUpperCase(), segments: splitPath(pattern), handler });
   }
 
+  /** Never rejects: every failure, a malformed request target included, becomes a JSON error answer. */
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? "/", "http://localhost");
+    let url: URL;
+    try {
+      url = new URL(req.url ?? "/", "http://localhost");
+    } catch {
+      sendJson(res, 400, { error: `malformed request target ${JSON.stringify(req.url)}` });
+      return;
+    }
     const path = splitPath(url.pathname);
     let pathMatched = false;
     for (const route of this.routes) {
-      const params = matchSegments(route.segments, path);
+      let params: Record<string, string> | null;
+      try {
+        params = matchSegments(route.segments, path);
+      } catch {
+        sendJson(res, 400, { error: `malformed percent-encoding in ${url.pathname}` });
+        return;
+      }
       if (!params) continue;
       pathMatched = true;
       if (route.method !== req.method) continue;
