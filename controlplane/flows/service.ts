@@ -8,6 +8,9 @@ import { fromWireFlow, InvalidFlowError } from "../../core/flow-wire.ts";
 import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
 import type { FlowStore } from "./store.ts";
 
+/** Batches of one stream waiting for the store before the stream stops being read. */
+const MAX_PENDING_BATCHES = 4;
+
 export interface FlowServiceDeps {
   readonly store: Pick<FlowStore, "append">;
   readonly metrics?: ControlPlaneMetrics;
@@ -54,8 +57,18 @@ export function flowServiceHandlers(deps: FlowServiceDeps): grpc.UntypedServiceI
         open = false;
         deps.metrics?.flowStreams.dec();
       };
+      // Batches wait in order for the store; past a few, stop reading so a reporter faster than
+      // the disk is slowed by HTTP/2 flow control instead of growing this queue without bound.
+      let pending = 0;
       call.on("data", (batch: WireBatch) => {
-        queue = queue.then(() => (open ? handleBatch(batch) : undefined));
+        pending++;
+        if (pending >= MAX_PENDING_BATCHES) call.pause();
+        queue = queue
+          .then(() => (open ? handleBatch(batch) : undefined))
+          .finally(() => {
+            pending--;
+            if (pending < MAX_PENDING_BATCHES && call.isPaused()) call.resume();
+          });
       });
       call.on("end", () => {
         void queue.then(() => {
