@@ -1,6 +1,7 @@
-import { createHash, X509Certificate } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import type { TrustBundle } from "../core/svid/bundle.ts";
+import { chainValidUntil } from "../core/svid/chain-expiry.ts";
 import type { RevocationIndex } from "../core/svid/revocation.ts";
 import { peerChain } from "../core/svid/tls.ts";
 import type { SvidPurpose, VerifiedSvid } from "../core/svid/verify.ts";
@@ -23,13 +24,6 @@ function chainKey(chain: readonly Buffer[], purpose: SvidPurpose): string {
     hash.update(length).update(der);
   }
   return hash.digest("base64");
-}
-
-function earliestExpiry(chain: readonly Buffer[], bundle: TrustBundle): number {
-  let earliest = Infinity;
-  for (const der of chain) earliest = Math.min(earliest, Date.parse(new X509Certificate(der).validTo));
-  for (const root of bundle.x509Authorities) earliest = Math.min(earliest, Date.parse(root.validTo));
-  return earliest;
 }
 
 /**
@@ -88,7 +82,7 @@ export class PeerVerifier {
       const oldest = entries.keys().next();
       if (!oldest.done) entries.delete(oldest.value);
     }
-    entries.set(key, { verified, expiresAtMs: earliestExpiry(chain, options.bundle) });
+    entries.set(key, { verified, expiresAtMs: chainValidUntil(chain, options.bundle) });
     return verified;
   }
 }

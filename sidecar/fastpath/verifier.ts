@@ -5,6 +5,7 @@
  * in the window, and — for a SYN-ACK — bound to a nonce this side sent. Any failure is a TokenError
  * with a stable reason; nothing here decides policy.
  */
+import { chainValidUntil } from "../../core/svid/chain-expiry.ts";
 import type { TrustBundle } from "../../core/svid/bundle.ts";
 import type { RevocationIndex } from "../../core/svid/revocation.ts";
 import { SvidVerificationError, verifySvid } from "../../core/svid/verify.ts";
@@ -108,7 +109,8 @@ export class TokenVerifier {
         entry = {
           identity: svid.identity,
           publicKey: svid.leaf.publicKey,
-          validUntilMs: svid.identity.notAfter.getTime(),
+          // The whole chain and its anchor bound the cache, not only the leaf.
+          validUntilMs: chainValidUntil(token.chain, this.trust.bundle),
         };
       } catch (err) {
         if (err instanceof SvidVerificationError) {
