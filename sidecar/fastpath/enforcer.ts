@@ -571,14 +571,19 @@ export class FastPathEnforcer {
     }
   }
 
+  /** Never throws: every handshake packet must get exactly one verdict, so an engine failure denies. */
   private decide(direction: "ingress" | "egress", peer: Peer, port: number): Decision {
-    return evaluate(this.policy.set, {
-      direction,
-      local: { labels: this.local.identity.labels },
-      peer,
-      port,
-      mode: this.policy.mode,
-    });
+    try {
+      return evaluate(this.policy.set, {
+        direction,
+        local: { labels: this.local.identity.labels },
+        peer,
+        port,
+        mode: this.policy.mode,
+      });
+    } catch (err) {
+      return denyDecision(`policy-error: ${(err as Error).message}`);
+    }
   }
 
   private flow(
