@@ -34,7 +34,9 @@ const program = new Command("sigil-controlplane")
     "also serve mesh-wide xDS in plaintext on 127.0.0.1:<port> for proxyless gRPC clients (they cannot use TLS)",
     port,
   )
-  .option("--http-host <host>", "address of the HTTP API", "0.0.0.0")
+  // The API has no authentication of its own yet (mode switches, tokens, revocations), so it
+  // answers on loopback unless the operator chooses to expose it.
+  .option("--http-host <host>", "address of the HTTP API and web UI", "127.0.0.1")
   .option("--http-port <port>", "port of the HTTP API", port, 15080)
   .option("--server-name <name...>", "DNS names in the control plane's serving certificate", [
     "sigil-controlplane",
