@@ -1,23 +1,9 @@
-import type { DetailedPeerCertificate, PeerCertificate } from "node:tls";
+import type { PeerCertificate } from "node:tls";
 import type { TrustBundle } from "../../core/svid/bundle.ts";
 import type { RevocationIndex } from "../../core/svid/revocation.ts";
+import { chainOfPeerCertificate } from "../../core/svid/tls.ts";
 import { SvidVerificationError, verifySvid } from "../../core/svid/verify.ts";
 import type { VerifiedSvid } from "../../core/svid/verify.ts";
-
-const MAX_CHAIN = 8;
-
-/** The chain a gRPC peer presented, DER, leaf first (grpc-js hands over the leaf, with issuers when it has them). */
-export function chainOfPeerCertificate(cert: PeerCertificate): Buffer[] {
-  const chain: Buffer[] = [];
-  const seen = new Set<string>();
-  let current: PeerCertificate | DetailedPeerCertificate | undefined = cert;
-  while (current?.raw && chain.length < MAX_CHAIN && !seen.has(current.fingerprint256)) {
-    seen.add(current.fingerprint256);
-    chain.push(current.raw);
-    current = (current as Partial<DetailedPeerCertificate>).issuerCertificate;
-  }
-  return chain;
-}
 
 /**
  * Verifies a gRPC client's certificate as a Sigil workload SVID against the current trust bundle and

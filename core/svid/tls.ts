@@ -1,21 +1,28 @@
-import type { DetailedPeerCertificate, TLSSocket } from "node:tls";
+import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from "node:tls";
 import type { SvidPurpose, SvidVerifyOptions, VerifiedSvid } from "./verify.ts";
 import { SvidVerificationError, verifySvid } from "./verify.ts";
 
 const MAX_CHAIN = 8;
 
-/** The certificate chain the peer of a TLS socket presented, DER, leaf first. */
-export function peerChain(socket: TLSSocket): Buffer[] {
+/**
+ * The chain behind a peer certificate, DER, leaf first: the issuers Node attached, bounded and
+ * stopped at the first repeat (a self-signed root names itself as its issuer).
+ */
+export function chainOfPeerCertificate(cert: PeerCertificate | DetailedPeerCertificate): Buffer[] {
   const chain: Buffer[] = [];
-  let cert = socket.getPeerCertificate(true) as DetailedPeerCertificate | Record<string, never>;
   const seen = new Set<string>();
-  while (cert && "raw" in cert && cert.raw && chain.length < MAX_CHAIN) {
-    if (seen.has(cert.fingerprint256)) break;
-    seen.add(cert.fingerprint256);
-    chain.push(cert.raw);
-    cert = cert.issuerCertificate;
+  let current: PeerCertificate | DetailedPeerCertificate | undefined = cert;
+  while (current?.raw && chain.length < MAX_CHAIN && !seen.has(current.fingerprint256)) {
+    seen.add(current.fingerprint256);
+    chain.push(current.raw);
+    current = (current as Partial<DetailedPeerCertificate>).issuerCertificate;
   }
   return chain;
+}
+
+/** The certificate chain the peer of a TLS socket presented, DER, leaf first. */
+export function peerChain(socket: TLSSocket): Buffer[] {
+  return chainOfPeerCertificate(socket.getPeerCertificate(true));
 }
 
 /**
