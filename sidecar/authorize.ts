@@ -4,7 +4,7 @@ import type { Logger } from "pino";
 import type { FlowEndpoint, FlowRecord } from "../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../core/identity.ts";
 import type { Decision, EnforcementMode, HttpRequestFacts } from "../core/policy/index.ts";
-import { evaluate, normalizeRequestPath } from "../core/policy/index.ts";
+import { evaluate, normalizeRequestPath, refusalDecision } from "../core/policy/index.ts";
 import { canonicalName } from "../core/policy/dns.ts";
 import type { EgressNameResolver, NameBinding } from "./egress-dns.ts";
 import { bindingProblem } from "./egress-dns.ts";
@@ -37,11 +37,6 @@ export interface FlowOutcome {
   readonly bytesSent: number;
   readonly bytesReceived: number;
   readonly startedAt: number;
-}
-
-/** A refusal the sidecar itself makes before policy is consulted (bad framing, mTLS required, ...). */
-export function sidecarDenial(reason: string): Decision {
-  return { verdict: "deny", wouldDeny: false, policy: null, reason, logged: [] };
 }
 
 /** The path a flow record shows: the one policy matched, else the normalized one, never the query. */
@@ -98,7 +93,7 @@ export class Authorizer {
     // request, in both directions: pooled egress connections to a revoked destination included.
     if (peer.kind === "workload") {
       const revoked = snapshot.revocations.revoking(peer.identity.spiffeId);
-      if (revoked) return sidecarDenial(`revoked: ${peer.identity.spiffeId}: ${revoked.reason}`);
+      if (revoked) return refusalDecision(`revoked: ${peer.identity.spiffeId}: ${revoked.reason}`);
     }
     try {
       const judge = (p: Peer): Decision =>
@@ -121,7 +116,7 @@ export class Authorizer {
         { err, direction: conn.direction, port: conn.port },
         "policy evaluation failed; denying",
       );
-      return sidecarDenial(`internal-error: policy evaluation failed: ${(err as Error).message}`);
+      return refusalDecision(`internal-error: policy evaluation failed: ${(err as Error).message}`);
     }
   }
 

@@ -7,7 +7,8 @@ import type { Peer } from "../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
 import { normalizeRequestPath } from "../core/policy/index.ts";
 import type { Authorizer, ConnectionFacts } from "./authorize.ts";
-import { reportedPath, sidecarDenial } from "./authorize.ts";
+import { refusalDecision } from "../core/policy/index.ts";
+import { reportedPath } from "./authorize.ts";
 import { HOP_BY_HOP, connectionTokens, denialBody, rawResponse } from "./responses.ts";
 import { splice } from "./splice.ts";
 import type { UpstreamRoute, Upstreams } from "./upstreams.ts";
@@ -113,7 +114,7 @@ export class Http1Proxy {
       this.onUpgrade(req, socket, head),
     );
     this.server.on("connect", (req: IncomingMessage, socket: Socket) => {
-      this.refuseRaw(req, socket, 400, sidecarDenial("malformed-request: CONNECT is not proxied"));
+      this.refuseRaw(req, socket, 400, refusalDecision("malformed-request: CONNECT is not proxied"));
     });
     this.server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) =>
       this.onClientError(err, socket),
@@ -149,7 +150,7 @@ export class Http1Proxy {
     const peer = conn.peerFor(req.headers.host);
     const framing = framingProblem(req);
     if (framing !== null)
-      return { decision: { ...sidecarDenial(`malformed-request: ${framing}`), status: 400 }, peer };
+      return { decision: { ...refusalDecision(`malformed-request: ${framing}`), status: 400 }, peer };
     return { decision: this.authorizer.decide(conn.facts, this.facts(req), peer), peer };
   }
 
@@ -356,7 +357,7 @@ export class Http1Proxy {
       return;
     }
     const decision: Decision = {
-      ...sidecarDenial(`malformed-request: ${err.code ?? err.message}`),
+      ...refusalDecision(`malformed-request: ${err.code ?? err.message}`),
       status: 400,
     };
     const body = denialBody(400, decision);

@@ -6,7 +6,7 @@ import { peerAuthenticationMode } from "../core/policy/index.ts";
 import type { TunnelTarget } from "./alpn.ts";
 import { decodeMeshAlpn, selectMeshAlpn } from "./alpn.ts";
 import type { Authorizer, ConnectionFacts } from "./authorize.ts";
-import { sidecarDenial } from "./authorize.ts";
+import { refusalDecision } from "../core/policy/index.ts";
 import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
 import type { Http1Proxy, HttpConnection } from "./http1.ts";
@@ -80,7 +80,7 @@ export class InboundHandler {
       peer: peer ?? { kind: "external", address },
       encrypted: false,
     };
-    this.deps.authorizer.record(facts, sidecarDenial(reason), {
+    this.deps.authorizer.record(facts, refusalDecision(reason), {
       protocol: "tcp",
       bytesSent: 0,
       bytesReceived: 0,

@@ -49,6 +49,14 @@ export interface Decision {
 }
 
 /**
+ * A denial an enforcement point makes itself, without a deciding rule (bad framing, mTLS required,
+ * revoked peer, an engine failure): enforced in every mode, since no policy could allow it.
+ */
+export function refusalDecision(reason: string): Decision {
+  return { verdict: "deny", wouldDeny: false, policy: null, reason, logged: [] };
+}
+
+/**
  * Parsed peer addresses, per peer object: an enforcement point keeps one Peer per connection, so a
  * connection's address is parsed once however many requests it carries.
  */

@@ -10,7 +10,7 @@ export {
 } from "./parse.ts";
 export type { ParseResult, ValidateResult, ParsedDocument, PolicyError, SourceLocation } from "./parse.ts";
 export { compilePolicySet, emptyPolicySet, CompiledPolicySet, PolicySetError } from "./compile.ts";
-export { evaluate, connectionPrecheck, httpRulesOnPort } from "./evaluate.ts";
+export { evaluate, connectionPrecheck, httpRulesOnPort, refusalDecision } from "./evaluate.ts";
 export type { AuthzRequest, Decision, Direction, EnforcementMode, HttpRequestFacts } from "./evaluate.ts";
 export { normalizeRequestPath } from "./path.ts";
 export { pathPatternProblem } from "./path-pattern.ts";

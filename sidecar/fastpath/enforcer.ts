@@ -14,7 +14,7 @@ import { randomUUID } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
-import { evaluate } from "../../core/policy/index.ts";
+import { evaluate, refusalDecision } from "../../core/policy/index.ts";
 import type { CompiledPolicySet, Decision, EnforcementMode } from "../../core/policy/index.ts";
 import {
   PacketQueue,
@@ -366,7 +366,7 @@ export class FastPathEnforcer {
         // Data on a SYN without our option: not a token handshake we understand (e.g. TFO); refuse.
         this.reject("malformed");
         queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
-        this.flow("ingress", tuple, null, denyDecision("SYN carries data without a token option"));
+        this.flow("ingress", tuple, null, refusalDecision("SYN carries data without a token option"));
         return;
       }
       const decision = this.decide("ingress", { kind: "external", address: info.src }, info.dstPort);
@@ -407,7 +407,7 @@ export class FastPathEnforcer {
         "ingress",
         tuple,
         null,
-        denyDecision(`token rejected (${reason}): ${(err as Error).message}`),
+        refusalDecision(`token rejected (${reason}): ${(err as Error).message}`),
       );
       return;
     }
@@ -489,7 +489,7 @@ export class FastPathEnforcer {
     const extracted = this.safeExtract(p.packet);
     if (extracted === "malformed") {
       this.reject("malformed");
-      refuse(null, denyDecision("SYN-ACK token option malformed"));
+      refuse(null, refusalDecision("SYN-ACK token option malformed"));
       return;
     }
     if (extracted === null) {
@@ -504,7 +504,7 @@ export class FastPathEnforcer {
         refuse(
           null,
           decision.verdict === "allow"
-            ? denyDecision("SYN-ACK carries data without a token option")
+            ? refusalDecision("SYN-ACK carries data without a token option")
             : decision,
         );
       }
@@ -530,7 +530,7 @@ export class FastPathEnforcer {
     } catch (err) {
       const reason = err instanceof TokenError ? err.reason : "malformed";
       this.reject(reason);
-      refuse(null, denyDecision(`SYN-ACK token rejected (${reason}): ${(err as Error).message}`));
+      refuse(null, refusalDecision(`SYN-ACK token rejected (${reason}): ${(err as Error).message}`));
       return;
     }
     const decision = this.decide("egress", { kind: "workload", identity, address: info.src }, info.srcPort);
@@ -582,7 +582,7 @@ export class FastPathEnforcer {
         mode: this.policy.mode,
       });
     } catch (err) {
-      return denyDecision(`policy-error: ${(err as Error).message}`);
+      return refusalDecision(`policy-error: ${(err as Error).message}`);
     }
   }
 
@@ -619,8 +619,4 @@ export class FastPathEnforcer {
       durationMs: 0,
     });
   }
-}
-
-function denyDecision(reason: string): Decision {
-  return { verdict: "deny", wouldDeny: false, policy: null, reason, logged: [] };
 }
