@@ -82,6 +82,22 @@ function meshRequest(
   });
 }
 
+/** A revocation list naming one of the test PKI's workloads. */
+function revocationOf(name: string, reason: string, sequence: number): RevocationIndex {
+  return new RevocationIndex({
+    trustDomain: TRUST_DOMAIN,
+    sequence,
+    entries: [
+      {
+        spiffeId: pair.pki.spiffeId(name),
+        revokedAtMs: Date.now(),
+        expiresAtMs: Date.now() + 3_600_000,
+        reason,
+      },
+    ],
+  });
+}
+
 describe("peer authentication at the callee", () => {
   it("accepts a valid mesh client", async () => {
     const creds = await pair.pki.credentials("web", { app: "web" });
@@ -136,18 +152,7 @@ describe("peer authentication at the callee", () => {
   it("refuses a revoked workload from the next handshake on", async () => {
     const creds = await pair.pki.credentials("web", { app: "web" });
     pair.b.policy.update({
-      revocations: new RevocationIndex({
-        trustDomain: TRUST_DOMAIN,
-        sequence: 1,
-        entries: [
-          {
-            spiffeId: pair.pki.spiffeId("web"),
-            revokedAtMs: Date.now(),
-            expiresAtMs: Date.now() + 3_600_000,
-            reason: "test",
-          },
-        ],
-      }),
+      revocations: revocationOf("web", "test", 1),
     });
     try {
       expect((await meshRequest(creds)).data).toBe("");
@@ -165,18 +170,7 @@ describe("peer authentication at the callee", () => {
         200,
       );
       pair.b.policy.update({
-        revocations: new RevocationIndex({
-          trustDomain: TRUST_DOMAIN,
-          sequence: 2,
-          entries: [
-            {
-              spiffeId: pair.pki.spiffeId("web"),
-              revokedAtMs: Date.now(),
-              expiresAtMs: Date.now() + 3_600_000,
-              reason: "key compromise",
-            },
-          ],
-        }),
+        revocations: revocationOf("web", "key compromise", 2),
       });
       const denied = await conn.request("GET /api/after-revocation HTTP/1.1\r\nHost: api\r\n\r\n");
       expect(denied.status).toBe(403);
@@ -195,18 +189,7 @@ describe("peer authentication at the callee", () => {
         (await conn.request("GET /api/before-dest-revocation HTTP/1.1\r\nHost: api\r\n\r\n")).status,
       ).toBe(200);
       pair.a.policy.update({
-        revocations: new RevocationIndex({
-          trustDomain: TRUST_DOMAIN,
-          sequence: 3,
-          entries: [
-            {
-              spiffeId: pair.pki.spiffeId("api"),
-              revokedAtMs: Date.now(),
-              expiresAtMs: Date.now() + 3_600_000,
-              reason: "host compromised",
-            },
-          ],
-        }),
+        revocations: revocationOf("api", "host compromised", 3),
       });
       const denied = await conn.request("GET /api/after-dest-revocation HTTP/1.1\r\nHost: api\r\n\r\n");
       expect(denied.status).toBe(403);
