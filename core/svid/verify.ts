@@ -19,6 +19,8 @@ export type SvidRejection =
   | "expired"
   | "not-yet-valid"
   | "ca-as-leaf"
+  | "ca-key-usage"
+  | "path-length"
   | "uri-san"
   | "trust-domain"
   | "key-usage"
@@ -57,9 +59,16 @@ const OID_KEY_USAGE = "2.5.29.15";
 const OID_BASIC_CONSTRAINTS = "2.5.29.19";
 const OID_SAN = "2.5.29.17";
 const OID_EKU = "2.5.29.37";
-const LEAF_CRITICAL_ALLOWED = new Set([OID_KEY_USAGE, OID_BASIC_CONSTRAINTS, OID_SAN, OID_EKU]);
+/**
+ * The critical extensions this verifier enforces. A leaf or intermediate with any other critical
+ * extension (name constraints, policy constraints) is refused rather than accepted without the
+ * constraint it expresses (RFC 5280 §4.2, §6.1.4 (o)).
+ */
+const CRITICAL_ENFORCED = new Set([OID_KEY_USAGE, OID_BASIC_CONSTRAINTS, OID_SAN, OID_EKU]);
 
-function parse(der: Buffer, position: string): { node: X509Certificate; info: x509.X509Certificate } {
+type Parsed = { node: X509Certificate; info: x509.X509Certificate };
+
+function parse(der: Buffer, position: string): Parsed {
   try {
     return { node: new X509Certificate(der), info: new x509.X509Certificate(der) };
   } catch (err) {
@@ -112,7 +121,7 @@ function checkLeafUsage(info: x509.X509Certificate, purpose: SvidPurpose): void 
     );
   }
   for (const ext of info.extensions) {
-    if (ext.critical && !LEAF_CRITICAL_ALLOWED.has(ext.type)) {
+    if (ext.critical && !CRITICAL_ENFORCED.has(ext.type)) {
       throw new SvidVerificationError("malformed", `leaf has unsupported critical extension ${ext.type}`);
     }
   }
@@ -140,36 +149,86 @@ function describe(node: X509Certificate): string {
 }
 
 /**
- * Walks from the leaf through presented intermediates to a root of the bundle. Each link must be
- * a name match plus a valid signature by a CA certificate that is itself within its validity.
+ * Checks that a certificate in the chain above the leaf may sign certificates (RFC 5280):
+ * basicConstraints CA:TRUE (§4.2.1.9), keyCertSign when a key usage is present (§4.2.1.3 and
+ * §6.1.4 (n): an absent key usage does not restrict the key), a pathLenConstraint no smaller than
+ * the non-self-issued intermediates below it, and no critical extension left unenforced.
+ * `below` counts those intermediates between this certificate and the leaf.
  */
-function checkChain(
-  certs: { node: X509Certificate; info: x509.X509Certificate }[],
-  bundle: TrustBundle,
-  now: Date,
-): void {
-  let current = certs[0] as { node: X509Certificate; info: x509.X509Certificate };
-  for (let i = 1; i <= certs.length; i++) {
-    const anchor = bundle.x509Authorities.find(
-      (root) => current.node.checkIssued(root) && current.node.verify(root.publicKey),
+function checkIssuer(cert: Parsed, below: number, what: string, intermediate: boolean): void {
+  const bc = cert.info.getExtension(x509.BasicConstraintsExtension);
+  if (!bc?.ca) throw new SvidVerificationError("untrusted", `${what} is not a CA (basicConstraints CA:TRUE)`);
+  const ku = cert.info.getExtension(x509.KeyUsagesExtension);
+  if (ku && !(ku.usages & x509.KeyUsageFlags.keyCertSign)) {
+    throw new SvidVerificationError(
+      "ca-key-usage",
+      `${what} key usage lacks keyCertSign, so it may not sign certificates`,
     );
+  }
+  if (bc.pathLength !== undefined && below > bc.pathLength) {
+    throw new SvidVerificationError(
+      "path-length",
+      `${what} has pathLenConstraint ${bc.pathLength} but ${below} intermediate CA certificate${below === 1 ? "" : "s"} below it`,
+    );
+  }
+  if (!intermediate) return;
+  for (const ext of cert.info.extensions) {
+    if (ext.critical && !CRITICAL_ENFORCED.has(ext.type)) {
+      throw new SvidVerificationError("untrusted", `${what} has unsupported critical extension ${ext.type}`);
+    }
+  }
+}
+
+/** Whether a certificate is self-issued (subject equals issuer): RFC 5280 leaves those out of path lengths. */
+function selfIssued(cert: Parsed): boolean {
+  return cert.node.subject === cert.node.issuer;
+}
+
+/**
+ * Walks from the leaf through presented intermediates to a root of the bundle. Each link must be
+ * a name match plus a valid signature by a CA certificate that is itself within its validity, may
+ * sign certificates, and allows the path length below it.
+ */
+function checkChain(certs: Parsed[], bundle: TrustBundle, now: Date): void {
+  let current = certs[0] as Parsed;
+  const path: Parsed[] = [];
+  for (let i = 1; i <= certs.length; i++) {
+    const anchor = bundle.x509Authorities.find((root) => signedBy(current.node, root));
     if (anchor) {
-      checkValidity(new x509.X509Certificate(anchor.raw), now, `trust anchor ${describe(anchor)}`);
+      const info = new x509.X509Certificate(anchor.raw);
+      const what = `trust anchor ${describe(anchor)}`;
+      checkValidity(info, now, what);
+      checkIssuer({ node: anchor, info }, intermediatesBelow(path), what, false);
       return;
     }
     const next = certs[i];
-    if (!next || !current.node.checkIssued(next.node) || !current.node.verify(next.node.publicKey)) {
+    if (!next || !signedBy(current.node, next.node)) {
       throw new SvidVerificationError(
         "untrusted",
         `certificate issued by "${current.node.issuer.replace(/\n/g, ", ")}" does not chain to the ${bundle.trustDomain} trust bundle`,
       );
     }
-    if (!next.node.ca)
-      throw new SvidVerificationError("untrusted", `intermediate ${describe(next.node)} is not a CA`);
-    checkValidity(next.info, now, `intermediate ${describe(next.node)}`);
+    const what = `intermediate ${describe(next.node)}`;
+    checkIssuer(next, intermediatesBelow(path), what, true);
+    checkValidity(next.info, now, what);
+    path.push(next);
     current = next;
   }
   throw new SvidVerificationError("untrusted", `chain does not reach the ${bundle.trustDomain} trust bundle`);
+}
+
+/**
+ * Whether `issuer` issued `cert`: names match and the signature verifies with its key. What may sign
+ * is decided afterwards by `checkIssuer`, so a refusal names the rule broken. (Node's `checkIssued`
+ * would also drop an issuer lacking keyCertSign, and the chain would only be reported as untrusted.)
+ */
+function signedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
+  return cert.issuer === issuer.subject && cert.verify(issuer.publicKey);
+}
+
+/** How many of the intermediates walked so far (leaf excluded) count towards a path length. */
+function intermediatesBelow(path: readonly Parsed[]): number {
+  return path.filter((cert) => !selfIssued(cert)).length;
 }
 
 /**
@@ -184,7 +243,7 @@ export function verifySvid(chain: readonly Buffer[], options: SvidVerifyOptions)
     throw new SvidVerificationError("malformed", `chain longer than ${MAX_CHAIN} certificates`);
   const now = options.now ?? new Date();
   const certs = chain.map((der, i) => parse(der, i === 0 ? "leaf" : `chain[${i}]`));
-  const leaf = certs[0] as { node: X509Certificate; info: x509.X509Certificate };
+  const leaf = certs[0] as Parsed;
 
   const spiffeId = spiffeIdOf(leaf.info);
   const parsedId = parseSpiffeId(spiffeId);
@@ -197,7 +256,9 @@ export function verifySvid(chain: readonly Buffer[], options: SvidVerifyOptions)
       `SPIFFE ID ${spiffeId} is in trust domain "${parsedId.trustDomain}", expected "${options.bundle.trustDomain}"`,
     );
   }
-  if (leaf.node.ca)
+  // Node's `ca` follows OpenSSL's check, which calls a CA:TRUE certificate without keyCertSign
+  // "not a CA"; an end-entity SVID must not assert CA:TRUE at all.
+  if (leaf.info.getExtension(x509.BasicConstraintsExtension)?.ca)
     throw new SvidVerificationError("ca-as-leaf", `leaf ${spiffeId} is a CA certificate (CA:TRUE)`);
 
   checkChain(certs, options.bundle, now);
