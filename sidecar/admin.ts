@@ -1,7 +1,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
-import type { SidecarMetrics } from "./metrics.ts";
+import type { Registry } from "prom-client";
 
 /**
  * The loopback admin server: `/ready` (200 once listening with a valid SVID, 503 while starting or
@@ -13,10 +13,15 @@ export interface AdminState {
   configDump(): unknown;
 }
 
+/** Where `/stats/prometheus` reads from: one registry, or an aggregate of several processes. */
+export interface AdminMetrics {
+  readonly registry: Pick<Registry, "metrics" | "contentType">;
+}
+
 export async function startAdmin(
   host: string,
   port: number,
-  metrics: SidecarMetrics,
+  metrics: AdminMetrics,
   state: AdminState,
   log: Logger,
 ): Promise<{ server: http.Server; address: AddressInfo }> {

@@ -37,6 +37,8 @@ export interface StartSidecarOptions {
   readonly logger?: Logger;
   /** Further readiness condition for `/ready` (e.g. "the first policy set has arrived"); default always. */
   readonly ready?: () => boolean;
+  /** False: no admin server (a worker process's data path; its primary serves admin). Default true. */
+  readonly serveAdmin?: boolean;
 }
 
 export interface Sidecar {
@@ -55,6 +57,9 @@ export interface Sidecar {
   close(): Promise<void>;
 }
 
+/** The data path without an admin server (`serveAdmin: false`). */
+export type DataPath = Omit<Sidecar, "admin">;
+
 function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
@@ -69,7 +74,9 @@ function closeServer(server: Server | http.Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
-export async function startSidecar(options: StartSidecarOptions): Promise<Sidecar> {
+export function startSidecar(options: StartSidecarOptions & { serveAdmin: false }): Promise<DataPath>;
+export function startSidecar(options: StartSidecarOptions): Promise<Sidecar>;
+export async function startSidecar(options: StartSidecarOptions): Promise<Sidecar | DataPath> {
   const config = parseSidecarConfig(options.config);
   const log = options.logger ?? pino({ name: "sigil-sidecar", level: config.logLevel }, pino.destination(2));
   const metrics = new SidecarMetrics();
@@ -192,29 +199,37 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         outboundTargets.push(address);
       }
     }
-    const admin = await startAdmin(
-      config.admin.host,
-      config.admin.port,
-      metrics,
-      {
-        ready: () => !draining && (options.ready?.() ?? true),
-        configDump: () => {
-          const id = meshTls.identity.identity;
-          const snapshot = options.policy.current();
-          return {
-            config,
-            identity: { spiffeId: id.spiffeId, labels: id.labels, serial: id.serial, notAfter: id.notAfter },
-            enforcement: snapshot.mode,
-            revocations: snapshot.revocations.list.entries.length,
-            listeners: { inbound, outbound, outboundTargets },
-            connections: tracker.size,
-            draining,
-          };
-        },
-      },
-      log,
-    );
-    reservedPorts.add(admin.address.port);
+    const admin =
+      options.serveAdmin === false
+        ? null
+        : await startAdmin(
+            config.admin.host,
+            config.admin.port,
+            metrics,
+            {
+              ready: () => !draining && (options.ready?.() ?? true),
+              configDump: () => {
+                const id = meshTls.identity.identity;
+                const snapshot = options.policy.current();
+                return {
+                  config,
+                  identity: {
+                    spiffeId: id.spiffeId,
+                    labels: id.labels,
+                    serial: id.serial,
+                    notAfter: id.notAfter,
+                  },
+                  enforcement: snapshot.mode,
+                  revocations: snapshot.revocations.list.entries.length,
+                  listeners: { inbound, outbound, outboundTargets },
+                  connections: tracker.size,
+                  draining,
+                };
+              },
+            },
+            log,
+          );
+    if (admin) reservedPorts.add(admin.address.port);
     log.info(
       {
         spiffeId: self().spiffeId,
@@ -222,7 +237,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         inbound,
         outbound,
         outboundTargets,
-        admin: admin.address,
+        admin: admin?.address ?? null,
       },
       "sidecar started",
     );
@@ -230,12 +245,12 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     const stopListening = async (): Promise<void> => {
       await Promise.all(servers.map((s) => closeServer(s)));
     };
-    const sidecar: Sidecar = {
+    const sidecar: DataPath & { admin?: AddressInfo } = {
       config,
       outbound,
       outboundTargets,
       inbound,
-      admin: admin.address,
+      ...(admin ? { admin: admin.address } : {}),
       metrics,
       identity: self,
       async drain() {
@@ -248,7 +263,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         if (!clean) tracker.destroyAll();
         await stopped;
         await upstreams.close();
-        await closeServer(admin.server);
+        if (admin) await closeServer(admin.server);
         meshTls.close();
         log.info({ clean }, "drained");
         return { clean };
@@ -258,8 +273,8 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         const stopped = stopListening();
         tracker.destroyAll();
         upstreams.destroy();
-        admin.server.closeAllConnections();
-        await Promise.all([stopped, closeServer(admin.server)]);
+        admin?.server.closeAllConnections();
+        await Promise.all([stopped, admin ? closeServer(admin.server) : undefined]);
         meshTls.close();
       },
     };
