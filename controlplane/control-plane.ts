@@ -167,6 +167,8 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
             return null;
           }
         },
+        // Revoking a workload ends its open flow stream, as it ends its ADS streams.
+        holdStream: (peerId, end) => mesh.holdStream(peerId, end),
       }),
     );
     log.info(

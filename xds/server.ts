@@ -219,6 +219,21 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
     return response;
   }
 
+  /**
+   * Ends every open stream for which `why` gives a reason, with PERMISSION_DENIED and that reason
+   * (for example when the identity a stream was authorized as is withdrawn). Returns how many.
+   */
+  endStreams(why: (stream: StreamEvent) => string | undefined): number {
+    let ended = 0;
+    for (const stream of [...this.live]) {
+      const reason = why({ nodeId: stream.nodeId, key: stream.key, protocol: stream.protocol });
+      if (reason === undefined) continue;
+      stream.fail(new ProtocolError(grpc.status.PERMISSION_DENIED, reason));
+      ended++;
+    }
+    return ended;
+  }
+
   /** Every open stream and where each of its types stands. */
   status(): StreamStatus[] {
     return [...this.live].map((s) => s.status());
@@ -257,6 +272,8 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
           s.fail = fail;
           this.live.add(s);
           this.emit("stream-open", { nodeId: s.nodeId, key: s.key, protocol });
+          // A listener may have ended it already (its identity was withdrawn meanwhile).
+          if (s.closed) return;
           try {
             for (const r of backlog.splice(0)) s.handle(r as never);
           } catch (err) {

@@ -21,6 +21,12 @@ export interface FlowServiceDeps {
    * are rejected, so a workload cannot report flows in another's name.
    */
   readonly authenticatePeer?: (call: grpc.ServerDuplexStream<WireBatch, WireAck>) => string | null;
+  /**
+   * Called once a stream is authenticated as `peerId`: `end(reason)` must be called when that
+   * identity is withdrawn (revoked), which ends the stream with PERMISSION_DENIED and `reason`.
+   * Returns the release, called when the stream closes.
+   */
+  readonly holdStream?: (peerId: string, end: (reason: string) => void) => () => void;
   /** Largest batch accepted (default 5,000 records). */
   readonly maxBatch?: number;
 }
@@ -52,9 +58,11 @@ export function flowServiceHandlers(deps: FlowServiceDeps): grpc.UntypedServiceI
       call.sendMetadata(new Metadata());
       let open = true;
       let queue: Promise<void> = Promise.resolve();
+      let release = (): void => undefined;
       const finish = () => {
         if (!open) return;
         open = false;
+        release();
         deps.metrics?.flowStreams.dec();
       };
       // Batches wait in order for the store; past a few, stop reading so a reporter faster than
@@ -79,6 +87,8 @@ export function flowServiceHandlers(deps: FlowServiceDeps): grpc.UntypedServiceI
       call.on("error", finish);
       call.on("cancelled", finish);
       call.on("close", finish);
+      if (peerId && deps.holdStream)
+        release = deps.holdStream(peerId, (reason) => fail(status.PERMISSION_DENIED, reason));
 
       async function handleBatch(batch: WireBatch): Promise<void> {
         const flows = Array.isArray(batch.flows) ? batch.flows : [];

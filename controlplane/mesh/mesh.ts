@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { Labels } from "../../core/labels.ts";
 import type { CompiledPolicySet } from "../../core/policy/index.ts";
+import { describeRevocation } from "../../core/svid/revocation.ts";
 import { revocationListSpec, trustBundleSpec } from "../../core/svid/xds-resources.ts";
 import type { NodeInfo } from "../../xds/wire.ts";
 import type { NodeAuthorizer, StreamPeer } from "../../xds/server.ts";
@@ -79,6 +80,8 @@ export class MeshPublisher {
   private readonly acked = new Map<string, string>();
   /** The labels each workload was last published with (JSON), to skip no-op renewals. */
   private published = new Map<string, string>();
+  /** Long-lived streams other than ADS (flow reports) per workload, and how to end each. */
+  private readonly held = new Map<string, Set<(reason: string) => void>>();
 
   constructor(private readonly options: MeshOptions) {}
 
@@ -86,8 +89,16 @@ export class MeshPublisher {
   start(): void {
     const { identity, modes, policies, xds, metrics } = this.options;
     const onBundle = () => this.publishTrustBundle();
-    const onRevocations = () => this.publishRevocations();
+    const onRevocations = () => {
+      this.publishRevocations();
+      this.endRevokedStreams();
+    };
     const onWorkloads = () => this.publishWorkloads();
+    // A stream authorized just before a revocation took effect may register just after it.
+    const onStreamOpen = ({ key }: { key: string }) => {
+      const revoked = identity.registry.revocationIndex().revoking(key);
+      if (revoked) xds.ads.endStreams((s) => (s.key === key ? describeRevocation(revoked) : undefined));
+    };
     // A renewal that changes nothing the mesh sees (same workload, same labels) republishes nothing.
     const onIssued = (w: WorkloadRecord) => {
       if (this.published.get(w.spiffeId) !== JSON.stringify(labelsOf(w))) this.publishWorkloads();
@@ -97,7 +108,9 @@ export class MeshPublisher {
     identity.registry.on("reissue-required", onWorkloads);
     identity.registry.on("issued", onIssued);
     modes.on("change", onWorkloads);
+    xds.ads.on("stream-open", onStreamOpen);
     this.unsubscribe.push(
+      () => xds.ads.off("stream-open", onStreamOpen),
       () => identity.ca.off("bundle", onBundle),
       () => identity.registry.off("revocations", onRevocations),
       () => identity.registry.off("reissue-required", onWorkloads),
@@ -149,6 +162,55 @@ export class MeshPublisher {
     }
     return spiffeId;
   };
+
+  /**
+   * Registers a long-lived stream a workload opened as `spiffeId` (after verifying its certificate),
+   * so that revoking the workload ends it with `end(reason)`. Returns the release to call when the
+   * stream closes. A workload already revoked is ended at once.
+   */
+  holdStream(spiffeId: string, end: (reason: string) => void): () => void {
+    const revoked = this.options.identity.registry.revocationIndex().revoking(spiffeId);
+    if (revoked) {
+      end(describeRevocation(revoked));
+      return () => undefined;
+    }
+    let ends = this.held.get(spiffeId);
+    if (!ends) {
+      ends = new Set();
+      this.held.set(spiffeId, ends);
+    }
+    ends.add(end);
+    return () => {
+      ends.delete(end);
+      if (ends.size === 0 && this.held.get(spiffeId) === ends) this.held.delete(spiffeId);
+    };
+  }
+
+  /**
+   * Ends every open stream of a revoked workload: its ADS streams (served under its SPIFFE ID) with
+   * PERMISSION_DENIED naming the revocation, and the streams held with `holdStream`. Reconnecting is
+   * refused by `authorizeNode`, which verifies against the revocations.
+   */
+  private endRevokedStreams(): void {
+    const { xds, identity, log } = this.options;
+    const index = identity.registry.revocationIndex();
+    const reasonFor = (spiffeId: string) => {
+      const entry = index.revoking(spiffeId);
+      return entry ? describeRevocation(entry) : undefined;
+    };
+    const ended = xds.ads.endStreams((s) => reasonFor(s.key));
+    let others = 0;
+    for (const [spiffeId, ends] of [...this.held]) {
+      const reason = reasonFor(spiffeId);
+      if (reason === undefined) continue;
+      this.held.delete(spiffeId);
+      const list = [...ends];
+      others += list.length;
+      for (const end of list) end(reason);
+    }
+    if (ended + others > 0)
+      log.info({ adsStreams: ended, otherStreams: others }, "ended streams of revoked workloads");
+  }
 
   /** The registered addresses and ports of a workload, if its sidecar sent any. */
   registration(spiffeId: string): Registration | undefined {

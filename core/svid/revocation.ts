@@ -38,3 +38,9 @@ export class RevocationIndex {
     return this.byId.get(spiffeId);
   }
 }
+
+/** "`<id>` was revoked at `<time>` (`<reason>`)": how every refusal of a revoked identity reads. */
+export function describeRevocation(entry: RevocationEntry): string {
+  const at = entry.revokedAtMs > 0 ? ` at ${new Date(entry.revokedAtMs).toISOString()}` : "";
+  return `${entry.spiffeId} was revoked${at} (${entry.reason})`;
+}

@@ -10,6 +10,7 @@ import {
   decodeLabelsExtension,
   labelsOf,
 } from "./labels-extension.ts";
+import { describeRevocation } from "./revocation.ts";
 import type { RevocationIndex } from "./revocation.ts";
 
 /** Why a peer's certificate was refused; stable names for logs, metrics and tests. */
@@ -268,12 +269,7 @@ export function verifySvid(chain: readonly Buffer[], options: SvidVerifyOptions)
   const attestedLabels = labelsFromLeaf(leaf.info);
 
   const revoked = options.revocations?.revoking(spiffeId);
-  if (revoked) {
-    throw new SvidVerificationError(
-      "revoked",
-      `${spiffeId} was revoked${revoked.revokedAtMs > 0 ? ` at ${new Date(revoked.revokedAtMs).toISOString()}` : ""} (${revoked.reason})`,
-    );
-  }
+  if (revoked) throw new SvidVerificationError("revoked", describeRevocation(revoked));
 
   return {
     identity: {

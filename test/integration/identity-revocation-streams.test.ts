@@ -1,0 +1,190 @@
+import { once } from "node:events";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
+import { startControlPlane, type ControlPlane } from "../../controlplane/control-plane.ts";
+import { FlowServiceClient } from "../../core/flow-wire.ts";
+import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
+import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
+import { RotationManager, type WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
+import { XdsClient } from "../../xds/client.ts";
+import { REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+
+let dataDir: string;
+let cp: ControlPlane;
+let caPem: string;
+let target: string;
+const closers: (() => void | Promise<void>)[] = [];
+
+interface Status {
+  readonly code: number;
+  readonly details: string;
+}
+
+beforeAll(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), "sg-revs-"));
+  cp = await startControlPlane({
+    dataDir,
+    grpc: { host: "127.0.0.1", port: 0 },
+    xdsPlaintext: undefined,
+    http: { host: "127.0.0.1", port: 0 },
+    serverNames: ["localhost"],
+    log: pino({ level: "silent" }),
+  });
+  caPem = await readFile(cp.bundlePath, "utf8");
+  target = `127.0.0.1:${cp.grpc.port}`;
+}, 30_000);
+
+afterAll(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+  await cp?.close();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+async function attest(name: string): Promise<WorkloadCredentials> {
+  const { token } = await cp.identity.tokens.create({ name, labels: { app: name }, ttlSeconds: 600 });
+  const client = new IdentityClient({
+    address: target,
+    caPem,
+    serverSpiffeId: controlPlaneSpiffeId(cp.trustDomain),
+  });
+  closers.push(() => client.close());
+  const rotation = new RotationManager({
+    client,
+    trustDomain: cp.trustDomain,
+    bootstrapProof: () => Promise.resolve({ joinToken: token }),
+  });
+  closers.push(() => rotation.stop());
+  await rotation.start();
+  return rotation.current();
+}
+
+function credentials(creds: WorkloadCredentials): grpc.ChannelCredentials {
+  return grpc.credentials.createSsl(
+    Buffer.from(caPem),
+    Buffer.from(creds.privateKeyPem),
+    Buffer.from(creds.certChainPem),
+  );
+}
+
+const channelOptions = {
+  "grpc.ssl_target_name_override": "localhost",
+  "grpc.use_local_subchannel_pool": 1,
+} as const;
+
+/** An ADS stream as the workload, open once its first response is acknowledged. */
+async function adsStream(creds: WorkloadCredentials): Promise<XdsClient> {
+  const client = new XdsClient({
+    target,
+    credentials: credentials(creds),
+    channelOptions,
+    node: { id: creds.spiffeId },
+    protocol: "sotw",
+    registry: cp.xds.registry,
+    // One attempt per test step: reconnecting is driven by the test, not the backoff.
+    backoff: { initialMs: 60_000, maxMs: 60_000, multiplier: 1, jitter: 0 },
+  });
+  closers.push(() => client.close());
+  client.subscribe(TRUST_BUNDLE);
+  client.subscribe(REVOCATION_LIST);
+  const acked = once(client, "ack", { signal: AbortSignal.timeout(5_000) });
+  client.start();
+  await acked;
+  return client;
+}
+
+/** A FlowService stream as the workload, with its final status. */
+function flowStream(creds: WorkloadCredentials): {
+  stream: grpc.ClientDuplexStream<WireBatch, WireAck>;
+  status: Promise<Status>;
+} {
+  const client = new FlowServiceClient(target, credentials(creds), channelOptions);
+  closers.push(() => client.close());
+  const stream = (
+    client as unknown as { StreamFlows(): grpc.ClientDuplexStream<WireBatch, WireAck> }
+  ).StreamFlows();
+  stream.on("error", () => undefined);
+  const status = new Promise<Status>((resolve) => stream.on("status", resolve));
+  closers.push(() => stream.cancel());
+  return { stream, status };
+}
+
+function disconnected(client: XdsClient): Promise<Status> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the ADS stream stayed open")), 5_000);
+    client.once("disconnected", (s: Status) => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+  });
+}
+
+function within<T>(what: string, promise: Promise<T>, ms = 5_000): Promise<T> {
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms),
+    ),
+  ]);
+}
+
+describe("revoking a workload ends its open control-plane streams", () => {
+  it("cuts its ADS and flow streams with PERMISSION_DENIED naming the revocation, and refuses reconnects", async () => {
+    const web = await attest("web");
+    const api = await attest("api");
+    const webAds = await adsStream(web);
+    const apiAds = await adsStream(api);
+    const webFlows = flowStream(web);
+    const apiFlows = flowStream(api);
+    // The server sends headers once it has authenticated the stream.
+    await once(webFlows.stream, "metadata", { signal: AbortSignal.timeout(5_000) });
+    await once(apiFlows.stream, "metadata", { signal: AbortSignal.timeout(5_000) });
+    expect(cp.xds.ads.status().map((s) => s.key)).toEqual(
+      expect.arrayContaining([web.spiffeId, api.spiffeId]),
+    );
+
+    const adsCut = disconnected(webAds);
+    const apiPush = once(apiAds, "ack", { signal: AbortSignal.timeout(5_000) });
+    await cp.identity.registry.revoke(web.spiffeId, "key compromised", cp.identity.ca.maxLeafTtlSeconds);
+
+    const revoked = /spiffe:\/\/sigil\.local\/workload\/web was revoked at \S+ \(key compromised\)/;
+    const ads = await adsCut;
+    expect(ads.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(ads.details).toMatch(revoked);
+    const flows = await within("flow stream", webFlows.status);
+    expect(flows.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(flows.details).toMatch(revoked);
+
+    // The other workload keeps both streams and is told of the revocation on its ADS stream.
+    await apiPush;
+    expect(cp.xds.ads.status().map((s) => s.key)).toEqual([api.spiffeId]);
+    apiFlows.stream.write({ session: "s", sequence: 1, droppedTotal: 0, flows: [] });
+    const [ack] = (await once(apiFlows.stream, "data", { signal: AbortSignal.timeout(5_000) })) as [WireAck];
+    expect(Number(ack.sequence)).toBe(1);
+
+    // Reconnecting with the still unexpired certificate is refused on both services.
+    const again = new XdsClient({
+      target,
+      credentials: credentials(web),
+      channelOptions,
+      node: { id: web.spiffeId },
+      protocol: "sotw",
+      registry: cp.xds.registry,
+      backoff: { initialMs: 60_000, maxMs: 60_000, multiplier: 1, jitter: 0 },
+    });
+    closers.push(() => again.close());
+    again.subscribe(TRUST_BUNDLE);
+    const refused = disconnected(again);
+    again.start();
+    const adsAgain = await refused;
+    expect(adsAgain.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(adsAgain.details).toMatch(revoked);
+    const flowsAgain = await within("flow reconnect", flowStream(web).status);
+    expect(flowsAgain.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(cp.xds.ads.status().map((s) => s.key)).toEqual([api.spiffeId]);
+  });
+});
