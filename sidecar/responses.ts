@@ -13,14 +13,17 @@ const STATUS_TEXT: Record<number, string> = {
   400: "Bad Request",
   403: "Forbidden",
   405: "Method Not Allowed",
+  408: "Request Timeout",
   502: "Bad Gateway",
+  503: "Service Unavailable",
 };
 
-/** A complete HTTP/1.1 response for a socket no HTTP server object owns any more (upgrades, parse errors). */
-export function rawResponse(status: number, body: string): string {
+/** A complete HTTP/1.1 response with a JSON body, closing the connection unless `keepAlive`. */
+export function rawResponse(status: number, body: string, keepAlive = false): string {
   return (
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
-    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    (keepAlive ? `\r\n${body}` : `connection: close\r\n\r\n${body}`)
   );
 }
 

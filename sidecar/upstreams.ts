@@ -2,14 +2,14 @@ import http2 from "node:http2";
 import type { ClientHttp2Session } from "node:http2";
 import net from "node:net";
 import type { Socket } from "node:net";
-import { Pool } from "undici";
 import type { TunnelProtocol } from "./alpn.ts";
+import { Http1Pool } from "./http1/pool.ts";
 import type { MeshTls } from "./mtls.ts";
 import type { MeshDestination } from "./sources.ts";
 
 /**
  * Where a proxied request or connection goes next, and the pooled connections that carry it there:
- * undici pools for HTTP/1.1, one multiplexed session per upstream for HTTP/2, fresh sockets for opaque
+ * keep-alive pools for HTTP/1.1 (`http1/pool.ts`), one multiplexed session per upstream for HTTP/2, fresh sockets for opaque
  * TCP and upgrades.
  */
 export type UpstreamRoute =
@@ -37,7 +37,7 @@ function hostForUrl(host: string): string {
 }
 
 export class Upstreams {
-  private readonly pools = new Map<string, Pool>();
+  private readonly pools = new Map<string, Http1Pool>();
   private readonly sessions = new Map<string, Promise<ClientHttp2Session>>();
 
   constructor(
@@ -72,27 +72,15 @@ export class Upstreams {
   }
 
   /** The HTTP/1.1 connection pool for a route. */
-  http1(route: UpstreamRoute): Pool {
+  http1(route: UpstreamRoute): Http1Pool {
     const key = routeKey(route, "http1");
     let pool = this.pools.get(key);
     if (!pool) {
-      const origin =
-        route.kind === "mesh"
-          ? `http://${hostForUrl(route.dest.sidecar.host)}:${route.dest.sidecar.port}`
-          : `http://${hostForUrl(route.host)}:${route.port}`;
-      pool = new Pool(origin, {
-        keepAliveTimeout: this.options.keepAliveTimeoutMs,
-        ...(route.kind === "mesh" ? { connections: this.options.meshConnectionsPerDestination } : {}),
-        // Responses may stream for as long as the application wants; idle limits are the peer's call.
-        headersTimeout: 0,
-        bodyTimeout: 0,
-        connect: (_opts, callback) => {
-          this.socket(route, "http1").then(
-            (socket) => callback(null, socket),
-            (err: Error) => callback(err, null),
-          );
-        },
-      });
+      pool = new Http1Pool(
+        () => this.socket(route, "http1"),
+        route.kind === "mesh" ? this.options.meshConnectionsPerDestination : Number.POSITIVE_INFINITY,
+        this.options.keepAliveTimeoutMs,
+      );
       this.pools.set(key, pool);
     }
     return pool;
@@ -125,8 +113,8 @@ export class Upstreams {
     const sessions = [...this.sessions.values()];
     this.pools.clear();
     this.sessions.clear();
+    for (const p of pools) p.close();
     await Promise.allSettled([
-      ...pools.map((p) => p.close()),
       ...sessions.map(async (s) => {
         const session = await s;
         await new Promise<void>((resolve) => session.close(resolve));
@@ -135,7 +123,7 @@ export class Upstreams {
   }
 
   destroy(): void {
-    for (const p of this.pools.values()) void p.destroy();
+    for (const p of this.pools.values()) p.destroy();
     for (const s of this.sessions.values())
       void s.then(
         (session) => session.destroy(),

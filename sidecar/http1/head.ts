@@ -1,0 +1,187 @@
+/**
+ * Strict HTTP/1.x message heads (RFC 9112): the request line or status line and the header fields,
+ * parsed from the bytes before the empty line. Anything a lenient parser would have to guess at is
+ * refused: line endings other than CRLF, control characters (NUL included) anywhere in the head,
+ * obs-fold, whitespace before a colon, invalid method, target, version or header-name characters,
+ * and framing headers that two parsers could read differently (repeated or malformed
+ * Content-Length, Content-Length together with Transfer-Encoding, any transfer coding other than a
+ * single "chunked", a repeated Host).
+ */
+
+export class HeadError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = "HeadError";
+  }
+}
+
+/** Header names and values as received, in order: [name0, value0, name1, value1, ...]. */
+export type RawHeaders = string[];
+
+interface Fields {
+  readonly raw: RawHeaders;
+  /** Lower-cased names; repeated fields joined with ", " (Set-Cookie kept as a list). */
+  readonly byName: Record<string, string | string[]>;
+  readonly contentLength: number | null;
+  readonly chunked: boolean;
+  /** Lower-cased tokens of the Connection header(s). */
+  readonly connection: ReadonlySet<string>;
+  /** How many Host fields there were. */
+  readonly hosts: number;
+}
+
+export interface RequestHead extends Fields {
+  readonly method: string;
+  readonly target: string;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  readonly minor: 0 | 1;
+  readonly host: string | undefined;
+  /** Connection: upgrade with an Upgrade header: the connection becomes a tunnel if accepted. */
+  readonly upgrade: boolean;
+  readonly expectContinue: boolean;
+  /** Whether the client lets the connection stay open after this exchange. */
+  readonly keepAlive: boolean;
+}
+
+export interface ResponseHead extends Fields {
+  readonly minor: 0 | 1;
+  readonly status: number;
+  readonly reason: string;
+  /** Whether the server lets its connection be reused after this response. */
+  readonly keepAlive: boolean;
+}
+
+/** The end of a head in `buf` from `from`: the offset just past CRLF CRLF, or -1. */
+export function headEnd(buf: Buffer, from: number): number {
+  const i = buf.indexOf("\r\n\r\n", from, "latin1");
+  return i < 0 ? -1 : i + 4;
+}
+
+/** Controls other than HTAB, CR and LF, and DEL, are never valid in a head. */
+function hasForbiddenChar(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if ((c < 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) || c === 0x7f) return true;
+  }
+  return false;
+}
+// CR must start CRLF and LF must end it.
+const LONE_CR_OR_LF = /\r(?!\n)|(?<!\r)\n/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const REQUEST_LINE = /^([A-Z][A-Z0-9_-]{0,31}) ([\x21-\x7e]+) HTTP\/1\.([01])$/;
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/;
+const DIGITS = /^\d{1,15}$/;
+
+/**
+ * Why an incomplete head can already be refused (a bare CR or LF, a control character), or null:
+ * so that a client cannot hold a connection with a head that could never be accepted.
+ */
+export function partialHeadProblem(text: string): string | null {
+  const body = text.endsWith("\r") ? text.slice(0, -1) : text;
+  if (hasForbiddenChar(body)) return "control character in the message head";
+  if (LONE_CR_OR_LF.test(body)) return "line ending other than CRLF in the message head";
+  return null;
+}
+
+function tokens(value: string): string[] {
+  const out: string[] = [];
+  for (const t of value.split(",")) {
+    const token = t.trim().toLowerCase();
+    if (token !== "") out.push(token);
+  }
+  return out;
+}
+
+function parseFields(lines: string[]): Fields {
+  const raw: RawHeaders = [];
+  const byName: Record<string, string | string[]> = {};
+  let contentLength: number | null = null;
+  let transferEncodings = 0;
+  let chunked = false;
+  let hosts = 0;
+  const connection = new Set<string>();
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i] as string;
+    const colon = line.indexOf(":");
+    if (colon <= 0) {
+      throw new HeadError(
+        line.startsWith(" ") || line.startsWith("\t")
+          ? "obsolete line folding in a header field"
+          : `header line without a field name: "${line.slice(0, 40)}"`,
+      );
+    }
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) throw new HeadError(`invalid header field name "${name.slice(0, 40)}"`);
+    const value = line.slice(colon + 1).trim();
+    raw.push(name, value);
+    const lower = name.toLowerCase();
+    const seen = byName[lower];
+    if (seen === undefined) byName[lower] = lower === "set-cookie" ? [value] : value;
+    else if (Array.isArray(seen)) seen.push(value);
+    else byName[lower] = `${seen}, ${value}`;
+    if (lower === "content-length") {
+      if (contentLength !== null) throw new HeadError("more than one Content-Length header");
+      if (!DIGITS.test(value)) throw new HeadError(`invalid Content-Length "${value.slice(0, 40)}"`);
+      contentLength = Number(value);
+    } else if (lower === "transfer-encoding") {
+      if (++transferEncodings > 1) throw new HeadError("more than one Transfer-Encoding header");
+      if (value.toLowerCase() !== "chunked")
+        throw new HeadError(`unsupported Transfer-Encoding "${value.slice(0, 40)}"`);
+      chunked = true;
+    } else if (lower === "host") {
+      hosts++;
+    } else if (lower === "connection") {
+      for (const t of tokens(value)) connection.add(t);
+    }
+  }
+  if (contentLength !== null && chunked) throw new HeadError("both Content-Length and Transfer-Encoding");
+  return { raw, byName, contentLength, chunked, connection, hosts };
+}
+
+function splitHead(text: string): string[] {
+  if (hasForbiddenChar(text)) throw new HeadError("control character in the message head");
+  // `text` ends with the empty line's CRLF CRLF; drop it before looking for lone CR or LF.
+  const lines = text.slice(0, -4);
+  if (LONE_CR_OR_LF.test(lines)) throw new HeadError("line ending other than CRLF in the message head");
+  return lines.split("\r\n");
+}
+
+/** Parses a request head: `text` is the latin1 reading of the bytes up to and including CRLF CRLF. */
+export function parseRequestHead(text: string): RequestHead {
+  const lines = splitHead(text);
+  const m = REQUEST_LINE.exec(lines[0] as string);
+  if (!m) throw new HeadError(`malformed request line "${(lines[0] as string).slice(0, 80)}"`);
+  const fields = parseFields(lines);
+  const minor = m[3] === "1" ? 1 : 0;
+  if (fields.hosts > 1) throw new HeadError("more than one Host header");
+  const host = fields.byName.host as string | undefined;
+  if (minor === 1 && host === undefined) throw new HeadError("HTTP/1.1 request without a Host header");
+  if (minor === 0 && fields.chunked) throw new HeadError("Transfer-Encoding in an HTTP/1.0 request");
+  const expect = fields.byName.expect;
+  return {
+    ...fields,
+    method: m[1] as string,
+    target: m[2] as string,
+    minor,
+    host,
+    upgrade: fields.connection.has("upgrade") && fields.byName.upgrade !== undefined,
+    expectContinue: typeof expect === "string" && expect.toLowerCase() === "100-continue",
+    keepAlive: minor === 1 ? !fields.connection.has("close") : fields.connection.has("keep-alive"),
+  };
+}
+
+/** Parses a response head (same input convention as `parseRequestHead`). */
+export function parseResponseHead(text: string): ResponseHead {
+  const lines = splitHead(text);
+  const m = STATUS_LINE.exec(lines[0] as string);
+  if (!m) throw new HeadError(`malformed status line "${(lines[0] as string).slice(0, 80)}"`);
+  const fields = parseFields(lines);
+  const minor = m[1] === "1" ? 1 : 0;
+  return {
+    ...fields,
+    minor,
+    status: Number(m[2]),
+    reason: m[3] ?? "",
+    keepAlive: minor === 1 ? !fields.connection.has("close") : fields.connection.has("keep-alive"),
+  };
+}

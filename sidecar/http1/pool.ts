@@ -1,0 +1,166 @@
+import type { Socket } from "node:net";
+
+/**
+ * Keep-alive HTTP/1.1 connections to one upstream (a mesh destination over mTLS, or the local
+ * application), lent to one exchange at a time. The pool holds at most `max` connections, open or
+ * opening; exchanges beyond that wait first in, first out, and one whose client left is taken out
+ * of the line before it is ever sent. An idle connection that the upstream closes, sends bytes on,
+ * or that stays idle for `idleTimeoutMs` is dropped.
+ */
+
+/** The exchange a pooled connection is lent to; it receives the connection's events until release. */
+export interface PoolUser {
+  onUpstream(conn: UpstreamConnection): void;
+  onUpstreamFailed(err: Error): void;
+  onUpstreamData(chunk: Buffer): void;
+  onUpstreamEnd(): void;
+  /** The connection closed while lent (after `onUpstreamEnd`, if the upstream half-closed first). */
+  onUpstreamClose(): void;
+  onUpstreamDrain(): void;
+}
+
+export class UpstreamConnection {
+  user: PoolUser | null = null;
+  private closed = false;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly pool: Http1Pool,
+  ) {
+    // One set of listeners for the connection's whole life, whichever exchange holds it.
+    socket.on("data", (chunk: Buffer) => {
+      if (this.user) this.user.onUpstreamData(chunk);
+      else socket.destroy();
+    });
+    socket.on("end", () => {
+      if (this.user) this.user.onUpstreamEnd();
+      else socket.destroy();
+    });
+    socket.on("drain", () => this.user?.onUpstreamDrain());
+    socket.on("timeout", () => {
+      if (!this.user) socket.destroy();
+    });
+    socket.on("error", () => undefined);
+    socket.on("close", () => {
+      this.closed = true;
+      const user = this.user;
+      this.user = null;
+      this.pool.closed(this);
+      user?.onUpstreamClose();
+    });
+    socket.setTimeout(pool.idleTimeoutMs);
+  }
+
+  get usable(): boolean {
+    return !this.closed && !this.socket.destroyed && this.socket.writable;
+  }
+}
+
+export class Http1Pool {
+  private readonly idle: UpstreamConnection[] = [];
+  private readonly waiting: PoolUser[] = [];
+  /** Connections open or being opened. */
+  private open = 0;
+  private dialing = 0;
+  private shut = false;
+  private readonly all = new Set<UpstreamConnection>();
+
+  constructor(
+    private readonly connect: () => Promise<Socket>,
+    private readonly max: number,
+    readonly idleTimeoutMs: number,
+  ) {}
+
+  /** Lends `user` a connection now (synchronously, if one is idle) or once one is free. */
+  acquire(user: PoolUser): void {
+    if (this.shut) {
+      user.onUpstreamFailed(new Error("upstream pool closed"));
+      return;
+    }
+    for (let conn = this.idle.pop(); conn !== undefined; conn = this.idle.pop()) {
+      if (!conn.usable) continue;
+      conn.user = user;
+      user.onUpstream(conn);
+      return;
+    }
+    this.waiting.push(user);
+    this.redial();
+  }
+
+  /** Takes a waiting user out of the line (its client left). */
+  cancel(user: PoolUser): void {
+    const i = this.waiting.indexOf(user);
+    if (i >= 0) this.waiting.splice(i, 1);
+  }
+
+  /** Returns a lent connection: kept for the next exchange when `reusable`, else closed. */
+  release(conn: UpstreamConnection, reusable: boolean): void {
+    conn.user = null;
+    if (!reusable || this.shut || !conn.usable) {
+      conn.socket.destroy();
+      return;
+    }
+    this.give(conn);
+  }
+
+  private dial(): void {
+    this.open++;
+    this.dialing++;
+    this.connect().then(
+      (socket) => {
+        this.dialing--;
+        if (this.shut) {
+          this.open--;
+          socket.destroy();
+          return;
+        }
+        const conn = new UpstreamConnection(socket, this);
+        this.all.add(conn);
+        this.give(conn);
+      },
+      (err: Error) => {
+        this.dialing--;
+        this.open--;
+        this.waiting.shift()?.onUpstreamFailed(err);
+        this.redial();
+      },
+    );
+  }
+
+  private give(conn: UpstreamConnection): void {
+    const user = this.waiting.shift();
+    if (user) {
+      conn.user = user;
+      user.onUpstream(conn);
+    } else {
+      this.idle.push(conn);
+    }
+  }
+
+  /** Called by a connection once its socket closed. */
+  closed(conn: UpstreamConnection): void {
+    this.open--;
+    this.all.delete(conn);
+    const i = this.idle.indexOf(conn);
+    if (i >= 0) this.idle.splice(i, 1);
+    this.redial();
+  }
+
+  /** Opens a connection for each waiting user no connection being opened will serve, up to `max`. */
+  private redial(): void {
+    while (!this.shut && this.waiting.length > this.dialing && this.open < this.max) this.dial();
+  }
+
+  /** No new exchanges; idle connections close now, lent ones when they are returned. */
+  close(): void {
+    this.shut = true;
+    for (const user of this.waiting.splice(0)) user.onUpstreamFailed(new Error("upstream pool closed"));
+    for (const conn of this.idle.splice(0)) conn.socket.destroy();
+  }
+
+  /** As `close`, and lent connections are cut too. */
+  destroy(): void {
+    this.close();
+    for (const conn of this.all) conn.socket.destroy();
+  }
+}
