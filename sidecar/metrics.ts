@@ -1,3 +1,4 @@
+import { getHeapSpaceStatistics } from "node:v8";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
 /** The sidecar's Prometheus metrics, on a registry of its own (several sidecars can share a process). */
@@ -33,5 +34,38 @@ export class SidecarMetrics {
     help: "Open downstream connections",
     labelNames: ["direction"] as const,
     registers: [this.registry],
+  });
+  /**
+   * Where the process's memory is, read only when scraped: resident set, V8 heap (used and
+   * reserved), memory outside the heap that JavaScript objects hold (external, of which
+   * array_buffers is Buffers and TLS/socket data). RSS far above heap_total + external is
+   * native (OpenSSL, libuv) or the binary itself.
+   */
+  readonly memory = new Gauge({
+    name: "sigil_sidecar_memory_bytes",
+    help: "Process memory by kind (rss, heap_total, heap_used, external, array_buffers)",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+    collect() {
+      const m = process.memoryUsage();
+      this.set({ kind: "rss" }, m.rss);
+      this.set({ kind: "heap_total" }, m.heapTotal);
+      this.set({ kind: "heap_used" }, m.heapUsed);
+      this.set({ kind: "external" }, m.external);
+      this.set({ kind: "array_buffers" }, m.arrayBuffers);
+    },
+  });
+  /** The V8 heap per space (new_space grows under allocation pressure; old_space holds what lives). */
+  readonly heapSpaces = new Gauge({
+    name: "sigil_sidecar_heap_space_bytes",
+    help: "V8 heap space size and use, by space",
+    labelNames: ["space", "kind"] as const,
+    registers: [this.registry],
+    collect() {
+      for (const s of getHeapSpaceStatistics()) {
+        this.set({ space: s.space_name, kind: "size" }, s.space_size);
+        this.set({ space: s.space_name, kind: "used" }, s.space_used_size);
+      }
+    },
   });
 }

@@ -74,6 +74,21 @@ describe("admin server", () => {
     }
   });
 
+  it("exports the process's memory by kind and the V8 heap by space", async () => {
+    const { text } = await admin(pair.b.sidecar.admin.port, "/stats/prometheus");
+    for (const kind of ["rss", "heap_total", "heap_used", "external", "array_buffers"]) {
+      expect(text).toMatch(new RegExp(`sigil_sidecar_memory_bytes\\{kind="${kind}"\\} \\d`));
+    }
+    const bytes = (kind: string): number =>
+      Number(new RegExp(`sigil_sidecar_memory_bytes\\{kind="${kind}"\\} (\\d+)`).exec(text)?.[1]);
+    // The resident set holds the used heap; the used heap fits in the reserved one.
+    expect(bytes("heap_used")).toBeGreaterThan(0);
+    expect(bytes("rss")).toBeGreaterThan(bytes("heap_used"));
+    expect(bytes("heap_total")).toBeGreaterThanOrEqual(bytes("heap_used"));
+    expect(text).toMatch(/sigil_sidecar_heap_space_bytes\{space="new_space",kind="size"\} [1-9]/);
+    expect(text).toMatch(/sigil_sidecar_heap_space_bytes\{space="old_space",kind="used"\} [1-9]/);
+  });
+
   it("dumps configuration and identity without key material", async () => {
     const { status, text } = await admin(pair.b.sidecar.admin.port, "/config_dump");
     expect(status).toBe(200);
