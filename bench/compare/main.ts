@@ -10,16 +10,18 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promis
 import { loadavg, setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
+import { formatForRepo } from "./format.ts";
 import { machineInfo } from "./machine.ts";
 import { REPO, runIperf, runLoad, runXds } from "./measure.ts";
 import { makePeerPki } from "./peer-pki.ts";
-import { startPath } from "./paths.ts";
+import { SIDECAR_NODE_FLAGS, startPath } from "./paths.ts";
 import type { PathContext } from "./paths.ts";
 import { peakRss } from "./procstat.ts";
 import { summarizeProfile } from "./profile-summary.ts";
 import { Supervisor, freePorts, waitForPort } from "./procs.ts";
 import { replaceResultsSection, renderResults } from "./report.ts";
 import type { LoadMeasurement, PathResults, RunResults, TcpRow, XdsRow } from "./results.ts";
+import { bundleDirFor } from "./sigil.ts";
 import { latencyPlotSvg } from "./svg.ts";
 import type { BackendPorts, PathName } from "./topology.ts";
 import { fastPathThroughput } from "./fastpath.ts";
@@ -36,6 +38,10 @@ const opts = new Command()
     "run the Sigil sidecars under node --cpu-prof and summarise the profiles into results/",
   )
   .option(
+    "--sidecar-node-flags <flags>",
+    "Node/V8 flags for the Sigil sidecars, space-separated, instead of the bench's defaults (SIDECAR_NODE_FLAGS)",
+  )
+  .option(
     "--priority <n>",
     "nice value for the harness and everything it starts (it competes with other work)",
     "-10",
@@ -44,6 +50,7 @@ const opts = new Command()
   .opts<{
     quick?: boolean;
     profile?: boolean;
+    sidecarNodeFlags?: string;
     paths: string;
     rate: string;
     tcp: boolean;
@@ -55,9 +62,15 @@ const opts = new Command()
 const quick = opts.quick === true;
 const durationSeconds = quick ? 3 : 10;
 const warmupSeconds = quick ? 1 : 2;
+/** Discarded fixed-rate run before each protocol's measured runs. */
+const warmRateSeconds = quick ? 3 : 5;
 const iperfSeconds = quick ? 2 : 5;
 const rate = Number(opts.rate);
 const xdsClients = quick ? [1000] : [1000, 10_000, 50_000];
+const sidecarNodeFlags =
+  opts.sidecarNodeFlags === undefined
+    ? SIDECAR_NODE_FLAGS
+    : opts.sidecarNodeFlags.split(/\s+/).filter(Boolean);
 const paths = opts.paths.split(",").map((p) => p.trim()) as PathName[];
 for (const p of paths) {
   if (!["direct", "sigil", "nginx", "haproxy"].includes(p)) throw new Error(`--paths: unknown path "${p}"`);
@@ -97,6 +110,20 @@ async function measurePath(
     };
     for (const protocol of ["h1", "grpc"] as const) {
       const port = protocol === "h1" ? path.h1Port : path.grpcPort;
+      // A fresh path pays once for JIT compilation, TLS handshakes and connection pools filling up;
+      // at a fixed rate that cold start queues requests for seconds. Every path is warmed at the same
+      // rate first (discarded), so the fixed-rate row measures the path in its steady state.
+      const warm = await runLoad(sup, dir, path, {
+        protocol,
+        mode: "rate",
+        port,
+        rate,
+        durationSeconds: warmRateSeconds,
+        warmupSeconds: 0,
+      });
+      log(
+        `${name} ${protocol} warm-up: p50 ${(warm.load.p50Us / 1000).toFixed(2)} ms, p99 ${(warm.load.p99Us / 1000).toFixed(2)} ms, errors ${warm.load.errors} (discarded)`,
+      );
       for (const mode of ["rate", "max"] as const) {
         const m = await runLoad(sup, dir, path, {
           protocol,
@@ -198,6 +225,7 @@ try {
   const ctx: PathContext = {
     sup,
     dir,
+    sidecarNodeFlags,
     backend: backendPorts,
     peerPki: await makePeerPki(dir),
     ...(profileDir ? { profileDir } : {}),
@@ -253,6 +281,8 @@ try {
     quick,
     rateRps: rate,
     durationSeconds,
+    warmRateSeconds,
+    sidecarNodeFlags,
     machine: { ...machine, loadAfter: loadavg() },
     paths: pathResults,
     tcp,
@@ -272,7 +302,7 @@ try {
   } else {
     const file = join(REPO, "BENCHMARKS.md");
     const current = await readFile(file, "utf8").catch(() => "");
-    await writeFile(file, replaceResultsSection(current, section));
+    await writeFile(file, await formatForRepo(file, replaceResultsSection(current, section)));
     log("BENCHMARKS.md updated");
   }
   log(`done in ${results.elapsedSeconds.toFixed(0)} s`);
@@ -280,4 +310,5 @@ try {
   await sup.stopAll();
   sup.dispose();
   await rm(dir, { recursive: true, force: true });
+  await rm(bundleDirFor(dir), { recursive: true, force: true });
 }

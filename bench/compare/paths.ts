@@ -16,7 +16,15 @@ export interface PathContext {
   readonly peerPki: PeerPki;
   /** When set, the Sigil sidecars write V8 CPU profiles here (node --cpu-prof) when they stop. */
   readonly profileDir?: string;
+  /** Node/V8 flags for the Sigil sidecar processes (default: SIDECAR_NODE_FLAGS). */
+  readonly sidecarNodeFlags?: readonly string[];
 }
+
+/**
+ * The V8 settings the Sigil sidecars run with, as a release would set them (bench/compare/MEMORY.md
+ * has the measurements behind them).
+ */
+export const SIDECAR_NODE_FLAGS: readonly string[] = [];
 
 async function pairPorts(): Promise<PairPorts> {
   const [clientH1, clientGrpc, clientTcp, serverH1, serverGrpc, serverTcp] = (await freePorts(6)) as [
@@ -86,11 +94,12 @@ async function sigil(ctx: PathContext): Promise<PathUnderTest> {
   const ports = await pairPorts();
   const [clientInbound, clientAdmin, serverAdmin] = (await freePorts(3)) as [number, number, number];
   const [bundle, specs] = await Promise.all([
-    bundleSidecar(),
+    bundleSidecar(ctx.dir),
     writeSigilSpecs(ctx.dir, { ...ports, clientInbound, clientAdmin, serverAdmin }, ctx.backend),
   ]);
   const profile = ctx.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${ctx.profileDir}`] : [];
   const node = (spec: string) => [
+    ...(ctx.sidecarNodeFlags ?? SIDECAR_NODE_FLAGS),
     ...profile,
     "--import",
     pathToFileURL(bundle.preload).href,
@@ -100,8 +109,8 @@ async function sigil(ctx: PathContext): Promise<PathUnderTest> {
   const server = ctx.sup.start("sigil server side", process.execPath, node(specs.server));
   const client = ctx.sup.start("sigil client side", process.execPath, node(specs.client));
   const proxies = [
-    { side: "client" as const, proc: client },
-    { side: "server" as const, proc: server },
+    { side: "client" as const, proc: client, adminPort: clientAdmin },
+    { side: "server" as const, proc: server, adminPort: serverAdmin },
   ];
   // Readiness from each sidecar's admin server: probing its listeners with empty connections would
   // count as refused connections in its metrics and flow records.

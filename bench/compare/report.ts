@@ -286,7 +286,8 @@ export function renderResults(r: RunResults, plotPath: string): string {
 ## Results of the last full run
 
 Command: \`${r.command}\` — ${r.startedAt.slice(0, 16).replace("T", " ")} UTC, ${num(r.elapsedSeconds)} s${r.quick ? " (quick mode: short windows, not for comparison)" : ""}.
-Each load window is ${r.durationSeconds} s after a warm-up; fixed-rate runs send ${r.rateRps} requests per second.
+Each load window is ${r.durationSeconds} s after a warm-up; fixed-rate runs send ${r.rateRps} requests per second, after a discarded ${r.warmRateSeconds} s run at that rate on the same path.
+The Sigil sidecars run under \`node ${[...r.sidecarNodeFlags, "sigil-sidecar.mjs"].join(" ")}\` (flags: [bench/compare/MEMORY.md](bench/compare/MEMORY.md)).
 
 Machine: \`nproc\` ${m.nproc}, ${m.cpuModel}, kernel ${m.kernel}, Node ${m.node}, ${m.nginx}, ${m.haproxy}, ${m.iperf3}, ${m.openssl}.
 Load average before / after the run: ${m.loadBefore.map((l) => l.toFixed(1)).join(" / ")} → ${m.loadAfter.map((l) => l.toFixed(1)).join(" / ")} (other work on the machine shares its ${m.nproc} cores with every process measured).

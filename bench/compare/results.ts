@@ -73,6 +73,10 @@ export interface RunResults {
   readonly quick: boolean;
   readonly rateRps: number;
   readonly durationSeconds: number;
+  /** The discarded fixed-rate run before each protocol's measured runs, per path. */
+  readonly warmRateSeconds: number;
+  /** Node/V8 flags the Sigil sidecars ran with. */
+  readonly sidecarNodeFlags: readonly string[];
   readonly machine: MachineInfo;
   readonly paths: readonly PathResults[];
   readonly tcp: readonly TcpRow[];

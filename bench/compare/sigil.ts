@@ -1,6 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
@@ -53,13 +53,21 @@ spec:
 }
 
 /**
+ * Where one harness run (named by its temporary directory) keeps its sidecar bundle: inside
+ * node_modules so packages resolve, and per run so two runs at once never overwrite each other's.
+ */
+export function bundleDirFor(runDir: string): string {
+  return join(REPO, "node_modules", ".cache", "sigil-bench", basename(runDir));
+}
+
+/**
  * Bundles the sidecar entry into one ES module next to node_modules (so packages still resolve),
  * the form a release runs: no TypeScript loader thread in the measured process. The Reflect
  * metadata polyfill is a separate module loaded with --import, so it is in place before any
  * bundled module reaches @peculiar/x509.
  */
-export async function bundleSidecar(): Promise<{ entry: string; preload: string }> {
-  const out = join(REPO, "node_modules", ".cache", "sigil-bench");
+export async function bundleSidecar(runDir: string): Promise<{ entry: string; preload: string }> {
+  const out = bundleDirFor(runDir);
   await mkdir(out, { recursive: true });
   const common = {
     bundle: true,
@@ -119,10 +127,12 @@ export async function writeSigilSpecs(
     policyYaml,
     peers: [],
   };
+  // Each listener declares the framing the application speaks, as a deployment would: nothing waits
+  // on protocol detection, and iperf3 (which speaks first) is never mistaken for a slow client.
   const targets = [
-    [ports.clientH1, backend.h1],
-    [ports.clientGrpc, backend.grpc],
-    [ports.clientTcp, backend.iperf],
+    [ports.clientH1, backend.h1, "http1"],
+    [ports.clientGrpc, backend.grpc, "h2"],
+    [ports.clientTcp, backend.iperf, "tcp"],
   ] as const;
   const client: SidecarSpec = {
     trustDomain: TRUST_DOMAIN,
@@ -131,10 +141,11 @@ export async function writeSigilSpecs(
       inbound: { host: "127.0.0.1", port: ports.clientInbound },
       admin: { port: ports.clientAdmin },
       outbound: {
-        targets: targets.map(([port, dest]) => ({
+        targets: targets.map(([port, dest, protocol]) => ({
           host: "127.0.0.1",
           port,
           destination: { host: "127.0.0.1", port: dest },
+          protocol,
         })),
       },
     },

@@ -9,7 +9,12 @@ export interface PathUnderTest {
   /** Null: this path does not carry plain TCP in the comparison. */
   readonly tcpPort: number | null;
   /** Client-side and server-side proxy processes (empty for direct). */
-  readonly proxies: readonly { readonly side: "client" | "server"; readonly proc: Supervised }[];
+  readonly proxies: readonly {
+    readonly side: "client" | "server";
+    readonly proc: Supervised;
+    /** The proxy's loopback admin port when it has one (Sigil: metrics with its memory breakdown). */
+    readonly adminPort?: number;
+  }[];
 }
 
 export type PathName = "direct" | "sigil" | "nginx" | "haproxy";

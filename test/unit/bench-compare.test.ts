@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { join } from "node:path";
+import { check, resolveConfig } from "prettier";
 import { parseFastPathOutput } from "../../bench/compare/fastpath.ts";
+import { formatForRepo } from "../../bench/compare/format.ts";
 import { haproxyServerConfig } from "../../bench/compare/haproxy.ts";
 import { LatencyRecorder } from "../../bench/compare/latency.ts";
 import { parseXdsOutput } from "../../bench/compare/measure.ts";
@@ -96,6 +99,16 @@ describe("bench/compare report section", () => {
 
   it("appends the section when the markers are missing", () => {
     expect(replaceResultsSection("# Title\n", "S\n")).toBe("# Title\n\nS\n");
+  });
+
+  it("formats the rewritten document with the repository's prettier configuration", async () => {
+    const file = join(import.meta.dirname, "..", "..", "BENCHMARKS.md");
+    const section = `${BEGIN}\n\n| a | bb |\n| --- | --- |\n| 1 | 2 |\n\n${END}\n`;
+    const doc = replaceResultsSection(`# Title\n\n${BEGIN}\nold\n${END}\n`, section);
+    expect(await check(doc, { filepath: file })).toBe(false);
+    const formatted = await formatForRepo(file, doc);
+    expect(formatted).toContain("| a   | bb  |");
+    expect(await check(formatted, { ...(await resolveConfig(file)), filepath: file })).toBe(true);
   });
 
   it("spaces p50, p90, p99 one unit apart on the plot's x axis", () => {
