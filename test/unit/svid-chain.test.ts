@@ -11,12 +11,13 @@ const SPIFFE_ID = "spiffe://sigil.local/workload/api";
 
 interface Issuer {
   readonly name: string;
-  readonly keys: CryptoKeyPair;
+  readonly keys: webcrypto.CryptoKeyPair;
   readonly der: Buffer;
 }
 
 let serial = 1;
-const newKeys = () => webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]) as Promise<CryptoKeyPair>;
+const newKeys = () =>
+  webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]) as Promise<webcrypto.CryptoKeyPair>;
 
 function validity() {
   return { notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3_600_000) };
