@@ -17,6 +17,8 @@ import { startSidecar } from "../sidecar.ts";
 import type { Sidecar } from "../sidecar.ts";
 import type { PeerDirectory } from "../sources.ts";
 import { PeerDirectoryHolder, PolicyHolder } from "../state.ts";
+import { startSidecarWorkers } from "../workers/primary.ts";
+import type { SidecarWorkers } from "../workers/primary.ts";
 import {
   bootstrapChannelCredentials,
   controlPlaneIdentityCheck,
@@ -35,6 +37,8 @@ import { SidecarSubscriptions } from "./subscriptions.ts";
  * that SVID (trust bundle, own policy set, peer directory, revocations), then the data path with
  * those live sources, with flow records streamed to the control plane. It becomes ready (stdout
  * line, admin `/ready`) only once it holds an SVID and a policy set and its listeners are up.
+ * With `workers > 1` the data path runs in that many worker processes (sidecar/workers) fed from
+ * this one; everything else stays here.
  */
 
 export class AgentError extends Error {
@@ -188,20 +192,36 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     const relay = new FlowRelay();
     const ownPorts = new Set<number>();
     const isLocal = localAddressTest(o.advertiseAddress);
-    const sidecar = await startSidecar({
-      config: sidecarConfig(o),
-      credentials: rotation,
-      policy,
-      peers,
-      flows: relay,
-      originalDestination: guardOriginalDestination(
-        runtime.originalDestination ?? originalDestinationOf,
-        () => ownPorts,
-        isLocal,
-      ),
-      ready: () => policyReceived,
-      logger: log,
-    });
+    // Worker processes read original destinations with SO_ORIGINAL_DST themselves.
+    if (o.workers > 1 && runtime.originalDestination)
+      throw new AgentError("a custom original-destination reader cannot reach worker processes");
+    let workers: SidecarWorkers | null = null;
+    const sidecar =
+      o.workers > 1
+        ? (workers = await startSidecarWorkers({
+            workers: o.workers,
+            config: sidecarConfig(o),
+            credentials: rotation,
+            policy,
+            flows: relay,
+            loopGuard: { advertised: o.advertiseAddress },
+            ready: () => policyReceived,
+            logger: log,
+          }))
+        : await startSidecar({
+            config: sidecarConfig(o),
+            credentials: rotation,
+            policy,
+            peers,
+            flows: relay,
+            originalDestination: guardOriginalDestination(
+              runtime.originalDestination ?? originalDestinationOf,
+              () => ownPorts,
+              isLocal,
+            ),
+            ready: () => policyReceived,
+            logger: log,
+          });
     cleanup.push(() => void sidecar.close());
     for (const a of [sidecar.inbound, sidecar.admin, sidecar.outbound, ...sidecar.outboundTargets])
       if (a) ownPorts.add(a.port);
@@ -245,6 +265,11 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       log,
     });
     cleanup.push(() => subscriptions.close());
+    if (workers) {
+      const pool = workers;
+      subscriptions.on("changed", () => pool.policyChanged());
+      subscriptions.on("peers", (entries) => pool.setPeers(entries));
+    }
     const firstPolicy = new Promise<void>((resolve) =>
       subscriptions.once("policy", () => {
         policyReceived = true;

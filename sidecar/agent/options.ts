@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
@@ -71,6 +72,14 @@ export const agentOptionsSchema = z
     fastPathFailOpen: z.boolean().default(false),
     svidTtlSeconds: z.number().int().positive().optional(),
     drainTimeoutMs: z.number().int().min(0).default(15_000),
+    /**
+     * Data-path processes: 1 = the data path runs in this process; N > 1 = N workers share the
+     * listeners while this process keeps identity, xDS, flows and admin; "auto" = one per CPU.
+     */
+    workers: z
+      .union([z.literal("auto"), z.number().int().min(1).max(256)])
+      .default(1)
+      .transform((v) => (v === "auto" ? availableParallelism() : v)),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict()

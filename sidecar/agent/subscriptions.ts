@@ -51,6 +51,8 @@ export interface SubscriptionEvents {
   policy: [DecodedPolicySet];
   /** A policy set or revocation list was applied (what the fast path's enforcers must hear about). */
   changed: [];
+  /** A peer directory was applied: every destination now in force (what data-path workers must hear about). */
+  peers: [readonly DirectoryEntry[]];
 }
 
 export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
@@ -166,6 +168,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
       }
     }
     this.o.peers.replace(entries);
+    this.emit("peers", entries);
     const own = entries.find((e) => e[1].identity.spiffeId === this.o.spiffeId);
     if (own) {
       const wanted = labelKey(Object.entries(own[1].identity.labels));

@@ -1,12 +1,16 @@
+import cluster from "node:cluster";
 import type { Command } from "commander";
 import pino from "pino";
 import { startAgent } from "../../../sidecar/agent/agent.ts";
 import { parseAgentOptions, readAgentConfigFile } from "../../../sidecar/agent/options.ts";
+import { runSidecarWorker } from "../../../sidecar/workers/worker.ts";
 
 /**
  * `sigil sidecar`: the per-workload agent (sidecar/agent). Settings come from `--config` (YAML or
  * JSON, camelCase keys) with flags overriding. Prints `sigil sidecar ready spiffe=<id>` on stdout
  * once it holds an SVID and a policy set and listens; drains and exits 0 on SIGTERM/SIGINT.
+ * With `--workers N` the same command line is re-run as each data-path worker (node:cluster), which
+ * takes everything from its primary over IPC.
  */
 
 function collect(value: string, previous: string[] | undefined): string[] {
@@ -52,7 +56,12 @@ interface Flags {
   captureConfig?: string;
   svidTtl?: number;
   drainTimeoutMs?: number;
+  workers?: number | "auto";
   logLevel?: string;
+}
+
+function workerCount(value: string): number | "auto" {
+  return value === "auto" ? "auto" : integer("--workers")(value);
 }
 
 export function register(program: Command): void {
@@ -116,8 +125,17 @@ export function register(program: Command): void {
       "how long connections may take to finish on SIGTERM",
       integer("--drain-timeout-ms"),
     )
+    .option(
+      "--workers <n|auto>",
+      "data-path processes sharing the listeners (default 1; auto = one per CPU)",
+      workerCount,
+    )
     .option("--log-level <level>", "fatal|error|warn|info|debug|trace|silent")
     .action(async (flags: Flags) => {
+      if (cluster.isWorker) {
+        runSidecarWorker();
+        return;
+      }
       const file = flags.config ? await readAgentConfigFile(flags.config) : {};
       const fromFlags: Record<string, unknown> = {
         controlPlane: flags.controlPlane,
@@ -142,6 +160,7 @@ export function register(program: Command): void {
         captureConfig: flags.captureConfig,
         svidTtlSeconds: flags.svidTtl,
         drainTimeoutMs: flags.drainTimeoutMs,
+        workers: flags.workers,
         logLevel: flags.logLevel,
       };
       const merged: Record<string, unknown> = { ...file };
