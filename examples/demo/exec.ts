@@ -73,9 +73,28 @@ export async function runOk(argv: readonly string[], opts: ExecOptions = {}): Pr
   return result.stdout;
 }
 
-/** The argv that runs `argv` in namespace `netns` (as `as`, with no supplementary groups). */
-export function inNetns(netns: string, argv: readonly string[], as?: RunAs): string[] {
+/**
+ * The argv that runs `argv` in namespace `netns` (as `as`, with no supplementary groups). `caps` are
+ * Linux capabilities the process keeps across the uid change (ambient), e.g. `net_admin` for a
+ * sidecar that installs its own iptables rules and binds NFQUEUE for the L4 fast path.
+ */
+export function inNetns(
+  netns: string,
+  argv: readonly string[],
+  as?: RunAs,
+  caps: readonly string[] = [],
+): string[] {
+  const keep = caps.map((c) => `+${c}`).join(",");
   const user =
-    as === undefined ? [] : ["setpriv", `--reuid=${as.uid}`, `--regid=${as.gid}`, "--clear-groups", "--"];
+    as === undefined
+      ? []
+      : [
+          "setpriv",
+          `--reuid=${as.uid}`,
+          `--regid=${as.gid}`,
+          "--clear-groups",
+          ...(caps.length > 0 ? [`--inh-caps=${keep}`, `--ambient-caps=${keep}`] : []),
+          "--",
+        ];
   return ["ip", "netns", "exec", netns, ...user, ...argv];
 }

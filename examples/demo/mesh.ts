@@ -14,6 +14,7 @@ import { tailLogs } from "./logs.ts";
 import { Supervisor, type Managed } from "./processes.ts";
 import { Topology, WORKLOADS, type WorkloadHost, type WorkloadName } from "./topology.ts";
 import { appUser, chownTo, ensureProxyUser } from "./users.ts";
+import { MARK_MASK, hex } from "../../sidecar/fastpath/marks.ts";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** The installed `sigil` command (package.json `bin`). */
@@ -33,6 +34,20 @@ export const APP_PORTS: Record<WorkloadName, number[]> = {
   api: [8080, 50051],
   db: [5432],
   rogue: [],
+};
+
+/**
+ * The ports each sidecar enforces in the TCP handshake (the L4 fast path) instead of proxying them:
+ * db serves 5432 that way (examples/policies/db.yaml makes the port PERMISSIVE, which the fast path
+ * needs: it authenticates both ends but does not encrypt), and the workloads that dial it put their
+ * identity into the SYN: api (allowed) and rogue (refused in the handshake). web has no fast path, so
+ * its connections to 5432 stay with its sidecar, which denies them on the way out.
+ */
+export const FAST_PATH_PORTS: Record<WorkloadName, number[]> = {
+  web: [],
+  api: [5432],
+  db: [5432],
+  rogue: [5432],
 };
 
 export interface MeshOptions {
@@ -246,21 +261,18 @@ async function startWorkloadSidecar(mesh: Mesh, name: WorkloadName): Promise<voi
   await mkdir(dir, { mode: 0o700 });
   const tokenFile = join(dir, "join-token");
   await writeFile(tokenFile, `${await createJoinToken(cp.http, name)}\n`, { mode: 0o600 });
-  await chownTo(dir, mesh.proxyUser);
 
   // What an init container or VM setup step does before the workload starts: capture every TCP
-  // connection in and out of the namespace except the sidecar's own.
-  await runOk(
-    inNetns(host.netns, [
-      ...sigilArgv(),
-      "init",
-      "--proxy-uid",
-      String(mesh.proxyUser.uid),
-      "--proxy-gid",
-      String(mesh.proxyUser.gid),
-    ]),
-    { cwd: REPO_ROOT, timeoutMs: mesh.options.readyTimeoutMs },
-  );
+  // connection in and out of the namespace except the sidecar's own. With the fast path, the sidecar
+  // later re-applies the same file with its handshake rules in one transaction.
+  const fastPath = FAST_PATH_PORTS[name];
+  const captureConfig = join(dir, "capture.yaml");
+  await writeFile(captureConfig, captureYaml(mesh.proxyUser, fastPath.length > 0), { mode: 0o644 });
+  await chownTo(dir, mesh.proxyUser);
+  await runOk(inNetns(host.netns, [...sigilArgv(), "init", "--config", captureConfig]), {
+    cwd: REPO_ROOT,
+    timeoutMs: mesh.options.readyTimeoutMs,
+  });
 
   const args = [
     "sidecar",
@@ -279,14 +291,29 @@ async function startWorkloadSidecar(mesh: Mesh, name: WorkloadName): Promise<voi
     "--log-level",
     "info",
   ];
-  for (const port of APP_PORTS[name]) args.push("--app-port", String(port));
+  // The sidecar registers its fast-path ports as ports it serves, and the control plane accepts
+  // fast-path ports only among the app ports: a workload that only dials 5432 lists it too.
+  for (const port of new Set([...APP_PORTS[name], ...fastPath])) args.push("--app-port", String(port));
+  if (fastPath.length > 0) {
+    args.push("--fast-path-ports", fastPath.join(","), "--capture-config", captureConfig);
+  }
+  // The fast path installs iptables rules and binds NFQUEUE: its sidecar keeps CAP_NET_ADMIN.
+  const caps = fastPath.length > 0 ? ["net_admin"] : [];
   const sidecar = mesh.supervisor.start(
     `sidecar-${name}`,
-    inNetns(host.netns, [...sigilArgv(), ...args], mesh.proxyUser),
+    inNetns(host.netns, [...sigilArgv(), ...args], mesh.proxyUser, caps),
     { cwd: REPO_ROOT, env: { ...appEnv(), HOME: dir } },
   );
   mesh.sidecars.set(name, sidecar);
   const ready = await sidecar.waitForLine(/^sigil sidecar ready spiffe=(\S+)/, mesh.options.readyTimeoutMs);
   mesh.spiffeIds.set(name, ready[1] as string);
   mesh.options.progress(`  ${name}: sidecar ready as ${ready[1]}`);
+}
+
+/** The `capture:` section `sigil init` applies (and a fast-path sidecar re-applies with its rules). */
+function captureYaml(proxy: RunAs, fastPath: boolean): string {
+  const lines = ["capture:", `  proxyUid: ${proxy.uid}`, `  proxyGid: ${proxy.gid}`];
+  // Connections whose handshake the fast path decided carry its verdict in these mark bits and skip the proxy.
+  if (fastPath) lines.push(`  fastPathMarkMask: ${hex(MARK_MASK)}`);
+  return `${lines.join("\n")}\n`;
 }

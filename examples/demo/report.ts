@@ -1,12 +1,14 @@
 /**
  * The table the demo prints: for each request, what the client saw, what the sidecars reported to the
  * control plane (verdict and deciding policy), and what the wire showed. A row passes only when all
- * three agree with what the policies say should happen.
+ * three agree with what the policies say should happen. A fast-path row must also have been decided
+ * in the handshake (records from the fast-path enforcer, a token-carrying SYN on the wire); its
+ * payload is not encrypted, which the "encrypted" column says.
  */
 import type { FlowRecord } from "../../core/flow.ts";
 import { flowsOf, type MeshView, type Timed } from "./flows.ts";
 import type { ClientResult, Scenario } from "./traffic.ts";
-import { tlsBetween, type WireEvidence } from "./wire.ts";
+import { tlsBetween, tokenBetween, type WireEvidence } from "./wire.ts";
 
 export interface Row {
   scenario: Scenario;
@@ -54,8 +56,16 @@ export function buildRow(
     verdict = "allow";
     if (s.expect !== "allow") problems.push("reported as allowed");
   }
-  const deciding = denials.length > 0 ? denials : allows;
+  // The caller's side first, as the connection went (the fast path's server side reports first).
+  const deciding = (denials.length > 0 ? denials : allows).toSorted(
+    (a, b) => Number(a.direction === "ingress") - Number(b.direction === "ingress"),
+  );
   const policy = [...new Set(deciding.map((f) => `${side(f)}: ${policyName(f)}`))].join("; ") || "—";
+
+  const fastPath = s.dataPath === "fastpath";
+  if (fastPath && mine.length > 0 && !mine.some((f) => f.reporter.kind === "fastpath")) {
+    problems.push("not decided by the fast path in the handshake");
+  }
 
   const from = mesh.host(s.from).ipv4;
   const to = mesh.host(s.to).ipv4;
@@ -66,6 +76,10 @@ export function buildRow(
   if (leaked.length > 0) {
     encrypted = "NO: plaintext on the wire";
     problems.push(`plaintext seen on the wire: ${leaked.map((n) => JSON.stringify(n)).join(", ")}`);
+  } else if (fastPath) {
+    encrypted =
+      denials.length > 0 ? "no payload (refused in the handshake)" : "no: fast path, identity in the SYN";
+    if (!tokenBetween(wire, from, to, s.port)) problems.push("no SYN with an identity token on the wire");
   } else if (stoppedAtSource) {
     encrypted = `not sent (stopped in ${s.from})`;
   } else if (hello) {

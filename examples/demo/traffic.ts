@@ -25,9 +25,17 @@ export interface Scenario {
   /** As shown in the table. */
   request: string;
   expect: Outcome;
+  /**
+   * `fastpath`: decided in the TCP handshake by the L4 fast path (identity token in the SYN), the
+   * payload then carried by the kernel, unencrypted; otherwise through the sidecars' proxies.
+   */
+  dataPath?: "fastpath";
   /** Method and path as the sidecars report them (normalized). */
   http?: { method: string; path: string };
-  /** Bytes of this request or its answer that must never cross the wire in the clear. */
+  /**
+   * Bytes of this request or its answer that must never cross the wire in the clear (for an allowed
+   * fast-path connection, none: its payload is plain by design).
+   */
   needles: string[];
   run(mesh: Mesh): Promise<ClientResult>;
 }
@@ -87,10 +95,11 @@ function tcpQuery(from: WorkloadName, to: WorkloadName, query: string) {
     });
     const answer = result.stdout.trim();
     if (answer.startsWith("db: ok")) return { outcome: "allow", detail: `answer "${answer}"` };
-    return {
-      outcome: "refused",
-      detail: answer === "" ? `no answer (nc exit ${result.code})` : `unexpected "${answer}"`,
-    };
+    if (answer !== "") return { outcome: "refused", detail: `unexpected "${answer}"` };
+    // nc reports a connect answered with a RST (what a refusal in the handshake looks like).
+    if (/connection refused/i.test(result.stderr))
+      return { outcome: "refused", detail: "connection refused" };
+    return { outcome: "refused", detail: `no answer (nc exit ${result.code})` };
   };
 }
 
@@ -165,7 +174,8 @@ export function scenarios(): Scenario[] {
       protocol: "tcp",
       request: "nc 'SELECT id FROM orders'",
       expect: "allow",
-      needles: ["SELECT id FROM orders"],
+      dataPath: "fastpath",
+      needles: [],
       run: tcpQuery("api", "db", "SELECT id FROM orders"),
     },
     {
@@ -199,6 +209,7 @@ export function scenarios(): Scenario[] {
       protocol: "tcp",
       request: "nc 'SELECT * FROM users'",
       expect: "refused",
+      dataPath: "fastpath",
       needles: ["SELECT * FROM users"],
       run: tcpQuery("rogue", "db", "SELECT * FROM users"),
     },

@@ -1,7 +1,8 @@
 /**
  * What the wire shows: a packet capture on the bridge (every workload's port, in the hub namespace),
- * read back with tshark for TLS ClientHellos and searched byte for byte for the plaintext of the
- * requests the demo sends. Evidence for the "encrypted" column, not an assumption.
+ * read back with tshark for TLS ClientHellos and for SYNs carrying the L4 fast path's identity token,
+ * and searched byte for byte for the plaintext of the requests the demo sends. Evidence for the
+ * "encrypted" column, not an assumption.
  */
 import { readFile } from "node:fs/promises";
 import { inNetns, runOk } from "./exec.ts";
@@ -15,12 +16,23 @@ export interface TlsHello {
   alpn: string[];
 }
 
+/** A SYN that carried a fast-path identity token (TCP option 253, the RFC 6994 experimental kind). */
+export interface TokenSyn {
+  src: string;
+  dst: string;
+  dstPort: number;
+}
+
 export interface WireEvidence {
   hellos: TlsHello[];
+  tokenSyns: TokenSyn[];
   /** Each needle, and whether it appeared anywhere in the captured bytes. */
   plaintextSeen: Map<string, boolean>;
   packets: number;
 }
+
+/** The TCP option kind the fast path's token travels in (sidecar/fastpath/README.md). */
+const TOKEN_OPTION_KIND = 253;
 
 let captures = 0;
 
@@ -119,12 +131,39 @@ export async function analyze(
     const [src = "", dst = "", port = "", alpn = ""] = line.split("\t");
     hellos.push({ src, dst, dstPort: Number(port), alpn: alpn === "" ? [] : alpn.split(",") });
   }
+  const syns = await runOk(
+    [
+      "tshark",
+      "-r",
+      file,
+      "-Y",
+      `tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.option_kind == ${TOKEN_OPTION_KIND}`,
+      "-T",
+      "fields",
+      "-E",
+      "separator=\t",
+      "-e",
+      "ip.src",
+      "-e",
+      "ip.dst",
+      "-e",
+      "tcp.dstport",
+    ],
+    { timeoutMs: 60_000 },
+  );
+  const tokenSyns = syns
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => {
+      const [src = "", dst = "", port = ""] = line.split("\t");
+      return { src, dst, dstPort: Number(port) };
+    });
   const bytes = await readFile(file);
   const plaintextSeen = new Map(needles.map((n) => [n, bytes.includes(Buffer.from(n, "utf8"))] as const));
   const count = await runOk(["tshark", "-r", file, "-T", "fields", "-e", "frame.number"], {
     timeoutMs: 60_000,
   });
-  return { hellos, plaintextSeen, packets: count.split("\n").filter(Boolean).length };
+  return { hellos, tokenSyns, plaintextSeen, packets: count.split("\n").filter(Boolean).length };
 }
 
 /** Whether a TLS handshake from `src` to `dst` named application port `port` in its ALPN. */
@@ -137,4 +176,9 @@ export function tlsBetween(
   return evidence.hellos.find(
     (h) => h.src === src && h.dst === dst && h.alpn.some((p) => p.split(";").at(-1) === String(port)),
   );
+}
+
+/** Whether a SYN from `src` to `dst`:`port` carried a fast-path identity token. */
+export function tokenBetween(evidence: WireEvidence, src: string, dst: string, port: number): boolean {
+  return evidence.tokenSyns.some((s) => s.src === src && s.dst === dst && s.dstPort === port);
 }

@@ -1,7 +1,8 @@
 /**
  * The demo's verdict table decides `npm run demo --once`'s exit code, so its checks must catch what
  * they claim to: a client outcome the policies do not predict, a missing or contradicting flow report,
- * plaintext on the wire, or a hop with no TLS handshake. No namespaces needed: rows are built from
+ * plaintext on the wire, a hop with no TLS handshake, or a fast-path row that was not decided in the
+ * handshake. No namespaces needed: rows are built from
  * flow records and wire evidence directly.
  */
 import { describe, expect, it } from "vitest";
@@ -36,12 +37,13 @@ function record(
   direction: "ingress" | "egress",
   verdict: "allow" | "deny",
   policy: string | null,
+  kind: "sidecar" | "fastpath" = "sidecar",
 ) {
   const reporter = direction === "egress" ? s.from : s.to;
   return {
     id: `${s.id}-${direction}`,
     time: T0 + 5,
-    reporter: { spiffeId: mesh.spiffeId(reporter), kind: "sidecar" },
+    reporter: { spiffeId: mesh.spiffeId(reporter), kind },
     direction,
     source: { spiffeId: mesh.spiffeId(s.from), labels: { app: s.from }, address: ADDRESSES[s.from] },
     destination: { spiffeId: mesh.spiffeId(s.to), labels: { app: s.to }, address: ADDRESSES[s.to] },
@@ -62,6 +64,7 @@ function record(
 function wire(overrides: Partial<WireEvidence> = {}): WireEvidence {
   return {
     hellos: [{ src: ADDRESSES.web, dst: ADDRESSES.api, dstPort: 15006, alpn: ["sigil/1;http1;8080"] }],
+    tokenSyns: [],
     plaintextSeen: new Map(),
     packets: 20,
     ...overrides,
@@ -132,6 +135,53 @@ describe("demo verdict table", () => {
     expect(row.verdict).toBe("DENY at web");
     expect(row.encrypted).toBe("not sent (stopped in web)");
     expect(row.policy).toBe("out: default deny");
+  });
+
+  describe("fast-path rows", () => {
+    const db = scenario("api-db");
+    const rogue = scenario("rogue-db");
+    const answer: ClientResult = { outcome: "allow", detail: 'answer "db: ok (21 bytes)"' };
+    const refused: ClientResult = { outcome: "refused", detail: "no answer (nc exit 1)" };
+    const handshake = (s: Scenario) =>
+      wire({ hellos: [], tokenSyns: [{ src: ADDRESSES[s.from], dst: ADDRESSES[s.to], dstPort: s.port }] });
+    const fastFlows = [
+      record(db, "egress", "allow", "api-ingress/egress/0", "fastpath"),
+      record(db, "ingress", "allow", "db-ingress/ingress/0", "fastpath"),
+    ];
+
+    it("pass an allowed connection decided in the handshake, saying its payload is not encrypted", () => {
+      const row = buildRow(mesh, ran(db, answer), fastFlows, handshake(db));
+      expect(row.problems).toEqual([]);
+      expect(row.verdict).toBe("allow");
+      expect(row.encrypted).toBe("no: fast path, identity in the SYN");
+      expect(row.policy).toBe("out: api-ingress/egress/0; in: db-ingress/ingress/0");
+    });
+
+    it("pass a connection refused in the handshake, whose query never crossed the wire", () => {
+      const denied = [record(rogue, "ingress", "deny", null, "fastpath")];
+      const row = buildRow(mesh, ran(rogue, refused), denied, handshake(rogue));
+      expect(row.problems).toEqual([]);
+      expect(row.verdict).toBe("DENY at db");
+      expect(row.encrypted).toBe("no payload (refused in the handshake)");
+      const leaked = handshake(rogue);
+      leaked.plaintextSeen.set("SELECT * FROM users", true);
+      expect(buildRow(mesh, ran(rogue, refused), denied, leaked).problems).toEqual([
+        'plaintext seen on the wire: "SELECT * FROM users"',
+      ]);
+    });
+
+    it("fail when the proxy decided instead, or no token-carrying SYN crossed the wire", () => {
+      const proxied = [
+        record(db, "egress", "allow", "api-ingress/egress/0"),
+        record(db, "ingress", "allow", "db-ingress/ingress/0"),
+      ];
+      expect(buildRow(mesh, ran(db, answer), proxied, handshake(db)).problems).toEqual([
+        "not decided by the fast path in the handshake",
+      ]);
+      expect(buildRow(mesh, ran(db, answer), fastFlows, wire({ hellos: [] })).problems).toEqual([
+        "no SYN with an identity token on the wire",
+      ]);
+    });
   });
 
   it("prints every failure under the table", () => {

@@ -101,19 +101,24 @@ describe.sequential("npm run demo", () => {
     expect(row("web → api:50051", "gRPC Orders/GetOrder  ")).toMatch(
       /^ok .*gRPC 7 PERMISSION_DENIED\s+DENY at web/,
     );
+    // db:5432 is PERMISSIVE and on the fast path: decided in the handshake, payload not encrypted.
     expect(row("api → db:5432", "SELECT id FROM orders")).toMatch(
-      /^ok .*allow\s+yes \(TLS, sigil\/1;tcp;5432\)/,
+      /^ok .*allow\s+no: fast path, identity in the SYN\s+out: api-ingress\/egress\/0; in: db-ingress\/ingress\/0/,
     );
     expect(row("web → db:5432", "SELECT version()")).toMatch(/^ok .*DENY at web/);
     expect(row("rogue → api:8080", "curl GET /api/orders")).toMatch(
       /^ok .*HTTP 403\s+DENY at api\s+yes \(TLS/,
     );
-    expect(row("rogue → db:5432", "SELECT * FROM users")).toMatch(/^ok .*DENY at db\s+yes \(TLS/);
+    expect(row("rogue → db:5432", "SELECT * FROM users")).toMatch(
+      /^ok .*connection refused\s+DENY at db\s+no payload \(refused in the handshake\)/,
+    );
     // The policy file added while the mesh runs turns the gRPC call from denied to allowed.
     expect(row("web → api:50051", "+grpc-orders.yaml")).toMatch(
       /^ok .*gRPC OK\s+allow\s+yes \(TLS, sigil\/1;h2;50051\).*web-grpc-egress/,
     );
-    expect(out).toMatch(/every verdict as expected \(10 requests\)/);
+    expect(out).toMatch(
+      /every verdict as expected \(10 requests\); nothing crossed the wire in the clear except the fast path's payload on db:5432 \(PERMISSIVE\)/,
+    );
     expect(out).not.toMatch(/^FAIL/m);
 
     expect(await leftovers(prefix)).toEqual([]);

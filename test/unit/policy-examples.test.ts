@@ -9,6 +9,7 @@ import {
   type CompiledPolicySet,
   type Decision,
 } from "../../core/policy/index.ts";
+import { chooseInboundPaths, chooseOutboundPaths } from "../../sidecar/fastpath/ports.ts";
 import { external, workload } from "./policy-helpers.ts";
 
 /** The demo's policies say what examples/policies/README.md says they say. */
@@ -72,7 +73,15 @@ describe("demo policies", () => {
         .current()
         .documents.map((d) => d.document.metadata.name)
         .sort(),
-    ).toEqual(["api-ingress", "api-mtls", "db-ingress", "mesh-audit", "mesh-mtls", "web-egress"]);
+    ).toEqual([
+      "api-ingress",
+      "api-mtls",
+      "db-fastpath",
+      "db-ingress",
+      "mesh-audit",
+      "mesh-mtls",
+      "web-egress",
+    ]);
   });
 
   it("web may GET/POST /api/** on api:8080, on both sides", () => {
@@ -106,6 +115,11 @@ describe("demo policies", () => {
     expect(d.ingress).toMatchObject({ verdict: "allow", policy: "db-ingress/ingress/0" });
     expect(httpRulesOnPort(set, labels.db, 5432)).toBe(false);
     expect(httpRulesOnPort(set, labels.api, 8080)).toBe(true);
+    // Eligible only because db says PERMISSIVE on 5432: the fast path never replaces STRICT.
+    expect(peerAuthenticationMode(set, labels.db, 5432)).toBe("PERMISSIVE");
+    expect(chooseInboundPaths(set, labels.db, [5432])).toMatchObject([{ port: 5432, path: "fastpath" }]);
+    expect(chooseOutboundPaths(set, labels.api, [5432])).toMatchObject([{ port: 5432, path: "fastpath" }]);
+    expect(peerAuthenticationMode(set, labels.db, 5433)).toBe("STRICT");
   });
 
   it("every other pair is denied at ingress", () => {
