@@ -21,6 +21,7 @@ import {
   type CaptureConfig,
   type CaptureConfigInput,
 } from "./config.ts";
+import { fastPathExternalRules } from "../fastpath/rules.ts";
 import { renderCapture } from "./render.ts";
 
 type RawLayer = Record<string, unknown>;
@@ -216,6 +217,19 @@ export async function loadCaptureConfig(sources: InitSources): Promise<CaptureCo
   return parseCaptureConfig(merged, origin);
 }
 
+/**
+ * A sidecar running the L4 fast path with `--capture-config` adds its chains to capture's
+ * transaction, and leaves them when it stops (new handshakes fail closed). Removing Sigil removes
+ * them too: only their names matter here, so the rules are rendered for no ports.
+ */
+const FAST_PATH_CHAINS = fastPathExternalRules({
+  inboundPorts: [],
+  outboundPorts: [],
+  queueFirst: 0,
+  queueCount: 1,
+  failOpen: false,
+});
+
 export interface InitOutcome {
   action: "dry-run" | "install" | "uninstall";
   config: CaptureConfig;
@@ -232,7 +246,9 @@ export async function runInit(
   if (action === "dry-run") return { action, config, output: describePlan(renderCapture(config)) };
   const target: CaptureTarget = netns ? { backend: config.backend, netns } : { backend: config.backend };
   const applied =
-    action === "install" ? await installCapture(config, target) : await uninstallCapture(config, target);
+    action === "install"
+      ? await installCapture(config, target)
+      : await uninstallCapture(config, target, [FAST_PATH_CHAINS]);
   const families = applied.map((a) => `IPv${a.family}`).join(", ");
   const verb = action === "install" ? "installed" : "removed";
   return {
