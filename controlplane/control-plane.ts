@@ -157,14 +157,16 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
         metrics,
         logger: log,
         authenticatePeer: (call) => {
+          const { certificate } = callPeer(call);
+          if (!certificate) return null;
           try {
-            return verifyPeerWorkload(callPeer(call).certificate, {
+            return verifyPeerWorkload(certificate, {
               bundle: identity.ca.bundle(),
               revocations: identity.registry.revocationIndex(),
             }).identity.spiffeId;
           } catch (err) {
             log.warn({ peer: call.getPeer(), reason: (err as Error).message }, "flow stream refused");
-            return null;
+            throw err;
           }
         },
         // Revoking a workload ends its open flow stream, as it ends its ADS streams.

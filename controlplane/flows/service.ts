@@ -16,9 +16,10 @@ export interface FlowServiceDeps {
   readonly metrics?: ControlPlaneMetrics;
   readonly logger?: Logger;
   /**
-   * The SPIFFE ID the stream's peer proved with its client certificate, or null when it proved
-   * none. When given, a stream without an identity is refused and records naming another reporter
-   * are rejected, so a workload cannot report flows in another's name.
+   * The SPIFFE ID the stream's peer proved with its client certificate, or null when it presented
+   * none (refused with UNAUTHENTICATED); throwing refuses the stream with PERMISSION_DENIED and the
+   * error's message (a certificate that fails verification, a revoked workload). When given,
+   * records naming another reporter are rejected, so a workload cannot report flows in another's name.
    */
   readonly authenticatePeer?: (call: grpc.ServerDuplexStream<WireBatch, WireAck>) => string | null;
   /**
@@ -44,7 +45,15 @@ export function flowServiceHandlers(deps: FlowServiceDeps): grpc.UntypedServiceI
     StreamFlows(call: Stream): void {
       let peerId: string | null = null;
       if (deps.authenticatePeer) {
-        peerId = deps.authenticatePeer(call);
+        try {
+          peerId = deps.authenticatePeer(call);
+        } catch (err) {
+          call.emit("error", {
+            code: status.PERMISSION_DENIED,
+            details: `flow stream refused: ${err instanceof Error ? err.message : String(err)}`,
+          });
+          return;
+        }
         if (!peerId) {
           call.emit("error", {
             code: status.UNAUTHENTICATED,

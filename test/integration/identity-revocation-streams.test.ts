@@ -184,7 +184,8 @@ describe("revoking a workload ends its open control-plane streams", () => {
     expect(adsAgain.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(adsAgain.details).toMatch(revoked);
     const flowsAgain = await within("flow reconnect", flowStream(web).status);
-    expect(flowsAgain.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(flowsAgain.code).toBe(grpc.status.PERMISSION_DENIED);
+    expect(flowsAgain.details).toMatch(revoked);
     expect(cp.xds.ads.status().map((s) => s.key)).toEqual([api.spiffeId]);
   });
 });
