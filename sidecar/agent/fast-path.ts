@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { Labels } from "../../core/labels.ts";
 import { stringifyPolicyDocuments } from "../../core/policy/index.ts";
@@ -6,13 +7,16 @@ import { bundleToJson } from "../../core/svid/bundle.ts";
 import { installCapture } from "../capture/apply.ts";
 import { loadCaptureConfig } from "../capture/init.ts";
 import { fastPathConfigSchema } from "../fastpath/config.ts";
+import { MARK_MASK, hex } from "../fastpath/marks.ts";
 import { chooseInboundPaths, chooseOutboundPaths, fastPathPorts } from "../fastpath/ports.ts";
+import type { PortChoice } from "../fastpath/ports.ts";
 import { applyRules, fastPathExternalRules } from "../fastpath/rules.ts";
 import type { RuleSettings } from "../fastpath/rules.ts";
 import type { EnforcerSources } from "../fastpath/sources.ts";
 import { FastPathWorkers } from "../fastpath/workers.ts";
 import type { WorkloadCredentials } from "../identity/rotation.ts";
 import type { PolicySnapshot } from "../sources.ts";
+import { registerFastPathMetrics } from "./fast-path-metrics.ts";
 import type { DecodedPolicySet } from "./policy-set.ts";
 
 /**
@@ -22,7 +26,9 @@ import type { DecodedPolicySet } from "./policy-set.ts";
  * capture configuration (`--capture-config`, the file `sigil init` used) the rules go in through the
  * capture wrapper as ExternalRules, in the same atomic transaction as capture; otherwise in the
  * fast path's own chains. The rules stay when the agent stops, so handshakes fail closed (or open
- * with `--fast-path-fail-open`) until it is back.
+ * with `--fast-path-fail-open`) until it is back. A requested port that policy sends through the
+ * proxy (HTTP rules, or STRICT: the fast path does not encrypt) is logged as a warning with why.
+ * `exposeMetrics()` puts the enforcers' counters on the sidecar's registry (`/stats/prometheus`).
  */
 
 export interface FastPathInputs {
@@ -52,8 +58,13 @@ function labelsOf(creds: WorkloadCredentials): Labels {
   return Object.fromEntries(creds.labels.map((l) => [l.key, l.value]));
 }
 
+export class FastPathSetupError extends Error {
+  override readonly name = "FastPathSetupError";
+}
+
 export class AgentFastPath {
   private installed = "";
+  private warned = "";
 
   private constructor(
     private readonly o: AgentFastPathOptions,
@@ -94,6 +105,11 @@ export class AgentFastPath {
     return this.workers.stats();
   }
 
+  /** The enforcers' counters on the sidecar's registry (`/stats/prometheus`); see registerFastPathMetrics. */
+  exposeMetrics(registry: Registry): void {
+    registerFastPathMetrics(registry, () => this.workers.stats());
+  }
+
   async stop(): Promise<void> {
     await this.workers.stop();
   }
@@ -110,6 +126,7 @@ export class AgentFastPath {
       queueCount: DEFAULTS.queueCount,
       failOpen: this.o.failOpen,
     };
+    this.warnAboutProxiedPorts([...inbound, ...outbound]);
     const key = JSON.stringify(settings);
     if (key === this.installed) return;
     if (this.o.captureConfigFile) {
@@ -119,12 +136,30 @@ export class AgentFastPath {
         flags: {},
         givenOnCli: () => false,
       });
+      // Without the mask, capture would redirect connections the fast path already decided into
+      // the proxy, which expects mTLS there: refuse to start rather than break them.
+      if (config.fastPathMarkMask !== MARK_MASK) {
+        throw new FastPathSetupError(
+          `${this.o.captureConfigFile}: capture.fastPathMarkMask must be ${hex(MARK_MASK)} for the fast path (is ${config.fastPathMarkMask === null ? "unset" : hex(config.fastPathMarkMask)})`,
+        );
+      }
       await installCapture(config, { backend: config.backend }, [fastPathExternalRules(settings)]);
     } else {
       await applyRules(settings);
     }
     this.installed = key;
     this.o.log.info({ inbound, outbound }, "fast-path rules installed");
+  }
+
+  /** Says once per change which requested ports policy keeps on the proxy, and why. */
+  private warnAboutProxiedPorts(choices: readonly PortChoice[]): void {
+    const proxied = choices.filter((c) => c.path === "proxy");
+    const key = JSON.stringify(proxied);
+    if (key === this.warned) return;
+    this.warned = key;
+    for (const c of proxied) {
+      this.o.log.warn({ port: c.port, why: c.why }, "fast-path port goes through the proxy instead");
+    }
   }
 }
 

@@ -1,0 +1,59 @@
+/**
+ * The L4 fast path's counters on the sidecar's Prometheus registry (`/stats/prometheus`). Apart from
+ * fast-path.ts so it loads without the worker pool (which resolves its thread loader at import time).
+ */
+import { Gauge } from "prom-client";
+import type { Registry } from "prom-client";
+import type { EnforcerStats } from "../fastpath/enforcer.ts";
+
+/**
+ * Registers the fast path's counters on `registry`, read from `stats` at each scrape (one call
+ * serves every gauge of a scrape): packets the kernel queued to userspace per queue (only handshake
+ * packets ever are), handshake packets by kind and outcome, and refusals by reason.
+ */
+export function registerFastPathMetrics(registry: Registry, stats: () => Promise<EnforcerStats>): void {
+  let pending: Promise<EnforcerStats> | null = null;
+  const snapshot = (): Promise<EnforcerStats> => {
+    pending ??= stats().finally(() => {
+      pending = null;
+    });
+    return pending;
+  };
+  new Gauge({
+    name: "sigil_fastpath_queued_packets",
+    help: "Packets the kernel handed to the fast-path enforcer (handshake packets only), per queue",
+    labelNames: ["queue"] as const,
+    registers: [registry],
+    async collect() {
+      for (const q of (await snapshot()).queues) this.set({ queue: String(q.queue) }, q.received);
+    },
+  });
+  new Gauge({
+    name: "sigil_fastpath_handshakes",
+    help: "Fast-path handshake packets by kind (syn, syn_ack) and outcome",
+    labelNames: ["kind", "outcome"] as const,
+    registers: [registry],
+    async collect() {
+      const c = (await snapshot()).counters;
+      const rows: [string, string, number][] = [
+        ["syn", "signed", c.synSigned],
+        ["syn", "accepted", c.synAccepted],
+        ["syn", "denied", c.synDenied],
+        ["syn_ack", "signed", c.synAckSigned],
+        ["syn_ack", "accepted", c.synAckAccepted],
+        ["syn_ack", "refused", c.synAckRefused],
+      ];
+      for (const [kind, outcome, n] of rows) this.set({ kind, outcome }, n);
+    },
+  });
+  new Gauge({
+    name: "sigil_fastpath_rejections",
+    help: "Fast-path handshakes refused, by reason (token failures, policy, missing state)",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+    async collect() {
+      for (const [reason, n] of Object.entries((await snapshot()).counters.rejections))
+        this.set({ reason }, n ?? 0);
+    },
+  });
+}

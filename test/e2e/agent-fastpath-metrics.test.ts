@@ -1,0 +1,67 @@
+/**
+ * The fast path's counters as the sidecar's `/stats/prometheus` shows them (registerFastPathMetrics):
+ * every gauge read from one stats snapshot per scrape, per-queue packet counts, handshake outcomes
+ * and refusal reasons. No namespaces needed: the stats come from a fixed snapshot.
+ */
+import { Registry } from "prom-client";
+import { describe, expect, it } from "vitest";
+import { registerFastPathMetrics } from "../../sidecar/agent/fast-path-metrics.ts";
+import type { EnforcerStats } from "../../sidecar/fastpath/enforcer.ts";
+
+function snapshot(synAccepted: number): EnforcerStats {
+  const queue = (n: number, received: number) => ({
+    queue: n,
+    received,
+    accepted: received,
+    dropped: 0,
+    repeated: 0,
+    modified: 0,
+    overruns: 0,
+    receiveErrors: 0,
+    callbackErrors: 0,
+  });
+  // Only the counters the metrics read; the enforcer keeps more (timings) that are not exported.
+  const counters = {
+    synSigned: 3,
+    synAccepted,
+    synDenied: 2,
+    synAckSigned: synAccepted,
+    synAckAccepted: 3,
+    synAckRefused: 1,
+    rejections: { policy: 2, replayed: 1 },
+  } as unknown as EnforcerStats["counters"];
+  return {
+    queues: [queue(4200, 6), queue(4201, 4)],
+    counters,
+    identityCache: { size: 1, hits: 0, misses: 1 },
+  };
+}
+
+describe("fast-path metrics on the sidecar registry", () => {
+  it("exports queue, handshake and refusal counters from one snapshot per scrape", async () => {
+    const registry = new Registry();
+    let calls = 0;
+    registerFastPathMetrics(registry, () => {
+      calls++;
+      return Promise.resolve(snapshot(5));
+    });
+    const text = await registry.metrics();
+    expect(calls).toBe(1);
+    expect(text).toContain('sigil_fastpath_queued_packets{queue="4200"} 6');
+    expect(text).toContain('sigil_fastpath_queued_packets{queue="4201"} 4');
+    expect(text).toContain('sigil_fastpath_handshakes{kind="syn",outcome="accepted"} 5');
+    expect(text).toContain('sigil_fastpath_handshakes{kind="syn",outcome="denied"} 2');
+    expect(text).toContain('sigil_fastpath_handshakes{kind="syn_ack",outcome="refused"} 1');
+    expect(text).toContain('sigil_fastpath_rejections{reason="policy"} 2');
+    expect(text).toContain('sigil_fastpath_rejections{reason="replayed"} 1');
+  });
+
+  it("reads fresh figures at every scrape", async () => {
+    const registry = new Registry();
+    let accepted = 1;
+    registerFastPathMetrics(registry, () => Promise.resolve(snapshot(accepted)));
+    expect(await registry.metrics()).toContain('sigil_fastpath_handshakes{kind="syn",outcome="accepted"} 1');
+    accepted = 9;
+    expect(await registry.metrics()).toContain('sigil_fastpath_handshakes{kind="syn",outcome="accepted"} 9');
+  });
+});
