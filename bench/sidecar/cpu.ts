@@ -5,7 +5,7 @@
  * system) per request through the pair minus the same through the direct path. HTTP/1.1 POST and
  * gRPC unary (over one HTTP/2 connection), 1 KB each way.
  *
- * Usage: npx tsx bench/sidecar/cpu.ts [--requests 3000] [--rounds 3]
+ * Usage: npx tsx bench/sidecar/cpu.ts [--requests 3000] [--rounds 3] [--only http|grpc]
  */
 import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
@@ -20,6 +20,7 @@ const arg = (name: string, fallback: number): number => {
 };
 const REQUESTS = arg("requests", 3000);
 const ROUNDS = arg("rounds", 3);
+const ONLY = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
 const PAYLOAD = Buffer.alloc(1024, "y");
 
 async function serialHttp(port: number, n: number): Promise<void> {
@@ -91,8 +92,8 @@ spec:
 try {
   const rows: string[] = [];
   const workloads: [string, Serial, number][] = [
-    ["HTTP/1.1", serialHttp, app.port],
-    ["gRPC unary", serialGrpc, grpcApp.port],
+    ...(ONLY === "grpc" ? [] : [["HTTP/1.1", serialHttp, app.port] as [string, Serial, number]]),
+    ...(ONLY === "http" ? [] : [["gRPC unary", serialGrpc, grpcApp.port] as [string, Serial, number]]),
   ];
   for (const [name, serial, port] of workloads) {
     for (let round = 1; round <= ROUNDS; round++) {

@@ -138,12 +138,32 @@ function parseFields(lines: string[]): Fields {
   return { raw, byName, contentLength, chunked, connection, hosts };
 }
 
+/**
+ * The lines of a complete head (`text` ends with CRLF CRLF), checked in the same pass: every CR is
+ * followed by LF, every LF follows a CR, and no other control character appears.
+ */
 function splitHead(text: string): string[] {
-  if (hasForbiddenChar(text)) throw new HeadError("control character in the message head");
-  // `text` ends with the empty line's CRLF CRLF; drop it before looking for lone CR or LF.
-  const lines = text.slice(0, -4);
-  if (LONE_CR_OR_LF.test(lines)) throw new HeadError("line ending other than CRLF in the message head");
-  return lines.split("\r\n");
+  const lines: string[] = [];
+  const end = text.length - 2;
+  let lineStart = 0;
+  for (let i = 0; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x20) {
+      if (c === 0x7f) throw new HeadError("control character in the message head");
+      continue;
+    }
+    if (c === 0x0d) {
+      if (text.charCodeAt(i + 1) !== 0x0a)
+        throw new HeadError("line ending other than CRLF in the message head");
+      lines.push(text.slice(lineStart, i));
+      lineStart = ++i + 1;
+    } else if (c === 0x0a) {
+      throw new HeadError("line ending other than CRLF in the message head");
+    } else if (c !== 0x09) {
+      throw new HeadError("control character in the message head");
+    }
+  }
+  return lines;
 }
 
 /** Parses a request head: `text` is the latin1 reading of the bytes up to and including CRLF CRLF. */

@@ -86,6 +86,24 @@ const framing: [string, string][] = [
   ["two Host headers", "GET /api/public/x HTTP/1.1\r\nHost: api\r\nHost: admin\r\n\r\n"],
   ["an oversized head", `GET /api/public/x HTTP/1.1\r\nHost: api\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`],
   ["a lower-case method", "get /api/public/x HTTP/1.1\r\nHost: api\r\n\r\n"],
+  [
+    "Transfer-Encoding before Content-Length smuggling a second request",
+    "POST /api/public/x HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\nGET /api/admin/x HTTP/1.1\r\nHost: api\r\n\r\n0\r\n\r\n",
+  ],
+  [
+    "a transfer-coding list ending in identity",
+    "POST /api/public/x HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+  ],
+  ["a NUL in a header value", "GET /api/public/x HTTP/1.1\r\nHost: api\r\nX-A: a\x00b\r\n\r\n"],
+  [
+    "a header injected through a bare LF",
+    "GET /api/public/x HTTP/1.1\r\nHost: api\r\nX-A: a\nTransfer-Encoding: chunked\r\n\r\n",
+  ],
+  [
+    "a malformed chunk size hiding a second request",
+    "POST /api/public/x HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n\r\n0x0\r\n\r\nGET /api/admin/x HTTP/1.1\r\nHost: api\r\n\r\n",
+  ],
+  ["an authority-form target", "CONNECT api:443 HTTP/1.1\r\nHost: api\r\n\r\n"],
 ];
 
 const paths: [string, string, 400 | 403][] = [
