@@ -3,7 +3,9 @@
  * straight to the app, for 1 KB HTTP/1.1 and gRPC unary, plus CPU seconds and RSS of each sidecar
  * process. Usage: npx tsx bench/sidecar/run.ts [--seconds 10] [--concurrency 16] [--only http|grpc]
  * [--profile DIR] (the sidecars run under node --cpu-prof and write their profiles into DIR)
- * [--sidecar-flags "<node flags>"] (extra node flags for the two sidecar processes).
+ * [--sidecar-flags "<node flags>"] (extra node flags for the two sidecar processes)
+ * [--workers N] (each sidecar runs its data path in N worker processes; NODE_CLUSTER_SCHED_POLICY=rr|none
+ * in the environment picks how connections are handed to them).
  */
 import { fork } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -33,6 +35,7 @@ const ONLY = option("only");
 const PROFILE_DIR = option("profile");
 /** Extra node flags for the sidecar processes, space-separated (e.g. "--max-semi-space-size=2"). */
 const SIDECAR_FLAGS = (option("sidecar-flags") ?? "").split(" ").filter((f) => f !== "");
+const WORKERS = arg("workers", 1);
 
 const here = new URL(".", import.meta.url).pathname;
 const spawn = (file: string, sidecar = false): ChildProcess =>
@@ -184,6 +187,7 @@ spec:
           certChainPem: credsB.certChainPem,
           targets: [],
           peers: [],
+          workers: WORKERS,
         } satisfies StartMessage,
       },
       "started",
@@ -207,6 +211,7 @@ spec:
             { host: "127.0.0.1", port: appPorts.grpc, protocol: "h2" },
           ],
           peers: [peer(appPorts.http), peer(appPorts.grpc)],
+          workers: WORKERS,
         } satisfies StartMessage,
       },
       "started",
@@ -252,7 +257,8 @@ spec:
         () => grpcLoad(viaGrpc),
       );
     process.stdout.write(
-      `${SECONDS} s per row after 1 s warm-up, ${CONCURRENCY} requests in flight, node ${process.version}, ` +
+      `${SECONDS} s per row after 1 s warm-up, ${CONCURRENCY} requests in flight, ${WORKERS} data-path ` +
+        `process(es) per sidecar, node ${process.version}, ` +
         `${cpus().length} CPUs, load average ${loadavg()
           .map((l) => l.toFixed(1))
           .join(" ")} at the end\n\n` +

@@ -1,12 +1,19 @@
 /**
  * One sidecar in its own process, so its CPU time and RSS can be measured alone. The parent sends
  * `{ start: StartMessage }` over IPC and gets `{ started: { inbound, targets } }`; `{ usage: true }`
- * answers `{ usage: { cpuSeconds, rssBytes } }`.
+ * answers `{ usage: { cpuSeconds, rssBytes } }`. With `workers > 1` the data path runs in that many
+ * cluster workers (sidecar/workers; this same file re-run as each worker), and usage sums the
+ * primary and its workers.
  */
+import cluster from "node:cluster";
+import { readFileSync } from "node:fs";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { policySet } from "../../test/support/sidecar-mesh.ts";
 import type { Sidecar } from "../../sidecar/sidecar.ts";
 import { startSidecar } from "../../sidecar/sidecar.ts";
+import { startSidecarWorkers } from "../../sidecar/workers/primary.ts";
+import type { SidecarWorkers } from "../../sidecar/workers/primary.ts";
+import { runSidecarWorker } from "../../sidecar/workers/worker.ts";
 import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/state.ts";
 import pino from "pino";
 
@@ -24,6 +31,8 @@ export interface StartMessage {
     labels: Record<string, string>;
     sidecarPort: number;
   }[];
+  /** Data-path worker processes (default 1: the data path runs in this process). */
+  readonly workers?: number;
 }
 
 type Message = { start: StartMessage } | { usage: true };
@@ -32,75 +41,113 @@ const send = (m: unknown): void => {
   process.send?.(m);
 };
 
-// Exit normally on SIGTERM so that a --cpu-prof profile is written.
-process.once("SIGTERM", () => process.exit(0));
-
 let sidecar: Sidecar | undefined;
+let workers: SidecarWorkers | undefined;
 
 /** mTLS handshakes completed so far (both sides): a proxy that reuses its hop makes few. */
 async function handshakes(): Promise<number> {
+  if (workers) {
+    // The workers' counts: the primary's admin sums them.
+    const text = await (await fetch(`http://127.0.0.1:${workers.admin.port}/stats/prometheus`)).text();
+    const ok = /^sigil_sidecar_tls_handshakes_total\{[^}]*result="ok"[^}]*\} (\d+)$/gm;
+    return [...text.matchAll(ok)].reduce((sum, m) => sum + Number(m[1]), 0);
+  }
   if (!sidecar) return 0;
   const metric = await sidecar.metrics.tlsHandshakes.get();
   return metric.values.filter((v) => v.labels.result === "ok").reduce((sum, v) => sum + v.value, 0);
 }
 
-process.on("message", (raw: Message) => {
-  if ("usage" in raw) {
-    const cpu = process.cpuUsage();
-    void handshakes().then((count) =>
-      send({
-        usage: {
-          cpuSeconds: (cpu.user + cpu.system) / 1e6,
-          rssBytes: process.memoryUsage().rss,
-          peakRssBytes: process.resourceUsage().maxRSS * 1024,
-          handshakes: count,
-        },
-      }),
-    );
-    return;
+/** CPU seconds and RSS (now, peak) of one process from /proc (kernel clock ticks are 1/100 s). */
+function procUsage(pid: number): { cpuSeconds: number; rssBytes: number; peakRssBytes: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (key: string): number =>
+    Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
+  return {
+    cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100,
+    rssBytes: kb("VmRSS"),
+    peakRssBytes: kb("VmHWM"),
+  };
+}
+
+async function usage(): Promise<unknown> {
+  const pids = [process.pid, ...(workers?.workers().flatMap((w) => (w.pid ? [w.pid] : [])) ?? [])];
+  const total = { cpuSeconds: 0, rssBytes: 0, peakRssBytes: 0 };
+  for (const pid of pids) {
+    const u = procUsage(pid);
+    total.cpuSeconds += u.cpuSeconds;
+    total.rssBytes += u.rssBytes;
+    total.peakRssBytes += u.peakRssBytes;
   }
-  const m = raw.start;
-  const peers = new PeerDirectoryHolder();
-  peers.replace(
-    m.peers.map((p) => [
-      { address: p.address, port: p.port },
-      {
-        identity: { spiffeId: p.spiffeId, trustDomain: m.trustDomain, labels: p.labels },
-        sidecar: { host: "127.0.0.1", port: p.sidecarPort },
-        mtls: true,
+  return { ...total, handshakes: await handshakes() };
+}
+
+function serveParent(): void {
+  // Exit normally on SIGTERM so that a --cpu-prof profile is written.
+  process.once("SIGTERM", () => process.exit(0));
+  process.on("message", (raw: Message) => {
+    if ("usage" in raw) {
+      void usage().then((u) => send({ usage: u }));
+      return;
+    }
+    const m = raw.start;
+    const peerEntries = m.peers.map(
+      (p) =>
+        [
+          { address: p.address, port: p.port },
+          {
+            identity: { spiffeId: p.spiffeId, trustDomain: m.trustDomain, labels: p.labels },
+            sidecar: { host: "127.0.0.1", port: p.sidecarPort },
+            mtls: true,
+          },
+        ] as const,
+    );
+    const common = {
+      config: {
+        mode: "explicit",
+        inbound: { host: "127.0.0.1", port: 0 },
+        admin: { port: 0 },
+        outbound: {
+          targets: m.targets.map((t) => ({
+            port: 0,
+            destination: { host: t.host, port: t.port },
+            protocol: t.protocol,
+          })),
+        },
       },
-    ]),
-  );
-  startSidecar({
-    config: {
-      mode: "explicit",
-      inbound: { host: "127.0.0.1", port: 0 },
-      admin: { port: 0 },
-      outbound: {
-        targets: m.targets.map((t) => ({
-          port: 0,
-          destination: { host: t.host, port: t.port },
-          protocol: t.protocol,
-        })),
+      credentials: new CredentialHolder({
+        privateKeyPem: m.privateKeyPem,
+        certChainPem: m.certChainPem,
+        bundle: parseBundle(m.trustDomain, m.bundleJson),
+      }),
+      policy: new PolicyHolder({ trustDomain: m.trustDomain, policies: policySet(m.policyYaml) }),
+      flows: { report: () => undefined },
+      logger: pino({ level: "warn" }, pino.destination(2)),
+    } as const;
+    const started: Promise<Sidecar> =
+      (m.workers ?? 1) > 1
+        ? startSidecarWorkers({ ...common, workers: m.workers ?? 1, peers: peerEntries }).then((w) => {
+            workers = w;
+            return w;
+          })
+        : (() => {
+            const peers = new PeerDirectoryHolder();
+            peers.replace(peerEntries);
+            return startSidecar({ ...common, peers });
+          })();
+    started.then(
+      (s) => {
+        sidecar = s;
+        send({ started: { inbound: s.inbound.port, targets: s.outboundTargets.map((t) => t.port) } });
       },
-    },
-    credentials: new CredentialHolder({
-      privateKeyPem: m.privateKeyPem,
-      certChainPem: m.certChainPem,
-      bundle: parseBundle(m.trustDomain, m.bundleJson),
-    }),
-    policy: new PolicyHolder({ trustDomain: m.trustDomain, policies: policySet(m.policyYaml) }),
-    peers,
-    flows: { report: () => undefined },
-    logger: pino({ level: "warn" }, pino.destination(2)),
-  }).then(
-    (s) => {
-      sidecar = s;
-      send({ started: { inbound: s.inbound.port, targets: s.outboundTargets.map((t) => t.port) } });
-    },
-    (err: Error) => {
-      process.stderr.write(`${err.stack}\n`);
-      process.exit(1);
-    },
-  );
-});
+      (err: Error) => {
+        process.stderr.write(`${err.stack}\n`);
+        process.exit(1);
+      },
+    );
+  });
+}
+
+if (cluster.isWorker) runSidecarWorker();
+else serveParent();

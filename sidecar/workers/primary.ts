@@ -32,6 +32,8 @@ export interface StartSidecarWorkersOptions {
   readonly credentials: CredentialSource;
   readonly policy: PolicySource;
   readonly flows: FlowSink;
+  /** The peer directory to start with (later ones through `setPeers`). */
+  readonly peers?: WirePeers;
   /** Captured mode: the workload's advertised addresses, for the loop guard on original destinations. */
   readonly loopGuard?: { readonly advertised: readonly string[] };
   readonly ready?: () => boolean;
@@ -69,7 +71,7 @@ export async function startSidecarWorkers(options: StartSidecarWorkersOptions): 
   const log = options.logger ?? pino({ name: "sigil-sidecar", level: config.logLevel }, pino.destination(2));
   const metrics = new SidecarMetrics();
   let identity = ownIdentity(options.credentials.current());
-  let peers: WirePeers = [];
+  let peers: WirePeers = options.peers ?? [];
   let draining = false;
 
   // Admin first: its port is one of the sidecar's own that the workers' loop guard refuses.
@@ -114,6 +116,7 @@ export async function startSidecarWorkers(options: StartSidecarWorkersOptions): 
     count: options.workers,
     init: () => ({
       config: options.config,
+      logLevel: log.level,
       loopGuard:
         config.mode === "captured"
           ? { advertised: options.loopGuard?.advertised ?? [], extraPorts: [admin.address.port] }

@@ -36,6 +36,8 @@ export type WirePeers = readonly (readonly [{ address: string; port: number }, M
 
 export interface WorkerInit {
   readonly config: SidecarConfigInput;
+  /** The primary's log level (its logger may differ from the configuration's). */
+  readonly logLevel: string;
   /** Captured mode: ports besides the worker's own listeners that are the sidecar's (the primary's admin). */
   readonly loopGuard: {
     readonly advertised: readonly string[];
@@ -148,6 +150,7 @@ const toWorker = z.discriminatedUnion("t", [
     t: z.literal("init"),
     init: z.object({
       config: z.record(z.string(), z.unknown()),
+      logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]),
       loopGuard: z
         .object({ advertised: z.array(z.string()), extraPorts: z.array(z.number().int()) })
         .nullable(),

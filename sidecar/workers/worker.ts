@@ -129,10 +129,7 @@ export function runSidecarWorker(): void {
       case "init": {
         if (holders) throw new Error("a second init");
         const init = message.init;
-        log = pino(
-          { name: "sigil-sidecar", level: parseSidecarConfig(init.config).logLevel, base: { worker } },
-          pino.destination(2),
-        );
+        log = pino({ name: "sigil-sidecar", level: init.logLevel, base: { worker } }, pino.destination(2));
         holders = holdersFrom(init);
         startDataPath(init, holders, flows, log).then(
           (started) => {
