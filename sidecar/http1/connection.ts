@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Peer } from "../../core/identity.ts";
-import type { Decision } from "../../core/policy/index.ts";
+import type { Decision, HttpRequestFacts } from "../../core/policy/index.ts";
 import { normalizeRequestPath, refusalDecision } from "../../core/policy/index.ts";
 import type { Authorizer, ConnectionFacts } from "../authorize.ts";
 import { reportedPath } from "../authorize.ts";
@@ -204,16 +204,7 @@ export class Http1Connection implements PoolUser {
       return;
     }
     const peer = this.conn.peerFor(req.host);
-    const decision = this.ctx.authorizer.decide(
-      this.conn.facts,
-      {
-        method: req.method,
-        path: req.target,
-        ...(req.host === undefined ? {} : { host: req.host }),
-        headers: req.byName,
-      },
-      peer,
-    );
+    const decision = this.ctx.authorizer.decide(this.conn.facts, requestFacts(req), peer);
     if (decision.verdict === "deny") {
       const status = decision.status === 400 ? 400 : 403;
       const body = denialBody(status, decision);
@@ -596,3 +587,10 @@ export class Http1Connection implements PoolUser {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** What policy decides on. */
+function requestFacts(req: RequestHead): HttpRequestFacts {
+  return req.host === undefined
+    ? { method: req.method, path: req.target, headers: req.byName }
+    : { method: req.method, path: req.target, host: req.host, headers: req.byName };
+}

@@ -83,59 +83,93 @@ export function partialHeadProblem(text: string): string | null {
   return null;
 }
 
-function tokens(value: string): string[] {
-  const out: string[] = [];
+const NO_TOKENS: ReadonlySet<string> = new Set();
+
+function addTokens(into: Set<string>, value: string): void {
   for (const t of value.split(",")) {
     const token = t.trim().toLowerCase();
-    if (token !== "") out.push(token);
+    if (token !== "") into.add(token);
   }
-  return out;
 }
 
-function parseFields(lines: string[]): Fields {
-  const raw: RawHeaders = [];
+/** Field values by lower-cased name, repeats joined with ", " and Set-Cookie kept as a list. */
+function fieldsByName(raw: RawHeaders): Record<string, string | string[]> {
   const byName: Record<string, string | string[]> = {};
-  let contentLength: number | null = null;
-  let transferEncodings = 0;
-  let chunked = false;
-  let hosts = 0;
-  const connection = new Set<string>();
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i] as string;
-    const colon = line.indexOf(":");
-    if (colon <= 0) {
-      throw new HeadError(
-        line.startsWith(" ") || line.startsWith("\t")
-          ? "obsolete line folding in a header field"
-          : `header line without a field name: "${line.slice(0, 40)}"`,
-      );
-    }
-    const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) throw new HeadError(`invalid header field name "${name.slice(0, 40)}"`);
-    const value = line.slice(colon + 1).trim();
-    raw.push(name, value);
-    const lower = name.toLowerCase();
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = (raw[i] as string).toLowerCase();
+    const value = raw[i + 1] as string;
     const seen = byName[lower];
     if (seen === undefined) byName[lower] = lower === "set-cookie" ? [value] : value;
     else if (Array.isArray(seen)) seen.push(value);
     else byName[lower] = `${seen}, ${value}`;
-    if (lower === "content-length") {
-      if (contentLength !== null) throw new HeadError("more than one Content-Length header");
-      if (!DIGITS.test(value)) throw new HeadError(`invalid Content-Length "${value.slice(0, 40)}"`);
-      contentLength = Number(value);
-    } else if (lower === "transfer-encoding") {
-      if (++transferEncodings > 1) throw new HeadError("more than one Transfer-Encoding header");
-      if (value.toLowerCase() !== "chunked")
-        throw new HeadError(`unsupported Transfer-Encoding "${value.slice(0, 40)}"`);
-      chunked = true;
-    } else if (lower === "host") {
-      hosts++;
-    } else if (lower === "connection") {
-      for (const t of tokens(value)) connection.add(t);
-    }
   }
-  if (contentLength !== null && chunked) throw new HeadError("both Content-Length and Transfer-Encoding");
-  return { raw, byName, contentLength, chunked, connection, hosts };
+  return byName;
+}
+
+/** One pass over the field lines: the raw list, and the fields framing and routing depend on. */
+class FieldScan {
+  readonly raw: RawHeaders = [];
+  contentLength: number | null = null;
+  chunked = false;
+  hosts = 0;
+  host: string | undefined = undefined;
+  connection: Set<string> | null = null;
+  expect: string | undefined = undefined;
+  upgradeField = false;
+
+  constructor(lines: string[]) {
+    let transferEncodings = 0;
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i] as string;
+      const colon = line.indexOf(":");
+      if (colon <= 0) {
+        throw new HeadError(
+          line.startsWith(" ") || line.startsWith("\t")
+            ? "obsolete line folding in a header field"
+            : `header line without a field name: "${line.slice(0, 40)}"`,
+        );
+      }
+      const name = line.slice(0, colon);
+      if (!TOKEN.test(name)) throw new HeadError(`invalid header field name "${name.slice(0, 40)}"`);
+      const value = line.slice(colon + 1).trim();
+      this.raw.push(name, value);
+      // Only the names below matter here; most fields are skipped by their length alone.
+      switch (name.length) {
+        case 4:
+          if (name.toLowerCase() === "host") {
+            this.hosts++;
+            this.host = value;
+          }
+          break;
+        case 6:
+          if (name.toLowerCase() === "expect") this.expect = value;
+          break;
+        case 7:
+          if (name.toLowerCase() === "upgrade") this.upgradeField = true;
+          break;
+        case 10:
+          if (name.toLowerCase() === "connection") addTokens((this.connection ??= new Set()), value);
+          break;
+        case 14:
+          if (name.toLowerCase() === "content-length") {
+            if (this.contentLength !== null) throw new HeadError("more than one Content-Length header");
+            if (!DIGITS.test(value)) throw new HeadError(`invalid Content-Length "${value.slice(0, 40)}"`);
+            this.contentLength = Number(value);
+          }
+          break;
+        case 17:
+          if (name.toLowerCase() === "transfer-encoding") {
+            if (++transferEncodings > 1) throw new HeadError("more than one Transfer-Encoding header");
+            if (value.toLowerCase() !== "chunked")
+              throw new HeadError(`unsupported Transfer-Encoding "${value.slice(0, 40)}"`);
+            this.chunked = true;
+          }
+          break;
+      }
+    }
+    if (this.contentLength !== null && this.chunked)
+      throw new HeadError("both Content-Length and Transfer-Encoding");
+  }
 }
 
 /**
@@ -171,22 +205,31 @@ export function parseRequestHead(text: string): RequestHead {
   const lines = splitHead(text);
   const m = REQUEST_LINE.exec(lines[0] as string);
   if (!m) throw new HeadError(`malformed request line "${(lines[0] as string).slice(0, 80)}"`);
-  const fields = parseFields(lines);
+  const f = new FieldScan(lines);
   const minor = m[3] === "1" ? 1 : 0;
-  if (fields.hosts > 1) throw new HeadError("more than one Host header");
-  const host = fields.byName.host as string | undefined;
-  if (minor === 1 && host === undefined) throw new HeadError("HTTP/1.1 request without a Host header");
-  if (minor === 0 && fields.chunked) throw new HeadError("Transfer-Encoding in an HTTP/1.0 request");
-  const expect = fields.byName.expect;
+  if (f.hosts > 1) throw new HeadError("more than one Host header");
+  if (minor === 1 && f.host === undefined) throw new HeadError("HTTP/1.1 request without a Host header");
+  if (minor === 0 && f.chunked) throw new HeadError("Transfer-Encoding in an HTTP/1.0 request");
+  const connection = f.connection ?? NO_TOKENS;
+  const raw = f.raw;
+  let byName: Record<string, string | string[]> | undefined;
   return {
-    ...fields,
+    raw,
+    // Built on first use: only requests are decided on their header values.
+    get byName() {
+      return (byName ??= fieldsByName(raw));
+    },
+    contentLength: f.contentLength,
+    chunked: f.chunked,
+    connection,
+    hosts: f.hosts,
     method: m[1] as string,
     target: m[2] as string,
     minor,
-    host,
-    upgrade: fields.connection.has("upgrade") && fields.byName.upgrade !== undefined,
-    expectContinue: typeof expect === "string" && expect.toLowerCase() === "100-continue",
-    keepAlive: minor === 1 ? !fields.connection.has("close") : fields.connection.has("keep-alive"),
+    host: f.host,
+    upgrade: f.upgradeField && connection.has("upgrade"),
+    expectContinue: f.expect !== undefined && f.expect.toLowerCase() === "100-continue",
+    keepAlive: minor === 1 ? !connection.has("close") : connection.has("keep-alive"),
   };
 }
 
@@ -195,13 +238,23 @@ export function parseResponseHead(text: string): ResponseHead {
   const lines = splitHead(text);
   const m = STATUS_LINE.exec(lines[0] as string);
   if (!m) throw new HeadError(`malformed status line "${(lines[0] as string).slice(0, 80)}"`);
-  const fields = parseFields(lines);
+  const f = new FieldScan(lines);
   const minor = m[1] === "1" ? 1 : 0;
+  const connection = f.connection ?? NO_TOKENS;
+  const raw = f.raw;
+  let byName: Record<string, string | string[]> | undefined;
   return {
-    ...fields,
+    raw,
+    get byName() {
+      return (byName ??= fieldsByName(raw));
+    },
+    contentLength: f.contentLength,
+    chunked: f.chunked,
+    connection,
+    hosts: f.hosts,
     minor,
     status: Number(m[2]),
     reason: m[3] ?? "",
-    keepAlive: minor === 1 ? !fields.connection.has("close") : fields.connection.has("keep-alive"),
+    keepAlive: minor === 1 ? !connection.has("close") : connection.has("keep-alive"),
   };
 }
