@@ -139,6 +139,12 @@ async function measurePath(
           `${name} ${protocol} ${mode}: ${m.load.rps.toFixed(0)} rps, p50 ${(m.load.p50Us / 1000).toFixed(2)} ms, ` +
             `p99 ${(m.load.p99Us / 1000).toFixed(2)} ms, errors ${m.load.errors}${m.load.errorSamples.length ? ` (${m.load.errorSamples.join("; ")})` : ""}, proxy CPU ${cpu.toFixed(2)} s`,
         );
+        for (const w of m.loop) {
+          log(
+            `  ${w.side} sidecar: loop delay p99 ${w.delayP99Ms.toFixed(2)} ms, max ${w.delayMaxMs.toFixed(1)} ms, ` +
+              `GC ${w.gcPauseMs.toFixed(0)} ms in ${w.gcCount} collections (mark-compact ${w.gcMajorPauseMs.toFixed(0)} ms)`,
+          );
+        }
       }
     }
     let tcp: TcpRow | null = null;

@@ -2,6 +2,8 @@ import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { LoadResult } from "./latency.ts";
+import type { LoopScrape } from "./loop-stats.ts";
+import { loopWindow, parseLoopScrape } from "./loop-stats.ts";
 import { cpuSeconds } from "./procstat.ts";
 import type { Supervisor } from "./procs.ts";
 import type { LoadMeasurement, TcpResult, XdsRow } from "./results.ts";
@@ -56,6 +58,11 @@ export async function runLoad(
   );
   const before = new Map<string, number>();
   const used = new Map<string, number>();
+  const monitored = path.proxies.filter((p) => p.adminPort !== undefined);
+  const scrapes: Record<"start" | "end", Promise<LoopScrape[] | null> | null> = {
+    start: null,
+    end: null,
+  };
   child.proc.on("message", (m: { kind?: string; phase?: string }) => {
     if (m.kind !== "window") return;
     for (const { side, proc } of path.proxies) {
@@ -63,14 +70,34 @@ export async function runLoad(
       if (m.phase === "start") before.set(side, now);
       else used.set(side, now - (before.get(side) ?? now));
     }
+    if (monitored.length > 0) {
+      // Diagnostic only: a failed scrape leaves the window without loop figures, not the run failed.
+      scrapes[m.phase === "start" ? "start" : "end"] = Promise.all(
+        monitored.map((p) => scrapeLoop(p.adminPort as number)),
+      ).catch((err: Error) => {
+        console.warn(`sidecar loop metrics: ${err.message}`);
+        return null;
+      });
+    }
   });
   const code = await sup.exitOf(child, (spec.durationSeconds + spec.warmupSeconds + 60) * 1000);
   if (code !== 0) throw new Error(`${child.name} exited with ${code}: ${child.output()}`);
   const load = JSON.parse(await readFile(out, "utf8")) as LoadResult;
+  const [start, end] = await Promise.all([scrapes.start, scrapes.end]);
   return {
     load,
     proxies: path.proxies.map(({ side }) => ({ side, cpuSeconds: used.get(side) ?? NaN })),
+    loop:
+      start && end
+        ? monitored.map((p, i) => loopWindow(p.side, start[i] as LoopScrape, end[i] as LoopScrape))
+        : [],
   };
+}
+
+async function scrapeLoop(adminPort: number): Promise<LoopScrape> {
+  const res = await fetch(`http://127.0.0.1:${adminPort}/stats/prometheus`);
+  if (!res.ok) throw new Error(`admin :${adminPort}/stats/prometheus answered ${res.status}`);
+  return parseLoopScrape(await res.text());
 }
 
 /** iperf3 client for `seconds` against `port` (the iperf3 server or a proxy in front of it). */

@@ -279,6 +279,36 @@ function targetTable(r: RunResults): string {
   return table(["target", "measured", "verdict"], rows);
 }
 
+function loopTable(r: RunResults, protocol: "h1" | "grpc"): string {
+  const sigil = r.paths.find((p) => p.path === "sigil");
+  const rows = (["rate", "max"] as const).flatMap((mode) =>
+    (sigil?.[protocol][mode]?.loop ?? []).map((w) => [
+      mode === "rate" ? `fixed ${r.rateRps} rps` : "max throughput",
+      w.side,
+      num(w.delayP50Ms, 2),
+      num(w.delayP99Ms, 2),
+      num(w.delayMaxMs, 1),
+      num(w.gcPauseMs, 0),
+      num(w.gcMajorPauseMs, 0),
+      num(w.gcCount),
+    ]),
+  );
+  if (rows.length === 0) return "(not measured)";
+  return table(
+    [
+      "run",
+      "sidecar",
+      "loop delay p50 ms",
+      "loop delay p99 ms",
+      "loop delay max ms",
+      "GC pause ms",
+      "of which mark-compact ms",
+      "GCs",
+    ],
+    rows,
+  );
+}
+
 export function renderResults(r: RunResults, plotPath: string): string {
   const m = r.machine;
   return `${BEGIN}
@@ -312,7 +342,11 @@ ${latencyTable(r, protocol)}
 
 Maximum throughput (closed loop) and cost; CPU counts both proxy processes of a pair, with their workers:
 
-${costTable(r, protocol)}`,
+${costTable(r, protocol)}
+
+What stalled the Sigil sidecars' event loops inside each measured window (loop-monitor.ts):
+
+${loopTable(r, protocol)}`,
   )
   .join("\n\n")}
 

@@ -1,3 +1,4 @@
+import type { SidecarLoopWindow } from "./loop-stats.ts";
 import type { LoadResult } from "./latency.ts";
 import type { PathName } from "./topology.ts";
 
@@ -13,6 +14,8 @@ export interface LoadMeasurement {
   readonly load: LoadResult;
   /** Per proxy process, during the measured window (empty for direct). */
   readonly proxies: readonly ProxyCost[];
+  /** Event-loop delay and GC pauses of each Sigil sidecar during the measured window (others: empty). */
+  readonly loop: readonly SidecarLoopWindow[];
 }
 
 export interface ProtocolResults {

@@ -1,7 +1,8 @@
 /**
  * One Sigil sidecar as its own process (so its CPU and memory are measured alone), in explicit
  * mode, from a spec file the harness writes: configuration, SVID and key, trust bundle, policy,
- * and the peer directory. Stops by draining on SIGTERM.
+ * and the peer directory. Stops by draining on SIGTERM. Its metrics also carry event-loop delay and
+ * GC pauses (loop-monitor.ts) for the harness to read over each measured window.
  *
  *   node sigil-sidecar.mjs <spec.json>
  */
@@ -11,6 +12,7 @@ import { compilePolicySet, formatPolicyError, parsePolicyDocuments } from "../..
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { drainOnSignal, startSidecar } from "../../sidecar/sidecar.ts";
 import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/state.ts";
+import { monitorLoop } from "./loop-monitor.ts";
 import { sidecarSpecSchema } from "./sigil-spec.ts";
 
 const file = process.argv[2];
@@ -52,3 +54,5 @@ const sidecar = await startSidecar({
   logger: log,
 });
 drainOnSignal(sidecar, log);
+const stopMonitor = monitorLoop(sidecar.metrics.registry);
+for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, stopMonitor);

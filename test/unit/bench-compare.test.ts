@@ -5,6 +5,7 @@ import { parseFastPathOutput } from "../../bench/compare/fastpath.ts";
 import { formatForRepo } from "../../bench/compare/format.ts";
 import { haproxyServerConfig } from "../../bench/compare/haproxy.ts";
 import { LatencyRecorder } from "../../bench/compare/latency.ts";
+import { loopWindow, parseLoopScrape } from "../../bench/compare/loop-stats.ts";
 import { parseXdsOutput } from "../../bench/compare/measure.ts";
 import { nginxServerConfig } from "../../bench/compare/nginx.ts";
 import { parseStat, parseVmHwm } from "../../bench/compare/procstat.ts";
@@ -84,6 +85,35 @@ describe("bench/compare output parsing of the benches it calls", () => {
     const md = "| none (kernel only) | 30.10 | 1.000 | x |\n| Sigil fast path | 29.80 | 0.990 | x |\n";
     expect(parseFastPathOutput(md)).toEqual({ none: 30.1, fast: 29.8 });
     expect(parseFastPathOutput("| none (kernel only) | 30.10 |")).toBeNull();
+  });
+});
+
+describe("bench/compare sidecar loop metrics", () => {
+  const scrape = (gcMinor: number, gcMajor: number, count: number) => `# HELP x
+sigil_sidecar_requests_total{direction="ingress",protocol="http",verdict="allow"} 5
+sigil_bench_event_loop_delay_seconds{stat="p50"} 0.00105
+sigil_bench_event_loop_delay_seconds{stat="p99"} 0.0042
+sigil_bench_event_loop_delay_seconds{stat="max"} 0.031
+sigil_bench_gc_pause_seconds_total{kind="minor"} ${gcMinor}
+sigil_bench_gc_pause_seconds_total{kind="major"} ${gcMajor}
+sigil_bench_gc_total{kind="minor"} ${count}
+sigil_bench_gc_total{kind="major"} 1
+`;
+
+  it("reads delay in ms and turns cumulative GC counters into the window's share", () => {
+    const start = parseLoopScrape(scrape(0.5, 0.1, 100));
+    const end = parseLoopScrape(scrape(0.75, 0.13, 160));
+    expect(end.delayP99Ms).toBeCloseTo(4.2);
+    const w = loopWindow("server", start, end);
+    expect(w).toMatchObject({ side: "server", delayP50Ms: 1.05, delayMaxMs: 31, gcCount: 60 });
+    expect(w.gcPauseMs).toBeCloseTo(280);
+    expect(w.gcMajorPauseMs).toBeCloseTo(30);
+  });
+
+  it("refuses metrics without the monitor's delay gauges", () => {
+    expect(() => parseLoopScrape('sigil_sidecar_active_connections{direction="egress"} 0\n')).toThrow(
+      /event_loop_delay/,
+    );
   });
 });
 
