@@ -1,0 +1,435 @@
+/**
+ * The L4 fast path where users meet it: `sigil init --config capture.yaml`, then
+ * `sigil sidecar --fast-path-ports 5432 --capture-config capture.yaml` in a client (app=web) and a
+ * server (app=db) namespace made here, joined to a control plane on the host side of their bridge.
+ * The sidecars re-apply capture with the handshake rules in one transaction; an unmodified nc talks
+ * to a real TCP server. Shown: the allowed client gets through with only handshake packets ever
+ * queued to userspace; a peer without an enforcer is reset; both decisions reach the control plane;
+ * a policy change (allow → deny) applies to new connections while an established one keeps going;
+ * stopped sidecars leave the handshake rules failing closed; and uninstalling restores
+ * iptables-save exactly.
+ */
+import { randomBytes } from "node:crypto";
+import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startControlPlane } from "../../controlplane/control-plane.ts";
+import type { ControlPlane } from "../../controlplane/control-plane.ts";
+import type { FlowRecord } from "../../core/flow.ts";
+import { fetchFlows } from "../../examples/demo/flows.ts";
+import { appUser, chownTo, ensureProxyUser } from "../../examples/demo/users.ts";
+import { readTables } from "../../sidecar/capture/apply.ts";
+import { normalizeSave } from "../../sidecar/capture/transaction.ts";
+import { MARK_MASK, hex } from "../../sidecar/fastpath/marks.ts";
+import { NetnsLab, run, runOk, waitFor } from "../support/netns.ts";
+import type { LabHost, RunAs } from "../support/netns.ts";
+import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
+
+const SUBNET = 211;
+const DB = 5432;
+const TRUST_DOMAIN = "sigil.local";
+const SIGIL = join(REPO_ROOT, "bin/sigil.mjs");
+/** The host's address on the lab's bridge (the control plane) and an outside peer without an enforcer. */
+const HOST_ADDRESS = `198.18.${SUBNET}.254`;
+const OUTSIDER = `198.18.${SUBNET}.200`;
+
+const policy = (web: "allow" | "deny"): string => `
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: db-ingress }
+spec:
+  selector: { matchLabels: { app: db } }
+  ingress:
+    - action: ${web}
+      from: [ { matchLabels: { app: web } } ]
+      ports: [ ${DB} ]
+  egress: []
+---
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: web-egress }
+spec:
+  selector: { matchLabels: { app: web } }
+  egress:
+    - action: allow
+      to: [ { matchLabels: { app: db } } ]
+      ports: [ ${DB} ]
+---
+# The fast path does not encrypt: 5432 must not be STRICT to take it.
+apiVersion: sigil.dev/v1
+kind: PeerAuthentication
+metadata: { name: db-fastpath }
+spec:
+  selector: {}
+  mode: STRICT
+  portLevel: { "${DB}": PERMISSIVE }
+`;
+
+/** Someone else's rules, so the tables exist before capture and uninstall can be compared exactly. */
+const FOREIGN: Record<"iptables" | "ip6tables", string[][]> = {
+  iptables: [
+    ["-t", "mangle", "-A", "PREROUTING", "-s", "198.18.211.99/32", "-j", "RETURN"],
+    ["-t", "nat", "-A", "OUTPUT", "-d", "198.18.211.99/32", "-j", "RETURN"],
+    ["-t", "filter", "-A", "INPUT", "-s", "198.18.211.99/32", "-j", "ACCEPT"],
+  ],
+  ip6tables: [
+    ["-t", "mangle", "-A", "PREROUTING", "-s", "2001:2:0:d3::99/128", "-j", "RETURN"],
+    ["-t", "nat", "-A", "OUTPUT", "-d", "2001:2:0:d3::99/128", "-j", "RETURN"],
+    ["-t", "filter", "-A", "INPUT", "-s", "2001:2:0:d3::99/128", "-j", "ACCEPT"],
+  ],
+};
+
+interface Workload {
+  name: "web" | "db";
+  host: LabHost;
+  dir: string;
+  captureConfig: string;
+  baseline: string;
+  sidecar?: OutputLines;
+}
+
+async function saved(host: LabHost): Promise<string> {
+  const target = { backend: "auto" as const, netns: host.ns.name };
+  return `${normalizeSave(await readTables(target, 4))}\n${normalizeSave(await readTables(target, 6))}`;
+}
+
+/** Packets the kernel handed to NFQUEUE in this namespace (the NFQUEUE rules' counters, both families). */
+async function queuedPackets(host: LabHost): Promise<number> {
+  let total = 0;
+  for (const tool of ["iptables", "ip6tables"]) {
+    const text = await host.ns.execOk([tool, "-w", "5", "-t", "mangle", "-L", "-v", "-x", "-n"]);
+    for (const line of text.split("\n")) {
+      if (line.includes("NFQUEUE")) total += Number(line.trim().split(/\s+/)[0]);
+    }
+  }
+  return total;
+}
+
+describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () => {
+  const hostLink = `sg${randomBytes(3).toString("hex")}cp`;
+  let lab: NetnsLab;
+  let cp: ControlPlane;
+  let dir: string;
+  let policyFile: string;
+  let proxy: RunAs;
+  let app: RunAs;
+  let web: Workload;
+  let db: Workload;
+  let server: OutputLines;
+  let since: number;
+
+  const flowsSince = async (
+    what: string,
+    match: (f: FlowRecord) => boolean,
+    count = 1,
+  ): Promise<FlowRecord[]> => {
+    let found: FlowRecord[] = [];
+    await waitFor(
+      what,
+      async () => {
+        found = (await fetchFlows(`http://127.0.0.1:${cp.httpPort}`, since)).filter(match);
+        return found.length >= count;
+      },
+      { timeoutMs: 20_000, intervalMs: 200 },
+    );
+    return found;
+  };
+
+  const accepted = (): number =>
+    server.lines.filter((l) => jsonLine(l)?.event === "accepted" && jsonLine(l)?.server === "echo").length;
+
+  /** nc from web's namespace as the application user; resolves with what it printed and its exit. */
+  const nc = (input: string, wait = 5) =>
+    web.host.ns.exec(["nc", "-v", "-N", "-w", String(wait), db.host.ipv4, String(DB)], {
+      as: app,
+      input,
+      timeoutMs: 30_000,
+    });
+
+  async function prepare(name: Workload["name"], host: LabHost): Promise<Workload> {
+    const wdir = join(dir, name);
+    await mkdir(wdir, { mode: 0o700 });
+    const captureConfig = join(wdir, "capture.yaml");
+    await writeFile(
+      captureConfig,
+      [
+        "capture:",
+        `  proxyUid: ${proxy.uid}`,
+        `  proxyGid: ${proxy.gid}`,
+        `  fastPathMarkMask: ${hex(MARK_MASK)}`,
+        "",
+      ].join("\n"),
+    );
+    for (const [tool, rules] of Object.entries(FOREIGN))
+      for (const rule of rules) await host.ns.execOk([tool, "-w", "5", ...rule]);
+    const baseline = await saved(host);
+    await host.ns.execOk([process.execPath, SIGIL, "init", "--config", captureConfig], { timeoutMs: 60_000 });
+    const { token } = await cp.identity.tokens.create({ name, labels: { app: name }, ttlSeconds: 600 });
+    await writeFile(join(wdir, "join-token"), `${token}\n`, { mode: 0o600 });
+    await chownTo(wdir, proxy);
+    return { name, host, dir: wdir, captureConfig, baseline };
+  }
+
+  function startSidecar(w: Workload): OutputLines {
+    const child = w.host.ns.spawn(
+      [
+        "setpriv",
+        `--reuid=${proxy.uid}`,
+        `--regid=${proxy.gid}`,
+        "--clear-groups",
+        // The fast path installs its rules and binds NFQUEUE: the sidecar user keeps CAP_NET_ADMIN.
+        "--inh-caps=+net_admin",
+        "--ambient-caps=+net_admin",
+        "--",
+        process.execPath,
+        SIGIL,
+        "sidecar",
+        "--control-plane",
+        `${HOST_ADDRESS}:${cp.grpc.port}`,
+        "--control-plane-ca",
+        join(dir, "controlplane-ca.pem"),
+        "--join-token-file",
+        join(w.dir, "join-token"),
+        "--workload-name",
+        w.name,
+        "--mode",
+        "captured",
+        "--advertise-address",
+        w.host.ipv4,
+        // The control plane takes fast-path ports only among the registered app ports.
+        "--app-port",
+        String(DB),
+        "--fast-path-ports",
+        String(DB),
+        "--capture-config",
+        w.captureConfig,
+        "--log-level",
+        "info",
+      ],
+      { env: { PATH: process.env.PATH, HOME: w.dir } },
+    );
+    return new OutputLines(child);
+  }
+
+  beforeAll(async () => {
+    [proxy, app] = await Promise.all([ensureProxyUser(), appUser()]);
+    dir = await mkdtemp(join(tmpdir(), "sigil-agent-fastpath-"));
+    await chmod(dir, 0o755);
+    lab = await NetnsLab.create(["web", "db"], { subnet: SUBNET });
+    // The host joins the lab's bridge so the control plane is reachable from both namespaces.
+    await runOk(["ip", "link", "add", hostLink, "type", "veth", "peer", "name", "cp", "netns", lab.hub.name]);
+    await lab.hub.execOk(["ip", "link", "set", "cp", "master", "br0", "up"]);
+    await lab.hub.execOk(["ip", "addr", "add", `${OUTSIDER}/24`, "dev", "br0"]);
+    await runOk(["ip", "addr", "add", `${HOST_ADDRESS}/24`, "dev", hostLink]);
+    await runOk(["ip", "link", "set", hostLink, "up"]);
+
+    policyFile = join(dir, "policies", "db.yaml");
+    await mkdir(join(dir, "policies"));
+    await writeFile(policyFile, policy("allow"));
+    cp = await startControlPlane({
+      dataDir: join(dir, "cp"),
+      trustDomain: TRUST_DOMAIN,
+      policyDir: join(dir, "policies"),
+      mode: "enforce",
+      grpc: { host: HOST_ADDRESS, port: 0 },
+      xdsPlaintext: undefined,
+      http: { host: "127.0.0.1", port: 0 },
+      serverNames: [],
+      log: pino({ level: "silent" }),
+    });
+    await copyFile(cp.bundlePath, join(dir, "controlplane-ca.pem"));
+    await chmod(join(dir, "controlplane-ca.pem"), 0o644);
+
+    server = new OutputLines(
+      lab
+        .host("db")
+        .ns.spawn(
+          [
+            process.execPath,
+            "--import",
+            "tsx",
+            join(REPO_ROOT, "test/e2e/fastpath-support/servers.ts"),
+            "8080",
+            String(DB),
+          ],
+          { as: app },
+        ),
+    );
+    await server.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined), 30_000);
+
+    db = await prepare("db", lab.host("db"));
+    web = await prepare("web", lab.host("web"));
+    for (const w of [db, web]) w.sidecar = startSidecar(w);
+    for (const w of [db, web]) {
+      await w.sidecar!.waitFor(
+        (l) => (l.startsWith("sigil sidecar ready spiffe=") ? true : undefined),
+        120_000,
+      );
+    }
+  }, 240_000);
+
+  afterAll(async () => {
+    await lab?.destroy();
+    await run(["ip", "link", "del", hostLink]);
+    await cp?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it("puts the handshake rules into capture's transaction: fast-path hooks first, decided connections skip the proxy", async () => {
+    for (const w of [db, web]) {
+      const mangle = await w.host.ns.execOk(["iptables-save", "-t", "mangle"]);
+      const hooks = mangle.split("\n").filter((l) => /^-A (PREROUTING|OUTPUT) /.test(l));
+      expect(hooks[0]).toBe("-A PREROUTING -j SIGIL-FP-PRE");
+      expect(mangle).toMatch(new RegExp(`^-A SIGIL-FP-PRE .*--dports ${DB} .*NFQUEUE`, "m"));
+      const nat = await w.host.ns.execOk(["iptables-save", "-t", "nat"]);
+      expect(nat).toMatch(/^-A SIGIL_INBOUND -m connmark ! --mark 0x0\/0xf00000 -j RETURN$/m);
+      expect(nat).toMatch(/^-A SIGIL_OUTBOUND .*-m connmark ! --mark 0x0\/0xf00000 -j RETURN$/m);
+    }
+  });
+
+  it("carries the allowed client's data with only its handshake ever reaching userspace", async () => {
+    since = Date.now();
+    const queuedBefore = { db: await queuedPackets(db.host), web: await queuedPackets(web.host) };
+    const payload = `${randomBytes(384 * 1024).toString("base64")}\n`;
+    const acceptedBefore = accepted();
+    const out = await nc(payload);
+    expect(out.stderr).toMatch(/succeeded/);
+    expect(out.stdout.length).toBe(payload.length);
+    expect(out.stdout === payload).toBe(true);
+    expect(accepted()).toBe(acceptedBefore + 1);
+    // One connection, ~512 KiB each way: on each side, its SYN and its SYN-ACK were all the kernel queued.
+    expect((await queuedPackets(db.host)) - queuedBefore.db).toBe(2);
+    expect((await queuedPackets(web.host)) - queuedBefore.web).toBe(2);
+
+    const flows = await flowsSince(
+      "web → db:5432 allowed on both sides",
+      (f) => f.port === DB && f.verdict === "allow" && f.reporter.kind === "fastpath",
+      2,
+    );
+    const byDirection = new Map(flows.map((f) => [f.direction, f]));
+    expect(byDirection.get("ingress")).toMatchObject({
+      reporter: { spiffeId: `spiffe://${TRUST_DOMAIN}/workload/db` },
+      source: { spiffeId: `spiffe://${TRUST_DOMAIN}/workload/web`, address: web.host.ipv4 },
+      policy: "db-ingress/ingress/0",
+      encrypted: false,
+    });
+    expect(byDirection.get("egress")).toMatchObject({
+      reporter: { spiffeId: `spiffe://${TRUST_DOMAIN}/workload/web` },
+      destination: { spiffeId: `spiffe://${TRUST_DOMAIN}/workload/db`, address: db.host.ipv4 },
+      policy: "web-egress/egress/0",
+    });
+  }, 60_000);
+
+  it("resets a client without an enforcer and reports the denial", async () => {
+    since = Date.now();
+    const acceptedBefore = accepted();
+    const out = await lab.hub.exec(["nc", "-v", "-N", "-w", "5", db.host.ipv4, String(DB)], {
+      input: "SELECT * FROM users\n",
+      timeoutMs: 30_000,
+    });
+    expect(out.code).not.toBe(0);
+    // Refused at once with a RST (ECONNREFUSED), not left to time out.
+    expect(out.stderr).toMatch(/Connection refused/);
+    expect(accepted()).toBe(acceptedBefore);
+    const [denial] = await flowsSince(
+      "outsider → db:5432 denied",
+      (f) => f.port === DB && f.verdict === "deny" && f.source.address === OUTSIDER,
+    );
+    expect(denial).toMatchObject({
+      direction: "ingress",
+      reporter: { spiffeId: `spiffe://${TRUST_DOMAIN}/workload/db`, kind: "fastpath" },
+      policy: null,
+    });
+    expect(denial!.source.spiffeId).toBeUndefined();
+  }, 60_000);
+
+  let held: OutputLines;
+
+  it("applies a policy change (allow → deny) to new connections while an established one keeps going", async () => {
+    held = new OutputLines(
+      web.host.ns.spawn(
+        [
+          process.execPath,
+          "--import",
+          "tsx",
+          join(REPO_ROOT, "test/e2e/fastpath-support/long-connection.ts"),
+          db.host.ipv4,
+          String(DB),
+        ],
+        { as: app },
+      ),
+    );
+    await held.waitFor((l) => (jsonLine(l)?.event === "connected" ? true : undefined), 20_000);
+    const pongs = (): number => held.lines.filter((l) => jsonLine(l)?.event === "pong").length;
+    held.child.stdin!.write("ping\n");
+    await held.waitFor((l) => (jsonLine(l)?.event === "pong" ? true : undefined), 10_000);
+
+    since = Date.now();
+    await writeFile(policyFile, policy("deny"));
+    let last = await nc("SELECT 1\n", 3);
+    await waitFor(
+      "web's new connections refused after the change",
+      async () => {
+        last = await nc("SELECT 1\n", 3);
+        return /Connection refused/.test(last.stderr);
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    expect(last.stdout).toBe("");
+    const [denial] = await flowsSince(
+      "web → db:5432 denied by the changed policy",
+      (f) => f.port === DB && f.verdict === "deny" && f.policy === "db-ingress/ingress/0",
+    );
+    expect(denial).toMatchObject({
+      direction: "ingress",
+      source: { spiffeId: `spiffe://${TRUST_DOMAIN}/workload/web` },
+      reporter: { kind: "fastpath" },
+    });
+
+    const before = pongs();
+    held.child.stdin!.write("ping\n");
+    await waitFor("a pong on the established connection", () => pongs() > before, { timeoutMs: 10_000 });
+
+    await writeFile(policyFile, policy("allow"));
+    await waitFor("web allowed again", async () => (await nc("SELECT 2\n", 3)).stdout === "SELECT 2\n", {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+    });
+  }, 120_000);
+
+  it("fails closed once the sidecars stop: the rules stay, new handshakes go unanswered, established flows go on", async () => {
+    const acceptedBefore = accepted();
+    db.sidecar!.child.kill("SIGTERM");
+    await db.sidecar!.exit(30_000);
+    expect(await db.host.ns.execOk(["iptables-save", "-t", "mangle"])).toContain(
+      "-A PREROUTING -j SIGIL-FP-PRE",
+    );
+    const unanswered = await nc("SELECT 3\n", 2);
+    expect(unanswered.code).not.toBe(0);
+    expect(unanswered.stdout).toBe("");
+
+    web.sidecar!.child.kill("SIGTERM");
+    await web.sidecar!.exit(30_000);
+    const fromDeadClient = await nc("SELECT 4\n", 2);
+    expect(fromDeadClient.code).not.toBe(0);
+    expect(fromDeadClient.stdout).toBe("");
+    expect(accepted()).toBe(acceptedBefore);
+
+    const pongs = (): number => held.lines.filter((l) => jsonLine(l)?.event === "pong").length;
+    const before = pongs();
+    held.child.stdin!.write("ping\n");
+    await waitFor("a pong with both enforcers gone", () => pongs() > before, { timeoutMs: 10_000 });
+    held.child.kill("SIGKILL");
+  }, 90_000);
+
+  it("sigil init --uninstall restores iptables-save exactly, fast-path rules included", async () => {
+    for (const w of [db, web]) {
+      await w.host.ns.execOk([process.execPath, SIGIL, "init", "--uninstall", "--config", w.captureConfig], {
+        timeoutMs: 60_000,
+      });
+      expect(await saved(w.host)).toBe(w.baseline);
+    }
+  }, 90_000);
+});
