@@ -89,7 +89,8 @@ function grpcCall(from: WorkloadName, to: WorkloadName, id: string) {
 
 function tcpQuery(from: WorkloadName, to: WorkloadName, query: string) {
   return async (mesh: Mesh): Promise<ClientResult> => {
-    const result = await mesh.exec(from, ["nc", "-N", "-w", "3", mesh.host(to).ipv4, "5432"], {
+    // -v: nc says on stderr whether the connect succeeded or why it failed.
+    const result = await mesh.exec(from, ["nc", "-v", "-N", "-w", "3", mesh.host(to).ipv4, "5432"], {
       input: `${query}\n`,
       timeoutMs: 15_000,
     });
