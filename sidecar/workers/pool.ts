@@ -29,6 +29,8 @@ export interface WorkerPoolOptions {
   readonly scheduling: SchedulingPolicy;
   /** How long a worker may take to answer a metrics request before it is left out (default 2 s). */
   readonly statsTimeoutMs?: number;
+  /** A worker still running this long after being asked to drain is killed (its own drain timeout plus slack). */
+  readonly drainDeadlineMs: number;
 }
 
 export interface WorkerStatus {
@@ -149,7 +151,12 @@ export class WorkerPool {
     const slots = [...this.slots.values()];
     const exits = slots.map((s) => this.exited(s.worker));
     for (const s of slots) if (s.worker.isConnected()) s.worker.send({ t: "drain" } satisfies ToWorker);
+    // A worker whose event loop is stuck never answers; past the deadline it is killed (unclean).
+    const deadline = setTimeout(() => {
+      for (const s of slots) if (!s.drained) s.worker.process.kill("SIGKILL");
+    }, this.o.drainDeadlineMs);
     await Promise.all(exits);
+    clearTimeout(deadline);
     return slots.every((s) => s.drained);
   }
 
@@ -197,6 +204,7 @@ export class WorkerPool {
       );
       worker.on("exit", (code, signal) => {
         this.slots.delete(worker.id);
+        for (const [key, answer] of this.statsWaiters) if (key.startsWith(`${worker.id}:`)) answer(null);
         settle(new WorkerStartError(worker.id, `exited (code ${code}, signal ${signal}) before listening`));
         this.onExit(slot, code, signal);
       });

@@ -128,6 +128,7 @@ export async function startSidecarWorkers(options: StartSidecarWorkersOptions): 
     flows: options.flows,
     log,
     scheduling: options.scheduling ?? "rr",
+    drainDeadlineMs: config.drainTimeoutMs + 5_000,
   });
   const workers = pool;
   const onRotate = (): void => {
