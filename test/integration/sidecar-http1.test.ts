@@ -255,3 +255,43 @@ describe("request bodies", () => {
     expect(seen?.headers.expect).toBeUndefined();
   });
 });
+
+describe("timeouts", () => {
+  let timed: SidecarPair;
+
+  beforeAll(async () => {
+    timed = await startPair({
+      appPorts: [echo.port],
+      protocols: { [echo.port]: "http1" },
+      configA: { headersTimeoutMs: 300, keepAliveTimeoutMs: 300 },
+      policyB: `
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: api }
+spec:
+  selector: { matchLabels: { app: api } }
+  ingress: [ { action: allow, from: [ { matchLabels: { app: web } } ] } ]
+`,
+    });
+  });
+
+  afterAll(async () => {
+    await timed?.close();
+  });
+
+  it("answers 408 and closes when a request head does not complete in time", async () => {
+    const res = await rawExchange(timed.outboundPort(echo.port), "GET /slow HTTP/1.1\r\nHost: a", 5000);
+    expect(res.data).toMatch(/^HTTP\/1\.1 408 /);
+  });
+
+  it("closes a keep-alive connection left idle", async () => {
+    const conn = await RawHttpConnection.open(timed.outboundPort(echo.port));
+    try {
+      expect((await conn.request("GET /idle HTTP/1.1\r\nHost: a\r\n\r\n")).status).toBe(200);
+      // Sends nothing and waits (bounded) for a response that can only end with the close.
+      await expect(conn.request("", 5000)).rejects.toThrow(/connection closed/);
+    } finally {
+      conn.close();
+    }
+  });
+});
