@@ -1,0 +1,656 @@
+import http from "node:http";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BodyFramer, FramingError } from "../../sidecar/http1/body.ts";
+import type { RequestHead } from "../../sidecar/http1/head.ts";
+import {
+  HeadError,
+  headEnd,
+  parseRequestHead,
+  parseResponseHead,
+  partialHeadProblem,
+} from "../../sidecar/http1/head.ts";
+
+/**
+ * Sigil's HTTP/1.1 framing read side by side with llhttp, the parser of the node:http servers and
+ * clients behind and in front of the sidecar (default strict mode, on loopback). The same bytes go
+ * to both; what each accepts, and for accepted messages the method, target, version, header list,
+ * framing, decoded body, trailers and where each message ends (the requests read after it), must
+ * agree. Where Sigil refuses what llhttp accepts, the table says so and the test holds Sigil to
+ * refusing before that message; Sigil accepting what llhttp refuses, or both accepting with another
+ * reading, is a smuggling or policy-bypass risk and fails here.
+ */
+
+const MAX_HEAD = 16 * 1024;
+
+interface Message {
+  readonly method: string;
+  readonly target: string;
+  readonly version: string;
+  readonly headers: readonly string[];
+  readonly framing: "none" | "length" | "chunked";
+  readonly body: string;
+  readonly trailers: readonly string[];
+}
+
+interface Reading {
+  readonly messages: Message[];
+  /** "tunnel": the last message switched the connection to another protocol. */
+  readonly end: "ok" | "refused" | "incomplete" | "tunnel";
+  readonly reason?: string;
+}
+
+function framingOf(contentLength: number | null, chunked: boolean): Message["framing"] {
+  if (chunked) return "chunked";
+  return contentLength === null ? "none" : "length";
+}
+
+/** The trailer fields of a complete chunked body: the field lines after the last-chunk line. */
+function trailersOf(raw: string, lastDataEnd: number): string[] {
+  const from = raw.indexOf("\r\n", lastDataEnd === 0 ? 0 : lastDataEnd + 2) + 2;
+  const out: string[] = [];
+  for (const line of raw.slice(from, raw.length - 2).split("\r\n")) {
+    if (line === "") continue;
+    const colon = line.indexOf(":");
+    out.push(line.slice(0, colon), line.slice(colon + 1).trim());
+  }
+  return out;
+}
+
+function keepsAlive(head: RequestHead): boolean {
+  return head.keepAlive && !head.upgrade && head.method !== "CONNECT";
+}
+
+/**
+ * Sigil's reading of a client byte stream delivered in `pieces`, with the steps the sidecar's
+ * connection takes: the head limit and early refusal of a partial head, then the body framer, and
+ * the next head from the bytes after the body. An upgrade ends the reading at its head.
+ */
+function sigilRequests(pieces: readonly Buffer[]): Reading {
+  const messages: Message[] = [];
+  let pending = Buffer.alloc(0);
+  let head: RequestHead | null = null;
+  let framer: BodyFramer | null = null;
+  let raw: Buffer[] = [];
+  let payload: Buffer[] = [];
+  let rawLength = 0;
+  let lastDataEnd = 0;
+  for (const piece of pieces) {
+    pending = Buffer.concat([pending, piece]);
+    for (;;) {
+      if (head === null) {
+        if (pending.length === 0) break;
+        const end = headEnd(pending, 0);
+        if (end < 0) {
+          if (pending.length > MAX_HEAD) return { messages, end: "refused", reason: "head too large" };
+          const problem = partialHeadProblem(pending.toString("latin1"));
+          if (problem !== null) return { messages, end: "refused", reason: problem };
+          break;
+        }
+        if (end > MAX_HEAD + 4) return { messages, end: "refused", reason: "head too large" };
+        try {
+          head = parseRequestHead(pending.toString("latin1", 0, end));
+        } catch (err) {
+          if (!(err instanceof HeadError)) throw err;
+          return { messages, end: "refused", reason: err.reason };
+        }
+        pending = pending.subarray(end);
+        if (head.upgrade || head.method === "CONNECT") {
+          messages.push(messageOf(head, "", []));
+          return { messages, end: "tunnel" };
+        }
+        framer = BodyFramer.forRequest(head.contentLength, head.chunked, MAX_HEAD);
+        raw = [];
+        payload = [];
+        rawLength = 0;
+        lastDataEnd = 0;
+      }
+      const body = framer as BodyFramer;
+      if (!body.done) {
+        const spans: number[] = [];
+        let n: number;
+        try {
+          n = body.consume(pending, 0, spans);
+        } catch (err) {
+          if (!(err instanceof FramingError)) throw err;
+          return { messages, end: "refused", reason: err.reason };
+        }
+        for (let i = 0; i < spans.length; i += 2) {
+          const [from, to] = [spans[i] as number, spans[i + 1] as number];
+          payload.push(pending.subarray(from, to));
+          if (to > from) lastDataEnd = rawLength + to;
+        }
+        raw.push(pending.subarray(0, n));
+        rawLength += n;
+        pending = pending.subarray(n);
+      }
+      if (!body.done) break;
+      const done: RequestHead = head;
+      const trailers = done.chunked ? trailersOf(Buffer.concat(raw).toString("latin1"), lastDataEnd) : [];
+      messages.push(messageOf(done, Buffer.concat(payload).toString("latin1"), trailers));
+      head = null;
+      if (!keepsAlive(done)) return { messages, end: "ok" };
+    }
+  }
+  return { messages, end: head !== null || pending.length > 0 ? "incomplete" : "ok" };
+}
+
+function messageOf(head: RequestHead, body: string, trailers: string[]): Message {
+  return {
+    method: head.method,
+    target: head.target,
+    version: `1.${head.minor}`,
+    headers: head.raw,
+    framing: framingOf(head.contentLength, head.chunked),
+    body,
+    trailers,
+  };
+}
+
+function llhttpMessage(req: http.IncomingMessage, body: string): Message {
+  const te = req.headers["transfer-encoding"];
+  const chunked = te !== undefined && /(^|,)[ \t]*chunked[ \t]*$/i.test(te);
+  return {
+    method: req.method as string,
+    target: req.url as string,
+    version: req.httpVersion,
+    headers: req.rawHeaders,
+    framing: chunked ? "chunked" : req.headers["content-length"] !== undefined ? "length" : "none",
+    body,
+    trailers: req.rawTrailers,
+  };
+}
+
+/** Whether llhttp reads on after `m` on the same connection. */
+function llhttpKeepsAlive(m: Message): boolean {
+  const connection: string[] = [];
+  for (let i = 0; i < m.headers.length; i += 2)
+    if ((m.headers[i] as string).toLowerCase() === "connection") connection.push(m.headers[i + 1] as string);
+  const tokens = connection.join(",").toLowerCase();
+  return m.version === "1.0" ? /keep-alive/.test(tokens) : !/close/.test(tokens);
+}
+
+/** A node:http server recording, per client connection, the requests llhttp read and how it ended. */
+class LlhttpServer {
+  private readonly server = http.createServer({ maxHeaderSize: MAX_HEAD });
+  private readonly byPort = new Map<number, { messages: Message[]; error?: string; tunnel?: boolean }>();
+  private port = 0;
+
+  private entry(port: number): { messages: Message[]; error?: string; tunnel?: boolean } {
+    let e = this.byPort.get(port);
+    if (e === undefined) this.byPort.set(port, (e = { messages: [] }));
+    return e;
+  }
+
+  async start(): Promise<void> {
+    this.server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const e = this.entry(req.socket.remotePort as number);
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        e.messages.push(llhttpMessage(req, Buffer.concat(chunks).toString("latin1")));
+        res.end("ok");
+      });
+    });
+    const tunnel = (req: http.IncomingMessage, socket: net.Socket): void => {
+      const e = this.entry(req.socket.remotePort as number);
+      e.messages.push(llhttpMessage(req, ""));
+      e.tunnel = true;
+      socket.destroy();
+    };
+    this.server.on("upgrade", tunnel);
+    this.server.on("connect", tunnel);
+    this.server.on("clientError", (err: NodeJS.ErrnoException, socket: net.Socket) => {
+      this.entry(socket.remotePort as number).error = err.code ?? err.message;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+
+  /** llhttp's reading of `input` sent on one connection that the client then half-closes. */
+  async read(input: Buffer): Promise<Reading> {
+    const socket = net.connect(this.port, "127.0.0.1");
+    await new Promise<void>((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("error", reject);
+    });
+    const port = socket.localPort as number;
+    socket.on("data", () => undefined);
+    socket.on("error", () => undefined);
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    socket.end(input);
+    const timer = setTimeout(() => socket.destroy(), 5000);
+    await closed;
+    clearTimeout(timer);
+    // The server saw the close before the client did; its last callbacks run on the next turn.
+    await new Promise((resolve) => setImmediate(resolve));
+    const e = this.byPort.get(port) ?? { messages: [] };
+    this.byPort.delete(port);
+    const messages: Message[] = [];
+    for (const m of e.messages) {
+      messages.push(m);
+      if (!llhttpKeepsAlive(m)) return { messages, end: e.tunnel ? "tunnel" : "ok" };
+    }
+    if (e.tunnel) return { messages, end: "tunnel" };
+    return e.error !== undefined ? { messages, end: "refused", reason: e.error } : { messages, end: "ok" };
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+const H = "Host: a.test\r\n";
+/** A request after the probe: where llhttp and Sigil find it shows where the probe ended. */
+const NEXT = "GET /next HTTP/1.1\r\nHost: a.test\r\n\r\n";
+const post = (fields: string, body: string): string => `POST /x HTTP/1.1\r\n${H}${fields}\r\n${body}${NEXT}`;
+const chunked = (body: string): string => post("Transfer-Encoding: chunked\r\n", body);
+const get = (fields: string): string => `GET /x HTTP/1.1\r\n${H}${fields}\r\n${NEXT}`;
+
+function paddedHead(total: number): string {
+  const start = `GET /x HTTP/1.1\r\n${H}X-Pad: `;
+  return `${start}${"a".repeat(total - start.length - 4)}\r\n\r\n`;
+}
+
+/** Inputs on which both parsers must read exactly the same (accepted or refused alike). */
+const AGREE: Record<string, string> = {
+  "GET then another": get(""),
+  "Content-Length body": post("Content-Length: 5\r\n", "hello"),
+  "Content-Length with leading zeros": post("Content-Length: 0005\r\n", "hello"),
+  "Content-Length of 15 digits": post("Content-Length: 000000000000005\r\n", "hello"),
+  "Content-Length on a GET": `GET /x HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nhello${NEXT}`,
+  "chunked with an extension and trailers": chunked(
+    "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n",
+  ),
+  "chunked with a quoted extension": chunked('5;a="b;c"\r\nhello\r\n0\r\n\r\n'),
+  "chunk size with leading zeros": chunked("0005\r\nhello\r\n0\r\n\r\n"),
+  "chunk size in upper-case hex": chunked("A\r\n0123456789\r\n0\r\n\r\n"),
+  "Transfer-Encoding with extra spaces": post("Transfer-Encoding:  chunked \r\n", "0\r\n\r\n"),
+  "Transfer-Encoding after a tab": post("Transfer-Encoding:\tchunked\r\n", "0\r\n\r\n"),
+  "Transfer-Encoding in mixed case": post("tRANSFER-eNCODING: ChUnKeD\r\n", "0\r\n\r\n"),
+  // Smuggling classics, all refused by both.
+  "CL.TE": post("Content-Length: 6\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\nG"),
+  "TE.CL": post("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n", "8\r\nSMUGGLED\r\n0\r\n\r\n"),
+  "Transfer-Encoding: xchunked": post("Transfer-Encoding: xchunked\r\n", "0\r\n\r\n"),
+  "Transfer-Encoding: chunked, identity": post("Transfer-Encoding: chunked, identity\r\n", "0\r\n\r\n"),
+  "Transfer-Encoding with a space before the colon": post("Transfer-Encoding : chunked\r\n", "0\r\n\r\n"),
+  "Transfer-Encoding twice": post(
+    "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+    "0\r\n\r\n",
+  ),
+  "Transfer-Encoding chunked then identity": post(
+    "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+    "0\r\n\r\n",
+  ),
+  "Transfer-Encoding after a vertical tab": post("Transfer-Encoding: \x0bchunked\r\n", "0\r\n\r\n"),
+  "Content-Length: +5": post("Content-Length: +5\r\n", "hello"),
+  "Content-Length: 0x5": post("Content-Length: 0x5\r\n", "hello"),
+  "Content-Length: 5, 5": post("Content-Length: 5, 5\r\n", "hello"),
+  "Content-Length twice, equal": post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello"),
+  "Content-Length twice, different": post("Content-Length: 5\r\nContent-Length: 6\r\n", "hello!"),
+  "Content-Length above 2^53": post("Content-Length: 99999999999999999999\r\n", "hello"),
+  "Content-Length negative": post("Content-Length: -5\r\n", "hello"),
+  "Content-Length empty": post("Content-Length: \r\n", "hello"),
+  "Content-Length with an inner space": post("Content-Length: 1 5\r\n", "hello"),
+  "chunk size with junk": chunked("5g\r\nhello\r\n0\r\n\r\n"),
+  "chunk size overflowing 64 bits": chunked("10000000000000005\r\nhello\r\n0\r\n\r\n"),
+  "chunk size 0x5": chunked("0x5\r\nhello\r\n0\r\n\r\n"),
+  "chunk size after a space": chunked(" 5\r\nhello\r\n0\r\n\r\n"),
+  "chunk size before a space": chunked("5 \r\nhello\r\n0\r\n\r\n"),
+  "chunk extension after whitespace": chunked("5 ;a=b\r\nhello\r\n0\r\n\r\n"),
+  "chunk extension holding a bare LF": chunked("5;a\nb\r\nhello\r\n0\r\n\r\n"),
+  "chunk extension quoting a CRLF and a fake body end": chunked('5;a="x\r\n0\r\n\r\n"\r\nhello\r\n0\r\n\r\n'),
+  "chunk size line ended by LF": chunked("5\nhello\r\n0\r\n\r\n"),
+  "chunk data ended by LF": chunked("5\r\nhello\n0\r\n\r\n"),
+  "chunk data longer than its size": chunked("3\r\nhello\r\n0\r\n\r\n"),
+  "last chunk ended by LFs": chunked("0\n\n"),
+  "trailer folded": chunked("0\r\nX-A: 1\r\n b\r\n\r\n"),
+  "trailer name with a space": chunked("0\r\nX A: 1\r\n\r\n"),
+  "trailer with a NUL": chunked("0\r\nX-A: \x00\r\n\r\n"),
+  "trailer without a colon": chunked("0\r\nX-A\r\n\r\n"),
+  "head with LF line endings": `GET /x HTTP/1.1\nHost: a.test\n\n${NEXT}`,
+  "one header line ended by LF": get("Host2: a\nX: y\r\n"),
+  "bare CR in a value": get("X-A: a\rb\r\n"),
+  "NUL in a value": get("X-A: a\x00b\r\n"),
+  "DEL in a value": get("X-A: a\x7fb\r\n"),
+  "obs-text in a value": get("X-A: caf\xe9\r\n"),
+  "value between tabs and spaces": get("X-A:\t b \t\r\n"),
+  "obs-fold": get("X-A: a\r\n b\r\n"),
+  "obs-fold as the first field": `GET /x HTTP/1.1\r\n Host: a.test\r\n\r\n${NEXT}`,
+  "header name with a space": get("X A: b\r\n"),
+  "header name with a parenthesis": get("X(A): b\r\n"),
+  "empty header name": get(": b\r\n"),
+  "header line without a colon": get("XA\r\n"),
+  "header name with obs-text": get("X\xe9: b\r\n"),
+  "tab in the request line": `GET\t/x HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "request line with a trailing space": `GET /x HTTP/1.1 \r\n${H}\r\n${NEXT}`,
+  "lower-case method": `get /x HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "absolute-form target": `GET http://a.test/x HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "absolute-form naming another host": `GET http://b.test/admin HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "asterisk-form OPTIONS": `OPTIONS * HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "asterisk-form GET": `GET * HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "target with a fragment": `GET /x#frag HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "target with obs-text": `GET /caf\xe9 HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "HTTP/1.0 keep-alive": `GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n${NEXT}`,
+  "HTTP/1.0 without keep-alive": `GET /x HTTP/1.0\r\n\r\n${NEXT}`,
+  "HTTP/1.1 Connection: close": get("Connection: close\r\n"),
+  "HTTP/1.10": `GET /x HTTP/1.10\r\n${H}\r\n${NEXT}`,
+  "HTTP/1.2": `GET /x HTTP/1.2\r\n${H}\r\n${NEXT}`,
+  "lower-case version": `GET /x http/1.1\r\n${H}\r\n${NEXT}`,
+  "empty Host": `GET /x HTTP/1.1\r\nHost:\r\n\r\n${NEXT}`,
+  "Host with a space": `GET /x HTTP/1.1\r\nHost: a.test b.test\r\n\r\n${NEXT}`,
+  "Host with a comma": `GET /x HTTP/1.1\r\nHost: a.test,b.test\r\n\r\n${NEXT}`,
+  "Host with a path": `GET /x HTTP/1.1\r\nHost: a.test/admin\r\n\r\n${NEXT}`,
+  "Host with userinfo": `GET /x HTTP/1.1\r\nHost: b.test@a.test\r\n\r\n${NEXT}`,
+  "three pipelined requests, one with a body": `GET /1 HTTP/1.1\r\n${H}\r\nPOST /2 HTTP/1.1\r\n${H}Content-Length: 3\r\n\r\nabc${NEXT}`,
+  "a request inside a Content-Length body": post(`Content-Length: ${NEXT.length}\r\n`, NEXT),
+  "a request after a chunked body": chunked("0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+  "a request inside a chunk": chunked(`${NEXT.length.toString(16)}\r\n${NEXT}\r\n0\r\n\r\n`),
+  "Expect: 100-continue": post("Expect: 100-continue\r\nContent-Length: 2\r\n", "hi"),
+  "Upgrade with Connection: upgrade": get("Connection: Upgrade\r\nUpgrade: websocket\r\n"),
+  "Upgrade among Connection tokens": get("Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"),
+  "Upgrade without Connection: upgrade": get("Upgrade: websocket\r\n"),
+  "Upgrade with a body": `POST /ws HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\nabc${NEXT}`,
+  CONNECT: `CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n${NEXT}`,
+  "head 100 bytes under the limit": paddedHead(MAX_HEAD - 100),
+  "head at the limit": paddedHead(MAX_HEAD),
+  "head just over the limit": paddedHead(MAX_HEAD + 1),
+  "head 100 bytes over the limit": paddedHead(MAX_HEAD + 100),
+};
+
+/** Inputs Sigil refuses and llhttp accepts, on purpose. */
+const SIGIL_STRICTER: Record<string, { input: string; why: string }> = {
+  "Transfer-Encoding: identity, chunked": {
+    input: post("Transfer-Encoding: identity, chunked\r\n", "0\r\n\r\n"),
+    why: "one coding only: a list is where parsers disagree",
+  },
+  "Transfer-Encoding in HTTP/1.0": {
+    input: `POST /x HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+    why: "RFC 9112 §6.1: an HTTP/1.0 recipient cannot have meant chunked",
+  },
+  "Content-Length of 16 digits": {
+    input: post("Content-Length: 0000000000000005\r\n", "hello"),
+    why: "digits are bounded so the value is always exact",
+  },
+  "two spaces after the method": {
+    input: `GET  /x HTTP/1.1\r\n${H}\r\n${NEXT}`,
+    why: "single SP separators only",
+  },
+  "two spaces before the version": {
+    input: `GET /x  HTTP/1.1\r\n${H}\r\n${NEXT}`,
+    why: "single SP separators only",
+  },
+  "empty line before the request line": {
+    input: `\r\nGET /x HTTP/1.1\r\n${H}\r\n${NEXT}`,
+    why: "no leading empty lines (RFC 9112 §2.2 allows ignoring, not requires)",
+  },
+  "empty line after a Content-Length body": {
+    input: post("Content-Length: 4\r\n", "0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+    why: "a body one byte short of the CRLF a client may have meant is refused, not skipped",
+  },
+  "HTTP/0.9": { input: "GET /x\r\n\r\n", why: "no HTTP/0.9" },
+  "HTTP/2.0 over HTTP/1 framing": { input: `GET /x HTTP/2.0\r\n${H}\r\n${NEXT}`, why: "1.0 and 1.1 only" },
+  "HTTP/1.1 without Host": { input: `GET /x HTTP/1.1\r\n\r\n${NEXT}`, why: "RFC 9112 §3.2: 400" },
+  "two Host fields": {
+    input: get("Host: b.test\r\n"),
+    why: "RFC 9112 §3.2: 400; policy decides on one host",
+  },
+  "head 4 bytes over the limit, CRLF CRLF not counted": {
+    input: paddedHead(MAX_HEAD + 5),
+    why: "the limit counts the head without its final CRLF CRLF; llhttp's counts differently",
+  },
+};
+
+let llhttp: LlhttpServer;
+
+beforeAll(async () => {
+  llhttp = new LlhttpServer();
+  await llhttp.start();
+});
+
+afterAll(async () => {
+  await llhttp?.close();
+});
+
+/** Refused and incomplete are the same answer: no message is read. */
+function comparable(r: Reading): { messages: Message[]; end: string } {
+  return { messages: r.messages, end: r.end === "incomplete" ? "refused" : r.end };
+}
+
+function whole(text: string): Buffer[] {
+  return [Buffer.from(text, "latin1")];
+}
+
+describe("requests: Sigil reads what llhttp reads", () => {
+  it.each(Object.entries(AGREE))("%s", async (_name, text) => {
+    const ours = sigilRequests(whole(text));
+    const theirs = await llhttp.read(Buffer.from(text, "latin1"));
+    expect(comparable(ours)).toEqual(comparable(theirs));
+  });
+});
+
+describe("requests: Sigil is stricter than llhttp on purpose", () => {
+  it.each(Object.entries(SIGIL_STRICTER))("%s", async (_name, { input }) => {
+    const ours = sigilRequests(whole(input));
+    const theirs = await llhttp.read(Buffer.from(input, "latin1"));
+    expect(ours.end).toBe("refused");
+    expect(theirs.messages.length).toBeGreaterThan(ours.messages.length);
+    // Everything before the refusal is read alike.
+    expect(ours.messages).toEqual(theirs.messages.slice(0, ours.messages.length));
+  });
+});
+
+/** Deterministic pseudo-random numbers in [0, 1), so a failing split can be replayed. */
+function random(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 0x100000000;
+  };
+}
+
+function randomSplit(bytes: Buffer, next: () => number): Buffer[] {
+  const pieces: Buffer[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    const n = 1 + Math.floor(next() * 24);
+    pieces.push(bytes.subarray(at, at + n));
+    at += n;
+  }
+  return pieces;
+}
+
+describe("requests: the reading does not depend on how the bytes arrive", () => {
+  const inputs = [...Object.entries(AGREE), ...Object.entries(SIGIL_STRICTER).map(([k, v]) => [k, v.input])];
+  it.each(inputs)("%s", (_name, text) => {
+    const bytes = Buffer.from(text as string, "latin1");
+    const expected = sigilRequests([bytes]);
+    const byteByByte = [...bytes].map((b) => Buffer.from([b]));
+    expect(sigilRequests(byteByByte)).toEqual(expected);
+    const next = random(bytes.length * 7919 + 17);
+    for (let round = 0; round < 20; round++)
+      expect(sigilRequests(randomSplit(bytes, next))).toEqual(expected);
+  });
+});
+
+// --- responses ---
+
+interface ResponseReading {
+  readonly status?: number;
+  readonly headers?: readonly string[];
+  readonly body?: string;
+  readonly trailers?: readonly string[];
+  readonly end: "ok" | "refused";
+}
+
+/**
+ * Sigil's reading of a response to a `method` request with the sidecar's steps: interim 1xx
+ * skipped, no body for HEAD, 204 and 304, else chunked, Content-Length or until the close. `rest`
+ * says how many bytes followed the end of the response.
+ */
+function sigilResponse(method: string, bytes: Buffer): ResponseReading & { rest?: number } {
+  let buf = bytes;
+  for (;;) {
+    const end = headEnd(buf, 0);
+    if (end < 0) return { end: "refused" };
+    let res;
+    try {
+      res = parseResponseHead(buf.toString("latin1", 0, end));
+    } catch (err) {
+      if (!(err instanceof HeadError)) throw err;
+      return { end: "refused" };
+    }
+    buf = buf.subarray(end);
+    if (res.status === 101) return { end: "refused" };
+    if (res.status < 200) continue;
+    const noBody = method === "HEAD" || res.status === 204 || res.status === 304;
+    const body = noBody
+      ? new BodyFramer("none", 0, 0)
+      : res.chunked
+        ? new BodyFramer("chunked", 0, 64 * 1024)
+        : res.contentLength !== null
+          ? new BodyFramer("length", res.contentLength, 0)
+          : new BodyFramer("close", 0, 0);
+    const spans: number[] = [];
+    let n: number;
+    try {
+      n = body.consume(buf, 0, spans);
+    } catch (err) {
+      if (!(err instanceof FramingError)) throw err;
+      return { end: "refused" };
+    }
+    // The scripted server closes after the response.
+    body.endOfInput();
+    if (!body.done) return { end: "refused" };
+    const payload: string[] = [];
+    let lastDataEnd = 0;
+    for (let i = 0; i < spans.length; i += 2) {
+      payload.push(buf.toString("latin1", spans[i], spans[i + 1]));
+      if ((spans[i + 1] as number) > (spans[i] as number)) lastDataEnd = spans[i + 1] as number;
+    }
+    const trailers = body.kind === "chunked" ? trailersOf(buf.toString("latin1", 0, n), lastDataEnd) : [];
+    return {
+      status: res.status,
+      headers: res.raw,
+      body: payload.join(""),
+      trailers,
+      end: "ok",
+      rest: buf.length - n,
+    };
+  }
+}
+
+/** llhttp's reading of the same response: node:http's client against a server writing `bytes`. */
+async function llhttpResponse(method: string, bytes: Buffer): Promise<ResponseReading> {
+  const server = net.createServer((s) => {
+    s.on("error", () => undefined);
+    s.once("data", () => s.end(bytes));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    return await new Promise<ResponseReading>((resolve) => {
+      const req = http.request({ host: "127.0.0.1", port, method, path: "/", agent: false }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode as number,
+            headers: res.rawHeaders,
+            body: Buffer.concat(chunks).toString("latin1"),
+            trailers: res.rawTrailers,
+            end: "ok",
+          }),
+        );
+        res.on("error", () => resolve({ end: "refused" }));
+        res.on("aborted", () => resolve({ end: "refused" }));
+      });
+      req.on("error", () => resolve({ end: "refused" }));
+      req.end();
+    });
+  } finally {
+    server.close();
+  }
+}
+
+const OK = "HTTP/1.1 200 OK\r\n";
+const RESPONSES_AGREE: Record<string, [method: string, response: string]> = {
+  "Content-Length": ["GET", `${OK}Content-Length: 2\r\n\r\nok`],
+  "status line without a reason": ["GET", "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok"],
+  "status line with an empty reason": ["GET", "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok"],
+  "reason with a tab and obs-text": ["GET", "HTTP/1.1 200 O\tK\xe9\r\nContent-Length: 2\r\n\r\nok"],
+  "HTTP/1.0 status line": ["GET", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "status 600": ["GET", "HTTP/1.1 600 X\r\nContent-Length: 2\r\n\r\nok"],
+  "HTTP/1.10 status line": ["GET", "HTTP/1.10 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "two-digit status": ["GET", "HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "four-digit status": ["GET", "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "two spaces before the status": ["GET", "HTTP/1.1  200 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "status line ended by LF": ["GET", "HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok"],
+  "HEAD with Content-Length": ["HEAD", `${OK}Content-Length: 10\r\n\r\n`],
+  "HEAD with chunked": ["HEAD", `${OK}Transfer-Encoding: chunked\r\n\r\n`],
+  "204 with Content-Length": ["GET", "HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"],
+  "304 with Content-Length": ["GET", "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"],
+  "103 before the response": [
+    "GET",
+    `HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n${OK}Content-Length: 2\r\n\r\nok`,
+  ],
+  "100 before the response": ["GET", `HTTP/1.1 100 Continue\r\n\r\n${OK}Content-Length: 2\r\n\r\nok`],
+  "close-delimited body": ["GET", `${OK}\r\nuntil the end`],
+  "close-delimited HTTP/1.0 body": ["GET", "HTTP/1.0 200 OK\r\n\r\nuntil the end"],
+  "Content-Length and Transfer-Encoding": [
+    "GET",
+    `${OK}Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+  ],
+  "chunked with an extension and trailers": [
+    "GET",
+    `${OK}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Sum: 11\r\nX-B: 2\r\n\r\n`,
+  ],
+  "chunk size with junk": ["GET", `${OK}Transfer-Encoding: chunked\r\n\r\n2x\r\nok\r\n0\r\n\r\n`],
+  "Content-Length twice": ["GET", `${OK}Content-Length: 2\r\nContent-Length: 2\r\n\r\nok`],
+  "Content-Length list": ["GET", `${OK}Content-Length: 2, 2\r\n\r\nok`],
+  "obs-fold": ["GET", `${OK}X-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok`],
+  "NUL in a field": ["GET", `${OK}X-A: \x00\r\nContent-Length: 2\r\n\r\nok`],
+  "space before the colon": ["GET", `${OK}Content-Length : 2\r\n\r\nok`],
+  "body shorter than its Content-Length": ["GET", `${OK}Content-Length: 10\r\n\r\nok`],
+  "chunked body cut before its last chunk": ["GET", `${OK}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n`],
+};
+
+const RESPONSES_SIGIL_STRICTER: Record<string, [method: string, response: string]> = {
+  "HTTP/2.0 status line": ["GET", "HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "status 099": ["GET", "HTTP/1.1 099 OK\r\nContent-Length: 2\r\n\r\nok"],
+  "Transfer-Encoding: gzip, chunked": [
+    "GET",
+    `${OK}Transfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n`,
+  ],
+  "Transfer-Encoding: identity": ["GET", `${OK}Transfer-Encoding: identity\r\n\r\nuntil the end`],
+};
+
+describe("responses: Sigil reads what llhttp reads", () => {
+  it.each(Object.entries(RESPONSES_AGREE))("%s", async (_name, [method, text]) => {
+    const bytes = Buffer.from(text, "latin1");
+    const { rest: _rest, ...ours } = sigilResponse(method, bytes);
+    expect(ours).toEqual(await llhttpResponse(method, bytes));
+  });
+
+  it("ends a Content-Length response where its length says, not at the close", () => {
+    const next = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    const r = sigilResponse("GET", Buffer.from(`${OK}Content-Length: 2\r\n\r\nok${next}`, "latin1"));
+    expect(r.body).toBe("ok");
+    expect(r.rest).toBe(next.length);
+  });
+});
+
+describe("responses: Sigil is stricter than llhttp on purpose", () => {
+  it.each(Object.entries(RESPONSES_SIGIL_STRICTER))("%s", async (_name, [method, text]) => {
+    const bytes = Buffer.from(text, "latin1");
+    expect(sigilResponse(method, bytes).end).toBe("refused");
+    expect((await llhttpResponse(method, bytes)).end).toBe("ok");
+  });
+});
