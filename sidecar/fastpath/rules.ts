@@ -8,6 +8,16 @@
  *   a DENY mark is answered with a TCP RST; with fail-closed, packets of served ports whose
  *   connection never got a verdict are dropped.
  *
+ * Several queues: a handshake packet goes to the queue its connection's client port selects
+ * (`queueForClientPort`, read with the u32 match: a SYN's source port, a SYN-ACK's destination
+ * port). The kernel's own spreading does not fit: --queue-balance hashes the address pair only, so
+ * between two hosts every connection lands on one queue; --queue-cpu-fanout follows the CPU, so a
+ * connection's SYN and SYN-ACK, or a SYN and its replay, may part. The client port is part of the
+ * 4-tuple: both handshake packets of a connection, and every copy of a token (valid on its own
+ * 4-tuple only), reach the same queue and so the same worker and its replay cache. IPv6 handshake
+ * packets with extension headers, which the fixed-offset test cannot read, are dropped rather
+ * than queued where a replay could be steered.
+ *
  * No --queue-bypass unless fail-open is asked for: with no enforcer bound, queued SYNs are dropped.
  */
 import { execFile } from "node:child_process";
@@ -47,20 +57,88 @@ function portGroups(ports: readonly number[]): string[] {
   return groups;
 }
 
-function queueTarget(s: RuleSettings): string {
-  if (!(s.queueCount >= 1) || s.queueFirst < 0 || s.queueFirst + s.queueCount - 1 > 65535) {
-    throw new RuleError(`queue range ${s.queueFirst}+${s.queueCount} invalid`);
+/** The most queues the client-port split spreads over (the port bits it reads). */
+export const MAX_QUEUES = 256;
+
+function checkQueues(s: RuleSettings): void {
+  const valid =
+    Number.isInteger(s.queueFirst) &&
+    Number.isInteger(s.queueCount) &&
+    s.queueCount >= 1 &&
+    s.queueCount <= MAX_QUEUES &&
+    s.queueFirst >= 0 &&
+    s.queueFirst + s.queueCount - 1 <= 65535;
+  if (!valid) {
+    throw new RuleError(
+      `queue range ${s.queueFirst}+${s.queueCount} invalid (1..${MAX_QUEUES} queues numbered 0..65535)`,
+    );
   }
-  const target =
-    s.queueCount === 1
-      ? `NFQUEUE --queue-num ${s.queueFirst}`
-      : `NFQUEUE --queue-balance ${s.queueFirst}:${s.queueFirst + s.queueCount - 1}`;
-  return s.failOpen ? `${target} --queue-bypass` : target;
+}
+
+/**
+ * Which client-port bits pick the queue: bits 1 and up (bit 0 is skipped because Linux prefers even
+ * ports for connect()). A power-of-two count reads exactly log2(count) bits, so consecutive ports
+ * alternate queues; any other count splits 8 bits into near-equal ranges.
+ */
+function portFieldWidth(queueCount: number): number {
+  return (queueCount & (queueCount - 1)) === 0 ? queueCount : MAX_QUEUES;
+}
+
+/** The range of the port field that queue `index` (0-based) takes. */
+function fieldRange(index: number, queueCount: number): { lo: number; hi: number } {
+  const width = portFieldWidth(queueCount);
+  return {
+    lo: Math.floor((width * index) / queueCount),
+    hi: Math.floor((width * (index + 1)) / queueCount) - 1,
+  };
+}
+
+/** The queue the rules send a connection's handshake packets to, from its client port. */
+export function queueForClientPort(clientPort: number, queueFirst: number, queueCount: number): number {
+  const field = (clientPort >> 1) & (portFieldWidth(queueCount) - 1);
+  for (let i = 0; i < queueCount; i++) {
+    const { lo, hi } = fieldRange(i, queueCount);
+    if (field >= lo && field <= hi) return queueFirst + i;
+  }
+  throw new RuleError(`no queue for port ${clientPort} among ${queueCount}`);
+}
+
+/**
+ * u32 tests selecting queue `index` by the client port, one per family (the same restore text
+ * serves iptables and ip6tables; each family's test fails at once on the other's packets). The
+ * 32-bit word at the TCP header holds source port << 16 | destination port; IPv4 finds it after
+ * IHL × 4 bytes, IPv6 at byte 40 when the next header is TCP.
+ */
+function portSplitMatches(index: number, queueCount: number, side: "source" | "destination"): string[] {
+  const mask = hex(portFieldWidth(queueCount) - 1);
+  const { lo, hi } = fieldRange(index, queueCount);
+  const value = lo === hi ? `${lo}` : `${lo}:${hi}`;
+  const shift = side === "source" ? 17 : 1;
+  return [
+    `-m u32 --u32 0>>28=4&&0>>22&0x3C@0>>${shift}&${mask}=${value}`,
+    `-m u32 --u32 0>>28=6&&4>>8&0xFF=6&&40>>${shift}&${mask}=${value}`,
+  ];
+}
+
+/** Rule tails (matches + target) that queue a handshake packet, `side` saying where its client port is. */
+function queueTails(s: RuleSettings, side: "source" | "destination"): string[] {
+  const bypass = s.failOpen ? " --queue-bypass" : "";
+  if (s.queueCount === 1) return [`-j NFQUEUE --queue-num ${s.queueFirst}${bypass}`];
+  const tails: string[] = [];
+  for (let i = 0; i < s.queueCount; i++) {
+    for (const match of portSplitMatches(i, s.queueCount, side))
+      tails.push(`${match} -j NFQUEUE --queue-num ${s.queueFirst + i}${bypass}`);
+  }
+  // Reached only by a packet no split test can read (IPv6 with extension headers).
+  tails.push("-j DROP");
+  return tails;
 }
 
 /** iptables-restore input (same text for iptables and ip6tables) for `--noflush` application. */
 export function renderRules(s: RuleSettings): string {
-  const q = queueTarget(s);
+  checkQueues(s);
+  const bySource = queueTails(s, "source");
+  const byDestination = queueTails(s, "destination");
   const mask = hex(MARK_MASK);
   const synOnly = "-p tcp --tcp-flags SYN,ACK,RST,FIN SYN";
   const synAck = "-p tcp --tcp-flags SYN,ACK,RST,FIN SYN,ACK";
@@ -69,12 +147,14 @@ export function renderRules(s: RuleSettings): string {
   const inp = CHAINS.filter.INPUT;
   const loc = CHAINS.filter.OUTPUT;
   const lines = ["*mangle", `:${pre} - [0:0]`, `:${out} - [0:0]`];
-  for (const g of portGroups(s.inboundPorts))
-    lines.push(`-A ${pre} ${synOnly} -m multiport --dports ${g} -j ${q}`);
-  lines.push(`-A ${pre} ${synAck} -m connmark --mark ${hex(MARK_PENDING_OUT)}/${mask} -j ${q}`);
-  for (const g of portGroups(s.outboundPorts))
-    lines.push(`-A ${out} ${synOnly} -m multiport --dports ${g} -j ${q}`);
-  lines.push(`-A ${out} ${synAck} -m connmark --mark ${hex(MARK_PENDING_IN)}/${mask} -j ${q}`);
+  const queue = (chain: string, match: string, tails: readonly string[]): void => {
+    for (const tail of tails) lines.push(`-A ${chain} ${match} ${tail}`);
+  };
+  // The client port is a SYN's source port and a SYN-ACK's destination port.
+  for (const g of portGroups(s.inboundPorts)) queue(pre, `${synOnly} -m multiport --dports ${g}`, bySource);
+  queue(pre, `${synAck} -m connmark --mark ${hex(MARK_PENDING_OUT)}/${mask}`, byDestination);
+  for (const g of portGroups(s.outboundPorts)) queue(out, `${synOnly} -m multiport --dports ${g}`, bySource);
+  queue(out, `${synAck} -m connmark --mark ${hex(MARK_PENDING_IN)}/${mask}`, byDestination);
   lines.push("COMMIT", "*filter", `:${inp} - [0:0]`, `:${loc} - [0:0]`);
   for (const chain of [inp, loc]) {
     lines.push(
