@@ -83,10 +83,11 @@ interface NativeQueue {
 
 interface NativeBinding {
   getOriginalDestination(fd: number, family: 4 | 6): SocketAddress;
-  parseTcp(packet: Buffer, exid: number): TcpInfo;
+  parseTcp(packet: Buffer, exid: number): ParsedFields;
   insertToken(packet: Buffer, token: Buffer, exid: number): Buffer;
   extractToken(packet: Buffer, exid: number): { packet: Buffer; token: Buffer } | null;
   rewriteAsReset(packet: Buffer): Buffer;
+  threadCpuMicros(): number;
   hasNfQueue: boolean;
   NfQueue?: new (queue: number, options: QueueOptions, onPacket: (p: QueuedPacket) => void) => NativeQueue;
 }
@@ -209,9 +210,42 @@ function packetCall<T>(body: (native: NativeBinding) => T): T {
   }
 }
 
+/** parseTcp's fields as the addon returns them, in this order (an array is cheaper to build than an object). */
+type ParsedFields = [
+  family: 4 | 6,
+  src: string,
+  dst: string,
+  srcPort: number,
+  dstPort: number,
+  seq: number,
+  ack: number,
+  flags: number,
+  tcpHeaderLength: number,
+  payloadLength: number,
+  hasToken: boolean,
+];
+
 /** Parses the IP and TCP headers; throws PacketError for anything but a whole, unfragmented TCP segment. */
 export function parseTcp(packet: Buffer, exid: number): TcpInfo {
-  return packetCall((n) => n.parseTcp(packet, exid));
+  const f = packetCall((n) => n.parseTcp(packet, exid));
+  return {
+    family: f[0],
+    src: f[1],
+    dst: f[2],
+    srcPort: f[3],
+    dstPort: f[4],
+    seq: f[5],
+    ack: f[6],
+    flags: f[7],
+    tcpHeaderLength: f[8],
+    payloadLength: f[9],
+    hasToken: f[10],
+  };
+}
+
+/** CPU time (user + system) the calling thread has used, in µs: per-thread accounting for worker threads. */
+export function threadCpuMicros(): number {
+  return load().threadCpuMicros();
 }
 
 /**

@@ -3,6 +3,7 @@
 
 #include "original_dst.h"
 #include "packet_napi.h"
+#include "thread_cpu.h"
 #ifdef SIGIL_HAVE_NFQUEUE
 #include "nfqueue.h"
 #endif
@@ -12,6 +13,7 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getOriginalDestination", Napi::Function::New(env, sigil::GetOriginalDestination));
   sigil::RegisterPacketFunctions(env, exports);
+  sigil::RegisterThreadCpu(env, exports);
 #ifdef SIGIL_HAVE_NFQUEUE
   sigil::RegisterNfQueue(env, exports);
 #endif

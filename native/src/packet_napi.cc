@@ -42,24 +42,27 @@ auto Guard(Napi::Env env, F&& body) -> decltype(body()) {
   }
 }
 
+// Returns the fields as an array in a fixed order (see PARSED_FIELDS in index.ts): indexed
+// elements cost far less to create than named properties, and parseTcp runs on every handshake
+// packet; the typed loader turns the array into a TcpInfo object.
 Napi::Value ParseTcpJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Bytes packet = ToBytes(info[0], "packet");
   const uint16_t exid = ToExid(info[1]);
   const TcpView v = Guard(env, [&] { return ParseTcp(packet, exid); });
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("family", v.family);
-  o.Set("src", AddressString(env, v.family, v.src));
-  o.Set("dst", AddressString(env, v.family, v.dst));
-  o.Set("srcPort", v.srcPort);
-  o.Set("dstPort", v.dstPort);
-  o.Set("seq", Napi::Number::New(env, v.seq));
-  o.Set("ack", Napi::Number::New(env, v.ack));
-  o.Set("flags", v.flags);
-  o.Set("tcpHeaderLength", Napi::Number::New(env, static_cast<double>(v.tcpHeaderLength)));
-  o.Set("payloadLength", Napi::Number::New(env, static_cast<double>(v.payloadLength)));
-  o.Set("hasToken", Napi::Boolean::New(env, v.tokenOption.has_value()));
-  return o;
+  Napi::Array a = Napi::Array::New(env, 11);
+  a.Set(0u, Napi::Number::New(env, v.family));
+  a.Set(1u, AddressString(env, v.family, v.src));
+  a.Set(2u, AddressString(env, v.family, v.dst));
+  a.Set(3u, Napi::Number::New(env, v.srcPort));
+  a.Set(4u, Napi::Number::New(env, v.dstPort));
+  a.Set(5u, Napi::Number::New(env, v.seq));
+  a.Set(6u, Napi::Number::New(env, v.ack));
+  a.Set(7u, Napi::Number::New(env, v.flags));
+  a.Set(8u, Napi::Number::New(env, static_cast<double>(v.tcpHeaderLength)));
+  a.Set(9u, Napi::Number::New(env, static_cast<double>(v.payloadLength)));
+  a.Set(10u, Napi::Boolean::New(env, v.tokenOption.has_value()));
+  return a;
 }
 
 Napi::Value InsertTokenJs(const Napi::CallbackInfo& info) {

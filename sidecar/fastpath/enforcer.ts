@@ -24,8 +24,9 @@ import {
   insertToken,
   parseTcp,
   rewriteAsReset,
+  threadCpuMicros,
 } from "../../native/index.ts";
-import type { QueueStats, QueuedPacket, TcpInfo } from "../../native/index.ts";
+import type { QueueStats, QueuedPacket, TcpInfo, VerdictCode } from "../../native/index.ts";
 import {
   MARK_ACCEPTED,
   MARK_DENY,
@@ -58,7 +59,7 @@ export interface PolicyState {
 }
 
 export interface EnforcerSettings {
-  /** First NFQUEUE number and how many (the rules spread flows over them with --queue-balance). */
+  /** First NFQUEUE number and how many (the rules spread connections over them by client port). */
   readonly queueFirst: number;
   readonly queueCount: number;
   /** RFC 6994 ExID that marks our token option. */
@@ -84,10 +85,39 @@ export interface EnforcerCounters {
   macProofs: number;
   coldVerifications: number;
   malformedPackets: number;
-  /** Time spent deciding each kind of handshake packet (count, total µs): the enforcer's share of connect latency. */
-  handlingMicros: Record<"ourSyn" | "peerSyn" | "ourSynAck" | "peerSynAck", { count: number; total: number }>;
+  /** Where each kind of handshake packet's time goes (sums; divide by count). */
+  timing: Record<PacketKind, PacketTiming>;
   rejections: Partial<Record<TokenRejection | "no-state" | "policy" | "token-too-large", number>>;
 }
+
+export type PacketKind = "ourSyn" | "peerSyn" | "ourSynAck" | "peerSynAck";
+
+export interface PacketTiming {
+  count: number;
+  /** Wall-clock µs from the packet's arrival in JS to its verdict: parsing, token work, policy. */
+  decideUs: number;
+  /**
+   * Wall-clock µs inside the verdict call: the netlink send, during which the kernel re-injects the
+   * packet and carries it on (up through TCP, or out of the interface) before returning.
+   */
+  verdictUs: number;
+  /** Packets whose thread CPU time was read (one in eight at random: each reading is a system call). */
+  cpuSamples: number;
+  /** This thread's CPU µs deciding, over the sampled packets: the cost, however loaded the machine is. */
+  decideCpuUs: number;
+  verdictCpuUs: number;
+}
+
+const CPU_SAMPLE_RATE = 1 / 8;
+
+const emptyTiming = (): PacketTiming => ({
+  count: 0,
+  decideUs: 0,
+  verdictUs: 0,
+  cpuSamples: 0,
+  decideCpuUs: 0,
+  verdictCpuUs: 0,
+});
 
 export interface EnforcerStats {
   readonly queues: readonly QueueStats[];
@@ -125,6 +155,40 @@ function tupleKey(t: FourTuple): string {
   return `${t.clientAddress}|${t.clientPort}|${t.serverAddress}|${t.serverPort}`;
 }
 
+/** One packet's verdict as a handler decided it; handle() sends it. DROP until a handler says otherwise. */
+class Answer {
+  verdict: VerdictCode = VERDICT.DROP;
+  mark: number | undefined;
+  packet: Buffer | undefined;
+  private given = false;
+
+  reset(): this {
+    this.verdict = VERDICT.DROP;
+    this.mark = undefined;
+    this.packet = undefined;
+    this.given = false;
+    return this;
+  }
+
+  give(verdict: VerdictCode, mark?: number, packet?: Buffer): void {
+    if (this.given) throw new Error("a handshake packet was given two verdicts");
+    this.given = true;
+    this.verdict = verdict;
+    this.mark = mark;
+    this.packet = packet;
+  }
+}
+
+/** A decision waiting for its flow record (the identity is the one that decided, even if rotated since). */
+interface UnreportedFlow {
+  readonly direction: "ingress" | "egress";
+  readonly tuple: FourTuple;
+  readonly peer: WorkloadIdentity | null;
+  readonly decision: Decision;
+  readonly time: number;
+  readonly local: WorkloadIdentity;
+}
+
 /** Map with insertion-ordered expiry and a hard size bound. */
 class PendingTable<V extends { at: number }> {
   private readonly map = new Map<string, V>();
@@ -158,6 +222,9 @@ export class FastPathEnforcer {
   /** Server identities learned from verified SYN-ACKs, by "address|port": next time, a warm handshake. */
   private readonly knownServers = new Map<string, KnownPeer>();
   private policy: PolicyState;
+  private readonly answer = new Answer();
+  private readonly unreported: UnreportedFlow[] = [];
+  private reportScheduled = false;
   readonly counters: EnforcerCounters = {
     synSigned: 0,
     synAccepted: 0,
@@ -169,11 +236,11 @@ export class FastPathEnforcer {
     macProofs: 0,
     coldVerifications: 0,
     malformedPackets: 0,
-    handlingMicros: {
-      ourSyn: { count: 0, total: 0 },
-      peerSyn: { count: 0, total: 0 },
-      ourSynAck: { count: 0, total: 0 },
-      peerSynAck: { count: 0, total: 0 },
+    timing: {
+      ourSyn: emptyTiming(),
+      peerSyn: emptyTiming(),
+      ourSynAck: emptyTiming(),
+      peerSynAck: emptyTiming(),
     },
     rejections: {},
   };
@@ -217,6 +284,7 @@ export class FastPathEnforcer {
   /** Unbinds the queues. The rules stay: new handshakes now fail closed (or open with --queue-bypass). */
   stop(): void {
     for (const q of this.queues.splice(0)) q.close();
+    this.reportFlows();
   }
 
   /** A rotated SVID: the next handshake uses it, connections in progress are unaffected. */
@@ -262,40 +330,73 @@ export class FastPathEnforcer {
     }
   }
 
-  /** Entry point for every queued packet; always ends in exactly one verdict. */
+  /**
+   * Entry point for every queued packet; always ends in exactly one verdict (a handler that gives
+   * none leaves the default, DROP). The verdict goes out before the flow record is built: records are
+   * reported from the next turn of the event loop, off the path of this and the next handshake packet.
+   */
   handle(queue: PacketQueue, p: QueuedPacket): void {
+    // Random rather than every n-th packet: handshakes alternate kinds, so a fixed stride would see one kind only.
+    const sampleCpu = Math.random() < CPU_SAMPLE_RATE;
+    const startedCpu = sampleCpu ? threadCpuMicros() : 0;
+    const started = process.hrtime.bigint();
+    const answer = this.answer.reset();
+    const kind = this.decidePacket(answer, p);
+    const decided = process.hrtime.bigint();
+    const decidedCpu = sampleCpu ? threadCpuMicros() : 0;
+    queue.verdict(p.id, answer.verdict, answer.mark, answer.packet);
+    if (kind) {
+      const t = this.counters.timing[kind];
+      t.count++;
+      t.decideUs += Number(decided - started) / 1000;
+      t.verdictUs += Number(process.hrtime.bigint() - decided) / 1000;
+      if (sampleCpu) {
+        t.cpuSamples++;
+        t.decideCpuUs += decidedCpu - startedCpu;
+        t.verdictCpuUs += threadCpuMicros() - decidedCpu;
+      }
+    }
+    if (this.unreported.length > 0 && !this.reportScheduled) {
+      this.reportScheduled = true;
+      setImmediate(this.reportFlows);
+    }
+  }
+
+  /** Reports the flow records of packets already answered; also run at once by stop(). */
+  private readonly reportFlows = (): void => {
+    this.reportScheduled = false;
+    for (const f of this.unreported.splice(0)) this.onFlow(this.flowRecord(f));
+  };
+
+  /** Sorts a packet to its handler; null for a packet that is no handshake we queue (dropped). */
+  private decidePacket(answer: Answer, p: QueuedPacket): PacketKind | null {
     let info: TcpInfo;
     try {
       info = parseTcp(p.packet, this.settings.exid);
     } catch {
       this.counters.malformedPackets++;
-      queue.verdict(p.id, VERDICT.DROP);
-      return;
+      return null;
     }
     const syn = (info.flags & TCP_FLAGS.SYN) !== 0;
     const ack = (info.flags & TCP_FLAGS.ACK) !== 0;
     const outbound = p.hook === HOOK_LOCAL_OUT;
     if (!syn || (info.flags & (TCP_FLAGS.RST | TCP_FLAGS.FIN)) !== 0) {
       this.counters.malformedPackets++;
-      queue.verdict(p.id, VERDICT.DROP);
-      return;
+      return null;
     }
-    const started = process.hrtime.bigint();
     const kind = ack ? (outbound ? "ourSynAck" : "peerSynAck") : outbound ? "ourSyn" : "peerSyn";
-    if (kind === "ourSyn") this.ourSyn(queue, p, info);
-    else if (kind === "peerSyn") this.peerSyn(queue, p, info);
-    else if (kind === "ourSynAck") this.ourSynAck(queue, p, info);
-    else this.peerSynAck(queue, p, info);
-    const t = this.counters.handlingMicros[kind];
-    t.count++;
-    t.total += Number(process.hrtime.bigint() - started) / 1000;
+    if (kind === "ourSyn") this.ourSyn(answer, p, info);
+    else if (kind === "peerSyn") this.peerSyn(answer, p, info);
+    else if (kind === "ourSynAck") this.ourSynAck(answer, p, info);
+    else this.peerSynAck(answer, p, info);
+    return kind;
   }
 
   private reject(reason: TokenRejection | "no-state" | "policy" | "token-too-large"): void {
     this.counters.rejections[reason] = (this.counters.rejections[reason] ?? 0) + 1;
   }
 
-  private ourSyn(queue: PacketQueue, p: QueuedPacket, info: TcpInfo): void {
+  private ourSyn(answer: Answer, p: QueuedPacket, info: TcpInfo): void {
     const tuple = {
       clientAddress: info.src,
       clientPort: info.srcPort,
@@ -305,7 +406,7 @@ export class FastPathEnforcer {
     if (info.hasToken || info.payloadLength > 0) {
       // Only this enforcer puts tokens on SYNs; a local SYN that already has one (or data) is not ours to sign.
       this.counters.malformedPackets++;
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
       return;
     }
     const nonce = newNonce();
@@ -330,7 +431,7 @@ export class FastPathEnforcer {
       packet = insertToken(p.packet, token, this.settings.exid);
     } catch (err) {
       this.reject("token-too-large");
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
       this.flow("egress", tuple, null, {
         verdict: "deny",
         wouldDeny: false,
@@ -344,10 +445,10 @@ export class FastPathEnforcer {
     const nonces = previous ? [...previous.nonces, nonce].slice(-MAX_NONCES_PER_CONNECTION) : [nonce];
     this.pendingOut.set(key, { nonces, at: this.now() });
     this.counters.synSigned++;
-    queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_PENDING_OUT), packet);
+    answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_PENDING_OUT), packet);
   }
 
-  private peerSyn(queue: PacketQueue, p: QueuedPacket, info: TcpInfo): void {
+  private peerSyn(answer: Answer, p: QueuedPacket, info: TcpInfo): void {
     const tuple = {
       clientAddress: info.src,
       clientPort: info.srcPort,
@@ -358,19 +459,19 @@ export class FastPathEnforcer {
     if (extracted === "malformed") {
       this.counters.malformedPackets++;
       this.reject("malformed");
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+      answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
       return;
     }
     if (extracted === null) {
       if (info.payloadLength > 0) {
         // Data on a SYN without our option: not a token handshake we understand (e.g. TFO); refuse.
         this.reject("malformed");
-        queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
+        answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_DENY));
         this.flow("ingress", tuple, null, refusalDecision("SYN carries data without a token option"));
         return;
       }
       const decision = this.decide("ingress", { kind: "external", address: info.src }, info.dstPort);
-      this.finishSyn(queue, p, tuple, null, decision, MARK_ACCEPTED, undefined);
+      this.finishSyn(answer, p, tuple, null, decision, MARK_ACCEPTED, undefined);
       return;
     }
     let identity: WorkloadIdentity;
@@ -396,12 +497,12 @@ export class FastPathEnforcer {
       if (reason === "unknown-key") {
         // The client derived its MAC against a key we no longer hold (we restarted or rotated):
         // stay silent rather than reset, so its SYN retransmission comes signed and succeeds.
-        queue.verdict(p.id, VERDICT.DROP);
+        answer.give(VERDICT.DROP);
         return;
       }
       // Stripped, so the RST the rules send acknowledges exactly the SYN (ISN + 1) and the client's
       // stack accepts it; with the token still attached the RST would acknowledge the token bytes too.
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY), extracted.packet);
+      answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_DENY), extracted.packet);
       this.counters.synDenied++;
       this.flow(
         "ingress",
@@ -412,11 +513,11 @@ export class FastPathEnforcer {
       return;
     }
     const decision = this.decide("ingress", { kind: "workload", identity, address: info.src }, info.dstPort);
-    this.finishSyn(queue, p, tuple, identity, decision, MARK_PENDING_IN, extracted.packet, { nonce, mac });
+    this.finishSyn(answer, p, tuple, identity, decision, MARK_PENDING_IN, extracted.packet, { nonce, mac });
   }
 
   private finishSyn(
-    queue: PacketQueue,
+    answer: Answer,
     p: QueuedPacket,
     tuple: FourTuple,
     identity: WorkloadIdentity | null,
@@ -429,16 +530,16 @@ export class FastPathEnforcer {
       if (client)
         this.pendingIn.set(tupleKey(tuple), { clientNonce: client.nonce, mac: client.mac, at: this.now() });
       this.counters.synAccepted++;
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, acceptMark), stripped);
+      answer.give(VERDICT.ACCEPT, withMark(p.mark, acceptMark), stripped);
     } else {
       this.reject("policy");
       this.counters.synDenied++;
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_DENY), stripped);
+      answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_DENY), stripped);
     }
     this.flow("ingress", tuple, identity, decision);
   }
 
-  private ourSynAck(queue: PacketQueue, p: QueuedPacket, info: TcpInfo): void {
+  private ourSynAck(answer: Answer, p: QueuedPacket, info: TcpInfo): void {
     const tuple = {
       clientAddress: info.dst,
       clientPort: info.dstPort,
@@ -450,7 +551,7 @@ export class FastPathEnforcer {
       // Without the client's nonce the answer cannot be bound; the client's SYN retransmission
       // brings a fresh one.
       this.reject("no-state");
-      queue.verdict(p.id, VERDICT.DROP);
+      answer.give(VERDICT.DROP);
       return;
     }
     try {
@@ -464,14 +565,14 @@ export class FastPathEnforcer {
       });
       const packet = insertToken(p.packet, token, this.settings.exid);
       this.counters.synAckSigned++;
-      queue.verdict(p.id, VERDICT.ACCEPT, undefined, packet);
+      answer.give(VERDICT.ACCEPT, undefined, packet);
     } catch {
       this.reject("token-too-large");
-      queue.verdict(p.id, VERDICT.DROP);
+      answer.give(VERDICT.DROP);
     }
   }
 
-  private peerSynAck(queue: PacketQueue, p: QueuedPacket, info: TcpInfo): void {
+  private peerSynAck(answer: Answer, p: QueuedPacket, info: TcpInfo): void {
     const tuple = {
       clientAddress: info.dst,
       clientPort: info.dstPort,
@@ -482,7 +583,7 @@ export class FastPathEnforcer {
     const pending = this.pendingOut.get(key);
     const refuse = (identity: WorkloadIdentity | null, decision: Decision): void => {
       this.counters.synAckRefused++;
-      queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_REFUSED), rewriteAsReset(p.packet));
+      answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_REFUSED), rewriteAsReset(p.packet));
       this.pendingOut.delete(key);
       this.flow("egress", tuple, identity, decision);
     };
@@ -497,7 +598,7 @@ export class FastPathEnforcer {
       if (decision.verdict === "allow" && info.payloadLength === 0) {
         this.counters.synAckAccepted++;
         this.pendingOut.delete(key);
-        queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED));
+        answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED));
         this.flow("egress", tuple, null, decision);
       } else {
         this.reject("policy");
@@ -541,7 +642,7 @@ export class FastPathEnforcer {
     }
     this.counters.synAckAccepted++;
     this.pendingOut.delete(key);
-    queue.verdict(p.id, VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED), extracted.packet);
+    answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED), extracted.packet);
     this.flow("egress", tuple, identity, decision);
   }
 
@@ -586,37 +687,42 @@ export class FastPathEnforcer {
     }
   }
 
+  /** Notes a decision for its flow record, built and reported once the verdict is out. */
   private flow(
     direction: "ingress" | "egress",
     tuple: FourTuple,
     peer: WorkloadIdentity | null,
     decision: Decision,
   ): void {
+    this.unreported.push({ direction, tuple, peer, decision, time: this.now(), local: this.local.identity });
+  }
+
+  private flowRecord(f: UnreportedFlow): FlowRecord {
     const localEnd = (address: string): FlowEndpoint => ({
-      spiffeId: this.local.identity.spiffeId,
-      labels: this.local.identity.labels,
+      spiffeId: f.local.spiffeId,
+      labels: f.local.labels,
       address,
     });
     const peerEnd = (address: string): FlowEndpoint =>
-      peer ? { spiffeId: peer.spiffeId, labels: peer.labels, address } : { labels: {}, address };
-    const ingress = direction === "ingress";
-    this.onFlow({
+      f.peer ? { spiffeId: f.peer.spiffeId, labels: f.peer.labels, address } : { labels: {}, address };
+    const ingress = f.direction === "ingress";
+    return {
       id: randomUUID(),
-      time: this.now(),
-      reporter: { spiffeId: this.local.identity.spiffeId, kind: "fastpath" },
-      direction,
-      source: ingress ? peerEnd(tuple.clientAddress) : localEnd(tuple.clientAddress),
-      destination: ingress ? localEnd(tuple.serverAddress) : peerEnd(tuple.serverAddress),
-      port: tuple.serverPort,
+      time: f.time,
+      reporter: { spiffeId: f.local.spiffeId, kind: "fastpath" },
+      direction: f.direction,
+      source: ingress ? peerEnd(f.tuple.clientAddress) : localEnd(f.tuple.clientAddress),
+      destination: ingress ? localEnd(f.tuple.serverAddress) : peerEnd(f.tuple.serverAddress),
+      port: f.tuple.serverPort,
       protocol: "tcp",
-      verdict: decision.verdict,
-      wouldDeny: decision.wouldDeny,
-      policy: decision.policy,
-      reason: decision.reason,
+      verdict: f.decision.verdict,
+      wouldDeny: f.decision.wouldDeny,
+      policy: f.decision.policy,
+      reason: f.decision.reason,
       encrypted: false,
       bytesSent: 0,
       bytesReceived: 0,
       durationMs: 0,
-    });
+    };
   }
 }

@@ -56,6 +56,8 @@ export interface DecodedToken {
   /** SYN-ACK only: the client's nonce this answer is bound to. */
   readonly echoNonce: Buffer | null;
   readonly chain: readonly Buffer[];
+  /** The certificate section as sent (count and length-prefixed DER): equal bytes, equal chain. */
+  readonly chainBytes: Buffer;
   readonly proofKind: ProofKind;
   /** MAC proof only: digest of the recipient chain the pair key was derived against. */
   readonly keyId: Buffer | null;
@@ -130,14 +132,40 @@ function parseAddress(address: string): Buffer {
 function tupleBytes(tuple: FourTuple): Buffer {
   const c = addressBytes(tuple.clientAddress);
   const s = addressBytes(tuple.serverAddress);
-  const ports = Buffer.alloc(4);
-  ports.writeUInt16BE(tuple.clientPort, 0);
-  ports.writeUInt16BE(tuple.serverPort, 2);
-  return Buffer.concat([Buffer.from([c.length]), c, s, ports]);
+  const out = Buffer.allocUnsafe(1 + c.length + s.length + 4);
+  out[0] = c.length;
+  c.copy(out, 1);
+  s.copy(out, 1 + c.length);
+  out.writeUInt16BE(tuple.clientPort, 1 + c.length + s.length);
+  out.writeUInt16BE(tuple.serverPort, 3 + c.length + s.length);
+  return out;
 }
 
 function signedMessage(signedPart: Buffer, tuple: FourTuple): Buffer {
   return Buffer.concat([CONTEXT, signedPart, tupleBytes(tuple)]);
+}
+
+/** The MAC proof over the same message as the signature, fed in pieces rather than copied into one. */
+function macOver(key: Buffer, signedPart: Buffer, tuple: FourTuple): Buffer {
+  return createHmac("sha256", key).update(CONTEXT).update(signedPart).update(tupleBytes(tuple)).digest();
+}
+
+/** The certificate section of a token (count, then length-prefixed DER each), built once per chain. */
+const chainSections = new WeakMap<readonly Buffer[], Buffer>();
+
+function chainSection(chain: readonly Buffer[]): Buffer {
+  const cached = chainSections.get(chain);
+  if (cached) return cached;
+  const section = Buffer.allocUnsafe(1 + chain.reduce((n, der) => n + 2 + der.length, 0));
+  section[0] = chain.length;
+  let at = 1;
+  for (const der of chain) {
+    section.writeUInt16BE(der.length, at);
+    der.copy(section, at + 2);
+    at += 2 + der.length;
+  }
+  chainSections.set(chain, section);
+  return section;
 }
 
 export interface TokenSigner {
@@ -179,30 +207,34 @@ export function encodeToken(
   }
   if (signer.chain.length === 0 || signer.chain.length > 4)
     throw new RangeError("chain must hold 1..4 certificates");
-  const head = Buffer.alloc(2 + NONCE_BYTES + 8);
-  head[0] = TOKEN_VERSION;
-  head[1] = TYPE_CODE[fields.mac ? "mac" : "signature"][fields.type];
-  fields.nonce.copy(head, 2);
-  head.writeBigUInt64BE(BigInt(fields.timestampMs), 2 + NONCE_BYTES);
-  const parts: Buffer[] = [head];
-  if (fields.type === "syn-ack") parts.push(fields.echoNonce as Buffer);
-  parts.push(Buffer.from([signer.chain.length]));
-  for (const der of signer.chain) {
-    const len = Buffer.alloc(2);
-    len.writeUInt16BE(der.length);
-    parts.push(len, der);
-  }
-  if (fields.mac) {
-    if (fields.mac.keyId.length !== KEY_ID_BYTES)
-      throw new RangeError(`key id must be ${KEY_ID_BYTES} bytes`);
-    parts.push(fields.mac.keyId);
-  }
-  const signedPart = Buffer.concat(parts);
-  const message = signedMessage(signedPart, fields.tuple);
+  if (fields.mac && fields.mac.keyId.length !== KEY_ID_BYTES)
+    throw new RangeError(`key id must be ${KEY_ID_BYTES} bytes`);
+  const chain = chainSection(signer.chain);
+  const echo = fields.type === "syn-ack" ? NONCE_BYTES : 0;
+  const signedLength = 2 + NONCE_BYTES + 8 + echo + chain.length + (fields.mac ? KEY_ID_BYTES : 0);
+  const token = Buffer.allocUnsafe(signedLength + (fields.mac ? MAC_BYTES : SIGNATURE_BYTES));
+  token[0] = TOKEN_VERSION;
+  token[1] = TYPE_CODE[fields.mac ? "mac" : "signature"][fields.type];
+  fields.nonce.copy(token, 2);
+  let at = 2 + NONCE_BYTES;
+  token.writeBigUInt64BE(BigInt(fields.timestampMs), at);
+  at += 8;
+  if (echo > 0) at += (fields.echoNonce as Buffer).copy(token, at);
+  at += chain.copy(token, at);
+  if (fields.mac) at += fields.mac.keyId.copy(token, at);
+  const signedPart = token.subarray(0, signedLength);
   const proof = fields.mac
-    ? createHmac("sha256", fields.mac.key).update(message).digest()
-    : sign("sha256", message, { key: signer.privateKey, dsaEncoding: "ieee-p1363" });
-  return Buffer.concat([signedPart, proof]);
+    ? macOver(fields.mac.key, signedPart, fields.tuple)
+    : sign("sha256", signedMessage(signedPart, fields.tuple), {
+        key: signer.privateKey,
+        dsaEncoding: "ieee-p1363",
+      });
+  if (proof.length !== token.length - signedLength)
+    throw new RangeError(
+      `proof is ${proof.length} bytes, the token format needs ${token.length - signedLength}`,
+    );
+  proof.copy(token, signedLength);
+  return token;
 }
 
 /** Parses a token without trusting anything in it; throws TokenError("malformed") with the field. */
@@ -229,6 +261,7 @@ export function decodeToken(bytes: Buffer): DecodedToken {
     at += NONCE_BYTES;
   }
   need(at, 1, "certificate count");
+  const chainStart = at;
   const count = bytes[at] as number;
   at += 1;
   if (count < 1 || count > 4)
@@ -261,6 +294,7 @@ export function decodeToken(bytes: Buffer): DecodedToken {
     timestampMs: Number(ts),
     echoNonce,
     chain,
+    chainBytes: bytes.subarray(chainStart, chainStart + 1 + chain.reduce((n, der) => n + 2 + der.length, 0)),
     proofKind,
     keyId,
     signedPart: bytes.subarray(0, at),
@@ -280,7 +314,7 @@ export function verifyPossession(token: DecodedToken, publicKey: KeyObject, tupl
 
 /** Checks a MAC proof under the pair key for exactly this connection (constant-time compare). */
 export function verifyMac(token: DecodedToken, key: Buffer, tuple: FourTuple): boolean {
-  const expected = createHmac("sha256", key).update(signedMessage(token.signedPart, tuple)).digest();
+  const expected = macOver(key, token.signedPart, tuple);
   return expected.length === token.signature.length && timingSafeEqual(expected, token.signature);
 }
 

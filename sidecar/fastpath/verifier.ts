@@ -45,10 +45,34 @@ export interface VerifiedToken {
  */
 export type PairKeyResolver = (keyId: Buffer, peerDigest: string, peerPublicKey: KeyObject) => Buffer | null;
 
+/**
+ * Chain digests of recently seen certificate sections, so a peer presenting the same chain again
+ * costs a byte comparison instead of a SHA-256 over its certificates. Keyed by the section's tail
+ * (the leaf's signature bytes) and length; a hit counts only when every byte is equal.
+ */
+class ChainDigestMemo {
+  private readonly entries = new Map<string, { bytes: Buffer; digest: string }>();
+
+  constructor(private readonly maxEntries: number) {}
+
+  digestOf(token: DecodedToken): string {
+    const bytes = token.chainBytes;
+    const key = `${bytes.length}:${bytes.subarray(-24).toString("latin1")}`;
+    const known = this.entries.get(key);
+    if (known?.bytes.equals(bytes)) return known.digest;
+    const digest = chainDigest(token.chain);
+    this.entries.delete(key);
+    this.entries.set(key, { bytes: Buffer.from(bytes), digest });
+    if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string);
+    return digest;
+  }
+}
+
 export class TokenVerifier {
   private trust: TrustState;
   readonly identities: IdentityCache;
   private readonly replays: ReplayCache;
+  private readonly digests: ChainDigestMemo;
   private readonly now: () => number;
 
   constructor(
@@ -57,6 +81,7 @@ export class TokenVerifier {
   ) {
     this.trust = trust;
     this.identities = new IdentityCache(options.identityCacheEntries);
+    this.digests = new ChainDigestMemo(options.identityCacheEntries);
     // A nonce must be remembered as long as a token carrying it could still pass the window check.
     this.replays = new ReplayCache(2 * options.windowMs, options.replayCacheEntries);
     this.now = options.now ?? Date.now;
@@ -95,7 +120,7 @@ export class TokenVerifier {
       }
     }
 
-    const digest = chainDigest(token.chain);
+    const digest = this.digests.digestOf(token);
     let entry = this.identities.get(digest, now);
     const cached = entry !== undefined;
     if (!entry) {

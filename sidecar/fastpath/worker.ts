@@ -1,13 +1,18 @@
 /**
  * One fast-path worker thread: an enforcer bound to its own NFQUEUE queue, so handshakes spread
- * over the cores. Per-thread state is sound because the rules' flow hashing (--queue-balance) is
- * symmetric: a connection's SYN and SYN-ACK, and any replay of them on the same 4-tuple, reach the
- * same queue; a token moved to another 4-tuple fails its proof wherever it lands.
+ * over the cores. Per-thread state (pending nonces, replay cache, pair keys) is sound by design: the
+ * rules pick a handshake packet's queue from its connection's client port (rules.ts), so a
+ * connection's SYN and SYN-ACK always meet the same worker, and so does any replay of a token,
+ * which is valid only on the 4-tuple it was made for; a token moved to another 4-tuple fails its
+ * proof wherever it lands.
  *
  * Messages in: { type: "stats", id } | { type: "sources", sources }.
- * Messages out: { type: "ready" } | { type: "flow", flow } | { type: "stats", id, stats } | { type: "error", message }.
+ * Messages out: { type: "ready" } | { type: "flows", flows } | { type: "stats", id, stats } | { type: "error", message }.
+ * Flow records go out in batches, one message per turn of the event loop: under a burst of
+ * handshakes one structured clone carries many records.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import type { FlowRecord } from "../../core/flow.ts";
 import { FastPathEnforcer } from "./enforcer.ts";
 import type { EnforcerSettings } from "./enforcer.ts";
 import { buildState } from "./sources.ts";
@@ -21,9 +26,15 @@ interface WorkerInit {
 const port = parentPort;
 if (!port) throw new Error("sidecar/fastpath/worker.ts runs only as a worker thread");
 const init = workerData as WorkerInit;
-const enforcer = new FastPathEnforcer(init.settings, buildState(init.sources), (flow) =>
-  port.postMessage({ type: "flow", flow }),
-);
+let batch: FlowRecord[] = [];
+const sendBatch = (): void => {
+  port.postMessage({ type: "flows", flows: batch });
+  batch = [];
+};
+const enforcer = new FastPathEnforcer(init.settings, buildState(init.sources), (flow) => {
+  if (batch.length === 0) setImmediate(sendBatch);
+  batch.push(flow);
+});
 enforcer.start();
 port.on("message", (msg: { type: string; id?: number; sources?: EnforcerSources }) => {
   if (msg.type === "stats") {

@@ -5,7 +5,13 @@
  */
 import { Worker } from "node:worker_threads";
 import type { FlowRecord } from "../../core/flow.ts";
-import type { EnforcerCounters, EnforcerSettings, EnforcerStats } from "./enforcer.ts";
+import type {
+  EnforcerCounters,
+  EnforcerSettings,
+  EnforcerStats,
+  PacketKind,
+  PacketTiming,
+} from "./enforcer.ts";
 import type { EnforcerSources } from "./sources.ts";
 
 /**
@@ -77,12 +83,12 @@ export class FastPathWorkers {
 
   private onMessage(msg: {
     type: string;
-    flow?: FlowRecord;
+    flows?: FlowRecord[];
     id?: number;
     stats?: EnforcerStats;
     message?: string;
   }): void {
-    if (msg.type === "flow" && msg.flow) this.onFlow(msg.flow);
+    if (msg.type === "flows" && msg.flows) for (const flow of msg.flows) this.onFlow(flow);
     else if (msg.type === "error") this.onError(new Error(msg.message));
     else if (msg.type === "stats" && msg.id !== undefined && msg.stats) {
       const p = this.pending.get(msg.id);
@@ -118,12 +124,14 @@ function addCounters(into: EnforcerCounters, from: EnforcerCounters): void {
     const v = from[key];
     if (typeof v === "number") (into[key] as number) += v;
   }
-  for (const [kind, t] of Object.entries(from.handlingMicros) as [
-    keyof EnforcerCounters["handlingMicros"],
-    { count: number; total: number },
-  ][]) {
-    into.handlingMicros[kind].count += t.count;
-    into.handlingMicros[kind].total += t.total;
+  for (const [kind, t] of Object.entries(from.timing) as [PacketKind, PacketTiming][]) {
+    const sum = into.timing[kind];
+    sum.count += t.count;
+    sum.decideUs += t.decideUs;
+    sum.verdictUs += t.verdictUs;
+    sum.cpuSamples += t.cpuSamples;
+    sum.decideCpuUs += t.decideCpuUs;
+    sum.verdictCpuUs += t.verdictCpuUs;
   }
   for (const [reason, n] of Object.entries(from.rejections) as [
     keyof EnforcerCounters["rejections"],
