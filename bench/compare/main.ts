@@ -101,7 +101,10 @@ async function measurePath(
   } catch (err) {
     const failure = (err as Error).message;
     log(`${name}: not measured: ${failure}`);
-    return { result: { path: name, failure, h1: empty, grpc: empty, peakRssBytes: [] }, tcp: null };
+    return {
+      result: { path: name, failure, h1: empty, grpc: empty, peakRssHttpBytes: [], peakRssBytes: [] },
+      tcp: null,
+    };
   }
   try {
     const byProtocol: Record<"h1" | "grpc", { rate: LoadMeasurement | null; max: LoadMeasurement | null }> = {
@@ -147,6 +150,8 @@ async function measurePath(
         }
       }
     }
+    // Read before iperf3: bulk TCP through a proxy holds read-ahead buffers the HTTP runs never need.
+    const peakRssHttpBytes = path.proxies.map(({ side, proc }) => ({ side, bytes: peakRss(proc.pid) }));
     let tcp: TcpRow | null = null;
     if (opts.tcp && path.tcpPort !== null) {
       const label = {
@@ -170,11 +175,14 @@ async function measurePath(
       }
     }
     const peakRssBytes = path.proxies.map(({ side, proc }) => ({ side, bytes: peakRss(proc.pid) }));
-    return { result: { path: name, failure: null, ...byProtocol, peakRssBytes }, tcp };
+    return { result: { path: name, failure: null, ...byProtocol, peakRssHttpBytes, peakRssBytes }, tcp };
   } catch (err) {
     const failure = (err as Error).message;
     log(`${name}: failed: ${failure}`);
-    return { result: { path: name, failure, h1: empty, grpc: empty, peakRssBytes: [] }, tcp: null };
+    return {
+      result: { path: name, failure, h1: empty, grpc: empty, peakRssHttpBytes: [], peakRssBytes: [] },
+      tcp: null,
+    };
   } finally {
     // A profiled sidecar writes its profile while it drains, so it gets longer to exit.
     for (const { proc } of path.proxies) await sup.stop(proc, ctx.profileDir ? 20_000 : 3000);
@@ -283,7 +291,10 @@ try {
 
   const results: RunResults = {
     startedAt,
-    command: `npx tsx bench/compare/main.ts ${process.argv.slice(2).join(" ")}`.trim(),
+    command: `npx tsx bench/compare/main.ts ${process.argv
+      .slice(2)
+      .map((a) => (/\s/.test(a) ? `"${a}"` : a))
+      .join(" ")}`.trim(),
     quick,
     rateRps: rate,
     durationSeconds,

@@ -37,6 +37,8 @@ export interface PathResults {
   readonly grpc: ProtocolResults;
   /** Peak RSS (VmHWM, summed over the process tree) of each proxy process over the whole run. */
   readonly peakRssBytes: readonly { readonly side: "client" | "server"; readonly bytes: number }[];
+  /** The same, read after the HTTP/1.1 and gRPC runs and before the iperf3 run. */
+  readonly peakRssHttpBytes: readonly { readonly side: "client" | "server"; readonly bytes: number }[];
 }
 
 export interface TcpRow {

@@ -9,7 +9,8 @@ import { loopWindow, parseLoopScrape } from "../../bench/compare/loop-stats.ts";
 import { parseXdsOutput } from "../../bench/compare/measure.ts";
 import { nginxServerConfig } from "../../bench/compare/nginx.ts";
 import { parseStat, parseVmHwm } from "../../bench/compare/procstat.ts";
-import { BEGIN, END, replaceResultsSection } from "../../bench/compare/report.ts";
+import { BEGIN, END, renderResults, replaceResultsSection } from "../../bench/compare/report.ts";
+import type { LoadMeasurement, RunResults } from "../../bench/compare/results.ts";
 import { nines } from "../../bench/compare/svg.ts";
 
 const pki = {
@@ -114,6 +115,118 @@ sigil_bench_gc_total{kind="major"} 1
     expect(() => parseLoopScrape('sigil_sidecar_active_connections{direction="egress"} 0\n')).toThrow(
       /event_loop_delay/,
     );
+  });
+});
+
+describe("bench/compare rendered results", () => {
+  const load = (protocol: "h1" | "grpc", mode: "rate" | "max", p50Ms: number): LoadMeasurement["load"] => ({
+    protocol,
+    mode,
+    completed: 3000,
+    errors: 0,
+    errorSamples: [],
+    elapsedSeconds: 3,
+    rps: 1000,
+    p50Us: p50Ms * 1000,
+    p90Us: p50Ms * 2000,
+    p99Us: p50Ms * 4000,
+    p999Us: p50Ms * 5000,
+    maxUs: p50Ms * 6000,
+    meanUs: p50Ms * 1000,
+    spectrum: [],
+  });
+  const window = (side: "client" | "server") => ({
+    side,
+    delayP50Ms: 1.05,
+    delayP99Ms: 3.5,
+    delayMaxMs: 12.25,
+    gcPauseMs: 42,
+    gcMajorPauseMs: 7,
+    gcCount: 61,
+  });
+  const measured = (protocol: "h1" | "grpc", mode: "rate" | "max", sigil: boolean): LoadMeasurement => ({
+    load: load(protocol, mode, sigil ? 2 : 1),
+    proxies: sigil
+      ? [
+          { side: "client", cpuSeconds: 1 },
+          { side: "server", cpuSeconds: 1 },
+        ]
+      : [],
+    loop: sigil ? [window("client"), window("server")] : [],
+  });
+  const results = (sigil: boolean) => ({
+    rate: measured("h1", "rate", sigil),
+    max: measured("h1", "max", sigil),
+  });
+  const run: RunResults = {
+    startedAt: "2026-11-22T23:00:00.000Z",
+    command: "npx tsx bench/compare/main.ts",
+    quick: false,
+    rateRps: 1000,
+    durationSeconds: 10,
+    warmRateSeconds: 5,
+    sidecarNodeFlags: ["--max-semi-space-size=1"],
+    machine: {
+      nproc: 2,
+      cpuModel: "cpu",
+      kernel: "k",
+      node: "v20",
+      nginx: "nginx",
+      haproxy: "haproxy",
+      iperf3: "iperf3",
+      openssl: "openssl",
+      loadBefore: [1, 1, 1],
+      loadAfter: [1, 1, 1],
+    },
+    paths: [
+      {
+        path: "direct",
+        failure: null,
+        h1: results(false),
+        grpc: results(false),
+        peakRssBytes: [],
+        peakRssHttpBytes: [],
+      },
+      {
+        path: "sigil",
+        failure: null,
+        h1: results(true),
+        grpc: results(true),
+        peakRssHttpBytes: [
+          { side: "client", bytes: 70 * 2 ** 20 },
+          { side: "server", bytes: 65 * 2 ** 20 },
+        ],
+        peakRssBytes: [
+          { side: "client", bytes: 90 * 2 ** 20 },
+          { side: "server", bytes: 80 * 2 ** 20 },
+        ],
+      },
+    ],
+    tcp: [
+      {
+        name: "direct",
+        result: { gbitPerSecond: 10, proxyCpuSeconds: 0, seconds: 5 },
+        baselineGbitPerSecond: null,
+        note: null,
+      },
+    ],
+    xds: null,
+    xdsNote: null,
+    elapsedSeconds: 300,
+  };
+
+  it("states the warm-up and the sidecar flags, and judges RSS on the HTTP runs", () => {
+    const text = renderResults(run, "plot.svg");
+    expect(text).toContain("after a discarded 5 s run at that rate");
+    expect(text).toContain("`node --max-semi-space-size=1 sigil-sidecar.mjs`");
+    expect(text).toMatch(/peak RSS per sidecar < 60 MB \(HTTP\/1\.1 and gRPC runs\) \| 70\.00 MB/);
+    expect(text).toContain("iperf3 included: Sigil sidecar pair client 90.0, server 80.0.");
+  });
+
+  it("tabulates each sidecar's loop delay and GC pauses per measured window", () => {
+    const text = renderResults(run, "plot.svg");
+    expect(text).toContain("| fixed 1000 rps | client | 1.05 | 3.50 | 12.3 | 42 | 7 | 61 |");
+    expect(text).toContain("| max throughput | server | 1.05 | 3.50 | 12.3 | 42 | 7 | 61 |");
   });
 });
 
