@@ -84,6 +84,8 @@ export class Http1Connection implements PoolUser {
   private upstreamReusable = false;
   private status = 502;
   private readonly spans: number[] = [];
+  /** The pool of this connection's route, looked up once: the route is fixed per connection. */
+  private routePool: Http1Pool | null = null;
 
   constructor(
     readonly socket: Socket,
@@ -250,7 +252,7 @@ export class Http1Connection implements PoolUser {
     this.target = target;
     this.reqBody = BodyFramer.forRequest(req.contentLength, req.chunked, this.ctx.options.maxHeaderBytes);
     this.status = 502;
-    this.pool = this.ctx.upstreams.http1(this.conn.route);
+    this.pool = this.routePool ??= this.ctx.upstreams.http1(this.conn.route);
     this.pool.acquire(this);
   }
 

@@ -86,6 +86,10 @@ export function partialHeadProblem(text: string): string | null {
 const NO_TOKENS: ReadonlySet<string> = new Set();
 
 function addTokens(into: Set<string>, value: string): void {
+  if (!value.includes(",")) {
+    if (value !== "") into.add(value.toLowerCase());
+    return;
+  }
   for (const t of value.split(",")) {
     const token = t.trim().toLowerCase();
     if (token !== "") into.add(token);
