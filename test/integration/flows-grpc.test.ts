@@ -104,6 +104,32 @@ describe("flow reporting over a real gRPC stream", () => {
     expect(text).toContain(`sigil_controlplane_flows_ingested_total{result="accepted"} ${sent.length}`);
   });
 
+  it("sends a burst as full batches of the configured size, the remainder on its timer", async () => {
+    const store = await FlowStore.open({ dir: await tempDir(), logger: silent });
+    cleanups.push(() => store.close());
+    const sizes: number[] = [];
+    const { port } = await startServer({
+      append: (records) => {
+        sizes.push(records.length);
+        return store.append(records);
+      },
+    });
+    const r = reporter(port, { batchSize: 10, flushIntervalMs: 60_000 });
+    r.start();
+    await new Promise<void>((resolve) => r.once("connected", resolve));
+    const sent = Array.from({ length: 35 }, () => flow({ from: demo.web, to: demo.api, port: 8080 }));
+    const acks: number[] = [];
+    r.on("ack", (a) => acks.push(Number(a.sequence)));
+    for (const rec of sent) r.report(rec);
+    await waitFor("three full batches", () => acks.length >= 3);
+    expect(sizes.slice(0, 3)).toEqual([10, 10, 10]);
+    // The remainder waits for its timer (a minute here) or a flush.
+    expect(r.stats().buffered).toBe(5);
+    await r.flush();
+    expect(ids(store.all())).toEqual(ids(sent));
+    expect(sizes).toEqual([10, 10, 10, 5]);
+  });
+
   it("loses no acknowledged record across a control-plane restart", async () => {
     const dir = await tempDir();
     let store = await FlowStore.open({ dir, logger: silent });
