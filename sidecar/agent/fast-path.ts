@@ -5,6 +5,7 @@ import type { Labels } from "../../core/labels.ts";
 import { stringifyPolicyDocuments } from "../../core/policy/index.ts";
 import { bundleToJson } from "../../core/svid/bundle.ts";
 import { installCapture } from "../capture/apply.ts";
+import type { CaptureConfig } from "../capture/config.ts";
 import { loadCaptureConfig } from "../capture/init.ts";
 import { fastPathConfigSchema } from "../fastpath/config.ts";
 import { MARK_MASK, hex } from "../fastpath/marks.ts";
@@ -73,6 +74,8 @@ export class AgentFastPath {
   ) {}
 
   static async start(o: AgentFastPathOptions, inputs: FastPathInputs): Promise<AgentFastPath> {
+    // A capture config that cannot work is refused before anything starts.
+    if (o.captureConfigFile) await loadCheckedCaptureConfig(o.captureConfigFile);
     const workers = await FastPathWorkers.start(
       {
         queueFirst: DEFAULTS.queueFirst,
@@ -130,19 +133,7 @@ export class AgentFastPath {
     const key = JSON.stringify(settings);
     if (key === this.installed) return;
     if (this.o.captureConfigFile) {
-      const config = await loadCaptureConfig({
-        configFile: this.o.captureConfigFile,
-        env: {},
-        flags: {},
-        givenOnCli: () => false,
-      });
-      // Without the mask, capture would redirect connections the fast path already decided into
-      // the proxy, which expects mTLS there: refuse to start rather than break them.
-      if (config.fastPathMarkMask !== MARK_MASK) {
-        throw new FastPathSetupError(
-          `${this.o.captureConfigFile}: capture.fastPathMarkMask must be ${hex(MARK_MASK)} for the fast path (is ${config.fastPathMarkMask === null ? "unset" : hex(config.fastPathMarkMask)})`,
-        );
-      }
+      const config = await loadCheckedCaptureConfig(this.o.captureConfigFile);
       await installCapture(config, { backend: config.backend }, [fastPathExternalRules(settings)]);
     } else {
       await applyRules(settings);
@@ -161,6 +152,22 @@ export class AgentFastPath {
       this.o.log.warn({ port: c.port, why: c.why }, "fast-path port goes through the proxy instead");
     }
   }
+}
+
+/**
+ * The capture config `sigil init` applied, which the fast path's rules join. Without the fast
+ * path's mark mask, capture would redirect connections the fast path already decided into the
+ * proxy, which expects mTLS there: such a config is refused rather than left to break them.
+ */
+async function loadCheckedCaptureConfig(file: string): Promise<CaptureConfig> {
+  const config = await loadCaptureConfig({ configFile: file, env: {}, flags: {}, givenOnCli: () => false });
+  if (config.fastPathMarkMask !== MARK_MASK) {
+    const is = config.fastPathMarkMask === null ? "unset" : hex(config.fastPathMarkMask);
+    throw new FastPathSetupError(
+      `${file}: capture.fastPathMarkMask must be ${hex(MARK_MASK)} for the fast path (is ${is})`,
+    );
+  }
+  return config;
 }
 
 function sourcesOf(trustDomain: string, inputs: FastPathInputs): EnforcerSources {

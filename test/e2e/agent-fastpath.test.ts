@@ -432,4 +432,28 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
       expect(await saved(w.host)).toBe(w.baseline);
     }
   }, 90_000);
+
+  it("refuses to start on a capture config without the fast path's mark mask, changing nothing", async () => {
+    // Without the mask, capture would redirect connections the fast path decided into the proxy.
+    const captureConfig = join(web.dir, "capture-no-mask.yaml");
+    await writeFile(captureConfig, `capture:\n  proxyUid: ${proxy.uid}\n  proxyGid: ${proxy.gid}\n`);
+    const { token } = await cp.identity.tokens.create({
+      name: "web",
+      labels: { app: "web" },
+      ttlSeconds: 600,
+    });
+    await writeFile(join(web.dir, "join-token"), `${token}\n`, { mode: 0o600 });
+    await chownTo(web.dir, proxy);
+    const refused = startSidecar({ ...web, captureConfig });
+    await waitFor(
+      "the sidecar's refusal",
+      () =>
+        /capture\.fastPathMarkMask must be 0xf00000 for the fast path \(is unset\)/.test(refused.stderrText),
+      { timeoutMs: 120_000, intervalMs: 100 },
+    );
+    expect(refused.lines.some((l) => l.startsWith("sigil sidecar ready"))).toBe(false);
+    refused.child.kill("SIGKILL");
+    await refused.exit(10_000);
+    expect(await saved(web.host)).toBe(web.baseline);
+  }, 150_000);
 });
