@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
 import { normalizeRequestPath } from "../core/policy/index.ts";
 import type { Authorizer } from "./authorize.ts";
+import { encodeGrpcMessage } from "./grpc-message.ts";
 import { reportedPath } from "./authorize.ts";
 import type { HttpConnection } from "./http1.ts";
 import { HOP_BY_HOP, denialBody } from "./responses.ts";
@@ -132,7 +133,7 @@ export class Http2Proxy {
           ":status": 200,
           "content-type": "application/grpc",
           "grpc-status": malformed ? GRPC_INVALID_ARGUMENT : GRPC_PERMISSION_DENIED,
-          "grpc-message": encodeURIComponent(
+          "grpc-message": encodeGrpcMessage(
             `${malformed ? "bad request" : "permission denied"}: ${decision.reason}`,
           ),
         },
@@ -238,7 +239,7 @@ export class Http2Proxy {
           ":status": 200,
           "content-type": "application/grpc",
           "grpc-status": GRPC_UNAVAILABLE,
-          "grpc-message": encodeURIComponent(`upstream unavailable: ${reason}`),
+          "grpc-message": encodeGrpcMessage(`upstream unavailable: ${reason}`),
         },
         { endStream: true },
       );

@@ -331,7 +331,7 @@ describe("gRPC through a sidecar pair", () => {
       ),
     );
     expect(err.code).toBe(grpc.status.PERMISSION_DENIED);
-    expect(err.details).toMatch(/default deny/);
+    expect(err.details).toMatch(/^permission denied: .*default deny/);
     const flow = await pair.b.flows.next((r) => r.http?.path === "/sigil.test.Echo/Secret");
     expect(flow).toMatchObject({ protocol: "grpc", verdict: "deny" });
   });
