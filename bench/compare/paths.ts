@@ -23,10 +23,12 @@ export interface PathContext {
 /**
  * The V8 settings the Sigil sidecars run with, as a release would set them (bench/compare/MEMORY.md
  * has the measurements behind them). A 1 MB semi-space keeps the young generation from growing to
- * V8's 2 × 16 MB during start-up and under load: about 30 MB less resident per sidecar, and
- * scavenges of about a millisecond instead of tens of milliseconds, which the fixed-rate tail pays.
+ * V8's 2 × 16 MB during start-up and under load: about 30 MB less resident per sidecar, and many
+ * short scavenges instead of a few of 20–95 ms, which the fixed-rate tail pays. Single-threaded GC:
+ * a sidecar shares its cores with its workload, and a scavenge that waits for preempted helper
+ * threads took longer in total than one done on the main thread alone.
  */
-export const SIDECAR_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1"];
+export const SIDECAR_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1", "--single-threaded-gc"];
 
 async function pairPorts(): Promise<PairPorts> {
   const [clientH1, clientGrpc, clientTcp, serverH1, serverGrpc, serverTcp] = (await freePorts(6)) as [
