@@ -85,15 +85,39 @@ export function partialHeadProblem(text: string): string | null {
 
 const NO_TOKENS: ReadonlySet<string> = new Set();
 
+/** `s` without leading and trailing SP and HTAB, the only whitespace HTTP allows around values. */
+function trimOws(s: string): string {
+  let from = 0;
+  let to = s.length;
+  for (let c = s.charCodeAt(from); from < to && (c === 0x20 || c === 0x09); c = s.charCodeAt(++from));
+  for (let c = s.charCodeAt(to - 1); to > from && (c === 0x20 || c === 0x09); c = s.charCodeAt(--to - 1));
+  return from === 0 && to === s.length ? s : s.slice(from, to);
+}
+
+/** Adds the options of a Connection field (RFC 9110 §7.6.1: a list of tokens) to `into`. */
 function addTokens(into: Set<string>, value: string): void {
   if (!value.includes(",")) {
-    if (value !== "") into.add(value.toLowerCase());
+    addToken(into, value);
     return;
   }
-  for (const t of value.split(",")) {
-    const token = t.trim().toLowerCase();
-    if (token !== "") into.add(token);
-  }
+  for (const t of value.split(",")) addToken(into, trimOws(t));
+}
+
+function addToken(into: Set<string>, token: string): void {
+  if (token === "") return;
+  if (!TOKEN.test(token)) throw new HeadError(`invalid Connection option "${token.slice(0, 40)}"`);
+  into.add(token.toLowerCase());
+}
+
+/**
+ * Fields a proxy must not drop, which it would if they were named in Connection: the next hop
+ * would frame the message, or route the request, otherwise than this one decided.
+ */
+const FRAMING_AND_ROUTING = ["content-length", "transfer-encoding", "host"];
+
+function checkConnectionOptions(connection: ReadonlySet<string>): void {
+  for (const name of FRAMING_AND_ROUTING)
+    if (connection.has(name)) throw new HeadError(`Connection names the ${name} field`);
 }
 
 /** Field values by lower-cased name, repeats joined with ", " and Set-Cookie kept as a list. */
@@ -173,6 +197,7 @@ class FieldScan {
     }
     if (this.contentLength !== null && this.chunked)
       throw new HeadError("both Content-Length and Transfer-Encoding");
+    if (this.connection !== null) checkConnectionOptions(this.connection);
   }
 }
 

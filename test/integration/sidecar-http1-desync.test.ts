@@ -1,0 +1,153 @@
+import net from "node:net";
+import type { AddressInfo, Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { rawExchange } from "../support/sidecar-apps.ts";
+import type { SidecarPair } from "../support/sidecar-mesh.ts";
+import { startPair } from "../support/sidecar-mesh.ts";
+
+/**
+ * Desynchronization between the sidecar and the server behind it, end to end through A's egress to
+ * a scripted raw HTTP server (raw, so that it answers what it is scripted to, switches protocols or
+ * not, and reads every request line it is sent the way a lenient server would). A's policy allows
+ * the server and denies /admin/**: the server must never be sent /admin, and every response the
+ * client reads must be the one the sidecar framed.
+ */
+
+/** What the scripted server answers, by request path; anything else gets 200 and the path. */
+const SCRIPT: Record<string, string> = {
+  "/resp-conn": "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 10\r\n\r\n/resp-conn",
+  "/resp-ext": 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a="\r\nok\r\n0\r\n\r\n',
+  "/resp-trailer":
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nContent-Length: 50\r\n\r\n",
+  "/resp-nbsp": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\xa0\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+  "/ws-refuse": "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n/ws-refuse",
+  "/ws-switch": "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+};
+
+interface ScriptedServer {
+  readonly port: number;
+  /** Request lines read, across connections, in arrival order. */
+  readonly lines: string[];
+  /** Every byte received, latin1. */
+  received(): string;
+  close(): Promise<void>;
+}
+
+async function startScriptedServer(): Promise<ScriptedServer> {
+  const lines: string[] = [];
+  const received: string[] = [];
+  const sockets = new Set<Socket>();
+  const server = net.createServer((s: Socket) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+    s.on("error", () => undefined);
+    let buf = "";
+    let echo = false;
+    s.on("data", (c: Buffer) => {
+      received.push(c.toString("latin1"));
+      if (echo) {
+        s.write(c);
+        return;
+      }
+      buf += c.toString("latin1");
+      for (let e = buf.indexOf("\r\n\r\n"); e >= 0 && !echo; e = buf.indexOf("\r\n\r\n")) {
+        const line = buf.slice(0, buf.indexOf("\r\n"));
+        buf = buf.slice(e + 4);
+        lines.push(line);
+        const path = line.split(" ")[1] ?? "";
+        s.write(SCRIPT[path] ?? `HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`);
+        if (path === "/ws-switch") {
+          // Bytes after the head were sent before the switch was seen: they are echoed as frames too.
+          echo = true;
+          if (buf !== "") s.write(buf);
+        }
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    lines,
+    received: () => received.join(""),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+let upstream: ScriptedServer;
+let pair: SidecarPair;
+
+beforeAll(async () => {
+  upstream = await startScriptedServer();
+  pair = await startPair({
+    appPorts: [],
+    externalTargets: [{ host: "127.0.0.1", port: upstream.port }],
+    policyA: `
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: web-egress }
+spec:
+  selector: { matchLabels: { app: web } }
+  egress:
+    - action: allow
+      to: [ { dnsNames: [ "localhost" ] } ]
+    - action: deny
+      http: { paths: [ "/admin/**" ] }
+`,
+  });
+});
+
+afterAll(async () => {
+  await pair?.close();
+  await upstream?.close();
+});
+
+const H = "Host: localhost\r\n";
+const ADMIN = `GET /admin/secret HTTP/1.1\r\n${H}\r\n`;
+
+/** Sends `probe` on one connection and returns what the client read until the sidecar closed. */
+async function probe(input: string): Promise<{ client: string; lines: string[]; received: string }> {
+  const linesBefore = upstream.lines.length;
+  const receivedBefore = upstream.received().length;
+  const { data } = await rawExchange(pair.externalPort(0), Buffer.from(input, "latin1"), 3000);
+  return {
+    client: data,
+    lines: upstream.lines.slice(linesBefore),
+    received: upstream.received().slice(receivedBefore),
+  };
+}
+
+function statuses(client: string): number[] {
+  return [...client.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
+}
+
+describe("a Connection field naming a framing or routing field is refused", () => {
+  it.each([
+    [
+      "Content-Length",
+      `POST /a HTTP/1.1\r\n${H}Connection: Content-Length\r\nContent-Length: ${ADMIN.length}\r\n\r\n${ADMIN}`,
+    ],
+    [
+      "content-length among other options",
+      `POST /a HTTP/1.1\r\n${H}Connection: keep-alive, content-length\r\nContent-Length: ${ADMIN.length}\r\n\r\n${ADMIN}`,
+    ],
+    [
+      "Transfer-Encoding",
+      `POST /a HTTP/1.1\r\n${H}Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n${ADMIN.length.toString(16)}\r\n${ADMIN}\r\n0\r\n\r\n`,
+    ],
+    ["Host", `GET /a HTTP/1.1\r\n${H}Connection: Host\r\n\r\n`],
+  ])("%s: 400, nothing forwarded", async (_name, input) => {
+    const r = await probe(input);
+    expect(statuses(r.client)).toEqual([400]);
+    expect(r.lines).toEqual([]);
+  });
+
+  it("a response whose Connection names Content-Length is a 502, never relayed without its length", async () => {
+    const r = await probe(`GET /resp-conn HTTP/1.1\r\n${H}\r\nGET /second HTTP/1.1\r\n${H}\r\n`);
+    expect(statuses(r.client)).toEqual([502]);
+    expect(r.client).not.toContain("/resp-conn");
+  });
+});
