@@ -45,6 +45,8 @@ let dir: string;
 let policyDir: string;
 let app: HttpApp;
 const children: ChildProcessWithoutNullStreams[] = [];
+/** The sidecars' primary processes (tsx's children): killing tsx alone would leave them running. */
+const primaries: number[] = [];
 
 function apiPolicy(paths: readonly string[]): string {
   return `apiVersion: sigil.dev/v1
@@ -125,6 +127,7 @@ async function startSidecar(name: string, flags: string[]): Promise<RunningSidec
     inbound: { port: number };
     outboundTargets: { port: number }[];
   };
+  primaries.push((await adminJson<{ pid: number }>(started.admin.port, "/config_dump")).pid);
   return {
     child,
     spiffeId: ready.replace("sigil sidecar ready spiffe=", ""),
@@ -231,6 +234,8 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  // Workers stop by themselves once their primary is gone.
+  for (const pid of primaries) if (alive(pid)) process.kill(pid, "SIGKILL");
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await app?.close();
   await cp?.close();
