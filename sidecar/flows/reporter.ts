@@ -89,6 +89,9 @@ export class FlowReporter
   private closed = false;
   private flushTimer: NodeJS.Timeout | null = null;
   private fullBatch: NodeJS.Immediate | null = null;
+  /** Highest batch sequence written to the current stream (0: none yet). */
+  private sentThrough = 0;
+  private writing: NodeJS.Immediate | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private readonly metrics: { reported: Counter; dropped: Counter; buffered: Gauge } | null;
 
@@ -192,6 +195,7 @@ export class FlowReporter
     this.closed = true;
     if (this.flushTimer) clearTimeout(this.flushTimer);
     if (this.fullBatch) clearImmediate(this.fullBatch);
+    if (this.writing) clearImmediate(this.writing);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.dropped += this.pending.length + this.unackedRecords;
     this.stream?.end();
@@ -220,7 +224,31 @@ export class FlowReporter
     const batch: Batch = { sequence: this.nextSequence++, records };
     this.unacked.set(batch.sequence, batch);
     this.unackedRecords += records.length;
-    if (this.stream) this.send(this.stream, batch);
+    this.writeNext();
+  }
+
+  /**
+   * Writes the unacknowledged batches the current stream has not had, in sequence order, one per
+   * turn of the event loop: a backlog (after a reconnect, up to maxBuffered records) never
+   * serializes in one stall, and a batch cut meanwhile waits its turn, so acks stay in order.
+   */
+  private writeNext(): void {
+    const stream = this.stream;
+    if (!stream || this.writing) return;
+    const batch = this.firstUnsent();
+    if (!batch) return;
+    this.send(stream, batch);
+    this.sentThrough = batch.sequence;
+    if (!this.firstUnsent()) return;
+    this.writing = setImmediate(() => {
+      this.writing = null;
+      this.writeNext();
+    });
+  }
+
+  private firstUnsent(): Batch | undefined {
+    for (const batch of this.unacked.values()) if (batch.sequence > this.sentThrough) return batch;
+    return undefined;
   }
 
   private cutBatch(): void {
@@ -258,7 +286,10 @@ export class FlowReporter
     stream.on("error", lost);
     stream.on("end", () => lost(new Error("control plane ended the flow stream")));
     // Everything not yet acknowledged goes again, in order; the control plane drops duplicates.
-    for (const batch of this.unacked.values()) this.send(stream, batch);
+    this.sentThrough = 0;
+    if (this.writing) clearImmediate(this.writing);
+    this.writing = null;
+    this.writeNext();
     stream.once("metadata", () => {
       if (this.stream !== stream) return;
       this.connected = true;

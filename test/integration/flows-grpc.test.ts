@@ -130,6 +130,27 @@ describe("flow reporting over a real gRPC stream", () => {
     expect(sizes).toEqual([10, 10, 10, 5]);
   });
 
+  it("delivers a backlog of many batches, in order and once, when the control plane comes up", async () => {
+    const holder = await startServer({ append: async () => ({ accepted: [], duplicates: 0 }) });
+    holder.server.forceShutdown();
+    const r = reporter(holder.port, { batchSize: 10 });
+    let disconnects = 0;
+    r.on("disconnected", () => disconnects++);
+    r.start();
+    const sent = Array.from({ length: 95 }, () => flow({ from: demo.web, to: demo.api, port: 8080 }));
+    for (const rec of sent) r.report(rec);
+    await waitFor("a failed connection attempt", () => disconnects >= 1);
+    const store = await FlowStore.open({ dir: await tempDir(), logger: silent });
+    cleanups.push(() => store.close());
+    const metrics = createControlPlaneMetrics();
+    await startServer(store, holder.port, { metrics });
+    await r.flush();
+    expect(ids(store.all())).toEqual(ids(sent));
+    expect(r.stats()).toMatchObject({ acknowledged: 95, buffered: 0, dropped: 0 });
+    const text = await metrics.registry.metrics();
+    expect(text).toContain(`sigil_controlplane_flows_ingested_total{result="accepted"} 95`);
+  });
+
   it("loses no acknowledged record across a control-plane restart", async () => {
     const dir = await tempDir();
     let store = await FlowStore.open({ dir, logger: silent });
