@@ -18,7 +18,15 @@ export type BodyKind = "none" | "length" | "chunked" | "close";
 
 const enum Chunk {
   Size,
-  Ext,
+  /** After ";": an extension name must follow. */
+  ExtNameStart,
+  ExtName,
+  /** After "=": a token or a quoted string must follow. */
+  ExtValueStart,
+  ExtToken,
+  ExtQuoted,
+  ExtQuotedPair,
+  ExtAfterQuote,
   SizeLf,
   Data,
   DataCr,
@@ -47,10 +55,18 @@ const TCHAR = new Uint8Array(256);
 for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
   TCHAR[c.charCodeAt(0)] = 1;
 
-/** HTAB, SP, visible ASCII and obs-text: what may appear inside a field value or a chunk extension. */
+/** HTAB, SP, visible ASCII and obs-text: what may appear inside a field value. */
 function isFieldChar(c: number): boolean {
   return c === 0x09 || (c >= 0x20 && c !== 0x7f);
 }
+
+/** qdtext of a quoted string, without obs-text (RFC 9110 §5.6.4). */
+function isQdtext(c: number): boolean {
+  return c === 0x09 || c === 0x20 || c === 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
+}
+
+/** Fields that frame or route a message: never taken from a trailer section. */
+const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host"]);
 
 export class BodyFramer {
   /** Payload bytes seen so far (for chunked bodies: chunk data only). */
@@ -61,6 +77,7 @@ export class BodyFramer {
   private digits = 0;
   private lineBytes = 0;
   private trailerBytes = 0;
+  private trailerName = "";
   private finished: boolean;
 
   constructor(
@@ -125,7 +142,7 @@ export class BodyFramer {
           } else if (this.digits === 0) {
             throw new FramingError("chunk size is not a hexadecimal number");
           } else if (c === 0x3b) {
-            this.state = Chunk.Ext;
+            this.state = Chunk.ExtNameStart;
           } else if (c === 0x0d) {
             this.state = Chunk.SizeLf;
           } else {
@@ -135,9 +152,48 @@ export class BodyFramer {
           i++;
           break;
         }
-        case Chunk.Ext:
-          if (c === 0x0d) this.state = Chunk.SizeLf;
-          else if (!isFieldChar(c)) throw new FramingError("control character in a chunk extension");
+        case Chunk.ExtNameStart:
+          if (TCHAR[c] !== 1) throw new FramingError("chunk extension without a name");
+          this.state = Chunk.ExtName;
+          this.countLine();
+          i++;
+          break;
+        case Chunk.ExtName:
+          if (c === 0x3d) this.state = Chunk.ExtValueStart;
+          else this.extensionEnd(c, "invalid character in a chunk extension name");
+          this.countLine();
+          i++;
+          break;
+        case Chunk.ExtValueStart:
+          if (c === 0x22) this.state = Chunk.ExtQuoted;
+          else if (TCHAR[c] === 1) this.state = Chunk.ExtToken;
+          else throw new FramingError("chunk extension without a value after =");
+          this.countLine();
+          i++;
+          break;
+        case Chunk.ExtToken:
+          this.extensionEnd(c, "invalid character in a chunk extension value");
+          this.countLine();
+          i++;
+          break;
+        case Chunk.ExtQuoted:
+          if (c === 0x22) this.state = Chunk.ExtAfterQuote;
+          else if (c === 0x5c) this.state = Chunk.ExtQuotedPair;
+          else if (!isQdtext(c)) throw new FramingError("invalid character in a quoted chunk extension");
+          this.countLine();
+          i++;
+          break;
+        case Chunk.ExtQuotedPair:
+          if (c !== 0x09 && (c < 0x20 || c > 0x7e))
+            throw new FramingError("invalid quoted pair in a chunk extension");
+          this.state = Chunk.ExtQuoted;
+          this.countLine();
+          i++;
+          break;
+        case Chunk.ExtAfterQuote:
+          if (c === 0x3b) this.state = Chunk.ExtNameStart;
+          else if (c === 0x0d) this.state = Chunk.SizeLf;
+          else throw new FramingError("invalid character after a quoted chunk extension");
           this.countLine();
           i++;
           break;
@@ -175,14 +231,20 @@ export class BodyFramer {
           break;
         case Chunk.TrailerStart:
           if (c === 0x0d) this.state = Chunk.LastLf;
-          else if (TCHAR[c] === 1) this.state = Chunk.TrailerName;
-          else throw new FramingError("malformed trailer field");
+          else if (TCHAR[c] === 1) {
+            this.state = Chunk.TrailerName;
+            this.trailerName = String.fromCharCode(c);
+          } else throw new FramingError("malformed trailer field");
           this.countTrailer();
           i++;
           break;
         case Chunk.TrailerName:
-          if (c === 0x3a) this.state = Chunk.TrailerValue;
-          else if (TCHAR[c] !== 1) throw new FramingError("invalid trailer field name");
+          if (c === 0x3a) {
+            const name = this.trailerName.toLowerCase();
+            if (FORBIDDEN_TRAILERS.has(name)) throw new FramingError(`${name} in the trailer section`);
+            this.state = Chunk.TrailerValue;
+          } else if (TCHAR[c] !== 1) throw new FramingError("invalid trailer field name");
+          else this.trailerName += String.fromCharCode(c);
           this.countTrailer();
           i++;
           break;
@@ -208,6 +270,13 @@ export class BodyFramer {
       }
     }
     return i;
+  }
+
+  /** Inside an extension name or token value: ";" starts the next extension, CR ends the line. */
+  private extensionEnd(c: number, problem: string): void {
+    if (c === 0x3b) this.state = Chunk.ExtNameStart;
+    else if (c === 0x0d) this.state = Chunk.SizeLf;
+    else if (TCHAR[c] !== 1) throw new FramingError(problem);
   }
 
   private countLine(): void {

@@ -85,13 +85,15 @@ export function partialHeadProblem(text: string): string | null {
 
 const NO_TOKENS: ReadonlySet<string> = new Set();
 
-/** `s` without leading and trailing SP and HTAB, the only whitespace HTTP allows around values. */
-function trimOws(s: string): string {
-  let from = 0;
-  let to = s.length;
-  for (let c = s.charCodeAt(from); from < to && (c === 0x20 || c === 0x09); c = s.charCodeAt(++from));
-  for (let c = s.charCodeAt(to - 1); to > from && (c === 0x20 || c === 0x09); c = s.charCodeAt(--to - 1));
-  return from === 0 && to === s.length ? s : s.slice(from, to);
+/**
+ * `line` from `start` without leading and trailing SP and HTAB (RFC 9110 OWS) and nothing else:
+ * String.prototype.trim would also take NBSP (0xA0), which a next hop keeps as part of the value.
+ */
+function trimOws(line: string, start: number): string {
+  let end = line.length;
+  while (start < end && (line.charCodeAt(start) === 0x20 || line.charCodeAt(start) === 0x09)) start++;
+  while (end > start && (line.charCodeAt(end - 1) === 0x20 || line.charCodeAt(end - 1) === 0x09)) end--;
+  return line.slice(start, end);
 }
 
 /** Adds the options of a Connection field (RFC 9110 §7.6.1: a list of tokens) to `into`. */
@@ -100,7 +102,7 @@ function addTokens(into: Set<string>, value: string): void {
     addToken(into, value);
     return;
   }
-  for (const t of value.split(",")) addToken(into, trimOws(t));
+  for (const t of value.split(",")) addToken(into, trimOws(t, 0));
 }
 
 function addToken(into: Set<string>, token: string): void {
@@ -159,7 +161,7 @@ class FieldScan {
       }
       const name = line.slice(0, colon);
       if (!TOKEN.test(name)) throw new HeadError(`invalid header field name "${name.slice(0, 40)}"`);
-      const value = line.slice(colon + 1).trim();
+      const value = trimOws(line, colon + 1);
       this.raw.push(name, value);
       // Only the names below matter here; most fields are skipped by their length alone.
       switch (name.length) {

@@ -70,6 +70,13 @@ describe("chunked bodies", () => {
     expect(payload.join("")).toBe("hello!");
   });
 
+  it("accept extensions with and without values, quoted strings and quoted pairs", () => {
+    const framer = chunked();
+    framer.consume(Buffer.from('5;a;b=1;c="x;\\"y"\r\nhello\r\n0\r\n\r\n', "latin1"), 0);
+    expect(framer.done).toBe(true);
+    expect(framer.dataBytes).toBe(5);
+  });
+
   it("accept upper-case hex and leading zeros within the digit bound", () => {
     const framer = chunked();
     framer.consume(Buffer.from(`000A\r\n${"x".repeat(10)}\r\n0\r\n\r\n`), 0);
@@ -89,8 +96,8 @@ describe("chunked bodies", () => {
     ["a CR without LF after the size", "5\rhello\r\n", /not ended by CRLF/],
     ["data longer than its size", "3\r\nhello\r\n", /longer than its size/],
     ["data ended by a bare LF", "5\r\nhello\n0\r\n\r\n", /longer than its size/],
-    ["a NUL in an extension", "5;a=\x00\r\nhello\r\n", /control character in a chunk extension/],
-    ["a bare LF in an extension", "5;a\nb\r\nhello\r\n", /control character in a chunk extension/],
+    ["a NUL in an extension", "5;a=\x00\r\nhello\r\n", /chunk extension without a value/],
+    ["a bare LF in an extension", "5;a\nb\r\nhello\r\n", /invalid character in a chunk extension name/],
     ["an extension without end", `5;${"a".repeat(5000)}`, /chunk size line too long/],
     ["a trailer without a name", "0\r\n: x\r\n\r\n", /malformed trailer field/],
     ["an obs-folded trailer", "0\r\nX-A: b\r\n c\r\n\r\n", /malformed trailer field/],
@@ -98,6 +105,23 @@ describe("chunked bodies", () => {
     ["a NUL in a trailer", "0\r\nX-A: \x00\r\n\r\n", /control character in a trailer field/],
     ["a trailer ended by a bare LF", "0\r\nX-A: b\n\r\n", /control character in a trailer field/],
     ["a last chunk without the final CRLF", "0\r\n\rX", /not ended by CRLF/],
+    ["an extension without a name", "5;\r\nhello\r\n", /without a name/],
+    ["an extension name after whitespace", "5; a=b\r\nhello\r\n", /without a name/],
+    ["an unclosed quoted extension", '5;a="\r\nhello\r\n', /quoted chunk extension/],
+    ["a space inside an extension value", "5;a=b c\r\nhello\r\n", /chunk extension value/],
+    ["obs-text as an extension value", "5;a=\xe9\r\nhello\r\n", /without a value/],
+    ["junk after a quoted extension", '5;a="b"c\r\nhello\r\n', /after a quoted chunk extension/],
+    [
+      "Content-Length in the trailers",
+      "0\r\nContent-Length: 5\r\n\r\n",
+      /content-length in the trailer section/,
+    ],
+    [
+      "Transfer-Encoding in the trailers",
+      "0\r\nTransfer-Encoding: chunked\r\n\r\n",
+      /transfer-encoding in the trailer/,
+    ],
+    ["Host in the trailers", "0\r\nhost: b.test\r\n\r\n", /host in the trailer section/],
   ];
 
   it.each(attacks)("refuse %s", (_name, text, reason) => {
