@@ -172,7 +172,8 @@ export class Http1Connection implements PoolUser {
       const end = headEnd(buf, this.scanFrom);
       const max = this.ctx.options.maxHeaderBytes;
       if (end < 0) {
-        if (buf.length > max) {
+        // The limit counts the head without its final CRLF CRLF, which may still be on its way.
+        if (buf.length >= max + 4) {
           this.refuse(400, `request head larger than ${max} bytes`, "", "");
           return;
         }
