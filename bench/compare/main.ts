@@ -291,10 +291,12 @@ try {
 
   const results: RunResults = {
     startedAt,
-    command: `npx tsx bench/compare/main.ts ${process.argv
-      .slice(2)
-      .map((a) => (/\s/.test(a) ? `"${a}"` : a))
-      .join(" ")}`.trim(),
+    // The sidecars' worker count comes from the environment (sigil.ts): the recorded command names it.
+    command:
+      `${process.env.SIGIL_SIDECAR_WORKERS ? `SIGIL_SIDECAR_WORKERS=${process.env.SIGIL_SIDECAR_WORKERS} ` : ""}npx tsx bench/compare/main.ts ${process.argv
+        .slice(2)
+        .map((a) => (/\s/.test(a) ? `"${a}"` : a))
+        .join(" ")}`.trim(),
     quick,
     rateRps: rate,
     durationSeconds,

@@ -4,55 +4,73 @@
  * and the peer directory. Stops by draining on SIGTERM. Its metrics also carry event-loop delay and
  * GC pauses (loop-monitor.ts) for the harness to read over each measured window.
  *
+ * With `workers` > 1 in the spec (SIGIL_SIDECAR_WORKERS when the harness writes it) the data path
+ * runs in that many cluster workers, each this same file re-run (sidecar/workers).
+ *
  *   node sigil-sidecar.mjs <spec.json>
  */
+import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
 import pino from "pino";
 import { compilePolicySet, formatPolicyError, parsePolicyDocuments } from "../../core/policy/index.ts";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { drainOnSignal, startSidecar } from "../../sidecar/sidecar.ts";
 import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/state.ts";
+import { startSidecarWorkers } from "../../sidecar/workers/primary.ts";
+import { runSidecarWorker } from "../../sidecar/workers/worker.ts";
 import { monitorLoop } from "./loop-monitor.ts";
 import { sidecarSpecSchema } from "./sigil-spec.ts";
 
-const file = process.argv[2];
-if (!file) {
-  console.error("usage: sigil-sidecar <spec.json>");
-  process.exit(2);
-}
-const spec = sidecarSpecSchema.parse(JSON.parse(readFileSync(file, "utf8")));
-const parsed = parsePolicyDocuments(spec.policyYaml, file);
-if (!parsed.ok) throw new Error(parsed.errors.map(formatPolicyError).join("\n"));
-const log = pino({ name: "bench-sidecar", level: "warn" }, pino.destination(2));
-const sidecar = await startSidecar({
-  config: spec.config,
-  credentials: new CredentialHolder({
-    certChainPem: spec.certChainPem,
-    privateKeyPem: spec.privateKeyPem,
-    bundle: parseBundle(spec.trustDomain, spec.bundle),
-  }),
-  policy: new PolicyHolder({
-    trustDomain: spec.trustDomain,
-    policies: compilePolicySet(parsed.documents.map((d) => d.document)),
-  }),
-  peers: (() => {
-    const peers = new PeerDirectoryHolder();
-    peers.replace(
-      spec.peers.map((p) => [
+if (cluster.isWorker) runSidecarWorker();
+else await serve(process.argv[2]);
+
+async function serve(file: string | undefined): Promise<void> {
+  if (!file) {
+    console.error("usage: sigil-sidecar <spec.json>");
+    process.exit(2);
+  }
+  const spec = sidecarSpecSchema.parse(JSON.parse(readFileSync(file, "utf8")));
+  const parsed = parsePolicyDocuments(spec.policyYaml, file);
+  if (!parsed.ok) throw new Error(parsed.errors.map(formatPolicyError).join("\n"));
+  const log = pino({ name: "bench-sidecar", level: "warn" }, pino.destination(2));
+  const peers = spec.peers.map(
+    (p) =>
+      [
         { address: p.address, port: p.port },
         {
           identity: { spiffeId: p.spiffeId, trustDomain: spec.trustDomain, labels: p.labels },
           sidecar: { host: p.sidecarHost, port: p.sidecarPort },
           mtls: true,
         },
-      ]),
-    );
-    return peers;
-  })(),
-  // Flow records are produced for every decision (the cost is measured); nothing collects them here.
-  flows: { report: () => undefined },
-  logger: log,
-});
-drainOnSignal(sidecar, log);
-const stopMonitor = monitorLoop(sidecar.metrics.registry);
-for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, stopMonitor);
+      ] as const,
+  );
+  const common = {
+    config: spec.config,
+    credentials: new CredentialHolder({
+      certChainPem: spec.certChainPem,
+      privateKeyPem: spec.privateKeyPem,
+      bundle: parseBundle(spec.trustDomain, spec.bundle),
+    }),
+    policy: new PolicyHolder({
+      trustDomain: spec.trustDomain,
+      policies: compilePolicySet(parsed.documents.map((d) => d.document)),
+    }),
+    // Flow records are produced for every decision (the cost is measured); nothing collects them here.
+    flows: { report: () => undefined },
+    logger: log,
+  };
+  const sidecar =
+    spec.workers > 1
+      ? await startSidecarWorkers({ ...common, workers: spec.workers, peers })
+      : await startSidecar({
+          ...common,
+          peers: (() => {
+            const directory = new PeerDirectoryHolder();
+            directory.replace(peers);
+            return directory;
+          })(),
+        });
+  drainOnSignal(sidecar, log);
+  const stopMonitor = monitorLoop(sidecar.metrics.registry);
+  for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, stopMonitor);
+}

@@ -9,6 +9,8 @@ export const sidecarSpecSchema = z
     privateKeyPem: z.string().min(1),
     bundle: z.unknown(),
     policyYaml: z.string(),
+    /** Data-path worker processes (sidecar/workers); 1 = the data path runs in the sidecar process. */
+    workers: z.number().int().min(1).max(64).default(1),
     peers: z.array(
       z
         .object({

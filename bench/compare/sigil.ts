@@ -115,6 +115,10 @@ export async function writeSigilSpecs(
   };
   const policyYaml = sigilPolicy(backend);
   const base = { mode: "explicit", logLevel: "warn" };
+  // SIGIL_SIDECAR_WORKERS=N runs each sidecar's data path in N worker processes (default 1).
+  const workers = Number(process.env.SIGIL_SIDECAR_WORKERS ?? "1");
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new Error(`SIGIL_SIDECAR_WORKERS: ${process.env.SIGIL_SIDECAR_WORKERS} is not a whole number ≥ 1`);
   const server: SidecarSpec = {
     trustDomain: TRUST_DOMAIN,
     config: {
@@ -126,6 +130,7 @@ export async function writeSigilSpecs(
     bundle,
     policyYaml,
     peers: [],
+    workers,
   };
   // Each listener declares the framing the application speaks, as a deployment would: nothing waits
   // on protocol detection, and iperf3 (which speaks first) is never mistaken for a slow client.
@@ -152,6 +157,7 @@ export async function writeSigilSpecs(
     ...(await credentials("web", "web")),
     bundle,
     policyYaml,
+    workers,
     peers: targets.map(([, dest]) => ({
       address: "127.0.0.1",
       port: dest,
