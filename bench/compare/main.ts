@@ -295,7 +295,7 @@ try {
     command:
       `${process.env.SIGIL_SIDECAR_WORKERS ? `SIGIL_SIDECAR_WORKERS=${process.env.SIGIL_SIDECAR_WORKERS} ` : ""}npx tsx bench/compare/main.ts ${process.argv
         .slice(2)
-        .map((a) => (/\s/.test(a) ? `"${a}"` : a))
+        .map((a) => (a === "" || /\s/.test(a) ? `"${a}"` : a))
         .join(" ")}`.trim(),
     quick,
     rateRps: rate,
