@@ -150,6 +150,9 @@ export function renderRules(s: RuleSettings): string {
   const queue = (chain: string, match: string, tails: readonly string[]): void => {
     for (const tail of tails) lines.push(`-A ${chain} ${match} ${tail}`);
   };
+  // Every packet of every connection passes these chains: anything without SYN (all data) leaves
+  // at the first rule instead of being tested against each queue's rules.
+  for (const chain of [pre, out]) lines.push(`-A ${chain} -p tcp ! --tcp-flags SYN SYN -j RETURN`);
   // The client port is a SYN's source port and a SYN-ACK's destination port.
   for (const g of portGroups(s.inboundPorts)) queue(pre, `${synOnly} -m multiport --dports ${g}`, bySource);
   queue(pre, `${synAck} -m connmark --mark ${hex(MARK_PENDING_OUT)}/${mask}`, byDestination);

@@ -46,6 +46,8 @@ describe("fast-path rules", () => {
     expect(pre).toContain(
       "-A SIGIL-FP-PRE -p tcp --tcp-flags SYN,ACK,RST,FIN SYN,ACK -m connmark --mark 0x300000/0xf00000 -m u32 --u32 0>>28=4&&0>>22&0x3C@0>>1&0x1=0 -j NFQUEUE --queue-num 100",
     );
+    // Data packets leave each chain at its first rule.
+    expect(pre[0]).toBe("-A SIGIL-FP-PRE -p tcp ! --tcp-flags SYN SYN -j RETURN");
     // What no split test can read (IPv6 with extension headers) is dropped, never queued elsewhere.
     expect(pre.filter((l) => l.endsWith("-j DROP"))).toHaveLength(2);
     expect(queueForClientPort(40000, 100, 2)).toBe(100);
