@@ -10,7 +10,7 @@
  *
  * Every decision is a flow record. Every packet gets a verdict; anything unexpected is dropped.
  */
-import { randomUUID } from "node:crypto";
+import { createPublicKey, randomUUID } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
@@ -84,6 +84,8 @@ export interface EnforcerCounters {
   /** Handshake tokens proved by MAC under a pair key (the warm path) rather than a signature. */
   macProofs: number;
   coldVerifications: number;
+  /** Server identities taken from sibling workers (learnServer). */
+  serversShared: number;
   malformedPackets: number;
   /** Where each kind of handshake packet's time goes (sums; divide by count). */
   timing: Record<PacketKind, PacketTiming>;
@@ -140,6 +142,19 @@ interface PendingIn {
 interface KnownPeer {
   readonly digest: string;
   readonly publicKey: KeyObject;
+}
+
+/**
+ * A server identity this enforcer verified in a SYN-ACK, in a form another thread can take: the
+ * workers share them so a connection that lands on another queue is a warm handshake too.
+ */
+export interface LearnedServer {
+  /** "address|port" */
+  readonly server: string;
+  /** Digest of the server's verified certificate chain. */
+  readonly digest: string;
+  /** Its leaf public key, SPKI DER. */
+  readonly publicKeyDer: Buffer;
 }
 
 /** How many peers' pair keys and last-seen server identities are kept (LRU). */
@@ -222,6 +237,8 @@ export class FastPathEnforcer {
   /** Server identities learned from verified SYN-ACKs, by "address|port": next time, a warm handshake. */
   private readonly knownServers = new Map<string, KnownPeer>();
   private policy: PolicyState;
+  /** Told about every server identity this enforcer verifies for the first time (or anew). */
+  onServerLearned: ((learned: LearnedServer) => void) | null = null;
   private readonly answer = new Answer();
   private readonly unreported: UnreportedFlow[] = [];
   private reportScheduled = false;
@@ -235,6 +252,7 @@ export class FastPathEnforcer {
     warmVerifications: 0,
     macProofs: 0,
     coldVerifications: 0,
+    serversShared: 0,
     malformedPackets: 0,
     timing: {
       ourSyn: emptyTiming(),
@@ -296,6 +314,16 @@ export class FastPathEnforcer {
       { local, digest: chainDigest(local.chain) },
       ...this.locals.filter((l) => l.local.identity.notAfter.getTime() > now),
     ];
+  }
+
+  /**
+   * A server identity a sibling enforcer (another queue's worker in this process) verified: the
+   * next SYN to that server proves itself by MAC here too instead of by signature.
+   */
+  learnServer(learned: LearnedServer): void {
+    const publicKey = createPublicKey({ key: learned.publicKeyDer, format: "der", type: "spki" });
+    remember(this.knownServers, learned.server, { digest: learned.digest, publicKey });
+    this.counters.serversShared++;
   }
 
   setTrust(trust: TrustState): void {
@@ -624,10 +652,15 @@ export class FastPathEnforcer {
       else this.counters.coldVerifications++;
       identity = verified.identity;
       if (verified.token.proofKind === "mac") this.counters.macProofs++;
-      remember(this.knownServers, `${info.src}|${info.srcPort}`, {
-        digest: verified.digest,
-        publicKey: verified.publicKey,
-      });
+      const serverKey = `${info.src}|${info.srcPort}`;
+      if (this.knownServers.get(serverKey)?.digest !== verified.digest) {
+        this.onServerLearned?.({
+          server: serverKey,
+          digest: verified.digest,
+          publicKeyDer: verified.publicKey.export({ type: "spki", format: "der" }),
+        });
+      }
+      remember(this.knownServers, serverKey, { digest: verified.digest, publicKey: verified.publicKey });
     } catch (err) {
       const reason = err instanceof TokenError ? err.reason : "malformed";
       this.reject(reason);

@@ -6,15 +6,18 @@
  * which is valid only on the 4-tuple it was made for; a token moved to another 4-tuple fails its
  * proof wherever it lands.
  *
- * Messages in: { type: "stats", id } | { type: "sources", sources }.
- * Messages out: { type: "ready" } | { type: "flows", flows } | { type: "stats", id, stats } | { type: "error", message }.
+ * Messages in: { type: "stats", id } | { type: "sources", sources } | { type: "server", server }.
+ * Messages out: { type: "ready" } | { type: "flows", flows } | { type: "server", server } |
+ *   { type: "stats", id, stats } | { type: "error", message }.
+ * "server": a server identity one worker verified, passed on to the others (warm handshakes on
+ * every queue).
  * Flow records go out in batches, one message per turn of the event loop: under a burst of
  * handshakes one structured clone carries many records.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { FlowRecord } from "../../core/flow.ts";
 import { FastPathEnforcer } from "./enforcer.ts";
-import type { EnforcerSettings } from "./enforcer.ts";
+import type { EnforcerSettings, LearnedServer } from "./enforcer.ts";
 import { buildState } from "./sources.ts";
 import type { EnforcerSources } from "./sources.ts";
 
@@ -35,19 +38,25 @@ const enforcer = new FastPathEnforcer(init.settings, buildState(init.sources), (
   if (batch.length === 0) setImmediate(sendBatch);
   batch.push(flow);
 });
+enforcer.onServerLearned = (server) => port.postMessage({ type: "server", server });
 enforcer.start();
-port.on("message", (msg: { type: string; id?: number; sources?: EnforcerSources }) => {
-  if (msg.type === "stats") {
-    port.postMessage({ type: "stats", id: msg.id, stats: enforcer.stats() });
-  } else if (msg.type === "sources" && msg.sources) {
-    try {
-      const state = buildState(msg.sources);
-      enforcer.setIdentity(state.local);
-      enforcer.setTrust(state.trust);
-      enforcer.setPolicy(state.policy);
-    } catch (err) {
-      port.postMessage({ type: "error", message: (err as Error).message });
+port.on(
+  "message",
+  (msg: { type: string; id?: number; sources?: EnforcerSources; server?: LearnedServer }) => {
+    if (msg.type === "server" && msg.server) {
+      enforcer.learnServer({ ...msg.server, publicKeyDer: Buffer.from(msg.server.publicKeyDer) });
+    } else if (msg.type === "stats") {
+      port.postMessage({ type: "stats", id: msg.id, stats: enforcer.stats() });
+    } else if (msg.type === "sources" && msg.sources) {
+      try {
+        const state = buildState(msg.sources);
+        enforcer.setIdentity(state.local);
+        enforcer.setTrust(state.trust);
+        enforcer.setPolicy(state.policy);
+      } catch (err) {
+        port.postMessage({ type: "error", message: (err as Error).message });
+      }
     }
-  }
-});
+  },
+);
 port.postMessage({ type: "ready" });

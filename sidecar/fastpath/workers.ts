@@ -65,7 +65,12 @@ export class FastPathWorkers {
           });
         }),
       );
-      worker.on("message", (msg) => pool.onMessage(msg as { type: string }));
+      worker.on("message", (msg: { type: string }) => {
+        // A server identity one worker verified: every other worker may prove itself to it by MAC.
+        if (msg.type === "server") {
+          for (const other of pool.workers) if (other !== worker) other.postMessage(msg);
+        } else pool.onMessage(msg);
+      });
       worker.on("error", (err) => pool.onError(err));
       worker.on("exit", (code) => {
         if (code !== 0)

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { EnforcerStats } from "../../sidecar/fastpath/enforcer.ts";
 import { queueForClientPort } from "../../sidecar/fastpath/rules.ts";
-import { NetnsLab } from "../support/netns.ts";
+import { NetnsLab, waitFor } from "../support/netns.ts";
 import type { LabHost } from "../support/netns.ts";
 import { EnforcerProcess } from "./fastpath-support/enforcer-process.ts";
 import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
@@ -151,6 +151,35 @@ describe.sequential("fast path on two queues between one pair of hosts", () => {
     ]);
     expect(serverAfter.counters.rejections).toEqual(serverBefore.counters.rejections);
     expect(clientAfter.counters.rejections).toEqual(clientBefore.counters.rejections);
+  });
+
+  it("shares a verified server identity between the workers, so a connection on the other queue is warm", async () => {
+    // A server port this client has not met yet: its first SYN there is signed, not MAC'd.
+    const connect = async (port: number): Promise<void> => {
+      const echoed = await client.ns.execOk([
+        "sh",
+        "-c",
+        `printf 'hello\\n' | nc -N -w 5 -p ${port} ${server.ipv4} ${ECHO}`,
+      ]);
+      expect(echoed).toBe("hello\n");
+    };
+    const before = await clientEnforcer.stats();
+    const [first, second] = [44000, 44002];
+    expect(queueForClientPort(first, CLIENT_QUEUES, 2)).not.toBe(
+      queueForClientPort(second, CLIENT_QUEUES, 2),
+    );
+    await connect(first);
+    await waitFor(
+      "the other worker to learn the server",
+      async () => (await clientEnforcer.stats()).counters.serversShared > before.counters.serversShared,
+    );
+    const middle = await clientEnforcer.stats();
+    expect(middle.counters.macProofs - before.counters.macProofs).toBe(0);
+    await connect(second);
+    const after = await clientEnforcer.stats();
+    // On a worker that never met this server, the SYN went out with a MAC and the SYN-ACK answered in kind.
+    expect(after.counters.macProofs - middle.counters.macProofs).toBe(1);
+    expect(after.counters.synSigned - middle.counters.synSigned).toBe(1);
   });
 
   it("refuses a replayed SYN on whichever worker its connection's port selects", async () => {
