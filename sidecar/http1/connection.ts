@@ -69,6 +69,8 @@ export class Http1Connection implements PoolUser {
 
   // The current exchange; reset by `endExchange`.
   private req: RequestHead | null = null;
+  /** The request asks to switch protocols: the connection becomes a tunnel only after a 101. */
+  private upgrading = false;
   private decision: Decision | null = null;
   private peer: Peer | null = null;
   private startedAt = 0;
@@ -240,13 +242,10 @@ export class Http1Connection implements PoolUser {
     }
     const normalized = normalizeRequestPath(req.target);
     const target = normalized.ok ? normalized.forwardTarget : req.target;
-    if (req.upgrade) {
-      this.upgrade(req, target, decision, peer, startedAt);
-      return;
-    }
     if (req.expectContinue) this.socket.write(CONTINUE);
     this.state = State.Exchange;
     this.req = req;
+    this.upgrading = req.upgrade;
     this.decision = decision;
     this.peer = peer;
     this.startedAt = startedAt;
@@ -263,7 +262,9 @@ export class Http1Connection implements PoolUser {
     const req = this.req as RequestHead;
     const body = this.reqBody as BodyFramer;
     this.up = up;
-    const head = upstreamRequestHead(req, this.target);
+    const head = this.upgrading
+      ? upgradeRequestHead(req, this.target)
+      : upstreamRequestHead(req, this.target);
     let out: Buffer;
     let n = 0;
     const pending = this.pending;
@@ -341,9 +342,10 @@ export class Http1Connection implements PoolUser {
       }
       const rest = end < buf.length ? buf.subarray(end) : null;
       if (res.status < 200) {
-        // 100-continue is answered by this proxy and upgrades take another path; interim responses stop here.
+        // 100-continue is answered by this proxy; interim responses stop here.
         if (res.status === 101) {
-          this.fail("upstream: switching protocols without an upgrade request");
+          if (this.upgrading) this.switchProtocols(buf.subarray(0, end), rest);
+          else this.fail("upstream: switching protocols without an upgrade request");
           return;
         }
         this.resPending = rest;
@@ -369,8 +371,11 @@ export class Http1Connection implements PoolUser {
     this.status = res.status;
     // An HTTP/1.0 client cannot read chunked framing: it gets the payload alone, ended by the close.
     this.dechunk = res.chunked && !noBody && req.minor === 0;
-    this.upstreamReusable = res.keepAlive && body.kind !== "close";
+    // An upgrade the server declined still leaves the client unsure what the connection speaks,
+    // and whatever it sent after the request was meant for the new protocol: close both.
+    this.upstreamReusable = res.keepAlive && body.kind !== "close" && !this.upgrading;
     this.closeAfter =
+      this.upgrading ||
       this.ctx.draining ||
       !req.keepAlive ||
       req.minor === 0 ||
@@ -495,6 +500,7 @@ export class Http1Connection implements PoolUser {
     );
     const close = error !== null || this.closeAfter || !complete || this.ctx.draining;
     this.req = null;
+    this.upgrading = false;
     this.decision = null;
     this.peer = null;
     this.reqBody = null;
@@ -540,51 +546,61 @@ export class Http1Connection implements PoolUser {
 
   // --- upgrades ---
 
-  /** WebSocket and other upgrades: decided like any request, then spliced byte for byte. */
-  private upgrade(req: RequestHead, target: string, decision: Decision, peer: Peer, startedAt: number): void {
+  /**
+   * The upstream answered an upgrade request with 101: its head (and whatever followed it) goes to
+   * the client and the two connections are spliced byte for byte. Only a request whose body ended
+   * may switch, and only if the client waited for the 101: bytes it sent before are refused, never
+   * forwarded, since nobody can tell which protocol they were meant in.
+   */
+  private switchProtocols(head: Buffer, rest: Buffer | null): void {
+    if (!(this.reqBody as BodyFramer).done) {
+      this.fail("upstream: switching protocols before the request body ended");
+      return;
+    }
+    if (this.pending !== null) {
+      this.status = 400;
+      const decision: Decision = {
+        ...refusalDecision("malformed-request: bytes sent before the protocol switch"),
+        status: 400,
+      };
+      this.decision = decision;
+      this.socket.write(rawResponse(400, denialBody(400, decision)));
+      this.endExchange("client sent bytes before the protocol switch");
+      return;
+    }
     const s = this.socket;
-    s.pause();
+    const up = (this.up as UpstreamConnection).detach();
     s.off("data", this.onData);
     s.off("end", this.onEnd);
     s.off("close", this.onClose);
     s.off("drain", this.onDrain);
     this.state = State.Gone;
     this.ctx.forget(this);
-    const head = Buffer.from(upgradeRequestHead(req, target), "latin1");
-    const first = this.pending === null ? head : Buffer.concat([head, this.pending]);
-    this.pending = null;
+    const req = this.req as RequestHead;
+    const decision = this.decision as Decision;
+    const peer = this.peer as Peer;
+    const startedAt = this.startedAt;
+    const received = (this.reqBody as BodyFramer).dataBytes;
     const flowHttp = { method: req.method, path: reportedPath(decision, req.target), status: 101 };
     const { authorizer } = this.ctx;
     const facts = this.conn.facts;
-    this.ctx.upstreams.socket(this.conn.route, "http1").then(
-      (up) => {
-        if (s.destroyed) {
-          up.destroy();
-          return;
-        }
-        splice(
-          s,
-          up,
-          (t) =>
-            authorizer.record(
-              facts,
-              decision,
-              { protocol: "http", http: flowHttp, bytesSent: t.bToA, bytesReceived: t.aToB, startedAt },
-              peer,
-            ),
-          first,
-        );
-      },
-      (err: Error) => {
-        const body = denialBody(502, { policy: null, reason: `upstream: ${err.message}` });
-        s.end(rawResponse(502, body));
+    splice(
+      up,
+      s,
+      (t) =>
         authorizer.record(
           facts,
           decision,
-          { protocol: "http", http: { ...flowHttp, status: 502 }, bytesSent: 0, bytesReceived: 0, startedAt },
+          {
+            protocol: "http",
+            http: flowHttp,
+            bytesSent: t.aToB - head.length,
+            bytesReceived: received + t.bToA,
+            startedAt,
+          },
           peer,
-        );
-      },
+        ),
+      rest === null ? head : Buffer.concat([head, rest]),
     );
   }
 }

@@ -23,36 +23,62 @@ export class UpstreamConnection {
   user: PoolUser | null = null;
   private closed = false;
 
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.user) this.user.onUpstreamData(chunk);
+    else this.socket.destroy();
+  };
+  private readonly onEnd = (): void => {
+    if (this.user) this.user.onUpstreamEnd();
+    else this.socket.destroy();
+  };
+  private readonly onDrain = (): void => this.user?.onUpstreamDrain();
+  private readonly onTimeout = (): void => {
+    if (!this.user) this.socket.destroy();
+  };
+  private readonly onError = (): void => undefined;
+  private readonly onClose = (): void => {
+    this.closed = true;
+    const user = this.user;
+    this.user = null;
+    this.pool.closed(this);
+    user?.onUpstreamClose();
+  };
+
   constructor(
     readonly socket: Socket,
     private readonly pool: Http1Pool,
   ) {
     // One set of listeners for the connection's whole life, whichever exchange holds it.
-    socket.on("data", (chunk: Buffer) => {
-      if (this.user) this.user.onUpstreamData(chunk);
-      else socket.destroy();
-    });
-    socket.on("end", () => {
-      if (this.user) this.user.onUpstreamEnd();
-      else socket.destroy();
-    });
-    socket.on("drain", () => this.user?.onUpstreamDrain());
-    socket.on("timeout", () => {
-      if (!this.user) socket.destroy();
-    });
-    socket.on("error", () => undefined);
-    socket.on("close", () => {
-      this.closed = true;
-      const user = this.user;
-      this.user = null;
-      this.pool.closed(this);
-      user?.onUpstreamClose();
-    });
+    socket.on("data", this.onData);
+    socket.on("end", this.onEnd);
+    socket.on("drain", this.onDrain);
+    socket.on("timeout", this.onTimeout);
+    socket.on("error", this.onError);
+    socket.on("close", this.onClose);
     socket.setTimeout(pool.idleTimeoutMs);
   }
 
   get usable(): boolean {
     return !this.closed && !this.socket.destroyed && this.socket.writable;
+  }
+
+  /**
+   * Takes the lent connection out of the pool for good (it switched protocols): the pool forgets
+   * it and its listeners and idle timeout are removed, so the caller alone owns the socket.
+   */
+  detach(): Socket {
+    const s = this.socket;
+    s.off("data", this.onData);
+    s.off("end", this.onEnd);
+    s.off("drain", this.onDrain);
+    s.off("timeout", this.onTimeout);
+    s.off("error", this.onError);
+    s.off("close", this.onClose);
+    s.setTimeout(0);
+    this.user = null;
+    this.closed = true;
+    this.pool.closed(this);
+    return s;
   }
 }
 

@@ -151,3 +151,65 @@ describe("a Connection field naming a framing or routing field is refused", () =
     expect(r.client).not.toContain("/resp-conn");
   });
 });
+
+const UPGRADE = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+
+/** The flow A recorded for the request to `path`. */
+function flowOf(path: string): { status: number } | undefined {
+  const r = pair.a.flows.records.findLast((f) => f.http?.path === path);
+  return r?.http as { status: number } | undefined;
+}
+
+describe("an upgrade becomes a tunnel only once the server switched protocols", () => {
+  it("a declined upgrade is relayed as a response and the bytes after the request are never sent", async () => {
+    const r = await probe(`GET /ws-refuse HTTP/1.1\r\n${H}${UPGRADE}\r\n${ADMIN}`);
+    expect(statuses(r.client)).toEqual([200]);
+    expect(r.client).toContain("/ws-refuse");
+    expect(r.lines).toEqual(["GET /ws-refuse HTTP/1.1"]);
+    expect(r.received).not.toContain("/admin");
+    expect(flowOf("/ws-refuse")?.status).toBe(200);
+  });
+
+  it("an h2c upgrade with a body: the body goes, the bytes after it do not", async () => {
+    const r = await probe(
+      `POST /ws-refuse HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 3\r\n\r\nabc${ADMIN}`,
+    );
+    expect(statuses(r.client)).toEqual([200]);
+    expect(r.received).toContain("\r\n\r\nabc");
+    expect(r.received).not.toContain("/admin");
+  });
+
+  it("bytes sent before the 101 are refused, never forwarded", async () => {
+    const r = await probe(`GET /ws-switch HTTP/1.1\r\n${H}${UPGRADE}\r\n${ADMIN}`);
+    expect(statuses(r.client)).toEqual([400]);
+    expect(r.received).not.toContain("/admin");
+  });
+
+  it("after a 101 the connection carries bytes both ways", async () => {
+    const c = net.connect(pair.externalPort(0), "127.0.0.1");
+    c.on("error", () => undefined);
+    let got = "";
+    const seen = (text: string): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no "${text}" in ${JSON.stringify(got)}`)), 3000);
+        const check = (): void => {
+          if (!got.includes(text)) return;
+          clearTimeout(timer);
+          c.off("data", check);
+          resolve();
+        };
+        c.on("data", check);
+        check();
+      });
+    c.on("data", (d: Buffer) => (got += d.toString("latin1")));
+    c.write(`GET /ws-switch HTTP/1.1\r\n${H}${UPGRADE}\r\n`);
+    await seen("\r\n\r\n");
+    expect(statuses(got)).toEqual([101]);
+    c.write("frame-one");
+    await seen("frame-one");
+    const closed = new Promise((resolve) => c.once("close", resolve));
+    c.end();
+    await closed;
+    await expect.poll(() => flowOf("/ws-switch")?.status).toBe(101);
+  });
+});
