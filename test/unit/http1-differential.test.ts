@@ -83,7 +83,8 @@ function sigilRequests(pieces: readonly Buffer[]): Reading {
         if (pending.length === 0) break;
         const end = headEnd(pending, 0);
         if (end < 0) {
-          if (pending.length > MAX_HEAD) return { messages, end: "refused", reason: "head too large" };
+          // As the connection does: refused once no CRLF CRLF can end the head within the limit.
+          if (pending.length >= MAX_HEAD + 4) return { messages, end: "refused", reason: "head too large" };
           const problem = partialHeadProblem(pending.toString("latin1"));
           if (problem !== null) return { messages, end: "refused", reason: problem };
           break;
@@ -359,6 +360,21 @@ const AGREE: Record<string, string> = {
   "head at the limit": paddedHead(MAX_HEAD),
   "head just over the limit": paddedHead(MAX_HEAD + 1),
   "head 100 bytes over the limit": paddedHead(MAX_HEAD + 100),
+  "head 2 bytes over the limit, CRLF CRLF not counted": paddedHead(MAX_HEAD + 2),
+  "head 4 bytes over the limit, the most CRLF CRLF allows": paddedHead(MAX_HEAD + 4),
+  "chunk extension with an unclosed quote": chunked('5;a="\r\nhello\r\n0\r\n\r\n'),
+  "chunk extension without a name": chunked("5;\r\nhello\r\n0\r\n\r\n"),
+  "chunk extension value with a space": chunked("5;a=b c\r\nhello\r\n0\r\n\r\n"),
+  "chunk extension value with obs-text": chunked("5;a=\xe9\r\nhello\r\n0\r\n\r\n"),
+  "chunk extension with a quoted-pair": chunked('5;a="b\\"c"\r\nhello\r\n0\r\n\r\n'),
+  "two chunk extensions": chunked("5;a=1;b\r\nhello\r\n0\r\n\r\n"),
+  "Content-Length in the trailers": chunked("0\r\nContent-Length: 50\r\n\r\n"),
+  "Transfer-Encoding in the trailers": chunked("0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+  "Transfer-Encoding: chunked and NBSP": post("Transfer-Encoding: chunked\xa0\r\n", "0\r\n\r\n"),
+  "Transfer-Encoding: NBSP and chunked": post("Transfer-Encoding: \xa0chunked\r\n", "0\r\n\r\n"),
+  "Content-Length and NBSP": post("Content-Length: 5\xa0\r\n", "hello"),
+  "Host between NBSPs": `GET /x HTTP/1.1\r\nHost: \xa0a.test\xa0\r\n\r\n${NEXT}`,
+  "value ending in NBSP": get("X-Tenant: acme\xa0\r\n"),
 };
 
 /** Inputs Sigil refuses and llhttp accepts, on purpose. */
@@ -397,6 +413,30 @@ const SIGIL_STRICTER: Record<string, { input: string; why: string }> = {
   "two Host fields": {
     input: get("Host: b.test\r\n"),
     why: "RFC 9112 §3.2: 400; policy decides on one host",
+  },
+  "Connection naming Content-Length": {
+    input: `POST /x HTTP/1.1\r\n${H}Connection: Content-Length\r\nContent-Length: ${NEXT.length}\r\n\r\n${NEXT}`,
+    why: "a proxy drops fields named in Connection: the next hop would not frame by it",
+  },
+  "Connection naming Content-Length among other tokens": {
+    input: post(`Connection: keep-alive, content-length\r\nContent-Length: 5\r\n`, "hello"),
+    why: "a proxy drops fields named in Connection: the next hop would not frame by it",
+  },
+  "Connection naming Transfer-Encoding": {
+    input: post("Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"),
+    why: "a proxy drops fields named in Connection: the next hop would not frame by it",
+  },
+  "Connection naming Host": {
+    input: get("Connection: Host\r\n"),
+    why: "a proxy drops fields named in Connection: the next hop would not route by the decided host",
+  },
+  "Connection option that is not a token": {
+    input: get("Connection: keep-alive, \xa0host\r\n"),
+    why: "Connection is a list of tokens; anything else is read differently by each hop",
+  },
+  "Host in the trailers": {
+    input: chunked("0\r\nHost: b.test\r\n\r\n"),
+    why: "a routing field after the decision was made on the head's",
   },
   "head 4 bytes over the limit, CRLF CRLF not counted": {
     input: paddedHead(MAX_HEAD + 5),
@@ -620,6 +660,16 @@ const RESPONSES_AGREE: Record<string, [method: string, response: string]> = {
   "space before the colon": ["GET", `${OK}Content-Length : 2\r\n\r\nok`],
   "body shorter than its Content-Length": ["GET", `${OK}Content-Length: 10\r\n\r\nok`],
   "chunked body cut before its last chunk": ["GET", `${OK}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n`],
+  "chunk extension with an unclosed quote": [
+    "GET",
+    `${OK}Transfer-Encoding: chunked\r\n\r\n2;a="\r\nok\r\n0\r\n\r\n`,
+  ],
+  "chunk extension without a name": ["GET", `${OK}Transfer-Encoding: chunked\r\n\r\n2;\r\nok\r\n0\r\n\r\n`],
+  "Content-Length in the trailers": [
+    "GET",
+    `${OK}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nContent-Length: 50\r\n\r\n`,
+  ],
+  "Content-Length and NBSP": ["GET", `${OK}Content-Length: 2\xa0\r\n\r\nok`],
 };
 
 const RESPONSES_SIGIL_STRICTER: Record<string, [method: string, response: string]> = {
@@ -630,6 +680,22 @@ const RESPONSES_SIGIL_STRICTER: Record<string, [method: string, response: string
     `${OK}Transfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n`,
   ],
   "Transfer-Encoding: identity": ["GET", `${OK}Transfer-Encoding: identity\r\n\r\nuntil the end`],
+  "Transfer-Encoding: chunked and NBSP": [
+    "GET",
+    `${OK}Transfer-Encoding: chunked\xa0\r\n\r\n2\r\nok\r\n0\r\n\r\n`,
+  ],
+  "Connection naming Content-Length": [
+    "GET",
+    `${OK}Connection: Content-Length\r\nContent-Length: 2\r\n\r\nok`,
+  ],
+  "Connection naming Transfer-Encoding": [
+    "GET",
+    `${OK}Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n`,
+  ],
+  "Transfer-Encoding in the trailers": [
+    "GET",
+    `${OK}Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n`,
+  ],
 };
 
 describe("responses: Sigil reads what llhttp reads", () => {
