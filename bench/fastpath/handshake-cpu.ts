@@ -5,7 +5,7 @@
  * NFQUEUE. Reports CPU µs per handshake (both sides together) for cold handshakes (first contact:
  * signatures, chain verification) and warm ones (MAC under the pair key, cached identity).
  *
- *   npx tsx bench/fastpath/handshake-cpu.ts [--count 2000]
+ *   npx tsx bench/fastpath/handshake-cpu.ts [--count 2000] [--idle-ms 0]
  */
 import { Command } from "commander";
 import { compilePolicySet, parsePolicyDocuments } from "../../core/policy/index.ts";
@@ -20,9 +20,15 @@ import { readFile } from "node:fs/promises";
 
 const opts = new Command()
   .option("--count <n>", "handshakes per measurement", "2000")
+  .option(
+    "--idle-ms <n>",
+    "idle time between warm handshakes, as between real ones: other work may evict the caches",
+    "0",
+  )
   .parse()
-  .opts<{ count: string }>();
+  .opts<{ count: string; idleMs: string }>();
 const count = Number(opts.count);
+const idleMs = Number(opts.idleMs);
 
 const POLICY = `
 apiVersion: sigil.dev/v1
@@ -119,7 +125,8 @@ try {
     const wall0 = process.hrtime.bigint();
     for (let i = 0; i < n; i++) {
       handshake(first + i);
-      if (i % 64 === 63) await reportTurn();
+      if (idleMs > 0) await new Promise((resolve) => setTimeout(resolve, idleMs));
+      else if (i % 64 === 63) await reportTurn();
     }
     await reportTurn();
     const cpu = process.cpuUsage(cpu0);
@@ -140,7 +147,9 @@ try {
         .map(([kind, t]) => [kind, Math.round((10 * t.decideCpuUs) / t.cpuSamples) / 10]),
     ),
   );
-  console.log(JSON.stringify({ count, cold, warm, decideCpuUs, macProofs: stats, flows: flows.length }));
+  console.log(
+    JSON.stringify({ count, idleMs, cold, warm, decideCpuUs, macProofs: stats, flows: flows.length }),
+  );
 } finally {
   await pki.destroy();
 }
