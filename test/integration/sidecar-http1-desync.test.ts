@@ -55,7 +55,8 @@ async function startScriptedServer(): Promise<ScriptedServer> {
         buf = buf.slice(e + 4);
         lines.push(line);
         const path = line.split(" ")[1] ?? "";
-        s.write(SCRIPT[path] ?? `HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`);
+        const answer = SCRIPT[path] ?? `HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`;
+        s.write(Buffer.from(answer, "latin1"));
         if (path === "/ws-switch") {
           // Bytes after the head were sent before the switch was seen: they are echoed as frames too.
           echo = true;
@@ -211,5 +212,37 @@ describe("an upgrade becomes a tunnel only once the server switched protocols", 
     c.end();
     await closed;
     await expect.poll(() => flowOf("/ws-switch")?.status).toBe(101);
+  });
+});
+
+describe("chunk extensions, trailers and field values are read as the next hop reads them", () => {
+  const chunkedPost = (body: string): string =>
+    `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n${body}${ADMIN}`;
+  it.each([
+    ["a chunk extension with an unclosed quote", chunkedPost('5;a="\r\nhello\r\n0\r\n\r\n')],
+    ["a chunk extension without a name", chunkedPost("5;\r\nhello\r\n0\r\n\r\n")],
+    ["a chunk extension value with a space", chunkedPost("5;a=b c\r\nhello\r\n0\r\n\r\n")],
+    ["Content-Length in the trailers", chunkedPost("0\r\nContent-Length: 50\r\n\r\n")],
+    ["Host in the trailers", chunkedPost("0\r\nHost: other.test\r\n\r\n")],
+    [
+      "Transfer-Encoding: chunked and NBSP",
+      `POST /a HTTP/1.1\r\n${H}Transfer-Encoding: chunked\xa0\r\n\r\n0\r\n\r\n${ADMIN}`,
+    ],
+    ["Content-Length and NBSP", `POST /a HTTP/1.1\r\n${H}Content-Length: 0\xa0\r\n\r\n${ADMIN}`],
+  ])("request with %s: the request is refused and /admin never sent", async (_name, input) => {
+    const r = await probe(input);
+    expect(statuses(r.client)[0]).toBe(400);
+    expect(r.received).not.toContain("/admin");
+  });
+
+  it.each([
+    ["a chunk extension with an unclosed quote", "/resp-ext"],
+    ["Content-Length in the trailers", "/resp-trailer"],
+    ["Transfer-Encoding: chunked and NBSP", "/resp-nbsp"],
+  ])("response with %s: never relayed as framed here", async (_name, path) => {
+    const r = await probe(`GET ${path} HTTP/1.1\r\n${H}\r\nGET /second HTTP/1.1\r\n${H}\r\n`);
+    expect(statuses(r.client)).not.toContain(200);
+    expect(r.client).not.toContain("Content-Length: 50");
+    expect(r.lines).toEqual([`GET ${path} HTTP/1.1`]);
   });
 });
