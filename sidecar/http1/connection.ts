@@ -16,7 +16,10 @@ import { downstreamResponseHead, upgradeRequestHead, upstreamRequestHead } from 
 
 export interface HttpConnection {
   readonly facts: ConnectionFacts;
-  /** The peer a request is decided against (egress: the Host header names a non-mesh destination). */
+  /**
+   * The peer a request is decided against (egress: the Host header names a non-mesh destination).
+   * Depends on `host` alone for the life of the connection, so a connection asks once per Host.
+   */
   peerFor(host: string | undefined): Peer;
   readonly route: UpstreamRoute;
 }
@@ -86,6 +89,9 @@ export class Http1Connection implements PoolUser {
   private upstreamReusable = false;
   private status = 502;
   private readonly spans: number[] = [];
+  /** The peer of the last request's Host (`peerFor` is asked again only when the Host changes). */
+  private peerOfHost: Peer | null = null;
+  private peerHost: string | undefined = undefined;
   /** The pool of this connection's route, looked up once: the route is fixed per connection. */
   private routePool: Http1Pool | null = null;
 
@@ -208,7 +214,11 @@ export class Http1Connection implements PoolUser {
       this.refuse(400, "CONNECT is not proxied", req.method, req.target);
       return;
     }
-    const peer = this.conn.peerFor(req.host);
+    if (this.peerOfHost === null || this.peerHost !== req.host) {
+      this.peerOfHost = this.conn.peerFor(req.host);
+      this.peerHost = req.host;
+    }
+    const peer = this.peerOfHost as Peer;
     const decision = this.ctx.authorizer.decide(this.conn.facts, requestFacts(req), peer);
     if (decision.verdict === "deny") {
       const status = decision.status === 400 ? 400 : 403;
