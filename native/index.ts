@@ -89,7 +89,11 @@ interface NativeBinding {
   rewriteAsReset(packet: Buffer): Buffer;
   threadCpuMicros(): number;
   hasNfQueue: boolean;
-  NfQueue?: new (queue: number, options: QueueOptions, onPacket: (p: QueuedPacket) => void) => NativeQueue;
+  NfQueue?: new (
+    queue: number,
+    options: QueueOptions,
+    onPacket: (id: number, hook: number, family: 4 | 6, mark: number, packet: Buffer) => void,
+  ) => NativeQueue;
 }
 
 /** A packet is malformed or cannot take the requested change; the message names the field. */
@@ -286,7 +290,10 @@ export class PacketQueue {
         "the native addon was built without libnetfilter_queue (install libnetfilter-queue-dev and libmnl-dev, then rebuild)",
       );
     }
-    this.native = new binding.NfQueue(queue, options, onPacket);
+    // The addon passes each packet's fields as arguments (cheaper than a native-built object).
+    this.native = new binding.NfQueue(queue, options, (id, hook, family, mark, packet) =>
+      onPacket({ id, hook, family, mark, packet }),
+    );
   }
 
   /** Gives the verdict for packet `id`, optionally setting its mark and replacing its bytes. */
