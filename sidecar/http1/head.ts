@@ -1,3 +1,5 @@
+import { HOP_BY_HOP } from "../responses.ts";
+
 /**
  * Strict HTTP/1.x message heads (RFC 9112): the request line or status line and the header fields,
  * parsed from the bytes before the empty line. Anything a lenient parser would have to guess at is
@@ -20,7 +22,10 @@ export type RawHeaders = string[];
 
 interface Fields {
   readonly raw: RawHeaders;
-  /** Lower-cased names; repeated fields joined with ", " (Set-Cookie kept as a list). */
+  /**
+   * Lower-cased names; repeated fields joined with ", " (Set-Cookie kept as a list). For a request,
+   * only the fields forwarded to the next hop.
+   */
   readonly byName: Record<string, string | string[]>;
   readonly contentLength: number | null;
   readonly chunked: boolean;
@@ -122,11 +127,15 @@ function checkConnectionOptions(connection: ReadonlySet<string>): void {
     if (connection.has(name)) throw new HeadError(`Connection names the ${name} field`);
 }
 
-/** Field values by lower-cased name, repeats joined with ", " and Set-Cookie kept as a list. */
-function fieldsByName(raw: RawHeaders): Record<string, string | string[]> {
+/**
+ * Field values by lower-cased name, repeats joined with ", " and Set-Cookie kept as a list; names
+ * in `dropped` left out.
+ */
+function fieldsByName(raw: RawHeaders, dropped?: ReadonlySet<string>): Record<string, string | string[]> {
   const byName: Record<string, string | string[]> = {};
   for (let i = 0; i < raw.length; i += 2) {
     const lower = (raw[i] as string).toLowerCase();
+    if (dropped !== undefined && (dropped.has(lower) || HOP_BY_HOP.has(lower))) continue;
     const value = raw[i + 1] as string;
     const seen = byName[lower];
     if (seen === undefined) byName[lower] = lower === "set-cookie" ? [value] : value;
@@ -243,12 +252,15 @@ export function parseRequestHead(text: string): RequestHead {
   if (minor === 0 && f.chunked) throw new HeadError("Transfer-Encoding in an HTTP/1.0 request");
   const connection = f.connection ?? NO_TOKENS;
   const raw = f.raw;
+  const upgrade = f.upgradeField && connection.has("upgrade");
   let byName: Record<string, string | string[]> | undefined;
   return {
     raw,
-    // Built on first use: only requests are decided on their header values.
+    // Built on first use: only requests are decided on their header values. Policy decides on the
+    // fields the next hop receives: a hop-by-hop field, or one named in Connection, is not passed
+    // on (except by an upgrade, which passes on every field), so a rule cannot be met by it.
     get byName() {
-      return (byName ??= fieldsByName(raw));
+      return (byName ??= fieldsByName(raw, upgrade ? undefined : connection));
     },
     contentLength: f.contentLength,
     chunked: f.chunked,
@@ -258,7 +270,7 @@ export function parseRequestHead(text: string): RequestHead {
     target: m[2] as string,
     minor,
     host: f.host,
-    upgrade: f.upgradeField && connection.has("upgrade"),
+    upgrade,
     expectContinue: f.expect !== undefined && f.expect.toLowerCase() === "100-continue",
     keepAlive: minor === 1 ? !connection.has("close") : connection.has("keep-alive"),
   };

@@ -97,6 +97,8 @@ spec:
       to: [ { dnsNames: [ "localhost" ] } ]
     - action: deny
       http: { paths: [ "/admin/**" ] }
+    - action: deny
+      http: { paths: [ "/tenant" ], headers: [ { name: x-tenant, present: false } ] }
 `,
   });
 });
@@ -143,6 +145,16 @@ describe("a Connection field naming a framing or routing field is refused", () =
   ])("%s: 400, nothing forwarded", async (_name, input) => {
     const r = await probe(input);
     expect(statuses(r.client)).toEqual([400]);
+    expect(r.lines).toEqual([]);
+  });
+
+  it("policy decides on the fields forwarded: one named in Connection cannot meet a rule", async () => {
+    const allowed = await probe(`GET /tenant HTTP/1.1\r\n${H}X-Tenant: acme\r\nConnection: close\r\n\r\n`);
+    expect(statuses(allowed.client)).toEqual([200]);
+    const r = await probe(
+      `GET /tenant HTTP/1.1\r\n${H}X-Tenant: acme\r\nConnection: close, X-Tenant\r\n\r\n`,
+    );
+    expect(statuses(r.client)).toEqual([403]);
     expect(r.lines).toEqual([]);
   });
 
