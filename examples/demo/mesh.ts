@@ -291,9 +291,7 @@ async function startWorkloadSidecar(mesh: Mesh, name: WorkloadName): Promise<voi
     "--log-level",
     "info",
   ];
-  // The sidecar registers its fast-path ports as ports it serves, and the control plane accepts
-  // fast-path ports only among the app ports: a workload that only dials 5432 lists it too.
-  for (const port of new Set([...APP_PORTS[name], ...fastPath])) args.push("--app-port", String(port));
+  for (const port of APP_PORTS[name]) args.push("--app-port", String(port));
   if (fastPath.length > 0) {
     args.push("--fast-path-ports", fastPath.join(","), "--capture-config", captureConfig);
   }

@@ -234,6 +234,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     });
     relay.attach(flows);
     flows.start();
+    cleanup.push(() => void flows.close());
 
     // The registration carries the bound inbound port, so it is sent once the listeners are up.
     const subscriptions = new SidecarSubscriptions({
@@ -245,7 +246,8 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
         metadata: registrationMetadata({
           addresses: o.advertiseAddress,
           appPorts: o.appPort,
-          fastPathPorts: o.fastPathPorts,
+          // Only the ports this workload serves; on the others its enforcer just signs the SYNs it sends.
+          fastPathPorts: o.fastPathPorts.filter((p) => o.appPort.includes(p)),
           inboundPort: sidecar.inbound.port,
         }),
         user_agent_name: "sigil-sidecar",
@@ -301,6 +303,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       );
       const fp = fastPath;
       cleanup.push(() => void fp.stop());
+      fp.exposeMetrics(sidecar.metrics.registry);
       const refresh = (): void => {
         fp.refresh().catch((err: Error) => log.error({ err: err.message }, "fast-path update failed"));
       };
