@@ -21,6 +21,7 @@
  * No --queue-bypass unless fail-open is asked for: with no enforcer bound, queued SYNs are dropped.
  */
 import { execFile } from "node:child_process";
+import { isIP } from "node:net";
 import type { ExternalRules } from "../capture/external-rules.ts";
 import { MARK_DENY, MARK_MASK, MARK_PENDING_IN, MARK_PENDING_OUT, hex } from "./marks.ts";
 
@@ -29,11 +30,28 @@ export interface RuleSettings {
   readonly inboundPorts: readonly number[];
   /** Destination ports whose outbound SYNs get our token. */
   readonly outboundPorts: readonly number[];
+  /**
+   * When given, an outbound SYN gets our token only if its destination address is listed here and
+   * its port is among that address's ports and `outboundPorts`; every other SYN is left alone (so
+   * capture sends it to the proxy). At most MAX_OUTBOUND_DESTINATIONS addresses.
+   */
+  readonly outboundDestinations?: readonly OutboundDestination[];
   readonly queueFirst: number;
   readonly queueCount: number;
   /** Opt-in: let handshakes through untouched when no enforcer is bound (--queue-bypass). */
   readonly failOpen: boolean;
 }
+
+export interface OutboundDestination {
+  readonly address: string;
+  readonly ports: readonly number[];
+}
+
+/** Bounds the rules a destination list adds (one per address and port group, in one chain). */
+export const MAX_OUTBOUND_DESTINATIONS = 4096;
+
+/** Holds the outbound SYN queue rules once, for the per-destination rules to jump to. */
+export const OUTBOUND_QUEUE_CHAIN = "SIGIL-FP-OUTQ";
 
 export const CHAINS = {
   mangle: { PREROUTING: "SIGIL-FP-PRE", OUTPUT: "SIGIL-FP-OUT" },
@@ -120,6 +138,44 @@ function portSplitMatches(index: number, queueCount: number, side: "source" | "d
   ];
 }
 
+/** The IPv6 address as four 32-bit words (hex), for the u32 match. */
+function ipv6Words(address: string): string[] {
+  let text = address;
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = "", tail] = text.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
+  const words: string[] = [];
+  for (let i = 0; i < 8; i += 2) {
+    const word = ((parseInt(groups[i] as string, 16) << 16) >>> 0) + parseInt(groups[i + 1] as string, 16);
+    words.push(`0x${word.toString(16)}`);
+  }
+  return words;
+}
+
+/**
+ * A u32 test for "the destination address is `address`": IPv4 reads it at byte 16, IPv6 at bytes
+ * 24-39; the version test first makes it fail at once on the other family's packets, so the same
+ * restore text serves iptables and ip6tables.
+ */
+function destinationMatch(address: string): string {
+  const family = isIP(address);
+  if (family === 4) {
+    const word = address.split(".").reduce((acc, part) => acc * 256 + Number(part), 0);
+    return `-m u32 --u32 0>>28=4&&16=0x${word.toString(16)}`;
+  }
+  if (family === 6) {
+    const tests = ipv6Words(address.toLowerCase()).map((w, i) => `${24 + 4 * i}=${w}`);
+    return `-m u32 --u32 0>>28=6&&${tests.join("&&")}`;
+  }
+  throw new RuleError(`outbound destination ${address} is not an IP address`);
+}
+
 /** Rule tails (matches + target) that queue a handshake packet, `side` saying where its client port is. */
 function queueTails(s: RuleSettings, side: "source" | "destination"): string[] {
   const bypass = s.failOpen ? " --queue-bypass" : "";
@@ -146,7 +202,8 @@ export function renderRules(s: RuleSettings): string {
   const out = CHAINS.mangle.OUTPUT;
   const inp = CHAINS.filter.INPUT;
   const loc = CHAINS.filter.OUTPUT;
-  const lines = ["*mangle", `:${pre} - [0:0]`, `:${out} - [0:0]`];
+  const outq = OUTBOUND_QUEUE_CHAIN;
+  const lines = ["*mangle", `:${pre} - [0:0]`, `:${out} - [0:0]`, `:${outq} - [0:0]`];
   const queue = (chain: string, match: string, tails: readonly string[]): void => {
     for (const tail of tails) lines.push(`-A ${chain} ${match} ${tail}`);
   };
@@ -156,7 +213,22 @@ export function renderRules(s: RuleSettings): string {
   // The client port is a SYN's source port and a SYN-ACK's destination port.
   for (const g of portGroups(s.inboundPorts)) queue(pre, `${synOnly} -m multiport --dports ${g}`, bySource);
   queue(pre, `${synAck} -m connmark --mark ${hex(MARK_PENDING_OUT)}/${mask}`, byDestination);
-  for (const g of portGroups(s.outboundPorts)) queue(out, `${synOnly} -m multiport --dports ${g}`, bySource);
+  if (s.outboundDestinations === undefined) {
+    for (const g of portGroups(s.outboundPorts))
+      queue(out, `${synOnly} -m multiport --dports ${g}`, bySource);
+  } else {
+    if (s.outboundDestinations.length > MAX_OUTBOUND_DESTINATIONS)
+      throw new RuleError(
+        `${s.outboundDestinations.length} outbound destinations (at most ${MAX_OUTBOUND_DESTINATIONS})`,
+      );
+    const allowed = new Set(portGroups(s.outboundPorts).flatMap((g) => g.split(",").map(Number)));
+    for (const d of s.outboundDestinations) {
+      const match = destinationMatch(d.address);
+      for (const g of portGroups(d.ports.filter((p) => allowed.has(p))))
+        lines.push(`-A ${out} ${synOnly} -m multiport --dports ${g} ${match} -j ${outq}`);
+    }
+    for (const tail of bySource) lines.push(`-A ${outq} ${tail}`);
+  }
   queue(out, `${synAck} -m connmark --mark ${hex(MARK_PENDING_IN)}/${mask}`, byDestination);
   lines.push("COMMIT", "*filter", `:${inp} - [0:0]`, `:${loc} - [0:0]`);
   for (const chain of [inp, loc]) {
@@ -244,5 +316,7 @@ export async function removeRules(): Promise<void> {
       await run(tool, ["-w", "5", "-t", table, "-F", chain]);
       await run(tool, ["-w", "5", "-t", table, "-X", chain]);
     }
+    await run(tool, ["-w", "5", "-t", "mangle", "-F", OUTBOUND_QUEUE_CHAIN]);
+    await run(tool, ["-w", "5", "-t", "mangle", "-X", OUTBOUND_QUEUE_CHAIN]);
   }
 }
