@@ -90,9 +90,16 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
     uv_poll_init(loop, poll_, fd);
     uv_poll_start(poll_, UV_READABLE, &NfQueue::OnReadable);
     Ref();  // stay alive while the poll handle may call back
+    // A worker thread can be terminated with its queue still bound: the poll handle must be closed
+    // while its loop still exists, or tearing the thread down touches a freed loop (SIGSEGV).
+    napi_add_env_cleanup_hook(env, &NfQueue::OnEnvTeardown, this);
+    cleanupHook_ = true;
   }
 
-  ~NfQueue() override { Release(); }
+  ~NfQueue() override {
+    RemoveCleanupHook();
+    Release();
+  }
 
  private:
   template <typename Fill>
@@ -117,6 +124,18 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
       if (err == EPERM) context += " (needs CAP_NET_ADMIN)";
       throw SyscallError(env, "netlink", err, context);
     }
+  }
+
+  static void OnEnvTeardown(void* arg) {
+    auto* self = static_cast<NfQueue*>(arg);
+    self->cleanupHook_ = false;
+    self->Release(/*teardown=*/true);
+  }
+
+  void RemoveCleanupHook() {
+    if (!cleanupHook_) return;
+    napi_remove_env_cleanup_hook(env_, &NfQueue::OnEnvTeardown, this);
+    cleanupHook_ = false;
   }
 
   static void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
@@ -245,16 +264,24 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
       nlmsghdr* nlh = nfq_nlmsg_put(msg.data(), NFQNL_MSG_CONFIG, queue_);
       nfq_nlmsg_cfg_put_cmd(nlh, AF_UNSPEC, NFQNL_CFG_CMD_UNBIND);
       mnl_socket_sendto(nl_, nlh, nlh->nlmsg_len);
+      RemoveCleanupHook();
       Release();
       Unref();
     }
     return info.Env().Undefined();
   }
 
-  void Release() {
+  // At a worker thread's teardown the loop finishes closing handles after this addon has been
+  // unloaded, so no close callback of ours may run then: the handle is closed without one and its
+  // few bytes are left to the ending thread.
+  void Release(bool teardown = false) {
     if (poll_) {
       uv_poll_stop(poll_);
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      if (teardown) {
+        uv_close(reinterpret_cast<uv_handle_t*>(poll_), nullptr);
+      } else {
+        uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      }
       poll_ = nullptr;
     }
     if (nl_) {
@@ -271,6 +298,7 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   uint32_t portid_ = 0;
   uint32_t seq_ = 0;
   uint16_t queue_ = 0;
+  bool cleanupHook_ = false;
   std::vector<char> buf_;
   std::vector<char> verdictBuf_;
   uint64_t received_ = 0, accepted_ = 0, dropped_ = 0, repeated_ = 0, modified_ = 0;
