@@ -26,6 +26,7 @@ import {
   svidChannelCredentials,
 } from "./control-plane-tls.ts";
 import type { AgentFastPath } from "./fast-path.ts";
+import type { DirectoryEntry } from "./peer-directory.ts";
 import { FlowRelay } from "./flow-relay.ts";
 import { guardOriginalDestination, localAddressTest } from "./loop-guard.ts";
 import type { AgentOptions } from "./options.ts";
@@ -189,6 +190,11 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     const policy = new PolicyHolder({ trustDomain: o.trustDomain, policies: denyAllPolicySet() });
     const peers = new PeerDirectoryHolder();
     let policyReceived = false;
+    // With --fast-path-ports, not ready until the enforcers run, nor while they are down (their
+    // handshakes fail closed).
+    let fastPath: AgentFastPath | null = null;
+    const ready = (): boolean =>
+      policyReceived && (o.fastPathPorts.length === 0 || fastPath?.ready() === true);
     const relay = new FlowRelay();
     const ownPorts = new Set<number>();
     const isLocal = localAddressTest(o.advertiseAddress);
@@ -205,7 +211,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
             policy,
             flows: relay,
             loopGuard: { advertised: o.advertiseAddress },
-            ready: () => policyReceived,
+            ready,
             logger: log,
           }))
         : await startSidecar({
@@ -219,7 +225,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
               () => ownPorts,
               isLocal,
             ),
-            ready: () => policyReceived,
+            ready,
             logger: log,
           });
     cleanup.push(() => void sidecar.close());
@@ -267,6 +273,10 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       log,
     });
     cleanup.push(() => subscriptions.close());
+    let directory: readonly DirectoryEntry[] = [];
+    subscriptions.on("peers", (entries) => {
+      directory = entries;
+    });
     if (workers) {
       const pool = workers;
       subscriptions.on("changed", () => pool.policyChanged());
@@ -282,7 +292,6 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     log.info({ controlPlane: o.controlPlane }, "waiting for the policy set");
     await withTimeout(firstPolicy, runtime.startTimeoutMs, "first policy set");
 
-    let fastPath: AgentFastPath | null = null;
     if (o.fastPathPorts.length > 0) {
       // Loaded only when asked for: the worker pool resolves its thread loader at import time.
       const { AgentFastPath } = await import("./fast-path.ts");
@@ -299,6 +308,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
           credentials: () => rotation.current(),
           policySet: () => subscriptions.current as NonNullable<typeof subscriptions.current>,
           snapshot: () => policy.current(),
+          directory: () => directory.map(([where]) => where),
         },
       );
       const fp = fastPath;
@@ -309,6 +319,9 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       };
       rotation.on("rotate", refresh);
       subscriptions.on("changed", refresh);
+      subscriptions.on("peers", () => {
+        fp.refreshRules().catch((err: Error) => log.error({ err: err.message }, "fast-path update failed"));
+      });
     }
 
     let stopped = false;

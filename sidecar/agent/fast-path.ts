@@ -9,14 +9,20 @@ import type { CaptureConfig } from "../capture/config.ts";
 import { loadCaptureConfig } from "../capture/init.ts";
 import { fastPathConfigSchema } from "../fastpath/config.ts";
 import { MARK_MASK, hex } from "../fastpath/marks.ts";
-import { chooseInboundPaths, chooseOutboundPaths, fastPathPorts } from "../fastpath/ports.ts";
-import type { PortChoice } from "../fastpath/ports.ts";
+import {
+  chooseInboundPaths,
+  chooseOutboundPaths,
+  fastPathPorts,
+  outboundFastPathDestinations,
+} from "../fastpath/ports.ts";
+import type { DirectoryPort, PortChoice } from "../fastpath/ports.ts";
 import { applyRules, fastPathExternalRules } from "../fastpath/rules.ts";
 import type { RuleSettings } from "../fastpath/rules.ts";
 import type { EnforcerSources } from "../fastpath/sources.ts";
 import { FastPathWorkers } from "../fastpath/workers.ts";
 import type { WorkloadCredentials } from "../identity/rotation.ts";
 import type { PolicySnapshot } from "../sources.ts";
+import { queuesBound } from "./fast-path-health.ts";
 import { registerFastPathMetrics } from "./fast-path-metrics.ts";
 import type { DecodedPolicySet } from "./policy-set.ts";
 
@@ -29,6 +35,11 @@ import type { DecodedPolicySet } from "./policy-set.ts";
  * fast path's own chains. The rules stay when the agent stops, so handshakes fail closed (or open
  * with `--fast-path-fail-open`) until it is back. A requested port that policy sends through the
  * proxy (HTTP rules, or STRICT: the fast path does not encrypt) is logged as a warning with why.
+ * Outbound, a SYN gets a token only to the peer-directory destinations that take that port on the
+ * fast path (L4_FAST_PATH); every other destination (L7_PROXY mesh ports, addresses outside the
+ * mesh) is left to capture and goes through the proxy. The list is re-installed, in the same atomic
+ * transaction, whenever the directory changes (`refreshRules()`); installs run one at a time.
+ * `ready()` is false once a worker's queue is no longer bound (the agent's `/ready` answers 503).
  * `exposeMetrics()` puts the enforcers' counters on the sidecar's registry (`/stats/prometheus`).
  */
 
@@ -36,6 +47,8 @@ export interface FastPathInputs {
   readonly credentials: () => WorkloadCredentials;
   readonly policySet: () => DecodedPolicySet;
   readonly snapshot: () => PolicySnapshot;
+  /** The peer directory in force, port by port (which destinations take the fast path). */
+  readonly directory: () => readonly DirectoryPort[];
 }
 
 export interface AgentFastPathOptions {
@@ -66,6 +79,10 @@ export class FastPathSetupError extends Error {
 export class AgentFastPath {
   private installed = "";
   private warned = "";
+  private overflowWarned = 0;
+  private stopped = false;
+  /** Installs run one after another, so an older directory can never overwrite a newer one. */
+  private installing: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly o: AgentFastPathOptions,
@@ -90,7 +107,7 @@ export class AgentFastPath {
     );
     const fastPath = new AgentFastPath(o, inputs, workers);
     try {
-      await fastPath.installRules();
+      await fastPath.refreshRules();
     } catch (err) {
       await workers.stop();
       throw err;
@@ -101,7 +118,22 @@ export class AgentFastPath {
   /** Hands the current identity, trust and policy to the workers; re-installs rules if the port choice moved. */
   async refresh(): Promise<void> {
     this.workers.update(sourcesOf(this.o.trustDomain, this.inputs));
-    await this.installRules();
+    await this.refreshRules();
+  }
+
+  /** Re-installs the rules if the port choice or the fast-path destinations moved (e.g. a new peer directory). */
+  refreshRules(): Promise<void> {
+    const next = this.installing.then(() => this.installRules());
+    this.installing = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Whether every enforcer queue is bound in this network namespace: a worker that died unbinds its
+   * queue, and its handshakes then fail closed (or pass unchecked with fail-open).
+   */
+  ready(): boolean {
+    return !this.stopped && queuesBound(DEFAULTS.queueFirst, DEFAULTS.queueCount);
   }
 
   stats(): ReturnType<FastPathWorkers["stats"]> {
@@ -114,6 +146,7 @@ export class AgentFastPath {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     await this.workers.stop();
   }
 
@@ -122,9 +155,20 @@ export class AgentFastPath {
     const labels = labelsOf(this.inputs.credentials());
     const inbound = chooseInboundPaths(set, labels, this.o.ports);
     const outbound = chooseOutboundPaths(set, labels, this.o.ports);
+    const outboundPorts = fastPathPorts(outbound);
+    const { destinations, overflow } = outboundFastPathDestinations(outboundPorts, this.inputs.directory());
+    if (overflow !== this.overflowWarned) {
+      this.overflowWarned = overflow;
+      if (overflow > 0)
+        this.o.log.warn(
+          { overflow },
+          "fast-path destination list full: the remaining destinations go through the proxy",
+        );
+    }
     const settings: RuleSettings = {
       inboundPorts: fastPathPorts(inbound),
-      outboundPorts: fastPathPorts(outbound),
+      outboundPorts,
+      outboundDestinations: destinations,
       queueFirst: DEFAULTS.queueFirst,
       queueCount: DEFAULTS.queueCount,
       failOpen: this.o.failOpen,
@@ -139,7 +183,7 @@ export class AgentFastPath {
       await applyRules(settings);
     }
     this.installed = key;
-    this.o.log.info({ inbound, outbound }, "fast-path rules installed");
+    this.o.log.info({ inbound, outbound, destinations: destinations.length }, "fast-path rules installed");
   }
 
   /** Says once per change which requested ports policy keeps on the proxy, and why. */

@@ -22,6 +22,7 @@ export class PeerDirectoryResourceError extends Error {
 }
 
 const MTLS = z.enum(["MTLS_MODE_UNSPECIFIED", "STRICT", "PERMISSIVE", "DISABLE"]);
+const DATA_PATH = z.enum(["DATA_PATH_UNSPECIFIED", "L7_PROXY", "L4_FAST_PATH"]);
 
 const directoryMessage = z.object({
   name: z.string().min(1),
@@ -37,6 +38,7 @@ const directoryMessage = z.object({
             z.object({
               port: z.number().int().min(1).max(65535),
               mtls: MTLS.default("MTLS_MODE_UNSPECIFIED"),
+              data_path: DATA_PATH.default("DATA_PATH_UNSPECIFIED"),
             }),
           )
           .default([]),
@@ -47,7 +49,11 @@ const directoryMessage = z.object({
     .default([]),
 });
 
-export type DirectoryEntry = readonly [{ address: string; port: number }, MeshDestination];
+/**
+ * `fastPath`: the destination takes callers on this port through the L4 fast path (its directory
+ * data path is L4_FAST_PATH); otherwise they must come through the mTLS proxy.
+ */
+export type DirectoryEntry = readonly [{ address: string; port: number; fastPath: boolean }, MeshDestination];
 
 /** Strips IPv6 brackets and an IPv4-mapped prefix so lookups match what sockets report. */
 function canonicalAddress(address: string): string {
@@ -112,7 +118,7 @@ export function decodePeerDirectory(
           );
         seen.set(key, w.spiffe_id);
         entries.push([
-          { address, port: p.port },
+          { address, port: p.port, fastPath: p.data_path === "L4_FAST_PATH" },
           {
             identity: { spiffeId: w.spiffe_id, trustDomain: id.trustDomain, labels: { ...w.labels } },
             sidecar: { host: address, port: w.inbound_port || options.sidecarPort },
