@@ -53,6 +53,19 @@ export function denialCategory(decision: Decision): string {
   return decision.reason.split(":")[0] ?? "other";
 }
 
+/**
+ * Flow ids: a random prefix drawn once per process and a counter. The control plane de-duplicates
+ * by id across every reporter and restart, so the prefix is a fresh random UUID (122 random bits)
+ * in each process; the counter keeps ids apart inside it. A record re-sent after a reconnect keeps
+ * its id, which is what the de-duplication is for.
+ */
+const FLOW_ID_PREFIX = `${randomUUID()}-`;
+let flowIdCounter = 0;
+
+function nextFlowId(): string {
+  return FLOW_ID_PREFIX + (flowIdCounter++).toString(36);
+}
+
 function endpointOf(peer: Peer): FlowEndpoint {
   if (peer.kind === "workload") {
     return peer.address === undefined
@@ -168,20 +181,15 @@ export class Authorizer {
     const selfEnd: FlowEndpoint = { spiffeId: self.spiffeId, labels: self.labels };
     const other = endpointOf(peer);
     const durationMs = now - outcome.startedAt;
-    this.metrics.requests.inc({
-      direction: conn.direction,
-      protocol: outcome.protocol,
-      verdict: decision.verdict,
-    });
-    this.metrics.latency.observe(
-      { direction: conn.direction, protocol: outcome.protocol },
+    this.metrics.recordDecision(
+      conn.direction,
+      outcome.protocol,
+      decision.verdict,
       durationMs / 1000,
+      decision.verdict === "deny" ? denialCategory(decision) : null,
     );
-    if (decision.verdict === "deny") {
-      this.metrics.denials.inc({ direction: conn.direction, reason: denialCategory(decision) });
-    }
     const record: FlowRecord = {
-      id: randomUUID(),
+      id: nextFlowId(),
       time: outcome.startedAt,
       reporter: { spiffeId: self.spiffeId, kind: "sidecar" },
       direction: conn.direction,

@@ -1,20 +1,61 @@
 import { getHeapSpaceStatistics } from "node:v8";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
+type Direction = "ingress" | "egress";
+type Protocol = "tcp" | "http" | "grpc";
+type Verdict = "allow" | "deny";
+
+/** Decisions counted since the last scrape, per label combination. */
+interface PendingDecisions {
+  readonly direction: Direction;
+  readonly protocol: Protocol;
+  allowed: number;
+  denied: number;
+  readonly latency: Histogram.Internal<"direction" | "protocol">;
+}
+
+interface PendingDenials {
+  readonly direction: Direction;
+  readonly reason: string;
+  count: number;
+}
+
 /** The sidecar's Prometheus metrics, on a registry of its own (several sidecars can share a process). */
 export class SidecarMetrics {
   readonly registry = new Registry();
+  /**
+   * Decisions and denials are counted in plain numbers and added to the counters when they are
+   * read (a scrape): prom-client validates and hashes the labels on every increment, which was
+   * most of what recording one decision cost.
+   */
+  private readonly pendingDecisions = new Map<string, PendingDecisions>();
+  private readonly pendingDenials = new Map<string, PendingDenials>();
   readonly requests = new Counter({
     name: "sigil_sidecar_requests_total",
     help: "Authorization decisions (HTTP requests and non-HTTP connections)",
     labelNames: ["direction", "protocol", "verdict"] as const,
     registers: [this.registry],
+    collect: () => {
+      for (const p of this.pendingDecisions.values()) {
+        const { direction, protocol } = p;
+        if (p.allowed > 0) this.requests.inc({ direction, protocol, verdict: "allow" }, p.allowed);
+        if (p.denied > 0) this.requests.inc({ direction, protocol, verdict: "deny" }, p.denied);
+        p.allowed = 0;
+        p.denied = 0;
+      }
+    },
   });
   readonly denials = new Counter({
     name: "sigil_sidecar_denials_total",
     help: "Traffic refused, by reason",
     labelNames: ["direction", "reason"] as const,
     registers: [this.registry],
+    collect: () => {
+      for (const p of this.pendingDenials.values()) {
+        if (p.count > 0) this.denials.inc({ direction: p.direction, reason: p.reason }, p.count);
+        p.count = 0;
+      }
+    },
   });
   readonly tlsHandshakes = new Counter({
     name: "sigil_sidecar_tls_handshakes_total",
@@ -68,4 +109,33 @@ export class SidecarMetrics {
       }
     },
   });
+
+  /** Counts one decision and observes its duration; `denialReason` set when it was denied. */
+  recordDecision(
+    direction: Direction,
+    protocol: Protocol,
+    verdict: Verdict,
+    seconds: number,
+    denialReason: string | null,
+  ): void {
+    const key = direction + protocol;
+    let p = this.pendingDecisions.get(key);
+    if (p === undefined) {
+      // The histogram's labelled series, resolved once per combination.
+      const latency = this.latency.labels(direction, protocol);
+      p = { direction, protocol, allowed: 0, denied: 0, latency };
+      this.pendingDecisions.set(key, p);
+    }
+    if (verdict === "deny") p.denied++;
+    else p.allowed++;
+    p.latency.observe(seconds);
+    if (denialReason !== null) this.denied(direction, denialReason);
+  }
+
+  private denied(direction: Direction, reason: string): void {
+    const key = `${direction} ${reason}`;
+    const p = this.pendingDenials.get(key);
+    if (p !== undefined) p.count++;
+    else this.pendingDenials.set(key, { direction, reason, count: 1 });
+  }
 }

@@ -98,6 +98,37 @@ spec:
     );
   });
 
+  it("counts every decision exactly across scrapes and gives each flow its own id", async () => {
+    const records: FlowRecord[] = [];
+    const { authz, metrics } = authorizer(new PolicyHolder({ trustDomain: "sigil.local" }), records);
+    const decision = authz.decide(conn, { method: "GET", path: "/x", headers: {} });
+    const outcome = { protocol: "http" as const, bytesSent: 0, bytesReceived: 0, startedAt: Date.now() };
+    const allowed = { ...decision, verdict: "allow" as const };
+    for (let i = 0; i < 3; i++) authz.record(conn, decision, outcome);
+    authz.record(conn, allowed, outcome);
+    const requests = (): Promise<string> =>
+      metrics.registry.getSingleMetricAsString("sigil_sidecar_requests_total");
+    expect(await requests()).toMatch(/direction="ingress",protocol="http",verdict="deny"\} 3/);
+    expect(await requests()).toMatch(/verdict="allow"\} 1/);
+    for (let i = 0; i < 2; i++) authz.record(conn, decision, outcome);
+    authz.record({ ...conn, direction: "egress" }, allowed, { ...outcome, protocol: "tcp" });
+    expect(await requests()).toMatch(/direction="ingress",protocol="http",verdict="deny"\} 5/);
+    expect(await requests()).toMatch(/direction="egress",protocol="tcp",verdict="allow"\} 1/);
+    expect(await metrics.registry.getSingleMetricAsString("sigil_sidecar_denials_total")).toMatch(
+      /reason="default-deny"\} 5/,
+    );
+    expect(await metrics.registry.getSingleMetricAsString("sigil_sidecar_request_duration_seconds")).toMatch(
+      /sigil_sidecar_request_duration_seconds_count\{direction="ingress",protocol="http"\} 6/,
+    );
+    // Another authorizer in the same process continues the same sequence: ids never repeat.
+    const other = authorizer(new PolicyHolder({ trustDomain: "sigil.local" }), records);
+    other.authz.record(conn, decision, outcome);
+    const ids = records.map((r) => r.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f-]{36}-[0-9a-z]+$/);
+    expect(new Set(ids.map((id) => id.slice(0, 36))).size).toBe(1);
+  });
+
   it("names denial categories and reported paths without queries", () => {
     expect(
       denialCategory({
