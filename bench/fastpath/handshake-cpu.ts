@@ -15,6 +15,7 @@ import { loadLocalIdentity } from "../../sidecar/fastpath/local-identity.ts";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { TCP_FLAGS, parseTcp } from "../../native/index.ts";
 import type { PacketQueue, QueuedPacket, VerdictCode } from "../../native/index.ts";
+import { webToDbPolicy } from "../../test/e2e/fastpath-support/lab.ts";
 import { TestPki, TRUST_DOMAIN } from "../../test/e2e/fastpath-support/pki.ts";
 import { readFile } from "node:fs/promises";
 
@@ -29,16 +30,6 @@ const opts = new Command()
   .opts<{ count: string; idleMs: string }>();
 const count = Number(opts.count);
 const idleMs = Number(opts.idleMs);
-
-const POLICY = `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: db-ingress }
-spec:
-  selector: { matchLabels: { app: db } }
-  ingress:
-    - { action: allow, from: [ { matchLabels: { app: web } } ], ports: [ 5432 ] }
-`;
 
 /** A Linux-style SYN or SYN-ACK (MSS, SACK-permitted, timestamps, window scale), checksums left 0:
  * the enforcer's packet code recomputes them on every packet it rewrites. */
@@ -72,7 +63,7 @@ class DirectQueue {
 
 const pki = await TestPki.create();
 try {
-  const policyParsed = parsePolicyDocuments(POLICY, "bench.yaml");
+  const policyParsed = parsePolicyDocuments(webToDbPolicy([5432]), "bench.yaml");
   if (!policyParsed.ok) throw new Error("policy");
   const set = compilePolicySet(policyParsed.documents.map((d) => d.document));
   const trust = {

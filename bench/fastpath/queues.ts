@@ -11,8 +11,14 @@
  */
 import { Command } from "commander";
 import { NetnsLab } from "../../test/support/netns.ts";
-import { EnforcerProcess } from "../../test/e2e/fastpath-support/enforcer-process.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "../../test/e2e/fastpath-support/netns.ts";
+import {
+  ECHO_PORT,
+  allowManyConnections,
+  startAppServers,
+  startEnforcerPair,
+  webToDbPolicy,
+} from "../../test/e2e/fastpath-support/lab.ts";
+import { REPO_ROOT } from "../../test/e2e/fastpath-support/netns.ts";
 import { TestPki } from "../../test/e2e/fastpath-support/pki.ts";
 import type { EnforcerStats } from "../../sidecar/fastpath/enforcer.ts";
 
@@ -22,24 +28,6 @@ const opts = new Command()
   .option("--rate", "16 parallel connectors for 5 s instead of sequential connects")
   .parse()
   .opts<{ queues: string; connects: string; rate?: boolean }>();
-
-const ECHO = 7000;
-const POLICY = `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: db-ingress }
-spec:
-  selector: { matchLabels: { app: db } }
-  ingress:
-    - { action: allow, from: [ { matchLabels: { app: web } } ], ports: [ ${ECHO} ] }
----
-apiVersion: sigil.dev/v1
-kind: PeerAuthentication
-metadata: { name: db-plain-l4 }
-spec:
-  selector: { matchLabels: { app: db } }
-  mode: PERMISSIVE
-`;
 
 function summary(stats: EnforcerStats): object {
   const perKind = Object.fromEntries(
@@ -60,40 +48,13 @@ const pki = await TestPki.create();
 try {
   const client = lab.host("client");
   const server = lab.host("server");
-  for (const h of [client, server]) {
-    await h.ns.execOk([
-      "sysctl",
-      "-q",
-      "-w",
-      "net.ipv4.tcp_tw_reuse=1",
-      "net.ipv4.ip_local_port_range=10000 65000",
-    ]);
-  }
-  const apps = new OutputLines(
-    server.ns.spawn([
-      process.execPath,
-      "--import",
-      "tsx",
-      `${REPO_ROOT}test/e2e/fastpath-support/servers.ts`,
-      "8080",
-      String(ECHO),
-    ]),
-  );
-  await apps.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined));
-  const policyFile = await pki.file("policy.yaml", POLICY);
+  await allowManyConnections([client, server]);
+  await startAppServers(server);
+  const policyFile = await pki.file("policy.yaml", webToDbPolicy([ECHO_PORT]));
   const queueCount = Number(opts.queues);
-  const serverEnforcer = await EnforcerProcess.start(server.ns, pki, "db", {
-    identity: await pki.identity("db", { app: "db" }),
+  const enforcers = await startEnforcerPair(pki, server, client, {
     policyFile,
-    inboundPorts: [ECHO],
-    queueFirst: 10,
-    queueCount,
-  });
-  const clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
-    identity: await pki.identity("web", { app: "web" }),
-    policyFile,
-    outboundPorts: [ECHO],
-    queueFirst: 20,
+    ports: [ECHO_PORT],
     queueCount,
   });
   const probe = await client.ns.execOk(
@@ -103,8 +64,8 @@ try {
       "tsx",
       `${REPO_ROOT}bench/fastpath/connect-probe.ts`,
       ...(opts.rate
-        ? ["rate", server.ipv4, String(ECHO), "5", "16"]
-        : ["latency", server.ipv4, String(ECHO), opts.connects]),
+        ? ["rate", server.ipv4, String(ECHO_PORT), "5", "16"]
+        : ["latency", server.ipv4, String(ECHO_PORT), opts.connects]),
     ],
     { timeoutMs: 300_000 },
   );
@@ -112,8 +73,8 @@ try {
     JSON.stringify({
       queues: queueCount,
       probe: JSON.parse(probe.trim().split("\n").at(-1) as string) as unknown,
-      client: summary(await clientEnforcer.stats()),
-      server: summary(await serverEnforcer.stats()),
+      client: summary(await enforcers.client.stats()),
+      server: summary(await enforcers.server.stats()),
     }),
   );
 } finally {

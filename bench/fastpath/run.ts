@@ -20,8 +20,14 @@ import { cpus, loadavg, release } from "node:os";
 import { Command } from "commander";
 import { NetnsLab, waitFor } from "../../test/support/netns.ts";
 import type { LabHost } from "../../test/support/netns.ts";
-import { EnforcerProcess } from "../../test/e2e/fastpath-support/enforcer-process.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "../../test/e2e/fastpath-support/netns.ts";
+import type { EnforcerProcess } from "../../test/e2e/fastpath-support/enforcer-process.ts";
+import {
+  allowManyConnections,
+  startAppServers,
+  startEnforcerPair,
+  webToDbPolicy,
+} from "../../test/e2e/fastpath-support/lab.ts";
+import { REPO_ROOT } from "../../test/e2e/fastpath-support/netns.ts";
 import { TestPki } from "../../test/e2e/fastpath-support/pki.ts";
 
 const opts = new Command()
@@ -47,25 +53,6 @@ const ECHO = 7000;
 const HTTP = 8080;
 const PROXY_IPERF = 15201;
 const PROXY_ECHO = 17000;
-
-const POLICY = `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: db-ingress }
-spec:
-  selector: { matchLabels: { app: db } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      ports: [ ${IPERF}, ${ECHO} ]
----
-apiVersion: sigil.dev/v1
-kind: PeerAuthentication
-metadata: { name: db-plain-l4 }
-spec:
-  selector: { matchLabels: { app: db } }
-  mode: PERMISSIVE
-`;
 
 const HAPROXY = `
 global
@@ -159,27 +146,8 @@ const results: Scenario[] = [];
 try {
   const client = lab.host("client");
   const server = lab.host("server");
-  for (const h of [client, server]) {
-    // Many short connections: let closed ones' ports be reused at once.
-    await h.ns.execOk([
-      "sysctl",
-      "-q",
-      "-w",
-      "net.ipv4.tcp_tw_reuse=1",
-      "net.ipv4.ip_local_port_range=10000 65000",
-    ]);
-  }
-  const apps = new OutputLines(
-    server.ns.spawn([
-      process.execPath,
-      "--import",
-      "tsx",
-      `${REPO_ROOT}test/e2e/fastpath-support/servers.ts`,
-      String(HTTP),
-      String(ECHO),
-    ]),
-  );
-  await apps.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined));
+  await allowManyConnections([client, server]);
+  await startAppServers(server, HTTP, ECHO);
   server.ns.spawn(["iperf3", "-s", "-p", String(IPERF)]);
   await waitFor("iperf3 server", async () => (await server.ns.execOk(["ss", "-Htln"])).includes(`:${IPERF}`));
 
@@ -191,25 +159,16 @@ try {
   results.push(await measure("proxy", client, server.ipv4, PROXY_IPERF, PROXY_ECHO));
   haproxy.kill();
 
-  const policyFile = await pki.file("policy.yaml", POLICY);
-  const serverEnforcer = await EnforcerProcess.start(server.ns, pki, "db", {
-    identity: await pki.identity("db", { app: "db" }),
-    policyFile,
-    inboundPorts: [IPERF, ECHO],
-    queueFirst: 10,
-  });
-  const clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
-    identity: await pki.identity("web", { app: "web" }),
-    policyFile,
-    outboundPorts: [IPERF, ECHO],
-    queueFirst: 20,
+  const enforcers = await startEnforcerPair(pki, server, client, {
+    policyFile: await pki.file("policy.yaml", webToDbPolicy([IPERF, ECHO])),
+    ports: [IPERF, ECHO],
   });
   const fast = await measure("fastpath", client, server.ipv4, IPERF, ECHO);
   const queued = async (e: EnforcerProcess): Promise<number> =>
     (await e.stats()).queues.reduce((n, q) => n + q.received, 0);
-  fast.queuePackets = { client: await queued(clientEnforcer), server: await queued(serverEnforcer) };
+  fast.queuePackets = { client: await queued(enforcers.client), server: await queued(enforcers.server) };
   fast.handlingUs = {};
-  for (const e of [clientEnforcer, serverEnforcer]) {
+  for (const e of [enforcers.client, enforcers.server]) {
     for (const [kind, t] of Object.entries((await e.stats()).counters.timing)) {
       if (t.count === 0) continue;
       const mean = (x: number, n: number): number => Math.round((10 * x) / Math.max(n, 1)) / 10;

@@ -11,8 +11,8 @@ import { encodeToken, newNonce } from "../../sidecar/fastpath/token.ts";
 import { NetnsLab } from "../support/netns.ts";
 import type { LabHost } from "../support/netns.ts";
 import { EnforcerProcess } from "./fastpath-support/enforcer-process.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
 import { TestPki } from "./fastpath-support/pki.ts";
+import { startAppServers, startEnforcerPair, webToDbPolicy } from "./fastpath-support/lab.ts";
 import type { IdentityFiles } from "./fastpath-support/pki.ts";
 import { sendRawIpv4, startCapture } from "./fastpath-support/raw-packets.ts";
 
@@ -20,24 +20,7 @@ const EXID = 0x5347;
 const HTTP = 8080;
 const ECHO = 7000;
 
-const POLICY = `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: db-ingress }
-spec:
-  selector: { matchLabels: { app: db } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      ports: [ ${HTTP}, ${ECHO} ]
----
-apiVersion: sigil.dev/v1
-kind: PeerAuthentication
-metadata: { name: db-plain-l4 }
-spec:
-  selector: { matchLabels: { app: db } }
-  mode: PERMISSIVE
-`;
+const POLICY = webToDbPolicy([HTTP, ECHO]);
 
 describe.sequential("fast path under attack: crafted and replayed handshake packets", () => {
   let lab: NetnsLab;
@@ -76,30 +59,13 @@ describe.sequential("fast path under attack: crafted and replayed handshake pack
         ],
       }),
     );
-    const apps = new OutputLines(
-      server.ns.spawn([
-        process.execPath,
-        "--import",
-        "tsx",
-        `${REPO_ROOT}test/e2e/fastpath-support/servers.ts`,
-        String(HTTP),
-        String(ECHO),
-      ]),
-    );
-    await apps.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined));
-    serverEnforcer = await EnforcerProcess.start(server.ns, pki, "db", {
-      identity: db,
+    await startAppServers(server, HTTP, ECHO);
+    ({ server: serverEnforcer, client: clientEnforcer } = await startEnforcerPair(pki, server, client, {
       policyFile,
-      inboundPorts: [HTTP, ECHO],
-      queueFirst: 10,
+      ports: [HTTP, ECHO],
       revocationsFile: revocations,
-    });
-    clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
-      identity: web,
-      policyFile,
-      outboundPorts: [HTTP, ECHO],
-      queueFirst: 20,
-    });
+      identities: { web, db },
+    }));
 
     const capture = await startCapture(
       server.ns,

@@ -10,6 +10,7 @@ import type { LabHost } from "../support/netns.ts";
 import { EnforcerProcess } from "./fastpath-support/enforcer-process.ts";
 import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
 import { TestPki } from "./fastpath-support/pki.ts";
+import { startAppServers, startEnforcerPair, webToDbPolicy } from "./fastpath-support/lab.ts";
 
 const HTTP = 8080;
 const ECHO = 7000;
@@ -23,31 +24,11 @@ function canonical(ipv6: string): string {
   return new URL(`http://[${ipv6}]/`).hostname.slice(1, -1);
 }
 
-const POLICY = (plainPeer: string): string => `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: db-ingress }
-spec:
-  selector: { matchLabels: { app: db } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      ports: [ ${HTTP}, ${ECHO}, ${IPERF} ]
-    - action: allow
-      from: [ { cidrs: [ "${plainPeer}/32" ] } ]
-      ports: [ ${ECHO} ]
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      ports: [ ${API} ]
-      http: { methods: [ GET ] }
----
-apiVersion: sigil.dev/v1
-kind: PeerAuthentication
-metadata: { name: db-plain-l4 }
-spec:
-  selector: { matchLabels: { app: db } }
-  mode: PERMISSIVE
-`;
+const POLICY = (plainPeer: string): string =>
+  webToDbPolicy(PORTS, [
+    `{ action: allow, from: [ { cidrs: [ "${plainPeer}/32" ] } ], ports: [ ${ECHO} ] }`,
+    `{ action: allow, from: [ { matchLabels: { app: web } } ], ports: [ ${API} ], http: { methods: [ GET ] } }`,
+  ]);
 
 describe.sequential("fast path: identity in the handshake, then out of the data path", () => {
   let lab: NetnsLab;
@@ -67,31 +48,12 @@ describe.sequential("fast path: identity in the handshake, then out of the data 
     other = lab.host("other");
     pki = await TestPki.create();
     policyFile = await pki.file("policy.yaml", POLICY(other.ipv4));
-    const web = await pki.identity("web", { app: "web" });
-    const db = await pki.identity("db", { app: "db" });
-    apps = new OutputLines(
-      server.ns.spawn([
-        process.execPath,
-        "--import",
-        "tsx",
-        `${REPO_ROOT}test/e2e/fastpath-support/servers.ts`,
-        String(HTTP),
-        String(ECHO),
-      ]),
-    );
-    await apps.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined));
-    serverEnforcer = await EnforcerProcess.start(server.ns, pki, "db", {
-      identity: db,
+    apps = await startAppServers(server, HTTP, ECHO);
+    ({ server: serverEnforcer, client: clientEnforcer } = await startEnforcerPair(pki, server, client, {
       policyFile,
-      inboundPorts: [...PORTS, API],
-      queueFirst: 10,
-    });
-    clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
-      identity: web,
-      policyFile,
-      outboundPorts: PORTS,
-      queueFirst: 20,
-    });
+      ports: PORTS,
+      serverPorts: [...PORTS, API],
+    }));
   }, 60_000);
 
   afterAll(async () => {

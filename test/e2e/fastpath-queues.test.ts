@@ -11,9 +11,10 @@ import type { EnforcerStats } from "../../sidecar/fastpath/enforcer.ts";
 import { queueForClientPort } from "../../sidecar/fastpath/rules.ts";
 import { NetnsLab, waitFor } from "../support/netns.ts";
 import type { LabHost } from "../support/netns.ts";
-import { EnforcerProcess } from "./fastpath-support/enforcer-process.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
+import type { EnforcerProcess } from "./fastpath-support/enforcer-process.ts";
+import { jsonLine } from "./fastpath-support/netns.ts";
 import { TestPki } from "./fastpath-support/pki.ts";
+import { startAppServers, startEnforcerPair, webToDbPolicy } from "./fastpath-support/lab.ts";
 import { sendRawIpv4, startCapture } from "./fastpath-support/raw-packets.ts";
 
 const HTTP = 8080;
@@ -21,24 +22,7 @@ const ECHO = 7000;
 const SERVER_QUEUES = 30;
 const CLIENT_QUEUES = 40;
 
-const POLICY = `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: db-ingress }
-spec:
-  selector: { matchLabels: { app: db } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      ports: [ ${HTTP}, ${ECHO} ]
----
-apiVersion: sigil.dev/v1
-kind: PeerAuthentication
-metadata: { name: db-plain-l4 }
-spec:
-  selector: { matchLabels: { app: db } }
-  mode: PERMISSIVE
-`;
+const POLICY = webToDbPolicy([HTTP, ECHO]);
 
 /** Packets each queue has received, by queue number. */
 function perQueue(stats: EnforcerStats): Map<number, number> {
@@ -65,31 +49,13 @@ describe.sequential("fast path on two queues between one pair of hosts", () => {
     attacker = lab.host("attacker");
     pki = await TestPki.create();
     const policyFile = await pki.file("policy.yaml", POLICY);
-    const apps = new OutputLines(
-      server.ns.spawn([
-        process.execPath,
-        "--import",
-        "tsx",
-        `${REPO_ROOT}test/e2e/fastpath-support/servers.ts`,
-        String(HTTP),
-        String(ECHO),
-      ]),
-    );
-    await apps.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined));
-    serverEnforcer = await EnforcerProcess.start(server.ns, pki, "db", {
-      identity: await pki.identity("db", { app: "db" }),
+    await startAppServers(server, HTTP, ECHO);
+    ({ server: serverEnforcer, client: clientEnforcer } = await startEnforcerPair(pki, server, client, {
       policyFile,
-      inboundPorts: [HTTP, ECHO],
-      queueFirst: SERVER_QUEUES,
+      ports: [HTTP, ECHO],
+      queueFirst: { server: SERVER_QUEUES, client: CLIENT_QUEUES },
       queueCount: 2,
-    });
-    clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
-      identity: await pki.identity("web", { app: "web" }),
-      policyFile,
-      outboundPorts: [HTTP, ECHO],
-      queueFirst: CLIENT_QUEUES,
-      queueCount: 2,
-    });
+    }));
   }, 60_000);
 
   afterAll(async () => {
