@@ -96,68 +96,61 @@ async function waitForListening(proc: Managed, timeoutMs: number): Promise<void>
   throw new Error(`tcpdump not capturing after ${timeoutMs} ms (log: ${proc.logFile})`);
 }
 
+/** The given fields of every packet in `file` that matches the display filter, one row per packet. */
+async function tsharkFields(
+  file: string,
+  filter: string,
+  fields: readonly string[],
+  extraArgs: readonly string[] = [],
+): Promise<string[][]> {
+  const out = await runOk(
+    [
+      "tshark",
+      "-r",
+      file,
+      ...extraArgs,
+      "-Y",
+      filter,
+      "-T",
+      "fields",
+      "-E",
+      "separator=\t",
+      ...fields.flatMap((f) => ["-e", f]),
+    ],
+    { timeoutMs: 60_000 },
+  );
+  return out
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => line.split("\t"));
+}
+
 export async function analyze(
   file: string,
   needles: readonly string[],
   tlsPorts: readonly number[],
 ): Promise<WireEvidence> {
   const decodeAs = tlsPorts.flatMap((port) => ["-d", `tcp.port==${port},tls`]);
-  const fields = await runOk(
-    [
-      "tshark",
-      "-r",
+  const hellos: TlsHello[] = (
+    await tsharkFields(
       file,
-      ...decodeAs,
-      "-Y",
       "tls.handshake.type == 1",
-      "-T",
-      "fields",
-      "-E",
-      "separator=\t",
-      "-e",
-      "ip.src",
-      "-e",
-      "ip.dst",
-      "-e",
-      "tcp.dstport",
-      "-e",
-      "tls.handshake.extensions_alpn_str",
-    ],
-    { timeoutMs: 60_000 },
-  );
-  const hellos: TlsHello[] = [];
-  for (const line of fields.split("\n")) {
-    if (line.trim() === "") continue;
-    const [src = "", dst = "", port = "", alpn = ""] = line.split("\t");
-    hellos.push({ src, dst, dstPort: Number(port), alpn: alpn === "" ? [] : alpn.split(",") });
-  }
-  const syns = await runOk(
-    [
-      "tshark",
-      "-r",
+      ["ip.src", "ip.dst", "tcp.dstport", "tls.handshake.extensions_alpn_str"],
+      decodeAs,
+    )
+  ).map(([src = "", dst = "", port = "", alpn = ""]) => ({
+    src,
+    dst,
+    dstPort: Number(port),
+    alpn: alpn === "" ? [] : alpn.split(","),
+  }));
+  const tokenSyns = (
+    await tsharkFields(
       file,
-      "-Y",
       `tcp.flags.syn == 1 && tcp.flags.ack == 0 && tcp.option_kind == ${TOKEN_OPTION_KIND}`,
-      "-T",
-      "fields",
-      "-E",
-      "separator=\t",
-      "-e",
-      "ip.src",
-      "-e",
-      "ip.dst",
-      "-e",
-      "tcp.dstport",
-    ],
-    { timeoutMs: 60_000 },
-  );
-  const tokenSyns = syns
-    .split("\n")
-    .filter((line) => line.trim() !== "")
-    .map((line) => {
-      const [src = "", dst = "", port = ""] = line.split("\t");
-      return { src, dst, dstPort: Number(port) };
-    });
+      ["ip.src", "ip.dst", "tcp.dstport"],
+    )
+  ).map(([src = "", dst = "", port = ""]) => ({ src, dst, dstPort: Number(port) }));
   const bytes = await readFile(file);
   const plaintextSeen = new Map(needles.map((n) => [n, bytes.includes(Buffer.from(n, "utf8"))] as const));
   const count = await runOk(["tshark", "-r", file, "-T", "fields", "-e", "frame.number"], {
