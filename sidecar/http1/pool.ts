@@ -6,6 +6,10 @@ import type { Socket } from "node:net";
  * opening; exchanges beyond that wait first in, first out, and one whose client left is taken out
  * of the line before it is ever sent. An idle connection that the upstream closes, sends bytes on,
  * or that stays idle for `idleTimeoutMs` is dropped.
+ *
+ * Bytes an upstream sends outside an exchange are never read as the next exchange's response: a
+ * connection returned with bytes still buffered is closed instead of kept, and one that receives
+ * anything while idle is closed on arrival, so the next exchange gets a fresh connection.
  */
 
 /** The exchange a pooled connection is lent to; it receives the connection's events until release. */
@@ -62,6 +66,11 @@ export class UpstreamConnection {
     return !this.closed && !this.socket.destroyed && this.socket.writable;
   }
 
+  /** Whether it can serve another exchange: open, and nothing received that no exchange asked for. */
+  get reusable(): boolean {
+    return this.usable && this.socket.readableLength === 0;
+  }
+
   /**
    * Takes the lent connection out of the pool for good (it switched protocols): the pool forgets
    * it and its listeners and idle timeout are removed, so the caller alone owns the socket.
@@ -104,7 +113,10 @@ export class Http1Pool {
       return;
     }
     for (let conn = this.idle.pop(); conn !== undefined; conn = this.idle.pop()) {
-      if (!conn.usable) continue;
+      if (!conn.reusable) {
+        conn.socket.destroy();
+        continue;
+      }
       conn.user = user;
       user.onUpstream(conn);
       return;
@@ -122,10 +134,13 @@ export class Http1Pool {
   /** Returns a lent connection: kept for the next exchange when `reusable`, else closed. */
   release(conn: UpstreamConnection, reusable: boolean): void {
     conn.user = null;
-    if (!reusable || this.shut || !conn.usable) {
+    if (!reusable || this.shut || !conn.reusable) {
       conn.socket.destroy();
       return;
     }
+    // An exchange may have paused it (a slow client): idle, it must read, so that whatever arrives
+    // closes it at once rather than waiting for the next exchange.
+    conn.socket.resume();
     this.give(conn);
   }
 
