@@ -22,7 +22,6 @@ import type { EnforcerSources } from "../fastpath/sources.ts";
 import { FastPathWorkers } from "../fastpath/workers.ts";
 import type { WorkloadCredentials } from "../identity/rotation.ts";
 import type { PolicySnapshot } from "../sources.ts";
-import { queuesBound } from "./fast-path-health.ts";
 import { registerFastPathMetrics } from "./fast-path-metrics.ts";
 import type { DecodedPolicySet } from "./policy-set.ts";
 
@@ -39,7 +38,7 @@ import type { DecodedPolicySet } from "./policy-set.ts";
  * fast path (L4_FAST_PATH); every other destination (L7_PROXY mesh ports, addresses outside the
  * mesh) is left to capture and goes through the proxy. The list is re-installed, in the same atomic
  * transaction, whenever the directory changes (`refreshRules()`); installs run one at a time.
- * `ready()` is false once a worker's queue is no longer bound (the agent's `/ready` answers 503).
+ * `ready()` is false once an enforcer worker has exited (the agent's `/ready` answers 503).
  * `exposeMetrics()` puts the enforcers' counters on the sidecar's registry (`/stats/prometheus`).
  */
 
@@ -68,6 +67,9 @@ const DEFAULTS = fastPathConfigSchema.parse({
   policyFile: "-",
 });
 
+/** How FastPathWorkers reports a worker thread that ended (its `exit` event). */
+const WORKER_EXIT = /^fast-path worker for queue \d+ exited/;
+
 function labelsOf(creds: WorkloadCredentials): Labels {
   return Object.fromEntries(creds.labels.map((l) => [l.key, l.value]));
 }
@@ -81,6 +83,8 @@ export class AgentFastPath {
   private warned = "";
   private overflowWarned = 0;
   private stopped = false;
+  /** Why an enforcer worker is gone, once one exited while the fast path was meant to run. */
+  private failed: string | null = null;
   /** Installs run one after another, so an older directory can never overwrite a newer one. */
   private installing: Promise<void> = Promise.resolve();
 
@@ -93,6 +97,7 @@ export class AgentFastPath {
   static async start(o: AgentFastPathOptions, inputs: FastPathInputs): Promise<AgentFastPath> {
     // A capture config that cannot work is refused before anything starts.
     if (o.captureConfigFile) await loadCheckedCaptureConfig(o.captureConfigFile);
+    let fastPath: AgentFastPath | null = null;
     const workers = await FastPathWorkers.start(
       {
         queueFirst: DEFAULTS.queueFirst,
@@ -103,9 +108,12 @@ export class AgentFastPath {
       },
       sourcesOf(o.trustDomain, inputs),
       o.onFlow,
-      (err) => o.log.error({ err: err.message }, "fast-path enforcer failed"),
+      (err) => {
+        o.log.error({ err: err.message }, "fast-path enforcer failed");
+        if (fastPath && !fastPath.stopped && WORKER_EXIT.test(err.message)) fastPath.failed = err.message;
+      },
     );
-    const fastPath = new AgentFastPath(o, inputs, workers);
+    fastPath = new AgentFastPath(o, inputs, workers);
     try {
       await fastPath.refreshRules();
     } catch (err) {
@@ -129,11 +137,11 @@ export class AgentFastPath {
   }
 
   /**
-   * Whether every enforcer queue is bound in this network namespace: a worker that died unbinds its
-   * queue, and its handshakes then fail closed (or pass unchecked with fail-open).
+   * False once an enforcer worker has exited (its queue is unbound: the handshakes routed there fail
+   * closed, or pass unchecked with fail-open) or the fast path was stopped.
    */
   ready(): boolean {
-    return !this.stopped && queuesBound(DEFAULTS.queueFirst, DEFAULTS.queueCount);
+    return !this.stopped && this.failed === null;
   }
 
   stats(): ReturnType<FastPathWorkers["stats"]> {

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 import { compilePolicySet, parsePolicyDocuments } from "../../core/policy/index.ts";
-import { boundQueues } from "../../sidecar/agent/fast-path-health.ts";
 import { decodePeerDirectory } from "../../sidecar/agent/peer-directory.ts";
 import {
   chooseInboundPaths,
@@ -158,12 +157,5 @@ describe("outbound fast path by destination", () => {
         failOpen: false,
       }),
     ).toThrow(RuleError);
-  });
-
-  it("reads the bound queues from nfnetlink_queue", () => {
-    const text =
-      "    0  12345     0 2 65531     0     0        3  1\n    1 -4001     0 2 65531     0     0        0  1\n";
-    expect([...boundQueues(text)]).toEqual([0, 1]);
-    expect(boundQueues("").size).toBe(0);
   });
 });
