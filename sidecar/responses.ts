@@ -1,27 +1,22 @@
 import type { Decision } from "../core/policy/index.ts";
 
 /** The short JSON body of a refused HTTP request: which decision refused it and why. */
-export function denialBody(
-  status: 400 | 403 | 502 | 503,
-  decision: Pick<Decision, "policy" | "reason">,
-): string {
+export function denialBody(status: 400 | 403 | 502, decision: Pick<Decision, "policy" | "reason">): string {
   const error = status === 403 ? "forbidden" : status === 400 ? "bad request" : "upstream unavailable";
   return JSON.stringify({ error, policy: decision.policy, reason: decision.reason });
 }
 
-const STATUS_TEXT: Record<number, string> = {
+const STATUS_TEXT: Record<400 | 403 | 408 | 502, string> = {
   400: "Bad Request",
   403: "Forbidden",
-  405: "Method Not Allowed",
   408: "Request Timeout",
   502: "Bad Gateway",
-  503: "Service Unavailable",
 };
 
 /** A complete HTTP/1.1 response with a JSON body, closing the connection unless `keepAlive`. */
-export function rawResponse(status: number, body: string, keepAlive = false): string {
+export function rawResponse(status: 400 | 403 | 408 | 502, body: string, keepAlive = false): string {
   return (
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\n` +
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n` +
     `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
     (keepAlive ? `\r\n${body}` : `connection: close\r\n\r\n${body}`)
   );
@@ -41,16 +36,3 @@ export const HOP_BY_HOP = new Set([
   "expect",
   "http2-settings",
 ]);
-
-/** Names listed in a Connection header, which are hop-by-hop for that message too. */
-export function connectionTokens(value: string | string[] | undefined): Set<string> {
-  const out = new Set<string>();
-  if (value === undefined) return out;
-  for (const v of Array.isArray(value) ? value : [value]) {
-    for (const token of v.split(",")) {
-      const t = token.trim().toLowerCase();
-      if (t !== "") out.add(t);
-    }
-  }
-  return out;
-}
