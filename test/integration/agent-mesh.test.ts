@@ -6,14 +6,12 @@
  * web's side is allowed, another denied, and editing the policy file flips the next request.
  */
 import { once } from "node:events";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startControlPlane } from "../../controlplane/control-plane.ts";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
+import { apiIngressPolicy, startTestControlPlane } from "../support/control-plane.ts";
+import type { TestControlPlane } from "../support/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
 import { startAgent } from "../../sidecar/agent/agent.ts";
 import type { Agent } from "../../sidecar/agent/agent.ts";
@@ -25,22 +23,8 @@ import { startHttpApp } from "../support/sidecar-apps.ts";
 
 const quiet = pino({ level: process.env.AGENT_TEST_LOG ?? "silent" });
 
-function apiPolicy(paths: readonly string[]): string {
-  return `apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api-ingress }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      http: { methods: [GET], paths: [${paths.map((p) => JSON.stringify(p)).join(", ")}] }
-`;
-}
-
 let cp: ControlPlane;
-let dir: string;
-let policyDir: string;
+let controlPlane: TestControlPlane;
 let app: HttpApp;
 const agents: Agent[] = [];
 
@@ -104,27 +88,19 @@ function nextAccepted(agent: Agent, typeUrl: string, test: () => boolean): Promi
 }
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "sigil-agent-"));
-  policyDir = join(dir, "policies");
-  await mkdir(policyDir);
-  await writeFile(join(policyDir, "api.yaml"), apiPolicy(["/allowed/**"]));
-  cp = await startControlPlane({
-    dataDir: join(dir, "cp"),
-    policyDir,
-    grpc: { host: "127.0.0.1", port: 0 },
-    xdsPlaintext: undefined,
-    http: { host: "127.0.0.1", port: 0 },
-    serverNames: ["localhost"],
-    log: quiet,
-  });
+  controlPlane = await startTestControlPlane(
+    "sigil-agent-",
+    { "api.yaml": apiIngressPolicy(["/allowed/**"]) },
+    quiet,
+  );
+  cp = controlPlane.cp;
   app = await startHttpApp();
 });
 
 afterAll(async () => {
   await Promise.all(agents.map((a) => a.close()));
   await app?.close();
-  await cp?.close();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await controlPlane?.close();
 });
 
 describe("sigil sidecar agents against the control plane", () => {
@@ -181,7 +157,7 @@ describe("sigil sidecar agents against the control plane", () => {
   it("editing the policy file flips the next request", async () => {
     const before = api.subscriptions.current;
     const applied = nextAccepted(api, POLICY_SET, () => api.subscriptions.current !== before);
-    await writeFile(join(policyDir, "api.yaml"), apiPolicy(["/allowed/**", "/secret"]));
+    await controlPlane.writePolicy("api.yaml", apiIngressPolicy(["/allowed/**", "/secret"]));
     await applied;
     expect((await get(outboundPort, "/secret")).status).toBe(200);
     expect(app.seen.some((s) => s.url === "/secret")).toBe(true);

@@ -8,16 +8,14 @@
 import { spawn } from "node:child_process";
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import tls from "node:tls";
-import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startControlPlane } from "../../controlplane/control-plane.ts";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
+import { apiIngressPolicy, startTestControlPlane } from "../support/control-plane.ts";
+import type { TestControlPlane } from "../support/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { HttpApp } from "../support/sidecar-apps.ts";
 import { startHttpApp } from "../support/sidecar-apps.ts";
@@ -41,25 +39,11 @@ interface WorkerStatus {
 }
 
 let cp: ControlPlane;
-let dir: string;
-let policyDir: string;
+let controlPlane: TestControlPlane;
 let app: HttpApp;
 const children: ChildProcessWithoutNullStreams[] = [];
 /** The sidecars' primary processes (tsx's children): killing tsx alone would leave them running. */
 const primaries: number[] = [];
-
-function apiPolicy(paths: readonly string[]): string {
-  return `apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api-ingress }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      http: { methods: [GET], paths: [${paths.map((p) => JSON.stringify(p)).join(", ")}] }
-`;
-}
 
 /** Waits for the primary's line with message `msg` on stderr (workers log theirs without a worker count). */
 async function logLine(
@@ -217,19 +201,10 @@ async function flowWhere(test: (r: FlowRecord) => boolean): Promise<FlowRecord> 
 }
 
 beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "sigil-workers-"));
-  policyDir = join(dir, "policies");
-  await mkdir(policyDir);
-  await writeFile(join(policyDir, "api.yaml"), apiPolicy(["/allowed/**"]));
-  cp = await startControlPlane({
-    dataDir: join(dir, "cp"),
-    policyDir,
-    grpc: { host: "127.0.0.1", port: 0 },
-    xdsPlaintext: undefined,
-    http: { host: "127.0.0.1", port: 0 },
-    serverNames: ["localhost"],
-    log: pino({ level: "silent" }),
+  controlPlane = await startTestControlPlane("sigil-workers-", {
+    "api.yaml": apiIngressPolicy(["/allowed/**"]),
   });
+  cp = controlPlane.cp;
   app = await startHttpApp();
 });
 
@@ -238,8 +213,7 @@ afterAll(async () => {
   for (const pid of primaries) if (alive(pid)) process.kill(pid, "SIGKILL");
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   await app?.close();
-  await cp?.close();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await controlPlane?.close();
 });
 
 describe("sigil sidecar --workers 2", { timeout: 120_000 }, () => {
@@ -284,10 +258,10 @@ describe("sigil sidecar --workers 2", { timeout: 120_000 }, () => {
 
   it("applies a policy change in every worker", async () => {
     expect(await get(outbound, "/allowed/three")).toBe(200);
-    await writeFile(join(policyDir, "api.yaml"), apiPolicy(["/only-this"]));
+    await controlPlane.writePolicy("api.yaml", apiIngressPolicy(["/only-this"]));
     await expect.poll(() => get(outbound, "/allowed/three"), { timeout: 15_000 }).toBe(403);
     expect(await statuses(outbound, "/allowed/three", 8)).toEqual(Array(8).fill(403));
-    await writeFile(join(policyDir, "api.yaml"), apiPolicy(["/allowed/**"]));
+    await controlPlane.writePolicy("api.yaml", apiIngressPolicy(["/allowed/**"]));
     await expect.poll(() => get(outbound, "/allowed/four"), { timeout: 15_000 }).toBe(200);
     expect(await statuses(outbound, "/allowed/four", 8)).toEqual(Array(8).fill(200));
   });
