@@ -18,7 +18,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
-import { fetchFlows } from "../../examples/demo/flows.ts";
 import { appUser, chownTo, ensureProxyUser } from "../../examples/demo/users.ts";
 import { readTables } from "../../sidecar/capture/apply.ts";
 import { normalizeSave } from "../../sidecar/capture/transaction.ts";
@@ -128,8 +127,8 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
     let found: FlowRecord[] = [];
     await waitFor(
       what,
-      async () => {
-        found = (await fetchFlows(`http://127.0.0.1:${cp.httpPort}`, since)).filter(match);
+      () => {
+        found = cp.flows.all({ since }).filter(match);
         return found.length >= count;
       },
       { timeoutMs: 20_000, intervalMs: 200 },
@@ -267,6 +266,14 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
         120_000,
       );
     }
+    // web's enforcer signs SYNs only to destinations the peer directory puts on the fast path.
+    const dbWord = db.host.ipv4.split(".").reduce((acc, p) => acc * 256 + Number(p), 0);
+    await waitFor(
+      "web's rules list db as a fast-path destination",
+      async () =>
+        (await web.host.ns.execOk(["iptables-save", "-t", "mangle"])).includes(`=0x${dbWord.toString(16)}"`),
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
   }, 240_000);
 
   afterAll(async () => {
