@@ -319,9 +319,12 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       };
       rotation.on("rotate", refresh);
       subscriptions.on("changed", refresh);
-      subscriptions.on("peers", () => {
+      const refreshRules = (): void => {
         fp.refreshRules().catch((err: Error) => log.error({ err: err.message }, "fast-path update failed"));
-      });
+      };
+      subscriptions.on("peers", refreshRules);
+      // A policy set or directory applied while the fast path was starting was heard by no one yet.
+      refresh();
     }
 
     let stopped = false;
