@@ -5,7 +5,7 @@ import { z } from "zod";
 import type { AttestedLabel } from "../../core/labels.ts";
 import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
 import type { RevocationEntry, RevocationList } from "../../core/svid/revocation.ts";
-import { RevocationIndex } from "../../core/svid/revocation.ts";
+import { RevocationIndex, revocationEntrySchema } from "../../core/svid/revocation.ts";
 import { writePrivateFile } from "../ca/secret-files.ts";
 
 /** How a workload first proved itself. */
@@ -61,14 +61,7 @@ const fileSchema = z.object({
   ),
   revocations: z.object({
     sequence: z.number().int().nonnegative(),
-    entries: z.array(
-      z.object({
-        spiffeId: z.string(),
-        revokedAtMs: z.number(),
-        expiresAtMs: z.number(),
-        reason: z.string(),
-      }),
-    ),
+    entries: z.array(revocationEntrySchema),
   }),
 });
 

@@ -4,12 +4,22 @@
  * entry can be dropped after `expiresAtMs`, when every certificate issued before the revocation has
  * expired anyway.
  */
+import { z } from "zod";
+
 export interface RevocationEntry {
   readonly spiffeId: string;
   readonly revokedAtMs: number;
   readonly expiresAtMs: number;
   readonly reason: string;
 }
+
+/** One entry as it crosses a process or file boundary (the registry's state file, the worker relay). */
+export const revocationEntrySchema = z.object({
+  spiffeId: z.string(),
+  revokedAtMs: z.number(),
+  expiresAtMs: z.number(),
+  reason: z.string(),
+}) satisfies z.ZodType<RevocationEntry>;
 
 export interface RevocationList {
   readonly trustDomain: string;

@@ -3,7 +3,7 @@ import type { FlowRecord } from "../../core/flow.ts";
 import { compilePolicySet } from "../../core/policy/index.ts";
 import type { PolicyDocument } from "../../core/policy/index.ts";
 import { bundleToDocument, parseBundle } from "../../core/svid/bundle.ts";
-import { RevocationIndex } from "../../core/svid/revocation.ts";
+import { RevocationIndex, revocationEntrySchema } from "../../core/svid/revocation.ts";
 import type { RevocationList } from "../../core/svid/revocation.ts";
 import type { SidecarConfigInput } from "../config.ts";
 import type { MeshDestination, PolicySnapshot, WorkloadCredentials } from "../sources.ts";
@@ -119,14 +119,7 @@ const wirePolicy = z.object({
   revocations: z.object({
     trustDomain: z.string().min(1),
     sequence: z.number().int().nonnegative(),
-    entries: z.array(
-      z.object({
-        spiffeId: z.string(),
-        revokedAtMs: z.number(),
-        expiresAtMs: z.number(),
-        reason: z.string(),
-      }),
-    ),
+    entries: z.array(revocationEntrySchema),
   }),
 });
 
