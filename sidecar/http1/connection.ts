@@ -18,7 +18,8 @@ export interface HttpConnection {
   readonly facts: ConnectionFacts;
   /**
    * The peer a request is decided against (egress: the Host header names a non-mesh destination).
-   * Depends on `host` alone for the life of the connection, so a connection asks once per Host.
+   * Asked for every request, so that what the peer directory says now decides the next request on a
+   * connection opened before it changed.
    */
   peerFor(host: string | undefined): Peer;
   readonly route: UpstreamRoute;
@@ -89,9 +90,6 @@ export class Http1Connection implements PoolUser {
   private upstreamReusable = false;
   private status = 502;
   private readonly spans: number[] = [];
-  /** The peer of the last request's Host (`peerFor` is asked again only when the Host changes). */
-  private peerOfHost: Peer | null = null;
-  private peerHost: string | undefined = undefined;
   /** The pool of this connection's route, looked up once: the route is fixed per connection. */
   private routePool: Http1Pool | null = null;
 
@@ -214,11 +212,7 @@ export class Http1Connection implements PoolUser {
       this.refuse(400, "CONNECT is not proxied", req.method, req.target);
       return;
     }
-    if (this.peerOfHost === null || this.peerHost !== req.host) {
-      this.peerOfHost = this.conn.peerFor(req.host);
-      this.peerHost = req.host;
-    }
-    const peer = this.peerOfHost as Peer;
+    const peer = this.conn.peerFor(req.host);
     const decision = this.ctx.authorizer.decide(this.conn.facts, requestFacts(req), peer);
     if (decision.verdict === "deny") {
       const status = decision.status === 400 ? 400 : 403;
