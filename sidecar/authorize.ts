@@ -3,7 +3,7 @@ import net from "node:net";
 import type { Logger } from "pino";
 import type { FlowEndpoint, FlowRecord } from "../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../core/identity.ts";
-import type { Decision, EnforcementMode, HttpRequestFacts } from "../core/policy/index.ts";
+import type { AuthzRequest, Decision, EnforcementMode, HttpRequestFacts } from "../core/policy/index.ts";
 import { evaluate, normalizeRequestPath, refusalDecision } from "../core/policy/index.ts";
 import { canonicalName } from "../core/policy/dns.ts";
 import type { EgressNameResolver, NameBinding } from "./egress-dns.ts";
@@ -109,19 +109,18 @@ export class Authorizer {
       if (revoked) return refusalDecision(`revoked: ${peer.identity.spiffeId}: ${revoked.reason}`);
     }
     try {
-      const judge = (p: Peer): Decision =>
-        evaluate(snapshot.policies, {
-          direction: conn.direction,
-          local: { labels: this.self().labels },
-          peer: p,
-          port: conn.port,
-          mode: snapshot.mode,
-          ...(http === undefined ? {} : { http }),
-        });
-      const decision = judge(peer);
-      if (conn.direction === "egress" && peer.kind === "external" && peer.dnsName !== undefined)
-        return this.bindName(decision, snapshot.mode, peer.address, peer.dnsName, () =>
-          judge({ kind: "external", address: peer.address }),
+      // Built once per decision, in one of two fixed shapes (no spread), since this runs per request.
+      const { direction, port } = conn;
+      const local = this.self();
+      const mode = snapshot.mode;
+      const request: AuthzRequest =
+        http === undefined
+          ? { direction, local, peer, port, mode }
+          : { direction, local, peer, port, mode, http };
+      const decision = evaluate(snapshot.policies, request);
+      if (direction === "egress" && peer.kind === "external" && peer.dnsName !== undefined)
+        return this.bindName(decision, mode, peer.address, peer.dnsName, () =>
+          evaluate(snapshot.policies, { ...request, peer: { kind: "external", address: peer.address } }),
         );
       return decision;
     } catch (err) {
