@@ -14,6 +14,8 @@ import { FlowStore } from "./flows/store.ts";
 import { flowServiceHandlers } from "./flows/service.ts";
 import { FlowServiceDefinition } from "../core/flow-wire.ts";
 import { callPeer, startGrpcServer, type GrpcTlsOptions, type RunningGrpcServer } from "./grpc-server.ts";
+import { ADMIN_TOKEN_FILE, loadAdminToken } from "./http/admin-token.ts";
+import { HttpAuth, registerSessionRoutes } from "./http/auth.ts";
 import { Router, sendJson } from "./http/router.ts";
 import { IdentityServiceDefinition, identityServiceHandlers } from "./identity/grpc-service.ts";
 import { registerIdentityRoutes } from "./identity/http-routes.ts";
@@ -38,7 +40,11 @@ export interface ControlPlaneConfig {
   readonly grpc: { readonly host: string; readonly port: number };
   /** Loopback plaintext xDS listener for proxyless gRPC clients; omitted = none. */
   readonly xdsPlaintext: { readonly host: string; readonly port: number } | undefined;
-  readonly http: { readonly host: string; readonly port: number };
+  /**
+   * The HTTP API and UI. `tokenFile` holds the admin token callers must present; omitted, the
+   * control plane keeps one in `<dataDir>/http-token`, creating it on first start.
+   */
+  readonly http: { readonly host: string; readonly port: number; readonly tokenFile?: string };
   /** DNS names in the serving certificate (127.0.0.1, ::1 and an IP --grpc-host are added). */
   readonly serverNames: readonly string[];
   readonly log: Logger;
@@ -58,6 +64,8 @@ export interface ControlPlane {
   readonly grpc: RunningGrpcServer;
   readonly router: Router;
   readonly httpPort: number;
+  /** The file holding the HTTP API's admin token, and the token (for callers in this process). */
+  readonly httpAuth: { readonly tokenFile: string; readonly token: string };
   /** PEM file of the roots a sidecar trusts to reach the control plane (the CA bundle). */
   readonly bundlePath: string;
   /** Publish resources here (`xds.publisher`); the ADS service is already registered on `grpc`. */
@@ -178,8 +186,14 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       "gRPC listening (TLS): ADS, identity, flows",
     );
 
-    const router = new Router();
-    router.add("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
+    const tokenFile = resolve(config.http.tokenFile ?? join(dataDir, ADMIN_TOKEN_FILE));
+    // An operator's own file must exist: creating one in its place would hide a wrong path.
+    const token = await loadAdminToken(tokenFile, config.http.tokenFile === undefined);
+    const auth = new HttpAuth({ token });
+    cleanups.push(() => auth.close());
+    const router = new Router(auth.guard);
+    router.addPublic("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
+    registerSessionRoutes(router, auth);
     registerXdsRoutes(router, xds);
     registerIdentityRoutes(router, { plane: identity });
     registerVisibilityRoutes(router, {
@@ -191,7 +205,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     const http = createServer((req, res) => void router.handle(req, res));
     const httpPort = await listen(http, config.http.host, config.http.port);
     cleanups.push(() => closeHttp(http));
-    log.info({ port: httpPort }, "HTTP API listening");
+    log.info({ port: httpPort, tokenFile }, "HTTP API listening (admin token in tokenFile)");
 
     return {
       dataDir,
@@ -199,6 +213,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       grpc,
       router,
       httpPort,
+      httpAuth: { tokenFile, token },
       bundlePath,
       xds,
       identity,

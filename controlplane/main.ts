@@ -34,10 +34,14 @@ const program = new Command("sigil-controlplane")
     "also serve mesh-wide xDS in plaintext on 127.0.0.1:<port> for proxyless gRPC clients (they cannot use TLS)",
     port,
   )
-  // The API has no authentication of its own yet (mode switches, tokens, revocations), so it
-  // answers on loopback unless the operator chooses to expose it.
+  // Every API call needs the admin token; loopback stays the default so exposing the API (plain
+  // HTTP, the token on the wire) remains the operator's explicit choice.
   .option("--http-host <host>", "address of the HTTP API and web UI", "127.0.0.1")
   .option("--http-port <port>", "port of the HTTP API", port, 15080)
+  .option(
+    "--http-token-file <path>",
+    "file holding the HTTP API's admin token (default: <data-dir>/http-token, created on first start)",
+  )
   .option("--server-name <name...>", "DNS names in the control plane's serving certificate", [
     "sigil-controlplane",
     "localhost",
@@ -55,6 +59,7 @@ const opts = program.opts<{
   xdsPlaintextPort?: number;
   httpHost: string;
   httpPort: number;
+  httpTokenFile?: string;
   serverName: string[];
   logLevel: string;
 }>();
@@ -75,14 +80,15 @@ try {
     grpc: { host: opts.grpcHost, port: opts.grpcPort },
     xdsPlaintext:
       opts.xdsPlaintextPort === undefined ? undefined : { host: "127.0.0.1", port: opts.xdsPlaintextPort },
-    http: { host: opts.httpHost, port: opts.httpPort },
+    http: { host: opts.httpHost, port: opts.httpPort, tokenFile: opts.httpTokenFile },
     serverNames: opts.serverName,
     log,
   });
   log.info({ policyDir: policyDir ?? null, trustDomain: cp.trustDomain }, "control plane started");
   process.stdout.write(
     `sigil control plane ready grpc=${hostPort(opts.grpcHost, cp.grpc.port)} ` +
-      `http=${hostPort(opts.httpHost, cp.httpPort)} bundle=${cp.bundlePath}\n`,
+      `http=${hostPort(opts.httpHost, cp.httpPort)} bundle=${cp.bundlePath}\n` +
+      `web UI http://${hostPort(opts.httpHost, cp.httpPort)}/ (sign in with the token in ${cp.httpAuth.tokenFile})\n`,
   );
   let stopping = false;
   const stop = (signal: string) => {

@@ -1,19 +1,37 @@
+import { authorizationHeader, loadApiCredential, refusedTokenMessage } from "./api-credential.ts";
+import type { ApiCredential } from "./api-credential.ts";
+
 /** A request to the control plane's identity API failed; the message names the server's reason. */
 export class IdentityApiError extends Error {}
 
+/** The API a command talks to: its base URL and the admin token it presents. */
+export interface ApiTarget {
+  readonly url: string;
+  readonly credential: ApiCredential;
+}
+
+/** The target named by a command's `--api` and `--token-file` options. */
+export function apiTarget(opts: { api: string; tokenFile?: string }): ApiTarget {
+  return { url: opts.api, credential: loadApiCredential(opts) };
+}
+
 /** JSON over HTTP to the control plane's `/api/identity/*` routes. */
 export async function identityApi<T>(
-  base: string,
+  target: ApiTarget,
   method: "GET" | "POST",
   path: string,
   body?: unknown,
 ): Promise<T> {
+  const base = target.url;
   const url = new URL(path, base.endsWith("/") ? base : `${base}/`);
   let res: Response;
   try {
     res = await fetch(url, {
       method,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers: {
+        ...authorizationHeader(target.credential),
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(10_000),
     });
@@ -30,6 +48,7 @@ export async function identityApi<T>(
   }
   if (!res.ok) {
     const message = (parsed as { error?: string }).error ?? `HTTP ${res.status}`;
+    if (res.status === 401) throw new IdentityApiError(refusedTokenMessage(target.credential, message));
     throw new IdentityApiError(`${method} ${url.pathname} refused (HTTP ${res.status}): ${message}`);
   }
   return parsed as T;
@@ -46,4 +65,4 @@ export function parseDuration(text: string, what: string): number {
   return seconds;
 }
 
-export const DEFAULT_DATA_DIR = process.env.SIGIL_DATA_DIR ?? ".sigil-data";
+export { DEFAULT_DATA_DIR } from "./api-credential.ts";

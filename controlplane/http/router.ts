@@ -9,17 +9,32 @@ export type RouteHandler = (
   params: RouteParams,
 ) => void | Promise<void>;
 
-interface Route {
+/**
+ * Decides whether a request may reach a protected route: returns when it may, throws an HttpError
+ * (401, 403) naming the reason when it may not. It sees the response so it can tie long-lived
+ * answers (event streams) to the credential that opened them.
+ */
+export type RequestGuard = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+
+/** A registered route as the route table lists it. */
+export interface RouteInfo {
   readonly method: string;
+  readonly pattern: string;
+  /** Reachable without credentials: only the health check, the sign-in and the static UI shell. */
+  readonly public: boolean;
+}
+
+interface Route extends RouteInfo {
   readonly segments: readonly string[];
   readonly handler: RouteHandler;
 }
 
-/** Typed HTTP error: the router answers with its status and a JSON body `{ "error": message }`. */
+/** Typed HTTP error: the router answers with its status, `headers` and a JSON body `{ "error": message }`. */
 export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    readonly headers: Readonly<Record<string, string>> = {},
   ) {
     super(message);
   }
@@ -27,13 +42,38 @@ export class HttpError extends Error {
 
 /**
  * The control plane's HTTP API router. Each feature registers its own routes; the router owns
- * matching, JSON errors and the "no such route" answers so every endpoint fails the same way.
+ * matching, authentication, JSON errors and the "no such route" answers so every endpoint fails
+ * the same way. Routes are protected by the guard unless registered with `addPublic`, so a route
+ * added without thought about access is closed, and a request that matches no public route (an
+ * unknown path included) is authenticated before anything else is said about it.
  */
 export class Router {
-  private readonly routes: Route[] = [];
+  private readonly table: Route[] = [];
 
+  constructor(private readonly guard: RequestGuard) {}
+
+  /** A route only authenticated callers reach. */
   add(method: string, pattern: string, handler: RouteHandler): void {
-    this.routes.push({ method: method.toUpperCase(), segments: splitPath(pattern), handler });
+    this.register(method, pattern, handler, false);
+  }
+
+  /** A route anyone who can connect reaches: it must reveal and change nothing that needs a credential. */
+  addPublic(method: string, pattern: string, handler: RouteHandler): void {
+    this.register(method, pattern, handler, true);
+  }
+
+  routes(): RouteInfo[] {
+    return this.table.map(({ method, pattern, public: open }) => ({ method, pattern, public: open }));
+  }
+
+  private register(method: string, pattern: string, handler: RouteHandler, open: boolean): void {
+    this.table.push({
+      method: method.toUpperCase(),
+      pattern,
+      public: open,
+      segments: splitPath(pattern),
+      handler,
+    });
   }
 
   /** Never rejects: every failure, a malformed request target included, becomes a JSON error answer. */
@@ -47,7 +87,8 @@ export class Router {
     }
     const path = splitPath(url.pathname);
     let pathMatched = false;
-    for (const route of this.routes) {
+    let found: { route: Route; params: Record<string, string> } | undefined;
+    for (const route of this.table) {
       let params: Record<string, string> | null;
       try {
         params = matchSegments(route.segments, path);
@@ -58,25 +99,40 @@ export class Router {
       if (!params) continue;
       pathMatched = true;
       if (route.method !== req.method) continue;
-      try {
-        await route.handler(req, res, params);
-      } catch (err) {
-        const status = err instanceof HttpError ? err.status : 500;
-        const message = err instanceof Error ? err.message : String(err);
-        if (!res.headersSent) sendJson(res, status, { error: message });
-        else res.destroy();
-      }
-      return;
+      found = { route, params };
+      break;
     }
-    sendJson(res, pathMatched ? 405 : 404, {
-      error: pathMatched ? `method ${req.method} not allowed on ${url.pathname}` : `no route ${url.pathname}`,
-    });
+    try {
+      if (!found?.route.public) await this.guard(req, res);
+      if (!found) {
+        throw new HttpError(
+          pathMatched ? 405 : 404,
+          pathMatched ? `method ${req.method} not allowed on ${url.pathname}` : `no route ${url.pathname}`,
+        );
+      }
+      await found.route.handler(req, res, found.params);
+    } catch (err) {
+      const status = err instanceof HttpError ? err.status : 500;
+      const message = err instanceof Error ? err.message : String(err);
+      if (!res.headersSent)
+        sendJson(res, status, { error: message }, err instanceof HttpError ? err.headers : {});
+      else res.destroy();
+    }
   }
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Readonly<Record<string, string>> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.writeHead(status, {
+    ...headers,
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+  });
   res.end(text);
 }
 

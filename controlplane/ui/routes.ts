@@ -5,7 +5,8 @@ import type { Router } from "../http/router.ts";
 
 /**
  * The web UI: a static page, its script and stylesheet, and the cytoscape graph-layout library
- * from node_modules. Files are read once, on first request. The page talks to /api only.
+ * from node_modules. Files are read once, on first request. They are public (the shell holds no
+ * data); the page signs in through /api/session and talks to /api only.
  */
 
 const STATIC_DIR = fileURLToPath(new URL("./static/", import.meta.url));
@@ -36,7 +37,7 @@ const ASSETS: Record<string, Asset> = {
 export function registerUiRoutes(router: Router): void {
   const cache = new Map<string, Promise<Buffer>>();
   for (const [route, asset] of Object.entries(ASSETS)) {
-    router.add("GET", route, async (_req, res) => {
+    router.addPublic("GET", route, async (_req, res) => {
       let body = cache.get(route);
       if (!body) {
         body = readFile(asset.path);

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import type { FlowRecord } from "../../core/flow.ts";
+import { DEFAULT_TOKEN_FILE, loadApiCredential } from "../cli/api-credential.ts";
 import { ApiError, VisibilityClient } from "./client.ts";
 
 /** Shared pieces of the visibility CLI commands (flows, graph, policy, mode). */
@@ -16,14 +17,22 @@ export const processIo: CliIo = {
 
 export const DEFAULT_API = "http://127.0.0.1:15080";
 
-/** Adds `--api <url>` (default $SIGIL_API, else the local control plane). */
+/**
+ * Adds `--api <url>` (default $SIGIL_API, else the local control plane) and `--token-file <path>`
+ * (default $SIGIL_TOKEN_FILE, else the local control plane's token file).
+ */
 export function withApiOption(cmd: Command): Command {
-  return cmd.option("--api <url>", "control plane HTTP API", process.env.SIGIL_API ?? DEFAULT_API);
+  return cmd
+    .option("--api <url>", "control plane HTTP API", process.env.SIGIL_API ?? DEFAULT_API)
+    .option(
+      "--token-file <path>",
+      `file holding the API's admin token (default: $SIGIL_TOKEN_FILE, else ${DEFAULT_TOKEN_FILE})`,
+    );
 }
 
 export function clientFor(cmd: Command): VisibilityClient {
-  const opts = cmd.optsWithGlobals<{ api?: string }>();
-  return new VisibilityClient(opts.api ?? process.env.SIGIL_API ?? DEFAULT_API);
+  const opts = cmd.optsWithGlobals<{ api?: string; tokenFile?: string }>();
+  return new VisibilityClient(opts.api ?? process.env.SIGIL_API ?? DEFAULT_API, loadApiCredential(opts));
 }
 
 /** Runs an action and turns API failures into one readable error (with the server's details). */

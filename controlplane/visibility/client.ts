@@ -1,4 +1,6 @@
 import type { FlowRecord } from "../../core/flow.ts";
+import { authorizationHeader, refusedTokenMessage } from "../cli/api-credential.ts";
+import type { ApiCredential } from "../cli/api-credential.ts";
 import type { PolicyDocument } from "../../core/policy/index.ts";
 import type { ModeSettings, EnforcementMode, EffectiveMode } from "./mode.ts";
 import type { GraphEdge, GraphNode } from "./routes.ts";
@@ -33,7 +35,11 @@ export interface ModeView {
 export class VisibilityClient {
   private readonly base: string;
 
-  constructor(baseUrl: string) {
+  /** `credential` is the admin token presented as a bearer token on every request. */
+  constructor(
+    baseUrl: string,
+    private readonly credential?: ApiCredential,
+  ) {
     let url: URL;
     try {
       url = new URL(baseUrl);
@@ -130,7 +136,10 @@ export class VisibilityClient {
   private async fetch(path: string, init: RequestInit = {}): Promise<Response> {
     let res: Response;
     try {
-      res = await fetch(`${this.base}${path}`, init);
+      res = await fetch(`${this.base}${path}`, {
+        ...init,
+        headers: { ...authorizationHeader(this.credential), ...(init.headers as Record<string, string>) },
+      });
     } catch (err) {
       if ((err as Error).name === "AbortError") throw err;
       const cause = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
@@ -138,6 +147,8 @@ export class VisibilityClient {
     }
     if (!res.ok) {
       const body = (await res.json().catch(() => ({}))) as { error?: string; errors?: string[] };
+      if (res.status === 401)
+        throw new ApiError(401, refusedTokenMessage(this.credential, body.error ?? res.statusText));
       throw new ApiError(res.status, body.error ?? `${res.status} ${res.statusText}`, body.errors ?? []);
     }
     return res;

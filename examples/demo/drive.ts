@@ -63,6 +63,6 @@ export async function driveTraffic(mesh: Mesh, opts: DriveOptions): Promise<Row[
 
   const needles = [...new Set(runs.flatMap((r) => r.item.needles))];
   const evidence = await capture.finish(needles, [INBOUND_PORT]);
-  const flows = await waitForFlows(mesh, cp.http, runs, opts.flowTimeoutMs);
+  const flows = await waitForFlows(mesh, cp, runs, opts.flowTimeoutMs);
   return runs.map((r) => buildRow(mesh, r, flows, evidence));
 }

@@ -18,8 +18,15 @@ export interface Timed<T> {
   endedAt: number;
 }
 
-export async function fetchFlows(httpBase: string, sinceMs: number): Promise<FlowRecord[]> {
-  const response = await fetch(`${httpBase}/api/flows?since=${sinceMs}&limit=10000`, {
+/** The control plane's HTTP API: base URL (e.g. http://127.0.0.1:15080) and its admin token. */
+export interface ApiAccess {
+  readonly http: string;
+  readonly token: string;
+}
+
+export async function fetchFlows(api: ApiAccess, sinceMs: number): Promise<FlowRecord[]> {
+  const response = await fetch(`${api.http}/api/flows?since=${sinceMs}&limit=10000`, {
+    headers: { authorization: `Bearer ${api.token}` },
     signal: AbortSignal.timeout(10_000),
   });
   if (!response.ok)
@@ -61,14 +68,14 @@ export function flowsOf(mesh: MeshView, run: Timed<Scenario>, flows: readonly Fl
 /** Polls the flow API until every scenario has at least one record, or the deadline passes. */
 export async function waitForFlows(
   mesh: MeshView,
-  httpBase: string,
+  api: ApiAccess,
   runs: readonly Timed<Scenario>[],
   timeoutMs: number,
 ): Promise<FlowRecord[]> {
   const since = Math.min(...runs.map((r) => r.startedAt)) - WINDOW_SLACK_MS;
   const deadline = Date.now() + timeoutMs;
   while (true) {
-    const flows = await fetchFlows(httpBase, since);
+    const flows = await fetchFlows(api, since);
     const complete = runs.every((r) => flowsOf(mesh, r, flows).length > 0);
     if (complete || Date.now() > deadline) return flows;
     await new Promise((resolve) => setTimeout(resolve, 250));

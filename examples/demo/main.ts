@@ -77,7 +77,7 @@ function explore(m: Mesh): void {
   const api = m.host("api").ipv4;
   say("");
   say("The mesh keeps running. Explore it:");
-  say(`  UI and API:        ${cp.http}/   (flows: ${cp.http}/api/flows)`);
+  say(`  UI and API:        ${cp.http}/   (sign in with the token in ${cp.tokenFile})`);
   say(`  policies (live):   ${m.policyDir}   edit or add a file; verdicts change within seconds`);
   say(`  logs:              ${join(m.workDir, "logs")}`);
   say(`  allowed:           ip netns exec ${ns("web")} curl -s http://${api}:8080/api/orders`);
@@ -90,7 +90,8 @@ function explore(m: Mesh): void {
   say(
     `  fast path:         ip netns exec ${ns("db")} iptables -t mangle -nvL SIGIL-FP-PRE   (only handshakes reach the enforcer)`,
   );
-  say(`  flows (CLI):       npm run sigil -- flows --api ${cp.http}`);
+  say(`  flows (CLI):       npm run sigil -- flows --api ${cp.http} --token-file ${cp.tokenFile}`);
+  say(`  flows (API):       curl -s -H "Authorization: Bearer $(cat ${cp.tokenFile})" ${cp.http}/api/flows`);
   say("Press Ctrl-C to stop and clean up everything.");
 }
 

@@ -4,12 +4,13 @@
  * through the same commands an operator would run; startMesh() resolves only once every sidecar says it
  * is ready, and Mesh.stop() undoes all of it whatever state it is in.
  */
-import { chmod, copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { inNetns, run, runOk, type ExecOptions, type ExecResult, type RunAs } from "./exec.ts";
 import type { Cleanup } from "./cleanup.ts";
+import type { ApiAccess } from "./flows.ts";
 import { tailLogs } from "./logs.ts";
 import { Supervisor, type Managed } from "./processes.ts";
 import { Topology, WORKLOADS, type WorkloadHost, type WorkloadName } from "./topology.ts";
@@ -69,6 +70,9 @@ export interface ControlPlaneInfo {
   grpc: string;
   /** Base URL of the HTTP API and UI, e.g. http://127.0.0.1:15080 */
   http: string;
+  /** The API's admin token (bearer), and the file the control plane keeps it in. */
+  token: string;
+  tokenFile: string;
   bundle: string;
 }
 
@@ -217,7 +221,9 @@ async function startControlPlane(mesh: Mesh): Promise<ControlPlaneInfo> {
   const sidecarBundle = join(mesh.workDir, "controlplane-ca.pem");
   await copyFile(bundle, sidecarBundle);
   await chmod(sidecarBundle, 0o644);
-  return { grpc, http: `http://${http}`, bundle: sidecarBundle };
+  const tokenFile = join(mesh.workDir, "controlplane", "http-token");
+  const token = (await readFile(tokenFile, "utf8")).trim();
+  return { grpc, http: `http://${http}`, token, tokenFile, bundle: sidecarBundle };
 }
 
 async function startApps(mesh: Mesh): Promise<void> {
@@ -237,11 +243,11 @@ async function startApps(mesh: Mesh): Promise<void> {
 }
 
 /** Asks the control plane for a one-time join token naming the workload and its labels. */
-export async function createJoinToken(httpBase: string, name: WorkloadName): Promise<string> {
+export async function createJoinToken(api: ApiAccess, name: WorkloadName): Promise<string> {
   const body = JSON.stringify({ name, labels: { app: name, env: "demo" }, ttlSeconds: 600 });
-  const response = await fetch(`${httpBase}/api/tokens`, {
+  const response = await fetch(`${api.http}/api/tokens`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", authorization: `Bearer ${api.token}` },
     body,
     signal: AbortSignal.timeout(10_000),
   });
@@ -260,7 +266,7 @@ async function startWorkloadSidecar(mesh: Mesh, name: WorkloadName): Promise<voi
   const dir = join(mesh.workDir, "sidecars", name);
   await mkdir(dir, { mode: 0o700 });
   const tokenFile = join(dir, "join-token");
-  await writeFile(tokenFile, `${await createJoinToken(cp.http, name)}\n`, { mode: 0o600 });
+  await writeFile(tokenFile, `${await createJoinToken(cp, name)}\n`, { mode: 0o600 });
 
   // What an init container or VM setup step does before the workload starts: capture every TCP
   // connection in and out of the namespace except the sidecar's own. With the fast path, the sidecar

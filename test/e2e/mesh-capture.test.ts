@@ -25,7 +25,7 @@ async function waitForFlows(
 ): Promise<FlowRecord[]> {
   const deadline = Date.now() + 20_000;
   while (true) {
-    const found = (await fetchFlows(mesh.controlPlane!.http, since)).filter(match);
+    const found = (await fetchFlows(mesh.controlPlane!, since)).filter(match);
     if (found.length >= count) return found;
     if (Date.now() > deadline) throw new Error(`no flow reported for ${what} within 20 s`);
     await new Promise((resolve) => setTimeout(resolve, 200));

@@ -15,11 +15,11 @@ import { parsePolicyDocuments } from "../../core/policy/index.ts";
 import { flowServiceHandlers } from "../../controlplane/flows/service.ts";
 import { FlowStore } from "../../controlplane/flows/store.ts";
 import { FlowServiceDefinition } from "../../core/flow-wire.ts";
-import { Router } from "../../controlplane/http/router.ts";
 import { ModeStore } from "../../controlplane/visibility/mode.ts";
 import { registerVisibilityRoutes } from "../../controlplane/visibility/routes.ts";
 import { FlowReporter } from "../../sidecar/flows/reporter.ts";
 import { demo, demoTraffic, flow } from "../support/flows-fixtures.ts";
+import { guardedRouter, type GuardedApi } from "../support/api-auth.ts";
 
 const ARTIFACTS = fileURLToPath(new URL("../artifacts/", import.meta.url));
 const silent = pino({ level: "silent" });
@@ -41,6 +41,7 @@ let store: FlowStore;
 let grpcServer: grpc.Server;
 let http: ReturnType<typeof createServer>;
 let url: string;
+let guarded: GuardedApi;
 let reporter: FlowReporter;
 let context: BrowserContext;
 let page: Page;
@@ -60,7 +61,8 @@ beforeAll(async () => {
   const policies = parsed.documents.map((d) => d.document);
   const modes = await ModeStore.open();
   await modes.set({ kind: "workload", spiffeId: demo.db.spiffeId }, "observe");
-  const router = new Router();
+  guarded = await guardedRouter(dir);
+  const router = guarded.router;
   registerVisibilityRoutes(router, { store, modes, policies: () => policies });
   http = createServer((req, res) => void router.handle(req, res));
   http.listen(0, "127.0.0.1");
@@ -101,6 +103,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await context?.close();
+  guarded?.auth.close();
   await reporter?.close(100);
   grpcServer?.forceShutdown();
   http?.closeAllConnections();
@@ -123,7 +126,25 @@ describe("web UI in a real browser", () => {
     const pageErrors: string[] = [];
     page.on("pageerror", (err) => pageErrors.push(err.message));
     await page.goto(url);
+    // Signed out, the page shows only the sign-in form; a wrong token is refused in the form.
+    await page.locator("#sign-in-panel").waitFor({ state: "visible", timeout: 15_000 });
+    expect(await page.locator("#flow-table tbody tr").count()).toBe(0);
+    await page.fill("#sign-in input[name=token]", "not-the-admin-token-not-the-admin-token");
+    await page.click("#sign-in button[type=submit]");
+    await page.locator("#sign-in-error", { hasText: "not the control plane's admin token" }).waitFor({
+      timeout: 10_000,
+    });
+    await page.fill("#sign-in input[name=token]", guarded.token);
+    await page.click("#sign-in button[type=submit]");
     await page.waitForSelector("body[data-graph-ready='1']", { timeout: 15_000 });
+    expect(await page.locator("#sign-in-panel").isHidden()).toBe(true);
+    const cookies = await context.cookies(url);
+    expect(cookies).toEqual([
+      expect.objectContaining({ name: "sigil_session", httpOnly: true, sameSite: "Strict", path: "/" }),
+    ]);
+    expect(
+      await page.evaluate(() => (globalThis as unknown as { document: { cookie: string } }).document.cookie),
+    ).toBe("");
 
     const edges = await page.evaluate(() => {
       const cy = (globalThis as unknown as { sigil: { cy: Core } }).sigil.cy;
@@ -186,6 +207,15 @@ describe("web UI in a real browser", () => {
     expect(await page.locator("#edge-policy").textContent()).toContain("demo-allow/ingress/0");
     await page.waitForSelector("#edge-flows tr.edge-flow");
     await page.screenshot({ path: join(ARTIFACTS, "ui-allowed-edge.png") });
+
+    // Signing out closes the live stream and returns to the form; the old cookie opens nothing.
+    const oldCookie = cookies[0]!;
+    await page.click("#sign-out");
+    await page.locator("#sign-in-panel").waitFor({ state: "visible", timeout: 10_000 });
+    const replay = await fetch(`${url}api/graph`, {
+      headers: { cookie: `${oldCookie.name}=${oldCookie.value}` },
+    });
+    expect(replay.status).toBe(401);
     expect(pageErrors).toEqual([]);
   });
 });

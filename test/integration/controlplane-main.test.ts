@@ -40,6 +40,11 @@ function waitForStdout(pattern: RegExp, timeoutMs: number): Promise<RegExpExecAr
   });
 }
 
+/** Authorization as the admin, with the token the control plane created in its data directory. */
+async function admin(): Promise<Record<string, string>> {
+  return { authorization: `Bearer ${(await readFile(join(dataDir, "http-token"), "utf8")).trim()}` };
+}
+
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), "sg-cpmain-"));
   child = spawn(
@@ -85,13 +90,24 @@ describe("npm run controlplane", () => {
 
     const health = await fetch(`http://${httpAddr}/healthz`);
     expect(health.status).toBe(200);
-    const mode = (await (await fetch(`http://${httpAddr}/api/mode`)).json()) as { mesh?: string };
+    const tokenFile = join(dataDir, "http-token");
+    expect(stdout).toContain(`web UI http://${httpAddr}/ (sign in with the token in ${tokenFile})`);
+    const token = (await readFile(tokenFile, "utf8")).trim();
+    expect(stdout).not.toContain(token);
+    expect((await fetch(`http://${httpAddr}/api/mode`)).status).toBe(401);
+    const mode = (await (await fetch(`http://${httpAddr}/api/mode`, { headers: await admin() })).json()) as {
+      mesh?: string;
+    };
     expect(JSON.stringify(mode)).toContain('"observe"');
   });
 
   it("defaults to the repository's example policies", async () => {
     const [, , httpAddr] = ready;
-    const res = (await (await fetch(`http://${httpAddr}/api/policies`)).json()) as { policies: unknown[] };
+    const res = (await (
+      await fetch(`http://${httpAddr}/api/policies`, { headers: await admin() })
+    ).json()) as {
+      policies: unknown[];
+    };
     expect(res.policies.length).toBeGreaterThan(0);
   });
 

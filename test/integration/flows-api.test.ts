@@ -18,13 +18,13 @@ import { register as registerPolicy } from "../../controlplane/cli/commands/poli
 import { flowServiceHandlers } from "../../controlplane/flows/service.ts";
 import { FlowStore } from "../../controlplane/flows/store.ts";
 import { FlowServiceDefinition } from "../../core/flow-wire.ts";
-import { Router } from "../../controlplane/http/router.ts";
 import { VisibilityClient } from "../../controlplane/visibility/client.ts";
 import { createControlPlaneMetrics } from "../../controlplane/visibility/metrics.ts";
 import { ModeStore } from "../../controlplane/visibility/mode.ts";
 import { registerVisibilityRoutes } from "../../controlplane/visibility/routes.ts";
 import { FlowReporter } from "../../sidecar/flows/reporter.ts";
 import { demo, demoTraffic, flow } from "../support/flows-fixtures.ts";
+import { guardedRouter, type GuardedApi } from "../support/api-auth.ts";
 
 const silent = pino({ level: "silent" });
 let dir: string;
@@ -32,18 +32,30 @@ let store: FlowStore;
 let grpcServer: grpc.Server;
 let http: ReturnType<typeof createServer>;
 let api: string;
+let guarded: GuardedApi;
+/** Fetches from the API as the admin (bearer token). */
+const get = (path: string, init: RequestInit = {}) =>
+  fetch(`${api}${path}`, {
+    ...init,
+    headers: { ...guarded.headers, ...(init.headers as Record<string, string>) },
+  });
+const adminClient = () => new VisibilityClient(api, { token: guarded.token, source: guarded.tokenFile });
 let apiReporter: FlowReporter;
 let webReporter: FlowReporter;
 const inForce: PolicyDocument[] = [];
 const sent: FlowRecord[] = demoTraffic();
 
 async function cli(...args: string[]): Promise<{ out: string; err: string }> {
+  return cliWith(guarded.tokenFile, ...args);
+}
+
+async function cliWith(tokenFile: string, ...args: string[]): Promise<{ out: string; err: string }> {
   let out = "";
   let err = "";
   const io = { out: (t: string) => void (out += t), err: (t: string) => void (err += t) };
   const program = new Command().exitOverride();
   for (const register of [registerFlows, registerGraph, registerPolicy, registerMode]) register(program, io);
-  await program.parseAsync(["node", "sigil", ...args, "--api", api]);
+  await program.parseAsync(["node", "sigil", ...args, "--api", api, "--token-file", tokenFile]);
   return { out, err };
 }
 
@@ -58,7 +70,8 @@ beforeAll(async () => {
       e ? reject(e) : resolve(p),
     ),
   );
-  const router = new Router();
+  guarded = await guardedRouter(dir);
+  const router = guarded.router;
   const modes = await ModeStore.open({ file: join(dir, "modes.json") });
   registerVisibilityRoutes(router, { store, modes, policies: () => inForce, metrics });
   http = createServer((req, res) => void router.handle(req, res));
@@ -83,6 +96,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  guarded?.auth.close();
   await apiReporter?.close(100);
   await webReporter?.close(100);
   grpcServer?.forceShutdown();
@@ -94,10 +108,10 @@ afterAll(async () => {
 
 describe("visibility API and CLI over reported flows", () => {
   it("serves the reported flows with their identities, verdicts and policies", async () => {
-    const res = await fetch(`${api}/api/flows?limit=1000`);
+    const res = await get(`/api/flows?limit=1000`);
     const { flows } = (await res.json()) as { flows: FlowRecord[] };
     expect(flows.map((f) => f.id).sort()).toEqual(sent.map((f) => f.id).sort());
-    const denied = (await (await fetch(`${api}/api/flows?denied=true&selector=app=rogue`)).json()) as {
+    const denied = (await (await get(`/api/flows?denied=true&selector=app=rogue`)).json()) as {
       flows: FlowRecord[];
     };
     expect(denied.flows).toHaveLength(3);
@@ -107,11 +121,11 @@ describe("visibility API and CLI over reported flows", () => {
       verdict: "deny",
       policy: null,
     });
-    const bad = await fetch(`${api}/api/flows?selector=nonsense`);
+    const bad = await get(`/api/flows?selector=nonsense`);
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: string }).error).toContain("not of the form key=value");
-    expect((await fetch(`${api}/api/flows?limit=0`)).status).toBe(400);
-    expect((await fetch(`${api}/api/flows?since=yesterday`)).status).toBe(400);
+    expect((await get(`/api/flows?limit=0`)).status).toBe(400);
+    expect((await get(`/api/flows?since=yesterday`)).status).toBe(400);
   });
 
   it("prints them with `sigil flows --denied` and `--selector`", async () => {
@@ -129,7 +143,7 @@ describe("visibility API and CLI over reported flows", () => {
   });
 
   it("draws the graph with allowed and denied edges, in the API and `sigil graph`", async () => {
-    const graph = await new VisibilityClient(api).graph();
+    const graph = await adminClient().graph();
     const byId = new Map(graph.edges.map((e) => [e.id, e]));
     expect(byId.get(`${demo.web.spiffeId} -> ${demo.api.spiffeId}:8080`)).toMatchObject({
       status: "allowed",
@@ -151,7 +165,7 @@ describe("visibility API and CLI over reported flows", () => {
   });
 
   it("follows new flows live over Server-Sent Events", async () => {
-    const client = new VisibilityClient(api);
+    const client = adminClient();
     const stop = new AbortController();
     const seen: FlowRecord[] = [];
     const fresh = flow({ from: demo.rogue, to: demo.web, port: 80, verdict: "deny", direction: "ingress" });
@@ -185,13 +199,13 @@ describe("visibility API and CLI over reported flows", () => {
     expect(out).toContain("namespace demo: observe");
     expect(out).toMatch(new RegExp(`${demo.db.spiffeId}\\s+enforce\\s+workload`));
     expect(out).toMatch(new RegExp(`${demo.api.spiffeId}\\s+observe\\s+namespace`));
-    const graph = await new VisibilityClient(api).graph();
+    const graph = await adminClient().graph();
     expect(graph.nodes.find((n) => n.spiffeId === demo.web.spiffeId)?.mode).toEqual({
       mode: "observe",
       from: "namespace",
     });
     await expect(cli("mode", "set", "permissive")).rejects.toThrow(/enforce or observe/);
-    const res = await fetch(`${api}/api/mode`, {
+    const res = await get(`/api/mode`, {
       method: "PUT",
       body: JSON.stringify({ scope: "workload", name: "x", mode: "observe" }),
     });
@@ -246,8 +260,22 @@ describe("visibility API and CLI over reported flows", () => {
     await expect(cli("policy", "simulate", "-f", broken)).rejects.toThrow(/broken\.yaml:4.*action/s);
   });
 
+  it("refuses the CLI and the API without the admin token, naming the file to fix", async () => {
+    const wrong = join(dir, "wrong-token");
+    await writeFile(wrong, `${"w".repeat(43)}\n`, { mode: 0o600 });
+    await expect(cliWith(wrong, "mode", "set", "observe")).rejects.toThrow(
+      `the control plane refused the token from ${wrong} (HTTP 401: the bearer token is not the control plane's admin token); pass --token-file <path> or set SIGIL_TOKEN_FILE`,
+    );
+    await expect(cliWith(wrong, "flows")).rejects.toThrow(/refused the token from/);
+    expect((await adminClient().mode()).settings.mesh).toBe("enforce");
+    const anonymous = await fetch(`${api}/api/flows`);
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers.get("www-authenticate")).toMatch(/^Bearer/);
+    expect((await fetch(`${api}/metrics`)).status).toBe(401);
+  });
+
   it("serves control-plane metrics", async () => {
-    const text = await (await fetch(`${api}/metrics`)).text();
+    const text = await (await get(`/metrics`)).text();
     expect(text).toContain("sigil_controlplane_flows_ingested_total");
     expect(text).toContain("sigil_controlplane_connected_sidecars");
     expect(text).toMatch(/sigil_controlplane_flow_streams 2/);

@@ -7,17 +7,19 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Router } from "../../controlplane/http/router.ts";
 import { registerIdentityRoutes } from "../../controlplane/identity/http-routes.ts";
 import { x509 } from "../../core/svid/x509.ts";
 import { createCsr, generateWorkloadKey } from "../../sidecar/identity/workload-key.ts";
 import type { IdentityHarness } from "../support/identity-harness.ts";
 import { startIdentityHarness } from "../support/identity-harness.ts";
+import { guardedRouter } from "../support/api-auth.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 let h: IdentityHarness;
 let http: Server;
 let api: string;
+let tokenFile: string;
+let closeAuth: (() => void) | undefined;
 
 interface CliResult {
   code: number;
@@ -25,12 +27,17 @@ interface CliResult {
   stderr: string;
 }
 
+/** Runs the CLI with SIGIL_TOKEN_FILE naming the API's token file unless `env` says otherwise. */
 function sigil(...args: string[]): Promise<CliResult> {
+  return sigilWith({ SIGIL_TOKEN_FILE: tokenFile }, ...args);
+}
+
+function sigilWith(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       ["--import", "tsx", join(ROOT, "controlplane/cli/main.ts"), ...args],
-      { cwd: ROOT, timeout: 60_000 },
+      { cwd: ROOT, timeout: 60_000, env: { ...process.env, ...env } },
       (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
@@ -39,7 +46,10 @@ function sigil(...args: string[]): Promise<CliResult> {
 
 beforeAll(async () => {
   h = await startIdentityHarness();
-  const router = new Router();
+  const guarded = await guardedRouter(h.dataDir);
+  const router = guarded.router;
+  tokenFile = guarded.tokenFile;
+  closeAuth = () => guarded.auth.close();
   registerIdentityRoutes(router, { plane: h.plane });
   http = createServer((req, res) => void router.handle(req, res));
   http.listen(0, "127.0.0.1");
@@ -47,6 +57,7 @@ beforeAll(async () => {
   api = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
+  closeAuth?.();
   http?.close();
   await h?.close();
 });
@@ -82,6 +93,51 @@ describe("sigil CLI for identity", { timeout: 120_000 }, () => {
     const down = await sigil("workload", "list", "--api", "http://127.0.0.1:1");
     expect(down.code).toBe(1);
     expect(down.stderr).toMatch(/cannot reach the control plane API at http:\/\/127.0.0.1:1/);
+  });
+
+  it("refuses a wrong or missing admin token with an error naming the file and how to give the right one", async () => {
+    const wrong = join(h.dataDir, "wrong-token");
+    await writeFile(wrong, `${"x".repeat(43)}\n`, { mode: 0o600 });
+    const refused = await sigil(
+      "token",
+      "create",
+      "--labels",
+      "app=intruder",
+      "--api",
+      api,
+      "--token-file",
+      wrong,
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe("");
+    expect(refused.stderr).toContain(`the control plane refused the token from ${wrong} (HTTP 401:`);
+    expect(refused.stderr).toMatch(/pass --token-file <path> or set SIGIL_TOKEN_FILE/);
+    const missing = join(h.dataDir, "no-such-token");
+    const absent = await sigilWith(
+      { SIGIL_TOKEN_FILE: missing },
+      "workload",
+      "revoke",
+      "spiffe://sigil.local/workload/orders",
+      "--api",
+      api,
+    );
+    expect(absent.code).toBe(1);
+    expect(absent.stderr).toContain(
+      `cannot read the API token file ${missing}: does not exist; pass --token-file`,
+    );
+    // The flag wins over the environment.
+    const viaFlag = await sigilWith(
+      { SIGIL_TOKEN_FILE: missing },
+      "workload",
+      "list",
+      "--api",
+      api,
+      "--token-file",
+      tokenFile,
+    );
+    expect(viaFlag.code, viaFlag.stderr).toBe(0);
+    expect(viaFlag.stdout).not.toMatch(/intruder/);
+    expect(viaFlag.stdout).toMatch(/spiffe:\/\/sigil.local\/workload\/orders\s+join-token\s+active/);
   });
 
   it("workload list shows the workload; identity inspect shows ID, labels, expiry and a valid chain", async () => {

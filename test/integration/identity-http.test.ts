@@ -3,19 +3,24 @@ import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Router } from "../../controlplane/http/router.ts";
 import { registerIdentityRoutes } from "../../controlplane/identity/http-routes.ts";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import type { IdentityHarness } from "../support/identity-harness.ts";
 import { startIdentityHarness } from "../support/identity-harness.ts";
+import { guardedRouter } from "../support/api-auth.ts";
 
 let h: IdentityHarness;
 let http: Server;
 let base: string;
+let admin: Record<string, string>;
+let closeAuth: (() => void) | undefined;
 
 beforeAll(async () => {
   h = await startIdentityHarness();
-  const router = new Router();
+  const api = await guardedRouter(h.dataDir);
+  const router = api.router;
+  admin = api.headers;
+  closeAuth = () => api.auth.close();
   registerIdentityRoutes(router, { plane: h.plane });
   http = createServer((req, res) => void router.handle(req, res));
   http.listen(0, "127.0.0.1");
@@ -23,6 +28,7 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
+  closeAuth?.();
   http?.close();
   await h?.close();
 });
@@ -34,7 +40,7 @@ async function call(
 ): Promise<{ status: number; json: Record<string, unknown> }> {
   const res = await fetch(`${base}${path}`, {
     method,
-    headers: body === undefined ? {} : { "content-type": "application/json" },
+    headers: { ...admin, ...(body === undefined ? {} : { "content-type": "application/json" }) },
     body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
   });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };

@@ -121,7 +121,9 @@ describe("unmodified @grpc/grpc-js-xds client against Sigil's xDS", () => {
     expect(await who(client)).toBe("B");
 
     // The status API shows the proxyless node with all four types acknowledged.
-    const res = await fetch(`http://127.0.0.1:${cp.httpPort}/api/xds/streams`);
+    const res = await fetch(`http://127.0.0.1:${cp.httpPort}/api/xds/streams`, {
+      headers: { authorization: `Bearer ${cp.httpAuth.token}` },
+    });
     const body = (await res.json()) as {
       streams: {
         nodeId: string;

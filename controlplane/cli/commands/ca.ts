@@ -5,7 +5,7 @@ import { CertificateAuthority, fingerprint } from "../../ca/authority.ts";
 import type { ImportedCa } from "../../ca/authority.ts";
 import { processIo, table, withApiOption } from "../../visibility/cli-support.ts";
 import type { CliIo } from "../../visibility/cli-support.ts";
-import { DEFAULT_DATA_DIR, identityApi, parseDuration } from "../identity-api.ts";
+import { DEFAULT_DATA_DIR, apiTarget, identityApi, parseDuration } from "../identity-api.ts";
 
 interface ImportOptions {
   cert?: string;
@@ -114,28 +114,34 @@ export function register(program: Command, io: CliIo = processIo): void {
       .option("--cert <file>", "rotate to your own CA certificate (PEM; needs --data-dir)")
       .option("--key <file>", "its private key (PEM)")
       .option("--chain <file>", "certificates above --cert up to the root to trust (PEM)"),
-  ).action(async (opts: ImportOptions & { activateIn: string; dataDir?: string; api: string }) => {
-    const activateInSeconds = /^0+[smhd]?$/.test(opts.activateIn)
-      ? 0
-      : parseDuration(opts.activateIn, "--activate-in");
-    if (opts.dataDir) {
-      const authority = await CertificateAuthority.open({ dataDir: opts.dataDir });
-      const rotated = await authority.rotate({ imported: await importedFrom(opts), activateInSeconds });
-      io.out(
-        `new CA generation ${rotated.id} signs from ${rotated.activateAt.toISOString()}\n\n${describeCa(authority)}`,
+  ).action(
+    async (
+      opts: ImportOptions & { activateIn: string; dataDir?: string; api: string; tokenFile?: string },
+    ) => {
+      const activateInSeconds = /^0+[smhd]?$/.test(opts.activateIn)
+        ? 0
+        : parseDuration(opts.activateIn, "--activate-in");
+      if (opts.dataDir) {
+        const authority = await CertificateAuthority.open({ dataDir: opts.dataDir });
+        const rotated = await authority.rotate({ imported: await importedFrom(opts), activateInSeconds });
+        io.out(
+          `new CA generation ${rotated.id} signs from ${rotated.activateAt.toISOString()}\n\n${describeCa(authority)}`,
+        );
+        return;
+      }
+      if (opts.cert)
+        throw new Error(
+          "--cert needs --data-dir: a CA you bring is installed with the control plane stopped",
+        );
+      const r = await identityApi<{ id: string; activateAt: string; sequence: number }>(
+        apiTarget(opts),
+        "POST",
+        "api/identity/ca/rotate",
+        {
+          activateInSeconds,
+        },
       );
-      return;
-    }
-    if (opts.cert)
-      throw new Error("--cert needs --data-dir: a CA you bring is installed with the control plane stopped");
-    const r = await identityApi<{ id: string; activateAt: string; sequence: number }>(
-      opts.api,
-      "POST",
-      "api/identity/ca/rotate",
-      {
-        activateInSeconds,
-      },
-    );
-    io.out(`new CA generation ${r.id} signs from ${r.activateAt}; trust bundle sequence ${r.sequence}\n`);
-  });
+      io.out(`new CA generation ${r.id} signs from ${r.activateAt}; trust bundle sequence ${r.sequence}\n`);
+    },
+  );
 }

@@ -15,13 +15,14 @@ import { SvidVerificationError, verifySvid } from "../../../core/svid/verify.ts"
 import { CertificateAuthority } from "../../ca/authority.ts";
 import { processIo } from "../../visibility/cli-support.ts";
 import type { CliIo } from "../../visibility/cli-support.ts";
-import { identityApi } from "../identity-api.ts";
+import { apiTarget, identityApi } from "../identity-api.ts";
 
 interface InspectOptions {
   bundle?: string;
   trustDomain: string;
   dataDir?: string;
   api?: string;
+  tokenFile?: string;
   audience?: string;
 }
 
@@ -57,9 +58,10 @@ async function trustSource(opts: InspectOptions): Promise<TrustSource | string> 
   }
   if (opts.api) {
     try {
-      const info = await identityApi<{ trustDomain: string }>(opts.api, "GET", "api/identity/ca");
-      const doc = await identityApi<unknown>(opts.api, "GET", "api/identity/bundle");
-      const list = await identityApi<RevocationList>(opts.api, "GET", "api/identity/revocations");
+      const api = apiTarget({ api: opts.api, tokenFile: opts.tokenFile });
+      const info = await identityApi<{ trustDomain: string }>(api, "GET", "api/identity/ca");
+      const doc = await identityApi<unknown>(api, "GET", "api/identity/bundle");
+      const list = await identityApi<RevocationList>(api, "GET", "api/identity/revocations");
       return {
         bundle: parseBundle(info.trustDomain, doc),
         revocations: new RevocationIndex(list),
@@ -91,6 +93,7 @@ export function register(program: Command, io: CliIo = processIo): void {
     .option("--trust-domain <name>", "trust domain of --bundle", "sigil.local")
     .option("--data-dir <dir>", "take the trust bundle from this control plane data directory")
     .option("--api <url>", "take the trust bundle and revocations from this control plane API")
+    .option("--token-file <path>", "admin token for --api (default: $SIGIL_TOKEN_FILE, else the local one)")
     .option("--audience <aud>", "audience a JWT-SVID must carry", "sigil")
     .action(async (file: string, opts: InspectOptions) => {
       const content = await readFile(file).catch((err: Error) => {

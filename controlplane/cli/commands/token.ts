@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { parseLabelList } from "../../../core/labels.ts";
 import { processIo, withApiOption } from "../../visibility/cli-support.ts";
 import type { CliIo } from "../../visibility/cli-support.ts";
-import { identityApi, parseDuration } from "../identity-api.ts";
+import { apiTarget, identityApi, parseDuration } from "../identity-api.ts";
 
 /** `sigil token create --labels k=v,... [--ttl 1h] [--name n]` */
 export function register(program: Command, io: CliIo = processIo): void {
@@ -20,22 +20,31 @@ export function register(program: Command, io: CliIo = processIo): void {
         "workload name: SPIFFE ID spiffe://<td>/workload/<name> (default: the app label)",
       )
       .option("--json", "print the full answer as JSON"),
-  ).action(async (opts: { labels: string; ttl: string; name?: string; json?: boolean; api: string }) => {
-    const labels = parseLabelList(opts.labels);
-    const name = opts.name ?? labels.app;
-    if (!name) throw new Error("give --name, or an app=<name> label to name the workload after");
-    const created = await identityApi<{ token: string; spiffeId: string; expiresAt: string }>(
-      opts.api,
-      "POST",
-      "api/identity/tokens",
-      {
-        name,
-        labels,
-        ttlSeconds: parseDuration(opts.ttl, "--ttl"),
-      },
-    );
-    if (opts.json) io.out(`${JSON.stringify(created, null, 2)}\n`);
-    else io.out(`${created.token}\n`);
-    if (!opts.json) io.err(`one-time token for ${created.spiffeId}, valid until ${created.expiresAt}\n`);
-  });
+  ).action(
+    async (opts: {
+      labels: string;
+      ttl: string;
+      name?: string;
+      json?: boolean;
+      api: string;
+      tokenFile?: string;
+    }) => {
+      const labels = parseLabelList(opts.labels);
+      const name = opts.name ?? labels.app;
+      if (!name) throw new Error("give --name, or an app=<name> label to name the workload after");
+      const created = await identityApi<{ token: string; spiffeId: string; expiresAt: string }>(
+        apiTarget(opts),
+        "POST",
+        "api/identity/tokens",
+        {
+          name,
+          labels,
+          ttlSeconds: parseDuration(opts.ttl, "--ttl"),
+        },
+      );
+      if (opts.json) io.out(`${JSON.stringify(created, null, 2)}\n`);
+      else io.out(`${created.token}\n`);
+      if (!opts.json) io.err(`one-time token for ${created.spiffeId}, valid until ${created.expiresAt}\n`);
+    },
+  );
 }

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { parseLabelList } from "../../../core/labels.ts";
 import { processIo, table, withApiOption } from "../../visibility/cli-support.ts";
 import type { CliIo } from "../../visibility/cli-support.ts";
-import { identityApi } from "../identity-api.ts";
+import { apiTarget, identityApi } from "../identity-api.ts";
 
 interface WorkloadView {
   spiffeId: string;
@@ -22,9 +22,9 @@ export function register(program: Command, io: CliIo = processIo): void {
       .command("list")
       .description("list workloads, their labels and certificate state")
       .option("--json", "print JSON"),
-  ).action(async (opts: { json?: boolean; api: string }) => {
+  ).action(async (opts: { json?: boolean; api: string; tokenFile?: string }) => {
     const { workloads } = await identityApi<{ workloads: WorkloadView[] }>(
-      opts.api,
+      apiTarget(opts),
       "GET",
       "api/identity/workloads",
     );
@@ -54,9 +54,9 @@ export function register(program: Command, io: CliIo = processIo): void {
       .command("revoke <spiffe-id>")
       .description("revoke a workload: peers refuse its certificates once the revocation list reaches them")
       .option("--reason <text>", "recorded with the revocation", "revoked by operator"),
-  ).action(async (spiffeId: string, opts: { reason: string; api: string }) => {
+  ).action(async (spiffeId: string, opts: { reason: string; api: string; tokenFile?: string }) => {
     const r = await identityApi<{ spiffeId: string; revokedAt: string; sequence: number }>(
-      opts.api,
+      apiTarget(opts),
       "POST",
       "api/identity/workloads/revoke",
       {
@@ -72,9 +72,9 @@ export function register(program: Command, io: CliIo = processIo): void {
       .command("label <spiffe-id>")
       .description("set operator labels on a workload; its sidecar is told to renew its certificate")
       .requiredOption("--labels <k=v,...>", "the complete set of operator labels (empty string clears them)"),
-  ).action(async (spiffeId: string, opts: { labels: string; api: string }) => {
+  ).action(async (spiffeId: string, opts: { labels: string; api: string; tokenFile?: string }) => {
     const labels = parseLabelList(opts.labels);
-    await identityApi(opts.api, "POST", "api/identity/workloads/labels", { spiffeId, labels });
+    await identityApi(apiTarget(opts), "POST", "api/identity/workloads/labels", { spiffeId, labels });
     io.out(`labels of ${spiffeId} set; re-issuance requested\n`);
   });
 }

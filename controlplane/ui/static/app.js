@@ -30,11 +30,34 @@ function setChildren(node, ...children) {
   node.replaceChildren(...toNodes(children));
 }
 
-async function getJson(url, init) {
-  const res = await window.fetch(url, init);
+// ---- session ----
+
+// Sent on every request: the server refuses a cookie-authenticated change without it, and no
+// cross-site page can add it.
+const CSRF_HEADERS = { "x-sigil-request": "1" };
+
+async function getJson(url, init = {}) {
+  const res = await window.fetch(url, {
+    ...init,
+    credentials: "same-origin",
+    headers: { ...CSRF_HEADERS, ...init.headers },
+  });
   const body = await res.json().catch(() => ({}));
+  if (res.status === 401) {
+    showSignIn(body.error || "Sign in to continue.");
+    throw new Error(body.error || "not signed in");
+  }
   if (!res.ok) throw new Error(body.error || `${res.status} ${res.statusText}`);
   return body;
+}
+
+function showSignIn(message) {
+  if (state.source) state.source.close();
+  state.source = null;
+  document.getElementById("sign-in-error").textContent = message;
+  document.getElementById("sign-in-panel").hidden = false;
+  document.getElementById("sign-out").hidden = true;
+  document.querySelector("#sign-in input[name=token]").focus();
 }
 
 function shortId(id) {
@@ -488,6 +511,8 @@ function follow(q) {
   source.onerror = () => {
     indicator.textContent = "reconnecting…";
     indicator.className = "live off";
+    // A refused stream is not retried by the browser: find out whether the session ended.
+    if (source.readyState === EventSource.CLOSED) getJson("/api/session").catch(() => undefined);
   };
   source.addEventListener("flow", (evt) => {
     const f = JSON.parse(evt.data);
@@ -570,9 +595,48 @@ for (const tab of document.querySelectorAll("[role=tab]")) {
 }
 
 async function start() {
+  try {
+    await getJson("/api/session");
+  } catch {
+    return;
+  }
+  document.getElementById("sign-in-panel").hidden = true;
+  document.getElementById("sign-out").hidden = false;
   await loadPolicies().catch(() => undefined);
   renderGraph(await getJson("/api/graph"));
   await loadFlows();
 }
+
+document.getElementById("sign-in").addEventListener("submit", async (evt) => {
+  evt.preventDefault();
+  const input = evt.target.token;
+  const errorBox = document.getElementById("sign-in-error");
+  try {
+    const res = await window.fetch("/api/session", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { ...CSRF_HEADERS, "content-type": "application/json" },
+      body: JSON.stringify({ token: input.value.trim() }),
+    });
+    if (!res.ok) {
+      const body = await res.json().catch(() => ({}));
+      errorBox.textContent = body.error || `${res.status} ${res.statusText}`;
+      return;
+    }
+  } catch (err) {
+    errorBox.textContent = err.message;
+    return;
+  }
+  input.value = "";
+  errorBox.textContent = "";
+  start();
+});
+
+document.getElementById("sign-out").addEventListener("click", async () => {
+  await window
+    .fetch("/api/session", { method: "DELETE", credentials: "same-origin", headers: CSRF_HEADERS })
+    .catch(() => undefined);
+  showSignIn("Signed out.");
+});
 
 start();
