@@ -67,9 +67,6 @@ const DEFAULTS = fastPathConfigSchema.parse({
   policyFile: "-",
 });
 
-/** How FastPathWorkers reports a worker thread that ended (its `exit` event). */
-const WORKER_EXIT = /^fast-path worker for queue \d+ exited/;
-
 function labelsOf(creds: WorkloadCredentials): Labels {
   return Object.fromEntries(creds.labels.map((l) => [l.key, l.value]));
 }
@@ -83,8 +80,6 @@ export class AgentFastPath {
   private warned = "";
   private overflowWarned = 0;
   private stopped = false;
-  /** Why an enforcer worker is gone, once one exited while the fast path was meant to run. */
-  private failed: string | null = null;
   /** Installs run one after another, so an older directory can never overwrite a newer one. */
   private installing: Promise<void> = Promise.resolve();
 
@@ -97,7 +92,6 @@ export class AgentFastPath {
   static async start(o: AgentFastPathOptions, inputs: FastPathInputs): Promise<AgentFastPath> {
     // A capture config that cannot work is refused before anything starts.
     if (o.captureConfigFile) await loadCheckedCaptureConfig(o.captureConfigFile);
-    let fastPath: AgentFastPath | null = null;
     const workers = await FastPathWorkers.start(
       {
         queueFirst: DEFAULTS.queueFirst,
@@ -110,10 +104,9 @@ export class AgentFastPath {
       o.onFlow,
       (err) => {
         o.log.error({ err: err.message }, "fast-path enforcer failed");
-        if (fastPath && !fastPath.stopped && WORKER_EXIT.test(err.message)) fastPath.failed = err.message;
       },
     );
-    fastPath = new AgentFastPath(o, inputs, workers);
+    const fastPath = new AgentFastPath(o, inputs, workers);
     try {
       await fastPath.refreshRules();
     } catch (err) {
@@ -141,7 +134,7 @@ export class AgentFastPath {
    * closed, or pass unchecked with fail-open) or the fast path was stopped.
    */
   ready(): boolean {
-    return !this.stopped && this.failed === null;
+    return !this.stopped && this.workers.exited() === null;
   }
 
   stats(): ReturnType<FastPathWorkers["stats"]> {

@@ -26,10 +26,17 @@ import(workerData.loader).then(({ register }) => { register(); return import(wor
 
 export class FastPathWorkers {
   private readonly workers: Worker[] = [];
+  /** Why the first worker that ended on its own ended; null while every worker runs. */
+  private exitedBecause: string | null = null;
   private nextId = 0;
   private readonly pending = new Map<
     number,
-    { stats: EnforcerStats[]; want: number; done: (s: EnforcerStats) => void }
+    {
+      stats: EnforcerStats[];
+      waiting: Set<Worker>;
+      done: (s: EnforcerStats) => void;
+      fail: (err: Error) => void;
+    }
   >();
 
   private constructor(
@@ -69,12 +76,18 @@ export class FastPathWorkers {
         // A server identity one worker verified: every other worker may prove itself to it by MAC.
         if (msg.type === "server") {
           for (const other of pool.workers) if (other !== worker) other.postMessage(msg);
-        } else pool.onMessage(msg);
+        } else pool.onMessage(msg, worker);
       });
       worker.on("error", (err) => pool.onError(err));
       worker.on("exit", (code) => {
-        if (code !== 0)
-          pool.onError(new Error(`fast-path worker for queue ${settings.queueFirst + i} exited (${code})`));
+        const gone = pool.workers.indexOf(worker);
+        if (gone < 0) return;
+        // Not a stop(): the worker's queue is unbound and its handshakes fail closed (or pass unchecked).
+        pool.workers.splice(gone, 1);
+        const why = `fast-path worker for queue ${settings.queueFirst + i} exited (${code})`;
+        pool.exitedBecause ??= why;
+        pool.forget(worker);
+        pool.onError(new Error(why));
       });
     }
     try {
@@ -86,24 +99,42 @@ export class FastPathWorkers {
     return pool;
   }
 
-  private onMessage(msg: {
-    type: string;
-    flows?: FlowRecord[];
-    id?: number;
-    stats?: EnforcerStats;
-    message?: string;
-  }): void {
+  private onMessage(
+    msg: {
+      type: string;
+      flows?: FlowRecord[];
+      id?: number;
+      stats?: EnforcerStats;
+      message?: string;
+    },
+    from: Worker,
+  ): void {
     if (msg.type === "flows" && msg.flows) for (const flow of msg.flows) this.onFlow(flow);
     else if (msg.type === "error") this.onError(new Error(msg.message));
     else if (msg.type === "stats" && msg.id !== undefined && msg.stats) {
       const p = this.pending.get(msg.id);
-      if (!p) return;
+      if (!p?.waiting.delete(from)) return;
       p.stats.push(msg.stats);
-      if (p.stats.length === p.want) {
-        this.pending.delete(msg.id);
-        p.done(mergeStats(p.stats));
-      }
+      this.settle(msg.id);
     }
+  }
+
+  /** A stats request no longer waits for a worker that ended. */
+  private forget(worker: Worker): void {
+    for (const [id, p] of this.pending) if (p.waiting.delete(worker)) this.settle(id);
+  }
+
+  private settle(id: number): void {
+    const p = this.pending.get(id);
+    if (!p || p.waiting.size > 0) return;
+    this.pending.delete(id);
+    if (p.stats.length > 0) p.done(mergeStats(p.stats));
+    else p.fail(new Error("no fast-path worker is running"));
+  }
+
+  /** Why a worker ended on its own (not through stop()), or null while every worker runs. */
+  exited(): string | null {
+    return this.exitedBecause;
   }
 
   /** New identity, trust or policy for every worker. */
@@ -111,11 +142,13 @@ export class FastPathWorkers {
     for (const w of this.workers) w.postMessage({ type: "sources", sources });
   }
 
+  /** Counters of the workers still running, summed; rejects when none is. */
   stats(): Promise<EnforcerStats> {
     const id = this.nextId++;
-    return new Promise((done) => {
-      this.pending.set(id, { stats: [], want: this.workers.length, done });
+    return new Promise((done, fail) => {
+      this.pending.set(id, { stats: [], waiting: new Set(this.workers), done, fail });
       for (const w of this.workers) w.postMessage({ type: "stats", id });
+      this.settle(id);
     });
   }
 
