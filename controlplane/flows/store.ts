@@ -18,7 +18,7 @@ import type { Edge } from "./edges.ts";
  * open, the segments are replayed: a torn last line (a crash mid-write, never acknowledged) is cut
  * off; a line that fails its checksum anywhere else is skipped and counted. Retention drops whole
  * segments, oldest first, when the store is larger than `maxBytes` or a segment's newest record is
- * older than `maxAgeMs`; records are de-duplicated by id across everything retained.
+ * older than `maxAgeMs`; records are de-duplicated by reporter and id across everything retained.
  */
 
 export interface FlowStoreOptions {
@@ -81,11 +81,19 @@ export class FlowStoreError extends Error {
 }
 
 const SEGMENT_NAME = /^(\d{12})\.seg$/;
+
+/**
+ * Records are the same when the same reporter gave them the same id: a reporter's ids need only be
+ * unique to it, and one reporter can never shadow another's records by sending their ids first.
+ */
+function recordKey(r: FlowRecord): string {
+  return `${r.reporter.spiffeId} ${r.id}`;
+}
 const DAY = 24 * 60 * 60 * 1000;
 
 export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> {
   private readonly segments: Segment[] = [];
-  private readonly ids = new Set<string>();
+  private readonly keys = new Set<string>();
   private readonly aggregator = new EdgeAggregator();
   private active: FileHandle | null = null;
   private tail: Promise<unknown> = Promise.resolve();
@@ -132,16 +140,17 @@ export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> 
     return this.serialize(async () => {
       if (this.closed) throw new Error("flow store is closed");
       const fresh: FlowRecord[] = [];
-      const batchIds = new Set<string>();
+      const batchKeys = new Set<string>();
       for (const r of records) {
-        if (this.ids.has(r.id) || batchIds.has(r.id)) continue;
-        batchIds.add(r.id);
+        const key = recordKey(r);
+        if (this.keys.has(key) || batchKeys.has(key)) continue;
+        batchKeys.add(key);
         fresh.push(r);
       }
       if (fresh.length > 0) {
         await this.write(fresh);
         for (const r of fresh) {
-          this.ids.add(r.id);
+          this.keys.add(recordKey(r));
           this.aggregator.add(r);
         }
         await this.enforceRetention();
@@ -181,7 +190,7 @@ export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> 
 
   stats(): StoreStats {
     return {
-      records: this.ids.size,
+      records: this.keys.size,
       bytes: this.segments.reduce((n, s) => n + s.bytes, 0),
       segments: this.segments.length,
       corruptLines: this.corruptLines,
@@ -258,8 +267,8 @@ export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> 
         const record = nl === -1 ? null : decodeLine(data.subarray(offset, nl));
         if (record) {
           goodEnd = end;
-          if (!this.ids.has(record.id)) {
-            this.ids.add(record.id);
+          if (!this.keys.has(recordKey(record))) {
+            this.keys.add(recordKey(record));
             this.aggregator.add(record);
             seg.records.push(record);
             if (record.time > seg.newest) seg.newest = record.time;
@@ -302,7 +311,7 @@ export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> 
       this.segments.shift();
       total -= oldest.bytes;
       for (const r of oldest.records) {
-        this.ids.delete(r.id);
+        this.keys.delete(recordKey(r));
         this.aggregator.remove(r);
       }
       this.log.info({ file: oldest.path, records: oldest.records.length, expired }, "dropped flow segment");

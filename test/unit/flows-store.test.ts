@@ -38,6 +38,15 @@ describe("flow store", () => {
     expect(again.stats().records).toBe(2);
   });
 
+  it("keeps another reporter's record with the same id: one reporter cannot shadow another's ids", async () => {
+    const { store } = await open();
+    const [a] = demoTraffic();
+    const forged = { ...a!, reporter: { ...a!.reporter, spiffeId: "spiffe://sigil.local/workload/other" } };
+    expect((await store.append([forged])).accepted).toHaveLength(1);
+    expect((await store.append([a!])).accepted).toEqual([a]);
+    expect(store.stats().records).toBe(2);
+  });
+
   it("cuts a torn tail left by a crash mid-write and keeps every complete record", async () => {
     const { store, dir } = await open();
     const sent = demoTraffic();
