@@ -103,8 +103,16 @@ export class OutboundHandler {
       await deps.authorizer.prepareEgress(destination.host, [sni, host]);
       if (socket.destroyed) return;
     }
-    const peerFor = (requestedName: string | undefined): Peer =>
-      mesh ? meshPeer(mesh, destination.host) : externalPeer(destination.host, namedTarget ?? requestedName);
+    const peerFor = (requestedName: string | undefined): Peer => {
+      if (!mesh) return externalPeer(destination.host, namedTarget ?? requestedName);
+      // Each request is decided with the directory's current labels for the workload the hop is
+      // pinned to; an entry that now names another workload does not change where the bytes go.
+      const current = deps.peers.lookup(destination.host, destination.port);
+      return meshPeer(
+        current?.identity.spiffeId === mesh.identity.spiffeId ? current : mesh,
+        destination.host,
+      );
+    };
     const facts: ConnectionFacts = {
       direction: "egress",
       port: destination.port,
