@@ -14,6 +14,7 @@
  *   npx tsx bench/fastpath/run.ts [--iperf-seconds 5] [--runs 3] [--connects 2000] [--rate-seconds 5]
  */
 import { readFile, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { cpus, loadavg, release } from "node:os";
@@ -28,6 +29,7 @@ import {
   webToDbPolicy,
 } from "../../test/e2e/fastpath-support/lab.ts";
 import { REPO_ROOT } from "../../test/e2e/fastpath-support/netns.ts";
+import { formatForRepo } from "../compare/format.ts";
 import { TestPki } from "../../test/e2e/fastpath-support/pki.ts";
 
 const opts = new Command()
@@ -257,9 +259,12 @@ if (opts.write) {
   // Everything from the marker on is written by hand (the hot-path log) and survives a rerun.
   const previous = await readFile(resultsFile, "utf8").catch(() => "");
   const kept = previous.indexOf(KEPT_MARKER);
-  await writeFile(resultsFile, kept >= 0 ? `${md}\n${previous.slice(kept)}` : md);
-  await writeFile(
+  // Formatted as `npm test` checks the tree, so a run leaves it clean.
+  const write = async (file: URL, text: string): Promise<void> =>
+    writeFile(file, await formatForRepo(fileURLToPath(file), text));
+  await write(resultsFile, kept >= 0 ? `${md}\n${previous.slice(kept)}` : md);
+  await write(
     new URL("./results.json", import.meta.url),
-    `${JSON.stringify({ command, loadBefore, loadAfter, handshakeCpu, results }, null, 2)}\n`,
+    JSON.stringify({ command, loadBefore, loadAfter, handshakeCpu, results }),
   );
 }
