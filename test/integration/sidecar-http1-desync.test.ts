@@ -1,6 +1,7 @@
 import net from "node:net";
-import type { AddressInfo, Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRawUpstream } from "../support/raw-upstream.ts";
+import type { RawUpstream } from "../support/raw-upstream.ts";
 import { rawExchange } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
 import { startPair } from "../support/sidecar-mesh.ts";
@@ -24,61 +25,16 @@ const SCRIPT: Record<string, string> = {
   "/ws-switch": "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
 };
 
-interface ScriptedServer {
-  readonly port: number;
-  /** Request lines read, across connections, in arrival order. */
-  readonly lines: string[];
-  /** Every byte received, latin1. */
-  received(): string;
-  close(): Promise<void>;
-}
-
-async function startScriptedServer(): Promise<ScriptedServer> {
-  const lines: string[] = [];
-  const received: string[] = [];
-  const sockets = new Set<Socket>();
-  const server = net.createServer((s: Socket) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => undefined);
-    let buf = "";
-    let echo = false;
-    s.on("data", (c: Buffer) => {
-      received.push(c.toString("latin1"));
-      if (echo) {
-        s.write(c);
-        return;
-      }
-      buf += c.toString("latin1");
-      for (let e = buf.indexOf("\r\n\r\n"); e >= 0 && !echo; e = buf.indexOf("\r\n\r\n")) {
-        const line = buf.slice(0, buf.indexOf("\r\n"));
-        buf = buf.slice(e + 4);
-        lines.push(line);
-        const path = line.split(" ")[1] ?? "";
-        const answer = SCRIPT[path] ?? `HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`;
-        s.write(Buffer.from(answer, "latin1"));
-        if (path === "/ws-switch") {
-          // Bytes after the head were sent before the switch was seen: they are echoed as frames too.
-          echo = true;
-          if (buf !== "") s.write(buf);
-        }
-      }
-    });
+/** Answers from SCRIPT; after `/ws-switch` the connection echoes every byte as frames. */
+function startScriptedServer(): Promise<RawUpstream> {
+  return startRawUpstream(({ path, socket }) => {
+    const answer = SCRIPT[path] ?? `HTTP/1.1 200 OK\r\nContent-Length: ${path.length}\r\n\r\n${path}`;
+    socket.write(Buffer.from(answer, "latin1"));
+    return path === "/ws-switch" ? "echo" : undefined;
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    lines,
-    received: () => received.join(""),
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
 }
 
-let upstream: ScriptedServer;
+let upstream: RawUpstream;
 let pair: SidecarPair;
 
 beforeAll(async () => {

@@ -1,7 +1,9 @@
 import { once } from "node:events";
 import net from "node:net";
-import type { AddressInfo, Socket } from "node:net";
+import type { Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRawUpstream } from "../support/raw-upstream.ts";
+import type { RawUpstream } from "../support/raw-upstream.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
 import { startPair } from "../support/sidecar-mesh.ts";
 
@@ -18,12 +20,9 @@ const INJECTED = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected";
 const LATE_MS = 30;
 
 interface ScriptedServer {
-  readonly port: number;
-  /** Upstream connections accepted so far. */
-  connections: number;
+  readonly upstream: RawUpstream;
   /** Resolves once the upstream connection that carried `path` is closed by the sidecar. */
   closedAfter(path: string): Promise<void>;
-  close(): Promise<void>;
 }
 
 function answer(path: string): string {
@@ -31,44 +30,20 @@ function answer(path: string): string {
 }
 
 async function startScriptedServer(): Promise<ScriptedServer> {
-  const sockets = new Set<Socket>();
   const closedBy = new Map<string, Promise<void>>();
-  const state = { connections: 0 };
-  const server = net.createServer((s: Socket) => {
-    state.connections++;
-    sockets.add(s);
-    const closed = once(s, "close").then(() => undefined);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => undefined);
-    let buf = "";
-    s.on("data", (c: Buffer) => {
-      buf += c.toString("latin1");
-      for (let e = buf.indexOf("\r\n\r\n"); e >= 0; e = buf.indexOf("\r\n\r\n")) {
-        const path = buf.slice(0, buf.indexOf("\r\n")).split(" ")[1] ?? "";
-        buf = buf.slice(e + 4);
-        closedBy.set(path, closed);
-        if (path === "/same-read") s.write(answer(path) + INJECTED);
-        else s.write(answer(path));
-        if (path === "/late") setTimeout(() => s.writable && s.write(INJECTED), LATE_MS);
-      }
-    });
+  const upstream = await startRawUpstream(({ path, socket, closed }) => {
+    closedBy.set(path, closed);
+    if (path === "/same-read") socket.write(answer(path) + INJECTED);
+    else socket.write(answer(path));
+    if (path === "/late") setTimeout(() => socket.writable && socket.write(INJECTED), LATE_MS);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
-    port: (server.address() as AddressInfo).port,
-    get connections() {
-      return state.connections;
-    },
+    upstream,
     closedAfter: (path) => {
       const closed = closedBy.get(path);
       if (closed === undefined) return Promise.reject(new Error(`${path} was never received`));
       return withTimeout(closed, 3000, `the upstream connection of ${path} stayed open`);
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
   };
 }
 
@@ -129,14 +104,14 @@ class Client {
   }
 }
 
-let upstream: ScriptedServer;
+let scripted: ScriptedServer;
 let pair: SidecarPair;
 
 beforeAll(async () => {
-  upstream = await startScriptedServer();
+  scripted = await startScriptedServer();
   pair = await startPair({
     appPorts: [],
-    externalTargets: [{ host: "127.0.0.1", port: upstream.port }],
+    externalTargets: [{ host: "127.0.0.1", port: scripted.upstream.port }],
     policyA: `
 apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
@@ -152,21 +127,21 @@ spec:
 
 afterAll(async () => {
   await pair?.close();
-  await upstream?.close();
+  await scripted?.upstream.close();
 });
 
 describe("HTTP/1.1 upstream pool: bytes after a response", () => {
   it("closes an idle pooled connection that receives bytes, and the next request gets its own response", async () => {
     const client = await Client.open(pair.externalPort(0));
     try {
-      const before = upstream.connections;
+      const before = scripted.upstream.connections;
       expect(await client.get("/late")).toBe("/late");
-      await upstream.closedAfter("/late");
+      await scripted.closedAfter("/late");
       expect(await client.get("/next-after-late")).toBe("/next-after-late");
       expect(await client.get("/again")).toBe("/again");
       expect(client.unread).toBe("");
       // The connection that sent the extra bytes was replaced by one fresh connection, then reused.
-      expect(upstream.connections - before).toBe(2);
+      expect(scripted.upstream.connections - before).toBe(2);
     } finally {
       client.close();
     }
@@ -176,11 +151,11 @@ describe("HTTP/1.1 upstream pool: bytes after a response", () => {
     const client = await Client.open(pair.externalPort(0));
     try {
       expect(await client.get("/same-read")).toBe("/same-read");
-      const after = upstream.connections;
-      await upstream.closedAfter("/same-read");
+      const after = scripted.upstream.connections;
+      await scripted.closedAfter("/same-read");
       expect(await client.get("/next-after-same-read")).toBe("/next-after-same-read");
       expect(client.unread).toBe("");
-      expect(upstream.connections - after).toBe(1);
+      expect(scripted.upstream.connections - after).toBe(1);
     } finally {
       client.close();
     }
