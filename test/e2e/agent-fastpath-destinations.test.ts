@@ -9,25 +9,20 @@
  * its enforcers running.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startControlPlane } from "../../controlplane/control-plane.ts";
-import type { ControlPlane } from "../../controlplane/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
-import { appUser, chownTo, ensureProxyUser } from "../../examples/demo/users.ts";
-import { MARK_MASK, hex } from "../../sidecar/fastpath/marks.ts";
-import { NetnsLab, run, runOk, waitFor } from "../support/netns.ts";
-import type { LabHost, RunAs } from "../support/netns.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
+import {
+  AgentLab,
+  TRUST_DOMAIN,
+  echoAccepted,
+  queuedPackets,
+  startServers,
+} from "./fastpath-support/agent-lab.ts";
+import type { AgentWorkload } from "./fastpath-support/agent-lab.ts";
+import type { OutputLines } from "./fastpath-support/netns.ts";
 
 const SUBNET = 213;
 const DB = 5432;
-const TRUST_DOMAIN = "sigil.local";
-const SIGIL = join(REPO_ROOT, "bin/sigil.mjs");
-const HOST_ADDRESS = `198.18.${SUBNET}.254`;
 const ADMIN = 15000;
 
 const POLICY = `
@@ -63,61 +58,26 @@ spec:
 
 type Name = "web" | "fastdb" | "strictdb";
 
-interface Workload {
-  name: Name;
-  host: LabHost;
-  dir: string;
-  captureConfig: string;
-  sidecar?: OutputLines;
+interface Workload extends AgentWorkload {
   server?: OutputLines;
 }
 
-/** Packets the kernel handed to NFQUEUE in this namespace (the NFQUEUE rules' counters, both families). */
-async function queuedPackets(host: LabHost): Promise<number> {
-  let total = 0;
-  for (const tool of ["iptables", "ip6tables"]) {
-    const text = await host.ns.execOk([tool, "-w", "5", "-t", "mangle", "-L", "-v", "-x", "-n"]);
-    for (const line of text.split("\n")) {
-      if (line.includes("NFQUEUE")) total += Number(line.trim().split(/\s+/)[0]);
-    }
-  }
-  return total;
-}
-
 describe.sequential("sigil sidecar --fast-path-ports: the destination's data path decides", () => {
-  const hostLink = `sg${randomBytes(3).toString("hex")}cq`;
-  let lab: NetnsLab;
-  let cp: ControlPlane;
-  let dir: string;
-  let proxy: RunAs;
-  let app: RunAs;
+  let lab: AgentLab;
   const w = {} as Record<Name, Workload>;
   let since: number;
 
-  const flowsSince = async (
+  const flowsSince = (
     what: string,
     match: (f: FlowRecord) => boolean,
     count: number,
-  ): Promise<FlowRecord[]> => {
-    let found: FlowRecord[] = [];
-    await waitFor(
-      what,
-      () => {
-        found = cp.flows.all({ since }).filter(match);
-        return found.length >= count;
-      },
-      { timeoutMs: 20_000, intervalMs: 200 },
-    );
-    return found;
-  };
+  ): Promise<FlowRecord[]> => lab.flowsSince(since, what, match, count);
 
-  const accepted = (server: Workload): number =>
-    server.server!.lines.filter((l) => jsonLine(l)?.event === "accepted" && jsonLine(l)?.server === "echo")
-      .length;
+  const accepted = (server: Workload): number => echoAccepted(server.server!);
 
   const nc = (to: Workload, input: string) =>
     w.web.host.ns.exec(["nc", "-v", "-N", "-w", "5", to.host.ipv4, String(DB)], {
-      as: app,
+      as: lab.app,
       input,
       timeoutMs: 30_000,
     });
@@ -130,128 +90,24 @@ describe.sequential("sigil sidecar --fast-path-ports: the destination's data pat
       },
     );
 
-  async function prepare(name: Name, host: LabHost): Promise<Workload> {
-    const wdir = join(dir, name);
-    await mkdir(wdir, { mode: 0o700 });
-    const captureConfig = join(wdir, "capture.yaml");
-    await writeFile(
-      captureConfig,
-      [
-        "capture:",
-        `  proxyUid: ${proxy.uid}`,
-        `  proxyGid: ${proxy.gid}`,
-        `  fastPathMarkMask: ${hex(MARK_MASK)}`,
-        "",
-      ].join("\n"),
-    );
-    await host.ns.execOk([process.execPath, SIGIL, "init", "--config", captureConfig], { timeoutMs: 60_000 });
-    const { token } = await cp.identity.tokens.create({ name, labels: { app: name }, ttlSeconds: 600 });
-    await writeFile(join(wdir, "join-token"), `${token}\n`, { mode: 0o600 });
-    await chownTo(wdir, proxy);
-    return { name, host, dir: wdir, captureConfig };
-  }
-
-  function startSidecar(x: Workload): OutputLines {
-    const child = x.host.ns.spawn(
-      [
-        "setpriv",
-        `--reuid=${proxy.uid}`,
-        `--regid=${proxy.gid}`,
-        "--clear-groups",
-        "--inh-caps=+net_admin",
-        "--ambient-caps=+net_admin",
-        "--",
-        process.execPath,
-        SIGIL,
-        "sidecar",
-        "--control-plane",
-        `${HOST_ADDRESS}:${cp.grpc.port}`,
-        "--control-plane-ca",
-        join(dir, "controlplane-ca.pem"),
-        "--join-token-file",
-        join(x.dir, "join-token"),
-        "--workload-name",
-        x.name,
-        "--mode",
-        "captured",
-        "--advertise-address",
-        x.host.ipv4,
-        ...(x.name === "web" ? [] : ["--app-port", String(DB)]),
-        "--fast-path-ports",
-        String(DB),
-        "--capture-config",
-        x.captureConfig,
-        "--log-level",
-        "info",
-      ],
-      { env: { PATH: process.env.PATH, HOME: x.dir } },
-    );
-    return new OutputLines(child);
-  }
-
   beforeAll(async () => {
-    [proxy, app] = await Promise.all([ensureProxyUser(), appUser()]);
-    dir = await mkdtemp(join(tmpdir(), "sigil-agent-fp-dest-"));
-    await chmod(dir, 0o755);
-    lab = await NetnsLab.create(["web", "fastdb", "strictdb"], { subnet: SUBNET });
-    await runOk(["ip", "link", "add", hostLink, "type", "veth", "peer", "name", "cp", "netns", lab.hub.name]);
-    await lab.hub.execOk(["ip", "link", "set", "cp", "master", "br0", "up"]);
-    await runOk(["ip", "addr", "add", `${HOST_ADDRESS}/24`, "dev", hostLink]);
-    await runOk(["ip", "link", "set", hostLink, "up"]);
-
-    await mkdir(join(dir, "policies"));
-    await writeFile(join(dir, "policies", "db.yaml"), POLICY);
-    cp = await startControlPlane({
-      dataDir: join(dir, "cp"),
-      trustDomain: TRUST_DOMAIN,
-      policyDir: join(dir, "policies"),
-      mode: "enforce",
-      grpc: { host: HOST_ADDRESS, port: 0 },
-      xdsPlaintext: undefined,
-      http: { host: "127.0.0.1", port: 0 },
-      serverNames: [],
-      log: pino({ level: "silent" }),
+    lab = await AgentLab.create({
+      names: ["web", "fastdb", "strictdb"],
+      subnet: SUBNET,
+      policy: POLICY,
+      linkSuffix: "cq",
+      dirPrefix: "sigil-agent-fp-dest-",
     });
-    await copyFile(cp.bundlePath, join(dir, "controlplane-ca.pem"));
-    await chmod(join(dir, "controlplane-ca.pem"), 0o644);
-
-    for (const name of ["fastdb", "strictdb", "web"] as const) w[name] = await prepare(name, lab.host(name));
+    for (const name of ["fastdb", "strictdb", "web"] as const) w[name] = await lab.prepare(name);
     for (const name of ["fastdb", "strictdb"] as const) {
-      const server = new OutputLines(
-        lab
-          .host(name)
-          .ns.spawn(
-            [
-              process.execPath,
-              "--import",
-              "tsx",
-              join(REPO_ROOT, "test/e2e/fastpath-support/servers.ts"),
-              "8080",
-              String(DB),
-            ],
-            { as: app },
-          ),
-      );
-      await server.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined), 30_000);
-      w[name].server = server;
+      w[name].server = await startServers(w[name].host, lab.app, DB);
     }
-    for (const x of Object.values(w)) x.sidecar = startSidecar(x);
-    for (const x of Object.values(w)) {
-      await x.sidecar!.waitFor(
-        (l) => (l.startsWith("sigil sidecar ready spiffe=") ? true : undefined),
-        120_000,
-      );
-    }
+    await lab.startSidecars(Object.values(w), (x) => ({
+      appPort: x.name === "web" ? undefined : DB,
+      fastPathPorts: [DB],
+    }));
     // The client learns from the peer directory which destinations take 5432 on the fast path.
-    const fastdbWord = `0x${w.fastdb.host.ipv4
-      .split(".")
-      .reduce((acc, p) => acc * 256 + Number(p), 0)
-      .toString(16)}`;
-    await waitFor(
-      "web's rules list fastdb as a fast-path destination",
-      async () => (await w.web.host.ns.execOk(["iptables-save", "-t", "mangle"])).includes(`=${fastdbWord}"`),
-      { timeoutMs: 30_000, intervalMs: 200 },
-    );
+    await lab.waitForFastPathDestination(w.web, w.fastdb);
   }, 300_000);
 
   afterAll(async () => {
@@ -261,10 +117,7 @@ describe.sequential("sigil sidecar --fast-path-ports: the destination's data pat
       x.sidecar.child.kill("SIGTERM");
       await x.sidecar.exit(30_000).catch(() => undefined);
     }
-    await lab?.destroy();
-    await run(["ip", "link", "del", hostLink]);
-    await cp?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await lab?.close();
   }, 90_000);
 
   it("lists only L4_FAST_PATH destinations in the client's outbound handshake rules", async () => {
@@ -315,7 +168,7 @@ describe.sequential("sigil sidecar --fast-path-ports: the destination's data pat
       new Set([`spiffe://${TRUST_DOMAIN}/workload/web`, `spiffe://${TRUST_DOMAIN}/workload/strictdb`]),
     );
     for (const f of flows) expect(f.encrypted).toBe(true);
-    const fastpathFlows = cp.flows
+    const fastpathFlows = lab.cp.flows
       .all({ since })
       .filter((f) => f.reporter.kind === "fastpath" && f.destination.address === w.strictdb.host.ipv4);
     expect(fastpathFlows).toEqual([]);

@@ -10,28 +10,28 @@
  * iptables-save exactly.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startControlPlane } from "../../controlplane/control-plane.ts";
-import type { ControlPlane } from "../../controlplane/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
-import { appUser, chownTo, ensureProxyUser } from "../../examples/demo/users.ts";
 import { readTables } from "../../sidecar/capture/apply.ts";
 import { normalizeSave } from "../../sidecar/capture/transaction.ts";
-import { MARK_MASK, hex } from "../../sidecar/fastpath/marks.ts";
-import { NetnsLab, run, runOk, waitFor } from "../support/netns.ts";
-import type { LabHost, RunAs } from "../support/netns.ts";
+import { waitFor } from "../support/netns.ts";
+import type { LabHost } from "../support/netns.ts";
+import {
+  AgentLab,
+  SIGIL,
+  TRUST_DOMAIN,
+  echoAccepted,
+  queuedPackets,
+  startServers,
+} from "./fastpath-support/agent-lab.ts";
+import type { AgentWorkload } from "./fastpath-support/agent-lab.ts";
 import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
 
 const SUBNET = 211;
 const DB = 5432;
-const TRUST_DOMAIN = "sigil.local";
-const SIGIL = join(REPO_ROOT, "bin/sigil.mjs");
-/** The host's address on the lab's bridge (the control plane) and an outside peer without an enforcer. */
-const HOST_ADDRESS = `198.18.${SUBNET}.254`;
+/** An outside peer without an enforcer, on the lab's bridge. */
 const OUTSIDER = `198.18.${SUBNET}.200`;
 
 const policy = (web: "allow" | "deny"): string => `
@@ -80,13 +80,8 @@ const FOREIGN: Record<"iptables" | "ip6tables", string[][]> = {
   ],
 };
 
-interface Workload {
-  name: "web" | "db";
-  host: LabHost;
-  dir: string;
-  captureConfig: string;
+interface Workload extends AgentWorkload {
   baseline: string;
-  sidecar?: OutputLines;
 }
 
 async function saved(host: LabHost): Promise<string> {
@@ -94,193 +89,63 @@ async function saved(host: LabHost): Promise<string> {
   return `${normalizeSave(await readTables(target, 4))}\n${normalizeSave(await readTables(target, 6))}`;
 }
 
-/** Packets the kernel handed to NFQUEUE in this namespace (the NFQUEUE rules' counters, both families). */
-async function queuedPackets(host: LabHost): Promise<number> {
-  let total = 0;
-  for (const tool of ["iptables", "ip6tables"]) {
-    const text = await host.ns.execOk([tool, "-w", "5", "-t", "mangle", "-L", "-v", "-x", "-n"]);
-    for (const line of text.split("\n")) {
-      if (line.includes("NFQUEUE")) total += Number(line.trim().split(/\s+/)[0]);
-    }
-  }
-  return total;
-}
-
 describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () => {
-  const hostLink = `sg${randomBytes(3).toString("hex")}cp`;
-  let lab: NetnsLab;
-  let cp: ControlPlane;
-  let dir: string;
-  let policyFile: string;
-  let proxy: RunAs;
-  let app: RunAs;
+  let lab: AgentLab;
   let web: Workload;
   let db: Workload;
   let server: OutputLines;
   let since: number;
 
-  const flowsSince = async (
-    what: string,
-    match: (f: FlowRecord) => boolean,
-    count = 1,
-  ): Promise<FlowRecord[]> => {
-    let found: FlowRecord[] = [];
-    await waitFor(
-      what,
-      () => {
-        found = cp.flows.all({ since }).filter(match);
-        return found.length >= count;
-      },
-      { timeoutMs: 20_000, intervalMs: 200 },
-    );
-    return found;
-  };
+  const flowsSince = (what: string, match: (f: FlowRecord) => boolean, count = 1): Promise<FlowRecord[]> =>
+    lab.flowsSince(since, what, match, count);
 
-  const accepted = (): number =>
-    server.lines.filter((l) => jsonLine(l)?.event === "accepted" && jsonLine(l)?.server === "echo").length;
+  const accepted = (): number => echoAccepted(server);
 
   /** nc from web's namespace as the application user; resolves with what it printed and its exit. */
   const nc = (input: string, wait = 5) =>
     web.host.ns.exec(["nc", "-v", "-N", "-w", String(wait), db.host.ipv4, String(DB)], {
-      as: app,
+      as: lab.app,
       input,
       timeoutMs: 30_000,
     });
 
-  async function prepare(name: Workload["name"], host: LabHost): Promise<Workload> {
-    const wdir = join(dir, name);
-    await mkdir(wdir, { mode: 0o700 });
-    const captureConfig = join(wdir, "capture.yaml");
-    await writeFile(
-      captureConfig,
-      [
-        "capture:",
-        `  proxyUid: ${proxy.uid}`,
-        `  proxyGid: ${proxy.gid}`,
-        `  fastPathMarkMask: ${hex(MARK_MASK)}`,
-        "",
-      ].join("\n"),
-    );
-    for (const [tool, rules] of Object.entries(FOREIGN))
-      for (const rule of rules) await host.ns.execOk([tool, "-w", "5", ...rule]);
-    const baseline = await saved(host);
-    await host.ns.execOk([process.execPath, SIGIL, "init", "--config", captureConfig], { timeoutMs: 60_000 });
-    const { token } = await cp.identity.tokens.create({ name, labels: { app: name }, ttlSeconds: 600 });
-    await writeFile(join(wdir, "join-token"), `${token}\n`, { mode: 0o600 });
-    await chownTo(wdir, proxy);
-    return { name, host, dir: wdir, captureConfig, baseline };
+  /** Someone else's rules first, then the tables as they stand before capture. */
+  async function prepare(name: "web" | "db"): Promise<Workload> {
+    let baseline = "";
+    const w = await lab.prepare(name, async (host) => {
+      for (const [tool, rules] of Object.entries(FOREIGN))
+        for (const rule of rules) await host.ns.execOk([tool, "-w", "5", ...rule]);
+      baseline = await saved(host);
+    });
+    return { ...w, baseline };
   }
 
-  function startSidecar(w: Workload): OutputLines {
-    const child = w.host.ns.spawn(
-      [
-        "setpriv",
-        `--reuid=${proxy.uid}`,
-        `--regid=${proxy.gid}`,
-        "--clear-groups",
-        // The fast path installs its rules and binds NFQUEUE: the sidecar user keeps CAP_NET_ADMIN.
-        "--inh-caps=+net_admin",
-        "--ambient-caps=+net_admin",
-        "--",
-        process.execPath,
-        SIGIL,
-        "sidecar",
-        "--control-plane",
-        `${HOST_ADDRESS}:${cp.grpc.port}`,
-        "--control-plane-ca",
-        join(dir, "controlplane-ca.pem"),
-        "--join-token-file",
-        join(w.dir, "join-token"),
-        "--workload-name",
-        w.name,
-        "--mode",
-        "captured",
-        "--advertise-address",
-        w.host.ipv4,
-        // web only dials db: its enforcer signs the SYNs it sends and it serves nothing.
-        ...(w.name === "db" ? ["--app-port", String(DB)] : []),
-        "--fast-path-ports",
-        String(DB),
-        "--capture-config",
-        w.captureConfig,
-        "--log-level",
-        "info",
-      ],
-      { env: { PATH: process.env.PATH, HOME: w.dir } },
-    );
-    return new OutputLines(child);
-  }
+  // web only dials db: its enforcer signs the SYNs it sends and it serves nothing.
+  const sidecarOptions = (w: AgentWorkload) => ({
+    appPort: w.name === "db" ? DB : undefined,
+    fastPathPorts: [DB],
+  });
 
   beforeAll(async () => {
-    [proxy, app] = await Promise.all([ensureProxyUser(), appUser()]);
-    dir = await mkdtemp(join(tmpdir(), "sigil-agent-fastpath-"));
-    await chmod(dir, 0o755);
-    lab = await NetnsLab.create(["web", "db"], { subnet: SUBNET });
-    // The host joins the lab's bridge so the control plane is reachable from both namespaces.
-    await runOk(["ip", "link", "add", hostLink, "type", "veth", "peer", "name", "cp", "netns", lab.hub.name]);
-    await lab.hub.execOk(["ip", "link", "set", "cp", "master", "br0", "up"]);
-    await lab.hub.execOk(["ip", "addr", "add", `${OUTSIDER}/24`, "dev", "br0"]);
-    await runOk(["ip", "addr", "add", `${HOST_ADDRESS}/24`, "dev", hostLink]);
-    await runOk(["ip", "link", "set", hostLink, "up"]);
-
-    policyFile = join(dir, "policies", "db.yaml");
-    await mkdir(join(dir, "policies"));
-    await writeFile(policyFile, policy("allow"));
-    cp = await startControlPlane({
-      dataDir: join(dir, "cp"),
-      trustDomain: TRUST_DOMAIN,
-      policyDir: join(dir, "policies"),
-      mode: "enforce",
-      grpc: { host: HOST_ADDRESS, port: 0 },
-      xdsPlaintext: undefined,
-      http: { host: "127.0.0.1", port: 0 },
-      serverNames: [],
-      log: pino({ level: "silent" }),
+    lab = await AgentLab.create({
+      names: ["web", "db"],
+      subnet: SUBNET,
+      policy: policy("allow"),
+      linkSuffix: "cp",
+      dirPrefix: "sigil-agent-fastpath-",
     });
-    await copyFile(cp.bundlePath, join(dir, "controlplane-ca.pem"));
-    await chmod(join(dir, "controlplane-ca.pem"), 0o644);
+    await lab.lab.hub.execOk(["ip", "addr", "add", `${OUTSIDER}/24`, "dev", "br0"]);
+    server = await startServers(lab.lab.host("db"), lab.app, DB);
 
-    server = new OutputLines(
-      lab
-        .host("db")
-        .ns.spawn(
-          [
-            process.execPath,
-            "--import",
-            "tsx",
-            join(REPO_ROOT, "test/e2e/fastpath-support/servers.ts"),
-            "8080",
-            String(DB),
-          ],
-          { as: app },
-        ),
-    );
-    await server.waitFor((l) => (jsonLine(l)?.event === "ready" ? true : undefined), 30_000);
-
-    db = await prepare("db", lab.host("db"));
-    web = await prepare("web", lab.host("web"));
-    for (const w of [db, web]) w.sidecar = startSidecar(w);
-    for (const w of [db, web]) {
-      await w.sidecar!.waitFor(
-        (l) => (l.startsWith("sigil sidecar ready spiffe=") ? true : undefined),
-        120_000,
-      );
-    }
+    db = await prepare("db");
+    web = await prepare("web");
+    await lab.startSidecars([db, web], sidecarOptions);
     // web's enforcer signs SYNs only to destinations the peer directory puts on the fast path.
-    const dbWord = db.host.ipv4.split(".").reduce((acc, p) => acc * 256 + Number(p), 0);
-    await waitFor(
-      "web's rules list db as a fast-path destination",
-      async () =>
-        (await web.host.ns.execOk(["iptables-save", "-t", "mangle"])).includes(`=0x${dbWord.toString(16)}"`),
-      { timeoutMs: 30_000, intervalMs: 200 },
-    );
+    await lab.waitForFastPathDestination(web, db);
   }, 240_000);
 
   afterAll(async () => {
-    await lab?.destroy();
-    await run(["ip", "link", "del", hostLink]);
-    await cp?.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    await lab?.close();
   }, 60_000);
 
   it("puts the handshake rules into capture's transaction: fast-path hooks first, decided connections skip the proxy", async () => {
@@ -331,7 +196,7 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
   it("resets a client without an enforcer and reports the denial", async () => {
     since = Date.now();
     const acceptedBefore = accepted();
-    const out = await lab.hub.exec(["nc", "-v", "-N", "-w", "5", db.host.ipv4, String(DB)], {
+    const out = await lab.lab.hub.exec(["nc", "-v", "-N", "-w", "5", db.host.ipv4, String(DB)], {
       input: "SELECT * FROM users\n",
       timeoutMs: 30_000,
     });
@@ -364,7 +229,7 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
           db.host.ipv4,
           String(DB),
         ],
-        { as: app },
+        { as: lab.app },
       ),
     );
     await held.waitFor((l) => (jsonLine(l)?.event === "connected" ? true : undefined), 20_000);
@@ -373,7 +238,7 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
     await held.waitFor((l) => (jsonLine(l)?.event === "pong" ? true : undefined), 10_000);
 
     since = Date.now();
-    await writeFile(policyFile, policy("deny"));
+    await writeFile(lab.policyFile, policy("deny"));
     let last = await nc("SELECT 1\n", 3);
     await waitFor(
       "web's new connections refused after the change",
@@ -398,7 +263,7 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
     held.child.stdin!.write("ping\n");
     await waitFor("a pong on the established connection", () => pongs() > before, { timeoutMs: 10_000 });
 
-    await writeFile(policyFile, policy("allow"));
+    await writeFile(lab.policyFile, policy("allow"));
     await waitFor("web allowed again", async () => (await nc("SELECT 2\n", 3)).stdout === "SELECT 2\n", {
       timeoutMs: 30_000,
       intervalMs: 100,
@@ -442,15 +307,9 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
   it("refuses to start on a capture config without the fast path's mark mask, changing nothing", async () => {
     // Without the mask, capture would redirect connections the fast path decided into the proxy.
     const captureConfig = join(web.dir, "capture-no-mask.yaml");
-    await writeFile(captureConfig, `capture:\n  proxyUid: ${proxy.uid}\n  proxyGid: ${proxy.gid}\n`);
-    const { token } = await cp.identity.tokens.create({
-      name: "web",
-      labels: { app: "web" },
-      ttlSeconds: 600,
-    });
-    await writeFile(join(web.dir, "join-token"), `${token}\n`, { mode: 0o600 });
-    await chownTo(web.dir, proxy);
-    const refused = startSidecar({ ...web, captureConfig });
+    await writeFile(captureConfig, `capture:\n  proxyUid: ${lab.proxy.uid}\n  proxyGid: ${lab.proxy.gid}\n`);
+    await lab.writeJoinToken(web.name, web.dir);
+    const refused = lab.startSidecar({ ...web, captureConfig }, sidecarOptions(web));
     await waitFor(
       "the sidecar's refusal",
       () =>
