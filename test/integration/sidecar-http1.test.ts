@@ -1,6 +1,7 @@
 import net from "node:net";
-import type { AddressInfo, Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRawUpstream } from "../support/raw-upstream.ts";
+import type { RawUpstream } from "../support/raw-upstream.ts";
 import type { App } from "../support/sidecar-apps.ts";
 import { RawHttpConnection, rawExchange, startHttpApp } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
@@ -27,44 +28,21 @@ const SCRIPTS: Record<string, string> = {
   "/unasked-switch": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
 };
 
-let scripted: { port: number; close(): Promise<void> };
+let scripted: RawUpstream;
 let echo: App;
 let pair: SidecarPair;
 
-function startScriptedApp(): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-    socket.on("error", () => undefined);
-    let buf = "";
-    socket.on("data", (chunk: Buffer) => {
-      buf += chunk.toString("latin1");
-      for (let end = buf.indexOf("\r\n\r\n"); end >= 0; end = buf.indexOf("\r\n\r\n")) {
-        const path = (buf.slice(0, end).split(" ")[1] ?? "").split("?")[0] as string;
-        buf = buf.slice(end + 4);
-        if (path === "/close-delimited") {
-          socket.end("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-the-end");
-        } else if (path === "/truncated") {
-          socket.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
-        } else {
-          socket.write(SCRIPTS[path] ?? "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-        }
-      }
-    });
+function startScriptedApp(): Promise<RawUpstream> {
+  return startRawUpstream(({ path: target, socket }) => {
+    const path = target.split("?")[0] as string;
+    if (path === "/close-delimited") {
+      socket.end("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-the-end");
+    } else if (path === "/truncated") {
+      socket.end("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
+    } else {
+      socket.write(SCRIPTS[path] ?? "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    }
   });
-  return new Promise((resolve) =>
-    server.listen(0, "127.0.0.1", () =>
-      resolve({
-        port: (server.address() as AddressInfo).port,
-        close: () =>
-          new Promise<void>((done) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => done());
-          }),
-      }),
-    ),
-  );
 }
 
 beforeAll(async () => {

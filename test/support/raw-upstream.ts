@@ -1,8 +1,8 @@
 /**
- * A scripted raw HTTP/1.1 upstream on loopback for the sidecar's egress suites: it reads request
- * heads the way a lenient server would (up to the blank line, no body framing) and answers exactly
- * what the suite scripts, so a suite can make it misbehave (extra bytes, odd framing, a protocol
- * switch) where a real HTTP server would refuse to.
+ * A scripted raw HTTP/1.1 upstream on loopback for the sidecar suites (an application behind a
+ * sidecar, or an egress destination): it reads request heads the way a lenient server would (up to
+ * the blank line, no body framing) and answers exactly what the suite scripts, so a suite can make
+ * it misbehave (extra bytes, odd framing, a protocol switch) where a real HTTP server would refuse to.
  */
 import { once } from "node:events";
 import net from "node:net";
