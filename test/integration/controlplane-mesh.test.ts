@@ -1,21 +1,21 @@
 import type { EventEmitter } from "node:events";
-import { mkdtemp, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
-import { startControlPlane, type ControlPlane } from "../../controlplane/control-plane.ts";
+import type { ControlPlane } from "../../controlplane/control-plane.ts";
 import { openIdentityPlane } from "../../controlplane/identity/plane.ts";
 import { registrationMetadata, type Registration } from "../../core/registration.ts";
 import type { FlowRecord } from "../../core/flow.ts";
-import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
-import { RotationManager, type WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
+import type { RotationManager, WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
 import { generateWorkloadKey, createCsr } from "../../sidecar/identity/workload-key.ts";
 import { FlowReporter } from "../../sidecar/flows/reporter.ts";
 import { XdsClient, type DecodedResource } from "../../xds/client.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import { attestWithJoinToken, startTestControlPlane } from "../support/control-plane.ts";
+import type { Closer, TestControlPlane } from "../support/control-plane.ts";
 import { nextEvent } from "./xds-harness.ts";
 
 const POLICIES = `apiVersion: sigil.dev/v1
@@ -47,12 +47,12 @@ spec:
   portLevel: { "9090": PERMISSIVE }
 `;
 
-let dataDir: string;
+let controlPlane: TestControlPlane;
 let policyDir: string;
 let cp: ControlPlane;
 let caPem: string;
 let grpcTarget: string;
-const closers: (() => void | Promise<void>)[] = [];
+const closers: Closer[] = [];
 
 async function api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
   const res = await fetch(`http://127.0.0.1:${cp.httpPort}${path}`, {
@@ -109,21 +109,7 @@ async function joinToken(name: string, labels: Record<string, string>): Promise<
 }
 
 async function attest(name: string, labels: Record<string, string>): Promise<RotationManager> {
-  const token = await joinToken(name, labels);
-  const client = new IdentityClient({
-    address: grpcTarget,
-    caPem,
-    serverSpiffeId: controlPlaneSpiffeId(cp.trustDomain),
-  });
-  closers.push(() => client.close());
-  const rotation = new RotationManager({
-    client,
-    trustDomain: cp.trustDomain,
-    bootstrapProof: () => Promise.resolve({ joinToken: token }),
-  });
-  closers.push(() => rotation.stop());
-  await rotation.start();
-  return rotation;
+  return attestWithJoinToken(controlPlane, await joinToken(name, labels), closers);
 }
 
 function adsClient(
@@ -198,20 +184,8 @@ let web2: SimSidecar;
 let apiSc: SimSidecar;
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "sg-cpm-"));
-  policyDir = await mkdtemp(join(tmpdir(), "sg-cpm-pol-"));
-  await writePolicies(POLICIES);
-  cp = await startControlPlane({
-    dataDir,
-    policyDir,
-    grpc: { host: "127.0.0.1", port: 0 },
-    xdsPlaintext: undefined,
-    http: { host: "127.0.0.1", port: 0 },
-    serverNames: ["localhost"],
-    log: pino({ level: "silent" }),
-  });
-  caPem = await readFile(cp.bundlePath, "utf8");
-  grpcTarget = `127.0.0.1:${cp.grpc.port}`;
+  controlPlane = await startTestControlPlane("sg-cpm-", { "mesh.yaml": POLICIES });
+  ({ cp, caPem, grpcTarget, policyDir } = controlPlane);
   web = await startSidecar(
     "web",
     { app: "web" },
@@ -231,9 +205,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of closers.splice(0).reverse()) await c();
-  await cp?.close();
-  await rm(dataDir, { recursive: true, force: true });
-  await rm(policyDir, { recursive: true, force: true });
+  await controlPlane?.close();
 });
 
 describe("control plane serving a simulated sidecar over real gRPC/TLS", () => {

@@ -6,6 +6,8 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startControlPlane, type ControlPlane } from "../../controlplane/control-plane.ts";
 import { AdminTokenError, loadAdminToken } from "../../controlplane/http/admin-token.ts";
+import { startTestControlPlane } from "../support/control-plane.ts";
+import type { TestControlPlane } from "../support/control-plane.ts";
 
 /** The only routes anyone who can connect may reach: health, sign-in and the static UI shell. */
 const PUBLIC_ROUTES = [
@@ -17,26 +19,19 @@ const PUBLIC_ROUTES = [
   "POST /api/session",
 ];
 
+let controlPlane: TestControlPlane;
 let dataDir: string;
 let cp: ControlPlane;
 let base: string;
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "sg-auth-"));
-  cp = await startControlPlane({
-    dataDir,
-    grpc: { host: "127.0.0.1", port: 0 },
-    xdsPlaintext: undefined,
-    http: { host: "127.0.0.1", port: 0 },
-    serverNames: ["localhost"],
-    log: pino({ level: "silent" }),
-  });
+  controlPlane = await startTestControlPlane("sg-auth-", {});
+  ({ cp, dataDir } = controlPlane);
   base = `http://127.0.0.1:${cp.httpPort}`;
 });
 
 afterAll(async () => {
-  await cp?.close();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  await controlPlane?.close();
 });
 
 interface Answer {

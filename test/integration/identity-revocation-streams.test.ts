@@ -1,24 +1,20 @@
 import { once } from "node:events";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
-import { startControlPlane, type ControlPlane } from "../../controlplane/control-plane.ts";
+import type { ControlPlane } from "../../controlplane/control-plane.ts";
 import { FlowServiceClient } from "../../core/flow-wire.ts";
 import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
-import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
-import { RotationManager, type WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
+import type { WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
 import { XdsClient } from "../../xds/client.ts";
 import { REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import { attestWithJoinToken, startTestControlPlane } from "../support/control-plane.ts";
+import type { Closer, TestControlPlane } from "../support/control-plane.ts";
 
-let dataDir: string;
+let controlPlane: TestControlPlane;
 let cp: ControlPlane;
 let caPem: string;
 let target: string;
-const closers: (() => void | Promise<void>)[] = [];
+const closers: Closer[] = [];
 
 interface Status {
   readonly code: number;
@@ -26,41 +22,18 @@ interface Status {
 }
 
 beforeAll(async () => {
-  dataDir = await mkdtemp(join(tmpdir(), "sg-revs-"));
-  cp = await startControlPlane({
-    dataDir,
-    grpc: { host: "127.0.0.1", port: 0 },
-    xdsPlaintext: undefined,
-    http: { host: "127.0.0.1", port: 0 },
-    serverNames: ["localhost"],
-    log: pino({ level: "silent" }),
-  });
-  caPem = await readFile(cp.bundlePath, "utf8");
-  target = `127.0.0.1:${cp.grpc.port}`;
+  controlPlane = await startTestControlPlane("sg-revs-", {});
+  ({ cp, caPem, grpcTarget: target } = controlPlane);
 }, 30_000);
 
 afterAll(async () => {
   for (const c of closers.splice(0).reverse()) await c();
-  await cp?.close();
-  await rm(dataDir, { recursive: true, force: true });
+  await controlPlane?.close();
 });
 
 async function attest(name: string): Promise<WorkloadCredentials> {
   const { token } = await cp.identity.tokens.create({ name, labels: { app: name }, ttlSeconds: 600 });
-  const client = new IdentityClient({
-    address: target,
-    caPem,
-    serverSpiffeId: controlPlaneSpiffeId(cp.trustDomain),
-  });
-  closers.push(() => client.close());
-  const rotation = new RotationManager({
-    client,
-    trustDomain: cp.trustDomain,
-    bootstrapProof: () => Promise.resolve({ joinToken: token }),
-  });
-  closers.push(() => rotation.stop());
-  await rotation.start();
-  return rotation.current();
+  return (await attestWithJoinToken(controlPlane, token, closers)).current();
 }
 
 function credentials(creds: WorkloadCredentials): grpc.ChannelCredentials {

@@ -2,16 +2,27 @@
  * A real control plane for suites that run sidecars against it: loopback only, ephemeral ports,
  * its data and a watched policy directory inside one temporary directory that `close()` removes.
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import type { Logger } from "pino";
+import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
+import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
+import { RotationManager } from "../../sidecar/identity/rotation.ts";
 
 export interface TestControlPlane {
   readonly cp: ControlPlane;
+  /** The control plane's data directory (its CA, tokens, admin token file). */
+  readonly dataDir: string;
+  /** The watched policy directory. */
+  readonly policyDir: string;
+  /** The CA bundle that the control plane's serving certificate chains to, PEM. */
+  readonly caPem: string;
+  /** Its gRPC address (identity signing, ADS, flows). */
+  readonly grpcTarget: string;
   /** Writes (or replaces) one policy file in the watched directory. */
   writePolicy(file: string, yaml: string): Promise<void>;
   close(): Promise<void>;
@@ -24,13 +35,15 @@ export async function startTestControlPlane(
   log: Logger = pino({ level: "silent" }),
 ): Promise<TestControlPlane> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
+  const dataDir = join(dir, "cp");
   const policyDir = join(dir, "policies");
   const writePolicy = (file: string, yaml: string): Promise<void> => writeFile(join(policyDir, file), yaml);
+  let cp: ControlPlane | undefined;
   try {
     await mkdir(policyDir);
     for (const [file, yaml] of Object.entries(policies)) await writePolicy(file, yaml);
-    const cp = await startControlPlane({
-      dataDir: join(dir, "cp"),
+    cp = await startControlPlane({
+      dataDir,
       policyDir,
       grpc: { host: "127.0.0.1", port: 0 },
       xdsPlaintext: undefined,
@@ -38,18 +51,24 @@ export async function startTestControlPlane(
       serverNames: ["localhost"],
       log,
     });
+    const started = cp;
     return {
-      cp,
+      cp: started,
+      dataDir,
+      policyDir,
+      caPem: await readFile(started.bundlePath, "utf8"),
+      grpcTarget: `127.0.0.1:${started.grpc.port}`,
       writePolicy,
       async close() {
         try {
-          await cp.close();
+          await started.close();
         } finally {
           await rm(dir, { recursive: true, force: true });
         }
       },
     };
   } catch (error) {
+    await cp?.close();
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
@@ -67,4 +86,34 @@ spec:
       from: [ { matchLabels: { app: web } } ]
       http: { methods: [GET], paths: [${paths.map((p) => JSON.stringify(p)).join(", ")}] }
 `;
+}
+
+/** Something a suite closes at the end, in the reverse of the order it was registered. */
+export type Closer = () => void | Promise<void>;
+
+/**
+ * Attests a workload to the control plane with a join token over real gRPC/TLS, as a sidecar does,
+ * and returns its started rotation (current credentials: `rotation.current()`). The identity client
+ * and the rotation are pushed onto `closers`.
+ */
+export async function attestWithJoinToken(
+  controlPlane: Pick<TestControlPlane, "cp" | "caPem" | "grpcTarget">,
+  joinToken: string,
+  closers: Closer[],
+): Promise<RotationManager> {
+  const { cp } = controlPlane;
+  const client = new IdentityClient({
+    address: controlPlane.grpcTarget,
+    caPem: controlPlane.caPem,
+    serverSpiffeId: controlPlaneSpiffeId(cp.trustDomain),
+  });
+  closers.push(() => client.close());
+  const rotation = new RotationManager({
+    client,
+    trustDomain: cp.trustDomain,
+    bootstrapProof: () => Promise.resolve({ joinToken }),
+  });
+  closers.push(() => rotation.stop());
+  await rotation.start();
+  return rotation;
 }
