@@ -28,7 +28,7 @@ export interface UpstreamOptions {
 
 function routeKey(route: UpstreamRoute, protocol: TunnelProtocol): string {
   return route.kind === "mesh"
-    ? `mesh|${route.dest.identity.spiffeId}|${route.dest.sidecar.host}|${route.dest.sidecar.port}|${route.port}|${protocol}`
+    ? `mesh|${route.dest.identity.spiffeId}|${route.dest.sidecar.host}|${route.dest.sidecar.port}|${route.port}|${protocol}|${route.dest.mtls ? "mtls" : "plaintext"}`
     : `direct|${route.host}|${route.port}|${protocol}`;
 }
 
