@@ -186,7 +186,7 @@ export function mergeStats(all: readonly EnforcerStats[]): EnforcerStats {
   const counters = structuredClone(first.counters);
   for (const s of rest) addCounters(counters, s.counters);
   return {
-    queues: all.flatMap((s) => s.queues),
+    queues: all.flatMap((s) => s.queues).sort((a, b) => a.queue - b.queue),
     counters,
     identityCache: {
       size: all.reduce((n, s) => n + s.identityCache.size, 0),
