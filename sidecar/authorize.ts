@@ -4,7 +4,12 @@ import type { Logger } from "pino";
 import type { FlowEndpoint, FlowRecord } from "../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../core/identity.ts";
 import type { AuthzRequest, Decision, EnforcementMode, HttpRequestFacts } from "../core/policy/index.ts";
-import { evaluate, normalizeRequestPath, refusalDecision } from "../core/policy/index.ts";
+import {
+  evaluate,
+  normalizeRequestPath,
+  peerAuthenticationMode,
+  refusalDecision,
+} from "../core/policy/index.ts";
 import { canonicalName } from "../core/policy/dns.ts";
 import type { EgressNameResolver, NameBinding } from "./egress-dns.ts";
 import { bindingProblem } from "./egress-dns.ts";
@@ -112,6 +117,14 @@ export class Authorizer {
       // Built once per decision, in one of two fixed shapes (no spread), since this runs per request.
       const { direction, port } = conn;
       const local = this.self();
+      // A plaintext connection accepted while its port allowed it carries no request once the port
+      // turns STRICT (the mode is read again on every request, like revocation).
+      if (
+        direction === "ingress" &&
+        !conn.encrypted &&
+        peerAuthenticationMode(snapshot.policies, local.labels, port) === "STRICT"
+      )
+        return refusalDecision(`mtls-required: peer authentication is STRICT on port ${port}`);
       const mode = snapshot.mode;
       const request: AuthzRequest =
         http === undefined

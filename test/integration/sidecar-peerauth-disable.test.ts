@@ -313,3 +313,21 @@ describe("a port's mode changing under a pooled connection", () => {
     expect(relay.hops.at(-1)?.[0]).toBe(TLS_HANDSHAKE_RECORD);
   });
 });
+
+describe("a port turning STRICT under an open plaintext connection", () => {
+  it("refuses the next request on the connection, as revocation does", async () => {
+    setB(CIDR_ONLY, "DISABLE");
+    const conn = await RawHttpConnection.open(pair.b.sidecar.inbound.port);
+    try {
+      expect((await conn.request("GET /turn/one HTTP/1.1\r\nHost: api\r\n\r\n")).status).toBe(200);
+      setB(CIDR_ONLY, "STRICT");
+      expect((await conn.request("GET /turn/two HTTP/1.1\r\nHost: api\r\n\r\n")).status).toBe(403);
+    } finally {
+      conn.close();
+    }
+    const refused = await flowFor("b", "/turn/two");
+    expect(refused.verdict).toBe("deny");
+    expect(refused.reason).toMatch(/^mtls-required: peer authentication is STRICT/);
+    expect(app.seen.some((r) => r.url === "/turn/two")).toBe(false);
+  });
+});
