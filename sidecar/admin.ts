@@ -2,6 +2,8 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import type { WorkloadIdentity } from "../core/identity.ts";
+import type { PolicySnapshot } from "./sources.ts";
 
 /**
  * The loopback admin server: `/ready` (200 once listening with a valid SVID, 503 while starting or
@@ -11,6 +13,25 @@ import type { Registry } from "prom-client";
 export interface AdminState {
   ready(): boolean;
   configDump(): unknown;
+}
+
+/** What every sidecar's `/config_dump` starts with: settings, the public identity, enforcement. */
+export function configDumpBase(
+  config: unknown,
+  identity: Pick<WorkloadIdentity, "spiffeId" | "labels" | "serial" | "notAfter">,
+  snapshot: PolicySnapshot,
+): Record<string, unknown> {
+  return {
+    config,
+    identity: {
+      spiffeId: identity.spiffeId,
+      labels: identity.labels,
+      serial: identity.serial,
+      notAfter: identity.notAfter,
+    },
+    enforcement: snapshot.mode,
+    revocations: snapshot.revocations.list.entries.length,
+  };
 }
 
 /** Where `/stats/prometheus` reads from: one registry, or an aggregate of several processes. */

@@ -5,7 +5,7 @@ import pino from "pino";
 import type { Logger } from "pino";
 import type { WorkloadIdentity } from "../core/identity.ts";
 import { originalDestinationOf } from "../native/index.ts";
-import { startAdmin } from "./admin.ts";
+import { configDumpBase, startAdmin } from "./admin.ts";
 import { Authorizer } from "./authorize.ts";
 import { EgressNameResolver } from "./egress-dns.ts";
 import type { SidecarConfig, SidecarConfigInput } from "./config.ts";
@@ -208,24 +208,12 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
             metrics,
             {
               ready: () => !draining && (options.ready?.() ?? true),
-              configDump: () => {
-                const id = meshTls.identity.identity;
-                const snapshot = options.policy.current();
-                return {
-                  config,
-                  identity: {
-                    spiffeId: id.spiffeId,
-                    labels: id.labels,
-                    serial: id.serial,
-                    notAfter: id.notAfter,
-                  },
-                  enforcement: snapshot.mode,
-                  revocations: snapshot.revocations.list.entries.length,
-                  listeners: { inbound, outbound, outboundTargets },
-                  connections: tracker.size,
-                  draining,
-                };
-              },
+              configDump: () => ({
+                ...configDumpBase(config, meshTls.identity.identity, options.policy.current()),
+                listeners: { inbound, outbound, outboundTargets },
+                connections: tracker.size,
+                draining,
+              }),
             },
             log,
           );

@@ -5,7 +5,7 @@ import pino from "pino";
 import type { Logger } from "pino";
 import type { WorkloadIdentity } from "../../core/identity.ts";
 import { verifySvid } from "../../core/svid/verify.ts";
-import { startAdmin } from "../admin.ts";
+import { configDumpBase, startAdmin } from "../admin.ts";
 import type { SidecarConfigInput } from "../config.ts";
 import { parseSidecarConfig } from "../config.ts";
 import { SidecarMetrics } from "../metrics.ts";
@@ -91,24 +91,13 @@ export async function startSidecarWorkers(options: StartSidecarWorkersOptions): 
     },
     {
       ready: () => !draining && (pool?.serving ?? 0) > 0 && (options.ready?.() ?? true),
-      configDump: () => {
-        const snapshot = options.policy.current();
-        return {
-          config,
-          identity: {
-            spiffeId: identity.spiffeId,
-            labels: identity.labels,
-            serial: identity.serial,
-            notAfter: identity.notAfter,
-          },
-          enforcement: snapshot.mode,
-          revocations: snapshot.revocations.list.entries.length,
-          listeners: listeners ?? null,
-          pid: process.pid,
-          workers: pool?.status() ?? [],
-          draining,
-        };
-      },
+      configDump: () => ({
+        ...configDumpBase(config, identity, options.policy.current()),
+        listeners: listeners ?? null,
+        pid: process.pid,
+        workers: pool?.status() ?? [],
+        draining,
+      }),
     },
     log,
   );
