@@ -12,6 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Pool } from "undici";
 import { EchoClient, startGrpcApp, startHttpApp } from "../../test/support/sidecar-apps.ts";
 import { startPair } from "../../test/support/sidecar-mesh.ts";
+import { postBench, unaryEcho } from "./requests.ts";
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: number): number => {
@@ -21,20 +22,12 @@ const arg = (name: string, fallback: number): number => {
 const REQUESTS = arg("requests", 3000);
 const ROUNDS = arg("rounds", 3);
 const ONLY = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
-const PAYLOAD = Buffer.alloc(1024, "y");
 
 async function serialHttp(port: number, n: number): Promise<void> {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1 });
   try {
     for (let i = 0; i < n; i++) {
-      const res = await pool.request({
-        method: "POST",
-        path: "/bench",
-        body: PAYLOAD,
-        headers: { "content-length": "1024" },
-      });
-      await res.body.arrayBuffer();
-      if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
+      await postBench(pool);
     }
   } finally {
     await pool.close();
@@ -45,15 +38,7 @@ async function serialGrpc(port: number, n: number): Promise<void> {
   const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   try {
     for (let i = 0; i < n; i++) {
-      await new Promise<void>((resolve, reject) =>
-        client.makeUnaryRequest(
-          "/sigil.test.Echo/Unary",
-          (b: Buffer) => b,
-          (b: Buffer) => b,
-          PAYLOAD,
-          (err) => (err ? reject(err) : resolve()),
-        ),
-      );
+      await unaryEcho(client);
     }
   } finally {
     client.close();

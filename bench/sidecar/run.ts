@@ -17,6 +17,7 @@ import { Pool } from "undici";
 import { bundleToJson } from "../../core/svid/bundle.ts";
 import { EchoClient } from "../../test/support/sidecar-apps.ts";
 import { MeshPki, TRUST_DOMAIN } from "../../test/support/sidecar-mesh.ts";
+import { postBench, unaryEcho } from "./requests.ts";
 import type { StartMessage } from "./sidecar-process.ts";
 
 const args = process.argv.slice(2);
@@ -26,7 +27,6 @@ const arg = (name: string, fallback: number): number => {
 };
 const SECONDS = arg("seconds", 10);
 const CONCURRENCY = arg("concurrency", 16);
-const PAYLOAD = Buffer.alloc(1024, "y");
 const option = (name: string): string | undefined => {
   const i = args.indexOf(`--${name}`);
   return i === -1 ? undefined : args[i + 1];
@@ -120,16 +120,7 @@ async function load(one: () => Promise<void>): Promise<Result> {
 async function httpLoad(port: number): Promise<Result> {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONCURRENCY, pipelining: 1 });
   try {
-    return await load(async () => {
-      const res = await pool.request({
-        method: "POST",
-        path: "/bench",
-        body: PAYLOAD,
-        headers: { "content-length": "1024" },
-      });
-      await res.body.arrayBuffer();
-      if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
-    });
+    return await load(() => postBench(pool));
   } finally {
     await pool.close();
   }
@@ -138,18 +129,7 @@ async function httpLoad(port: number): Promise<Result> {
 async function grpcLoad(port: number): Promise<Result> {
   const client = new EchoClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   try {
-    return await load(
-      () =>
-        new Promise<void>((resolve, reject) =>
-          client.makeUnaryRequest(
-            "/sigil.test.Echo/Unary",
-            (b: Buffer) => b,
-            (b: Buffer) => b,
-            PAYLOAD,
-            (err) => (err ? reject(err) : resolve()),
-          ),
-        ),
-    );
+    return await load(() => unaryEcho(client));
   } finally {
     client.close();
   }
