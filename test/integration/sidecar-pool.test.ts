@@ -11,6 +11,16 @@ import { startPair } from "../support/sidecar-mesh.ts";
 
 const LIMIT = 2;
 const REQUESTS = 10;
+const WEB_TO_API = `
+apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: api }
+spec:
+  selector: { matchLabels: { app: api } }
+  ingress:
+    - action: allow
+      from: [ { matchLabels: { app: web } } ]
+`;
 
 let app: http.Server;
 let appPort: number;
@@ -44,16 +54,7 @@ beforeAll(async () => {
     appPorts: [appPort],
     protocols: { [appPort]: "http1" },
     configA: { meshConnectionsPerDestination: LIMIT },
-    policyB: `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-`,
+    policyB: WEB_TO_API,
   });
 });
 
@@ -106,16 +107,7 @@ describe("a client that leaves while its request waits for the hop", () => {
       appPorts: [holdPort],
       protocols: { [holdPort]: "http1" },
       configA: { meshConnectionsPerDestination: 1 },
-      policyB: `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-`,
+      policyB: WEB_TO_API,
     });
   });
 
