@@ -64,6 +64,8 @@ export interface QueueStats {
   readonly overruns: number;
   readonly receiveErrors: number;
   readonly callbackErrors: number;
+  /** Verdicts of natively decided packets that could not be sent (the packet stays queued). */
+  readonly verdictErrors: number;
 }
 
 export interface QueueOptions {
@@ -81,6 +83,116 @@ interface NativeQueue {
   close(): void;
 }
 
+/** A connection, client side first. */
+export interface ConnectionTuple {
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly serverAddress: string;
+  readonly serverPort: number;
+}
+
+/** Mark values the warm table sets, as the fast path's rules expect them (sidecar/fastpath/marks.ts). */
+export interface WarmMarks {
+  readonly mask: number;
+  readonly accepted: number;
+  readonly deny: number;
+  readonly pendingOut: number;
+  readonly pendingIn: number;
+  readonly refused: number;
+}
+
+export interface WarmSettings {
+  /** RFC 6994 ExID of the token option. */
+  readonly exid: number;
+  /** Token timestamp tolerance, either way; nonces are kept twice as long. */
+  readonly windowMs: number;
+  /** Live nonces the replay cache holds before it refuses new tokens. */
+  readonly replayEntries: number;
+  readonly marks: WarmMarks;
+}
+
+export type NonceCheck = "ok" | "replayed" | "full";
+export type WarmPacketKind = "ourSyn" | "peerSyn" | "ourSynAck" | "peerSynAck";
+const WARM_KINDS: readonly WarmPacketKind[] = ["ourSyn", "peerSyn", "ourSynAck", "peerSynAck"];
+const NONCE_CHECKS: readonly NonceCheck[] = ["ok", "replayed", "full"];
+
+/** A decision the warm table made, for a flow record. */
+export interface WarmFlow {
+  readonly direction: "ingress" | "egress";
+  readonly tuple: ConnectionTuple;
+  readonly peerRef: number;
+  readonly decisionRef: number;
+  readonly timeMs: number;
+}
+
+export interface WarmKindStats {
+  /** Packets of this kind the table decided, and those it left to JS. */
+  readonly handled: number;
+  readonly handedToJs: number;
+  /** Sums over the handled packets (wall clock, µs): deciding, and inside the verdict call. */
+  readonly decideUs: number;
+  readonly verdictUs: number;
+}
+
+export interface WarmStats {
+  readonly synSigned: number;
+  readonly synAccepted: number;
+  readonly synDenied: number;
+  readonly synAckSigned: number;
+  readonly synAckAccepted: number;
+  readonly synAckRefused: number;
+  readonly macProofs: number;
+  readonly policyRefusals: number;
+  readonly peers: number;
+  readonly servers: number;
+  readonly decisions: number;
+  readonly replayEntries: number;
+  readonly kinds: Record<WarmPacketKind, WarmKindStats>;
+}
+
+/** A verdict the warm table gave to a packet handed to it directly (not through a queue). */
+export interface WarmVerdict {
+  readonly verdict: VerdictCode;
+  readonly mark: number | undefined;
+  readonly packet: Buffer | undefined;
+  readonly kind: WarmPacketKind;
+}
+
+type TupleArgs = [clientAddress: string, clientPort: number, serverAddress: string, serverPort: number];
+
+interface NativeWarm {
+  setLocal(chainSection: Buffer, digest: Buffer): void;
+  learnServer(address: string, port: number, digest: Buffer, key: Buffer): void;
+  forgetServer(address: string, port: number): void;
+  rememberPeer(chainSection: Buffer, digest: Buffer, ref: number, validUntilMs: number, key: Buffer): void;
+  rememberDecision(
+    direction: 0 | 1,
+    peerRef: number,
+    peerAddress: string,
+    port: number,
+    allow: boolean,
+    decisionRef: number,
+  ): void;
+  forgetPeers(): void;
+  forgetDecisions(): void;
+  rememberNonce(nonce: Buffer, nowMs: number): 0 | 1 | 2;
+  pendingOut(...args: [...TupleArgs, nowMs: number]): Buffer[] | null;
+  setPendingOut(...args: [...TupleArgs, nonces: Buffer[], nowMs: number]): void;
+  deletePendingOut(...args: TupleArgs): void;
+  pendingIn(...args: [...TupleArgs, nowMs: number]): [Buffer, Buffer | null, Buffer | null] | null;
+  setPendingIn(
+    ...args: [...TupleArgs, clientNonce: Buffer, key: Buffer | null, keyId: Buffer | null, nowMs: number]
+  ): void;
+  handle(
+    hook: number,
+    mark: number,
+    packet: Buffer,
+    nowMs: number,
+  ): [VerdictCode, number | null, Buffer | null, number] | null;
+  takeFlows(): [0 | 1, string, number, string, number, number, number, number][];
+  stats(): WarmStats;
+}
+
 interface NativeBinding {
   getOriginalDestination(fd: number, family: 4 | 6): SocketAddress;
   parseTcp(packet: Buffer, exid: number): ParsedFields;
@@ -93,7 +205,9 @@ interface NativeBinding {
     queue: number,
     options: QueueOptions,
     onPacket: (id: number, hook: number, family: 4 | 6, mark: number, packet: Buffer) => void,
+    warm?: NativeWarm,
   ) => NativeQueue;
+  WarmHandshakes: new (settings: WarmSettings) => NativeWarm;
 }
 
 /** A packet is malformed or cannot take the requested change; the message names the field. */
@@ -275,14 +389,151 @@ export function nfqueueAvailable(): boolean {
   return nativeAvailable() && load().hasNfQueue;
 }
 
+function tupleArgs(t: ConnectionTuple): TupleArgs {
+  return [t.clientAddress, t.clientPort, t.serverAddress, t.serverPort];
+}
+
+/**
+ * The fast path's warm handshakes in native code (native/src/warm_handshake.h): the enforcer teaches
+ * it verified peers, servers with their pair keys and policy decisions, and the queues given it
+ * decide warm handshakes from that without calling into JS. It also holds the per-connection state
+ * both paths share: nonces sent, clients' nonces and the replay cache.
+ */
+export class WarmHandshakes {
+  /** @internal the addon object, handed to the queues. */
+  readonly native: NativeWarm;
+
+  constructor(settings: WarmSettings) {
+    this.native = new (load().WarmHandshakes)(settings);
+  }
+
+  /** This side's certificate section (as tokens carry it) and chain digest; voids peers, servers, decisions. */
+  setLocal(chainSection: Buffer, digest: Buffer): void {
+    this.native.setLocal(chainSection, digest);
+  }
+
+  learnServer(address: string, port: number, digest: Buffer, pairKey: Buffer): void {
+    this.native.learnServer(address, port, digest, pairKey);
+  }
+
+  forgetServer(address: string, port: number): void {
+    this.native.forgetServer(address, port);
+  }
+
+  /** A peer whose chain (exactly these certificate-section bytes) verified, until `validUntilMs`. */
+  rememberPeer(
+    chainSection: Buffer,
+    digest: Buffer,
+    ref: number,
+    validUntilMs: number,
+    pairKey: Buffer,
+  ): void {
+    this.native.rememberPeer(chainSection, digest, ref, validUntilMs, pairKey);
+  }
+
+  /** Policy's answer for this peer at this address and port, in one direction. */
+  rememberDecision(
+    direction: "ingress" | "egress",
+    peerRef: number,
+    peerAddress: string,
+    port: number,
+    allow: boolean,
+    decisionRef: number,
+  ): void {
+    this.native.rememberDecision(
+      direction === "ingress" ? 0 : 1,
+      peerRef,
+      peerAddress,
+      port,
+      allow,
+      decisionRef,
+    );
+  }
+
+  /** Forgets every peer (and so every decision): new trust. */
+  forgetPeers(): void {
+    this.native.forgetPeers();
+  }
+
+  /** Forgets every decision: new policy. */
+  forgetDecisions(): void {
+    this.native.forgetDecisions();
+  }
+
+  rememberNonce(nonce: Buffer, nowMs: number): NonceCheck {
+    return NONCE_CHECKS[this.native.rememberNonce(nonce, nowMs)] as NonceCheck;
+  }
+
+  /** Nonces our SYN(s) for this connection carried, or null. */
+  pendingOut(t: ConnectionTuple, nowMs: number): Buffer[] | null {
+    return this.native.pendingOut(...tupleArgs(t), nowMs);
+  }
+
+  setPendingOut(t: ConnectionTuple, nonces: Buffer[], nowMs: number): void {
+    this.native.setPendingOut(...tupleArgs(t), nonces, nowMs);
+  }
+
+  deletePendingOut(t: ConnectionTuple): void {
+    this.native.deletePendingOut(...tupleArgs(t));
+  }
+
+  /** The accepted client's nonce and, when it proved itself by MAC, the pair key to answer in kind. */
+  pendingIn(
+    t: ConnectionTuple,
+    nowMs: number,
+  ): { clientNonce: Buffer; mac: { key: Buffer; keyId: Buffer } | null } | null {
+    const p = this.native.pendingIn(...tupleArgs(t), nowMs);
+    if (!p) return null;
+    return { clientNonce: p[0], mac: p[1] && p[2] ? { key: p[1], keyId: p[2] } : null };
+  }
+
+  setPendingIn(
+    t: ConnectionTuple,
+    clientNonce: Buffer,
+    mac: { key: Buffer; keyId: Buffer } | null,
+    nowMs: number,
+  ): void {
+    this.native.setPendingIn(...tupleArgs(t), clientNonce, mac?.key ?? null, mac?.keyId ?? null, nowMs);
+  }
+
+  /** Decides a packet handed over directly (tests, benchmarks); null when it is JS's to decide. */
+  handle(hook: number, mark: number, packet: Buffer, nowMs: number): WarmVerdict | null {
+    const r = this.native.handle(hook, mark, packet, nowMs);
+    if (!r) return null;
+    return {
+      verdict: r[0],
+      mark: r[1] ?? undefined,
+      packet: r[2] ?? undefined,
+      kind: WARM_KINDS[r[3]] as WarmPacketKind,
+    };
+  }
+
+  /** The decisions made since the last call, oldest first. */
+  takeFlows(): WarmFlow[] {
+    return this.native.takeFlows().map((f) => ({
+      direction: f[0] === 0 ? "ingress" : "egress",
+      tuple: { clientAddress: f[1], clientPort: f[2], serverAddress: f[3], serverPort: f[4] },
+      peerRef: f[5],
+      decisionRef: f[6],
+      timeMs: f[7],
+    }));
+  }
+
+  stats(): WarmStats {
+    return this.native.stats();
+  }
+}
+
 /** An NFQUEUE queue bound in this process's network namespace; every delivered packet needs a verdict. */
 export class PacketQueue {
   private readonly native: NativeQueue;
 
+  /** With `warm`, packets the warm table can decide never reach `onPacket`. */
   constructor(
     readonly queue: number,
     options: QueueOptions,
     onPacket: (packet: QueuedPacket) => void,
+    warm?: WarmHandshakes,
   ) {
     const binding = load();
     if (!binding.NfQueue) {
@@ -291,8 +542,11 @@ export class PacketQueue {
       );
     }
     // The addon passes each packet's fields as arguments (cheaper than a native-built object).
-    this.native = new binding.NfQueue(queue, options, (id, hook, family, mark, packet) =>
-      onPacket({ id, hook, family, mark, packet }),
+    this.native = new binding.NfQueue(
+      queue,
+      options,
+      (id, hook, family, mark, packet) => onPacket({ id, hook, family, mark, packet }),
+      warm?.native,
     );
   }
 

@@ -4,6 +4,7 @@
 #include "original_dst.h"
 #include "packet_napi.h"
 #include "thread_cpu.h"
+#include "warm_handshake_napi.h"
 #ifdef SIGIL_HAVE_NFQUEUE
 #include "nfqueue.h"
 #endif
@@ -14,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getOriginalDestination", Napi::Function::New(env, sigil::GetOriginalDestination));
   sigil::RegisterPacketFunctions(env, exports);
   sigil::RegisterThreadCpu(env, exports);
+  sigil::RegisterWarmHandshakes(env, exports);
 #ifdef SIGIL_HAVE_NFQUEUE
   sigil::RegisterNfQueue(env, exports);
 #endif

@@ -1,6 +1,7 @@
 // One NFQUEUE queue, bound through libmnl + libnetfilter_queue's netlink helpers. Packets are read
-// on the Node event loop when the netlink socket becomes readable and handed to JS one by one;
-// JS answers each with verdict(id, verdict, mark?, packet?) — synchronously or later. A packet that
+// on the Node event loop when the netlink socket becomes readable. Given a WarmHandshakes table, the
+// queue lets it decide each packet first (warm handshakes never enter JS); the rest are handed to JS
+// one by one, and JS answers each with verdict(id, verdict, mark?, packet?) — synchronously or later. A packet that
 // never gets a verdict stays queued in the kernel (and counts against the queue length), so the
 // JS side must always answer; if the JS callback throws, the packet is dropped (fail closed) and
 // the error is raised as an uncaught exception.
@@ -16,16 +17,24 @@
 #include <uv.h>
 
 #include <cerrno>
+#include <ctime>
 #include <string>
 #include <vector>
 
 #include "errors.h"
+#include "warm_handshake_napi.h"
 
 namespace sigil {
 namespace {
 
 const size_t kBufferSize = 0xffff + (MNL_SOCKET_BUFFER_SIZE / 2);
 constexpr int kMaxMessagesPerWakeup = 256;
+
+uint64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 class NfQueue : public Napi::ObjectWrap<NfQueue> {
  public:
@@ -38,12 +47,16 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
                        });
   }
 
-  // new NfQueue(queueNumber, { maxLength, failOpen, receiveBuffer }, onPacket(id, hook, family, mark, packet))
+  // new NfQueue(queueNumber, { maxLength, failOpen, receiveBuffer }, onPacket(id, hook, family, mark, packet), warm?)
   explicit NfQueue(const Napi::CallbackInfo& info)
       : Napi::ObjectWrap<NfQueue>(info), env_(info.Env()), context_(info.Env(), "sigil.nfqueue"), buf_(kBufferSize) {
     Napi::Env env = info.Env();
-    if (info.Length() != 3 || !info[0].IsNumber() || !info[1].IsObject() || !info[2].IsFunction()) {
-      throw Napi::TypeError::New(env, "new NfQueue(queue: number, options: object, onPacket: function)");
+    if (info.Length() < 3 || info.Length() > 4 || !info[0].IsNumber() || !info[1].IsObject() || !info[2].IsFunction()) {
+      throw Napi::TypeError::New(env, "new NfQueue(queue: number, options: object, onPacket: function, warm?: WarmHandshakes)");
+    }
+    if (info.Length() == 4 && !info[3].IsUndefined()) {
+      warm_ = &UnwrapWarmHandshakes(info[3]);
+      warmRef_ = Napi::Persistent(info[3].As<Napi::Object>());
     }
     const int64_t queue = info[0].As<Napi::Number>().Int64Value();
     if (queue < 0 || queue > 65535) throw Napi::RangeError::New(env, "queue number must be 0..65535");
@@ -172,10 +185,11 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
     auto* ph = static_cast<nfqnl_msg_packet_hdr*>(mnl_attr_get_payload(attr[NFQA_PACKET_HDR]));
     const uint32_t id = ntohl(ph->packet_id);
     ++self->received_;
+    const uint32_t mark = attr[NFQA_MARK] ? ntohl(mnl_attr_get_u32(attr[NFQA_MARK])) : 0;
+    if (self->warm_ && attr[NFQA_PAYLOAD] && self->DecideWarm(id, ph->hook, mark, attr[NFQA_PAYLOAD])) return MNL_CB_OK;
     Napi::Env env = self->env_;
     // Positional arguments rather than an object with named properties: cheaper to create on every
     // handshake packet; the typed loader (index.ts) assembles the QueuedPacket.
-    const uint32_t mark = attr[NFQA_MARK] ? ntohl(mnl_attr_get_u32(attr[NFQA_MARK])) : 0;
     Napi::Value packet = attr[NFQA_PAYLOAD]
                              ? Napi::Buffer<uint8_t>::Copy(env, static_cast<const uint8_t*>(mnl_attr_get_payload(attr[NFQA_PAYLOAD])),
                                                            mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]))
@@ -191,6 +205,22 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
       napi_fatal_exception(env, e.Value());
     }
     return MNL_CB_OK;
+  }
+
+  // The warm table's decision, sent at once; false when the packet is JS's to decide.
+  bool DecideWarm(uint32_t id, int hook, uint32_t mark, const nlattr* payload) {
+    const uint64_t started = MonotonicNs();
+    WarmVerdict v = warm_->Handle(static_cast<const uint8_t*>(mnl_attr_get_payload(payload)), mnl_attr_get_payload_len(payload), hook,
+                                  mark, WallClockMs());
+    if (!v.handled) return false;
+    const uint64_t decided = MonotonicNs();
+    // A verdict that cannot be sent leaves the packet queued until the queue is unbound: counted, as
+    // JS's failed verdicts are thrown.
+    if (SendVerdict(id, v.verdict, v.setMark ? &v.mark : nullptr, v.replace ? v.packet.data() : nullptr, v.packet.size()) != 0) {
+      ++verdictErrors_;
+    }
+    warm_->AddTiming(v.kind, decided - started, MonotonicNs() - decided);
+    return true;
   }
 
   int SendVerdict(uint32_t id, int verdict, const uint32_t* mark, const uint8_t* data, size_t len) {
@@ -254,6 +284,7 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
     o.Set("overruns", Napi::Number::New(env, static_cast<double>(overruns_)));
     o.Set("receiveErrors", Napi::Number::New(env, static_cast<double>(receiveErrors_)));
     o.Set("callbackErrors", Napi::Number::New(env, static_cast<double>(callbackErrors_)));
+    o.Set("verdictErrors", Napi::Number::New(env, static_cast<double>(verdictErrors_)));
     return o;
   }
 
@@ -302,7 +333,9 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
   std::vector<char> buf_;
   std::vector<char> verdictBuf_;
   uint64_t received_ = 0, accepted_ = 0, dropped_ = 0, repeated_ = 0, modified_ = 0;
-  uint64_t overruns_ = 0, receiveErrors_ = 0, callbackErrors_ = 0;
+  uint64_t overruns_ = 0, receiveErrors_ = 0, callbackErrors_ = 0, verdictErrors_ = 0;
+  WarmHandshakes* warm_ = nullptr;
+  Napi::ObjectReference warmRef_;
 };
 
 }  // namespace

@@ -9,6 +9,12 @@
  *   egress policy, accept or rewrite it into a RST for the local socket.
  *
  * Every decision is a flow record. Every packet gets a verdict; anything unexpected is dropped.
+ *
+ * Warm handshakes (MAC proofs between peers already verified, with a policy decision already made
+ * for that peer, address and port) are decided by the native warm table inside the queue, without
+ * entering JS; this class teaches the table after each handshake it decides itself, and collects
+ * the table's decisions for flow records. Per-connection state (nonces, replay cache) lives in the
+ * table for both paths.
  */
 import { createPublicKey, randomUUID } from "node:crypto";
 import type { KeyObject } from "node:crypto";
@@ -20,14 +26,23 @@ import {
   PacketQueue,
   TCP_FLAGS,
   VERDICT,
+  WarmHandshakes,
   extractToken,
   insertToken,
   parseTcp,
   rewriteAsReset,
   threadCpuMicros,
 } from "../../native/index.ts";
-import type { QueueStats, QueuedPacket, TcpInfo, VerdictCode } from "../../native/index.ts";
+import type {
+  QueueStats,
+  QueuedPacket,
+  TcpInfo,
+  VerdictCode,
+  WarmFlow,
+  WarmKindStats,
+} from "../../native/index.ts";
 import {
+  MARKS,
   MARK_ACCEPTED,
   MARK_DENY,
   MARK_PENDING_IN,
@@ -35,16 +50,18 @@ import {
   MARK_REFUSED,
   withMark,
 } from "./marks.ts";
-import { TokenError, chainDigest, derivePairKey, encodeToken, newNonce } from "./token.ts";
+import { TokenError, chainDigest, chainSection, derivePairKey, encodeToken, newNonce } from "./token.ts";
 import type { FourTuple, TokenRejection } from "./token.ts";
 import { TokenVerifier } from "./verifier.ts";
-import type { TrustState } from "./verifier.ts";
+import type { TrustState, VerifiedToken } from "./verifier.ts";
 
 const HOOK_LOCAL_OUT = 3;
-/** Handshake state older than this is forgotten (SYN retransmissions give up well before). */
-const PENDING_TTL_MS = 60_000;
-const MAX_PENDING = 65_536;
 const MAX_NONCES_PER_CONNECTION = 8;
+/** How often the warm table's decisions become flow records. */
+const WARM_FLOW_REPORT_MS = 20;
+/** Peers and decisions taught to the warm table before it starts afresh (their refs stay bounded). */
+const MAX_TAUGHT_PEERS = 4096;
+const MAX_TAUGHT_DECISIONS = 65_536;
 
 export interface LocalIdentity {
   readonly identity: WorkloadIdentity;
@@ -87,8 +104,10 @@ export interface EnforcerCounters {
   /** Server identities taken from sibling workers (learnServer). */
   serversShared: number;
   malformedPackets: number;
-  /** Where each kind of handshake packet's time goes (sums; divide by count). */
+  /** Where each kind of handshake packet's time goes in JS (sums; divide by count). */
   timing: Record<PacketKind, PacketTiming>;
+  /** The native warm table's share: packets it decided (and their time), packets it left to JS. */
+  warm: Record<PacketKind, WarmKindStats>;
   rejections: Partial<Record<TokenRejection | "no-state" | "policy" | "token-too-large", number>>;
 }
 
@@ -127,18 +146,6 @@ export interface EnforcerStats {
   readonly identityCache: { readonly size: number; readonly hits: number; readonly misses: number };
 }
 
-interface PendingOut {
-  readonly nonces: Buffer[];
-  readonly at: number;
-}
-
-interface PendingIn {
-  readonly clientNonce: Buffer;
-  /** Set when the client proved itself with a MAC: the SYN-ACK answers in kind. */
-  readonly mac: { key: Buffer; keyId: Buffer } | null;
-  readonly at: number;
-}
-
 interface KnownPeer {
   readonly digest: string;
   readonly publicKey: KeyObject;
@@ -164,10 +171,6 @@ function remember<V>(map: Map<string, V>, key: string, value: V): void {
   map.delete(key);
   map.set(key, value);
   if (map.size > MAX_PEERS) map.delete(map.keys().next().value as string);
-}
-
-function tupleKey(t: FourTuple): string {
-  return `${t.clientAddress}|${t.clientPort}|${t.serverAddress}|${t.serverPort}`;
 }
 
 /** One packet's verdict as a handler decided it; handle() sends it. DROP until a handler says otherwise. */
@@ -204,31 +207,17 @@ interface UnreportedFlow {
   readonly local: WorkloadIdentity;
 }
 
-/** Map with insertion-ordered expiry and a hard size bound. */
-class PendingTable<V extends { at: number }> {
-  private readonly map = new Map<string, V>();
-  get(key: string): V | undefined {
-    return this.map.get(key);
-  }
-  set(key: string, value: V): void {
-    this.map.delete(key);
-    this.map.set(key, value);
-    const cutoff = value.at - PENDING_TTL_MS;
-    for (const [k, v] of this.map) {
-      if (v.at > cutoff && this.map.size <= MAX_PENDING) break;
-      this.map.delete(k);
-    }
-  }
-  delete(key: string): void {
-    this.map.delete(key);
-  }
-}
+const emptyWarmKind = (): WarmKindStats => ({ handled: 0, handedToJs: 0, decideUs: 0, verdictUs: 0 });
 
 export class FastPathEnforcer {
   private readonly queues: PacketQueue[] = [];
   private readonly verifier: TokenVerifier;
-  private readonly pendingOut = new PendingTable<PendingOut>();
-  private readonly pendingIn = new PendingTable<PendingIn>();
+  private readonly warm: WarmHandshakes;
+  /** What the warm table's refs stand for: peers by chain digest, and policy decisions. */
+  private readonly peerRefs = new Map<string, number>();
+  private taughtPeers: WorkloadIdentity[] = [];
+  private taughtDecisions: Decision[] = [];
+  private flowTimer: NodeJS.Timeout | null = null;
   private local: LocalIdentity;
   /** This side's identities with their chain digests, newest first; older ones kept until they expire so
    * peers that still derive pair keys against them keep working across a rotation. */
@@ -260,6 +249,12 @@ export class FastPathEnforcer {
       ourSynAck: emptyTiming(),
       peerSynAck: emptyTiming(),
     },
+    warm: {
+      ourSyn: emptyWarmKind(),
+      peerSyn: emptyWarmKind(),
+      ourSynAck: emptyWarmKind(),
+      peerSynAck: emptyWarmKind(),
+    },
     rejections: {},
   };
 
@@ -269,16 +264,27 @@ export class FastPathEnforcer {
     private readonly onFlow: (record: FlowRecord) => void,
     private readonly now: () => number = Date.now,
   ) {
+    this.checkTokenSize(state.local);
     this.local = state.local;
     this.locals = [{ local: state.local, digest: chainDigest(state.local.chain) }];
     this.policy = state.policy;
+    this.warm = new WarmHandshakes({
+      exid: settings.exid,
+      windowMs: settings.windowMs,
+      replayEntries: settings.replayCacheEntries ?? 262_144,
+      marks: MARKS,
+    });
+    this.warm.setLocal(chainSection(state.local.chain), Buffer.from(this.current.digest, "hex"));
     this.verifier = new TokenVerifier(state.trust, {
       windowMs: settings.windowMs,
       identityCacheEntries: settings.identityCacheEntries ?? 4096,
-      replayCacheEntries: settings.replayCacheEntries ?? 262_144,
+      replays: this.warm,
       now,
     });
-    this.checkTokenSize(state.local);
+  }
+
+  private get current(): { local: LocalIdentity; digest: string } {
+    return this.locals[0] as { local: LocalIdentity; digest: string };
   }
 
   /** Binds the queues; from here on, handshakes of fast-path ports are decided by this object. */
@@ -290,6 +296,7 @@ export class FastPathEnforcer {
           this.settings.queueFirst + i,
           { maxLength: this.settings.queueLength ?? 4096 },
           (p) => this.handle(q, p),
+          this.warm,
         );
         this.queues.push(q);
       }
@@ -297,23 +304,31 @@ export class FastPathEnforcer {
       this.stop();
       throw err;
     }
+    this.flowTimer = setInterval(this.reportFlows, WARM_FLOW_REPORT_MS);
+    this.flowTimer.unref();
   }
 
   /** Unbinds the queues. The rules stay: new handshakes now fail closed (or open with --queue-bypass). */
   stop(): void {
     for (const q of this.queues.splice(0)) q.close();
+    if (this.flowTimer) clearInterval(this.flowTimer);
+    this.flowTimer = null;
     this.reportFlows();
   }
 
   /** A rotated SVID: the next handshake uses it, connections in progress are unaffected. */
   setIdentity(local: LocalIdentity): void {
     this.checkTokenSize(local);
+    // The warm table's pending decisions were made as the identity being replaced.
+    this.reportFlows();
     this.local = local;
     const now = this.now();
     this.locals = [
       { local, digest: chainDigest(local.chain) },
       ...this.locals.filter((l) => l.local.identity.notAfter.getTime() > now),
     ];
+    this.warm.setLocal(chainSection(local.chain), Buffer.from(this.current.digest, "hex"));
+    this.forgetTaught("peers");
   }
 
   /**
@@ -323,24 +338,131 @@ export class FastPathEnforcer {
   learnServer(learned: LearnedServer): void {
     const publicKey = createPublicKey({ key: learned.publicKeyDer, format: "der", type: "spki" });
     remember(this.knownServers, learned.server, { digest: learned.digest, publicKey });
+    this.teachServer(learned.server, learned.digest, publicKey);
     this.counters.serversShared++;
   }
 
+  /** New trust bundle or revocation list: nothing verified before counts, in JS or native. */
   setTrust(trust: TrustState): void {
     this.verifier.setTrust(trust);
+    this.forgetTaught("peers");
   }
 
   setPolicy(policy: PolicyState): void {
     this.policy = policy;
+    this.forgetTaught("decisions");
   }
 
   stats(): EnforcerStats {
     const cache = this.verifier.identities;
+    const counters = structuredClone(this.counters);
+    const w = this.warm.stats();
+    counters.synSigned += w.synSigned;
+    counters.synAccepted += w.synAccepted;
+    counters.synDenied += w.synDenied;
+    counters.synAckSigned += w.synAckSigned;
+    counters.synAckAccepted += w.synAckAccepted;
+    counters.synAckRefused += w.synAckRefused;
+    counters.warmVerifications += w.macProofs;
+    counters.macProofs += w.macProofs;
+    if (w.policyRefusals > 0)
+      counters.rejections.policy = (counters.rejections.policy ?? 0) + w.policyRefusals;
+    counters.warm = structuredClone(w.kinds);
     return {
       queues: this.queues.map((q) => q.stats()),
-      counters: structuredClone(this.counters),
+      counters,
       identityCache: { size: cache.size, hits: cache.hits, misses: cache.misses },
     };
+  }
+
+  /**
+   * Decides a packet handed over directly rather than by a queue (benchmarks, tests): the warm
+   * table first, as a queue does, then JS.
+   */
+  handleDirect(queue: Pick<PacketQueue, "verdict">, p: QueuedPacket): void {
+    const warm = this.warm.handle(p.hook, p.mark, p.packet, this.now());
+    if (!warm) {
+      this.handle(queue, p);
+      return;
+    }
+    queue.verdict(p.id, warm.verdict, warm.mark, warm.packet);
+    this.scheduleReport();
+  }
+
+  private scheduleReport(): void {
+    if (this.reportScheduled) return;
+    this.reportScheduled = true;
+    setImmediate(this.reportFlows);
+  }
+
+  /**
+   * Drops what the warm table was taught — "peers" (and with them every decision) or "decisions"
+   * only — once the flow records of what it decided with them are out.
+   */
+  private forgetTaught(what: "peers" | "decisions"): void {
+    this.reportFlows();
+    if (what === "peers") {
+      this.warm.forgetPeers();
+      this.peerRefs.clear();
+      this.taughtPeers = [];
+    } else {
+      this.warm.forgetDecisions();
+    }
+    this.taughtDecisions = [];
+  }
+
+  /** Teaches the warm table a server this side may prove itself to by MAC. */
+  private teachServer(server: string, digest: string, publicKey: KeyObject): void {
+    const key = this.pairKey(this.current.digest, digest, publicKey);
+    const at = server.lastIndexOf("|");
+    if (key)
+      this.warm.learnServer(
+        server.slice(0, at),
+        Number(server.slice(at + 1)),
+        Buffer.from(digest, "hex"),
+        key,
+      );
+  }
+
+  /** Teaches the warm table a peer JS verified; returns the ref its decisions and flows use. */
+  private teachPeer(verified: VerifiedToken): number {
+    let ref = this.peerRefs.get(verified.digest);
+    if (ref === undefined) {
+      if (this.taughtPeers.length >= MAX_TAUGHT_PEERS) this.forgetTaught("peers");
+      ref = this.taughtPeers.push(verified.identity) - 1;
+      this.peerRefs.set(verified.digest, ref);
+    }
+    const key = this.pairKey(this.current.digest, verified.digest, verified.publicKey);
+    if (key) {
+      this.warm.rememberPeer(
+        verified.token.chainBytes,
+        Buffer.from(verified.digest, "hex"),
+        ref,
+        verified.validUntilMs,
+        key,
+      );
+    }
+    return ref;
+  }
+
+  /** A policy decision for a verified peer, taught to the warm table unless the engine failed. */
+  private decideTaught(
+    direction: "ingress" | "egress",
+    peerRef: number,
+    identity: WorkloadIdentity,
+    address: string,
+    port: number,
+  ): Decision {
+    let decision: Decision;
+    try {
+      decision = this.evaluate(direction, { kind: "workload", identity, address }, port);
+    } catch (err) {
+      return refusalDecision(`policy-error: ${(err as Error).message}`);
+    }
+    if (this.taughtDecisions.length >= MAX_TAUGHT_DECISIONS) this.forgetTaught("decisions");
+    const decisionRef = this.taughtDecisions.push(decision) - 1;
+    this.warm.rememberDecision(direction, peerRef, address, port, decision.verdict === "allow", decisionRef);
+    return decision;
   }
 
   private checkTokenSize(local: LocalIdentity): void {
@@ -363,7 +485,7 @@ export class FastPathEnforcer {
    * none leaves the default, DROP). The verdict goes out before the flow record is built: records are
    * reported from the next turn of the event loop, off the path of this and the next handshake packet.
    */
-  handle(queue: PacketQueue, p: QueuedPacket): void {
+  handle(queue: Pick<PacketQueue, "verdict">, p: QueuedPacket): void {
     // Random rather than every n-th packet: handshakes alternate kinds, so a fixed stride would see one kind only.
     const sampleCpu = Math.random() < CPU_SAMPLE_RATE;
     const startedCpu = sampleCpu ? threadCpuMicros() : 0;
@@ -384,17 +506,27 @@ export class FastPathEnforcer {
         t.verdictCpuUs += threadCpuMicros() - decidedCpu;
       }
     }
-    if (this.unreported.length > 0 && !this.reportScheduled) {
-      this.reportScheduled = true;
-      setImmediate(this.reportFlows);
-    }
+    if (this.unreported.length > 0) this.scheduleReport();
   }
 
-  /** Reports the flow records of packets already answered; also run at once by stop(). */
+  /** Reports the flow records of packets already answered, the warm table's too; also run at once by stop(). */
   private readonly reportFlows = (): void => {
     this.reportScheduled = false;
+    for (const f of this.warm.takeFlows()) this.onFlow(this.flowRecord(this.warmFlow(f)));
     for (const f of this.unreported.splice(0)) this.onFlow(this.flowRecord(f));
   };
+
+  private warmFlow(f: WarmFlow): UnreportedFlow {
+    return {
+      direction: f.direction,
+      tuple: f.tuple,
+      peer: this.taughtPeers[f.peerRef] ?? null,
+      decision:
+        this.taughtDecisions[f.decisionRef] ?? refusalDecision("decision no longer known (internal error)"),
+      time: f.timeMs,
+      local: this.local.identity,
+    };
+  }
 
   /** Sorts a packet to its handler; null for a packet that is no handshake we queue (dropped). */
   private decidePacket(answer: Answer, p: QueuedPacket): PacketKind | null {
@@ -438,17 +570,22 @@ export class FastPathEnforcer {
       return;
     }
     const nonce = newNonce();
-    const key = tupleKey(tuple);
-    const previous = this.pendingOut.get(key);
+    const previous = this.warm.pendingOut(tuple, this.now());
     const serverKey = `${info.dst}|${info.dstPort}`;
     // A retransmitted SYN may mean the server could not check our MAC (it lost the key we derived
     // against): forget what we knew and prove ourselves with a signature this time.
-    if (previous) this.knownServers.delete(serverKey);
+    if (previous) {
+      this.knownServers.delete(serverKey);
+      this.warm.forgetServer(info.dst, info.dstPort);
+    }
     const known = this.knownServers.get(serverKey);
     let packet: Buffer;
     try {
-      const current = this.locals[0] as { local: LocalIdentity; digest: string };
+      const current = this.current;
       const pairKey = known ? this.pairKey(current.digest, known.digest, known.publicKey) : null;
+      if (known && pairKey) {
+        this.warm.learnServer(info.dst, info.dstPort, Buffer.from(known.digest, "hex"), pairKey);
+      }
       const token = encodeToken(current.local, {
         type: "syn",
         nonce,
@@ -470,8 +607,8 @@ export class FastPathEnforcer {
       return;
     }
     // A SYN retransmission gets a fresh nonce; the SYN-ACK may answer any of them.
-    const nonces = previous ? [...previous.nonces, nonce].slice(-MAX_NONCES_PER_CONNECTION) : [nonce];
-    this.pendingOut.set(key, { nonces, at: this.now() });
+    const nonces = previous ? [...previous, nonce].slice(-MAX_NONCES_PER_CONNECTION) : [nonce];
+    this.warm.setPendingOut(tuple, nonces, this.now());
     this.counters.synSigned++;
     answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_PENDING_OUT), packet);
   }
@@ -504,7 +641,8 @@ export class FastPathEnforcer {
     }
     let identity: WorkloadIdentity;
     let nonce: Buffer;
-    let mac: PendingIn["mac"] = null;
+    let mac: { key: Buffer; keyId: Buffer } | null = null;
+    let peerRef: number;
     try {
       const verified = this.verifier.verify(extracted.token, "syn", tuple, undefined, this.resolvePairKey);
       if (verified.cached) this.counters.warmVerifications++;
@@ -512,7 +650,8 @@ export class FastPathEnforcer {
       identity = verified.identity;
       nonce = Buffer.from(verified.token.nonce);
       if (verified.token.proofKind === "mac") this.counters.macProofs++;
-      const current = this.locals[0] as { local: LocalIdentity; digest: string };
+      peerRef = this.teachPeer(verified);
+      const current = this.current;
       // Answer a MAC in kind only if it was made against our current certificate, the one our
       // SYN-ACK carries; otherwise a signature, which also teaches the client our new certificate.
       if (verified.token.proofKind === "mac" && verified.token.keyId?.toString("hex") === current.digest) {
@@ -540,7 +679,7 @@ export class FastPathEnforcer {
       );
       return;
     }
-    const decision = this.decide("ingress", { kind: "workload", identity, address: info.src }, info.dstPort);
+    const decision = this.decideTaught("ingress", peerRef, identity, info.src, info.dstPort);
     this.finishSyn(answer, p, tuple, identity, decision, MARK_PENDING_IN, extracted.packet, { nonce, mac });
   }
 
@@ -552,11 +691,10 @@ export class FastPathEnforcer {
     decision: Decision,
     acceptMark: number,
     stripped: Buffer | undefined,
-    client?: { nonce: Buffer; mac: PendingIn["mac"] },
+    client?: { nonce: Buffer; mac: { key: Buffer; keyId: Buffer } | null },
   ): void {
     if (decision.verdict === "allow") {
-      if (client)
-        this.pendingIn.set(tupleKey(tuple), { clientNonce: client.nonce, mac: client.mac, at: this.now() });
+      if (client) this.warm.setPendingIn(tuple, client.nonce, client.mac, this.now());
       this.counters.synAccepted++;
       answer.give(VERDICT.ACCEPT, withMark(p.mark, acceptMark), stripped);
     } else {
@@ -574,7 +712,7 @@ export class FastPathEnforcer {
       serverAddress: info.src,
       serverPort: info.srcPort,
     };
-    const pending = this.pendingIn.get(tupleKey(tuple));
+    const pending = this.warm.pendingIn(tuple, this.now());
     if (!pending || info.hasToken || info.payloadLength > 0) {
       // Without the client's nonce the answer cannot be bound; the client's SYN retransmission
       // brings a fresh one.
@@ -607,12 +745,11 @@ export class FastPathEnforcer {
       serverAddress: info.src,
       serverPort: info.srcPort,
     };
-    const key = tupleKey(tuple);
-    const pending = this.pendingOut.get(key);
+    const pending = this.warm.pendingOut(tuple, this.now());
     const refuse = (identity: WorkloadIdentity | null, decision: Decision): void => {
       this.counters.synAckRefused++;
       answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_REFUSED), rewriteAsReset(p.packet));
-      this.pendingOut.delete(key);
+      this.warm.deletePendingOut(tuple);
       this.flow("egress", tuple, identity, decision);
     };
     const extracted = this.safeExtract(p.packet);
@@ -625,7 +762,7 @@ export class FastPathEnforcer {
       const decision = this.decide("egress", { kind: "external", address: info.src }, info.srcPort);
       if (decision.verdict === "allow" && info.payloadLength === 0) {
         this.counters.synAckAccepted++;
-        this.pendingOut.delete(key);
+        this.warm.deletePendingOut(tuple);
         answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED));
         this.flow("egress", tuple, null, decision);
       } else {
@@ -640,12 +777,13 @@ export class FastPathEnforcer {
       return;
     }
     let identity: WorkloadIdentity;
+    let peerRef: number;
     try {
       const verified = this.verifier.verify(
         extracted.token,
         "syn-ack",
         tuple,
-        pending?.nonces ?? [],
+        pending ?? [],
         this.resolvePairKey,
       );
       if (verified.cached) this.counters.warmVerifications++;
@@ -661,20 +799,22 @@ export class FastPathEnforcer {
         });
       }
       remember(this.knownServers, serverKey, { digest: verified.digest, publicKey: verified.publicKey });
+      this.teachServer(serverKey, verified.digest, verified.publicKey);
+      peerRef = this.teachPeer(verified);
     } catch (err) {
       const reason = err instanceof TokenError ? err.reason : "malformed";
       this.reject(reason);
       refuse(null, refusalDecision(`SYN-ACK token rejected (${reason}): ${(err as Error).message}`));
       return;
     }
-    const decision = this.decide("egress", { kind: "workload", identity, address: info.src }, info.srcPort);
+    const decision = this.decideTaught("egress", peerRef, identity, info.src, info.srcPort);
     if (decision.verdict !== "allow") {
       this.reject("policy");
       refuse(identity, decision);
       return;
     }
     this.counters.synAckAccepted++;
-    this.pendingOut.delete(key);
+    this.warm.deletePendingOut(tuple);
     answer.give(VERDICT.ACCEPT, withMark(p.mark, MARK_ACCEPTED), extracted.packet);
     this.flow("egress", tuple, identity, decision);
   }
@@ -708,16 +848,20 @@ export class FastPathEnforcer {
   /** Never throws: every handshake packet must get exactly one verdict, so an engine failure denies. */
   private decide(direction: "ingress" | "egress", peer: Peer, port: number): Decision {
     try {
-      return evaluate(this.policy.set, {
-        direction,
-        local: { labels: this.local.identity.labels },
-        peer,
-        port,
-        mode: this.policy.mode,
-      });
+      return this.evaluate(direction, peer, port);
     } catch (err) {
       return refusalDecision(`policy-error: ${(err as Error).message}`);
     }
+  }
+
+  private evaluate(direction: "ingress" | "egress", peer: Peer, port: number): Decision {
+    return evaluate(this.policy.set, {
+      direction,
+      local: { labels: this.local.identity.labels },
+      peer,
+      port,
+      mode: this.policy.mode,
+    });
   }
 
   /** Notes a decision for its flow record, built and reported once the verdict is out. */

@@ -22,3 +22,13 @@ export function withMark(current: number, value: number): number {
 export function hex(value: number): string {
   return `0x${value.toString(16)}`;
 }
+
+/** Every value, as the native warm table takes them. */
+export const MARKS = {
+  mask: MARK_MASK,
+  accepted: MARK_ACCEPTED,
+  deny: MARK_DENY,
+  pendingOut: MARK_PENDING_OUT,
+  pendingIn: MARK_PENDING_IN,
+  refused: MARK_REFUSED,
+} as const;

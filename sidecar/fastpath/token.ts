@@ -153,7 +153,7 @@ function macOver(key: Buffer, signedPart: Buffer, tuple: FourTuple): Buffer {
 /** The certificate section of a token (count, then length-prefixed DER each), built once per chain. */
 const chainSections = new WeakMap<readonly Buffer[], Buffer>();
 
-function chainSection(chain: readonly Buffer[]): Buffer {
+export function chainSection(chain: readonly Buffer[]): Buffer {
   const cached = chainSections.get(chain);
   if (cached) return cached;
   const section = Buffer.allocUnsafe(1 + chain.reduce((n, der) => n + 2 + der.length, 0));

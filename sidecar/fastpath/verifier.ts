@@ -11,7 +11,6 @@ import type { RevocationIndex } from "../../core/svid/revocation.ts";
 import { SvidVerificationError, verifySvid } from "../../core/svid/verify.ts";
 import type { WorkloadIdentity } from "../../core/identity.ts";
 import { IdentityCache } from "./identity-cache.ts";
-import { ReplayCache } from "./replay-cache.ts";
 import { TokenError, chainDigest, decodeToken, verifyMac, verifyPossession } from "./token.ts";
 import type { KeyObject } from "node:crypto";
 import type { DecodedToken, FourTuple, TokenType } from "./token.ts";
@@ -21,11 +20,19 @@ export interface TrustState {
   readonly revocations: RevocationIndex;
 }
 
+/**
+ * Nonces of accepted tokens (the native warm table's replay cache, shared with the warm path):
+ * "replayed" inside the window, "full" when it holds only live nonces and refuses new ones.
+ */
+export interface NonceStore {
+  rememberNonce(nonce: Buffer, nowMs: number): "ok" | "replayed" | "full";
+}
+
 export interface VerifierOptions {
   /** How far a token's timestamp may be from this host's clock, either way. */
   readonly windowMs: number;
   readonly identityCacheEntries: number;
-  readonly replayCacheEntries: number;
+  readonly replays: NonceStore;
   readonly now?: () => number;
 }
 
@@ -37,6 +44,8 @@ export interface VerifiedToken {
   /** Digest of the peer's chain and its public key, for deriving the pair key of later handshakes. */
   readonly digest: string;
   readonly publicKey: KeyObject;
+  /** When the peer's chain (or its anchor) stops being valid. */
+  readonly validUntilMs: number;
 }
 
 /**
@@ -71,7 +80,6 @@ class ChainDigestMemo {
 export class TokenVerifier {
   private trust: TrustState;
   readonly identities: IdentityCache;
-  private readonly replays: ReplayCache;
   private readonly digests: ChainDigestMemo;
   private readonly now: () => number;
 
@@ -82,8 +90,6 @@ export class TokenVerifier {
     this.trust = trust;
     this.identities = new IdentityCache(options.identityCacheEntries);
     this.digests = new ChainDigestMemo(options.identityCacheEntries);
-    // A nonce must be remembered as long as a token carrying it could still pass the window check.
-    this.replays = new ReplayCache(2 * options.windowMs, options.replayCacheEntries);
     this.now = options.now ?? Date.now;
   }
 
@@ -168,10 +174,17 @@ export class TokenVerifier {
     // Cache only after the key proved itself, so junk chains cannot evict good entries.
     if (!cached) this.identities.set(digest, entry);
 
-    const seen = this.replays.remember(token.nonce.toString("hex"), now);
+    const seen = this.options.replays.rememberNonce(token.nonce, now);
     if (seen === "replayed") throw new TokenError("replayed", "token nonce already used inside the window");
     if (seen === "full")
       throw new TokenError("replayed", "replay cache full; refusing new tokens until nonces expire");
-    return { identity: entry.identity, token, cached, digest, publicKey: entry.publicKey };
+    return {
+      identity: entry.identity,
+      token,
+      cached,
+      digest,
+      publicKey: entry.publicKey,
+      validUntilMs: entry.validUntilMs,
+    };
   }
 }

@@ -171,6 +171,15 @@ function addCounters(into: EnforcerCounters, from: EnforcerCounters): void {
     sum.decideCpuUs += t.decideCpuUs;
     sum.verdictCpuUs += t.verdictCpuUs;
   }
+  for (const [kind, w] of Object.entries(from.warm) as [PacketKind, EnforcerCounters["warm"][PacketKind]][]) {
+    const sum = into.warm[kind];
+    into.warm[kind] = {
+      handled: sum.handled + w.handled,
+      handedToJs: sum.handedToJs + w.handedToJs,
+      decideUs: sum.decideUs + w.decideUs,
+      verdictUs: sum.verdictUs + w.verdictUs,
+    };
+  }
   for (const [reason, n] of Object.entries(from.rejections) as [
     keyof EnforcerCounters["rejections"],
     number,

@@ -19,6 +19,7 @@ function snapshot(synAccepted: number): EnforcerStats {
     overruns: 0,
     receiveErrors: 0,
     callbackErrors: 0,
+    verdictErrors: 0,
   });
   // Only the counters the metrics read; the enforcer keeps more (timings) that are not exported.
   const counters = {

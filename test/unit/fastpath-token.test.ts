@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
-import { ReplayCache } from "../../sidecar/fastpath/replay-cache.ts";
+import { WarmHandshakes } from "../../native/index.ts";
+import { MARKS } from "../../sidecar/fastpath/marks.ts";
 import {
   TokenError,
   chainDigest,
@@ -55,10 +56,14 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+function nonceStore(windowMs: number, replayEntries: number): WarmHandshakes {
+  return new WarmHandshakes({ exid: 0x5347, windowMs, replayEntries, marks: MARKS });
+}
+
 function verifier(now = Date.now): TokenVerifier {
   return new TokenVerifier(
     { bundle: ca.bundle(), revocations: RevocationIndex.empty("sigil.local") },
-    { windowMs: 5_000, identityCacheEntries: 16, replayCacheEntries: 1024, now },
+    { windowMs: 5_000, identityCacheEntries: 16, replays: nonceStore(5_000, 1024), now },
   );
 }
 
@@ -216,13 +221,14 @@ describe("fast-path token", () => {
 });
 
 describe("replay cache", () => {
-  it("forgets nonces after their retention and fails closed when full of live ones", () => {
-    const cache = new ReplayCache(1_000, 2);
-    expect(cache.remember("a", 0)).toBe("ok");
-    expect(cache.remember("a", 500)).toBe("replayed");
-    expect(cache.remember("b", 600)).toBe("ok");
-    expect(cache.remember("c", 700)).toBe("full");
-    expect(cache.remember("c", 1_001)).toBe("ok"); // "a" expired and was swept
-    expect(cache.remember("a", 1_002)).toBe("full");
+  it("keeps nonces for twice the window and fails closed when full of live ones", () => {
+    const cache = nonceStore(500, 2);
+    const [a, b, c] = ["a", "b", "c"].map((n) => Buffer.alloc(16, n));
+    expect(cache.rememberNonce(a as Buffer, 0)).toBe("ok");
+    expect(cache.rememberNonce(a as Buffer, 500)).toBe("replayed");
+    expect(cache.rememberNonce(b as Buffer, 600)).toBe("ok");
+    expect(cache.rememberNonce(c as Buffer, 700)).toBe("full");
+    expect(cache.rememberNonce(c as Buffer, 1_001)).toBe("ok"); // "a" expired and was swept
+    expect(cache.rememberNonce(a as Buffer, 1_002)).toBe("full");
   });
 });
