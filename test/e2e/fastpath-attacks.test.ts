@@ -19,6 +19,8 @@ import { sendRawIpv4, startCapture } from "./fastpath-support/raw-packets.ts";
 const EXID = 0x5347;
 const HTTP = 8080;
 const ECHO = 7000;
+/** Connections made once both sides know each other: warm handshakes. */
+const WARM_CONNECTIONS = 6;
 
 const POLICY = webToDbPolicy([HTTP, ECHO]);
 
@@ -180,6 +182,40 @@ describe.sequential("fast path under attack: crafted and replayed handshake pack
     expect(decision.reason).toMatch(/token rejected \(malformed\)/);
     // Still deciding afterwards.
     expect((await inject(synWith(await freshToken(web, 41009), 41009))).verdict).toBe("allow");
+  });
+
+  it("decides warm (MAC) handshakes natively, and refuses them replayed, moved or with a flipped MAC byte", async () => {
+    const handledBefore = (await serverEnforcer.stats()).counters.warm.peerSyn.handled;
+    const capture = await startCapture(
+      server.ns,
+      server.ifname,
+      `${pki.dir}/warm.pcap`,
+      `ip and tcp dst port ${ECHO} and tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn`,
+      WARM_CONNECTIONS,
+    );
+    for (let i = 0; i < WARM_CONNECTIONS; i++) {
+      const echoed = await client.ns.execOk([
+        "sh",
+        "-c",
+        `printf 'warm ${i}\\n' | nc -N -w 5 ${server.ipv4} ${ECHO}`,
+      ]);
+      expect(echoed).toBe(`warm ${i}\n`);
+      expect((await serverEnforcer.flowAt(flowsSeen++)).verdict).toBe("allow");
+    }
+    const syns = await capture.done();
+    // Each of the server's two workers may meet the client once in JS; every other SYN is native.
+    const handled = (await serverEnforcer.stats()).counters.warm.peerSyn.handled - handledBefore;
+    expect(handled).toBeGreaterThanOrEqual(WARM_CONNECTIONS - 2);
+    for (const [i, syn] of syns.entries()) {
+      const token = extractToken(syn, EXID)?.token as Buffer;
+      expect(token[1], "a MAC-proof SYN token").toBe(3);
+      expect((await inject(syn)).reason).toMatch(/token rejected \(replayed\)/);
+      expect((await inject(synWith(token, 41100 + i))).reason).toMatch(/token rejected \(bad-signature\)/);
+      const flipped = Buffer.from(token);
+      flipped.writeUInt8((flipped.at(-1) as number) ^ 0x80, flipped.length - 1);
+      const port = parseTcp(syn, EXID).srcPort;
+      expect((await inject(synWith(flipped, port))).reason).toMatch(/token rejected \(bad-signature\)/);
+    }
   });
 
   it("makes the client refuse a SYN-ACK whose token does not verify", async () => {
