@@ -7,6 +7,10 @@
  *   proxy     a userspace TCP proxy in the server namespace (HAProxy, mode tcp) — the cost any
  *             byte-by-byte proxy path adds, for contrast.
  *
+ * none and proxy run in one pair of namespaces, fastpath in another (rules and enforcers stay put),
+ * and the iperf3 runs alternate between the three, so drift in the machine's load or clock speed
+ * falls on every path alike instead of on whichever ran last.
+ *
  * Figures: iperf3 throughput (median of runs), connect latency p50/p90/p99 (warm: after one
  * connection has filled the caches), and new connections per second. Writes bench/fastpath/RESULTS.md
  * and results.json.
@@ -96,25 +100,19 @@ interface Scenario {
 const log = (msg: string): void => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
-async function iperf(client: LabHost, host: string, port: number): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < Number(opts.runs); i++) {
-    const r = await client.ns.exec(
-      ["iperf3", "-c", host, "-p", String(port), "-t", opts.iperfSeconds, "-J"],
-      {
-        timeoutMs: (Number(opts.iperfSeconds) + 20) * 1000,
-      },
-    );
-    const report = JSON.parse(r.stdout || "{}") as {
-      error?: string;
-      end?: { sum_received: { bits_per_second: number } };
-    };
-    if (r.code !== 0 || !report.end) {
-      throw new Error(`iperf3 to ${host}:${port} failed (${r.code}): ${report.error ?? r.stderr.trim()}`);
-    }
-    out.push(report.end.sum_received.bits_per_second / 1e9);
+/** One iperf3 run; Gbit/s received. */
+async function iperf(client: LabHost, host: string, port: number): Promise<number> {
+  const r = await client.ns.exec(["iperf3", "-c", host, "-p", String(port), "-t", opts.iperfSeconds, "-J"], {
+    timeoutMs: (Number(opts.iperfSeconds) + 20) * 1000,
+  });
+  const report = JSON.parse(r.stdout || "{}") as {
+    error?: string;
+    end?: { sum_received: { bits_per_second: number } };
+  };
+  if (r.code !== 0 || !report.end) {
+    throw new Error(`iperf3 to ${host}:${port} failed (${r.code}): ${report.error ?? r.stderr.trim()}`);
   }
-  return out;
+  return report.end.sum_received.bits_per_second / 1e9;
 }
 
 async function probe(client: LabHost, args: string[]): Promise<Record<string, number>> {
@@ -125,15 +123,17 @@ async function probe(client: LabHost, args: string[]): Promise<Record<string, nu
   return JSON.parse(text.trim().split("\n").at(-1) as string) as Record<string, number>;
 }
 
-async function measure(
-  name: Scenario["name"],
-  client: LabHost,
-  host: string,
-  iperfPort: number,
-  echoPort: number,
-): Promise<Scenario> {
-  log(`${name}: iperf3 ${opts.runs} × ${opts.iperfSeconds}s`);
-  const iperfGbps = await iperf(client, host, iperfPort);
+interface Path {
+  readonly name: Scenario["name"];
+  readonly client: LabHost;
+  readonly host: string;
+  readonly iperfPort: number;
+  readonly echoPort: number;
+}
+
+/** Connect latency and connections per second on one path (its iperf3 figures are measured apart). */
+async function measure(path: Path, iperfGbps: number[]): Promise<Scenario> {
+  const { name, client, host, echoPort } = path;
   log(`${name}: ${opts.connects} sequential connects`);
   const latency = (await probe(client, [
     "latency",
@@ -152,31 +152,56 @@ async function measure(
   return { name, iperfGbps, latency, rate };
 }
 
-const loadBefore = loadavg();
-const lab = await NetnsLab.create(["client", "server"]);
-const pki = await TestPki.create();
-const results: Scenario[] = [];
-try {
+/** Client and server namespaces with the echo, HTTP and iperf3 servers running. */
+async function prepare(lab: NetnsLab): Promise<{ client: LabHost; server: LabHost }> {
   const client = lab.host("client");
   const server = lab.host("server");
   await allowManyConnections([client, server]);
   await startAppServers(server, HTTP, ECHO);
   server.ns.spawn(["iperf3", "-s", "-p", String(IPERF)]);
   await waitFor("iperf3 server", async () => (await server.ns.execOk(["ss", "-Htln"])).includes(`:${IPERF}`));
+  return { client, server };
+}
 
-  results.push(await measure("none", client, server.ipv4, IPERF, ECHO));
-
+const loadBefore = loadavg();
+const plainLab = await NetnsLab.create(["client", "server"], { subnet: 1 });
+const lab = await NetnsLab.create(["client", "server"]);
+const pki = await TestPki.create();
+const results: Scenario[] = [];
+try {
+  const plain = await prepare(plainLab);
+  const { client, server } = await prepare(lab);
   const cfg = await pki.file("haproxy.cfg", HAPROXY);
-  const haproxy = server.ns.spawn(["haproxy", "-db", "-f", cfg]);
-  await waitFor("haproxy", async () => (await server.ns.execOk(["ss", "-Htln"])).includes(`:${PROXY_ECHO}`));
-  results.push(await measure("proxy", client, server.ipv4, PROXY_IPERF, PROXY_ECHO));
-  haproxy.kill();
-
+  plain.server.ns.spawn(["haproxy", "-db", "-f", cfg]);
+  await waitFor("haproxy", async () =>
+    (await plain.server.ns.execOk(["ss", "-Htln"])).includes(`:${PROXY_ECHO}`),
+  );
   const enforcers = await startEnforcerPair(pki, server, client, {
     policyFile: await pki.file("policy.yaml", webToDbPolicy([IPERF, ECHO])),
     ports: [IPERF, ECHO],
   });
-  const fast = await measure("fastpath", client, server.ipv4, IPERF, ECHO);
+  const paths: Path[] = [
+    { name: "none", client: plain.client, host: plain.server.ipv4, iperfPort: IPERF, echoPort: ECHO },
+    { name: "fastpath", client, host: server.ipv4, iperfPort: IPERF, echoPort: ECHO },
+    {
+      name: "proxy",
+      client: plain.client,
+      host: plain.server.ipv4,
+      iperfPort: PROXY_IPERF,
+      echoPort: PROXY_ECHO,
+    },
+  ];
+  const gbps = new Map<Scenario["name"], number[]>(paths.map((p) => [p.name, []]));
+  for (let run = 1; run <= Number(opts.runs); run++) {
+    log(
+      `iperf3 run ${run} of ${opts.runs}, ${opts.iperfSeconds}s each: ${paths.map((p) => p.name).join(", ")}`,
+    );
+    for (const p of paths) gbps.get(p.name)?.push(await iperf(p.client, p.host, p.iperfPort));
+  }
+  for (const p of paths.filter((x) => x.name !== "fastpath")) {
+    results.push(await measure(p, gbps.get(p.name) ?? []));
+  }
+  const fast = await measure(paths[1] as Path, gbps.get("fastpath") ?? []);
   const queued = async (e: EnforcerProcess): Promise<number> =>
     (await e.stats()).queues.reduce((n, q) => n + q.received, 0);
   fast.queuePackets = { client: await queued(enforcers.client), server: await queued(enforcers.server) };
@@ -206,6 +231,7 @@ try {
   results.push(fast);
 } finally {
   await lab.destroy();
+  await plainLab.destroy();
   await pki.destroy();
 }
 
@@ -239,7 +265,8 @@ ${command}
 
 Machine: ${cpus().length} × ${cpus()[0]?.model ?? "CPU"}, Linux ${release()}, Node ${process.version}; ${new Date().toISOString().slice(0, 10)}.
 Two network namespaces on a veth bridge (198.18.0.0/24), client \`app=web\`, server \`app=db\`, policy
-allowing web → db on the measured ports. iperf3: ${opts.runs} runs of ${opts.iperfSeconds} s, median.
+allowing web → db on the measured ports; none and the proxy in a second pair of namespaces without
+rules. iperf3: ${opts.runs} runs of ${opts.iperfSeconds} s per path, the paths taking turns run by run; median.
 Connect latency: ${opts.connects} sequential connects after one cold connect, each closed with a RST.
 Connections/s: ${opts.parallel} concurrent connectors for ${opts.rateSeconds} s.
 
