@@ -16,6 +16,7 @@ import { parseBundle } from "../../core/svid/bundle.ts";
 import { TCP_FLAGS, parseTcp } from "../../native/index.ts";
 import type { PacketQueue, QueuedPacket, VerdictCode } from "../../native/index.ts";
 import { webToDbPolicy } from "../../test/e2e/fastpath-support/lab.ts";
+import { segment } from "../../test/e2e/fastpath-support/segments.ts";
 import { TestPki, TRUST_DOMAIN } from "../../test/e2e/fastpath-support/pki.ts";
 import { readFile } from "node:fs/promises";
 
@@ -30,28 +31,6 @@ const opts = new Command()
   .opts<{ count: string; idleMs: string }>();
 const count = Number(opts.count);
 const idleMs = Number(opts.idleMs);
-
-/** A Linux-style SYN or SYN-ACK (MSS, SACK-permitted, timestamps, window scale), checksums left 0:
- * the enforcer's packet code recomputes them on every packet it rewrites. */
-function segment(src: number[], dst: number[], sport: number, dport: number, flags: number): Buffer {
-  const options = Buffer.from("020405b40402080a0001e2400000000001030307", "hex");
-  const p = Buffer.alloc(20 + 20 + options.length);
-  p[0] = 0x45;
-  p.writeUInt16BE(p.length, 2);
-  p[8] = 64;
-  p[9] = 6;
-  Buffer.from(src).copy(p, 12);
-  Buffer.from(dst).copy(p, 16);
-  p.writeUInt16BE(sport, 20);
-  p.writeUInt16BE(dport, 22);
-  p.writeUInt32BE(0x1000, 24);
-  if (flags & TCP_FLAGS.ACK) p.writeUInt32BE(0x2001, 28);
-  p[32] = (40 / 4) << 4;
-  p[33] = flags;
-  p.writeUInt16BE(64240, 34);
-  options.copy(p, 40);
-  return p;
-}
 
 /** Stands in for NFQUEUE: keeps the verdict the enforcer gave so the next hop can be fed its packet. */
 class DirectQueue {
