@@ -9,7 +9,8 @@ import type { EnforcerStats } from "../fastpath/enforcer.ts";
 /**
  * Registers the fast path's counters on `registry`, read from `stats` at each scrape (one call
  * serves every gauge of a scrape): packets the kernel queued to userspace per queue (only handshake
- * packets ever are), handshake packets by kind and outcome, and refusals by reason.
+ * packets ever are), handshake packets by kind and outcome, where they were decided (native warm
+ * table or JS), and refusals by reason.
  */
 export function registerFastPathMetrics(registry: Registry, stats: () => Promise<EnforcerStats>): void {
   let pending: Promise<EnforcerStats> | null = null;
@@ -44,6 +45,18 @@ export function registerFastPathMetrics(registry: Registry, stats: () => Promise
         ["syn_ack", "refused", c.synAckRefused],
       ];
       for (const [kind, outcome, n] of rows) this.set({ kind, outcome }, n);
+    },
+  });
+  new Gauge({
+    name: "sigil_fastpath_decided_packets",
+    help: "Fast-path handshake packets by kind and by where they were decided: native (warm, without entering JS) or js",
+    labelNames: ["kind", "by"] as const,
+    registers: [registry],
+    async collect() {
+      for (const [kind, w] of Object.entries((await snapshot()).counters.warm)) {
+        this.set({ kind, by: "native" }, w.handled);
+        this.set({ kind, by: "js" }, w.handedToJs);
+      }
     },
   });
   new Gauge({

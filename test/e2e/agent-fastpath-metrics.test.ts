@@ -30,6 +30,12 @@ function snapshot(synAccepted: number): EnforcerStats {
     synAckAccepted: 3,
     synAckRefused: 1,
     rejections: { policy: 2, replayed: 1 },
+    warm: {
+      ourSyn: { handled: 7, handedToJs: 1, decideUs: 0, verdictUs: 0 },
+      peerSyn: { handled: 6, handedToJs: 2, decideUs: 0, verdictUs: 0 },
+      ourSynAck: { handled: 6, handedToJs: 2, decideUs: 0, verdictUs: 0 },
+      peerSynAck: { handled: 7, handedToJs: 1, decideUs: 0, verdictUs: 0 },
+    },
   } as unknown as EnforcerStats["counters"];
   return {
     queues: [queue(4200, 6), queue(4201, 4)],
@@ -55,6 +61,8 @@ describe("fast-path metrics on the sidecar registry", () => {
     expect(text).toContain('sigil_fastpath_handshakes{kind="syn_ack",outcome="refused"} 1');
     expect(text).toContain('sigil_fastpath_rejections{reason="policy"} 2');
     expect(text).toContain('sigil_fastpath_rejections{reason="replayed"} 1');
+    expect(text).toContain('sigil_fastpath_decided_packets{kind="peerSyn",by="native"} 6');
+    expect(text).toContain('sigil_fastpath_decided_packets{kind="peerSyn",by="js"} 2');
   });
 
   it("reads fresh figures at every scrape", async () => {
