@@ -821,14 +821,23 @@ export class FastPathEnforcer {
 
   /** The pair key between one of our identities (`localDigest`) and a peer, derived once per pair. */
   private pairKey(localDigest: string, peerDigest: string, peerPublicKey: KeyObject): Buffer | null {
+    // Checked before the cache: a key derived against an identity rotated away is cached past its expiry.
+    const local = this.usableLocal(localDigest);
+    if (!local) return null;
     const cacheKey = `${localDigest}|${peerDigest}`;
     const cached = this.pairKeys.get(cacheKey);
     if (cached) return cached;
-    const local = this.locals.find((l) => l.digest === localDigest);
-    if (!local) return null;
     const key = derivePairKey(local.local.privateKey, peerPublicKey, localDigest, peerDigest);
     remember(this.pairKeys, cacheKey, key);
     return key;
+  }
+
+  /** One of our identities a peer may still prove itself against: the current one, an older one until it expires. */
+  private usableLocal(digest: string): { local: LocalIdentity; digest: string } | undefined {
+    const at = this.locals.findIndex((l) => l.digest === digest);
+    const found = this.locals[at];
+    if (!found || (at > 0 && found.local.identity.notAfter.getTime() <= this.now())) return undefined;
+    return found;
   }
 
   private readonly resolvePairKey = (

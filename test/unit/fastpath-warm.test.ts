@@ -590,6 +590,36 @@ describe("what JS changes reaches the warm table at once", () => {
     expect(client.map((f) => f.verdict)).toEqual(["allow", "allow", "allow", "allow"]);
     expect(lab.client.enforcer.stats().counters.macProofs).toBe(2);
   });
+
+  it("server rotation after its old certificate expired: the warm SYN is dropped, the retransmission (signed, JS) works, then warm again", async () => {
+    const shortDb = await identity("db", { app: "db" }, 120);
+    const lab = new Lab({ server: shortDb });
+    lab.accepted(41_601);
+    lab.accepted(41_602);
+    lab.clock.ms = shortDb.identity.notAfter.getTime() + 1;
+    lab.server.enforcer.setIdentity(await identity("db", { app: "db" }));
+
+    const sport = 41_603;
+    const syn = lab.clientSyn(sport);
+    expect(syn.native).toBe(true);
+    const dropped = lab.server.hand(HOOK_IN, sent(syn));
+    expect(dropped.verdict).toBe(VERDICT.DROP);
+    expect(lab.server.rejections()).toMatchObject({ "unknown-key": 1 });
+
+    const retransmission = lab.clientSyn(sport);
+    expect(retransmission.native).toBe(false);
+    const h = {
+      syn: retransmission,
+      synIn: lab.server.hand(HOOK_IN, sent(retransmission)),
+    };
+    expect(markOf(h.synIn)).toBe(MARK_PENDING_IN);
+    const synAck = lab.serverSynAck(sport);
+    expect(markOf(lab.client.hand(HOOK_IN, sent(synAck)))).toBe(MARK_ACCEPTED);
+
+    lab.accepted(41_604);
+    expect(nativeFlags(lab.accepted(41_605))).toEqual([true, true, true, true]);
+    await lab.flows();
+  });
 });
 
 describe("observe mode", () => {
