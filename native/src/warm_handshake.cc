@@ -211,7 +211,8 @@ WarmVerdict WarmHandshakes::Handle(const uint8_t* data, size_t length, int hook,
       case kOurSynAck: out.handled = OurSynAck(out, packet, v, nowMs); break;
       default: out.handled = PeerSynAck(out, packet, v, mark, nowMs); break;
     }
-  } catch (const PacketError&) {
+  } catch (const std::exception&) {
+    // Malformed input (PacketError) or no memory: JS decides, and a refusal gets its reason there.
     out.handled = false;
   }
   if (out.known) {
