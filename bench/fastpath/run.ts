@@ -294,8 +294,9 @@ packets, mean µs deciding / deciding, thread CPU (sampled) / inside the verdict
 
 Enforcer CPU per handshake, both sides together, measured in-process (\`bench/fastpath/handshake-cpu.ts
 --count ${opts.connects}\`, independent of machine load): warm ${Math.round(handshakeCpu.warm.cpuUs)} µs (MAC proofs,
-cached identities), cold ${(handshakeCpu.cold.cpuUs / 1000).toFixed(1)} ms (first contact, one sample: signatures,
-chain verification, first-use JIT).
+cached identities; the warm table is called from JS there, so this includes building the packets and
+crossing into the addon and back, which the queue path does not pay), cold ${(handshakeCpu.cold.cpuUs / 1000).toFixed(1)} ms
+(first contact, one sample: signatures, chain verification, first-use JIT).
 
 Load average (1/5/15 min) when the run started: ${loadBefore.map((x) => x.toFixed(2)).join(" / ")}; when it
 ended: ${loadAfter.map((x) => x.toFixed(2)).join(" / ")}. Wall-clock figures above include waiting for a CPU:
