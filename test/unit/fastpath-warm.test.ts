@@ -149,6 +149,12 @@ class Side {
   }
 }
 
+/** The client's address and the server's port of a handshake, when not the usual ones. */
+interface Endpoints {
+  readonly client?: number[];
+  readonly port?: number;
+}
+
 class Lab {
   readonly clock = { ms: Date.now() };
   readonly client: Side;
@@ -168,27 +174,32 @@ class Lab {
     this.server = new Side(this.clock, opts.server ?? db, opts.policy ?? ALLOW_POLICY, mode);
   }
 
-  clientSyn(sport: number): Given {
-    return this.client.hand(HOOK_OUT, segment(CLIENT, SERVER, sport, PORT, TCP_FLAGS.SYN));
+  clientSyn(sport: number, to: Endpoints = {}): Given {
+    const { client = CLIENT, port = PORT } = to;
+    return this.client.hand(HOOK_OUT, segment(client, SERVER, sport, port, TCP_FLAGS.SYN));
   }
 
-  serverSynAck(sport: number): Given {
-    return this.server.hand(HOOK_OUT, segment(SERVER, CLIENT, PORT, sport, TCP_FLAGS.SYN | TCP_FLAGS.ACK));
+  serverSynAck(sport: number, to: Endpoints = {}): Given {
+    const { client = CLIENT, port = PORT } = to;
+    return this.server.hand(HOOK_OUT, segment(SERVER, client, port, sport, TCP_FLAGS.SYN | TCP_FLAGS.ACK));
   }
 
   /** One handshake on client port `sport`, as far as it gets (a refused SYN gets no SYN-ACK). */
-  handshake(sport: number): { syn: Given; synIn: Given; synAck?: Given; synAckIn?: Given } {
-    const syn = this.clientSyn(sport);
+  handshake(
+    sport: number,
+    to: Endpoints = {},
+  ): { syn: Given; synIn: Given; synAck?: Given; synAckIn?: Given } {
+    const syn = this.clientSyn(sport, to);
     const synIn = this.server.hand(HOOK_IN, sent(syn));
     if (markOf(synIn) !== MARK_PENDING_IN) return { syn, synIn };
-    const synAck = this.serverSynAck(sport);
+    const synAck = this.serverSynAck(sport, to);
     const synAckIn = this.client.hand(HOOK_IN, sent(synAck));
     return { syn, synIn, synAck, synAckIn };
   }
 
   /** A handshake both sides accept; fails the test otherwise. */
-  accepted(sport: number): ReturnType<Lab["handshake"]> {
-    const h = this.handshake(sport);
+  accepted(sport: number, to: Endpoints = {}): ReturnType<Lab["handshake"]> {
+    const h = this.handshake(sport, to);
     expect(markOf(h.synIn), "server accepts the SYN").toBe(MARK_PENDING_IN);
     expect(h.synAck?.verdict).toBe(VERDICT.ACCEPT);
     expect(markOf(h.synAckIn as Given), "client accepts the SYN-ACK").toBe(MARK_ACCEPTED);
@@ -642,14 +653,132 @@ describe("observe mode", () => {
 });
 
 describe("the warm table leaves to JS", () => {
-  it("a packet it cannot parse", () => {
+  it("a known peer from another address, or to another port, until JS has decided that pair", async () => {
     const lab = new Lab();
     lab.accepted(43_001);
-    const syn = sent(lab.clientSyn(43_002));
-    const extracted = extractToken(syn, EXID);
-    expect(extracted).not.toBeNull();
-    const truncated = syn.subarray(0, syn.length - 10);
-    const g = lab.server.hand(HOOK_IN, truncated);
-    expect(g.native).toBe(false);
+    const elsewhere = { client: [198, 18, 0, 3] };
+    const fromElsewhere = lab.accepted(43_002, elsewhere);
+    expect(fromElsewhere.synIn.native).toBe(false);
+    expect(nativeFlags(lab.accepted(43_003, elsewhere))).toEqual([true, true, true, true]);
+
+    // Another port of the same server, learned from a sibling worker: the client proves itself by MAC there too.
+    lab.client.enforcer.learnServer({
+      server: `${SERVER_ADDRESS}|${PORT + 1}`,
+      digest: chainDigest(db.chain),
+      publicKeyDer: createPublicKey(db.privateKey).export({ type: "spki", format: "der" }),
+    });
+    const otherPort = { port: PORT + 1 };
+    const first = lab.handshake(43_004, otherPort);
+    expect([first.syn.native, first.synIn.native, markOf(first.synIn)]).toEqual([true, false, MARK_DENY]);
+    const again = lab.handshake(43_005, otherPort);
+    expect([again.synIn.native, markOf(again.synIn)]).toEqual([true, MARK_DENY]);
+    const { server } = await lab.flows();
+    // Records of the warm table's decisions are reported ahead of JS's: compare them as a set.
+    const seen = server.map((f) => `${f.source.address} ${f.port} ${f.verdict}`).sort();
+    expect(seen).toEqual(
+      [
+        `${CLIENT_ADDRESS} ${PORT + 1} deny`,
+        `${CLIENT_ADDRESS} ${PORT + 1} deny`,
+        `${CLIENT_ADDRESS} ${PORT} allow`,
+        `198.18.0.3 ${PORT} allow`,
+        `198.18.0.3 ${PORT} allow`,
+      ].sort(),
+    );
+  });
+
+  it("a SYN-ACK from a server the client's new revocation list names", () => {
+    const lab = new Lab();
+    lab.accepted(43_101);
+    lab.accepted(43_102);
+    lab.client.enforcer.setTrust({
+      bundle,
+      revocations: new RevocationIndex({
+        trustDomain: TRUST_DOMAIN,
+        sequence: 1,
+        entries: [
+          {
+            spiffeId: db.identity.spiffeId,
+            revokedAtMs: lab.clock.ms,
+            expiresAtMs: lab.clock.ms + 3_600_000,
+            reason: "decommissioned",
+          },
+        ],
+      }),
+    });
+    const h = lab.handshake(43_103);
+    expect(h.synAckIn?.native).toBe(false);
+    expect(markOf(h.synAckIn as Given)).toBe(MARK_REFUSED);
+    expect(lab.client.rejections()).toMatchObject({ revoked: 1 });
+  });
+
+  it("a SYN retransmission (signed by JS); either SYN's answer then completes the handshake", () => {
+    for (const answered of ["first", "retransmission"] as const) {
+      const lab = new Lab();
+      lab.accepted(43_201);
+      const sport = 43_202;
+      const first = lab.clientSyn(sport);
+      expect(first.native).toBe(true);
+      const retransmission = lab.clientSyn(sport);
+      expect(retransmission.native).toBe(false);
+      expect(
+        decodeToken((extractToken(sent(retransmission), EXID) as { token: Buffer }).token).proofKind,
+      ).toBe("signature");
+      const synIn = lab.server.hand(HOOK_IN, sent(answered === "first" ? first : retransmission));
+      expect(markOf(synIn)).toBe(MARK_PENDING_IN);
+      const synAckIn = lab.client.hand(HOOK_IN, sent(lab.serverSynAck(sport)));
+      expect(markOf(synAckIn), answered).toBe(MARK_ACCEPTED);
+    }
+  });
+
+  it("a nonce JS accepted is a replay to the warm table too", () => {
+    const lab = new Lab();
+    lab.accepted(43_301);
+    lab.accepted(43_302);
+    // New policy: the next warm SYN is verified and decided by JS, which teaches the decision.
+    lab.server.enforcer.setPolicy(policyState(ALLOW_POLICY));
+    const syn = lab.clientSyn(43_303);
+    const byJs = lab.server.hand(HOOK_IN, sent(syn));
+    expect([byJs.native, markOf(byJs)]).toEqual([false, MARK_PENDING_IN]);
+    expect(lab.server.enforcer.stats().counters.macProofs).toBe(2);
+    const replay = lab.server.hand(HOOK_IN, sent(syn));
+    expect([replay.native, markOf(replay)]).toEqual([false, MARK_DENY]);
+    expect(lab.server.rejections()).toMatchObject({ replayed: 1 });
+  });
+
+  it("every single-bit change of a warm SYN's token (and JS refuses each)", () => {
+    const lab = new Lab();
+    lab.accepted(43_401);
+    const syn = sent(lab.clientSyn(43_402));
+    const { token } = extractToken(syn, EXID) as { token: Buffer };
+    const tokenAt = syn.length - token.length;
+    for (let i = tokenAt; i < syn.length; i++) {
+      const mutated = Buffer.from(syn);
+      mutated[i] = (mutated[i] as number) ^ (1 << (i % 8));
+      const g = lab.server.hand(HOOK_IN, mutated);
+      expect(g.native, `token byte ${i - tokenAt}`).toBe(false);
+      // Refused: reset, or dropped when the key id names no key of ours (the client's retransmission comes signed).
+      const refused = markOf(g) === MARK_DENY || (g.verdict === VERDICT.DROP && g.mark === undefined);
+      expect(refused, `token byte ${i - tokenAt}`).toBe(true);
+    }
+    const genuine = lab.server.hand(HOOK_IN, syn);
+    expect([genuine.native, markOf(genuine)]).toEqual([true, MARK_PENDING_IN]);
+  });
+
+  it("every single-bit change of a warm SYN-ACK's token (and JS refuses each)", () => {
+    const lab = new Lab();
+    lab.accepted(43_501);
+    let tokenLength = 0;
+    for (let i = 0; tokenLength === 0 || i < tokenLength; i++) {
+      const sport = 44_000 + i;
+      expect(markOf(lab.server.hand(HOOK_IN, sent(lab.clientSyn(sport))))).toBe(MARK_PENDING_IN);
+      const synAck = sent(lab.serverSynAck(sport));
+      tokenLength = (extractToken(synAck, EXID) as { token: Buffer }).token.length;
+      const at = synAck.length - tokenLength + i;
+      const mutated = Buffer.from(synAck);
+      mutated[at] = (mutated[at] as number) ^ (1 << (i % 8));
+      const g = lab.client.hand(HOOK_IN, mutated);
+      expect([g.native, markOf(g)], `token byte ${i}`).toEqual([false, MARK_REFUSED]);
+    }
+    expect(nativeFlags(lab.accepted(43_502))).toEqual([true, true, true, true]);
   });
 });
