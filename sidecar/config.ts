@@ -84,7 +84,8 @@ export const sidecarConfigSchema = z
     drainTimeoutMs: z.number().int().min(0).default(15_000),
     /**
      * Resolving the DNS names egress rules allow, to check that the destination address is one the
-     * claimed name resolves to (`egress-dns.ts`). No servers = the system's resolv.conf.
+     * claimed name resolves to (`egress-dns.ts`). No servers = the system's resolv.conf. Names in
+     * `hostsFile` are answered from it first, as applications' resolvers do; "" reads none.
      */
     egressDns: z
       .object({
@@ -92,9 +93,16 @@ export const sidecarConfigSchema = z
         timeoutMs: z.number().int().min(1).max(30_000).default(2_000),
         maxEntries: z.number().int().min(1).max(1_000_000).default(4_096),
         failureTtlMs: z.number().int().min(0).max(3_600_000).default(5_000),
+        hostsFile: z.string().default("/etc/hosts"),
       })
       .strict()
-      .default({ servers: [], timeoutMs: 2_000, maxEntries: 4_096, failureTtlMs: 5_000 }),
+      .default({
+        servers: [],
+        timeoutMs: 2_000,
+        maxEntries: 4_096,
+        failureTtlMs: 5_000,
+        hostsFile: "/etc/hosts",
+      }),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();

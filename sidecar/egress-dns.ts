@@ -2,12 +2,17 @@ import type { RecordWithTtl } from "node:dns";
 import { promises as dns } from "node:dns";
 import net from "node:net";
 import { canonicalName } from "../core/policy/dns.ts";
+import { HostsFile } from "./hosts-file.ts";
 
 /**
  * Egress DNS-name binding. A `dnsNames` egress rule is matched against a name the application
  * claims (explicit target, Host header, :authority, TLS SNI), while the connection goes to an
  * address the application chose. A name may therefore only allow a connection whose destination
  * address is one the name resolves to, as this resolver sees it.
+ *
+ * Names in the static host table (`hostsFile`, /etc/hosts by default) are answered from it before
+ * DNS is asked, as the application's own resolver does (`hosts-file.ts`); its answers are cached for
+ * `HOSTS_TTL_S`, so an edit of the file applies within that.
  *
  * Answers are cached per name with their TTLs: every address keeps its own expiry, so an address a
  * name pointed to within its TTL stays bound even when a later answer (round-robin) omits it.
@@ -31,6 +36,8 @@ export interface EgressDnsOptions {
   readonly minTtlMs: number;
   /** Ceiling for record TTLs. */
   readonly maxTtlMs: number;
+  /** Static host table consulted before DNS; "" for none. */
+  readonly hostsFile: string;
 }
 
 export const DEFAULT_EGRESS_DNS: EgressDnsOptions = {
@@ -41,7 +48,11 @@ export const DEFAULT_EGRESS_DNS: EgressDnsOptions = {
   failureTtlMs: 5_000,
   minTtlMs: 1_000,
   maxTtlMs: 3_600_000,
+  hostsFile: "/etc/hosts",
 };
+
+/** How long an answer from the host table is used before the table is consulted again. */
+const HOSTS_TTL_S = 5;
 
 /** The part of node's promise Resolver this module uses (tests pass a real Resolver aimed at their server). */
 export interface RecordResolver {
@@ -105,6 +116,7 @@ export class EgressNameResolver {
   private readonly resolver: RecordResolver;
   private readonly cache = new Map<string, Entry>();
   private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly hosts: HostsFile | null;
 
   constructor(
     options: Partial<EgressDnsOptions> = {},
@@ -112,6 +124,7 @@ export class EgressNameResolver {
     private readonly now: () => number = Date.now,
   ) {
     this.options = { ...DEFAULT_EGRESS_DNS, ...options };
+    this.hosts = this.options.hostsFile === "" ? null : new HostsFile(this.options.hostsFile);
     if (resolver) {
       this.resolver = resolver;
     } else {
@@ -171,6 +184,15 @@ export class EgressNameResolver {
   }
 
   private async query(name: string): Promise<void> {
+    const fromFile = (await this.hosts?.addresses(name)) ?? [];
+    if (fromFile.length > 0) {
+      this.store(
+        name,
+        fromFile.map((address) => ({ address, ttl: HOSTS_TTL_S })),
+        null,
+      );
+      return;
+    }
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), this.options.timeoutMs);

@@ -1,4 +1,7 @@
 import { promises as dns } from "node:dns";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import net from "node:net";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -301,6 +304,49 @@ describe("the resolver cache", () => {
       "198.18.3.1",
     );
     expect(names.size).toBe(3);
+  });
+
+  it("answers names in the host table from it before DNS, and reads the table again after an edit", async () => {
+    dnsServer.zone.set("files.cache.test", { a: ["198.18.4.9"], ttl: 30 });
+    dnsServer.zone.set("dns-only.cache.test", { a: ["198.18.4.7"], ttl: 30 });
+    const dir = await mkdtemp(join(tmpdir(), "sigil-hosts-"));
+    try {
+      const hostsFile = join(dir, "hosts");
+      await writeFile(hostsFile, "# static names\n198.18.4.1 Files.Cache.Test. alias.cache.test  # app\n");
+      const clock = { now: 1_000_000 };
+      const names = resolverAt(clock, { hostsFile });
+      await names.prepare(["files.cache.test", "alias.cache.test", "dns-only.cache.test"], "198.18.4.1");
+      expect(dnsServer.queries("files.cache.test")).toBe(0);
+      expect(names.check("files.cache.test", "198.18.4.1")).toEqual({ kind: "bound" });
+      expect(names.check("alias.cache.test", "198.18.4.1")).toEqual({ kind: "bound" });
+      expect(names.check("files.cache.test", "198.18.4.9")).toEqual({
+        kind: "mismatch",
+        addresses: ["198.18.4.1"],
+      });
+      expect(names.check("dns-only.cache.test", "198.18.4.7")).toEqual({ kind: "bound" });
+
+      await writeFile(hostsFile, "198.18.4.2 files.cache.test\n");
+      clock.now += 6_000;
+      await names.prepare(["files.cache.test"], "198.18.4.2");
+      expect(names.check("files.cache.test", "198.18.4.2")).toEqual({ kind: "bound" });
+      expect(names.check("files.cache.test", "198.18.4.1").kind).toBe("mismatch");
+      expect(dnsServer.queries("files.cache.test")).toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("asks DNS when the host table is missing or switched off", async () => {
+    dnsServer.zone.set("nofile.cache.test", { a: ["198.18.4.5"], ttl: 30 });
+    const asked: number[] = [];
+    for (const hostsFile of ["/nonexistent/hosts", ""]) {
+      const names = resolverAt({ now: 0 }, { hostsFile });
+      await names.prepare(["nofile.cache.test"], "198.18.4.5");
+      expect(names.check("nofile.cache.test", "198.18.4.5")).toEqual({ kind: "bound" });
+      asked.push(dnsServer.queries("nofile.cache.test"));
+    }
+    expect(asked[0]).toBeGreaterThan(0);
+    expect(asked[1]).toBe(2 * (asked[0] as number));
   });
 
   it("never queries for localhost names", async () => {
