@@ -70,6 +70,9 @@ let pki: TestPki;
 let bundle: TrustBundle;
 let web: LocalIdentity;
 let db: LocalIdentity;
+/** Second SVIDs for the same workloads, as a rotation brings them. */
+let rotated: LocalIdentity;
+let rotatedWeb: LocalIdentity;
 
 async function identity(
   name: string,
@@ -85,6 +88,8 @@ beforeAll(async () => {
   bundle = parseBundle(TRUST_DOMAIN, await readFile(pki.bundleFile, "utf8"));
   web = await identity("web", { app: "web" });
   db = await identity("db", { app: "db" });
+  rotated = await identity("db", { app: "db" });
+  rotatedWeb = await identity("web", { app: "web" });
 });
 afterAll(async () => {
   await pki?.destroy();
@@ -587,7 +592,6 @@ describe("what JS changes reaches the warm table at once", () => {
     const lab = new Lab();
     lab.accepted(41_501);
     lab.accepted(41_502);
-    const rotated = await identity("db", { app: "db" });
     lab.server.enforcer.setIdentity(rotated);
 
     const across = lab.accepted(41_503);
@@ -630,6 +634,17 @@ describe("what JS changes reaches the warm table at once", () => {
     lab.accepted(41_604);
     expect(nativeFlags(lab.accepted(41_605))).toEqual([true, true, true, true]);
     await lab.flows();
+  });
+  it("client rotation: its next SYN, by MAC under its new certificate, is verified by JS, then warm again", () => {
+    const lab = new Lab();
+    lab.accepted(41_801);
+    lab.accepted(41_802);
+    lab.client.enforcer.setIdentity(rotatedWeb);
+    const across = lab.accepted(41_803);
+    const token = decodeToken((extractToken(sent(across.syn), EXID) as { token: Buffer }).token);
+    expect([token.proofKind, token.chain]).toEqual(["mac", rotatedWeb.chain]);
+    expect(nativeFlags(across)).toEqual([false, false, true, false]);
+    expect(nativeFlags(lab.accepted(41_804))).toEqual([true, true, true, true]);
   });
 });
 
