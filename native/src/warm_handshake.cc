@@ -338,7 +338,7 @@ bool WarmHandshakes::PeerSyn(WarmVerdict& out, const Bytes& packet, const TcpVie
     pending.key = peer->key;
     pending.keyId = peer->digest;
     pending.at = nowMs;
-    pendingIn_.Set(tuple.Key(), std::move(pending));
+    SetPendingIn(tuple, std::move(pending));
     ++counters_.synAccepted;
     out.mark = WithMark(mark, settings_.marks.pendingIn);
   } else {
@@ -354,7 +354,7 @@ bool WarmHandshakes::OurSynAck(WarmVerdict& out, const Bytes& packet, const TcpV
   if (v.tokenOption || v.payloadLength > 0) return false;
   const Tuple tuple = TupleOf(v, /*clientIsSource=*/false);
   const PendingIn* pending = pendingIn_.Find(tuple.Key(), nowMs);
-  if (!pending || !pending->mac) return false;
+  if (!pending || !AnswerByMac(*pending)) return false;
   Nonce nonce;
   if (!NextNonce(nonce)) return false;
   const Bytes token = BuildMacToken(true, nonce, nowMs, &pending->clientNonce, pending->keyId, pending->key, tuple);

@@ -93,6 +93,8 @@ struct PendingIn {
   bool mac = false;
   PairKey key{};
   Digest keyId{};
+  // Our certificate when the client was accepted, the one `key` was derived against (set by the table).
+  Digest localDigest{};
   int64_t at = 0;
 };
 
@@ -189,7 +191,13 @@ class WarmHandshakes {
   void SetPendingOut(const Tuple& t, PendingOut value) { pendingOut_.Set(t.Key(), std::move(value)); }
   void ErasePendingOut(const Tuple& t) { pendingOut_.Erase(t.Key()); }
   const PendingIn* FindPendingIn(const Tuple& t, int64_t nowMs) { return pendingIn_.Find(t.Key(), nowMs); }
-  void SetPendingIn(const Tuple& t, PendingIn value) { pendingIn_.Set(t.Key(), std::move(value)); }
+  void SetPendingIn(const Tuple& t, PendingIn value) {
+    value.localDigest = localDigest_;
+    pendingIn_.Set(t.Key(), std::move(value));
+  }
+  // Whether our SYN-ACK may answer by MAC: a key derived against a certificate we have rotated away
+  // from would not verify under the certificate the SYN-ACK carries, so it answers with a signature.
+  bool AnswerByMac(const PendingIn& p) const { return p.mac && p.localDigest == localDigest_; }
 
   std::vector<FlowEvent> TakeFlows();
   const WarmCounters& Counters() const { return counters_; }

@@ -212,15 +212,17 @@ class WarmHandshakesWrap : public Napi::ObjectWrap<WarmHandshakesWrap> {
     return info.Env().Undefined();
   }
 
-  // pendingIn(clientAddress, clientPort, serverAddress, serverPort, nowMs): [clientNonce, key | null, keyId | null] or null
+  // pendingIn(clientAddress, clientPort, serverAddress, serverPort, nowMs): [clientNonce, key | null, keyId | null] or null;
+  // the key only while our SYN-ACK may still answer by MAC (no rotation since the client was accepted)
   Napi::Value PendingInOf(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const PendingIn* p = table_.FindPendingIn(TupleArg(info, 0), Ms(info[4], "nowMs"));
     if (!p) return env.Null();
+    const bool mac = table_.AnswerByMac(*p);
     Napi::Array out = Napi::Array::New(env, 3);
     out.Set(0u, Copy(env, p->clientNonce.data(), kNonceBytes));
-    out.Set(1u, p->mac ? Napi::Value(Copy(env, p->key.data(), kPairKeyBytes)) : env.Null());
-    out.Set(2u, p->mac ? Napi::Value(Copy(env, p->keyId.data(), kDigestBytes)) : env.Null());
+    out.Set(1u, mac ? Napi::Value(Copy(env, p->key.data(), kPairKeyBytes)) : env.Null());
+    out.Set(2u, mac ? Napi::Value(Copy(env, p->keyId.data(), kDigestBytes)) : env.Null());
     return out;
   }
 

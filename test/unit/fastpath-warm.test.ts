@@ -635,6 +635,22 @@ describe("what JS changes reaches the warm table at once", () => {
     expect(nativeFlags(lab.accepted(41_605))).toEqual([true, true, true, true]);
     await lab.flows();
   });
+  it("server rotation between a warm SYN and its SYN-ACK: the handshake in progress still completes", () => {
+    const lab = new Lab();
+    lab.accepted(41_701);
+    const sport = 41_702;
+    const synIn = lab.server.hand(HOOK_IN, sent(lab.clientSyn(sport)));
+    expect([synIn.native, markOf(synIn)]).toEqual([true, MARK_PENDING_IN]);
+    lab.server.enforcer.setIdentity(rotated);
+    // Our pair key with the client was derived against the old certificate: answer with a signature.
+    const synAck = lab.serverSynAck(sport);
+    const answer = decodeToken((extractToken(sent(synAck), EXID) as { token: Buffer }).token);
+    expect([synAck.native, answer.proofKind, answer.chain]).toEqual([false, "signature", rotated.chain]);
+    const synAckIn = lab.client.hand(HOOK_IN, sent(synAck));
+    expect(markOf(synAckIn)).toBe(MARK_ACCEPTED);
+    expect(lab.client.rejections()).toEqual({});
+  });
+
   it("client rotation: its next SYN, by MAC under its new certificate, is verified by JS, then warm again", () => {
     const lab = new Lab();
     lab.accepted(41_801);
