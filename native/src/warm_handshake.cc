@@ -81,7 +81,8 @@ void Tuple::AppendProofBytes(Bytes& out) const {
 NonceCheck ReplayCache::Remember(const Nonce& nonce, int64_t nowMs) {
   std::string key(reinterpret_cast<const char*>(nonce.data()), nonce.size());
   auto it = until_.find(key);
-  if (it != until_.end() && it->second > nowMs) return NonceCheck::kReplayed;
+  // Live through `until` itself: a token accepted a full window early still passes a full window late.
+  if (it != until_.end() && it->second >= nowMs) return NonceCheck::kReplayed;
   if (until_.size() >= maxEntries_) Sweep(nowMs);
   if (until_.size() >= maxEntries_) return NonceCheck::kFull;
   const int64_t until = nowMs + retainMs_;
@@ -91,7 +92,7 @@ NonceCheck ReplayCache::Remember(const Nonce& nonce, int64_t nowMs) {
 }
 
 void ReplayCache::Sweep(int64_t nowMs) {
-  while (!order_.empty() && order_.front().first <= nowMs) {
+  while (!order_.empty() && order_.front().first < nowMs) {
     auto it = until_.find(order_.front().second);
     // A nonce seen again after it expired was re-recorded with a later time: keep that one.
     if (it != until_.end() && it->second == order_.front().first) until_.erase(it);

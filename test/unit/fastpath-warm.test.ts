@@ -339,6 +339,21 @@ describe("warm tokens that must not pass", () => {
     expect(server[0]).toMatchObject({ verdict: "deny", reason: expect.stringMatching(/replayed/) });
   });
 
+  it("remembers a nonce for as long as its token passes the window, both edges included", () => {
+    const lab = new Lab();
+    lab.accepted(40_251);
+    // Accepted at the earliest moment the window allows (the token stamped a full window ahead) ...
+    lab.client.skew = WINDOW_MS;
+    const syn = lab.clientSyn(40_252);
+    const first = lab.server.hand(HOOK_IN, sent(syn));
+    expect([first.native, markOf(first)]).toEqual([true, MARK_PENDING_IN]);
+    // ... and replayed at the last moment it still passes it (stamped a full window ago).
+    lab.clock.ms += 2 * WINDOW_MS;
+    const replay = lab.server.hand(HOOK_IN, sent(syn));
+    expect([replay.native, markOf(replay)]).toEqual([false, MARK_DENY]);
+    expect(lab.server.rejections()).toMatchObject({ replayed: 1 });
+  });
+
   it("refuses a warm SYN's token moved onto another client port (bad-signature), and its nonce stays unspent", async () => {
     const lab = new Lab();
     lab.accepted(40_301);
