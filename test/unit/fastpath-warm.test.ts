@@ -36,7 +36,7 @@ import {
 } from "../../sidecar/fastpath/token.ts";
 import { webToDbPolicy } from "../e2e/fastpath-support/lab.ts";
 import { TestPki, TRUST_DOMAIN } from "../e2e/fastpath-support/pki.ts";
-import { segment } from "../e2e/fastpath-support/segments.ts";
+import { segment, segment6 } from "../e2e/fastpath-support/segments.ts";
 
 const EXID = 0x5347;
 const WINDOW_MS = 10_000;
@@ -48,6 +48,9 @@ const SERVER = [198, 18, 0, 2];
 const CLIENT_ADDRESS = "198.18.0.1";
 const SERVER_ADDRESS = "198.18.0.2";
 const PORT = 5432;
+const v6 = (last: number): number[] => [0x20, 0x01, 0, 0x02, ...new Array<number>(11).fill(0), last];
+const CLIENT6 = v6(1);
+const SERVER6 = v6(2);
 const KINDS: readonly PacketKind[] = ["ourSyn", "peerSyn", "ourSynAck", "peerSynAck"];
 
 const ALLOW_POLICY = webToDbPolicy([PORT]);
@@ -144,7 +147,8 @@ class Side {
         answer = { verdict, mark, packet: out };
       },
     };
-    this.enforcer.handleDirect(queue, { id: 1, hook, family: 4, mark: 0, packet });
+    const family = (packet[0] as number) >> 4 === 6 ? 6 : 4;
+    this.enforcer.handleDirect(queue, { id: 1, hook, family, mark: 0, packet });
     if (!answer) throw new Error("no verdict");
     return { ...(answer as Omit<Given, "native">), native: this.handledTotal() > before };
   }
@@ -160,10 +164,20 @@ interface Endpoints {
   readonly port?: number;
 }
 
+/** Both ends over IPv4, or both over IPv6. */
+interface Family {
+  readonly build: typeof segment;
+  readonly client: number[];
+  readonly server: number[];
+}
+const IPV4: Family = { build: segment, client: CLIENT, server: SERVER };
+const IPV6: Family = { build: segment6, client: CLIENT6, server: SERVER6 };
+
 class Lab {
   readonly clock = { ms: Date.now() };
   readonly client: Side;
   readonly server: Side;
+  private readonly family: Family;
 
   constructor(
     opts: {
@@ -172,21 +186,25 @@ class Lab {
       policy?: string;
       clientPolicy?: string;
       mode?: EnforcementMode;
+      family?: Family;
     } = {},
   ) {
+    this.family = opts.family ?? IPV4;
     const mode = opts.mode ?? "enforce";
     this.client = new Side(this.clock, opts.client ?? web, opts.clientPolicy ?? ALLOW_POLICY, mode);
     this.server = new Side(this.clock, opts.server ?? db, opts.policy ?? ALLOW_POLICY, mode);
   }
 
   clientSyn(sport: number, to: Endpoints = {}): Given {
-    const { client = CLIENT, port = PORT } = to;
-    return this.client.hand(HOOK_OUT, segment(client, SERVER, sport, port, TCP_FLAGS.SYN));
+    const { build, client: from, server } = this.family;
+    const { client = from, port = PORT } = to;
+    return this.client.hand(HOOK_OUT, build(client, server, sport, port, TCP_FLAGS.SYN));
   }
 
   serverSynAck(sport: number, to: Endpoints = {}): Given {
-    const { client = CLIENT, port = PORT } = to;
-    return this.server.hand(HOOK_OUT, segment(SERVER, client, port, sport, TCP_FLAGS.SYN | TCP_FLAGS.ACK));
+    const { build, client: from, server } = this.family;
+    const { client = from, port = PORT } = to;
+    return this.server.hand(HOOK_OUT, build(server, client, port, sport, TCP_FLAGS.SYN | TCP_FLAGS.ACK));
   }
 
   /** One handshake on client port `sport`, as far as it gets (a refused SYN gets no SYN-ACK). */
@@ -301,6 +319,25 @@ describe("warm handshakes in native code", () => {
     });
     expect(lab.server.enforcer.stats().counters.macProofs).toBe(1);
     expect(lab.client.enforcer.stats().counters.macProofs).toBe(1);
+  });
+
+  it("over IPv6 too: tokens the warm table builds verify in JS on the other side, and the flow records carry IPv6 addresses", async () => {
+    const lab = new Lab({ family: IPV6 });
+    lab.accepted(40_051);
+    expect(nativeFlags(lab.accepted(40_052))).toEqual([true, true, true, true]);
+    // New policy on both sides: each verifies the other's natively built MAC token in JS.
+    lab.server.enforcer.setPolicy(policyState(ALLOW_POLICY));
+    lab.client.enforcer.setPolicy(policyState(ALLOW_POLICY));
+    expect(nativeFlags(lab.accepted(40_053))).toEqual([true, false, true, false]);
+    expect(lab.server.rejections()).toEqual({});
+    expect(lab.client.rejections()).toEqual({});
+    expect(nativeFlags(lab.accepted(40_054))).toEqual([true, true, true, true]);
+    const { server } = await lab.flows();
+    expect(server.map((f) => [f.source.address, f.destination.address])).toContainEqual([
+      "2001:2::1",
+      "2001:2::2",
+    ]);
+    expect(new Set(server.map((f) => f.source.address))).toEqual(new Set(["2001:2::1"]));
   });
 
   it("keeps the native decisions per client port: flow records carry each connection's 4-tuple", async () => {
