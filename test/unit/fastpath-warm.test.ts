@@ -58,7 +58,7 @@ const DENY_POLICY = webToDbPolicy(
   [PORT],
   [`{ action: deny, from: [ { matchLabels: { app: web } } ], ports: [ ${PORT} ] }`],
 );
-/** Web may call nothing: its egress rules name only an app that does not exist. */
+/** The same, and web's own egress rule denies it db on the port. */
 const WEB_EGRESS_DENY = `${ALLOW_POLICY}---
 apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
@@ -74,7 +74,7 @@ let bundle: TrustBundle;
 let web: LocalIdentity;
 let db: LocalIdentity;
 /** Second SVIDs for the same workloads, as a rotation brings them. */
-let rotated: LocalIdentity;
+let rotatedDb: LocalIdentity;
 let rotatedWeb: LocalIdentity;
 
 async function identity(
@@ -91,7 +91,7 @@ beforeAll(async () => {
   bundle = parseBundle(TRUST_DOMAIN, await readFile(pki.bundleFile, "utf8"));
   web = await identity("web", { app: "web" });
   db = await identity("db", { app: "db" });
-  rotated = await identity("db", { app: "db" });
+  rotatedDb = await identity("db", { app: "db" });
   rotatedWeb = await identity("web", { app: "web" });
 });
 afterAll(async () => {
@@ -240,13 +240,14 @@ function markOf(g: Given): number | undefined {
   return g.mark === undefined ? undefined : g.mark & MARK_MASK;
 }
 
-/** The packet an accepted verdict lets through: the rewritten one, or the original. */
+/** The rewritten packet an accepted verdict lets through (every handshake verdict here rewrites one). */
 function sent(g: Given): Buffer {
   expect(g.verdict).toBe(VERDICT.ACCEPT);
   if (!g.packet) throw new Error("the verdict carries no packet");
   return g.packet;
 }
 
+/** For SYN out, SYN in, SYN-ACK out, SYN-ACK in: whether the warm table decided it. */
 function nativeFlags(h: ReturnType<Lab["handshake"]>): boolean[] {
   return [h.syn, h.synIn, h.synAck, h.synAckIn].map((g) => g?.native ?? false);
 }
@@ -644,14 +645,14 @@ describe("what JS changes reaches the warm table at once", () => {
     const lab = new Lab();
     lab.accepted(41_501);
     lab.accepted(41_502);
-    lab.server.enforcer.setIdentity(rotated);
+    lab.server.enforcer.setIdentity(rotatedDb);
 
     const across = lab.accepted(41_503);
     // The client still proves itself to the old certificate; the server answers with a signature
     // under the new one, which the client learns.
     expect(nativeFlags(across)).toEqual([true, false, false, false]);
     const answer = decodeToken((extractToken(sent(across.synAck as Given), EXID) as { token: Buffer }).token);
-    expect([answer.proofKind, answer.chain]).toEqual(["signature", rotated.chain]);
+    expect([answer.proofKind, answer.chain]).toEqual(["signature", rotatedDb.chain]);
     expect(nativeFlags(lab.accepted(41_504))).toEqual([true, true, true, true]);
     const { client } = await lab.flows();
     expect(client.map((f) => f.verdict)).toEqual(["allow", "allow", "allow", "allow"]);
@@ -693,11 +694,11 @@ describe("what JS changes reaches the warm table at once", () => {
     const sport = 41_702;
     const synIn = lab.server.hand(HOOK_IN, sent(lab.clientSyn(sport)));
     expect([synIn.native, markOf(synIn)]).toEqual([true, MARK_PENDING_IN]);
-    lab.server.enforcer.setIdentity(rotated);
+    lab.server.enforcer.setIdentity(rotatedDb);
     // Our pair key with the client was derived against the old certificate: answer with a signature.
     const synAck = lab.serverSynAck(sport);
     const answer = decodeToken((extractToken(sent(synAck), EXID) as { token: Buffer }).token);
-    expect([synAck.native, answer.proofKind, answer.chain]).toEqual([false, "signature", rotated.chain]);
+    expect([synAck.native, answer.proofKind, answer.chain]).toEqual([false, "signature", rotatedDb.chain]);
     const synAckIn = lab.client.hand(HOOK_IN, sent(synAck));
     expect(markOf(synAckIn)).toBe(MARK_ACCEPTED);
     expect(lab.client.rejections()).toEqual({});
