@@ -4,6 +4,13 @@ import * as grpc from "@grpc/grpc-js";
 import type { TypeRegistry } from "./registry.ts";
 import { EMPTY, versionOf, type ResourceSet, type Snapshot, type SnapshotCache } from "./snapshot.ts";
 import {
+  MAX_TYPE_URL_LENGTH,
+  MAX_UNSERVED_TYPES,
+  NOTHING_VERSION,
+  warnOnStderr,
+  type XdsWarnLog,
+} from "./unserved.ts";
+import {
   adsServiceDefinition,
   encodeDeltaResponse,
   encodeSotwResponse,
@@ -36,6 +43,8 @@ export interface AdsServerOptions {
   readonly cache: SnapshotCache;
   readonly registry: TypeRegistry;
   readonly authorize?: NodeAuthorizer;
+  /** Where warnings go (a pino logger fits); by default Node's process warnings on stderr. */
+  readonly log?: XdsWarnLog;
 }
 
 export interface AckEvent {
@@ -54,6 +63,13 @@ export interface StreamEvent {
   readonly protocol: "sotw" | "delta";
 }
 
+/** A stream subscribed to a resource type the registry does not hold (once per stream and type). */
+export interface UnservedEvent {
+  readonly nodeId: string;
+  readonly typeUrl: string;
+  readonly protocol: "sotw" | "delta";
+}
+
 export interface AdsServerEvents {
   ack: [AckEvent];
   nack: [NackEvent];
@@ -61,11 +77,14 @@ export interface AdsServerEvents {
   "stream-close": [StreamEvent];
   /** A request the protocol says to ignore (stale nonce). */
   stale: [AckEvent];
+  unserved: [UnservedEvent];
 }
 
 /** What one stream holds and has answered, per type (for status pages and debugging). */
 export interface TypeStatus {
   readonly typeUrl: string;
+  /** false: a type the server does not serve, answered as having no resources (see README). */
+  readonly served: boolean;
   /** "*" for wildcard, else the subscribed names. */
   readonly subscription: "*" | readonly string[];
   /** Resources the node was last sent (state of the world: of the last response; delta: held). */
@@ -106,6 +125,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   readonly definition = adsServiceDefinition;
   readonly implementation: grpc.UntypedServiceImplementation;
   private readonly authorize: NodeAuthorizer;
+  private readonly log: XdsWarnLog;
   private readonly live = new Set<SotwStream | DeltaStream>();
   /** Streams whose snapshot changed and that have not been served it yet, in the order they changed. */
   private readonly pushQueue = new Set<BaseStream>();
@@ -123,6 +143,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
     super();
     this.setMaxListeners(0);
     this.authorize = options.authorize ?? trustClaimedNodeId;
+    this.log = options.log ?? warnOnStderr;
     this.implementation = {
       StreamAggregatedResources: (call: SotwCall) => this.serve(call, "sotw"),
       DeltaAggregatedResources: (call: DeltaCall) => this.serve(call, "delta"),
@@ -232,6 +253,15 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
       ended++;
     }
     return ended;
+  }
+
+  /** Logs and announces a stream's first request for a type it will never be sent resources of. */
+  noteUnserved(event: UnservedEvent): void {
+    this.log.warn(
+      { nodeId: event.nodeId, typeUrl: event.typeUrl, protocol: event.protocol },
+      "resource type not served: answered as having no resources",
+    );
+    this.emit("unserved", event);
   }
 
   /** Every open stream and where each of its types stands. */
@@ -354,6 +384,8 @@ const nonceText = (n: number): string => n.toString(36);
 
 /** Per-type state of a state-of-the-world stream. */
 interface SotwTypeState {
+  /** false: answered as having no resources, and never from the snapshot. */
+  served: boolean;
   /** null = wildcard. */
   names: Set<string> | null;
   /** Whether the client ever named resources (after that, an empty list unsubscribes all). */
@@ -382,6 +414,8 @@ abstract class BaseStream {
   private readonly unwatch: () => void;
   /** The highest nonce this stream has sent. */
   protected lastNonce = 0;
+  /** Distinct types this stream asked for that the server does not serve. */
+  private unservedTypes = 0;
   closed = false;
   /** Ends the call with the error's status; set by the server once the stream is served. */
   fail: (err: unknown) => void = () => this.close();
@@ -404,13 +438,30 @@ abstract class BaseStream {
     return nonceText(this.lastNonce);
   }
 
-  protected checkType(typeUrl: string): void {
-    if (!this.options.registry.has(typeUrl)) {
+  /**
+   * Whether a type this stream asks for the first time is served. On ADS every type shares the
+   * stream, so a type the server does not serve is answered as having no resources rather than
+   * ending the stream (and every served type with it). What a stream may keep for them is
+   * bounded: past MAX_UNSERVED_TYPES distinct ones, or for a type URL longer than any real one,
+   * the stream ends.
+   */
+  protected admitType(typeUrl: string): boolean {
+    if (typeUrl === "")
+      throw new ProtocolError(grpc.status.INVALID_ARGUMENT, "a request on ADS must carry a type_url");
+    if (this.options.registry.has(typeUrl)) return true;
+    if (typeUrl.length > MAX_TYPE_URL_LENGTH)
       throw new ProtocolError(
         grpc.status.INVALID_ARGUMENT,
-        `resource type ${typeUrl || "<empty>"} is not served`,
+        `type_url of ${typeUrl.length} characters: longer than ${MAX_TYPE_URL_LENGTH}, not a resource type`,
       );
-    }
+    if (this.unservedTypes >= MAX_UNSERVED_TYPES)
+      throw new ProtocolError(
+        grpc.status.INVALID_ARGUMENT,
+        `node ${this.nodeId} subscribed to more than ${MAX_UNSERVED_TYPES} resource types this server does not serve (the last: ${typeUrl})`,
+      );
+    this.unservedTypes++;
+    this.server.noteUnserved({ nodeId: this.nodeId, typeUrl, protocol: this.protocol });
+    return false;
   }
 
   /** Sends what changed since the last snapshot; called by the server's push queue. */
@@ -446,12 +497,12 @@ class SotwStream extends BaseStream {
 
   handle(req: SotwRequest): void {
     const typeUrl = req.type_url;
-    this.checkType(typeUrl);
     let state = this.types.get(typeUrl);
     const names = req.resource_names;
     if (!state) {
       const wildcard = names.length === 0 || names.includes("*");
       state = {
+        served: this.admitType(typeUrl),
         names: wildcard ? null : new Set(names),
         explicit: !wildcard,
         lastSentVersion: req.version_info === "" ? undefined : req.version_info,
@@ -500,6 +551,7 @@ class SotwStream extends BaseStream {
   protected typeStatus(): TypeStatus[] {
     return [...this.types].map(([typeUrl, t]) => ({
       typeUrl,
+      served: t.served,
       subscription: t.names === null ? "*" : [...t.names],
       resources: t.sentCount,
       version: t.lastSentVersion,
@@ -530,6 +582,10 @@ class SotwStream extends BaseStream {
 
   /** Sends the subscribed subset when it differs from what was last sent (or the subscription changed). */
   private respond(typeUrl: string, state: SotwTypeState, force: boolean): void {
+    if (!state.served) {
+      this.respondNothing(typeUrl, state, force);
+      return;
+    }
     const set = this.snapshot.set(typeUrl);
     if (state.names === null) {
       if (!force && set.version === state.lastSentVersion) return;
@@ -548,12 +604,27 @@ class SotwStream extends BaseStream {
     this.call.write(encodeSotwResponse(version, typeUrl, nonce, body));
   }
 
+  /**
+   * An unserved type gets an empty response, as a served type with no resources would: for a
+   * wildcard subscription that tells the client there are none (Envoy finishes initializing it at
+   * once); a named one is ACKed and, as for any name absent from a response, left to the client's
+   * own timeout. Sent on subscribing and on a change of names; the snapshot never changes it.
+   */
+  private respondNothing(typeUrl: string, state: SotwTypeState, force: boolean): void {
+    if (!force && state.lastSentVersion === NOTHING_VERSION) return;
+    const nonce = this.nextNonce();
+    this.sent(state, NOTHING_VERSION, nonce, 0);
+    this.call.write(encodeSotwResponse(NOTHING_VERSION, typeUrl, nonce, NO_RESOURCES));
+  }
+
   private sent(state: SotwTypeState, version: string, nonce: string, count: number): void {
     state.sentCount = count;
     state.lastSentVersion = version;
     state.nonce = nonce;
   }
 }
+
+const NO_RESOURCES = Buffer.alloc(0);
 
 function pick(set: ResourceSet, names: Set<string>) {
   const out = [];
@@ -566,6 +637,8 @@ function pick(set: ResourceSet, names: Set<string>) {
 
 /** Per-type state of a delta stream. */
 interface DeltaTypeState {
+  /** false: every name is answered as not existing, and never from the snapshot. */
+  served: boolean;
   wildcard: boolean;
   names: Set<string>;
   /** What the client holds: name → version; "" = told it does not exist. */
@@ -595,14 +668,17 @@ class DeltaStream extends BaseStream {
 
   handle(req: DeltaRequest): void {
     const typeUrl = req.type_url;
-    this.checkType(typeUrl);
     let state = this.types.get(typeUrl);
+    const first = !state;
     if (!state) {
       const subscribe = req.resource_names_subscribe;
+      const served = this.admitType(typeUrl);
       state = {
+        served,
         wildcard: subscribe.length === 0 || subscribe.includes("*"),
         names: new Set(subscribe.filter((n) => n !== "*")),
-        known: new Map(Object.entries(req.initial_resource_versions)),
+        // What the client says it holds of an unserved type is answered, not kept.
+        known: served ? new Map(Object.entries(req.initial_resource_versions)) : new Map(),
         mirror: undefined,
         nonce: undefined,
         answer: { ackedNonce: undefined, error: undefined },
@@ -639,7 +715,8 @@ class DeltaStream extends BaseStream {
       }
     }
     this.dropUnsubscribed(state);
-    this.respond(typeUrl, state);
+    if (state.served) this.respond(typeUrl, state);
+    else this.respondNothing(typeUrl, state, req, first);
   }
 
   protected typeStatus(): TypeStatus[] {
@@ -648,6 +725,7 @@ class DeltaStream extends BaseStream {
       for (const v of t.known.values()) if (v !== "") held++;
       return {
         typeUrl,
+        served: t.served,
         subscription: t.wildcard ? "*" : [...t.names],
         resources: held,
         version: undefined,
@@ -664,7 +742,22 @@ class DeltaStream extends BaseStream {
   }
 
   onSnapshot(): void {
-    for (const [typeUrl, state] of this.types) this.respond(typeUrl, state);
+    for (const [typeUrl, state] of this.types) if (state.served) this.respond(typeUrl, state);
+  }
+
+  /**
+   * An unserved type: every name the request subscribes to, or that the client says it already
+   * holds, comes back in removed_resources (delta's "does not exist", which lets Envoy finish
+   * warming without its fetch timeout); the first wildcard request gets one empty response, so
+   * the client knows it was heard and that there is nothing. Unsubscribing needs no answer.
+   */
+  private respondNothing(typeUrl: string, state: DeltaTypeState, req: DeltaRequest, first: boolean): void {
+    const absent = new Set(req.resource_names_subscribe.filter((n) => n !== "*"));
+    if (first) for (const name of Object.keys(req.initial_resource_versions)) absent.add(name);
+    if (absent.size === 0 && !(first && state.wildcard)) return;
+    const nonce = this.nextNonce();
+    state.nonce = nonce;
+    this.call.write(encodeDeltaResponse(NOTHING_VERSION, typeUrl, nonce, [], [...absent]));
   }
 
   private respond(typeUrl: string, state: DeltaTypeState): void {

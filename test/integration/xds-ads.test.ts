@@ -347,19 +347,47 @@ describe("validation before anything is sent", () => {
 });
 
 describe("protocol errors", () => {
-  it("ends a stream whose first request carries no node, and one asking for an unserved type", async () => {
+  it("ends a stream whose first request carries no node, and one whose request names no type", async () => {
     const noNode = rawStream("sotw");
     const status1 = new Promise<grpc.StatusObject>((resolve) => noNode.call.on("status", resolve));
     noNode.call.write({ type_url: TRUST_BUNDLE });
     expect((await status1).details).toContain("the first request of a stream must carry the node");
     noNode.close();
 
-    const unknown = rawStream("delta");
-    const status2 = new Promise<grpc.StatusObject>((resolve) => unknown.call.on("status", resolve));
-    unknown.call.write({ node: nodeToWire({ id: "odd" }), type_url: "type.googleapis.com/acme.Secret" });
+    const noType = rawStream("delta");
+    const status2 = new Promise<grpc.StatusObject>((resolve) => noType.call.on("status", resolve));
+    noType.call.write({ node: nodeToWire({ id: "odd" }), type_url: "" });
     const s2 = await status2;
     expect(s2.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(s2.details).toContain("resource type type.googleapis.com/acme.Secret is not served");
-    unknown.close();
+    expect(s2.details).toBe("a request on ADS must carry a type_url");
+    noType.close();
   });
+
+  it.each(["sotw", "delta"] as const)(
+    "keeps a %s stream that asks for an unserved type, and ends it when a later request names no type",
+    async (protocol) => {
+      const id = `${protocol}-typeless`;
+      fx.cache.set(id, Snapshot.of([bundle("t.test", 1)]));
+      const raw = rawStream(protocol);
+      const seen: string[] = [];
+      const served = new Promise<void>((resolve) =>
+        raw.call.on("data", (r: SotwResponse | DeltaResponse) => {
+          seen.push(r.type_url);
+          if (r.type_url === TRUST_BUNDLE) resolve();
+        }),
+      );
+      const status = new Promise<grpc.StatusObject>((resolve) => raw.call.on("status", resolve));
+      const subscribe = (typeUrl: string) =>
+        protocol === "sotw" ? { type_url: typeUrl } : { type_url: typeUrl, resource_names_subscribe: ["*"] };
+      raw.call.write({ node: nodeToWire({ id }), ...subscribe("type.googleapis.com/acme.Secret") });
+      raw.call.write(subscribe(TRUST_BUNDLE));
+      await served;
+      expect(seen).toEqual(["type.googleapis.com/acme.Secret", TRUST_BUNDLE]);
+      raw.call.write(subscribe(""));
+      const s = await status;
+      expect(s.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(s.details).toBe("a request on ADS must carry a type_url");
+      raw.close();
+    },
+  );
 });
