@@ -136,8 +136,10 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     const policies = policySource(policyStore);
 
     // ADS streams arrive only after the service is registered below, once `mesh` exists.
-    const xds = createXdsService((node, peer) =>
-      config.authorizeNode ? config.authorizeNode(node, peer) : mesh.authorizeNode(node, peer),
+    const xds = createXdsService(
+      (node, peer) =>
+        config.authorizeNode ? config.authorizeNode(node, peer) : mesh.authorizeNode(node, peer),
+      log,
     );
     const mesh = new MeshPublisher({
       xds,

@@ -1,5 +1,6 @@
 import { defaultTypeRegistry, type TypeRegistry } from "../../xds/registry.ts";
 import { AdsServer, trustClaimedNodeId, type NodeAuthorizer } from "../../xds/server.ts";
+import type { XdsWarnLog } from "../../xds/unserved.ts";
 import { SnapshotCache } from "../../xds/snapshot.ts";
 import { XdsPublisher } from "./publisher.ts";
 
@@ -13,14 +14,17 @@ export interface XdsService {
 /**
  * The control plane's xDS side. `authorize` maps a stream's peer (its verified workload
  * certificate, once the identity layer requires one) to the node key it may be served; it
- * defaults to trusting the claimed node id. Register `ads.definition`/`ads.implementation` on the
- * gRPC server.
+ * defaults to trusting the claimed node id; `log` takes the server's warnings (types a node asks for
+ * that are not served). Register `ads.definition`/`ads.implementation` on the gRPC server.
  */
-export function createXdsService(authorize: NodeAuthorizer = trustClaimedNodeId): XdsService {
+export function createXdsService(
+  authorize: NodeAuthorizer = trustClaimedNodeId,
+  log?: XdsWarnLog,
+): XdsService {
   const registry = defaultTypeRegistry();
   const cache = new SnapshotCache();
   const publisher = new XdsPublisher(cache, registry);
-  const ads = new AdsServer({ cache, registry, authorize });
+  const ads = new AdsServer({ cache, registry, authorize, ...(log ? { log } : {}) });
   // A connecting node gets a snapshot (the shared one unless it has resources of its own) before
   // its first request is answered; one that disconnected for good leaves nothing behind.
   const streams = new Map<string, number>();
