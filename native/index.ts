@@ -164,7 +164,14 @@ interface NativeWarm {
   setLocal(chainSection: Buffer, digest: Buffer): void;
   learnServer(address: string, port: number, digest: Buffer, key: Buffer): void;
   forgetServer(address: string, port: number): void;
-  rememberPeer(chainSection: Buffer, digest: Buffer, ref: number, validUntilMs: number, key: Buffer): void;
+  rememberPeer(
+    chainSection: Buffer,
+    purpose: "client" | "server",
+    digest: Buffer,
+    ref: number,
+    validUntilMs: number,
+    key: Buffer,
+  ): void;
   rememberDecision(
     direction: 0 | 1,
     peerRef: number,
@@ -420,15 +427,19 @@ export class WarmHandshakes {
     this.native.forgetServer(address, port);
   }
 
-  /** A peer whose chain (exactly these certificate-section bytes) verified, until `validUntilMs`. */
+  /**
+   * A peer whose chain (exactly these certificate-section bytes) verified for `purpose` (a client's
+   * SYN or a server's SYN-ACK), until `validUntilMs`; it is taken for that purpose only.
+   */
   rememberPeer(
     chainSection: Buffer,
+    purpose: "client" | "server",
     digest: Buffer,
     ref: number,
     validUntilMs: number,
     pairKey: Buffer,
   ): void {
-    this.native.rememberPeer(chainSection, digest, ref, validUntilMs, pairKey);
+    this.native.rememberPeer(chainSection, purpose, digest, ref, validUntilMs, pairKey);
   }
 
   /** Policy's answer for this peer at this address and port, in one direction. */

@@ -131,9 +131,10 @@ void WarmHandshakes::LearnServer(const std::string& endpoint, const Digest& dige
 
 void WarmHandshakes::ForgetServer(const std::string& endpoint) { servers_.erase(endpoint); }
 
-void WarmHandshakes::RememberPeer(const Bytes& chainSection, const Digest& digest, uint32_t ref, int64_t validUntilMs,
-                                  const PairKey& key) {
-  std::string section(chainSection.begin(), chainSection.end());
+void WarmHandshakes::RememberPeer(const Bytes& chainSection, bool asServer, const Digest& digest, uint32_t ref,
+                                  int64_t validUntilMs, const PairKey& key) {
+  std::string section(1, asServer ? 's' : 'c');
+  section.append(chainSection.begin(), chainSection.end());
   if (peers_.size() >= kMaxEntries && !peers_.count(section)) peers_.erase(peers_.begin());
   peers_[section] = Peer{digest, ref, validUntilMs, key};
 }
@@ -263,7 +264,8 @@ bool WarmHandshakes::ParseMacToken(const Bytes& token, bool synAck, MacToken& ou
     if (at + len > token.size()) return false;
     at += len;
   }
-  out.chainSection.assign(reinterpret_cast<const char*>(&token[chainStart]), at - chainStart);
+  out.peerKey.assign(1, synAck ? 's' : 'c');
+  out.peerKey.append(reinterpret_cast<const char*>(&token[chainStart]), at - chainStart);
   if (token.size() != at + kDigestBytes + kMacBytes) return false;
   out.keyId = &token[at];
   out.signedLength = at + kDigestBytes;
@@ -275,7 +277,7 @@ const WarmHandshakes::Peer* WarmHandshakes::VerifyMacToken(const Bytes& token, c
                                                            int64_t nowMs) const {
   if (parsed.timestampMs < nowMs - settings_.windowMs || parsed.timestampMs > nowMs + settings_.windowMs) return nullptr;
   if (std::memcmp(parsed.keyId, localDigest_.data(), kDigestBytes) != 0) return nullptr;
-  auto it = peers_.find(parsed.chainSection);
+  auto it = peers_.find(parsed.peerKey);
   if (it == peers_.end() || it->second.validUntilMs <= nowMs) return nullptr;
   Bytes message;
   message.reserve(sizeof(kContext) + parsed.signedLength + 37);

@@ -179,7 +179,10 @@ class WarmHandshakes {
   void SetLocal(const Bytes& chainSection, const Digest& digest);
   void LearnServer(const std::string& endpoint, const Digest& digest, const PairKey& key);
   void ForgetServer(const std::string& endpoint);
-  void RememberPeer(const Bytes& chainSection, const Digest& digest, uint32_t ref, int64_t validUntilMs, const PairKey& key);
+  // `asServer`: verified for the server's purpose (from a SYN-ACK), else the client's (from a SYN);
+  // a chain is only taken for the purpose it was verified for (the EKU checks differ).
+  void RememberPeer(const Bytes& chainSection, bool asServer, const Digest& digest, uint32_t ref, int64_t validUntilMs,
+                    const PairKey& key);
   void RememberDecision(Direction direction, uint32_t peerRef, int family, const uint8_t* address, uint16_t port, bool allow,
                         uint32_t decisionRef);
   void ForgetPeers();
@@ -229,7 +232,7 @@ class WarmHandshakes {
     const uint8_t* nonce = nullptr;
     int64_t timestampMs = 0;
     const uint8_t* echoNonce = nullptr;
-    std::string chainSection;
+    std::string peerKey;  // purpose ('c' client, 's' server), then the certificate section as sent
     const uint8_t* keyId = nullptr;
     size_t signedLength = 0;
     const uint8_t* mac = nullptr;

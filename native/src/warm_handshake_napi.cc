@@ -150,10 +150,12 @@ class WarmHandshakesWrap : public Napi::ObjectWrap<WarmHandshakesWrap> {
     return info.Env().Undefined();
   }
 
-  // rememberPeer(chainSection, digest, ref, validUntilMs, key)
+  // rememberPeer(chainSection, purpose: "client" | "server", digest, ref, validUntilMs, key)
   Napi::Value RememberPeer(const Napi::CallbackInfo& info) {
-    table_.RememberPeer(AnyBytes(info[0], "chainSection"), Fixed<kDigestBytes>(info[1], "digest"), U32(info[2], "ref"),
-                        Ms(info[3], "validUntilMs"), Fixed<kPairKeyBytes>(info[4], "key"));
+    const std::string purpose = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+    if (purpose != "client" && purpose != "server") throw Napi::TypeError::New(info.Env(), "purpose must be \"client\" or \"server\"");
+    table_.RememberPeer(AnyBytes(info[0], "chainSection"), purpose == "server", Fixed<kDigestBytes>(info[2], "digest"),
+                        U32(info[3], "ref"), Ms(info[4], "validUntilMs"), Fixed<kPairKeyBytes>(info[5], "key"));
     return info.Env().Undefined();
   }
 

@@ -436,6 +436,7 @@ export class FastPathEnforcer {
     if (key) {
       this.warm.rememberPeer(
         verified.token.chainBytes,
+        verified.token.type === "syn" ? "client" : "server",
         Buffer.from(verified.digest, "hex"),
         ref,
         verified.validUntilMs,

@@ -127,7 +127,9 @@ export class TokenVerifier {
     }
 
     const digest = this.digests.digestOf(token);
-    let entry = this.identities.get(digest, now);
+    // Keyed by purpose too: a chain verified as a server's is checked again before it counts as a client's.
+    const cacheKey = `${expected}|${digest}`;
+    let entry = this.identities.get(cacheKey, now);
     const cached = entry !== undefined;
     if (!entry) {
       try {
@@ -172,7 +174,7 @@ export class TokenVerifier {
       }
     }
     // Cache only after the key proved itself, so junk chains cannot evict good entries.
-    if (!cached) this.identities.set(digest, entry);
+    if (!cached) this.identities.set(cacheKey, entry);
 
     const seen = this.options.replays.rememberNonce(token.nonce, now);
     if (seen === "replayed") throw new TokenError("replayed", "token nonce already used inside the window");

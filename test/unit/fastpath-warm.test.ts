@@ -814,6 +814,18 @@ describe("the warm table leaves to JS", () => {
     }
   });
 
+  it("a chain verified as a server's is verified again before it counts as a client's", () => {
+    const lab = new Lab();
+    lab.accepted(40_700);
+    const web = lab.client.enforcer;
+    const cold = web.stats().counters.coldVerifications;
+    // db, the server web verified in that SYN-ACK, now connects to web as a client.
+    const syn = lab.server.hand(HOOK_OUT, segment(SERVER, CLIENT, 40_701, PORT, TCP_FLAGS.SYN));
+    const synIn = lab.client.hand(HOOK_IN, sent(syn));
+    expect(synIn.native).toBe(false);
+    expect(web.stats().counters.coldVerifications).toBe(cold + 1);
+  });
+
   it("a nonce JS accepted is a replay to the warm table too", () => {
     const lab = new Lab();
     lab.accepted(43_301);
