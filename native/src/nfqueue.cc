@@ -214,10 +214,12 @@ class NfQueue : public Napi::ObjectWrap<NfQueue> {
                                   mark, WallClockMs());
     if (!v.handled) return false;
     const uint64_t decided = MonotonicNs();
-    // A verdict that cannot be sent leaves the packet queued until the queue is unbound: counted, as
-    // JS's failed verdicts are thrown.
+    // A verdict that cannot be sent is counted and followed by a plain drop (fail closed), as JS's
+    // path does; if that cannot be sent either, the packet waits in the kernel until the queue is
+    // unbound and the connection's retransmission starts over.
     if (SendVerdict(id, v.verdict, v.setMark ? &v.mark : nullptr, v.replace ? v.packet.data() : nullptr, v.packet.size()) != 0) {
       ++verdictErrors_;
+      SendVerdict(id, NF_DROP, nullptr, nullptr, 0);
     }
     warm_->AddTiming(v.kind, decided - started, MonotonicNs() - decided);
     return true;

@@ -52,3 +52,21 @@ export function buildState(s: EnforcerSources): {
   };
   return { local, trust, policy: { set: compilePolicyText(s.policyYaml, s.policyName), mode: s.mode } };
 }
+
+/** Which parts of the enforcer's state differ between two sets of sources. */
+export function changedParts(
+  before: EnforcerSources,
+  after: EnforcerSources,
+): { identity: boolean; trust: boolean; policy: boolean } {
+  return {
+    identity: before.svidPem !== after.svidPem || before.keyPem !== after.keyPem,
+    trust:
+      before.trustDomain !== after.trustDomain ||
+      before.bundleJson !== after.bundleJson ||
+      JSON.stringify(before.revocations) !== JSON.stringify(after.revocations),
+    policy:
+      before.policyYaml !== after.policyYaml ||
+      before.policyName !== after.policyName ||
+      before.mode !== after.mode,
+  };
+}

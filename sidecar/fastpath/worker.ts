@@ -18,7 +18,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import type { FlowRecord } from "../../core/flow.ts";
 import { FastPathEnforcer } from "./enforcer.ts";
 import type { EnforcerSettings, LearnedServer } from "./enforcer.ts";
-import { buildState } from "./sources.ts";
+import { buildState, changedParts } from "./sources.ts";
 import type { EnforcerSources } from "./sources.ts";
 
 interface WorkerInit {
@@ -34,7 +34,8 @@ const sendBatch = (): void => {
   port.postMessage({ type: "flows", flows: batch });
   batch = [];
 };
-const enforcer = new FastPathEnforcer(init.settings, buildState(init.sources), (flow) => {
+let current = init.sources;
+const enforcer = new FastPathEnforcer(init.settings, buildState(current), (flow) => {
   if (batch.length === 0) setImmediate(sendBatch);
   batch.push(flow);
 });
@@ -50,9 +51,12 @@ port.on(
     } else if (msg.type === "sources" && msg.sources) {
       try {
         const state = buildState(msg.sources);
-        enforcer.setIdentity(state.local);
-        enforcer.setTrust(state.trust);
-        enforcer.setPolicy(state.policy);
+        // Only what changed: each setter voids what the warm table was taught under the old value.
+        const changed = changedParts(current, msg.sources);
+        if (changed.identity) enforcer.setIdentity(state.local);
+        if (changed.trust) enforcer.setTrust(state.trust);
+        if (changed.policy) enforcer.setPolicy(state.policy);
+        current = msg.sources;
       } catch (err) {
         port.postMessage({ type: "error", message: (err as Error).message });
       }
