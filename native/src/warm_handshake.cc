@@ -314,6 +314,14 @@ bool WarmHandshakes::OurSyn(WarmVerdict& out, const Bytes& packet, const TcpView
   return true;
 }
 
+// The last check before a peer's token is accepted: its nonce, never seen before, is now spent.
+bool WarmHandshakes::SpendNonce(const MacToken& parsed, int64_t nowMs, Nonce& nonce) {
+  std::memcpy(nonce.data(), parsed.nonce, kNonceBytes);
+  if (replays_.Remember(nonce, nowMs) != NonceCheck::kOk) return false;
+  ++counters_.macProofs;
+  return true;
+}
+
 bool WarmHandshakes::PeerSyn(WarmVerdict& out, const Bytes& packet, const TcpView& v, uint32_t mark, int64_t nowMs) {
   if (!v.tokenOption || !FlowRoom()) return false;
   auto extracted = ExtractToken(packet, settings_.exid);
@@ -327,9 +335,7 @@ bool WarmHandshakes::PeerSyn(WarmVerdict& out, const Bytes& packet, const TcpVie
   const Decision* decision = FindDecision(kIngress, peer->ref, v.family, v.src, v.dstPort);
   if (!decision) return false;
   Nonce nonce;
-  std::memcpy(nonce.data(), parsed.nonce, kNonceBytes);
-  if (replays_.Remember(nonce, nowMs) != NonceCheck::kOk) return false;
-  ++counters_.macProofs;
+  if (!SpendNonce(parsed, nowMs, nonce)) return false;
   out.verdict = kAccept;
   out.setMark = true;
   out.replace = true;
@@ -391,9 +397,7 @@ bool WarmHandshakes::PeerSynAck(WarmVerdict& out, const Bytes& packet, const Tcp
   const Decision* decision = FindDecision(kEgress, peer->ref, v.family, v.src, v.srcPort);
   if (!decision) return false;
   Nonce nonce;
-  std::memcpy(nonce.data(), parsed.nonce, kNonceBytes);
-  if (replays_.Remember(nonce, nowMs) != NonceCheck::kOk) return false;
-  ++counters_.macProofs;
+  if (!SpendNonce(parsed, nowMs, nonce)) return false;
   out.verdict = kAccept;
   out.setMark = true;
   out.replace = true;

@@ -247,6 +247,7 @@ class WarmHandshakes {
   // The peer entry behind a checked MAC token: fresh, keyed to our current certificate, known,
   // and its proof right for this connection.
   const Peer* VerifyMacToken(const Bytes& token, const MacToken& parsed, const Tuple& tuple, int64_t nowMs) const;
+  bool SpendNonce(const MacToken& parsed, int64_t nowMs, Nonce& nonce);
   const Decision* FindDecision(Direction direction, uint32_t peerRef, int family, const uint8_t* address, uint16_t port) const;
   Bytes BuildMacToken(bool synAck, const Nonce& nonce, int64_t nowMs, const Nonce* echo, const Digest& keyId, const PairKey& key,
                       const Tuple& tuple) const;
