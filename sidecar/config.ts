@@ -103,6 +103,12 @@ export const sidecarConfigSchema = z
         failureTtlMs: 5_000,
         hostsFile: "/etc/hosts",
       }),
+    /**
+     * The `x-forwarded-client-cert` field on inbound HTTP requests. Whatever a client sent is always
+     * removed (outbound requests too); "sanitize_set" then sets one for a caller verified by mTLS
+     * (its SPIFFE ID and certificate hash, `client-cert.ts`), "sanitize" sets none.
+     */
+    forwardClientCert: z.enum(["sanitize_set", "sanitize"]).default("sanitize_set"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();
