@@ -5,6 +5,7 @@ import type { Decision, HttpRequestFacts } from "../../core/policy/index.ts";
 import { normalizeRequestPath, refusalDecision } from "../../core/policy/index.ts";
 import type { Authorizer, ConnectionFacts } from "../authorize.ts";
 import { reportedPath } from "../authorize.ts";
+import { withForwardedClientCert } from "../client-cert.ts";
 import { denialBody, rawResponse } from "../responses.ts";
 import { splice } from "../splice.ts";
 import type { UpstreamRoute, Upstreams } from "../upstreams.ts";
@@ -23,6 +24,11 @@ export interface HttpConnection {
    */
   peerFor(host: string | undefined): Peer;
   readonly route: UpstreamRoute;
+  /**
+   * The `x-forwarded-client-cert` value every request on this connection carries to the upstream
+   * (inbound, from a caller verified by mTLS). Absent: the client's XFCC fields are only removed.
+   */
+  readonly forwardedClientCert?: string;
 }
 
 export interface Http1Options {
@@ -213,7 +219,11 @@ export class Http1Connection implements PoolUser {
       return;
     }
     const peer = this.conn.peerFor(req.host);
-    const decision = this.ctx.authorizer.decide(this.conn.facts, requestFacts(req), peer);
+    const decision = this.ctx.authorizer.decide(
+      this.conn.facts,
+      requestFacts(req, this.conn.forwardedClientCert),
+      peer,
+    );
     if (decision.verdict === "deny") {
       const status = decision.status === 400 ? 400 : 403;
       const body = denialBody(status, decision);
@@ -266,9 +276,10 @@ export class Http1Connection implements PoolUser {
     const req = this.req as RequestHead;
     const body = this.reqBody as BodyFramer;
     this.up = up;
+    const clientCert = this.conn.forwardedClientCert;
     const head = this.upgrading
-      ? upgradeRequestHead(req, this.target)
-      : upstreamRequestHead(req, this.target);
+      ? upgradeRequestHead(req, this.target, clientCert)
+      : upstreamRequestHead(req, this.target, clientCert);
     let out: Buffer;
     let n = 0;
     const pending = this.pending;
@@ -611,9 +622,10 @@ export class Http1Connection implements PoolUser {
 
 const EMPTY = Buffer.alloc(0);
 
-/** What policy decides on. */
-function requestFacts(req: RequestHead): HttpRequestFacts {
+/** What policy decides on: the fields the upstream receives, XFCC included. */
+function requestFacts(req: RequestHead, clientCert: string | undefined): HttpRequestFacts {
+  const headers = withForwardedClientCert(req.byName, clientCert);
   return req.host === undefined
-    ? { method: req.method, path: req.target, headers: req.byName }
-    : { method: req.method, path: req.target, host: req.host, headers: req.byName };
+    ? { method: req.method, path: req.target, headers }
+    : { method: req.method, path: req.target, host: req.host, headers };
 }
