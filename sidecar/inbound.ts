@@ -6,6 +6,8 @@ import { peerAuthenticationMode } from "../core/policy/index.ts";
 import type { TunnelTarget } from "./alpn.ts";
 import { decodeMeshAlpn, selectMeshAlpn } from "./alpn.ts";
 import type { Authorizer, ConnectionFacts } from "./authorize.ts";
+import type { ForwardClientCert } from "./client-cert.ts";
+import { forwardedClientCert } from "./client-cert.ts";
 import { refusalDecision } from "../core/policy/index.ts";
 import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
@@ -42,6 +44,8 @@ export interface InboundDeps {
   readonly reservedPorts: ReadonlySet<number>;
   readonly detectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
+  /** Whether HTTP requests from a caller verified by mTLS carry its identity to the application. */
+  readonly forwardClientCert: ForwardClientCert;
   readonly log: Logger;
 }
 
@@ -129,7 +133,20 @@ export class InboundHandler {
       peer: { kind: "workload", identity: accepted.peer.identity, address: remote },
       encrypted: true,
     };
-    const conn: HttpConnection = { facts, route: this.route(target.port), peerFor: () => facts.peer };
+    const route = this.route(target.port);
+    const conn: HttpConnection =
+      deps.forwardClientCert === "sanitize_set" && target.protocol !== "tcp"
+        ? {
+            facts,
+            route,
+            peerFor: () => facts.peer,
+            forwardedClientCert: forwardedClientCert(
+              deps.tls.identity.identity.spiffeId,
+              accepted.peer.leaf.raw,
+              accepted.peer.identity.spiffeId,
+            ),
+          }
+        : { facts, route, peerFor: () => facts.peer };
     switch (target.protocol) {
       case "http1":
         deps.http1.accept(tlsSocket, conn, Buffer.alloc(0));

@@ -160,6 +160,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     reservedPorts,
     detectTimeoutMs: config.detectTimeoutMs,
     handshakeTimeoutMs: config.handshakeTimeoutMs,
+    forwardClientCert: config.forwardClientCert,
     log,
   });
 
