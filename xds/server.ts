@@ -652,6 +652,15 @@ interface DeltaTypeState {
   answer: Answer;
 }
 
+/**
+ * A wildcard subscription not answered yet on this stream is answered even when there is nothing
+ * to send: Envoy finishes initializing a wildcard subscription (CDS, LDS) only on its first
+ * response, and would otherwise wait out its initial_fetch_timeout (forever when that is 0).
+ */
+function awaitsFirstAnswer(state: DeltaTypeState): boolean {
+  return state.wildcard && state.nonce === undefined;
+}
+
 class DeltaStream extends BaseStream {
   readonly protocol = "delta";
   private readonly types = new Map<string, DeltaTypeState>();
@@ -748,13 +757,14 @@ class DeltaStream extends BaseStream {
   /**
    * An unserved type: every name the request subscribes to, or that the client says it already
    * holds, comes back in removed_resources (delta's "does not exist", which lets Envoy finish
-   * warming without its fetch timeout); the first wildcard request gets one empty response, so
-   * the client knows it was heard and that there is nothing. Unsubscribing needs no answer.
+   * warming without its fetch timeout); a wildcard subscription not answered yet gets one empty
+   * response, so the client knows it was heard and that there is nothing. Unsubscribing needs no
+   * answer.
    */
   private respondNothing(typeUrl: string, state: DeltaTypeState, req: DeltaRequest, first: boolean): void {
     const absent = new Set(req.resource_names_subscribe.filter((n) => n !== "*"));
     if (first) for (const name of Object.keys(req.initial_resource_versions)) absent.add(name);
-    if (absent.size === 0 && !(first && state.wildcard)) return;
+    if (absent.size === 0 && !awaitsFirstAnswer(state)) return;
     const nonce = this.nextNonce();
     state.nonce = nonce;
     this.call.write(encodeDeltaResponse(NOTHING_VERSION, typeUrl, nonce, [], [...absent]));
@@ -798,7 +808,7 @@ class DeltaStream extends BaseStream {
     for (const name of state.names) offer(name);
     // Deleting or re-setting existing keys while iterating a Map is safe and visits each key once.
     for (const name of state.known.keys()) if (!set.items.has(name)) offer(name);
-    if (entries.length === 0 && removed.length === 0) return;
+    if (entries.length === 0 && removed.length === 0 && !awaitsFirstAnswer(state)) return;
     const nonce = this.nextNonce();
     state.nonce = nonce;
     this.call.write(encodeDeltaResponse(set.version, typeUrl, nonce, entries, removed));
