@@ -3,6 +3,7 @@ import type { PeerCertificate } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { TypeRegistry } from "./registry.ts";
 import { EMPTY, versionOf, type ResourceSet, type Snapshot, type SnapshotCache } from "./snapshot.ts";
+import { MAX_RESOURCE_NAME_LENGTH, MAX_SUBSCRIBED_NAMES } from "./subscription-bounds.ts";
 import {
   MAX_TYPE_URL_LENGTH,
   MAX_UNSERVED_TYPES,
@@ -464,6 +465,27 @@ abstract class BaseStream {
     return false;
   }
 
+  /**
+   * Ends the stream for a subscribed name longer than any real resource name: names are state the
+   * stream keeps, and MAX_SUBSCRIBED_NAMES alone would not bound their size.
+   */
+  protected checkName(typeUrl: string, name: string): void {
+    if (name.length > MAX_RESOURCE_NAME_LENGTH)
+      throw new ProtocolError(
+        grpc.status.INVALID_ARGUMENT,
+        `node ${this.nodeId} subscribed to a resource of ${typeUrl} named with ${name.length} characters, more than ${MAX_RESOURCE_NAME_LENGTH}`,
+      );
+  }
+
+  /** Ends the stream once it would hold more than MAX_SUBSCRIBED_NAMES names of one type. */
+  protected checkNameCount(typeUrl: string, count: number): void {
+    if (count > MAX_SUBSCRIBED_NAMES)
+      throw new ProtocolError(
+        grpc.status.INVALID_ARGUMENT,
+        `node ${this.nodeId} subscribed to more than ${MAX_SUBSCRIBED_NAMES} resources of ${typeUrl} on one stream`,
+      );
+  }
+
   /** Sends what changed since the last snapshot; called by the server's push queue. */
   abstract onSnapshot(): void;
 
@@ -500,10 +522,11 @@ class SotwStream extends BaseStream {
     let state = this.types.get(typeUrl);
     const names = req.resource_names;
     if (!state) {
+      const served = this.admitType(typeUrl);
       const wildcard = names.length === 0 || names.includes("*");
       state = {
-        served: this.admitType(typeUrl),
-        names: wildcard ? null : new Set(names),
+        served,
+        names: wildcard ? null : this.boundedNames(typeUrl, names),
         explicit: !wildcard,
         lastSentVersion: req.version_info === "" ? undefined : req.version_info,
         sentCount: 0,
@@ -544,8 +567,16 @@ class SotwStream extends BaseStream {
         nonce: req.response_nonce,
       });
     }
-    const changed = this.updateNames(state, names);
+    const changed = this.updateNames(typeUrl, state, names);
     this.respond(typeUrl, state, changed);
+  }
+
+  /** The names of a request as the set the stream keeps, within the bounds on names. */
+  private boundedNames(typeUrl: string, names: readonly string[]): Set<string> {
+    for (const n of names) this.checkName(typeUrl, n);
+    const set = new Set(names);
+    this.checkNameCount(typeUrl, set.size);
+    return set;
   }
 
   protected typeStatus(): TypeStatus[] {
@@ -560,14 +591,14 @@ class SotwStream extends BaseStream {
     }));
   }
 
-  private updateNames(state: SotwTypeState, names: string[]): boolean {
+  private updateNames(typeUrl: string, state: SotwTypeState, names: string[]): boolean {
     if (names.includes("*")) {
       const changed = state.names !== null;
       state.names = null;
       return changed;
     }
     if (names.length === 0 && !state.explicit) return false;
-    const next = new Set(names);
+    const next = this.boundedNames(typeUrl, names);
     const prev = state.names;
     state.explicit = true;
     state.names = next;
@@ -680,12 +711,12 @@ class DeltaStream extends BaseStream {
     let state = this.types.get(typeUrl);
     const first = !state;
     if (!state) {
-      const subscribe = req.resource_names_subscribe;
       const served = this.admitType(typeUrl);
       state = {
         served,
-        wildcard: subscribe.length === 0 || subscribe.includes("*"),
-        names: new Set(subscribe.filter((n) => n !== "*")),
+        // A first request without names subscribes to every resource of the type.
+        wildcard: req.resource_names_subscribe.length === 0,
+        names: new Set(),
         // What the client says it holds of an unserved type is answered, not kept.
         known: served ? new Map(Object.entries(req.initial_resource_versions)) : new Map(),
         mirror: undefined,
@@ -693,18 +724,18 @@ class DeltaStream extends BaseStream {
         answer: { ackedNonce: undefined, error: undefined },
       };
       this.types.set(typeUrl, state);
+      this.subscribe(typeUrl, state, req.resource_names_subscribe);
     } else {
       if (req.resource_names_subscribe.length > 0 || req.resource_names_unsubscribe.length > 0)
         state.mirror = undefined;
-      for (const n of req.resource_names_subscribe) {
-        if (n === "*") state.wildcard = true;
-        else state.names.add(n);
-      }
+      this.subscribe(typeUrl, state, req.resource_names_subscribe);
       for (const n of req.resource_names_unsubscribe) {
         if (n === "*") state.wildcard = false;
         else state.names.delete(n);
       }
     }
+    // Counted once the request is applied: one request may unsubscribe a name and subscribe another.
+    this.checkNameCount(typeUrl, state.names.size);
     if (req.response_nonce !== "") {
       if (req.response_nonce !== state.nonce) {
         this.server.emit("stale", { nodeId: this.nodeId, typeUrl, version: "", nonce: req.response_nonce });
@@ -742,6 +773,18 @@ class DeltaStream extends BaseStream {
         error: t.answer.error,
       };
     });
+  }
+
+  /** Adds subscribed names ("*": every resource of the type), each within the bound on length. */
+  private subscribe(typeUrl: string, state: DeltaTypeState, names: readonly string[]): void {
+    for (const n of names) {
+      if (n === "*") {
+        state.wildcard = true;
+        continue;
+      }
+      this.checkName(typeUrl, n);
+      state.names.add(n);
+    }
   }
 
   /** Names the client no longer wants are forgotten without a response (it drops them itself). */

@@ -1,16 +1,20 @@
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AckEvent } from "../../xds/server.ts";
 import { Snapshot } from "../../xds/snapshot.ts";
-import { CLUSTER, LISTENER, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import { MAX_RESOURCE_NAME_LENGTH, MAX_SUBSCRIBED_NAMES } from "../../xds/subscription-bounds.ts";
+import { CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { NOTHING_VERSION } from "../../xds/unserved.ts";
 import { adsServiceDefinition, nodeToWire, type DeltaResponse, type SotwResponse } from "../../xds/wire.ts";
 import { nextEvent, startAdsFixture, type AdsFixture } from "./xds-harness.ts";
 
 /**
- * What a subscription is owed: a wildcard subscription is answered even when the node has nothing
- * of its type (Envoy's initialization waits for that answer).
+ * What a subscription is owed and what it may cost: a wildcard subscription is answered even when
+ * the node has nothing of its type (Envoy's initialization waits for that answer), and the names a
+ * stream subscribes to are bounded.
  */
+
+const SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
 let fx: AdsFixture;
 beforeAll(async () => {
@@ -18,6 +22,9 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await fx?.close();
+});
+afterEach(() => {
+  vi.restoreAllMocks();
 });
 
 const bundle = (sequence: number) =>
@@ -225,5 +232,131 @@ describe("a wildcard subscription to a served type the node has none of", () => 
       resources: [],
     });
     fresh.close();
+  });
+});
+
+/** `n` distinct resource names starting at `from`. */
+const names = (from: number, n: number) => Array.from({ length: n }, (_, i) => `n${from + i}`);
+
+const tooMany = (id: string, typeUrl: string) =>
+  `node ${id} subscribed to more than ${MAX_SUBSCRIBED_NAMES} resources of ${typeUrl} on one stream`;
+
+const tooLong = (id: string, typeUrl: string, length: number) =>
+  `node ${id} subscribed to a resource of ${typeUrl} named with ${length} characters, more than ${MAX_RESOURCE_NAME_LENGTH}`;
+
+describe("names a delta stream subscribes to", () => {
+  it.each([
+    ["a served type", CLUSTER_LOAD_ASSIGNMENT],
+    ["an unserved type", SECRET],
+  ])(`of %s: ${MAX_SUBSCRIBED_NAMES} are taken, one more ends the stream`, async (_, typeUrl) => {
+    vi.spyOn(process, "emitWarning").mockImplementation(() => undefined);
+    const id = `delta-many-names-${typeUrl === SECRET ? "unserved" : "served"}`;
+    const half = MAX_SUBSCRIBED_NAMES / 2;
+    const s = openStream<DeltaResponse>("delta");
+    s.write({ node: nodeToWire({ id }), type_url: typeUrl, resource_names_subscribe: names(0, half) });
+    const first = await s.next();
+    expect(first.removed_resources).toHaveLength(half);
+    // Names already subscribed do not count twice.
+    s.write({
+      type_url: typeUrl,
+      response_nonce: first.nonce,
+      resource_names_subscribe: [...names(0, 10), ...names(half, half)],
+    });
+    const second = await s.next();
+    expect(second.type_url).toBe(typeUrl);
+    expect(second.removed_resources.length).toBeGreaterThanOrEqual(half);
+    // Unsubscribing makes room.
+    s.write({
+      type_url: typeUrl,
+      response_nonce: second.nonce,
+      resource_names_unsubscribe: ["n0"],
+      resource_names_subscribe: ["replacement"],
+    });
+    const third = await s.next();
+    expect(third.removed_resources).toEqual(["replacement"]);
+    const held = typeStatus(id, typeUrl)?.subscription;
+    expect(held === "*" ? -1 : held?.length).toBe(MAX_SUBSCRIBED_NAMES);
+
+    s.write({ type_url: typeUrl, response_nonce: third.nonce, resource_names_subscribe: ["one-too-many"] });
+    const status = await s.status;
+    expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(status.details).toBe(tooMany(id, typeUrl));
+    s.close();
+  });
+
+  it(`ends the stream for a name longer than ${MAX_RESOURCE_NAME_LENGTH} characters`, async () => {
+    const id = "delta-long-name";
+    const s = openStream<DeltaResponse>("delta");
+    const longest = "x".repeat(MAX_RESOURCE_NAME_LENGTH);
+    s.write({ node: nodeToWire({ id }), type_url: CLUSTER, resource_names_subscribe: [longest] });
+    const answer = await s.next();
+    expect(answer.removed_resources).toEqual([longest]);
+    s.write({
+      type_url: CLUSTER,
+      response_nonce: answer.nonce,
+      resource_names_subscribe: [`${longest}y`],
+    });
+    const status = await s.status;
+    expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(status.details).toBe(tooLong(id, CLUSTER, MAX_RESOURCE_NAME_LENGTH + 1));
+    s.close();
+  });
+});
+
+describe("names a state-of-the-world request subscribes to", () => {
+  it.each([
+    ["a served type", CLUSTER_LOAD_ASSIGNMENT],
+    ["an unserved type", SECRET],
+  ])(`of %s: ${MAX_SUBSCRIBED_NAMES} are taken, one more ends the stream`, async (_, typeUrl) => {
+    vi.spyOn(process, "emitWarning").mockImplementation(() => undefined);
+    const id = `sotw-many-names-${typeUrl === SECRET ? "unserved" : "served"}`;
+    const s = openStream<SotwResponse>("sotw");
+    s.write({ node: nodeToWire({ id }), type_url: typeUrl, resource_names: names(0, MAX_SUBSCRIBED_NAMES) });
+    const first = await s.next();
+    expect(first).toMatchObject({ type_url: typeUrl, version_info: NOTHING_VERSION, resources: [] });
+    const held = typeStatus(id, typeUrl)?.subscription;
+    expect(held === "*" ? -1 : held?.length).toBe(MAX_SUBSCRIBED_NAMES);
+
+    s.write({
+      type_url: typeUrl,
+      version_info: first.version_info,
+      response_nonce: first.nonce,
+      resource_names: names(0, MAX_SUBSCRIBED_NAMES + 1),
+    });
+    const status = await s.status;
+    expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(status.details).toBe(tooMany(id, typeUrl));
+    s.close();
+  });
+
+  it("counts a name repeated in one request once", async () => {
+    const id = "sotw-repeated-names";
+    const s = openStream<SotwResponse>("sotw");
+    s.write({
+      node: nodeToWire({ id }),
+      type_url: CLUSTER_LOAD_ASSIGNMENT,
+      resource_names: [...names(0, MAX_SUBSCRIBED_NAMES), "n0", "n1"],
+    });
+    expect((await s.next()).type_url).toBe(CLUSTER_LOAD_ASSIGNMENT);
+    s.close();
+  });
+
+  it(`ends the stream for a name longer than ${MAX_RESOURCE_NAME_LENGTH} characters`, async () => {
+    const id = "sotw-long-name";
+    const s = openStream<SotwResponse>("sotw");
+    const longest = "x".repeat(MAX_RESOURCE_NAME_LENGTH);
+    s.write({ node: nodeToWire({ id }), type_url: CLUSTER_LOAD_ASSIGNMENT, resource_names: [longest] });
+    const answer = await s.next();
+    expect(answer.type_url).toBe(CLUSTER_LOAD_ASSIGNMENT);
+    s.write({
+      type_url: CLUSTER_LOAD_ASSIGNMENT,
+      version_info: answer.version_info,
+      response_nonce: answer.nonce,
+      resource_names: [longest, `${longest}y`],
+    });
+    const status = await s.status;
+    expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(status.details).toBe(tooLong(id, CLUSTER_LOAD_ASSIGNMENT, MAX_RESOURCE_NAME_LENGTH + 1));
+    s.close();
   });
 });
