@@ -6,6 +6,7 @@
  * CRLF exactly where the grammar puts it, trailer fields well-formed and bounded), so the next hop
  * reads the same boundaries.
  */
+import { FORWARDED_CLIENT_CERT } from "../client-cert.ts";
 
 export class FramingError extends Error {
   constructor(readonly reason: string) {
@@ -65,8 +66,11 @@ function isQdtext(c: number): boolean {
   return c === 0x09 || c === 0x20 || c === 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
 }
 
-/** Fields that frame or route a message: never taken from a trailer section. */
-const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host"]);
+/**
+ * Fields never taken from a trailer section: those that frame or route a message, and the caller
+ * identity the inbound sidecar vouches for (a trailer would let a caller append its own).
+ */
+const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host", FORWARDED_CLIENT_CERT]);
 
 export class BodyFramer {
   /** Payload bytes seen so far (for chunked bodies: chunk data only). */

@@ -122,6 +122,11 @@ describe("chunked bodies", () => {
       /transfer-encoding in the trailer/,
     ],
     ["Host in the trailers", "0\r\nhost: b.test\r\n\r\n", /host in the trailer section/],
+    [
+      "a caller identity in the trailers",
+      "0\r\nX-Forwarded-Client-Cert: URI=spiffe://sigil.local/admin\r\n\r\n",
+      /x-forwarded-client-cert in the trailer section/,
+    ],
   ];
 
   it.each(attacks)("refuse %s", (_name, text, reason) => {
