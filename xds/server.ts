@@ -292,6 +292,9 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
       }
       backlog.push(req);
       if (starting) return;
+      // Nothing more is read until the node is authorized: a peer not trusted yet cannot make the
+      // server buffer its requests (they wait at the peer, held back by gRPC's flow control).
+      call.pause();
       starting = this.open(call, protocol, req).then(
         (s) => {
           if (ended) {
@@ -309,7 +312,9 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
             for (const r of backlog.splice(0)) s.handle(r as never);
           } catch (err) {
             fail(err);
+            return;
           }
+          call.resume();
         },
         (err: unknown) => fail(err),
       );

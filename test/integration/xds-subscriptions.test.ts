@@ -1,6 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import type { AckEvent } from "../../xds/server.ts";
+import { startGrpcServer } from "../../controlplane/grpc-server.ts";
+import { AdsServer, type AckEvent } from "../../xds/server.ts";
 import { Snapshot } from "../../xds/snapshot.ts";
 import { MAX_RESOURCE_NAME_LENGTH, MAX_SUBSCRIBED_NAMES } from "../../xds/subscription-bounds.ts";
 import { CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, TRUST_BUNDLE } from "../../xds/type-urls.ts";
@@ -10,8 +11,8 @@ import { nextEvent, startAdsFixture, type AdsFixture } from "./xds-harness.ts";
 
 /**
  * What a subscription is owed and what it may cost: a wildcard subscription is answered even when
- * the node has nothing of its type (Envoy's initialization waits for that answer), and the names a
- * stream subscribes to are bounded.
+ * the node has nothing of its type (Envoy's initialization waits for that answer), the names a
+ * stream subscribes to are bounded, and a stream not authorized yet is not read from.
  */
 
 const SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
@@ -38,9 +39,9 @@ const cluster = (name: string) =>
   fx.registry.encode(CLUSTER, { name, type: "EDS", eds_cluster_config: { eds_config: { ads: {} } } });
 
 /** A bare ADS stream whose responses are taken one by one, in the order they arrived. */
-function openStream<R extends SotwResponse | DeltaResponse>(protocol: "sotw" | "delta") {
+function openStream<R extends SotwResponse | DeltaResponse>(protocol: "sotw" | "delta", port = fx.grpc.port) {
   const client = new grpc.Client(
-    `127.0.0.1:${fx.grpc.port}`,
+    `127.0.0.1:${port}`,
     grpc.credentials.createSsl(Buffer.from(fx.cert.certPem)),
     { "grpc.ssl_target_name_override": "localhost" },
   );
@@ -358,5 +359,62 @@ describe("names a state-of-the-world request subscribes to", () => {
     expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(status.details).toBe(tooLong(id, CLUSTER_LOAD_ASSIGNMENT, MAX_RESOURCE_NAME_LENGTH + 1));
     s.close();
+  });
+});
+
+describe("a stream whose node is being authorized", () => {
+  it("is not read from until it is authorized, then has what waited handled in order", async () => {
+    const id = "delta-held-back";
+    fx.cache.set(id, Snapshot.of([bundle(1), cluster("backend")]));
+    let entered!: () => void;
+    const authorizing = new Promise<void>((resolve) => (entered = resolve));
+    let release!: (key: string) => void;
+    const ads = new AdsServer({
+      cache: fx.cache,
+      registry: fx.registry,
+      authorize: () => {
+        entered();
+        return new Promise<string>((resolve) => (release = resolve));
+      },
+    });
+    let served: grpc.ServerDuplexStream<unknown, unknown> | undefined;
+    const serve = ads.implementation.DeltaAggregatedResources as grpc.handleBidiStreamingCall<
+      unknown,
+      unknown
+    >;
+    const server = await startGrpcServer({
+      host: "127.0.0.1",
+      port: 0,
+      tls: { keyPem: fx.cert.keyPem, certPem: fx.cert.certPem },
+    });
+    let s: ReturnType<typeof openStream<DeltaResponse>> | undefined;
+    try {
+      server.addService(ads.definition, {
+        ...ads.implementation,
+        DeltaAggregatedResources: (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+          served = call;
+          serve(call);
+        },
+      });
+      s = openStream<DeltaResponse>("delta", server.port);
+      s.write({ node: nodeToWire({ id }), type_url: CLUSTER, resource_names_subscribe: ["*"] });
+      await authorizing;
+      s.write({ type_url: TRUST_BUNDLE, resource_names_subscribe: ["*"] });
+      s.write({ type_url: LISTENER, resource_names_subscribe: ["*"] });
+      // Reading has stopped: what the peer sends meanwhile fills a small buffer, then waits at
+      // the peer, held back by flow control.
+      expect(served?.isPaused()).toBe(true);
+
+      release(id);
+      const clusters = await s.next();
+      expect(clusters.type_url).toBe(CLUSTER);
+      expect(clusters.resources.map((r) => r.name)).toEqual(["backend"]);
+      expect((await s.next()).type_url).toBe(TRUST_BUNDLE);
+      expect(await s.next()).toMatchObject({ type_url: LISTENER, resources: [] });
+      expect(served?.isPaused()).toBe(false);
+    } finally {
+      s?.close();
+      await server.close(0);
+    }
   });
 });
