@@ -44,9 +44,16 @@ export const sidecarConfigSchema = z
         appHost: host.default("127.0.0.1"),
         /** Explicit mode: the application port for plaintext (non-mesh) clients; unset refuses them. */
         plaintextAppPort: destPort.optional(),
+        /**
+         * Application ports that speak HTTP only: served as HTTP/1.1 or HTTP/2 (per-request policy,
+         * x-forwarded-client-cert) and never carried as opaque TCP — a mesh tunnel asked for them, or
+         * a plaintext client whose first bytes are not HTTP within detectTimeoutMs, is refused. An
+         * application that trusts x-forwarded-client-cert needs its port here.
+         */
+        httpPorts: z.array(destPort).default([]),
       })
       .strict()
-      .default({ host: "0.0.0.0", port: 15006, appHost: "127.0.0.1" }),
+      .default({ host: "0.0.0.0", port: 15006, appHost: "127.0.0.1", httpPorts: [] }),
     admin: z
       .object({
         host: host

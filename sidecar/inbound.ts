@@ -42,6 +42,8 @@ export interface InboundDeps {
   readonly plaintextPort: (socket: Socket) => number | null;
   /** Ports a peer may not name as its target (the sidecar's own listeners). */
   readonly reservedPorts: ReadonlySet<number>;
+  /** Application ports served as HTTP only, never as opaque TCP. */
+  readonly httpPorts: ReadonlySet<number>;
   readonly detectTimeoutMs: number;
   readonly handshakeTimeoutMs: number;
   /** Whether HTTP requests from a caller verified by mTLS carry its identity to the application. */
@@ -133,6 +135,16 @@ export class InboundHandler {
       peer: { kind: "workload", identity: accepted.peer.identity, address: remote },
       encrypted: true,
     };
+    // Refused after the handshake, so the flow record names the workload that asked.
+    if (target.protocol === "tcp" && deps.httpPorts.has(target.port)) {
+      this.refuse(
+        tlsSocket,
+        target.port,
+        `http-only: port ${target.port} is served as HTTP only; the caller asked for an opaque TCP tunnel`,
+        facts.peer,
+      );
+      return;
+    }
     const route = this.route(target.port);
     const conn: HttpConnection =
       deps.forwardClientCert === "sanitize_set" && target.protocol !== "tcp"
@@ -172,6 +184,16 @@ export class InboundHandler {
     const mode = peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), port);
     if (mode === "STRICT") {
       this.refuse(socket, port, `mtls-required: peer authentication is STRICT on port ${port}`);
+      return;
+    }
+    const kind = detection.protocol.kind;
+    if (kind !== "http1" && kind !== "h2" && deps.httpPorts.has(port)) {
+      this.refuse(
+        socket,
+        port,
+        `http-only: port ${port} is served as HTTP only; the client's first bytes were not HTTP` +
+          ` (or none came within ${deps.detectTimeoutMs} ms)`,
+      );
       return;
     }
     const facts: ConnectionFacts = {

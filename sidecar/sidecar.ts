@@ -158,6 +158,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
           }
         : () => config.inbound.plaintextAppPort ?? null,
     reservedPorts,
+    httpPorts: new Set(config.inbound.httpPorts),
     detectTimeoutMs: config.detectTimeoutMs,
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     forwardClientCert: config.forwardClientCert,

@@ -122,6 +122,7 @@ function sidecarConfig(o: AgentOptions): SidecarConfigInput {
       host: o.inboundHost,
       port: o.inboundPort,
       appHost: "127.0.0.1",
+      httpPorts: o.httpPorts,
       ...(o.plaintextAppPort !== undefined ? { plaintextAppPort: o.plaintextAppPort } : {}),
     },
     outbound: { host: o.outboundHost, port: o.outboundPort, targets: o.outbound },

@@ -66,6 +66,8 @@ export const agentOptionsSchema = z
     /** A peer's inbound port when the peer directory names none (the mesh-wide default). */
     peerInboundPort: appPort.default(15006),
     fastPathPorts: z.array(appPort).default([]),
+    /** App ports served as HTTP only, never carried as opaque TCP (sidecar config `inbound.httpPorts`). */
+    httpPorts: z.array(appPort).default([]),
     /** The capture configuration `sigil init` applied: fast-path rules then join its transaction. */
     captureConfig: z.string().min(1).optional(),
     /** Fast path: let new connections through when the enforcer is gone (default: fail closed). */

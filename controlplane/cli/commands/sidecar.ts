@@ -52,6 +52,7 @@ interface Flags {
   plaintextAppPort?: number;
   peerInboundPort?: number;
   fastPathPorts?: string[];
+  httpPorts?: string[];
   fastPathFailOpen?: boolean;
   captureConfig?: string;
   svidTtl?: number;
@@ -115,6 +116,11 @@ export function register(program: Command): void {
     )
     .option("--fast-path-ports <port...>", "L4 ports enforced in the TCP handshake", collect)
     .option(
+      "--http-ports <port...>",
+      "app ports served as HTTP only, never as opaque TCP (needed where the app trusts x-forwarded-client-cert)",
+      collect,
+    )
+    .option(
       "--capture-config <file>",
       "the capture config `sigil init` applied: fast-path rules join its transaction",
     )
@@ -156,6 +162,7 @@ export function register(program: Command): void {
         plaintextAppPort: flags.plaintextAppPort,
         peerInboundPort: flags.peerInboundPort,
         fastPathPorts: ports("--fast-path-ports", flags.fastPathPorts),
+        httpPorts: ports("--http-ports", flags.httpPorts),
         fastPathFailOpen: flags.fastPathFailOpen,
         captureConfig: flags.captureConfig,
         svidTtlSeconds: flags.svidTtl,
