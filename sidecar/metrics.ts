@@ -110,6 +110,18 @@ export class SidecarMetrics {
     },
   });
 
+  /** Exports how many upstream routes hold pooled connections, read at each scrape. */
+  watchUpstreamRoutes(read: () => number): void {
+    new Gauge({
+      name: "sigil_sidecar_upstream_routes",
+      help: "Upstream routes with pooled connections (HTTP/1.1 pools and HTTP/2 sessions)",
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  }
+
   /** Counts one decision and observes its duration; `denialReason` set when it was denied. */
   recordDecision(
     direction: Direction,

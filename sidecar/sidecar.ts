@@ -95,6 +95,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
     meshConnectionsPerDestination: config.meshConnectionsPerDestination,
   });
+  metrics.watchUpstreamRoutes(() => upstreams.routes);
   const http1 = new Http1Proxy(
     authorizer,
     upstreams,

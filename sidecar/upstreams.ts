@@ -71,19 +71,28 @@ export class Upstreams {
     });
   }
 
-  /** The HTTP/1.1 connection pool for a route. */
+  /** The HTTP/1.1 connection pool for a route; a pool left without connections is forgotten. */
   http1(route: UpstreamRoute): Http1Pool {
     const key = routeKey(route, "http1");
     let pool = this.pools.get(key);
     if (!pool) {
-      pool = new Http1Pool(
+      const created: Http1Pool = new Http1Pool(
         () => this.socket(route, "http1"),
         route.kind === "mesh" ? this.options.meshConnectionsPerDestination : Number.POSITIVE_INFINITY,
         this.options.keepAliveTimeoutMs,
+        () => {
+          if (this.pools.get(key) === created) this.pools.delete(key);
+        },
       );
-      this.pools.set(key, pool);
+      this.pools.set(key, created);
+      pool = created;
     }
     return pool;
+  }
+
+  /** Routes with an HTTP/1.1 pool or an HTTP/2 session right now (`sigil_sidecar_upstream_routes`). */
+  get routes(): number {
+    return this.pools.size + this.sessions.size;
   }
 
   /** The shared HTTP/2 session for a route, connected on first use and replaced once it closes. */

@@ -266,7 +266,9 @@ export class Http1Connection implements PoolUser {
     this.target = target;
     this.reqBody = BodyFramer.forRequest(req.contentLength, req.chunked, this.ctx.options.maxHeaderBytes);
     this.status = 502;
-    this.pool = this.routePool ??= this.ctx.upstreams.http1(this.conn.route);
+    if (this.routePool === null || this.routePool.retired)
+      this.routePool = this.ctx.upstreams.http1(this.conn.route);
+    this.pool = this.routePool;
     this.pool.acquire(this);
   }
 

@@ -98,13 +98,24 @@ export class Http1Pool {
   private open = 0;
   private dialing = 0;
   private shut = false;
+  private emptied = false;
   private readonly all = new Set<UpstreamConnection>();
 
+  /** `onEmpty` runs once, when the pool's last connection is gone and nobody waits for one. */
   constructor(
     private readonly connect: () => Promise<Socket>,
     private readonly max: number,
     readonly idleTimeoutMs: number,
+    private readonly onEmpty: () => void = () => undefined,
   ) {}
+
+  /**
+   * Emptied pools are forgotten by their owner (so routes no longer used cost nothing); a holder of
+   * one asks its owner for the route's pool again rather than use it.
+   */
+  get retired(): boolean {
+    return this.emptied;
+  }
 
   /** Lends `user` a connection now (synchronously, if one is idle) or once one is free. */
   acquire(user: PoolUser): void {
@@ -164,6 +175,7 @@ export class Http1Pool {
         this.open--;
         this.waiting.shift()?.onUpstreamFailed(err);
         this.redial();
+        this.retireIfEmpty();
       },
     );
   }
@@ -185,6 +197,13 @@ export class Http1Pool {
     const i = this.idle.indexOf(conn);
     if (i >= 0) this.idle.splice(i, 1);
     this.redial();
+    this.retireIfEmpty();
+  }
+
+  private retireIfEmpty(): void {
+    if (this.emptied || this.shut || this.open > 0 || this.waiting.length > 0) return;
+    this.emptied = true;
+    this.onEmpty();
   }
 
   /** Opens a connection for each waiting user no connection being opened will serve, up to `max`. */
