@@ -208,6 +208,11 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     const httpPort = await listen(http, config.http.host, config.http.port);
     cleanups.push(() => closeHttp(http));
     log.info({ port: httpPort, tokenFile }, "HTTP API listening (admin token in tokenFile)");
+    if (!isLoopbackHost(config.http.host))
+      log.warn(
+        { host: config.http.host },
+        "HTTP API on a non-loopback address in plain HTTP: the admin token and session cookies cross the network unencrypted; put a TLS proxy in front or keep it on loopback",
+      );
 
     return {
       dataDir,
@@ -341,6 +346,11 @@ function countSignings(
         callback(err, value);
       }),
   };
+}
+
+/** Whether a listen address stays on this host (a literal loopback address or `localhost`). */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function listen(server: Server, host: string, port: number): Promise<number> {
