@@ -1,6 +1,7 @@
 /**
- * Verified peer identities keyed by the digest of the certificate chain they presented, so a warm
- * handshake skips chain, extension and revocation checks and pays for one signature verification.
+ * Verified peer identities keyed by the purpose they were verified for and the digest of the
+ * certificate chain they presented (`<purpose>|<digest>`), so a warm handshake skips chain,
+ * extension and revocation checks and pays for one proof check.
  * Entries end at the certificate's notAfter; the whole cache is dropped when the trust bundle or the
  * revocation list changes. LRU-bounded.
  */
@@ -21,23 +22,23 @@ export class IdentityCache {
 
   constructor(private readonly maxEntries: number) {}
 
-  get(digest: string, nowMs: number): CachedIdentity | undefined {
-    const entry = this.entries.get(digest);
+  get(key: string, nowMs: number): CachedIdentity | undefined {
+    const entry = this.entries.get(key);
     if (!entry || entry.validUntilMs <= nowMs) {
-      if (entry) this.entries.delete(digest);
+      if (entry) this.entries.delete(key);
       this.misses++;
       return undefined;
     }
     // Refresh recency.
-    this.entries.delete(digest);
-    this.entries.set(digest, entry);
+    this.entries.delete(key);
+    this.entries.set(key, entry);
     this.hits++;
     return entry;
   }
 
-  set(digest: string, entry: CachedIdentity): void {
-    this.entries.delete(digest);
-    this.entries.set(digest, entry);
+  set(key: string, entry: CachedIdentity): void {
+    this.entries.delete(key);
+    this.entries.set(key, entry);
     while (this.entries.size > this.maxEntries) {
       const oldest = this.entries.keys().next().value as string;
       this.entries.delete(oldest);
