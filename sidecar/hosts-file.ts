@@ -16,8 +16,11 @@ const MAX_BYTES = 1 << 20;
 export function parseHosts(text: string): Map<string, string[]> {
   const table = new Map<string, string[]>();
   for (const raw of text.split("\n")) {
-    const [address, ...names] = raw.replace(/#.*/, "").trim().split(/\s+/);
-    if (address === undefined || net.isIP(address.replace(/%.*/, "")) === 0) continue;
+    const [field, ...names] = raw.replace(/#.*/, "").trim().split(/\s+/);
+    // A scoped IPv6 address (fe80::1%eth0) is kept without its zone: the destination address a
+    // connection is checked against never carries one.
+    if (field === undefined || net.isIP(field) === 0) continue;
+    const address = net.isIPv6(field) ? field.replace(/%.*/, "") : field;
     for (const name of names) {
       const canonical = canonicalName(name);
       if (canonical === "") continue;
