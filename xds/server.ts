@@ -46,7 +46,15 @@ export interface AdsServerOptions {
   readonly authorize?: NodeAuthorizer;
   /** Where warnings go (a pino logger fits); by default Node's process warnings on stderr. */
   readonly log?: XdsWarnLog;
+  /**
+   * How long a stream's responses may wait in the transport without any of them being taken by
+   * the client before the stream is ended with DEADLINE_EXCEEDED (default DEFAULT_SEND_TIMEOUT_MS).
+   */
+  readonly sendTimeoutMs?: number;
 }
+
+/** A client that takes nothing it is sent for this long is not going to: its stream is ended. */
+export const DEFAULT_SEND_TIMEOUT_MS = 30_000;
 
 export interface AckEvent {
   readonly nodeId: string;
@@ -79,6 +87,8 @@ export interface AdsServerEvents {
   /** A request the protocol says to ignore (stale nonce). */
   stale: [AckEvent];
   unserved: [UnservedEvent];
+  /** A stream ended because the client took none of its responses for `sendTimeoutMs`. */
+  "send-timeout": [StreamEvent];
 }
 
 /** What one stream holds and has answered, per type (for status pages and debugging). */
@@ -96,6 +106,8 @@ export interface TypeStatus {
   readonly state: "acked" | "pending" | "nacked" | "idle";
   /** error_detail of the last NACK, while no later response was accepted. */
   readonly error: string | undefined;
+  /** A response of this type waits for the previous one to leave the transport (see README). */
+  readonly deferred: boolean;
 }
 
 export interface StreamStatus {
@@ -103,6 +115,12 @@ export interface StreamStatus {
   readonly key: string;
   readonly protocol: "sotw" | "delta";
   readonly types: readonly TypeStatus[];
+  /** Responses handed to the transport that it has not sent yet: at most one per type. */
+  readonly responsesInFlight: number;
+  /** Their size in bytes: what a client that does not read makes the server hold. */
+  readonly bytesInFlight: number;
+  /** Requests are not read while a response waits for an earlier one to be sent. */
+  readonly readsHeld: boolean;
 }
 
 type SotwCall = grpc.ServerDuplexStream<SotwRequest, Buffer>;
@@ -139,12 +157,20 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
     ResourceSet,
     { from: ResourceSet; response: SharedDelta | undefined }
   >();
+  private readonly sendTimeoutMs: number;
+  /** Looks for stalled streams while any stream is open; one timer for all of them. */
+  private stallSweep: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: AdsServerOptions) {
     super();
     this.setMaxListeners(0);
     this.authorize = options.authorize ?? trustClaimedNodeId;
     this.log = options.log ?? warnOnStderr;
+    this.sendTimeoutMs = options.sendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS;
+    if (!Number.isFinite(this.sendTimeoutMs) || this.sendTimeoutMs < SWEEPS_PER_SEND_TIMEOUT)
+      throw new Error(
+        `sendTimeoutMs must be a number of milliseconds of at least ${SWEEPS_PER_SEND_TIMEOUT}, got ${this.sendTimeoutMs}`,
+      );
     this.implementation = {
       StreamAggregatedResources: (call: SotwCall) => this.serve(call, "sotw"),
       DeltaAggregatedResources: (call: DeltaCall) => this.serve(call, "delta"),
@@ -265,6 +291,44 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
     this.emit("unserved", event);
   }
 
+  /**
+   * Runs every sendTimeoutMs / SWEEPS_PER_SEND_TIMEOUT while streams are open. A stream whose
+   * responses have waited in the transport through that many sweeps without the client taking
+   * any is ended: it holds at most one response per type, but holds it for nothing. One timer
+   * for all streams keeps the cost of a write that completes normally to a flag.
+   */
+  private readonly sweepStalled = (): void => {
+    for (const stream of this.live) {
+      if (!stream.stalledThroughSweep()) continue;
+      const event: StreamEvent = { nodeId: stream.nodeId, key: stream.key, protocol: stream.protocol };
+      this.log.warn(
+        { ...event, sendTimeoutMs: this.sendTimeoutMs },
+        "stream ended: the client took none of its responses within the send timeout",
+      );
+      stream.fail(
+        new ProtocolError(
+          grpc.status.DEADLINE_EXCEEDED,
+          `node ${stream.nodeId} took none of the responses sent on its stream for ${this.sendTimeoutMs} ms: stream ended (${stream.waitingTypes().join(", ")} waiting)`,
+        ),
+      );
+      this.emit("send-timeout", event);
+    }
+  };
+
+  private track(stream: SotwStream | DeltaStream): void {
+    this.live.add(stream);
+    if (this.stallSweep) return;
+    this.stallSweep = setInterval(this.sweepStalled, this.sendTimeoutMs / SWEEPS_PER_SEND_TIMEOUT);
+    this.stallSweep.unref();
+  }
+
+  private untrack(stream: SotwStream | DeltaStream): void {
+    this.live.delete(stream);
+    if (this.live.size > 0 || !this.stallSweep) return;
+    clearInterval(this.stallSweep);
+    this.stallSweep = undefined;
+  }
+
   /** Every open stream and where each of its types stands. */
   status(): StreamStatus[] {
     return [...this.live].map((s) => s.status());
@@ -304,7 +368,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
           }
           stream = s;
           s.fail = fail;
-          this.live.add(s);
+          this.track(s);
           this.emit("stream-open", { nodeId: s.nodeId, key: s.key, protocol });
           // A listener may have ended it already (its identity was withdrawn meanwhile).
           if (s.closed) return;
@@ -314,7 +378,8 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
             fail(err);
             return;
           }
-          call.resume();
+          // Handling the backlog may have deferred a response; reading then waits for it.
+          if (!s.readsHeld) call.resume();
         },
         (err: unknown) => fail(err),
       );
@@ -323,7 +388,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
       ended = true;
       if (!stream) return;
       stream.close();
-      this.live.delete(stream);
+      this.untrack(stream);
       this.emit("stream-close", { nodeId: stream.nodeId, key: stream.key, protocol });
       stream = undefined;
     };
@@ -367,12 +432,18 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
       );
     }
     const S = protocol === "sotw" ? SotwStream : DeltaStream;
-    return new S(this, call as never, node.id, key, this.options);
+    return new S(this, call as ResponseTransport, node.id, key, this.options);
   }
 }
 
 /** Longest stretch the push queue runs without letting the event loop read ACKs and flush sockets. */
 const PUSH_SLICE_MS = 20;
+
+/**
+ * Sweeps for stalled streams per send timeout: a stream is ended between one and
+ * 1 + 1/SWEEPS_PER_SEND_TIMEOUT send timeouts after the client last took a response.
+ */
+const SWEEPS_PER_SEND_TIMEOUT = 4;
 
 interface SharedResponse {
   readonly nonce: number;
@@ -388,8 +459,24 @@ interface SharedDelta extends SharedResponse {
 
 const nonceText = (n: number): string => n.toString(36);
 
+/**
+ * What a stream writes responses to. Its write callback runs once the transport has sent the
+ * response on (HTTP/2 flow control let it out); until then the response is held in memory.
+ */
+type ResponseTransport = Pick<grpc.ServerDuplexStream<unknown, Buffer>, "write" | "pause" | "resume">;
+
+/**
+ * Per type: at most one response in the transport. A response due while the previous one is still
+ * there is deferred, and computed from the state of the moment it can be sent: what the client is
+ * sent when it reads again is the latest state, never every state in between.
+ */
+interface Outbox {
+  inFlight: boolean;
+  deferred: boolean;
+}
+
 /** Per-type state of a state-of-the-world stream. */
-interface SotwTypeState {
+interface SotwTypeState extends Outbox {
   /** false: answered as having no resources, and never from the snapshot. */
   served: boolean;
   /** null = wildcard. */
@@ -401,6 +488,8 @@ interface SotwTypeState {
   sentCount: number;
   nonce: string | undefined;
   answer: Answer;
+  /** A deferred response is owed even if the version did not change (the names did). */
+  forceDeferred: boolean;
 }
 
 /** How the node answered the last response of a type. */
@@ -425,9 +514,20 @@ abstract class BaseStream {
   closed = false;
   /** Ends the call with the error's status; set by the server once the stream is served. */
   fail: (err: unknown) => void = () => this.close();
+  protected abstract readonly types: Map<string, Outbox>;
+  /** Responses handed to the transport and not sent yet, and their bytes. */
+  private writesInFlight = 0;
+  private bytesInFlight = 0;
+  private deferredTypes = 0;
+  /** Requests are not read while a response is deferred: they could only ask for more responses. */
+  readsHeld = false;
+  /** A write completed (or started on an idle stream) since the last stall sweep. */
+  private progressed = false;
+  private stalledSweeps = 0;
 
   constructor(
     protected readonly server: AdsServer,
+    private readonly call: ResponseTransport,
     readonly nodeId: string,
     readonly key: string,
     protected readonly options: AdsServerOptions,
@@ -494,12 +594,90 @@ abstract class BaseStream {
   /** Sends what changed since the last snapshot; called by the server's push queue. */
   abstract onSnapshot(): void;
 
+  /** Sends what a type is owed now that its previous response has left the transport. */
+  protected abstract answerDeferred(typeUrl: string): void;
+
+  /**
+   * Whether a response of this type must wait because the previous one is still in the
+   * transport. The type is then owed a response and the stream stops reading requests until
+   * every owed response went out: a client that does not read cannot make the server hold more
+   * than one response per type, whatever changes or requests come meanwhile.
+   */
+  protected mustDefer(box: Outbox): boolean {
+    if (!box.inFlight) return false;
+    if (!box.deferred) {
+      box.deferred = true;
+      this.deferredTypes++;
+    }
+    if (!this.readsHeld) {
+      this.readsHeld = true;
+      this.call.pause();
+    }
+    return true;
+  }
+
+  /** Writes a response of a type that has none in flight. */
+  protected send(typeUrl: string, box: Outbox, bytes: Buffer): void {
+    box.inFlight = true;
+    if (this.writesInFlight++ === 0) this.progressed = true;
+    this.bytesInFlight += bytes.length;
+    this.call.write(bytes, () => this.written(typeUrl, box, bytes.length));
+  }
+
+  private written(typeUrl: string, box: Outbox, size: number): void {
+    box.inFlight = false;
+    this.writesInFlight--;
+    this.bytesInFlight -= size;
+    this.progressed = true;
+    if (this.closed) return;
+    if (box.deferred) {
+      box.deferred = false;
+      this.deferredTypes--;
+      try {
+        this.answerDeferred(typeUrl);
+      } catch (err) {
+        this.fail(err);
+        return;
+      }
+    }
+    if (this.readsHeld && this.deferredTypes === 0) {
+      this.readsHeld = false;
+      this.call.resume();
+    }
+  }
+
+  /**
+   * Called by the server's stall sweep: true once responses have been waiting in the transport
+   * through SWEEPS_PER_SEND_TIMEOUT sweeps in a row without the client taking any.
+   */
+  stalledThroughSweep(): boolean {
+    if (this.writesInFlight === 0 || this.progressed) {
+      this.progressed = false;
+      this.stalledSweeps = 0;
+      return false;
+    }
+    return ++this.stalledSweeps >= SWEEPS_PER_SEND_TIMEOUT;
+  }
+
+  /** Types with a response in the transport. */
+  waitingTypes(): string[] {
+    return [...this.types].filter(([, box]) => box.inFlight).map(([typeUrl]) => typeUrl);
+  }
+
   protected abstract typeStatus(): TypeStatus[];
 
   abstract readonly protocol: "sotw" | "delta";
 
   status(): StreamStatus {
-    return { nodeId: this.nodeId, key: this.key, protocol: this.protocol, types: this.typeStatus() };
+    return {
+      nodeId: this.nodeId,
+      key: this.key,
+      protocol: this.protocol,
+      types: this.typeStatus(),
+      responsesInFlight: this.writesInFlight,
+      bytesInFlight: this.bytesInFlight,
+      readsHeld: this.readsHeld,
+    };
   }
 
   close(): void {
@@ -510,17 +688,7 @@ abstract class BaseStream {
 
 class SotwStream extends BaseStream {
   readonly protocol = "sotw";
-  private readonly types = new Map<string, SotwTypeState>();
-
-  constructor(
-    server: AdsServer,
-    private readonly call: SotwCall,
-    nodeId: string,
-    key: string,
-    options: AdsServerOptions,
-  ) {
-    super(server, nodeId, key, options);
-  }
+  protected readonly types = new Map<string, SotwTypeState>();
 
   handle(req: SotwRequest): void {
     const typeUrl = req.type_url;
@@ -537,6 +705,9 @@ class SotwStream extends BaseStream {
         sentCount: 0,
         nonce: undefined,
         answer: { ackedNonce: undefined, error: undefined },
+        inFlight: false,
+        deferred: false,
+        forceDeferred: false,
       };
       this.types.set(typeUrl, state);
       this.respond(typeUrl, state, false);
@@ -593,6 +764,7 @@ class SotwStream extends BaseStream {
       version: t.lastSentVersion,
       state: answerState(t.nonce, t.answer),
       error: t.answer.error,
+      deferred: t.deferred,
     }));
   }
 
@@ -616,8 +788,20 @@ class SotwStream extends BaseStream {
     for (const [typeUrl, state] of this.types) this.respond(typeUrl, state, false);
   }
 
+  protected answerDeferred(typeUrl: string): void {
+    const state = this.types.get(typeUrl);
+    if (!state) return;
+    const force = state.forceDeferred;
+    state.forceDeferred = false;
+    this.respond(typeUrl, state, force);
+  }
+
   /** Sends the subscribed subset when it differs from what was last sent (or the subscription changed). */
   private respond(typeUrl: string, state: SotwTypeState, force: boolean): void {
+    if (this.mustDefer(state)) {
+      state.forceDeferred ||= force;
+      return;
+    }
     if (!state.served) {
       this.respondNothing(typeUrl, state, force);
       return;
@@ -628,7 +812,7 @@ class SotwStream extends BaseStream {
       const shared = this.server.sotwResponse(set, this.lastNonce);
       this.lastNonce = shared.nonce;
       this.sent(state, set.version, shared.nonceText, set.items.size);
-      this.call.write(shared.bytes);
+      this.send(typeUrl, state, shared.bytes);
       return;
     }
     const subset = pick(set, state.names);
@@ -637,7 +821,7 @@ class SotwStream extends BaseStream {
     const nonce = this.nextNonce();
     this.sent(state, version, nonce, subset.length);
     const body = Buffer.concat(subset.map((r) => r.sotwEntry));
-    this.call.write(encodeSotwResponse(version, typeUrl, nonce, body));
+    this.send(typeUrl, state, encodeSotwResponse(version, typeUrl, nonce, body));
   }
 
   /**
@@ -650,7 +834,7 @@ class SotwStream extends BaseStream {
     if (!force && state.lastSentVersion === NOTHING_VERSION) return;
     const nonce = this.nextNonce();
     this.sent(state, NOTHING_VERSION, nonce, 0);
-    this.call.write(encodeSotwResponse(NOTHING_VERSION, typeUrl, nonce, NO_RESOURCES));
+    this.send(typeUrl, state, encodeSotwResponse(NOTHING_VERSION, typeUrl, nonce, NO_RESOURCES));
   }
 
   private sent(state: SotwTypeState, version: string, nonce: string, count: number): void {
@@ -672,7 +856,7 @@ function pick(set: ResourceSet, names: Set<string>) {
 }
 
 /** Per-type state of a delta stream. */
-interface DeltaTypeState {
+interface DeltaTypeState extends Outbox {
   /** false: every name is answered as not existing, and never from the snapshot. */
   served: boolean;
   wildcard: boolean;
@@ -686,6 +870,8 @@ interface DeltaTypeState {
   mirror: ResourceSet | undefined;
   nonce: string | undefined;
   answer: Answer;
+  /** Unserved type: names to answer as not existing in its next response. */
+  absent: Set<string>;
 }
 
 /**
@@ -699,17 +885,7 @@ function awaitsFirstAnswer(state: DeltaTypeState): boolean {
 
 class DeltaStream extends BaseStream {
   readonly protocol = "delta";
-  private readonly types = new Map<string, DeltaTypeState>();
-
-  constructor(
-    server: AdsServer,
-    private readonly call: DeltaCall,
-    nodeId: string,
-    key: string,
-    options: AdsServerOptions,
-  ) {
-    super(server, nodeId, key, options);
-  }
+  protected readonly types = new Map<string, DeltaTypeState>();
 
   handle(req: DeltaRequest): void {
     const typeUrl = req.type_url;
@@ -727,6 +903,9 @@ class DeltaStream extends BaseStream {
         mirror: undefined,
         nonce: undefined,
         answer: { ackedNonce: undefined, error: undefined },
+        absent: new Set(),
+        inFlight: false,
+        deferred: false,
       };
       this.types.set(typeUrl, state);
       this.subscribe(typeUrl, state, req.resource_names_subscribe);
@@ -776,6 +955,7 @@ class DeltaStream extends BaseStream {
         version: undefined,
         state: answerState(t.nonce, t.answer),
         error: t.answer.error,
+        deferred: t.deferred,
       };
     });
   }
@@ -802,6 +982,13 @@ class DeltaStream extends BaseStream {
     for (const [typeUrl, state] of this.types) if (state.served) this.respond(typeUrl, state);
   }
 
+  protected answerDeferred(typeUrl: string): void {
+    const state = this.types.get(typeUrl);
+    if (!state) return;
+    if (state.served) this.respond(typeUrl, state);
+    else this.sendNothing(typeUrl, state);
+  }
+
   /**
    * An unserved type: every name the request subscribes to, or that the client says it already
    * holds, comes back in removed_resources (delta's "does not exist", which lets Envoy finish
@@ -810,15 +997,28 @@ class DeltaStream extends BaseStream {
    * answer.
    */
   private respondNothing(typeUrl: string, state: DeltaTypeState, req: DeltaRequest, first: boolean): void {
-    const absent = new Set(req.resource_names_subscribe.filter((n) => n !== "*"));
-    if (first) for (const name of Object.keys(req.initial_resource_versions)) absent.add(name);
-    if (absent.size === 0 && !awaitsFirstAnswer(state)) return;
-    const nonce = this.nextNonce();
-    state.nonce = nonce;
-    this.call.write(encodeDeltaResponse(NOTHING_VERSION, typeUrl, nonce, [], [...absent]));
+    for (const name of req.resource_names_subscribe) if (name !== "*") state.absent.add(name);
+    if (first) for (const name of Object.keys(req.initial_resource_versions)) state.absent.add(name);
+    this.sendNothing(typeUrl, state);
   }
 
+  /** The names of an unserved type not answered yet, as removed; kept while a response is deferred. */
+  private sendNothing(typeUrl: string, state: DeltaTypeState): void {
+    if (state.absent.size === 0 && !awaitsFirstAnswer(state)) return;
+    if (this.mustDefer(state)) return;
+    const nonce = this.nextNonce();
+    state.nonce = nonce;
+    this.send(typeUrl, state, encodeDeltaResponse(NOTHING_VERSION, typeUrl, nonce, [], [...state.absent]));
+    state.absent.clear();
+  }
+
+  /**
+   * Sends what differs between what the client was sent (`known`, `mirror`: updated as each
+   * response is handed to the transport) and the snapshot, so a response deferred behind a slow
+   * one carries every change since, and only those.
+   */
   private respond(typeUrl: string, state: DeltaTypeState): void {
+    if (this.mustDefer(state)) return;
     const set = this.snapshot.set(typeUrl);
     const plain = state.wildcard && state.names.size === 0;
     if (plain && state.mirror) {
@@ -830,7 +1030,7 @@ class DeltaStream extends BaseStream {
       for (const name of shared.removed) state.known.delete(name);
       this.lastNonce = shared.nonce;
       state.nonce = shared.nonceText;
-      this.call.write(shared.bytes);
+      this.send(typeUrl, state, shared.bytes);
       return;
     }
     // After a full answer to a plain wildcard subscription the client holds exactly `set`.
@@ -859,6 +1059,6 @@ class DeltaStream extends BaseStream {
     if (entries.length === 0 && removed.length === 0 && !awaitsFirstAnswer(state)) return;
     const nonce = this.nextNonce();
     state.nonce = nonce;
-    this.call.write(encodeDeltaResponse(set.version, typeUrl, nonce, entries, removed));
+    this.send(typeUrl, state, encodeDeltaResponse(set.version, typeUrl, nonce, entries, removed));
   }
 }
