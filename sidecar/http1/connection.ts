@@ -79,7 +79,10 @@ export class Http1Connection implements PoolUser {
 
   // The current exchange; reset by `endExchange`.
   private req: RequestHead | null = null;
-  /** The request asks to switch protocols: the connection becomes a tunnel only after a 101. */
+  /**
+   * The request asks to switch to a protocol that is not HTTP again: the connection becomes a
+   * tunnel only after a 101. An h2c upgrade never does (`RequestHead.httpUpgrade`).
+   */
   private upgrading = false;
   private decision: Decision | null = null;
   private peer: Peer | null = null;
@@ -259,7 +262,7 @@ export class Http1Connection implements PoolUser {
     if (req.expectContinue) this.socket.write(CONTINUE);
     this.state = State.Exchange;
     this.req = req;
-    this.upgrading = req.upgrade;
+    this.upgrading = req.upgrade && !req.httpUpgrade;
     this.decision = decision;
     this.peer = peer;
     this.startedAt = startedAt;
@@ -389,10 +392,11 @@ export class Http1Connection implements PoolUser {
     // An HTTP/1.0 client cannot read chunked framing: it gets the payload alone, ended by the close.
     this.dechunk = res.chunked && !noBody && req.minor === 0;
     // An upgrade the server declined still leaves the client unsure what the connection speaks,
-    // and whatever it sent after the request was meant for the new protocol: close both.
+    // and whatever it sent after the request was meant for the new protocol: close both (the
+    // upstream only if it saw the upgrade; an h2c one went as a plain request).
     this.upstreamReusable = res.keepAlive && body.kind !== "close" && !this.upgrading;
     this.closeAfter =
-      this.upgrading ||
+      req.upgrade ||
       this.ctx.draining ||
       !req.keepAlive ||
       req.minor === 0 ||

@@ -43,6 +43,12 @@ export interface RequestHead extends Fields {
   readonly host: string | undefined;
   /** Connection: upgrade with an Upgrade header: the connection becomes a tunnel if accepted. */
   readonly upgrade: boolean;
+  /**
+   * The upgrade offers HTTP again (h2c): it is never switched to. The request goes on as a plain
+   * one, without its Upgrade, HTTP2-Settings and Connection fields, and the connection ends with it
+   * as after any declined upgrade.
+   */
+  readonly httpUpgrade: boolean;
   readonly expectContinue: boolean;
   /** Whether the client lets the connection stay open after this exchange. */
   readonly keepAlive: boolean;
@@ -89,6 +95,24 @@ export function partialHeadProblem(text: string): string | null {
 }
 
 const NO_TOKENS: ReadonlySet<string> = new Set();
+
+/**
+ * Upgrade protocols that carry HTTP again (RFC 7540's h2c, "HTTP/2.0" and the like, and RFC 2817's
+ * TLS/1.0 with HTTP inside): after the switch every request would reach the application through a
+ * byte tunnel, never decided on its own and with whatever fields the client wrote,
+ * x-forwarded-client-cert included.
+ */
+const HTTP_UPGRADES = new Set(["h2c", "h2", "http", "tls"]);
+
+/** Whether an Upgrade field value offers a protocol in `HTTP_UPGRADES` (name before any "/"). */
+function offersHttpUpgrade(value: string): boolean {
+  for (const item of value.split(",")) {
+    const protocol = trimOws(item, 0);
+    const slash = protocol.indexOf("/");
+    if (HTTP_UPGRADES.has((slash < 0 ? protocol : protocol.slice(0, slash)).toLowerCase())) return true;
+  }
+  return false;
+}
 
 /**
  * `line` from `start` without leading and trailing SP and HTAB (RFC 9110 OWS) and nothing else:
@@ -155,6 +179,7 @@ class FieldScan {
   connection: Set<string> | null = null;
   expect: string | undefined = undefined;
   upgradeField = false;
+  httpUpgrade = false;
 
   constructor(lines: string[]) {
     let transferEncodings = 0;
@@ -184,7 +209,10 @@ class FieldScan {
           if (name.toLowerCase() === "expect") this.expect = value;
           break;
         case 7:
-          if (name.toLowerCase() === "upgrade") this.upgradeField = true;
+          if (name.toLowerCase() === "upgrade") {
+            this.upgradeField = true;
+            if (offersHttpUpgrade(value)) this.httpUpgrade = true;
+          }
           break;
         case 10:
           if (name.toLowerCase() === "connection") addTokens((this.connection ??= new Set()), value);
@@ -253,14 +281,16 @@ export function parseRequestHead(text: string): RequestHead {
   const connection = f.connection ?? NO_TOKENS;
   const raw = f.raw;
   const upgrade = f.upgradeField && connection.has("upgrade");
+  const httpUpgrade = upgrade && f.httpUpgrade;
   let byName: Record<string, string | string[]> | undefined;
   return {
     raw,
     // Built on first use: only requests are decided on their header values. Policy decides on the
     // fields the next hop receives: a hop-by-hop field, or one named in Connection, is not passed
-    // on (except by an upgrade, which passes on every field), so a rule cannot be met by it.
+    // on (except by an upgrade that can switch, which passes on every field), so a rule cannot be
+    // met by it.
     get byName() {
-      return (byName ??= fieldsByName(raw, upgrade ? undefined : connection));
+      return (byName ??= fieldsByName(raw, upgrade && !httpUpgrade ? undefined : connection));
     },
     contentLength: f.contentLength,
     chunked: f.chunked,
@@ -271,6 +301,7 @@ export function parseRequestHead(text: string): RequestHead {
     minor,
     host: f.host,
     upgrade,
+    httpUpgrade,
     expectContinue: f.expect !== undefined && f.expect.toLowerCase() === "100-continue",
     keepAlive: minor === 1 ? !connection.has("close") : connection.has("keep-alive"),
   };
