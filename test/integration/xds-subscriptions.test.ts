@@ -6,8 +6,8 @@ import { Snapshot } from "../../xds/snapshot.ts";
 import { MAX_RESOURCE_NAME_LENGTH, MAX_SUBSCRIBED_NAMES } from "../../xds/subscription-bounds.ts";
 import { CLUSTER, CLUSTER_LOAD_ASSIGNMENT, LISTENER, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { NOTHING_VERSION } from "../../xds/unserved.ts";
-import { adsServiceDefinition, nodeToWire, type DeltaResponse, type SotwResponse } from "../../xds/wire.ts";
-import { nextEvent, startAdsFixture, type AdsFixture } from "./xds-harness.ts";
+import { nodeToWire, type DeltaResponse, type SotwResponse } from "../../xds/wire.ts";
+import { nextEvent, openBareStream, startAdsFixture, type AdsFixture } from "./xds-harness.ts";
 
 /**
  * What a subscription is owed and what it may cost: a wildcard subscription is answered even when
@@ -38,65 +38,8 @@ const bundle = (sequence: number) =>
 const cluster = (name: string) =>
   fx.registry.encode(CLUSTER, { name, type: "EDS", eds_cluster_config: { eds_config: { ads: {} } } });
 
-/** A bare ADS stream whose responses are taken one by one, in the order they arrived. */
-function openStream<R extends SotwResponse | DeltaResponse>(protocol: "sotw" | "delta", port = fx.grpc.port) {
-  const client = new grpc.Client(
-    `127.0.0.1:${port}`,
-    grpc.credentials.createSsl(Buffer.from(fx.cert.certPem)),
-    { "grpc.ssl_target_name_override": "localhost" },
-  );
-  const def =
-    adsServiceDefinition[protocol === "sotw" ? "StreamAggregatedResources" : "DeltaAggregatedResources"];
-  if (!def) throw new Error("no ADS method");
-  const call = client.makeBidiStreamRequest(
-    def.path,
-    def.requestSerialize as (v: object) => Buffer,
-    def.responseDeserialize as (b: Buffer) => R,
-  );
-  call.on("error", () => undefined);
-  const arrived: R[] = [];
-  let waiter: ((r: R) => void) | undefined;
-  call.on("data", (r: R) => {
-    if (waiter) {
-      const w = waiter;
-      waiter = undefined;
-      w(r);
-    } else arrived.push(r);
-  });
-  const status = new Promise<grpc.StatusObject>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the stream did not end within 10 s")), 10_000);
-    timer.unref();
-    call.on("status", (st: grpc.StatusObject) => {
-      clearTimeout(timer);
-      resolve(st);
-    });
-  });
-  status.catch(() => undefined);
-  return {
-    write: (req: object) => call.write(req),
-    /** The next response not taken yet; rejects if none arrives within `timeoutMs`. */
-    next(timeoutMs = 5_000): Promise<R> {
-      const ready = arrived.shift();
-      if (ready) return Promise.resolve(ready);
-      return new Promise<R>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiter = undefined;
-          reject(new Error(`no response within ${timeoutMs} ms`));
-        }, timeoutMs);
-        waiter = (r) => {
-          clearTimeout(timer);
-          resolve(r);
-        };
-      });
-    },
-    /** How the stream ended; rejects if it is still open 10 s after it was opened. */
-    status,
-    close() {
-      call.cancel();
-      client.close();
-    },
-  };
-}
+const openStream = <R extends SotwResponse | DeltaResponse>(protocol: "sotw" | "delta", port?: number) =>
+  openBareStream<R>(fx, protocol, { port });
 
 const ackOf = (id: string, typeUrl: string, nonce: string) =>
   nextEvent<AckEvent>(fx.ads, "ack", (e) => e.nodeId === id && e.typeUrl === typeUrl && e.nonce === nonce);

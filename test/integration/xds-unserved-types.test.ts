@@ -1,11 +1,11 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { adsServiceDefinition, nodeToWire, type DeltaResponse, type SotwResponse } from "../../xds/wire.ts";
+import { nodeToWire, type DeltaResponse, type SotwResponse } from "../../xds/wire.ts";
 import { Snapshot } from "../../xds/snapshot.ts";
 import type { UnservedEvent } from "../../xds/server.ts";
 import { MAX_TYPE_URL_LENGTH, MAX_UNSERVED_TYPES, NOTHING_VERSION } from "../../xds/unserved.ts";
 import { TRUST_BUNDLE } from "../../xds/type-urls.ts";
-import { startAdsFixture, type AdsFixture } from "./xds-harness.ts";
+import { openBareStream, startAdsFixture, type AdsFixture } from "./xds-harness.ts";
 
 /**
  * On ADS every type shares one stream: a type the server does not serve is answered as having no
@@ -33,65 +33,8 @@ const bundle = (sequence: number) =>
     sequence,
   });
 
-/** A bare ADS stream whose responses are taken one by one, in the order they arrived. */
-function openStream<R extends SotwResponse | DeltaResponse>(protocol: "sotw" | "delta") {
-  const client = new grpc.Client(
-    `127.0.0.1:${fx.grpc.port}`,
-    grpc.credentials.createSsl(Buffer.from(fx.cert.certPem)),
-    { "grpc.ssl_target_name_override": "localhost" },
-  );
-  const def =
-    adsServiceDefinition[protocol === "sotw" ? "StreamAggregatedResources" : "DeltaAggregatedResources"];
-  if (!def) throw new Error("no ADS method");
-  const call = client.makeBidiStreamRequest(
-    def.path,
-    def.requestSerialize as (v: object) => Buffer,
-    def.responseDeserialize as (b: Buffer) => R,
-  );
-  call.on("error", () => undefined);
-  const arrived: R[] = [];
-  let waiter: ((r: R) => void) | undefined;
-  call.on("data", (r: R) => {
-    if (waiter) {
-      const w = waiter;
-      waiter = undefined;
-      w(r);
-    } else arrived.push(r);
-  });
-  const status = new Promise<grpc.StatusObject>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the stream did not end within 5 s")), 5_000);
-    timer.unref();
-    call.on("status", (st: grpc.StatusObject) => {
-      clearTimeout(timer);
-      resolve(st);
-    });
-  });
-  status.catch(() => undefined);
-  return {
-    write: (req: object) => call.write(req),
-    /** The next response not taken yet; rejects if none arrives within `timeoutMs`. */
-    next(timeoutMs = 5_000): Promise<R> {
-      const ready = arrived.shift();
-      if (ready) return Promise.resolve(ready);
-      return new Promise<R>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiter = undefined;
-          reject(new Error(`no response within ${timeoutMs} ms`));
-        }, timeoutMs);
-        waiter = (r) => {
-          clearTimeout(timer);
-          resolve(r);
-        };
-      });
-    },
-    /** How the stream ended; rejects if it is still open 5 s after it was opened. */
-    status,
-    close() {
-      call.cancel();
-      client.close();
-    },
-  };
-}
+const openStream = <R extends SotwResponse | DeltaResponse>(protocol: "sotw" | "delta") =>
+  openBareStream<R>(fx, protocol, { statusTimeoutMs: 5_000 });
 
 const sequenceOf = (value: Uint8Array) => fx.registry.decode(TRUST_BUNDLE, value).message.sequence;
 
