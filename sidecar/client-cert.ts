@@ -11,6 +11,17 @@ import { createHash } from "node:crypto";
 
 export const FORWARDED_CLIENT_CERT = "x-forwarded-client-cert";
 
+/**
+ * Whether a lower-cased field name is XFCC for the application: with `_` in place of any `-` too,
+ * since CGI-style readers (WSGI, Rack, Django's META) turn both into HTTP_X_FORWARDED_CLIENT_CERT
+ * and join the values, so such a field would put the client's words next to the sidecar's.
+ */
+export function isForwardedClientCertName(lower: string): boolean {
+  return (
+    lower.length === FORWARDED_CLIENT_CERT.length && lower.replaceAll("_", "-") === FORWARDED_CLIENT_CERT
+  );
+}
+
 /** `sanitize_set`: remove what the client sent, set one for a verified mesh caller. `sanitize`: only remove. */
 export type ForwardClientCert = "sanitize_set" | "sanitize";
 
@@ -29,16 +40,18 @@ export function forwardedClientCert(self: string, peerLeafDer: Buffer, peer: str
 }
 
 /**
- * Request fields as the application receives them (lower-cased names): without the client's XFCC,
- * with `value` when set. Policy decides on these, so a header rule cannot be met by a forged XFCC.
+ * Request fields as the application receives them (lower-cased names): without the client's XFCC
+ * (in any spelling `isForwardedClientCertName` takes), with `value` when set. Policy decides on
+ * these, so a header rule cannot be met by a forged XFCC.
  */
 export function withForwardedClientCert<T>(
   headers: Readonly<Record<string, T>>,
   value: string | undefined,
 ): Readonly<Record<string, T | string>> {
-  if (value === undefined && !Object.hasOwn(headers, FORWARDED_CLIENT_CERT)) return headers;
+  const forged = Object.keys(headers).filter(isForwardedClientCertName);
+  if (value === undefined && forged.length === 0) return headers;
   const out: Record<string, T | string> = { ...headers };
-  if (value === undefined) delete out[FORWARDED_CLIENT_CERT];
-  else out[FORWARDED_CLIENT_CERT] = value;
+  for (const name of forged) delete out[name];
+  if (value !== undefined) out[FORWARDED_CLIENT_CERT] = value;
   return out;
 }

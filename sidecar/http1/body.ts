@@ -6,7 +6,7 @@
  * CRLF exactly where the grammar puts it, trailer fields well-formed and bounded), so the next hop
  * reads the same boundaries.
  */
-import { FORWARDED_CLIENT_CERT } from "../client-cert.ts";
+import { isForwardedClientCertName } from "../client-cert.ts";
 
 export class FramingError extends Error {
   constructor(readonly reason: string) {
@@ -66,11 +66,16 @@ function isQdtext(c: number): boolean {
   return c === 0x09 || c === 0x20 || c === 0x21 || (c >= 0x23 && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
 }
 
+/** Fields never taken from a trailer section: those that frame or route a message. */
+const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host"]);
+
 /**
- * Fields never taken from a trailer section: those that frame or route a message, and the caller
- * identity the inbound sidecar vouches for (a trailer would let a caller append its own).
+ * Whether a trailer field may not appear: framing and routing fields, and the caller identity the
+ * inbound sidecar vouches for in any spelling (a trailer would let a caller append its own).
  */
-const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host", FORWARDED_CLIENT_CERT]);
+function forbiddenTrailer(lower: string): boolean {
+  return FORBIDDEN_TRAILERS.has(lower) || isForwardedClientCertName(lower);
+}
 
 export class BodyFramer {
   /** Payload bytes seen so far (for chunked bodies: chunk data only). */
@@ -245,7 +250,7 @@ export class BodyFramer {
         case Chunk.TrailerName:
           if (c === 0x3a) {
             const name = this.trailerName.toLowerCase();
-            if (FORBIDDEN_TRAILERS.has(name)) throw new FramingError(`${name} in the trailer section`);
+            if (forbiddenTrailer(name)) throw new FramingError(`${name} in the trailer section`);
             this.state = Chunk.TrailerValue;
           } else if (TCHAR[c] !== 1) throw new FramingError("invalid trailer field name");
           else this.trailerName += String.fromCharCode(c);

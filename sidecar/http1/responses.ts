@@ -1,12 +1,12 @@
-import { FORWARDED_CLIENT_CERT } from "../client-cert.ts";
+import { FORWARDED_CLIENT_CERT, isForwardedClientCertName } from "../client-cert.ts";
 import { HOP_BY_HOP } from "../responses.ts";
 import type { RawHeaders, RequestHead, ResponseHead } from "./head.ts";
 
 /** Serializes the heads the proxy sends on: hop-by-hop fields dropped, its own framing fields added. */
 
 /**
- * The fields passed on. A request also loses every XFCC field the client sent (any case, every
- * occurrence): only the sidecar's own reaches the next hop.
+ * The fields passed on. A request also loses every XFCC field the client sent (any case, `_` for
+ * `-`, every occurrence): only the sidecar's own reaches the next hop.
  */
 function endToEnd(raw: RawHeaders, connection: ReadonlySet<string>, request: boolean): string {
   let out = "";
@@ -14,7 +14,7 @@ function endToEnd(raw: RawHeaders, connection: ReadonlySet<string>, request: boo
     const name = raw[i] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || connection.has(lower)) continue;
-    if (request && lower === FORWARDED_CLIENT_CERT) continue;
+    if (request && isForwardedClientCertName(lower)) continue;
     out += `${name}: ${raw[i + 1] as string}\r\n`;
   }
   return out;
@@ -41,7 +41,7 @@ function withoutClientCertOption(value: string): string {
   return value
     .split(",")
     .map((t) => t.trim())
-    .filter((t) => t !== "" && t.toLowerCase() !== FORWARDED_CLIENT_CERT)
+    .filter((t) => t !== "" && !isForwardedClientCertName(t.toLowerCase()))
     .join(", ");
 }
 
@@ -51,12 +51,12 @@ function withoutClientCertOption(value: string): string {
  * the sidecar's own field as hop-by-hop.
  */
 export function upgradeRequestHead(req: RequestHead, target: string, clientCert?: string): string {
-  const namesClientCert = req.connection.has(FORWARDED_CLIENT_CERT);
+  const namesClientCert = [...req.connection].some(isForwardedClientCertName);
   let out = `${req.method} ${target} HTTP/1.1\r\n`;
   for (let i = 0; i < req.raw.length; i += 2) {
     const name = req.raw[i] as string;
     const lower = name.toLowerCase();
-    if (lower === FORWARDED_CLIENT_CERT) continue;
+    if (isForwardedClientCertName(lower)) continue;
     let value = req.raw[i + 1] as string;
     if (namesClientCert && lower === "connection") {
       value = withoutClientCertOption(value);

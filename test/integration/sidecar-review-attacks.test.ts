@@ -1,11 +1,14 @@
 import { X509Certificate, createHash } from "node:crypto";
 import { once } from "node:events";
+import http2 from "node:http2";
+import type { IncomingHttpHeaders } from "node:http2";
 import net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
 import tls from "node:tls";
 import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
+import { withForwardedClientCert } from "../../sidecar/client-cert.ts";
 import type { WorkloadCredentials } from "../../sidecar/sources.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
 import { startPair } from "../support/sidecar-mesh.ts";
@@ -58,6 +61,30 @@ async function startSwitchingApp(): Promise<{ port: number; heads: string[]; clo
   };
 }
 
+/** HTTP/2 app: records each request's raw header list ([name, value, ...]) by path. */
+async function startH2App(): Promise<{ port: number; raw: Map<string, string[]>; close(): Promise<void> }> {
+  const raw = new Map<string, string[]>();
+  const server = http2.createServer();
+  // node passes the header list as it arrived after the flags; the typings stop at flags.
+  const onStream = (
+    stream: http2.ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    _flags: number,
+    list: string[],
+  ): void => {
+    raw.set(String(headers[":path"]), list);
+    stream.respond({ ":status": 200 });
+    stream.end("ok");
+  };
+  server.on("stream", onStream as (s: http2.ServerHttp2Stream, h: IncomingHttpHeaders, f: number) => void);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    raw,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
 function fieldValues(head: string, name: string): string[] {
   return head
     .split("\r\n")
@@ -84,30 +111,39 @@ spec:
 `;
 
 let app: Awaited<ReturnType<typeof startSwitchingApp>>;
+let h2App: Awaited<ReturnType<typeof startH2App>>;
 let pair: SidecarPair;
 let caller: WorkloadCredentials;
 const CALLER = "caller";
 
 beforeAll(async () => {
   app = await startSwitchingApp();
-  pair = await startPair({ appPorts: [app.port], policyB: INGRESS_OPEN });
+  h2App = await startH2App();
+  pair = await startPair({ appPorts: [app.port, h2App.port], policyB: INGRESS_OPEN });
   caller = await pair.pki.credentials(CALLER, { app: "caller" });
 });
 
 afterAll(async () => {
   await pair?.close();
   await app?.close();
+  await h2App?.close();
 });
 
-/** A mesh connection to B's inbound for the app port, as a workload without its own sidecar. */
-async function meshSocket(): Promise<TLSSocket> {
+/** What B sets for the test's caller. */
+function expectedXfcc(): string {
+  const hash = createHash("sha256").update(leafDer(caller)).digest("hex");
+  return `By=${pair.pki.spiffeId("api")};Hash=${hash};URI=${pair.pki.spiffeId(CALLER)}`;
+}
+
+/** A mesh connection to B's inbound for an app port, as a workload without its own sidecar. */
+async function meshSocket(protocol: "http1" | "h2" = "http1", port = app.port): Promise<TLSSocket> {
   const socket = tls.connect({
     host: "127.0.0.1",
     port: pair.b.sidecar.inbound.port,
     key: caller.privateKeyPem,
     cert: caller.certChainPem,
     ca: bundleRootsPem(pair.pki.ca.bundle()),
-    ALPNProtocols: [`sigil/1;http1;${app.port}`],
+    ALPNProtocols: [`sigil/1;${protocol};${port}`],
     checkServerIdentity: () => undefined,
   });
   await once(socket, "secureConnect");
@@ -154,11 +190,80 @@ describe("an upgrade to HTTP again (h2c) never turns the connection into a tunne
       expect(fieldValues(first, "upgrade")).toEqual([]);
       expect(fieldValues(first, "http2-settings")).toEqual([]);
       expect(fieldValues(first, "connection")).toEqual([]);
-      const hash = createHash("sha256").update(leafDer(caller)).digest("hex");
-      expect(fieldValues(first, XFCC)).toEqual([
-        `By=${pair.pki.spiffeId("api")};Hash=${hash};URI=${pair.pki.spiffeId(CALLER)}`,
-      ]);
+      expect(fieldValues(first, XFCC)).toEqual([expectedXfcc()]);
       expect(app.heads.some((h) => h.toLowerCase().includes(FORGED))).toBe(false);
     },
   );
+});
+
+/** CGI-style readers (WSGI, Rack, Django) read both names as HTTP_X_FORWARDED_CLIENT_CERT. */
+const UNDERSCORED = ["X_Forwarded_Client_Cert", "x-forwarded_client-cert"];
+
+describe("XFCC spelled with underscores, which CGI-style applications read as the same field", () => {
+  it("HTTP/1.1: removed, only B's own arrives", async () => {
+    const path = "/underscore/h1";
+    const socket = await meshSocket();
+    socket.on("error", () => undefined);
+    let data = "";
+    socket.on("data", (c: Buffer) => (data += c.toString("latin1")));
+    const closed = once(socket, "close");
+    const forged = UNDERSCORED.map((n) => `${n}: URI=spiffe://sigil.local/workload/${FORGED}\r\n`).join("");
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: api\r\n${forged}Connection: close\r\n\r\n`);
+    await closed;
+    expect(data).toMatch(/^HTTP\/1\.1 200 /);
+    const head = app.heads.find((h) => h.startsWith(`GET ${path} `)) as string;
+    expect(head.toLowerCase()).not.toContain(FORGED);
+    expect(fieldValues(head, XFCC)).toEqual([expectedXfcc()]);
+  });
+
+  it("HTTP/1.1 chunked trailers: refused", async () => {
+    const socket = await meshSocket();
+    socket.on("error", () => undefined);
+    let data = "";
+    socket.on("data", (c: Buffer) => (data += c.toString("latin1")));
+    const closed = once(socket, "close");
+    socket.write(
+      `POST /underscore/trailer HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n` +
+        `2\r\nhi\r\n0\r\nX_Forwarded_Client_Cert: URI=spiffe://sigil.local/workload/${FORGED}\r\n\r\n`,
+    );
+    await closed;
+    expect(data).toMatch(/x_forwarded_client_cert in the trailer section/);
+  });
+
+  it("HTTP/2: removed, only B's own arrives", async () => {
+    const path = "/underscore/h2";
+    const socket = await meshSocket("h2", h2App.port);
+    const session = http2.connect("http://api", { createConnection: () => socket });
+    session.on("error", () => undefined);
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = session.request(
+          {
+            ":path": path,
+            x_forwarded_client_cert: `URI=spiffe://sigil.local/workload/${FORGED}`,
+            "x-forwarded_client-cert": FORGED,
+          },
+          { endStream: true },
+        );
+        let got = 0;
+        req.on("response", (h: IncomingHttpHeaders) => (got = Number(h[":status"])));
+        req.on("error", reject);
+        req.resume();
+        req.on("close", () => resolve(got));
+      });
+      expect(status).toBe(200);
+    } finally {
+      session.close();
+    }
+    const list = h2App.raw.get(path) as string[];
+    expect(list.join("\n").toLowerCase()).not.toContain(FORGED);
+    const values = list.filter((_, i) => i % 2 === 1 && list[i - 1] === XFCC);
+    expect(values).toEqual([expectedXfcc()]);
+  });
+
+  it("policy sees the fields as the application receives them", () => {
+    const facts = withForwardedClientCert({ x_forwarded_client_cert: FORGED, accept: "*/*" }, "By=b");
+    expect(facts).toEqual({ accept: "*/*", [XFCC]: "By=b" });
+    expect(withForwardedClientCert({ "x-forwarded_client-cert": FORGED }, undefined)).toEqual({});
+  });
 });
