@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import type { AckEvent, StreamEvent, StreamStatus } from "../../xds/server.ts";
+import { AdsServer, type AckEvent, type StreamEvent, type StreamStatus } from "../../xds/server.ts";
 import { Snapshot } from "../../xds/snapshot.ts";
 import { TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { nodeToWire, type DeltaResponse, type SotwResponse } from "../../xds/wire.ts";
@@ -300,4 +300,12 @@ describe("a client that takes nothing for the send timeout", () => {
       }
     },
   );
+});
+
+describe("the send timeout", () => {
+  it.each([0, -1, Number.NaN, Number.POSITIVE_INFINITY])("is refused when it is %s ms", (sendTimeoutMs) => {
+    expect(() => new AdsServer({ cache: fx.cache, registry: fx.registry, sendTimeoutMs })).toThrow(
+      `sendTimeoutMs must be a number of milliseconds of at least 4, got ${sendTimeoutMs}`,
+    );
+  });
 });
