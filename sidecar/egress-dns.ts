@@ -75,12 +75,16 @@ interface Entry {
   error: string | null;
 }
 
-/** Canonical text of an IP address: IPv4-mapped IPv6 as IPv4, IPv6 compressed and lower case. */
+/**
+ * Canonical text of an IP address: IPv4-mapped IPv6 as IPv4, IPv6 compressed and lower case and
+ * without a zone (fe80::1%eth0: the URL parser that compresses it refuses zones, and no answer
+ * carries one).
+ */
 export function canonicalAddress(address: string): string {
   const bare = address.startsWith("[") && address.endsWith("]") ? address.slice(1, -1) : address;
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(bare);
   if (mapped) return mapped[1] as string;
-  if (net.isIPv6(bare)) return new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  if (net.isIPv6(bare)) return new URL(`http://[${bare.replace(/%.*/, "")}]/`).hostname.slice(1, -1);
   return bare;
 }
 

@@ -39,6 +39,9 @@ describe("host table answers in the egress name check", () => {
       await expect(resolver.prepare(["link.internal"], "fe80::1")).resolves.toBeUndefined();
       expect(resolver.check("link.internal", "fe80::1")).toEqual({ kind: "bound" });
       expect(resolver.check("link.internal", "fe80::2").kind).toBe("mismatch");
+      // A destination given with a zone (an explicit target's address) is compared without it.
+      await expect(resolver.prepare(["link.internal"], "fe80::1%eth1")).resolves.toBeUndefined();
+      expect(resolver.check("link.internal", "fe80::1%eth1")).toEqual({ kind: "bound" });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
