@@ -94,6 +94,14 @@ export const agentOptionsSchema = z
       });
     if (o.mode === "captured" && o.outbound.length > 0)
       ctx.addIssue({ code: "custom", message: "outbound targets are for explicit mode", path: ["outbound"] });
+    // The fast path hands a port's bytes to the kernel after the handshake: nothing would be parsed
+    // as HTTP, and an x-forwarded-client-cert a caller wrote would reach the application.
+    for (const p of o.httpPorts.filter((h) => o.fastPathPorts.includes(h)))
+      ctx.addIssue({
+        code: "custom",
+        message: `port ${p} is in both httpPorts (served as HTTP only) and fastPathPorts (carried by the kernel, never parsed): choose one`,
+        path: ["httpPorts"],
+      });
   });
 
 export type AgentOptionsInput = z.input<typeof agentOptionsSchema>;
