@@ -1,9 +1,7 @@
-import { X509Certificate, createHash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import http2 from "node:http2";
 import type { IncomingHttpHeaders } from "node:http2";
-import net from "node:net";
-import type { AddressInfo, Socket } from "node:net";
 import tls from "node:tls";
 import type { TLSSocket } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
@@ -12,6 +10,8 @@ import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import { forwardedClientCert } from "../../sidecar/client-cert.ts";
 import { parseSidecarConfig } from "../../sidecar/config.ts";
 import type { WorkloadCredentials } from "../../sidecar/sources.ts";
+import { fieldValues, leafDer, startH2Recorder, startHeadRecorder } from "../support/recording-apps.ts";
+import type { H2Recorder, HeadRecorder } from "../support/recording-apps.ts";
 import { EchoClient, echoService, rawExchange } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
 import { policySet, startPair } from "../support/sidecar-mesh.ts";
@@ -29,78 +29,6 @@ const XFCC = "x-forwarded-client-cert";
 const FORGED = "forged";
 
 // --- applications that record exactly what reached them ---
-
-interface HeadRecorder {
-  readonly port: number;
-  /** Request heads as received, latin1, without the final empty line. */
-  readonly heads: string[];
-  close(): Promise<void>;
-}
-
-/** HTTP/1.1 app: records each request head; answers 200 (keep-alive), or 101 to an upgrade and closes. */
-async function startHeadRecorder(): Promise<HeadRecorder> {
-  const heads: string[] = [];
-  const sockets = new Set<Socket>();
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => undefined);
-    let buf = "";
-    s.on("data", (c: Buffer) => {
-      buf += c.toString("latin1");
-      for (let end = buf.indexOf("\r\n\r\n"); end >= 0; end = buf.indexOf("\r\n\r\n")) {
-        const head = buf.slice(0, end);
-        buf = buf.slice(end + 4);
-        heads.push(head);
-        if (/^upgrade:/im.test(head)) {
-          s.end("HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n");
-          return;
-        }
-        s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    heads,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-interface H2Recorder {
-  readonly port: number;
-  /** Per request: its path and raw header list ([name, value, name, value, ...]). */
-  readonly requests: { path: string; raw: string[] }[];
-  close(): Promise<void>;
-}
-
-async function startH2Recorder(): Promise<H2Recorder> {
-  const requests: { path: string; raw: string[] }[] = [];
-  const server = http2.createServer();
-  // The header list as it arrived (node passes it after the flags; the typings stop at flags).
-  const onStream = (
-    stream: http2.ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
-    _flags: number,
-    raw: string[],
-  ): void => {
-    requests.push({ path: String(headers[":path"]), raw });
-    stream.respond({ ":status": 200 });
-    stream.end("ok");
-  };
-  server.on("stream", onStream as (s: http2.ServerHttp2Stream, h: IncomingHttpHeaders, f: number) => void);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    requests,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
-}
 
 /** gRPC app: the unary method records every XFCC value of the call's metadata, keyed by request. */
 async function startGrpcRecorder(): Promise<{
@@ -137,15 +65,6 @@ function headFor(recorder: HeadRecorder, path: string): string {
   return head;
 }
 
-/** The values of every field of `head` named `name` (any case), in order. */
-function fieldValues(head: string, name: string): string[] {
-  return head
-    .split("\r\n")
-    .slice(1)
-    .filter((line) => line.slice(0, line.indexOf(":")).toLowerCase() === name)
-    .map((line) => line.slice(line.indexOf(":") + 1).trim());
-}
-
 function h2Values(recorder: H2Recorder, path: string, name: string): string[] {
   const request = recorder.requests.find((r) => r.path === path);
   if (request === undefined) throw new Error(`no HTTP/2 request for ${path} reached the application`);
@@ -154,12 +73,6 @@ function h2Values(recorder: H2Recorder, path: string, name: string): string[] {
     if ((request.raw[i] as string).toLowerCase() === name) values.push(request.raw[i + 1] as string);
   expect(request.raw.join("\n").toLowerCase()).not.toContain(FORGED);
   return values;
-}
-
-function leafDer(creds: WorkloadCredentials): Buffer {
-  const first = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(creds.certChainPem);
-  if (first === null) throw new Error("no certificate in the chain");
-  return new X509Certificate(first[0]).raw;
 }
 
 /** What B must set for a caller presenting `creds` as `spiffeId`, written out field by field. */

@@ -1,15 +1,15 @@
-import { X509Certificate, createHash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import http2 from "node:http2";
 import type { IncomingHttpHeaders } from "node:http2";
-import net from "node:net";
-import type { AddressInfo, Socket } from "node:net";
 import tls from "node:tls";
 import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import { withForwardedClientCert } from "../../sidecar/client-cert.ts";
 import type { WorkloadCredentials } from "../../sidecar/sources.ts";
+import { fieldValues, leafDer, startH2Recorder, startHeadRecorder } from "../support/recording-apps.ts";
+import type { H2Recorder, HeadRecorder } from "../support/recording-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
 import { startPair } from "../support/sidecar-mesh.ts";
 
@@ -22,83 +22,6 @@ import { startPair } from "../support/sidecar-mesh.ts";
 const XFCC = "x-forwarded-client-cert";
 const FORGED = "forged";
 
-/**
- * An application that answers 101 to any request with an Upgrade field and then reads HTTP/1.1
- * again on the same connection (as an h2c server reads HTTP/2 after the switch): the worst case
- * for a proxy that splices after a 101. Records every head it reads.
- */
-async function startSwitchingApp(): Promise<{ port: number; heads: string[]; close(): Promise<void> }> {
-  const heads: string[] = [];
-  const sockets = new Set<Socket>();
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-    s.on("error", () => undefined);
-    let buf = "";
-    s.on("data", (c: Buffer) => {
-      buf += c.toString("latin1");
-      for (let end = buf.indexOf("\r\n\r\n"); end >= 0; end = buf.indexOf("\r\n\r\n")) {
-        const head = buf.slice(0, end);
-        buf = buf.slice(end + 4);
-        heads.push(head);
-        if (/^upgrade:/im.test(head))
-          s.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n");
-        else if (/^connection: *close/im.test(head))
-          s.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
-        else s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    heads,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
-/** HTTP/2 app: records each request's raw header list ([name, value, ...]) by path. */
-async function startH2App(): Promise<{ port: number; raw: Map<string, string[]>; close(): Promise<void> }> {
-  const raw = new Map<string, string[]>();
-  const server = http2.createServer();
-  // node passes the header list as it arrived after the flags; the typings stop at flags.
-  const onStream = (
-    stream: http2.ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
-    _flags: number,
-    list: string[],
-  ): void => {
-    raw.set(String(headers[":path"]), list);
-    stream.respond({ ":status": 200 });
-    stream.end("ok");
-  };
-  server.on("stream", onStream as (s: http2.ServerHttp2Stream, h: IncomingHttpHeaders, f: number) => void);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    raw,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
-  };
-}
-
-function fieldValues(head: string, name: string): string[] {
-  return head
-    .split("\r\n")
-    .slice(1)
-    .filter((line) => line.slice(0, line.indexOf(":")).toLowerCase() === name)
-    .map((line) => line.slice(line.indexOf(":") + 1).trim());
-}
-
-function leafDer(creds: WorkloadCredentials): Buffer {
-  const first = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(creds.certChainPem);
-  if (first === null) throw new Error("no certificate in the chain");
-  return new X509Certificate(first[0]).raw;
-}
-
 const INGRESS_OPEN = `
 apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
@@ -110,15 +33,16 @@ spec:
       from: [ { matchLabels: {} } ]
 `;
 
-let app: Awaited<ReturnType<typeof startSwitchingApp>>;
-let h2App: Awaited<ReturnType<typeof startH2App>>;
+let app: HeadRecorder;
+let h2App: H2Recorder;
 let pair: SidecarPair;
 let caller: WorkloadCredentials;
 const CALLER = "caller";
 
 beforeAll(async () => {
-  app = await startSwitchingApp();
-  h2App = await startH2App();
+  // An application that reads HTTP/1.1 again after switching: the worst case for a splice after a 101.
+  app = await startHeadRecorder({ afterSwitch: "reading", upgradeTo: "h2c" });
+  h2App = await startH2Recorder();
   pair = await startPair({ appPorts: [app.port, h2App.port], policyB: INGRESS_OPEN });
   caller = await pair.pki.credentials(CALLER, { app: "caller" });
 });
@@ -255,7 +179,7 @@ describe("XFCC spelled with underscores, which CGI-style applications read as th
     } finally {
       session.close();
     }
-    const list = h2App.raw.get(path) as string[];
+    const list = h2App.requests.find((r) => r.path === path)?.raw as string[];
     expect(list.join("\n").toLowerCase()).not.toContain(FORGED);
     const values = list.filter((_, i) => i % 2 === 1 && list[i - 1] === XFCC);
     expect(values).toEqual([expectedXfcc()]);
