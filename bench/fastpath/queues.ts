@@ -18,7 +18,7 @@ import {
   startEnforcerPair,
   webToDbPolicy,
 } from "../../test/e2e/fastpath-support/lab.ts";
-import { REPO_ROOT } from "../../test/e2e/fastpath-support/netns.ts";
+import { REPO_ROOT } from "../../test/e2e/fastpath-support/process-output.ts";
 import { TestPki } from "../../test/e2e/fastpath-support/pki.ts";
 import type { EnforcerStats } from "../../sidecar/fastpath/enforcer.ts";
 

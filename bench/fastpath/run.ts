@@ -32,7 +32,7 @@ import {
   startEnforcerPair,
   webToDbPolicy,
 } from "../../test/e2e/fastpath-support/lab.ts";
-import { REPO_ROOT } from "../../test/e2e/fastpath-support/netns.ts";
+import { REPO_ROOT } from "../../test/e2e/fastpath-support/process-output.ts";
 import { formatForRepo } from "../compare/format.ts";
 import { TestPki } from "../../test/e2e/fastpath-support/pki.ts";
 import type { PacketKind } from "../../sidecar/fastpath/enforcer.ts";

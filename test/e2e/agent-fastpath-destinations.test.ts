@@ -19,7 +19,7 @@ import {
   startServers,
 } from "./fastpath-support/agent-lab.ts";
 import type { AgentWorkload } from "./fastpath-support/agent-lab.ts";
-import type { OutputLines } from "./fastpath-support/netns.ts";
+import type { OutputLines } from "./fastpath-support/process-output.ts";
 
 const SUBNET = 213;
 const DB = 5432;

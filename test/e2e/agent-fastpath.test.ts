@@ -27,7 +27,7 @@ import {
   startServers,
 } from "./fastpath-support/agent-lab.ts";
 import type { AgentWorkload } from "./fastpath-support/agent-lab.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
+import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/process-output.ts";
 
 const SUBNET = 211;
 const DB = 5432;

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NetnsLab, waitFor } from "../support/netns.ts";
 import type { LabHost } from "../support/netns.ts";
 import { EnforcerProcess } from "./fastpath-support/enforcer-process.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/netns.ts";
+import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/process-output.ts";
 import { TestPki } from "./fastpath-support/pki.ts";
 import { startAppServers, startEnforcerPair, webToDbPolicy } from "./fastpath-support/lab.ts";
 

@@ -12,7 +12,7 @@ import { queueForClientPort } from "../../sidecar/fastpath/rules.ts";
 import { NetnsLab, waitFor } from "../support/netns.ts";
 import type { LabHost } from "../support/netns.ts";
 import type { EnforcerProcess } from "./fastpath-support/enforcer-process.ts";
-import { jsonLine } from "./fastpath-support/netns.ts";
+import { jsonLine } from "./fastpath-support/process-output.ts";
 import { TestPki } from "./fastpath-support/pki.ts";
 import { startAppServers, startEnforcerPair, webToDbPolicy } from "./fastpath-support/lab.ts";
 import { sendRawIpv4, startCapture } from "./fastpath-support/raw-packets.ts";

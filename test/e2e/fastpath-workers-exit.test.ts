@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFile } from "node:fs/promises";
 import type { EnforcerSources } from "../../sidecar/fastpath/sources.ts";
 import { webToDbPolicy } from "./fastpath-support/lab.ts";
-import { Netns, jsonLine, uniqueName } from "./fastpath-support/netns.ts";
+import { createNetns } from "../support/netns.ts";
+import type { Netns } from "../support/netns.ts";
+import { OutputLines, jsonLine } from "./fastpath-support/process-output.ts";
 import { TRUST_DOMAIN, TestPki } from "./fastpath-support/pki.ts";
 
 const PROBE = "test/e2e/fastpath-support/worker-exit-probe.ts";
@@ -18,7 +20,7 @@ describe("fast-path worker pool when a worker ends", () => {
   let sourcesFile: string;
 
   beforeAll(async () => {
-    ns = await Netns.create(uniqueName());
+    ns = await createNetns("fpexit");
     pki = await TestPki.create();
     const db = await pki.identity("db", { app: "db" });
     const sources: EnforcerSources = {
@@ -40,7 +42,7 @@ describe("fast-path worker pool when a worker ends", () => {
   });
 
   it("names the ended worker, answers stats from the other one, and none after stop", async () => {
-    const out = ns.spawnNode(PROBE, [sourcesFile, "4300"]);
+    const out = new OutputLines(ns.spawn([process.execPath, "--import", "tsx", PROBE, sourcesFile, "4300"]));
     const code = await out.exit(60_000);
     expect(code, out.stderrText).toBe(0);
     const [started, ended, stopped] = out.lines.map(jsonLine).filter((x) => x !== undefined);

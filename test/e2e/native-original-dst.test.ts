@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, createServer } from "node:net";
 import { once } from "node:events";
 import { OriginalDestinationError, getOriginalDestination } from "../../native/index.ts";
-import { Netns, jsonLine, uniqueName } from "./fastpath-support/netns.ts";
+import { createNetns } from "../support/netns.ts";
+import type { Netns } from "../support/netns.ts";
+import { OutputLines, jsonLine } from "./fastpath-support/process-output.ts";
 
 const PROBE = "test/e2e/fastpath-support/original-dst-probe.ts";
 
@@ -10,14 +12,14 @@ describe.sequential("native getOriginalDestination (SO_ORIGINAL_DST / IP6T_SO_OR
   let ns: Netns;
 
   beforeAll(async () => {
-    ns = await Netns.create(uniqueName());
-    // A veth pair with one end up gives the namespace routes for the test ranges (no dummy module needed).
-    const dummy = `${ns.name}a`;
-    await ns.exec("ip", ["link", "add", dummy, "type", "veth", "peer", "name", `${ns.name}b`]);
-    await ns.exec("ip", ["link", "set", `${ns.name}b`, "up"]);
-    await ns.exec("ip", ["addr", "add", "198.18.0.1/15", "dev", dummy]);
-    await ns.exec("ip", ["addr", "add", "2001:2::1/48", "dev", dummy, "nodad"]);
-    await ns.exec("ip", ["link", "set", dummy, "up"]);
+    ns = await createNetns("origdst");
+    // A veth pair with one end up gives the namespace routes for the test ranges (no dummy module
+    // needed); both ends live in the namespace, so fixed names cannot collide.
+    await ns.execOk(["ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"]);
+    await ns.execOk(["ip", "link", "set", "veth1", "up"]);
+    await ns.execOk(["ip", "addr", "add", "198.18.0.1/15", "dev", "veth0"]);
+    await ns.execOk(["ip", "addr", "add", "2001:2::1/48", "dev", "veth0", "nodad"]);
+    await ns.execOk(["ip", "link", "set", "veth0", "up"]);
   });
 
   afterAll(async () => {
@@ -25,7 +27,9 @@ describe.sequential("native getOriginalDestination (SO_ORIGINAL_DST / IP6T_SO_OR
   });
 
   async function probe(cases: object[]): Promise<Record<string, unknown>[]> {
-    const out = ns.spawnNode(PROBE, [JSON.stringify(cases)]);
+    const out = new OutputLines(
+      ns.spawn([process.execPath, "--import", "tsx", PROBE, JSON.stringify(cases)]),
+    );
     const code = await out.exit(20_000);
     expect(code, out.stderrText).toBe(0);
     return out.lines.map(jsonLine).filter((x): x is Record<string, unknown> => x !== undefined);

@@ -17,7 +17,7 @@ import { appUser, chownTo, ensureProxyUser } from "../../../examples/demo/users.
 import { MARK_MASK, hex } from "../../../sidecar/fastpath/marks.ts";
 import { NetnsLab, run, runOk, waitFor } from "../../support/netns.ts";
 import type { LabHost, RunAs } from "../../support/netns.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "./netns.ts";
+import { OutputLines, REPO_ROOT, jsonLine } from "./process-output.ts";
 
 export const TRUST_DOMAIN = "sigil.local";
 export const SIGIL = join(REPO_ROOT, "bin/sigil.mjs");

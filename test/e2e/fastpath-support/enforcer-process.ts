@@ -5,7 +5,7 @@
 import type { FlowRecord } from "../../../core/flow.ts";
 import type { EnforcerStats } from "../../../sidecar/fastpath/enforcer.ts";
 import type { Netns } from "../../support/netns.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "./netns.ts";
+import { OutputLines, REPO_ROOT, jsonLine } from "./process-output.ts";
 import type { TestPki, IdentityFiles } from "./pki.ts";
 import { TRUST_DOMAIN } from "./pki.ts";
 

@@ -5,7 +5,7 @@
  */
 import type { LabHost } from "../../support/netns.ts";
 import { EnforcerProcess } from "./enforcer-process.ts";
-import { OutputLines, REPO_ROOT, jsonLine } from "./netns.ts";
+import { OutputLines, REPO_ROOT, jsonLine } from "./process-output.ts";
 import type { IdentityFiles, TestPki } from "./pki.ts";
 
 export const HTTP_PORT = 8080;

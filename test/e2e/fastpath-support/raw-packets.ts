@@ -6,7 +6,7 @@
 import { readFile } from "node:fs/promises";
 import type { Netns } from "../../support/netns.ts";
 import { waitFor } from "../../support/netns.ts";
-import { OutputLines } from "./netns.ts";
+import { OutputLines } from "./process-output.ts";
 
 const LINKTYPE_ETHERNET = 1;
 
