@@ -179,7 +179,22 @@ export class Authorizer {
       : denial;
   }
 
-  /** A name not looked up yet is denied now (decisions cannot wait) and looked up for the next try. */
+  /**
+   * The lookup a request's decision waits for: a name the application claims for a destination
+   * outside the mesh (another Host on a keep-alive connection, an HTTP/2 :authority) that this
+   * workload's egress rules may allow by name and that has no current answer. Null when the
+   * decision needs none; the promise never rejects and is bounded by the resolver's timeout.
+   */
+  nameLookup(conn: ConnectionFacts, peer: Peer): Promise<void> | null {
+    if (this.names === undefined || conn.direction !== "egress" || peer.kind !== "external") return null;
+    const name = peer.dnsName;
+    if (name === undefined || net.isIP(peer.address) === 0) return null;
+    if (this.names.check(name, peer.address).kind !== "unresolved") return null;
+    if (egressNamesOf(this.policy.current().policies, this.self().labels).length === 0) return null;
+    return this.names.prepare([name], peer.address);
+  }
+
+  /** A name that had no answer when decided is denied (not waited for) and looked up for the next try. */
   private checkName(names: EgressNameResolver, name: string, address: string): NameBinding {
     const binding = names.check(name, address);
     if (binding.kind === "unresolved") void names.prepare([name], address);

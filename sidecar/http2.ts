@@ -7,6 +7,7 @@ import type {
 } from "node:http2";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
+import type { Peer } from "../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../core/policy/index.ts";
 import { normalizeRequestPath } from "../core/policy/index.ts";
 import type { Authorizer } from "./authorize.ts";
@@ -79,7 +80,6 @@ export class Http2Proxy {
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, conn: HttpConnection): void {
     const startedAt = Date.now();
     stream.on("error", () => undefined);
-    const grpc = isGrpc(headers);
     const host = headers[":authority"] ?? headers.host;
     const facts: HttpRequestFacts = {
       method: headers[":method"] ?? "",
@@ -89,6 +89,27 @@ export class Http2Proxy {
       headers: withForwardedClientCert(headers, conn.forwardedClientCert),
     };
     const peer = conn.peerFor(host);
+    const lookup = this.authorizer.nameLookup(conn.facts, peer);
+    if (lookup === null) {
+      this.decideStream(stream, headers, conn, facts, peer, startedAt);
+      return;
+    }
+    // Decided once the name has an answer; the stream's data waits under HTTP/2 flow control.
+    void lookup.then(() => {
+      if (!stream.destroyed && !stream.closed)
+        this.decideStream(stream, headers, conn, facts, peer, startedAt);
+    });
+  }
+
+  private decideStream(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    conn: HttpConnection,
+    facts: HttpRequestFacts,
+    peer: Peer,
+    startedAt: number,
+  ): void {
+    const grpc = isGrpc(headers);
     const decision = this.authorizer.decide(conn.facts, facts, peer);
     const protocol = grpc ? "grpc" : "http";
     let status = 0;

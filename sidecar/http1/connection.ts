@@ -58,6 +58,8 @@ const enum State {
   Head,
   /** A request is decided and allowed: its head and body go upstream, its response comes back. */
   Exchange,
+  /** A request head waits for a name lookup its decision needs: bytes are held, reading pauses. */
+  Deciding,
   /** The connection became a tunnel or is closing: this object no longer reads it. */
   Gone,
 }
@@ -115,6 +117,8 @@ export class Http1Connection implements PoolUser {
     } else if (this.state === State.Exchange) {
       if (this.up !== null && this.reqBody !== null && !this.reqBody.done) this.forwardBody(chunk);
       else this.hold(chunk);
+    } else if (this.state === State.Deciding) {
+      this.hold(chunk);
     }
   };
 
@@ -222,6 +226,24 @@ export class Http1Connection implements PoolUser {
       return;
     }
     const peer = this.conn.peerFor(req.host);
+    const lookup = this.ctx.authorizer.nameLookup(this.conn.facts, peer);
+    if (lookup === null) {
+      this.decideRequest(req, peer, startedAt);
+      return;
+    }
+    // Decided once the name has an answer; what arrives meanwhile is held (reading paused).
+    this.state = State.Deciding;
+    void lookup.then(() => {
+      if (this.state !== State.Deciding) return;
+      this.state = State.Head;
+      this.decideRequest(req, peer, startedAt);
+      if (this.state !== State.Head) return;
+      if (this.pending !== null) this.nextRequest();
+      if (this.state === State.Head) this.socket.resume();
+    });
+  }
+
+  private decideRequest(req: RequestHead, peer: Peer, startedAt: number): void {
     const decision = this.ctx.authorizer.decide(
       this.conn.facts,
       requestFacts(req, this.conn.forwardedClientCert),

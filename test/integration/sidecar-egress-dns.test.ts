@@ -1,4 +1,5 @@
 import { promises as dns } from "node:dns";
+import http2 from "node:http2";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,7 +13,13 @@ import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidec
 import type { TestDnsServer } from "../support/dns-server.ts";
 import { startDnsServer } from "../support/dns-server.ts";
 import type { App, HttpApp } from "../support/sidecar-apps.ts";
-import { RawHttpConnection, rawExchange, startHttpApp, startTcpApp } from "../support/sidecar-apps.ts";
+import {
+  RawHttpConnection,
+  rawExchange,
+  startH2App,
+  startHttpApp,
+  startTcpApp,
+} from "../support/sidecar-apps.ts";
 import { FlowCollector, MeshPki, TRUST_DOMAIN, policySet, quiet } from "../support/sidecar-mesh.ts";
 
 /**
@@ -26,6 +33,7 @@ const LOOKUP_TIMEOUT_MS = 300;
 let dnsServer: TestDnsServer;
 let app: HttpApp;
 let tcp: App;
+let h2: App;
 let pki: MeshPki;
 let policy: PolicyHolder;
 let flows: FlowCollector;
@@ -34,7 +42,7 @@ let explicit: Sidecar;
 /** Where the application "connected" for the captured sidecar's next connection. */
 let originalDestination = { address: "127.0.0.1", port: 0 };
 
-const EGRESS = (appPort: number, tcpPort: number) => `
+const EGRESS = (appPort: number, tcpPort: number, h2Port: number) => `
 apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
 metadata: { name: web-egress }
@@ -43,7 +51,7 @@ spec:
   egress:
     - action: allow
       to: [ { dnsNames: [ "api.partner.test", "spoofed.partner.test", "gone.partner.test", "slow.partner.test", "*.wild.test" ] } ]
-      ports: [ ${appPort}, ${tcpPort} ]
+      ports: [ ${appPort}, ${tcpPort}, ${h2Port} ]
     - action: allow
       to: [ { cidrs: [ "127.0.0.0/8" ] } ]
       http: { paths: [ "/by-address" ] }
@@ -99,8 +107,12 @@ beforeAll(async () => {
   dnsServer.silent.add("slow.partner.test");
   app = await startHttpApp();
   tcp = await startTcpApp("echo");
+  h2 = await startH2App();
   pki = await MeshPki.create();
-  policy = new PolicyHolder({ trustDomain: TRUST_DOMAIN, policies: policySet(EGRESS(app.port, tcp.port)) });
+  policy = new PolicyHolder({
+    trustDomain: TRUST_DOMAIN,
+    policies: policySet(EGRESS(app.port, tcp.port, h2.port)),
+  });
   flows = new FlowCollector();
   const common = {
     credentials: new CredentialHolder(await pki.credentials("web", { app: "web" })),
@@ -133,7 +145,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([captured?.close(), explicit?.close()]);
-  await Promise.all([app?.close(), tcp?.close(), dnsServer?.close(), pki?.close()]);
+  await Promise.all([app?.close(), tcp?.close(), h2?.close(), dnsServer?.close(), pki?.close()]);
 });
 
 function capturedPort(): number {
@@ -195,26 +207,82 @@ describe("captured mode", () => {
     expect(dnsServer.queries("a.wild.test")).toBeGreaterThan(0);
   });
 
-  it("denies a name first claimed later on a connection until it is resolved, then allows it", async () => {
+  it("decides a name first claimed later on a connection once its lookup answers, without denying it first", async () => {
     originalDestination = { address: "127.0.0.1", port: app.port };
     dnsServer.zone.set("late.wild.test", { a: ["127.0.0.1"], ttl: 60 });
+    dnsServer.zone.set("late-elsewhere.wild.test", { a: ["198.18.0.9"], ttl: 60 });
     const conn = await RawHttpConnection.open(capturedPort());
     try {
       expect((await conn.request("GET /x HTTP/1.1\r\nHost: api.partner.test\r\n\r\n")).status).toBe(200);
+      expect(dnsServer.queries("late.wild.test")).toBe(0);
       const late = await conn.request("GET /late HTTP/1.1\r\nHost: late.wild.test\r\n\r\n");
-      expect(late.status).toBe(403);
-      expect(JSON.parse(late.body)).toMatchObject({
-        reason: "dns-binding: late.wild.test was not resolved in time to check 127.0.0.1",
+      expect(late.status).toBe(200);
+      expect(dnsServer.queries("late.wild.test")).toBeGreaterThan(0);
+      const elsewhere = await conn.request(
+        "GET /elsewhere HTTP/1.1\r\nHost: late-elsewhere.wild.test\r\n\r\n",
+      );
+      expect(elsewhere.status).toBe(403);
+      expect(JSON.parse(elsewhere.body)).toMatchObject({
+        reason:
+          "dns-binding: late-elsewhere.wild.test does not resolve to 127.0.0.1 (resolves to 198.18.0.9)",
       });
     } finally {
       conn.close();
     }
-    await expect.poll(() => dnsServer.queries("late.wild.test"), { timeout: 5_000 }).toBeGreaterThan(0);
-    await expect
-      .poll(async () => (await request(capturedPort(), "late.wild.test")).data.slice(0, 12), {
-        timeout: 5_000,
-      })
-      .toBe("HTTP/1.1 200");
+  });
+
+  it("holds pipelined requests while a late name resolves and answers them in order", async () => {
+    originalDestination = { address: "127.0.0.1", port: app.port };
+    dnsServer.zone.set("piped.wild.test", { a: ["127.0.0.1"], ttl: 60 });
+    const res = await rawExchange(
+      capturedPort(),
+      "GET /pipe-1 HTTP/1.1\r\nHost: api.partner.test\r\n\r\n" +
+        "POST /pipe-2 HTTP/1.1\r\nHost: piped.wild.test\r\nContent-Length: 5\r\n\r\nhello" +
+        "GET /pipe-3 HTTP/1.1\r\nHost: api.partner.test\r\nConnection: close\r\n\r\n",
+    );
+    expect(res.data.match(/HTTP\/1\.1 200 /g)).toHaveLength(3);
+    const urls = app.seen.map((r) => r.url).filter((u) => u.startsWith("/pipe-"));
+    expect(urls).toEqual(["/pipe-1", "/pipe-2", "/pipe-3"]);
+    expect(app.seen.find((r) => r.url === "/pipe-2")?.body).toBe("hello");
+  });
+
+  it("decides an HTTP/2 stream whose :authority names a late name once its lookup answers", async () => {
+    originalDestination = { address: "127.0.0.1", port: h2.port };
+    dnsServer.zone.set("late-h2.wild.test", { a: ["127.0.0.1"], ttl: 60 });
+    const session = http2.connect(`http://127.0.0.1:${capturedPort()}`);
+    session.on("error", () => undefined);
+    try {
+      const status = (authority: string, path: string): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const req = session.request({ ":path": path, ":authority": authority }, { endStream: true });
+          req.on("response", (h) => resolve(Number(h[":status"])));
+          req.on("error", reject);
+          req.resume();
+        });
+      expect(await status("api.partner.test", "/h2-first")).toBe(200);
+      expect(dnsServer.queries("late-h2.wild.test")).toBe(0);
+      expect(await status("late-h2.wild.test", "/h2-late")).toBe(200);
+      expect(dnsServer.queries("late-h2.wild.test")).toBeGreaterThan(0);
+      expect(h2.seen.map((r) => r.url)).toContain("/h2-late");
+    } finally {
+      session.close();
+    }
+  });
+
+  it("denies a late name whose lookup does not answer within its bound, naming why", async () => {
+    originalDestination = { address: "127.0.0.1", port: app.port };
+    dnsServer.silent.add("silent.wild.test");
+    const conn = await RawHttpConnection.open(capturedPort());
+    try {
+      expect((await conn.request("GET /x HTTP/1.1\r\nHost: api.partner.test\r\n\r\n")).status).toBe(200);
+      const late = await conn.request("GET /silent HTTP/1.1\r\nHost: silent.wild.test\r\n\r\n");
+      expect(late.status).toBe(403);
+      expect(JSON.parse(late.body)).toMatchObject({
+        reason: `dns-binding: silent.wild.test could not be resolved to check 127.0.0.1: lookup timed out after ${LOOKUP_TIMEOUT_MS} ms`,
+      });
+    } finally {
+      conn.close();
+    }
   });
 
   it("still allows by address where a CIDR rule does, whatever name is claimed", async () => {
