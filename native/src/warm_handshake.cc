@@ -47,10 +47,32 @@ Tuple TupleOf(const TcpView& v, bool clientIsSource) {
   return t;
 }
 
-bool Hmac(const PairKey& key, const uint8_t* data, size_t length, uint8_t out[kMacBytes]) {
+// The MAC proof of a token, as token.ts computes it: HMAC-SHA-256 under the pair key over the
+// context string, every token byte before the proof, and the connection's 4-tuple.
+bool ProofMac(const PairKey& key, const uint8_t* signedPart, size_t signedLength, const Tuple& tuple, uint8_t out[kMacBytes]) {
+  Bytes message;
+  message.reserve(sizeof(kContext) + signedLength + 37);
+  Append(message, reinterpret_cast<const uint8_t*>(kContext), sizeof(kContext));
+  Append(message, signedPart, signedLength);
+  tuple.AppendProofBytes(message);
   unsigned int written = 0;
-  return HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data, length, out, &written) != nullptr &&
+  return HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), message.data(), message.size(), out, &written) !=
+             nullptr &&
          written == kMacBytes;
+}
+
+// Inserts into a cache bounded by `max` entries; past it an arbitrary entry makes room.
+template <typename Map, typename Value>
+void PutBounded(Map& map, const std::string& key, Value value, size_t max) {
+  if (map.size() >= max && !map.count(key)) map.erase(map.begin());
+  map[key] = std::move(value);
+}
+
+std::string DecisionKey(Direction direction, uint32_t peerRef, int family, const uint8_t* address, uint16_t port) {
+  std::string key = WarmHandshakes::Endpoint(family, address, port);
+  key.push_back(static_cast<char>(direction));
+  key.append(reinterpret_cast<const char*>(&peerRef), sizeof(peerRef));
+  return key;
 }
 
 }  // namespace
@@ -125,8 +147,7 @@ void WarmHandshakes::SetLocal(const Bytes& chainSection, const Digest& digest) {
 }
 
 void WarmHandshakes::LearnServer(const std::string& endpoint, const Digest& digest, const PairKey& key) {
-  if (servers_.size() >= kMaxEntries && !servers_.count(endpoint)) servers_.erase(servers_.begin());
-  servers_[endpoint] = Server{digest, key};
+  PutBounded(servers_, endpoint, Server{digest, key}, kMaxEntries);
 }
 
 void WarmHandshakes::ForgetServer(const std::string& endpoint) { servers_.erase(endpoint); }
@@ -135,17 +156,13 @@ void WarmHandshakes::RememberPeer(const Bytes& chainSection, bool asServer, cons
                                   int64_t validUntilMs, const PairKey& key) {
   std::string section(1, asServer ? 's' : 'c');
   section.append(chainSection.begin(), chainSection.end());
-  if (peers_.size() >= kMaxEntries && !peers_.count(section)) peers_.erase(peers_.begin());
-  peers_[section] = Peer{digest, ref, validUntilMs, key};
+  PutBounded(peers_, section, Peer{digest, ref, validUntilMs, key}, kMaxEntries);
 }
 
 void WarmHandshakes::RememberDecision(Direction direction, uint32_t peerRef, int family, const uint8_t* address, uint16_t port,
                                       bool allow, uint32_t decisionRef) {
-  std::string key = Endpoint(family, address, port);
-  key.push_back(static_cast<char>(direction));
-  key.append(reinterpret_cast<const char*>(&peerRef), sizeof(peerRef));
-  if (decisions_.size() >= kMaxDecisions && !decisions_.count(key)) decisions_.erase(decisions_.begin());
-  decisions_[key] = Decision{allow, decisionRef};
+  PutBounded(decisions_, DecisionKey(direction, peerRef, family, address, port), Decision{allow, decisionRef},
+             kMaxDecisions);
 }
 
 void WarmHandshakes::ForgetPeers() {
@@ -157,10 +174,7 @@ void WarmHandshakes::ForgetDecisions() { decisions_.clear(); }
 
 const WarmHandshakes::Decision* WarmHandshakes::FindDecision(Direction direction, uint32_t peerRef, int family,
                                                              const uint8_t* address, uint16_t port) const {
-  std::string key = Endpoint(family, address, port);
-  key.push_back(static_cast<char>(direction));
-  key.append(reinterpret_cast<const char*>(&peerRef), sizeof(peerRef));
-  auto it = decisions_.find(key);
+  auto it = decisions_.find(DecisionKey(direction, peerRef, family, address, port));
   return it == decisions_.end() ? nullptr : &it->second;
 }
 
@@ -235,13 +249,8 @@ Bytes WarmHandshakes::BuildMacToken(bool synAck, const Nonce& nonce, int64_t now
   if (synAck) Append(token, echo->data(), echo->size());
   Append(token, localChain_.data(), localChain_.size());
   Append(token, keyId.data(), keyId.size());
-  Bytes message;
-  message.reserve(sizeof(kContext) + token.size() + 37);
-  Append(message, reinterpret_cast<const uint8_t*>(kContext), sizeof(kContext));
-  Append(message, token.data(), token.size());
-  tuple.AppendProofBytes(message);
   uint8_t mac[kMacBytes];
-  if (!Hmac(key, message.data(), message.size(), mac)) return Bytes();
+  if (!ProofMac(key, token.data(), token.size(), tuple, mac)) return Bytes();
   Append(token, mac, kMacBytes);
   return token;
 }
@@ -249,7 +258,6 @@ Bytes WarmHandshakes::BuildMacToken(bool synAck, const Nonce& nonce, int64_t now
 bool WarmHandshakes::ParseMacToken(const Bytes& token, bool synAck, MacToken& out) const {
   const size_t header = 2 + kNonceBytes + 8 + (synAck ? kNonceBytes : 0);
   if (token.size() < header + 1 || token[0] != kTokenVersion || token[1] != (synAck ? kMacSynAck : kMacSyn)) return false;
-  out.synAck = synAck;
   out.nonce = &token[2];
   out.timestampMs = ReadU64(&token[2 + kNonceBytes]);
   out.echoNonce = synAck ? &token[2 + kNonceBytes + 8] : nullptr;
@@ -279,13 +287,8 @@ const WarmHandshakes::Peer* WarmHandshakes::VerifyMacToken(const Bytes& token, c
   if (std::memcmp(parsed.keyId, localDigest_.data(), kDigestBytes) != 0) return nullptr;
   auto it = peers_.find(parsed.peerKey);
   if (it == peers_.end() || it->second.validUntilMs <= nowMs) return nullptr;
-  Bytes message;
-  message.reserve(sizeof(kContext) + parsed.signedLength + 37);
-  Append(message, reinterpret_cast<const uint8_t*>(kContext), sizeof(kContext));
-  Append(message, token.data(), parsed.signedLength);
-  tuple.AppendProofBytes(message);
   uint8_t expected[kMacBytes];
-  if (!Hmac(it->second.key, message.data(), message.size(), expected)) return nullptr;
+  if (!ProofMac(it->second.key, token.data(), parsed.signedLength, tuple, expected)) return nullptr;
   if (CRYPTO_memcmp(expected, parsed.mac, kMacBytes) != 0) return nullptr;
   return &it->second;
 }

@@ -228,7 +228,6 @@ class WarmHandshakes {
   };
   // A MAC token as it arrives, checked for shape only; views into the token bytes.
   struct MacToken {
-    bool synAck = false;
     const uint8_t* nonce = nullptr;
     int64_t timestampMs = 0;
     const uint8_t* echoNonce = nullptr;
