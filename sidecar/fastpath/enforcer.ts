@@ -156,8 +156,8 @@ interface KnownPeer {
  * workers share them so a connection that lands on another queue is a warm handshake too.
  */
 export interface LearnedServer {
-  /** "address|port" */
-  readonly server: string;
+  readonly address: string;
+  readonly port: number;
   /** Digest of the server's verified certificate chain. */
   readonly digest: string;
   /** Its leaf public key, SPKI DER. */
@@ -337,8 +337,7 @@ export class FastPathEnforcer {
    */
   learnServer(learned: LearnedServer): void {
     const publicKey = createPublicKey({ key: learned.publicKeyDer, format: "der", type: "spki" });
-    remember(this.knownServers, learned.server, { digest: learned.digest, publicKey });
-    this.teachServer(learned.server, learned.digest, publicKey);
+    this.knowServer(learned.address, learned.port, learned.digest, publicKey);
     this.counters.serversShared++;
   }
 
@@ -411,17 +410,11 @@ export class FastPathEnforcer {
     this.taughtDecisions = [];
   }
 
-  /** Teaches the warm table a server this side may prove itself to by MAC. */
-  private teachServer(server: string, digest: string, publicKey: KeyObject): void {
+  /** A server this side may prove itself to by MAC from now on, here and in the warm table. */
+  private knowServer(address: string, port: number, digest: string, publicKey: KeyObject): void {
+    remember(this.knownServers, `${address}|${port}`, { digest, publicKey });
     const key = this.pairKey(this.current.digest, digest, publicKey);
-    const at = server.lastIndexOf("|");
-    if (key)
-      this.warm.learnServer(
-        server.slice(0, at),
-        Number(server.slice(at + 1)),
-        Buffer.from(digest, "hex"),
-        key,
-      );
+    if (key) this.warm.learnServer(address, port, Buffer.from(digest, "hex"), key);
   }
 
   /** Teaches the warm table a peer JS verified; returns the ref its decisions and flows use. */
@@ -791,16 +784,15 @@ export class FastPathEnforcer {
       else this.counters.coldVerifications++;
       identity = verified.identity;
       if (verified.token.proofKind === "mac") this.counters.macProofs++;
-      const serverKey = `${info.src}|${info.srcPort}`;
-      if (this.knownServers.get(serverKey)?.digest !== verified.digest) {
+      if (this.knownServers.get(`${info.src}|${info.srcPort}`)?.digest !== verified.digest) {
         this.onServerLearned?.({
-          server: serverKey,
+          address: info.src,
+          port: info.srcPort,
           digest: verified.digest,
           publicKeyDer: verified.publicKey.export({ type: "spki", format: "der" }),
         });
       }
-      remember(this.knownServers, serverKey, { digest: verified.digest, publicKey: verified.publicKey });
-      this.teachServer(serverKey, verified.digest, verified.publicKey);
+      this.knowServer(info.src, info.srcPort, verified.digest, verified.publicKey);
       peerRef = this.teachPeer(verified);
     } catch (err) {
       const reason = err instanceof TokenError ? err.reason : "malformed";

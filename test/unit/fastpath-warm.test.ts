@@ -747,7 +747,8 @@ describe("the warm table leaves to JS", () => {
 
     // Another port of the same server, learned from a sibling worker: the client proves itself by MAC there too.
     lab.client.enforcer.learnServer({
-      server: `${SERVER_ADDRESS}|${PORT + 1}`,
+      address: SERVER_ADDRESS,
+      port: PORT + 1,
       digest: chainDigest(db.chain),
       publicKeyDer: createPublicKey(db.privateKey).export({ type: "spki", format: "der" }),
     });
