@@ -2,11 +2,8 @@ import { createHash } from "node:crypto";
 import { once } from "node:events";
 import http2 from "node:http2";
 import type { IncomingHttpHeaders } from "node:http2";
-import tls from "node:tls";
-import type { TLSSocket } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import { forwardedClientCert } from "../../sidecar/client-cert.ts";
 import { parseSidecarConfig } from "../../sidecar/config.ts";
 import type { WorkloadCredentials } from "../../sidecar/sources.ts";
@@ -98,23 +95,9 @@ function forgedRequest(path: string, namedInConnection = false): string {
   return `GET ${path} HTTP/1.1\r\nHost: api\r\n${FORGED_FIELDS}Connection: ${connection}\r\n\r\n`;
 }
 
-/** Speaks the mesh ALPN to B's inbound with `creds`, as a workload without its own sidecar would. */
-function meshSocket(creds: WorkloadCredentials, protocol: "http1" | "h2", port: number): Promise<TLSSocket> {
-  const socket = tls.connect({
-    host: "127.0.0.1",
-    port: pair.b.sidecar.inbound.port,
-    key: creds.privateKeyPem,
-    cert: creds.certChainPem,
-    ca: bundleRootsPem(pair.pki.ca.bundle()),
-    ALPNProtocols: [`sigil/1;${protocol};${port}`],
-    checkServerIdentity: () => undefined,
-  });
-  return once(socket, "secureConnect").then(() => socket);
-}
-
 /** Writes `text` on a mesh connection to B and collects everything until B closes it. */
 async function meshExchange(creds: WorkloadCredentials, text: string): Promise<string> {
-  const socket = await meshSocket(creds, "http1", app.port);
+  const socket = await pair.meshConnect(creds, "http1", app.port);
   let data = "";
   socket.on("data", (c: Buffer) => (data += c.toString("latin1")));
   socket.on("error", () => undefined);
@@ -284,7 +267,7 @@ describe("sanitize_set (default): B tells the application who called", () => {
   });
 
   it("every request of a keep-alive connection gets the field, each forged one removed", async () => {
-    const socket = await meshSocket(intruder, "http1", app.port);
+    const socket = await pair.meshConnect(intruder, "http1", app.port);
     socket.on("error", () => undefined);
     let data = "";
     socket.on("data", (c: Buffer) => (data += c.toString("latin1")));
@@ -349,7 +332,7 @@ describe("sanitize_set (default): B tells the application who called", () => {
 
   it("HTTP/2 sent straight to B over mTLS: the forged fields are removed at B", async () => {
     const path = "/h2/direct-mtls";
-    const socket = await meshSocket(intruder, "h2", h2App.port);
+    const socket = await pair.meshConnect(intruder, "h2", h2App.port);
     const status = await withH2Session(
       () => http2.connect("http://127.0.0.1", { createConnection: () => socket }),
       (s) => h2Get(s, path, { [XFCC]: [`By=${FORGED}`, `Hash=${FORGED}`] }),

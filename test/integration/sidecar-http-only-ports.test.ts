@@ -1,8 +1,6 @@
-import { once } from "node:events";
 import net from "node:net";
-import tls from "node:tls";
+import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import type { App, HttpApp } from "../support/sidecar-apps.ts";
 import { rawExchange, startHttpApp, startTcpApp } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
@@ -56,20 +54,8 @@ afterAll(async () => {
 });
 
 /** Opens a mesh connection to B as A's workload would, asking for an opaque tunnel to `port`. */
-async function tunnelTo(port: number): Promise<tls.TLSSocket> {
-  const creds = pair.a.credentials.current();
-  const socket = tls.connect({
-    host: "127.0.0.1",
-    port: pair.b.sidecar.inbound.port,
-    key: creds.privateKeyPem,
-    cert: creds.certChainPem,
-    ca: bundleRootsPem(pair.pki.ca.bundle()),
-    ALPNProtocols: [`sigil/1;tcp;${port}`],
-    checkServerIdentity: () => undefined,
-  });
-  socket.on("error", () => undefined);
-  await once(socket, "secureConnect");
-  return socket;
+function tunnelTo(port: number): Promise<TLSSocket> {
+  return pair.meshConnect(pair.a.credentials.current(), "tcp", port);
 }
 
 /** Everything the server sends until it closes (or resets) the connection. */

@@ -2,10 +2,8 @@ import { createHash } from "node:crypto";
 import { once } from "node:events";
 import http2 from "node:http2";
 import type { IncomingHttpHeaders } from "node:http2";
-import tls from "node:tls";
 import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import { withForwardedClientCert } from "../../sidecar/client-cert.ts";
 import type { WorkloadCredentials } from "../../sidecar/sources.ts";
 import { fieldValues, leafDer, startH2Recorder, startHeadRecorder } from "../support/recording-apps.ts";
@@ -59,19 +57,9 @@ function expectedXfcc(): string {
   return `By=${pair.pki.spiffeId("api")};Hash=${hash};URI=${pair.pki.spiffeId(CALLER)}`;
 }
 
-/** A mesh connection to B's inbound for an app port, as a workload without its own sidecar. */
-async function meshSocket(protocol: "http1" | "h2" = "http1", port = app.port): Promise<TLSSocket> {
-  const socket = tls.connect({
-    host: "127.0.0.1",
-    port: pair.b.sidecar.inbound.port,
-    key: caller.privateKeyPem,
-    cert: caller.certChainPem,
-    ca: bundleRootsPem(pair.pki.ca.bundle()),
-    ALPNProtocols: [`sigil/1;${protocol};${port}`],
-    checkServerIdentity: () => undefined,
-  });
-  await once(socket, "secureConnect");
-  return socket;
+/** A mesh connection to B's inbound for an app port, as the caller without its own sidecar. */
+function meshSocket(protocol: "http1" | "h2" = "http1", port = app.port): Promise<TLSSocket> {
+  return pair.meshConnect(caller, protocol, port);
 }
 
 describe("an upgrade to HTTP again (h2c) never turns the connection into a tunnel", () => {

@@ -4,14 +4,18 @@
  * policy, peer directory and flow records of each exposed for assertions.
  */
 import { X509Certificate } from "node:crypto";
+import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import tls from "node:tls";
+import type { TLSSocket } from "node:tls";
 import pino from "pino";
 import type { Logger } from "pino";
 import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
 import type { FlowRecord } from "../../core/flow.ts";
+import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import type { AttestedLabel } from "../../core/labels.ts";
 import { compilePolicySet, formatPolicyError, parsePolicyDocuments } from "../../core/policy/index.ts";
 import type { CompiledPolicySet } from "../../core/policy/index.ts";
@@ -126,6 +130,12 @@ export interface SidecarPair {
   outboundPort(appPort: number): number;
   /** A's outbound listener for `externalTargets[i]`. */
   externalPort(i: number): number;
+  /**
+   * An mTLS connection straight to B's inbound listener, with the mesh ALPN naming `protocol` and
+   * B's application `port`, as a workload presenting `creds` without a sidecar of its own would
+   * open it; resolves once the handshake is done (socket errors are ignored: watch for close).
+   */
+  meshConnect(creds: WorkloadCredentials, protocol: "http1" | "h2" | "tcp", port: number): Promise<TLSSocket>;
   close(): Promise<void>;
 }
 
@@ -222,6 +232,20 @@ export async function startPair(options: {
       const target = a.outboundTargets[options.appPorts.length + i];
       if (!target) throw new Error(`no outbound listener for external target ${i}`);
       return target.port;
+    },
+    async meshConnect(creds, protocol, port) {
+      const socket = tls.connect({
+        host: "127.0.0.1",
+        port: b.inbound.port,
+        key: creds.privateKeyPem,
+        cert: creds.certChainPem,
+        ca: bundleRootsPem(pki.ca.bundle()),
+        ALPNProtocols: [`sigil/1;${protocol};${port}`],
+        checkServerIdentity: () => undefined,
+      });
+      socket.on("error", () => undefined);
+      await once(socket, "secureConnect");
+      return socket;
     },
     async close() {
       await Promise.all([a.close(), b.close()]);
