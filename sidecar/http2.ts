@@ -13,7 +13,7 @@ import { normalizeRequestPath } from "../core/policy/index.ts";
 import type { Authorizer } from "./authorize.ts";
 import { encodeGrpcMessage } from "./grpc-message.ts";
 import { reportedPath } from "./authorize.ts";
-import { FORWARDED_CLIENT_CERT, isForwardedClientCertName, withForwardedClientCert } from "./client-cert.ts";
+import { withForwardedClientCert } from "./client-cert.ts";
 import type { HttpConnection } from "./http1.ts";
 import { HOP_BY_HOP, denialBody } from "./responses.ts";
 import type { Upstreams } from "./upstreams.ts";
@@ -185,10 +185,10 @@ export class Http2Proxy {
   ): Promise<void> {
     const grpc = isGrpc(headers);
     const normalized = normalizeRequestPath(headers[":path"] ?? "");
-    const out = endToEnd(headers, false);
-    // Only the sidecar's own XFCC reaches the upstream (HTTP/2 field names arrive lower-cased).
-    for (const name of Object.keys(out)) if (isForwardedClientCertName(name)) delete out[name];
-    if (conn.forwardedClientCert !== undefined) out[FORWARDED_CLIENT_CERT] = conn.forwardedClientCert;
+    // Only the sidecar's own XFCC reaches the upstream, the same fields policy decided on.
+    const out: OutgoingHttpHeaders = {
+      ...withForwardedClientCert(endToEnd(headers, false), conn.forwardedClientCert),
+    };
     out[":method"] = headers[":method"];
     out[":path"] = normalized.ok ? normalized.forwardTarget : headers[":path"];
     out[":scheme"] = "http";
