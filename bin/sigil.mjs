@@ -3,4 +3,4 @@
 import { register } from "tsx/esm/api";
 
 register();
-await import("../controlplane/cli/main.ts");
+await import("../cmd/sigil/main.ts");

@@ -20,7 +20,7 @@ import { MARK_MASK, hex } from "../../sidecar/fastpath/marks.ts";
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** The installed `sigil` command (package.json `bin`). */
 const SIGIL = join(REPO_ROOT, "bin/sigil.mjs");
-const CONTROL_PLANE = join(REPO_ROOT, "controlplane/main.ts");
+const CONTROL_PLANE = join(REPO_ROOT, "cmd/sigil-controlplane/main.ts");
 const APPS = join(REPO_ROOT, "examples/demo/apps");
 
 export class MeshStartError extends Error {

@@ -6,7 +6,7 @@ import { stringifyPolicyDocuments } from "../../core/policy/index.ts";
 import { bundleToJson } from "../../core/svid/bundle.ts";
 import { installCapture } from "../capture/apply.ts";
 import type { CaptureConfig } from "../capture/config.ts";
-import { loadCaptureConfig } from "../capture/init.ts";
+import { loadCaptureConfig } from "../capture/load-config.ts";
 import { fastPathConfigSchema } from "../fastpath/config.ts";
 import { MARK_MASK, hex } from "../fastpath/marks.ts";
 import {

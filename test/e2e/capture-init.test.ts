@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { registerInitCommand } from "../../sidecar/capture/init.ts";
+import { registerInitCommand } from "../../cmd/sigil/commands/init.ts";
 import { createNetns, type Netns } from "../support/netns.ts";
 
 describe("sigil init against a real namespace", () => {

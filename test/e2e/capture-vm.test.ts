@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { installCapture, uninstallCapture } from "../../sidecar/capture/apply.ts";
 import type { CaptureConfig } from "../../sidecar/capture/config.ts";
-import { loadCaptureConfig } from "../../sidecar/capture/init.ts";
+import { loadCaptureConfig } from "../../sidecar/capture/load-config.ts";
 import { NetnsLab, type LabHost } from "../support/netns.ts";
 import { startTagServer, tcpRequest } from "./capture-fixtures.ts";
 

@@ -15,7 +15,7 @@ import pino from "pino";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
 
-const CLI = join(import.meta.dirname, "../../controlplane/cli/main.ts");
+const CLI = join(import.meta.dirname, "../../cmd/sigil/main.ts");
 const TSX = join(import.meta.dirname, "../../node_modules/.bin/tsx");
 
 let cp: ControlPlane;

@@ -52,7 +52,7 @@ beforeAll(async () => {
     [
       "--import",
       "tsx",
-      "controlplane/main.ts",
+      "cmd/sigil-controlplane/main.ts",
       "--data-dir",
       dataDir,
       "--grpc-host",

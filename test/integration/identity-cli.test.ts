@@ -36,7 +36,7 @@ function sigilWith(env: Record<string, string>, ...args: string[]): Promise<CliR
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ["--import", "tsx", join(ROOT, "controlplane/cli/main.ts"), ...args],
+      ["--import", "tsx", join(ROOT, "cmd/sigil/main.ts"), ...args],
       { cwd: ROOT, timeout: 60_000, env: { ...process.env, ...env } },
       (err, stdout, stderr) =>
         resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),

@@ -20,7 +20,7 @@ import type { FlowRecord } from "../../core/flow.ts";
 import type { HttpApp } from "../support/sidecar-apps.ts";
 import { startHttpApp } from "../support/sidecar-apps.ts";
 
-const CLI = join(import.meta.dirname, "../../controlplane/cli/main.ts");
+const CLI = join(import.meta.dirname, "../../cmd/sigil/main.ts");
 const TSX = join(import.meta.dirname, "../../node_modules/.bin/tsx");
 
 interface RunningSidecar {

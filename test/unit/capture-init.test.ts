@@ -4,12 +4,8 @@ import { join } from "node:path";
 import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { CaptureConfigError } from "../../sidecar/capture/config.ts";
-import {
-  loadCaptureConfig,
-  registerInitCommand,
-  runInit,
-  type InitSources,
-} from "../../sidecar/capture/init.ts";
+import { loadCaptureConfig, type InitSources } from "../../sidecar/capture/load-config.ts";
+import { registerInitCommand, runInit } from "../../cmd/sigil/commands/init.ts";
 
 let dir: string;
 beforeAll(async () => {

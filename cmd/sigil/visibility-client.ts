@@ -1,11 +1,11 @@
 import type { FlowRecord } from "../../core/flow.ts";
-import { authorizationHeader, refusedTokenMessage } from "../cli/api-credential.ts";
-import type { ApiCredential } from "../cli/api-credential.ts";
+import { authorizationHeader, refusedTokenMessage } from "./api-credential.ts";
+import type { ApiCredential } from "./api-credential.ts";
 import type { PolicyDocument } from "../../core/policy/index.ts";
-import type { ModeSettings, EnforcementMode, EffectiveMode } from "./mode.ts";
-import type { GraphEdge, GraphNode } from "./routes.ts";
-import type { SimulationResult } from "./simulate.ts";
-import type { SuggestSummary } from "./suggest.ts";
+import type { ModeSettings, EnforcementMode, EffectiveMode } from "../../controlplane/visibility/mode.ts";
+import type { GraphEdge, GraphNode } from "../../controlplane/visibility/routes.ts";
+import type { SimulationResult } from "../../controlplane/visibility/simulate.ts";
+import type { SuggestSummary } from "../../controlplane/visibility/suggest.ts";
 
 /** A typed client of the visibility API (routes.ts), used by the CLI. */
 

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
-import { startControlPlane } from "./control-plane.ts";
+import { startControlPlane } from "../../controlplane/control-plane.ts";
 
 function port(value: string): number {
   const n = Number(value);

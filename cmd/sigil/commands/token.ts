@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { parseLabelList } from "../../../core/labels.ts";
-import { processIo, withApiOption } from "../../visibility/cli-support.ts";
-import type { CliIo } from "../../visibility/cli-support.ts";
+import { processIo, withApiOption } from "../cli-support.ts";
+import type { CliIo } from "../cli-support.ts";
 import { apiTarget, identityApi, parseDuration } from "../identity-api.ts";
 
 /** `sigil token create --labels k=v,... [--ttl 1h] [--name n]` */

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
-import { clientFor, processIo, run, table, withApiOption } from "../../visibility/cli-support.ts";
-import type { CliIo } from "../../visibility/cli-support.ts";
-import type { GraphEdge } from "../../visibility/routes.ts";
+import { clientFor, processIo, run, table, withApiOption } from "../cli-support.ts";
+import type { CliIo } from "../cli-support.ts";
+import type { GraphEdge } from "../../../controlplane/visibility/routes.ts";
 
 /** `sigil graph [--format text|json|dot]` */
 export function register(program: Command, io: CliIo = processIo): void {

@@ -12,9 +12,9 @@ import { JwtSvidError, verifyJwtSvid } from "../../../core/svid/jwt.ts";
 import { RevocationIndex } from "../../../core/svid/revocation.ts";
 import type { RevocationList } from "../../../core/svid/revocation.ts";
 import { SvidVerificationError, verifySvid } from "../../../core/svid/verify.ts";
-import { CertificateAuthority } from "../../ca/authority.ts";
-import { processIo } from "../../visibility/cli-support.ts";
-import type { CliIo } from "../../visibility/cli-support.ts";
+import { CertificateAuthority } from "../../../controlplane/ca/authority.ts";
+import { processIo } from "../cli-support.ts";
+import type { CliIo } from "../cli-support.ts";
 import { apiTarget, identityApi } from "../identity-api.ts";
 
 interface InspectOptions {

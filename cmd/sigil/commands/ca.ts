@@ -1,10 +1,10 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { bundleRootsPem, bundleToJson } from "../../../core/svid/bundle.ts";
-import { CertificateAuthority, fingerprint } from "../../ca/authority.ts";
-import type { ImportedCa } from "../../ca/authority.ts";
-import { processIo, table, withApiOption } from "../../visibility/cli-support.ts";
-import type { CliIo } from "../../visibility/cli-support.ts";
+import { CertificateAuthority, fingerprint } from "../../../controlplane/ca/authority.ts";
+import type { ImportedCa } from "../../../controlplane/ca/authority.ts";
+import { processIo, table, withApiOption } from "../cli-support.ts";
+import type { CliIo } from "../cli-support.ts";
 import { DEFAULT_DATA_DIR, apiTarget, identityApi, parseDuration } from "../identity-api.ts";
 
 interface ImportOptions {

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import type { FlowRecord } from "../../core/flow.ts";
-import { DEFAULT_TOKEN_FILE, loadApiCredential } from "../cli/api-credential.ts";
-import { ApiError, VisibilityClient } from "./client.ts";
+import { DEFAULT_TOKEN_FILE, loadApiCredential } from "./api-credential.ts";
+import { ApiError, VisibilityClient } from "./visibility-client.ts";
 
 /** Shared pieces of the visibility CLI commands (flows, graph, policy, mode). */
 

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
-import { clientFor, processIo, run, table, withApiOption } from "../../visibility/cli-support.ts";
-import type { CliIo } from "../../visibility/cli-support.ts";
-import type { ModeView } from "../../visibility/client.ts";
+import { clientFor, processIo, run, table, withApiOption } from "../cli-support.ts";
+import type { CliIo } from "../cli-support.ts";
+import type { ModeView } from "../visibility-client.ts";
 
 interface ScopeOptions {
   namespace?: string;

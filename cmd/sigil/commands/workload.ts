@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { parseLabelList } from "../../../core/labels.ts";
-import { processIo, table, withApiOption } from "../../visibility/cli-support.ts";
-import type { CliIo } from "../../visibility/cli-support.ts";
+import { processIo, table, withApiOption } from "../cli-support.ts";
+import type { CliIo } from "../cli-support.ts";
 import { apiTarget, identityApi } from "../identity-api.ts";
 
 interface WorkloadView {

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
-import { clientFor, flowLine, processIo, run, withApiOption } from "../../visibility/cli-support.ts";
-import type { CliIo } from "../../visibility/cli-support.ts";
-import type { FlowQuery } from "../../visibility/client.ts";
+import { clientFor, flowLine, processIo, run, withApiOption } from "../cli-support.ts";
+import type { CliIo } from "../cli-support.ts";
+import type { FlowQuery } from "../visibility-client.ts";
 
 interface FlowsOptions {
   follow?: boolean;

@@ -1,14 +1,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import type { Command } from "commander";
-import {
-  clientFor,
-  endpointText,
-  processIo,
-  run,
-  table,
-  withApiOption,
-} from "../../visibility/cli-support.ts";
-import type { CliIo } from "../../visibility/cli-support.ts";
+import { clientFor, endpointText, processIo, run, table, withApiOption } from "../cli-support.ts";
+import type { CliIo } from "../cli-support.ts";
 
 /** `sigil policy suggest --since 1h [--exclude k=v]... [-o file]` and `sigil policy simulate -f new.yaml`. */
 export function register(program: Command, io: CliIo = processIo): void {
