@@ -5,20 +5,20 @@ import pino from "pino";
 import type { Logger } from "pino";
 import type { WorkloadIdentity } from "../core/identity.ts";
 import { originalDestinationOf } from "../native/index.ts";
-import { configDumpBase, startAdmin } from "./admin.ts";
-import { Authorizer } from "./authorize.ts";
-import { EgressNameResolver } from "./egress-dns.ts";
+import { configDumpBase, startAdmin } from "./admin/admin.ts";
+import { Authorizer } from "./authz/authorize.ts";
+import { EgressNameResolver } from "./egress/dns.ts";
 import type { SidecarConfig, SidecarConfigInput } from "./config.ts";
 import { parseSidecarConfig } from "./config.ts";
-import { Http1Proxy } from "./http1.ts";
-import { Http2Proxy } from "./http2.ts";
-import { InboundHandler } from "./inbound.ts";
-import { SidecarMetrics } from "./metrics.ts";
-import { MeshTls } from "./mtls.ts";
-import { OutboundHandler } from "./outbound.ts";
-import type { CredentialSource, FlowSink, PeerDirectory, PolicySource } from "./sources.ts";
-import { ConnectionTracker } from "./tracker.ts";
-import { Upstreams } from "./upstreams.ts";
+import { Http1Proxy } from "./http/http1/proxy.ts";
+import { Http2Proxy } from "./http/http2/proxy.ts";
+import { InboundHandler } from "./proxy/inbound.ts";
+import { SidecarMetrics } from "./admin/metrics.ts";
+import { MeshTls } from "./tls/mtls.ts";
+import { OutboundHandler } from "./proxy/outbound.ts";
+import type { CredentialSource, FlowSink, PeerDirectory, PolicySource } from "./inputs/sources.ts";
+import { ConnectionTracker } from "./proxy/tracker.ts";
+import { Upstreams } from "./upstream/upstreams.ts";
 
 /**
  * Composes the data path: listeners, mTLS, proxies, authorization, admin. The inputs that change at

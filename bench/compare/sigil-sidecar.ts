@@ -5,7 +5,7 @@
  * GC pauses (loop-monitor.ts) for the harness to read over each measured window.
  *
  * With `workers` > 1 in the spec (SIGIL_SIDECAR_WORKERS when the harness writes it) the data path
- * runs in that many cluster workers, each this same file re-run (sidecar/workers).
+ * runs in that many cluster workers, each this same file re-run (sidecar/worker-processes).
  *
  *   node sigil-sidecar.mjs <spec.json>
  */
@@ -15,9 +15,9 @@ import pino from "pino";
 import { compilePolicySet, formatPolicyError, parsePolicyDocuments } from "../../core/policy/index.ts";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { drainOnSignal, startSidecar } from "../../sidecar/sidecar.ts";
-import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/state.ts";
-import { startSidecarWorkers } from "../../sidecar/workers/primary.ts";
-import { runSidecarWorker } from "../../sidecar/workers/worker.ts";
+import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/inputs/state.ts";
+import { startSidecarWorkers } from "../../sidecar/worker-processes/primary.ts";
+import { runSidecarWorker } from "../../sidecar/worker-processes/worker.ts";
 import { monitorLoop } from "./loop-monitor.ts";
 import { sidecarSpecSchema } from "./sigil-spec.ts";
 

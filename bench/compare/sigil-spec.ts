@@ -9,7 +9,7 @@ export const sidecarSpecSchema = z
     privateKeyPem: z.string().min(1),
     bundle: z.unknown(),
     policyYaml: z.string(),
-    /** Data-path worker processes (sidecar/workers); 1 = the data path runs in the sidecar process. */
+    /** Data-path worker processes (sidecar/worker-processes); 1 = the data path runs in the sidecar process. */
     workers: z.number().int().min(1).max(64).default(1),
     peers: z.array(
       z

@@ -2,7 +2,7 @@
  * One sidecar in its own process, so its CPU time and RSS can be measured alone. The parent sends
  * `{ start: StartMessage }` over IPC and gets `{ started: { inbound, targets } }`; `{ usage: true }`
  * answers `{ usage: { cpuSeconds, rssBytes } }`. With `workers > 1` the data path runs in that many
- * cluster workers (sidecar/workers; this same file re-run as each worker), and usage sums the
+ * cluster workers (sidecar/worker-processes; this same file re-run as each worker), and usage sums the
  * primary and its workers.
  */
 import cluster from "node:cluster";
@@ -11,10 +11,10 @@ import { parseBundle } from "../../core/svid/bundle.ts";
 import { policySet } from "../../test/support/sidecar-mesh.ts";
 import type { Sidecar } from "../../sidecar/sidecar.ts";
 import { startSidecar } from "../../sidecar/sidecar.ts";
-import { startSidecarWorkers } from "../../sidecar/workers/primary.ts";
-import type { SidecarWorkers } from "../../sidecar/workers/primary.ts";
-import { runSidecarWorker } from "../../sidecar/workers/worker.ts";
-import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/state.ts";
+import { startSidecarWorkers } from "../../sidecar/worker-processes/primary.ts";
+import type { SidecarWorkers } from "../../sidecar/worker-processes/primary.ts";
+import { runSidecarWorker } from "../../sidecar/worker-processes/worker.ts";
+import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/inputs/state.ts";
 import pino from "pino";
 
 export interface StartMessage {

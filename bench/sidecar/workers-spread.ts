@@ -16,9 +16,9 @@ import { performance } from "node:perf_hooks";
 import pino from "pino";
 import { Pool } from "undici";
 import { emptyPolicySet } from "../../core/policy/index.ts";
-import { CredentialHolder, PolicyHolder } from "../../sidecar/state.ts";
-import { startSidecarWorkers } from "../../sidecar/workers/primary.ts";
-import { runSidecarWorker } from "../../sidecar/workers/worker.ts";
+import { CredentialHolder, PolicyHolder } from "../../sidecar/inputs/state.ts";
+import { startSidecarWorkers } from "../../sidecar/worker-processes/primary.ts";
+import { runSidecarWorker } from "../../sidecar/worker-processes/worker.ts";
 import { startHttpApp } from "../../test/support/sidecar-apps.ts";
 import { MeshPki, TRUST_DOMAIN } from "../../test/support/sidecar-mesh.ts";
 

@@ -15,10 +15,10 @@ import { collectProcessFacts, readMetadataFile } from "../identity/workload-fact
 import type { SidecarConfigInput } from "../config.ts";
 import { startSidecar } from "../sidecar.ts";
 import type { Sidecar } from "../sidecar.ts";
-import type { PeerDirectory } from "../sources.ts";
-import { PeerDirectoryHolder, PolicyHolder } from "../state.ts";
-import { startSidecarWorkers } from "../workers/primary.ts";
-import type { SidecarWorkers } from "../workers/primary.ts";
+import type { PeerDirectory } from "../inputs/sources.ts";
+import { PeerDirectoryHolder, PolicyHolder } from "../inputs/state.ts";
+import { startSidecarWorkers } from "../worker-processes/primary.ts";
+import type { SidecarWorkers } from "../worker-processes/primary.ts";
 import {
   bootstrapChannelCredentials,
   controlPlaneIdentityCheck,
@@ -28,7 +28,7 @@ import {
 import type { AgentFastPath } from "./fast-path.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
 import { FlowRelay } from "./flow-relay.ts";
-import { guardOriginalDestination, localAddressTest } from "./loop-guard.ts";
+import { guardOriginalDestination, localAddressTest } from "../proxy/loop-guard.ts";
 import type { AgentOptions } from "./options.ts";
 import { SidecarSubscriptions } from "./subscriptions.ts";
 
@@ -38,7 +38,7 @@ import { SidecarSubscriptions } from "./subscriptions.ts";
  * that SVID (trust bundle, own policy set, peer directory, revocations), then the data path with
  * those live sources, with flow records streamed to the control plane. It becomes ready (stdout
  * line, admin `/ready`) only once it holds an SVID and a policy set and its listeners are up.
- * With `workers > 1` the data path runs in that many worker processes (sidecar/workers) fed from
+ * With `workers > 1` the data path runs in that many worker processes (sidecar/worker-processes) fed from
  * this one; everything else stays here.
  */
 

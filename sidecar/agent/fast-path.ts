@@ -21,7 +21,7 @@ import type { RuleSettings } from "../fastpath/rules.ts";
 import type { EnforcerSources } from "../fastpath/sources.ts";
 import { FastPathWorkers } from "../fastpath/workers.ts";
 import type { WorkloadCredentials } from "../identity/rotation.ts";
-import type { PolicySnapshot } from "../sources.ts";
+import type { PolicySnapshot } from "../inputs/sources.ts";
 import { registerFastPathMetrics } from "./fast-path-metrics.ts";
 import type { DecodedPolicySet } from "./policy-set.ts";
 

@@ -1,5 +1,5 @@
 import type { FlowRecord } from "../../core/flow.ts";
-import type { FlowSink } from "../sources.ts";
+import type { FlowSink } from "../inputs/sources.ts";
 
 /**
  * The data path needs its flow sink before it starts, the reporter needs the data path's metrics

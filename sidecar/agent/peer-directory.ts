@@ -1,7 +1,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { parseSpiffeId } from "../../core/identity.ts";
-import type { MeshDestination } from "../sources.ts";
+import type { MeshDestination } from "../inputs/sources.ts";
 
 /**
  * Reads a decoded `sigil.v1.PeerDirectory` into the entries the outbound path looks up by original

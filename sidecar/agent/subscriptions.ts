@@ -10,7 +10,7 @@ import type { TypeUpdate } from "../../xds/client.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import type { NodeSpec } from "../../xds/wire.ts";
-import type { PeerDirectoryHolder, PolicyHolder } from "../state.ts";
+import type { PeerDirectoryHolder, PolicyHolder } from "../inputs/state.ts";
 import { decodePeerDirectory } from "./peer-directory.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
 import { decodePolicySet } from "./policy-set.ts";

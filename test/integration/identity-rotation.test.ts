@@ -4,7 +4,7 @@ import type { TLSSocket } from "node:tls";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyTlsPeer } from "../../core/svid/tls.ts";
-import type { CredentialSource } from "../../sidecar/sources.ts";
+import type { CredentialSource } from "../../sidecar/inputs/sources.ts";
 import { RotationManager } from "../../sidecar/identity/rotation.ts";
 import type { WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
 import { tlsOptionsFor } from "../../sidecar/identity/tls-context.ts";

@@ -8,7 +8,7 @@ import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
-import type { WorkloadCredentials } from "../../sidecar/sources.ts";
+import type { WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
 import type { App } from "../support/sidecar-apps.ts";
 import { RawHttpConnection, rawExchange, startHttpApp } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";

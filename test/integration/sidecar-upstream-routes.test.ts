@@ -1,12 +1,12 @@
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { PoolUser, UpstreamConnection } from "../../sidecar/http1/pool.ts";
-import { SidecarMetrics } from "../../sidecar/metrics.ts";
-import { MeshTls } from "../../sidecar/mtls.ts";
-import { CredentialHolder, PolicyHolder } from "../../sidecar/state.ts";
-import { Upstreams } from "../../sidecar/upstreams.ts";
-import type { UpstreamRoute } from "../../sidecar/upstreams.ts";
+import type { PoolUser, UpstreamConnection } from "../../sidecar/upstream/http1-pool.ts";
+import { SidecarMetrics } from "../../sidecar/admin/metrics.ts";
+import { MeshTls } from "../../sidecar/tls/mtls.ts";
+import { CredentialHolder, PolicyHolder } from "../../sidecar/inputs/state.ts";
+import { Upstreams } from "../../sidecar/upstream/upstreams.ts";
+import type { UpstreamRoute } from "../../sidecar/upstream/upstreams.ts";
 import { MeshPki, TRUST_DOMAIN, quiet } from "../support/sidecar-mesh.ts";
 
 /**

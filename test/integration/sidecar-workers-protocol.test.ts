@@ -7,7 +7,7 @@ import { deserialize, serialize } from "node:v8";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
 import { TrustBundleError } from "../../core/svid/bundle.ts";
-import type { PolicySnapshot, WorkloadCredentials } from "../../sidecar/sources.ts";
+import type { PolicySnapshot, WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
 import {
   credentialsFromWire,
   credentialsToWire,
@@ -15,8 +15,8 @@ import {
   policyFromWire,
   policyToWire,
   RelayMessageError,
-} from "../../sidecar/workers/relay-protocol.ts";
-import type { WireCredentials } from "../../sidecar/workers/relay-protocol.ts";
+} from "../../sidecar/worker-processes/relay-protocol.ts";
+import type { WireCredentials } from "../../sidecar/worker-processes/relay-protocol.ts";
 import { MeshPki, policySet, TRUST_DOMAIN } from "../support/sidecar-mesh.ts";
 
 const POLICY = `apiVersion: sigil.dev/v1

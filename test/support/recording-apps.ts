@@ -3,7 +3,7 @@ import http2 from "node:http2";
 import type { IncomingHttpHeaders } from "node:http2";
 import net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
-import type { WorkloadCredentials } from "../../sidecar/sources.ts";
+import type { WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
 
 /**
  * Applications that keep every request exactly as it reached them (raw HTTP/1.1 heads, the raw

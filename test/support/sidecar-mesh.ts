@@ -22,8 +22,8 @@ import type { CompiledPolicySet } from "../../core/policy/index.ts";
 import type { SidecarConfigInput } from "../../sidecar/config.ts";
 import type { Sidecar } from "../../sidecar/sidecar.ts";
 import { startSidecar } from "../../sidecar/sidecar.ts";
-import type { WorkloadCredentials } from "../../sidecar/sources.ts";
-import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/state.ts";
+import type { WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
+import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/inputs/state.ts";
 
 export const TRUST_DOMAIN = "sigil.local";
 

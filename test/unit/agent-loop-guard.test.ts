@@ -1,7 +1,7 @@
 /** Captured mode: a connection whose original destination is the sidecar's own listener is refused. */
 import type { Socket } from "node:net";
 import { describe, expect, it } from "vitest";
-import { guardOriginalDestination, localAddressTest, LoopError } from "../../sidecar/agent/loop-guard.ts";
+import { guardOriginalDestination, localAddressTest, LoopError } from "../../sidecar/proxy/loop-guard.ts";
 
 const socket = {} as Socket;
 const own = new Set([15001, 15006, 15000]);

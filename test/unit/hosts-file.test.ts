@@ -2,8 +2,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { EgressNameResolver } from "../../sidecar/egress-dns.ts";
-import { parseHosts } from "../../sidecar/hosts-file.ts";
+import { EgressNameResolver } from "../../sidecar/egress/dns.ts";
+import { parseHosts } from "../../sidecar/egress/hosts-file.ts";
 
 describe("host table parsing", () => {
   it("reads addresses with their names and aliases, case and trailing dot folded", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BodyFramer, FramingError } from "../../sidecar/http1/body.ts";
+import { BodyFramer, FramingError } from "../../sidecar/http/http1/body.ts";
 
 const chunked = (maxTrailerBytes = 1024) => new BodyFramer("chunked", 0, maxTrailerBytes);
 

@@ -2,15 +2,15 @@ import http from "node:http";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BodyFramer, FramingError } from "../../sidecar/http1/body.ts";
-import type { RequestHead } from "../../sidecar/http1/head.ts";
+import { BodyFramer, FramingError } from "../../sidecar/http/http1/body.ts";
+import type { RequestHead } from "../../sidecar/http/http1/head.ts";
 import {
   HeadError,
   headEnd,
   parseRequestHead,
   parseResponseHead,
   partialHeadProblem,
-} from "../../sidecar/http1/head.ts";
+} from "../../sidecar/http/http1/head.ts";
 
 /**
  * Sigil's HTTP/1.1 framing read side by side with llhttp, the parser of the node:http servers and

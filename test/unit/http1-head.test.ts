@@ -5,7 +5,7 @@ import {
   parseRequestHead,
   parseResponseHead,
   partialHeadProblem,
-} from "../../sidecar/http1/head.ts";
+} from "../../sidecar/http/http1/head.ts";
 
 const request = (text: string) => parseRequestHead(text);
 

@@ -3,9 +3,9 @@ import { describe, expect, it } from "vitest";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { CompiledPolicySet } from "../../core/policy/index.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
-import { Authorizer, denialCategory, reportedPath } from "../../sidecar/authorize.ts";
-import { SidecarMetrics } from "../../sidecar/metrics.ts";
-import { PolicyHolder } from "../../sidecar/state.ts";
+import { Authorizer, denialCategory, reportedPath } from "../../sidecar/authz/authorize.ts";
+import { SidecarMetrics } from "../../sidecar/admin/metrics.ts";
+import { PolicyHolder } from "../../sidecar/inputs/state.ts";
 import { policySet } from "../support/sidecar-mesh.ts";
 
 const self = {

@@ -1,9 +1,9 @@
 import net from "node:net";
 import tls from "node:tls";
 import { describe, expect, it } from "vitest";
-import { decodeMeshAlpn, encodeMeshAlpn, selectMeshAlpn } from "../../sidecar/alpn.ts";
-import { parseClientHello } from "../../sidecar/client-hello.ts";
-import { classify, detectProtocol } from "../../sidecar/detect.ts";
+import { decodeMeshAlpn, encodeMeshAlpn, selectMeshAlpn } from "../../sidecar/tls/alpn.ts";
+import { parseClientHello } from "../../sidecar/tls/client-hello.ts";
+import { classify, detectProtocol } from "../../sidecar/proxy/detect.ts";
 
 /** Captures the first bytes a real TLS client sends (its ClientHello). */
 async function realClientHello(options: tls.ConnectionOptions): Promise<Buffer> {

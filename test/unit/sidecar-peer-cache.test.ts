@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TrustBundle } from "../../core/svid/bundle.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
 import { SvidVerificationError } from "../../core/svid/verify.ts";
-import { PeerVerifier } from "../../sidecar/peer-cache.ts";
+import { PeerVerifier } from "../../sidecar/tls/peer-cache.ts";
 import { MeshPki, TRUST_DOMAIN } from "../support/sidecar-mesh.ts";
 
 function chainOf(pem: string): Buffer[] {

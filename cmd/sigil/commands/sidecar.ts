@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import pino from "pino";
 import { startAgent } from "../../../sidecar/agent/agent.ts";
 import { parseAgentOptions, readAgentConfigFile } from "../../../sidecar/agent/options.ts";
-import { runSidecarWorker } from "../../../sidecar/workers/worker.ts";
+import { runSidecarWorker } from "../../../sidecar/worker-processes/worker.ts";
 
 /**
  * `sigil sidecar`: the per-workload agent (sidecar/agent). Settings come from `--config` (YAML or

@@ -1,0 +1,258 @@
+import { randomUUID } from "node:crypto";
+import net from "node:net";
+import type { Logger } from "pino";
+import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
+import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
+import type { AuthzRequest, Decision, EnforcementMode, HttpRequestFacts } from "../../core/policy/index.ts";
+import {
+  evaluate,
+  normalizeRequestPath,
+  peerAuthenticationMode,
+  refusalDecision,
+} from "../../core/policy/index.ts";
+import { canonicalName } from "../../core/policy/dns.ts";
+import type { EgressNameResolver, NameBinding } from "../egress/dns.ts";
+import { bindingProblem } from "../egress/dns.ts";
+import { egressNamesOf } from "../egress/names.ts";
+import type { SidecarMetrics } from "../admin/metrics.ts";
+import type { FlowSink, PolicySource } from "../inputs/sources.ts";
+
+/**
+ * The sidecar's enforcement step: builds the request core/policy decides on, and turns every decision
+ * into metrics, a log line and a flow record. Policy is read at every call, so a new policy set
+ * applies to the next request on an existing connection.
+ */
+
+export type FlowProtocol = FlowRecord["protocol"];
+
+/** What one downstream connection is, as far as authorization is concerned. */
+export interface ConnectionFacts {
+  readonly direction: "ingress" | "egress";
+  /** Ingress: the local application port. Egress: the destination port. */
+  readonly port: number;
+  /** Ingress: who connected. Egress: where the workload is going. */
+  readonly peer: Peer;
+  /** Whether the hop between the two workloads is (or will be) mutually authenticated. */
+  readonly encrypted: boolean;
+}
+
+export interface FlowOutcome {
+  readonly protocol: FlowProtocol;
+  readonly http?: { readonly method: string; readonly path: string; readonly status?: number };
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  readonly startedAt: number;
+}
+
+/** The path a flow record shows: the one policy matched, else the normalized one, never the query. */
+export function reportedPath(decision: Decision, rawTarget: string): string {
+  if (decision.path !== undefined) return decision.path;
+  const n = normalizeRequestPath(rawTarget);
+  return n.ok ? n.path : (rawTarget.split("?")[0] ?? "");
+}
+
+export function denialCategory(decision: Decision): string {
+  if (decision.status === 400) return "malformed-request";
+  if (decision.policy !== null) return "policy";
+  if (decision.reason.includes("default deny")) return "default-deny";
+  return decision.reason.split(":")[0] ?? "other";
+}
+
+/**
+ * Flow ids: a random prefix drawn once per process and a counter. The control plane de-duplicates
+ * by id across every reporter and restart, so the prefix is a fresh random UUID (122 random bits)
+ * in each process; the counter keeps ids apart inside it. A record re-sent after a reconnect keeps
+ * its id, which is what the de-duplication is for.
+ */
+const FLOW_ID_PREFIX = `${randomUUID()}-`;
+let flowIdCounter = 0;
+
+function nextFlowId(): string {
+  return FLOW_ID_PREFIX + (flowIdCounter++).toString(36);
+}
+
+function endpointOf(peer: Peer): FlowEndpoint {
+  if (peer.kind === "workload") {
+    return peer.address === undefined
+      ? { spiffeId: peer.identity.spiffeId, labels: peer.identity.labels }
+      : { spiffeId: peer.identity.spiffeId, labels: peer.identity.labels, address: peer.address };
+  }
+  return { labels: {}, address: peer.dnsName ?? peer.address };
+}
+
+export class Authorizer {
+  constructor(
+    private readonly self: () => WorkloadIdentity,
+    private readonly policy: PolicySource,
+    private readonly flows: FlowSink,
+    private readonly metrics: SidecarMetrics,
+    private readonly log: Logger,
+    private readonly names?: EgressNameResolver,
+  ) {}
+
+  /**
+   * Before an egress connection to a non-mesh `address` is decided: resolves the names it may be
+   * decided on (those the application claimed so far, and the exact names in this workload's egress
+   * rules), so the synchronous decisions find current answers.
+   */
+  async prepareEgress(address: string, claimed: readonly (string | undefined)[]): Promise<void> {
+    if (this.names === undefined || net.isIP(address) === 0) return;
+    const fromPolicy = egressNamesOf(this.policy.current().policies, this.self().labels);
+    if (fromPolicy.length === 0) return;
+    const names = new Set(fromPolicy);
+    for (const name of claimed) if (name !== undefined) names.add(name);
+    await this.names.prepare(names, address);
+  }
+
+  /** Never throws: a failure inside the engine is a denial (fail closed), logged with its cause. */
+  decide(conn: ConnectionFacts, http?: HttpRequestFacts, peer: Peer = conn.peer): Decision {
+    const snapshot = this.policy.current();
+    // A revocation also ends connections that were authenticated before it arrived, request by
+    // request, in both directions: pooled egress connections to a revoked destination included.
+    if (peer.kind === "workload") {
+      const revoked = snapshot.revocations.revoking(peer.identity.spiffeId);
+      if (revoked) return refusalDecision(`revoked: ${peer.identity.spiffeId}: ${revoked.reason}`);
+    }
+    try {
+      // Built once per decision, in one of two fixed shapes (no spread), since this runs per request.
+      const { direction, port } = conn;
+      const local = this.self();
+      // A plaintext connection accepted while its port allowed it carries no request once the port
+      // turns STRICT (the mode is read again on every request, like revocation).
+      if (
+        direction === "ingress" &&
+        !conn.encrypted &&
+        peerAuthenticationMode(snapshot.policies, local.labels, port) === "STRICT"
+      )
+        return refusalDecision(`mtls-required: peer authentication is STRICT on port ${port}`);
+      const mode = snapshot.mode;
+      const request: AuthzRequest =
+        http === undefined
+          ? { direction, local, peer, port, mode }
+          : { direction, local, peer, port, mode, http };
+      const decision = evaluate(snapshot.policies, request);
+      if (direction === "egress" && peer.kind === "external" && peer.dnsName !== undefined)
+        return this.bindName(decision, mode, peer.address, peer.dnsName, () =>
+          evaluate(snapshot.policies, { ...request, peer: { kind: "external", address: peer.address } }),
+        );
+      return decision;
+    } catch (err) {
+      this.log.error(
+        { err, direction: conn.direction, port: conn.port },
+        "policy evaluation failed; denying",
+      );
+      return refusalDecision(`internal-error: policy evaluation failed: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * A claimed name only counts for an allow when the destination address is one it resolves to.
+   * Denials stand as they are (a name can only make them apply); an allow that holds without the name
+   * (by address, or egress unrestricted) needs no check. An explicit target named by host name is
+   * bound already: the sidecar itself resolves and connects to it.
+   */
+  private bindName(
+    decision: Decision,
+    mode: EnforcementMode,
+    address: string,
+    name: string,
+    withoutName: () => Decision,
+  ): Decision {
+    if (decision.verdict === "deny" || decision.wouldDeny) return decision;
+    if (net.isIP(address) === 0 && canonicalName(address) === canonicalName(name)) return decision;
+    const unnamed = withoutName();
+    if (unnamed.verdict === "allow" && !unnamed.wouldDeny) return decision;
+    const problem =
+      this.names === undefined
+        ? `dns-binding: ${name} cannot be checked against ${address} (no resolver)`
+        : bindingProblem(name, address, this.checkName(this.names, name, address));
+    if (problem === null) return decision;
+    const denial: Decision = {
+      ...decision,
+      verdict: "deny",
+      wouldDeny: false,
+      policy: null,
+      reason: problem,
+    };
+    return mode === "observe"
+      ? { ...denial, verdict: "allow", wouldDeny: true, reason: `observe mode, would deny: ${problem}` }
+      : denial;
+  }
+
+  /**
+   * The lookup a request's decision waits for: a name the application claims for a destination
+   * outside the mesh (another Host on a keep-alive connection, an HTTP/2 :authority) that this
+   * workload's egress rules may allow by name and that has no current answer. Null when the
+   * decision needs none; the promise never rejects and is bounded by the resolver's timeout.
+   */
+  nameLookup(conn: ConnectionFacts, peer: Peer): Promise<void> | null {
+    if (this.names === undefined || conn.direction !== "egress" || peer.kind !== "external") return null;
+    const name = peer.dnsName;
+    if (name === undefined || net.isIP(peer.address) === 0) return null;
+    if (this.names.check(name, peer.address).kind !== "unresolved") return null;
+    if (egressNamesOf(this.policy.current().policies, this.self().labels).length === 0) return null;
+    return this.names.prepare([name], peer.address);
+  }
+
+  /** A name that had no answer when decided is denied (not waited for) and looked up for the next try. */
+  private checkName(names: EgressNameResolver, name: string, address: string): NameBinding {
+    const binding = names.check(name, address);
+    if (binding.kind === "unresolved") void names.prepare([name], address);
+    return binding;
+  }
+
+  /** Records one decided request or connection once its outcome is known. */
+  record(conn: ConnectionFacts, decision: Decision, outcome: FlowOutcome, peer: Peer = conn.peer): void {
+    const now = Date.now();
+    const self = this.self();
+    const selfEnd: FlowEndpoint = { spiffeId: self.spiffeId, labels: self.labels };
+    const other = endpointOf(peer);
+    const durationMs = now - outcome.startedAt;
+    this.metrics.recordDecision(
+      conn.direction,
+      outcome.protocol,
+      decision.verdict,
+      durationMs / 1000,
+      decision.verdict === "deny" ? denialCategory(decision) : null,
+    );
+    const record: FlowRecord = {
+      id: nextFlowId(),
+      time: outcome.startedAt,
+      reporter: { spiffeId: self.spiffeId, kind: "sidecar" },
+      direction: conn.direction,
+      source: conn.direction === "ingress" ? other : selfEnd,
+      destination: conn.direction === "ingress" ? selfEnd : other,
+      port: conn.port,
+      protocol: outcome.protocol,
+      ...(outcome.http === undefined ? {} : { http: outcome.http }),
+      verdict: decision.verdict,
+      wouldDeny: decision.wouldDeny,
+      policy: decision.policy,
+      reason: decision.reason,
+      encrypted: conn.encrypted,
+      bytesSent: outcome.bytesSent,
+      bytesReceived: outcome.bytesReceived,
+      durationMs,
+    };
+    if (decision.verdict === "deny" || decision.wouldDeny) {
+      this.log.info(
+        {
+          direction: conn.direction,
+          peer: other.spiffeId ?? other.address,
+          port: conn.port,
+          http: outcome.http,
+          verdict: decision.verdict,
+          wouldDeny: decision.wouldDeny,
+          policy: decision.policy,
+          reason: decision.reason,
+        },
+        decision.verdict === "deny" ? "denied" : "would deny (observe mode)",
+      );
+    }
+    try {
+      this.flows.report(record);
+    } catch (err) {
+      this.log.warn({ err }, "flow sink refused a record");
+    }
+  }
+}

@@ -1,0 +1,77 @@
+import { FORWARDED_CLIENT_CERT, isForwardedClientCertName } from "../client-cert.ts";
+import { HOP_BY_HOP } from "../denial.ts";
+import type { RawHeaders, RequestHead, ResponseHead } from "./head.ts";
+
+/** Serializes the heads the proxy sends on: hop-by-hop fields dropped, its own framing fields added. */
+
+/**
+ * The fields passed on. A request also loses every XFCC field the client sent (any case, `_` for
+ * `-`, every occurrence): only the sidecar's own reaches the next hop.
+ */
+function endToEnd(raw: RawHeaders, connection: ReadonlySet<string>, request: boolean): string {
+  let out = "";
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || connection.has(lower)) continue;
+    if (request && isForwardedClientCertName(lower)) continue;
+    out += `${name}: ${raw[i + 1] as string}\r\n`;
+  }
+  return out;
+}
+
+function clientCertField(clientCert: string | undefined): string {
+  return clientCert === undefined ? "" : `${FORWARDED_CLIENT_CERT}: ${clientCert}\r\n`;
+}
+
+/**
+ * The request head sent upstream: always HTTP/1.1, with the normalized target, and `clientCert`
+ * (when given) as the only XFCC field.
+ */
+export function upstreamRequestHead(req: RequestHead, target: string, clientCert?: string): string {
+  return (
+    `${req.method} ${target} HTTP/1.1\r\n${endToEnd(req.raw, req.connection, true)}` +
+    clientCertField(clientCert) +
+    (req.chunked ? "transfer-encoding: chunked\r\n\r\n" : "\r\n")
+  );
+}
+
+/** A Connection value without the XFCC option, or "" when nothing else was in it. */
+function withoutClientCertOption(value: string): string {
+  return value
+    .split(",")
+    .map((t) => t.trim())
+    .filter((t) => t !== "" && !isForwardedClientCertName(t.toLowerCase()))
+    .join(", ");
+}
+
+/**
+ * An upgrade request is passed on with all its fields (Connection and Upgrade included) except the
+ * client's XFCC; a Connection field naming XFCC loses that option, so the next hop does not drop
+ * the sidecar's own field as hop-by-hop.
+ */
+export function upgradeRequestHead(req: RequestHead, target: string, clientCert?: string): string {
+  const namesClientCert = [...req.connection].some(isForwardedClientCertName);
+  let out = `${req.method} ${target} HTTP/1.1\r\n`;
+  for (let i = 0; i < req.raw.length; i += 2) {
+    const name = req.raw[i] as string;
+    const lower = name.toLowerCase();
+    if (isForwardedClientCertName(lower)) continue;
+    let value = req.raw[i + 1] as string;
+    if (namesClientCert && lower === "connection") {
+      value = withoutClientCertOption(value);
+      if (value === "") continue;
+    }
+    out += `${name}: ${value}\r\n`;
+  }
+  return `${out}${clientCertField(clientCert)}\r\n`;
+}
+
+/** The response head sent to the client; `chunked` says whether the body goes on chunk-framed. */
+export function downstreamResponseHead(res: ResponseHead, chunked: boolean, close: boolean): string {
+  return (
+    `HTTP/1.1 ${res.status} ${res.reason}\r\n${endToEnd(res.raw, res.connection, false)}` +
+    (chunked ? "transfer-encoding: chunked\r\n" : "") +
+    (close ? "connection: close\r\n\r\n" : "\r\n")
+  );
+}

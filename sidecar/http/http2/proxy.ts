@@ -1,0 +1,279 @@
+import http2 from "node:http2";
+import type {
+  IncomingHttpHeaders,
+  OutgoingHttpHeaders,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+} from "node:http2";
+import type { Socket } from "node:net";
+import type { Logger } from "pino";
+import type { Peer } from "../../../core/identity.ts";
+import type { Decision, HttpRequestFacts } from "../../../core/policy/index.ts";
+import { normalizeRequestPath } from "../../../core/policy/index.ts";
+import type { Authorizer } from "../../authz/authorize.ts";
+import { encodeGrpcMessage } from "./grpc-message.ts";
+import { reportedPath } from "../../authz/authorize.ts";
+import { withForwardedClientCert } from "../client-cert.ts";
+import type { HttpConnection } from "../http1/proxy.ts";
+import { HOP_BY_HOP, denialBody } from "../denial.ts";
+import type { Upstreams } from "../../upstream/upstreams.ts";
+
+/**
+ * HTTP/2 and gRPC proxying: one server session per downstream connection, each stream decided on its
+ * own against the current policy and forwarded over a shared upstream session. Headers, data and
+ * trailers keep their frames' meaning: a trailers-only response stays trailers-only, trailers arrive
+ * after the body, and a reset on either side resets the other.
+ */
+
+const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+
+const GRPC_PERMISSION_DENIED = "7";
+const GRPC_INVALID_ARGUMENT = "3";
+const GRPC_UNAVAILABLE = "14";
+
+function isGrpc(headers: IncomingHttpHeaders): boolean {
+  const ct = headers["content-type"];
+  return typeof ct === "string" && ct.startsWith("application/grpc");
+}
+
+function endToEnd(headers: IncomingHttpHeaders, keepStatus: boolean): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name)) continue;
+    if (name.startsWith(":") && !(keepStatus && name === ":status")) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+export interface Http2Options {
+  readonly maxHeaderListBytes: number;
+}
+
+export class Http2Proxy {
+  private readonly sessions = new Set<ServerHttp2Session>();
+
+  constructor(
+    private readonly authorizer: Authorizer,
+    private readonly upstreams: Upstreams,
+    private readonly options: Http2Options,
+    private readonly log: Logger,
+  ) {}
+
+  /** Takes over a connection that starts with the HTTP/2 preface (`head` are bytes already read). */
+  accept(socket: Socket, conn: HttpConnection, head: Buffer): void {
+    if (head.length > 0) socket.unshift(head);
+    const session = http2.performServerHandshake(socket, {
+      settings: { maxHeaderListSize: this.options.maxHeaderListBytes },
+    });
+    this.sessions.add(session);
+    session.on("stream", (stream, headers) => this.onStream(stream, headers, conn));
+    session.on("error", (err) => this.log.debug({ err: err.message }, "HTTP/2 downstream session error"));
+    session.once("close", () => this.sessions.delete(session));
+  }
+
+  /** Sends GOAWAY: streams in flight finish, no new ones start. */
+  drain(): void {
+    for (const s of this.sessions) s.close();
+  }
+
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, conn: HttpConnection): void {
+    const startedAt = Date.now();
+    stream.on("error", () => undefined);
+    const host = headers[":authority"] ?? headers.host;
+    const facts: HttpRequestFacts = {
+      method: headers[":method"] ?? "",
+      path: headers[":path"] ?? "",
+      ...(host === undefined ? {} : { host }),
+      // What the upstream receives, XFCC included, so a forged one cannot meet a header rule.
+      headers: withForwardedClientCert(headers, conn.forwardedClientCert),
+    };
+    const peer = conn.peerFor(host);
+    const lookup = this.authorizer.nameLookup(conn.facts, peer);
+    if (lookup === null) {
+      this.decideStream(stream, headers, conn, facts, peer, startedAt);
+      return;
+    }
+    // Decided once the name has an answer; the stream's data waits under HTTP/2 flow control.
+    void lookup.then(() => {
+      if (!stream.destroyed && !stream.closed)
+        this.decideStream(stream, headers, conn, facts, peer, startedAt);
+    });
+  }
+
+  private decideStream(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    conn: HttpConnection,
+    facts: HttpRequestFacts,
+    peer: Peer,
+    startedAt: number,
+  ): void {
+    const grpc = isGrpc(headers);
+    const decision = this.authorizer.decide(conn.facts, facts, peer);
+    const protocol = grpc ? "grpc" : "http";
+    let status = 0;
+    let sent = 0;
+    let received = 0;
+    let recorded = false;
+    const record = (): void => {
+      if (recorded) return;
+      recorded = true;
+      this.authorizer.record(
+        conn.facts,
+        decision,
+        {
+          protocol,
+          http: { method: facts.method, path: reportedPath(decision, facts.path), status },
+          bytesSent: sent,
+          bytesReceived: received,
+          startedAt,
+        },
+        peer,
+      );
+    };
+    if (decision.verdict === "deny") {
+      status = this.refuse(stream, decision, grpc);
+      record();
+      return;
+    }
+    stream.once("close", record);
+    void this.forward(
+      stream,
+      headers,
+      conn,
+      (s) => (status = s),
+      (n) => (sent += n),
+      (n) => (received += n),
+    );
+  }
+
+  private refuse(stream: ServerHttp2Stream, decision: Decision, grpc: boolean): number {
+    const malformed = decision.status === 400;
+    if (grpc) {
+      stream.respond(
+        {
+          ":status": 200,
+          "content-type": "application/grpc",
+          "grpc-status": malformed ? GRPC_INVALID_ARGUMENT : GRPC_PERMISSION_DENIED,
+          "grpc-message": encodeGrpcMessage(
+            `${malformed ? "bad request" : "permission denied"}: ${decision.reason}`,
+          ),
+        },
+        { endStream: true },
+      );
+      return 200;
+    }
+    const status = malformed ? 400 : 403;
+    const body = denialBody(status, decision);
+    stream.respond({
+      ":status": status,
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+    });
+    stream.end(body);
+    return status;
+  }
+
+  private async forward(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    conn: HttpConnection,
+    setStatus: (s: number) => void,
+    addSent: (n: number) => void,
+    addReceived: (n: number) => void,
+  ): Promise<void> {
+    const grpc = isGrpc(headers);
+    const normalized = normalizeRequestPath(headers[":path"] ?? "");
+    // Only the sidecar's own XFCC reaches the upstream, the same fields policy decided on.
+    const out: OutgoingHttpHeaders = {
+      ...withForwardedClientCert(endToEnd(headers, false), conn.forwardedClientCert),
+    };
+    out[":method"] = headers[":method"];
+    out[":path"] = normalized.ok ? normalized.forwardTarget : headers[":path"];
+    out[":scheme"] = "http";
+    const authority = headers[":authority"] ?? headers.host;
+    if (authority !== undefined) out[":authority"] = authority;
+    let session;
+    try {
+      session = await this.upstreams.h2(conn.route);
+    } catch (err) {
+      this.unavailable(stream, grpc, (err as Error).message, setStatus);
+      return;
+    }
+    if (stream.closed || stream.destroyed) return;
+    const endStream = stream.endAfterHeaders;
+    let up: http2.ClientHttp2Stream;
+    try {
+      up = session.request(out, { endStream });
+    } catch (err) {
+      this.unavailable(stream, grpc, (err as Error).message, setStatus);
+      return;
+    }
+    let trailers: OutgoingHttpHeaders | null = null;
+    up.on("trailers", (t: IncomingHttpHeaders) => {
+      trailers = endToEnd(t, false);
+    });
+    up.on("response", (h: IncomingHttpHeaders, flags: number) => {
+      if (stream.closed || stream.destroyed) return;
+      setStatus(Number(h[":status"] ?? 0));
+      const respHeaders = endToEnd(h, true);
+      if (flags & NGHTTP2_FLAG_END_STREAM) {
+        stream.respond(respHeaders, { endStream: true });
+        return;
+      }
+      stream.respond(respHeaders, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers(trailers ?? {}));
+      up.on("data", (chunk: Buffer) => addSent(chunk.length));
+      up.pipe(stream);
+    });
+    up.on("error", (err) => {
+      if (!stream.headersSent) this.unavailable(stream, grpc, err.message, setStatus);
+      else stream.close(NGHTTP2_INTERNAL_ERROR);
+    });
+    up.once("close", () => {
+      if (up.rstCode !== undefined && up.rstCode !== 0 && !stream.closed) {
+        if (!stream.headersSent)
+          this.unavailable(stream, grpc, `upstream reset the stream (${up.rstCode})`, setStatus);
+        else stream.close(up.rstCode);
+      }
+    });
+    stream.once("close", () => {
+      if (!up.closed && !up.readableEnded)
+        up.close(stream.rstCode && stream.rstCode !== 0 ? stream.rstCode : NGHTTP2_CANCEL);
+    });
+    if (!endStream) {
+      // Counted only from here: a data listener attached earlier would start the flow before the
+      // upstream stream exists and lose the first bytes.
+      stream.on("data", (chunk: Buffer) => addReceived(chunk.length));
+      stream.pipe(up);
+    }
+  }
+
+  private unavailable(
+    stream: ServerHttp2Stream,
+    grpc: boolean,
+    reason: string,
+    setStatus: (s: number) => void,
+  ): void {
+    if (stream.closed || stream.destroyed || stream.headersSent) return;
+    this.log.debug({ reason }, "HTTP/2 upstream unavailable");
+    if (grpc) {
+      setStatus(200);
+      stream.respond(
+        {
+          ":status": 200,
+          "content-type": "application/grpc",
+          "grpc-status": GRPC_UNAVAILABLE,
+          "grpc-message": encodeGrpcMessage(`upstream unavailable: ${reason}`),
+        },
+        { endStream: true },
+      );
+      return;
+    }
+    setStatus(502);
+    const body = denialBody(502, { policy: null, reason: `upstream: ${reason}` });
+    stream.respond({ ":status": 502, "content-type": "application/json" });
+    stream.end(body);
+  }
+}

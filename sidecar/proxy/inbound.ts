@@ -1,0 +1,218 @@
+import type { Socket } from "node:net";
+import type { Logger } from "pino";
+import type { Peer } from "../../core/identity.ts";
+import type { Labels } from "../../core/labels.ts";
+import { peerAuthenticationMode } from "../../core/policy/index.ts";
+import type { TunnelTarget } from "../tls/alpn.ts";
+import { decodeMeshAlpn, selectMeshAlpn } from "../tls/alpn.ts";
+import type { Authorizer, ConnectionFacts } from "../authz/authorize.ts";
+import type { ForwardClientCert } from "../http/client-cert.ts";
+import { forwardedClientCert } from "../http/client-cert.ts";
+import { refusalDecision } from "../../core/policy/index.ts";
+import type { Detection } from "./detect.ts";
+import { detectProtocol, takeBuffered } from "./detect.ts";
+import type { Http1Proxy, HttpConnection } from "../http/http1/proxy.ts";
+import type { Http2Proxy } from "../http/http2/proxy.ts";
+import type { MeshTls } from "../tls/mtls.ts";
+import { PeerRejectedError } from "../tls/mtls.ts";
+import type { PolicySource } from "../inputs/sources.ts";
+import type { ConnectionTracker } from "./tracker.ts";
+import { refuseConnection, tunnel } from "../tunnel/tunnel.ts";
+import type { UpstreamRoute, Upstreams } from "../upstream/upstreams.ts";
+
+/**
+ * The inbound (ingress) side: connections arriving for the local application. A hello offering the
+ * mesh ALPN is terminated as mTLS and the caller is identified by its SVID; anything else is a
+ * plaintext client outside the mesh, accepted only where the port's peer authentication is
+ * PERMISSIVE or DISABLE and then decided by address. Allowed traffic goes to the application on
+ * the port the caller meant (from ALPN, or the original destination for plaintext).
+ */
+
+export interface InboundDeps {
+  readonly authorizer: Authorizer;
+  readonly tls: MeshTls;
+  readonly policy: PolicySource;
+  readonly selfLabels: () => Labels;
+  readonly upstreams: Upstreams;
+  readonly http1: Http1Proxy;
+  readonly http2: Http2Proxy;
+  readonly tracker: ConnectionTracker;
+  readonly appHost: string;
+  /** The application port a plaintext connection was meant for, or null when there is none. */
+  readonly plaintextPort: (socket: Socket) => number | null;
+  /** Ports a peer may not name as its target (the sidecar's own listeners). */
+  readonly reservedPorts: ReadonlySet<number>;
+  /** Application ports served as HTTP only, never as opaque TCP. */
+  readonly httpPorts: ReadonlySet<number>;
+  readonly detectTimeoutMs: number;
+  readonly handshakeTimeoutMs: number;
+  /** Whether HTTP requests from a caller verified by mTLS carry its identity to the application. */
+  readonly forwardClientCert: ForwardClientCert;
+  readonly log: Logger;
+}
+
+export class InboundHandler {
+  constructor(private readonly deps: InboundDeps) {}
+
+  async handle(socket: Socket): Promise<void> {
+    const { deps } = this;
+    deps.tracker.add(socket, "ingress");
+    socket.on("error", (err) => deps.log.debug({ err: err.message }, "inbound downstream error"));
+    socket.setNoDelay(true);
+    // Waiting briefly for a silent client only helps where a plaintext (server-speaks-first) client
+    // could be served; everywhere else the client must send a mesh hello, however slow it is.
+    const plainPort = deps.plaintextPort(socket);
+    const plaintextPossible =
+      plainPort !== null &&
+      peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), plainPort) !== "STRICT";
+    const detection = await detectProtocol(
+      socket,
+      plaintextPossible ? deps.detectTimeoutMs : deps.handshakeTimeoutMs,
+    );
+    if (socket.destroyed) return;
+    const alpn =
+      detection.protocol.kind === "tls" ? selectMeshAlpn(detection.protocol.hello.alpn) : undefined;
+    const target = alpn === undefined ? null : decodeMeshAlpn(alpn);
+    if (target) await this.mesh(socket, detection, target);
+    else this.plaintext(socket, detection, plainPort);
+  }
+
+  private refuse(socket: Socket, port: number, reason: string, peer?: Peer): void {
+    const address = socket.remoteAddress ?? "";
+    refuseConnection(socket);
+    const facts: ConnectionFacts = {
+      direction: "ingress",
+      port,
+      peer: peer ?? { kind: "external", address },
+      encrypted: false,
+    };
+    this.deps.authorizer.record(facts, refusalDecision(reason), {
+      protocol: "tcp",
+      bytesSent: 0,
+      bytesReceived: 0,
+      startedAt: Date.now(),
+    });
+  }
+
+  private route(port: number): UpstreamRoute {
+    return { kind: "direct", host: this.deps.appHost, port };
+  }
+
+  private async mesh(socket: Socket, detection: Detection, target: TunnelTarget): Promise<void> {
+    const { deps } = this;
+    if (deps.reservedPorts.has(target.port)) {
+      this.refuse(socket, target.port, `reserved-port: port ${target.port} belongs to the sidecar`);
+      return;
+    }
+    const mode = peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), target.port);
+    if (mode === "DISABLE") {
+      this.refuse(
+        socket,
+        target.port,
+        `mtls-disabled: peer authentication is DISABLE on port ${target.port}`,
+      );
+      return;
+    }
+    const remote = socket.remoteAddress ?? "";
+    socket.unshift(takeBuffered(socket, detection.head));
+    let accepted;
+    try {
+      accepted = await deps.tls.accept(socket, deps.handshakeTimeoutMs);
+    } catch (err) {
+      const reason =
+        err instanceof PeerRejectedError
+          ? `peer-rejected: ${err.reason}: ${err.message}`
+          : `tls-error: ${(err as Error).message}`;
+      deps.log.info({ remote: socket.remoteAddress, port: target.port, reason }, "mesh handshake refused");
+      this.refuse(socket, target.port, reason, { kind: "external", address: remote });
+      return;
+    }
+    const tlsSocket = accepted.socket;
+    tlsSocket.on("error", (err) => deps.log.debug({ err: err.message }, "inbound mTLS error"));
+    const facts: ConnectionFacts = {
+      direction: "ingress",
+      port: target.port,
+      peer: { kind: "workload", identity: accepted.peer.identity, address: remote },
+      encrypted: true,
+    };
+    // Refused after the handshake, so the flow record names the workload that asked.
+    if (target.protocol === "tcp" && deps.httpPorts.has(target.port)) {
+      this.refuse(
+        tlsSocket,
+        target.port,
+        `http-only: port ${target.port} is served as HTTP only; the caller asked for an opaque TCP tunnel`,
+        facts.peer,
+      );
+      return;
+    }
+    const route = this.route(target.port);
+    const conn: HttpConnection =
+      deps.forwardClientCert === "sanitize_set" && target.protocol !== "tcp"
+        ? {
+            facts,
+            route,
+            peerFor: () => facts.peer,
+            forwardedClientCert: forwardedClientCert(
+              deps.tls.identity.identity.spiffeId,
+              accepted.peer.leaf.raw,
+              accepted.peer.identity.spiffeId,
+            ),
+          }
+        : { facts, route, peerFor: () => facts.peer };
+    switch (target.protocol) {
+      case "http1":
+        deps.http1.accept(tlsSocket, conn, Buffer.alloc(0));
+        return;
+      case "h2":
+        deps.http2.accept(tlsSocket, conn, Buffer.alloc(0));
+        return;
+      case "tcp":
+        tunnel(deps, tlsSocket, conn, Buffer.alloc(0));
+    }
+  }
+
+  private plaintext(socket: Socket, detection: Detection, port: number | null): void {
+    const { deps } = this;
+    if (port === null) {
+      this.refuse(socket, 0, "mtls-required: no application port takes plaintext here");
+      return;
+    }
+    if (deps.reservedPorts.has(port)) {
+      this.refuse(socket, port, `reserved-port: port ${port} belongs to the sidecar`);
+      return;
+    }
+    const mode = peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), port);
+    if (mode === "STRICT") {
+      this.refuse(socket, port, `mtls-required: peer authentication is STRICT on port ${port}`);
+      return;
+    }
+    const kind = detection.protocol.kind;
+    if (kind !== "http1" && kind !== "h2" && deps.httpPorts.has(port)) {
+      this.refuse(
+        socket,
+        port,
+        `http-only: port ${port} is served as HTTP only; the client's first bytes were not HTTP` +
+          ` (or none came within ${deps.detectTimeoutMs} ms)`,
+      );
+      return;
+    }
+    const facts: ConnectionFacts = {
+      direction: "ingress",
+      port,
+      peer: { kind: "external", address: socket.remoteAddress ?? "" },
+      encrypted: false,
+    };
+    const conn: HttpConnection = { facts, route: this.route(port), peerFor: () => facts.peer };
+    const head = takeBuffered(socket, detection.head);
+    switch (detection.protocol.kind) {
+      case "http1":
+        deps.http1.accept(socket, conn, head);
+        return;
+      case "h2":
+        deps.http2.accept(socket, conn, head);
+        return;
+      default:
+        tunnel(deps, socket, conn, head);
+    }
+  }
+}

@@ -1,0 +1,144 @@
+import http2 from "node:http2";
+import type { ClientHttp2Session } from "node:http2";
+import net from "node:net";
+import type { Socket } from "node:net";
+import type { TunnelProtocol } from "../tls/alpn.ts";
+import { Http1Pool } from "./http1-pool.ts";
+import type { MeshTls } from "../tls/mtls.ts";
+import type { MeshDestination } from "../inputs/sources.ts";
+
+/**
+ * Where a proxied request or connection goes next, and the pooled connections that carry it there:
+ * keep-alive pools for HTTP/1.1 (`http1/pool.ts`), one multiplexed session per upstream for HTTP/2, fresh sockets for opaque
+ * TCP and upgrades.
+ */
+export type UpstreamRoute =
+  /** To a mesh workload's sidecar, over mTLS (or plaintext when its port has mTLS disabled). */
+  | { readonly kind: "mesh"; readonly dest: MeshDestination; readonly port: number }
+  /** Straight to an address: the local application (inbound) or a destination outside the mesh. */
+  | { readonly kind: "direct"; readonly host: string; readonly port: number };
+
+export interface UpstreamOptions {
+  readonly connectTimeoutMs: number;
+  /** How long an idle pooled HTTP/1.1 connection is kept. */
+  readonly keepAliveTimeoutMs: number;
+  /** HTTP/1.1 pool size per mesh route (each connection is an mTLS handshake); direct routes are unbounded. */
+  readonly meshConnectionsPerDestination: number;
+}
+
+function routeKey(route: UpstreamRoute, protocol: TunnelProtocol): string {
+  return route.kind === "mesh"
+    ? `mesh|${route.dest.identity.spiffeId}|${route.dest.sidecar.host}|${route.dest.sidecar.port}|${route.port}|${protocol}|${route.dest.mtls ? "mtls" : "plaintext"}`
+    : `direct|${route.host}|${route.port}|${protocol}`;
+}
+
+function hostForUrl(host: string): string {
+  return net.isIPv6(host) ? `[${host}]` : host;
+}
+
+export class Upstreams {
+  private readonly pools = new Map<string, Http1Pool>();
+  private readonly sessions = new Map<string, Promise<ClientHttp2Session>>();
+
+  constructor(
+    private readonly tls: MeshTls,
+    private readonly options: UpstreamOptions,
+  ) {}
+
+  /** Opens one byte stream to the route, already authenticated when it is an mTLS hop. */
+  async socket(route: UpstreamRoute, protocol: TunnelProtocol): Promise<Socket> {
+    if (route.kind === "mesh" && route.dest.mtls) {
+      return this.tls.connect(route.dest, { protocol, port: route.port }, this.options.connectTimeoutMs);
+    }
+    const host = route.kind === "mesh" ? route.dest.sidecar.host : route.host;
+    const port = route.kind === "mesh" ? route.dest.sidecar.port : route.port;
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port, allowHalfOpen: true });
+      socket.setNoDelay(true);
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`connect to ${host}:${port} timed out after ${this.options.connectTimeoutMs} ms`));
+      }, this.options.connectTimeoutMs);
+      socket.once("error", (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        socket.removeAllListeners("error");
+        resolve(socket);
+      });
+    });
+  }
+
+  /** The HTTP/1.1 connection pool for a route; a pool left without connections is forgotten. */
+  http1(route: UpstreamRoute): Http1Pool {
+    const key = routeKey(route, "http1");
+    let pool = this.pools.get(key);
+    if (!pool) {
+      const created: Http1Pool = new Http1Pool(
+        () => this.socket(route, "http1"),
+        route.kind === "mesh" ? this.options.meshConnectionsPerDestination : Number.POSITIVE_INFINITY,
+        this.options.keepAliveTimeoutMs,
+        () => {
+          if (this.pools.get(key) === created) this.pools.delete(key);
+        },
+      );
+      this.pools.set(key, created);
+      pool = created;
+    }
+    return pool;
+  }
+
+  /** Routes with an HTTP/1.1 pool or an HTTP/2 session right now (`sigil_sidecar_upstream_routes`). */
+  get routes(): number {
+    return this.pools.size + this.sessions.size;
+  }
+
+  /** The shared HTTP/2 session for a route, connected on first use and replaced once it closes. */
+  h2(route: UpstreamRoute): Promise<ClientHttp2Session> {
+    const key = routeKey(route, "h2");
+    const existing = this.sessions.get(key);
+    if (existing) return existing;
+    const pending = this.socket(route, "h2").then((socket) => {
+      const session = http2.connect(`http://${hostForUrl(socket.remoteAddress ?? "localhost")}`, {
+        createConnection: () => socket,
+      });
+      const forget = (): void => {
+        if (this.sessions.get(key) === pending) this.sessions.delete(key);
+      };
+      session.once("close", forget);
+      session.once("goaway", forget);
+      session.on("error", forget);
+      return session;
+    });
+    pending.catch(() => this.sessions.delete(key));
+    this.sessions.set(key, pending);
+    return pending;
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.pools.values()];
+    const sessions = [...this.sessions.values()];
+    this.pools.clear();
+    this.sessions.clear();
+    for (const p of pools) p.close();
+    await Promise.allSettled([
+      ...sessions.map(async (s) => {
+        const session = await s;
+        await new Promise<void>((resolve) => session.close(resolve));
+      }),
+    ]);
+  }
+
+  destroy(): void {
+    for (const p of this.pools.values()) p.destroy();
+    for (const s of this.sessions.values())
+      void s.then(
+        (session) => session.destroy(),
+        () => undefined,
+      );
+    this.pools.clear();
+    this.sessions.clear();
+  }
+}
