@@ -11,7 +11,8 @@ import { forwardedClientCert } from "../http/client-cert.ts";
 import { refusalDecision } from "../../core/policy/index.ts";
 import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
-import type { Http1Proxy, HttpConnection } from "../http/http1/proxy.ts";
+import type { Http1Proxy } from "../http/http1/proxy.ts";
+import type { ProxiedConnection } from "../upstream/proxied-connection.ts";
 import type { Http2Proxy } from "../http/http2/proxy.ts";
 import type { MeshTls } from "../tls/mtls.ts";
 import { PeerRejectedError } from "../tls/mtls.ts";
@@ -146,7 +147,7 @@ export class InboundHandler {
       return;
     }
     const route = this.route(target.port);
-    const conn: HttpConnection =
+    const conn: ProxiedConnection =
       deps.forwardClientCert === "sanitize_set" && target.protocol !== "tcp"
         ? {
             facts,
@@ -202,7 +203,7 @@ export class InboundHandler {
       peer: { kind: "external", address: socket.remoteAddress ?? "" },
       encrypted: false,
     };
-    const conn: HttpConnection = { facts, route: this.route(port), peerFor: () => facts.peer };
+    const conn: ProxiedConnection = { facts, route: this.route(port), peerFor: () => facts.peer };
     const head = takeBuffered(socket, detection.head);
     switch (detection.protocol.kind) {
       case "http1":

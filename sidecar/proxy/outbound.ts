@@ -5,7 +5,8 @@ import type { Peer } from "../../core/identity.ts";
 import type { Authorizer, ConnectionFacts } from "../authz/authorize.ts";
 import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
-import type { Http1Proxy, HttpConnection } from "../http/http1/proxy.ts";
+import type { Http1Proxy } from "../http/http1/proxy.ts";
+import type { ProxiedConnection } from "../upstream/proxied-connection.ts";
 import type { Http2Proxy } from "../http/http2/proxy.ts";
 import type { MeshDestination, PeerDirectory } from "../inputs/sources.ts";
 import type { ConnectionTracker } from "./tracker.ts";
@@ -119,7 +120,7 @@ export class OutboundHandler {
       peer: peerFor(undefined),
       encrypted: mesh?.mtls ?? false,
     };
-    const conn: HttpConnection = { facts, route, peerFor: (host) => peerFor(hostName(host)) };
+    const conn: ProxiedConnection = { facts, route, peerFor: (host) => peerFor(hostName(host)) };
     switch (detection.protocol.kind) {
       case "http1":
         deps.http1.accept(socket, conn, takeBuffered(socket, head));

@@ -3,7 +3,7 @@ import { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import type { Peer } from "../../core/identity.ts";
 import type { Authorizer } from "../authz/authorize.ts";
-import type { HttpConnection } from "../http/http1/proxy.ts";
+import type { ProxiedConnection } from "../upstream/proxied-connection.ts";
 import { splice } from "./splice.ts";
 import type { Upstreams } from "../upstream/upstreams.ts";
 
@@ -20,7 +20,7 @@ export function refuseConnection(socket: Socket): void {
 export function tunnel(
   deps: { readonly authorizer: Authorizer; readonly upstreams: Upstreams; readonly log: Logger },
   socket: Socket,
-  conn: HttpConnection,
+  conn: ProxiedConnection,
   head: Buffer,
   peer: Peer = conn.facts.peer,
 ): void {

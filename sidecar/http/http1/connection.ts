@@ -3,33 +3,18 @@ import type { Logger } from "pino";
 import type { Peer } from "../../../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../../../core/policy/index.ts";
 import { normalizeRequestPath, refusalDecision } from "../../../core/policy/index.ts";
-import type { Authorizer, ConnectionFacts } from "../../authz/authorize.ts";
+import type { Authorizer } from "../../authz/authorize.ts";
 import { reportedPath } from "../../authz/authorize.ts";
 import { withForwardedClientCert } from "../client-cert.ts";
-import { denialBody, rawResponse } from "../denial.ts";
+import { denialBody } from "../denial.ts";
 import { splice } from "../../tunnel/splice.ts";
-import type { UpstreamRoute, Upstreams } from "../../upstream/upstreams.ts";
+import type { ProxiedConnection } from "../../upstream/proxied-connection.ts";
+import type { Upstreams } from "../../upstream/upstreams.ts";
 import { BodyFramer, FramingError } from "./body.ts";
 import type { RequestHead, ResponseHead } from "./head.ts";
 import { HeadError, headEnd, parseRequestHead, parseResponseHead, partialHeadProblem } from "./head.ts";
 import type { Http1Pool, PoolUser, UpstreamConnection } from "../../upstream/http1-pool.ts";
-import { downstreamResponseHead, upgradeRequestHead, upstreamRequestHead } from "./responses.ts";
-
-export interface HttpConnection {
-  readonly facts: ConnectionFacts;
-  /**
-   * The peer a request is decided against (egress: the Host header names a non-mesh destination).
-   * Asked for every request, so that what the peer directory says now decides the next request on a
-   * connection opened before it changed.
-   */
-  peerFor(host: string | undefined): Peer;
-  readonly route: UpstreamRoute;
-  /**
-   * The `x-forwarded-client-cert` value every request on this connection carries to the upstream
-   * (inbound, from a caller verified by mTLS). Absent: the client's XFCC fields are only removed.
-   */
-  readonly forwardedClientCert?: string;
-}
+import { downstreamResponseHead, rawResponse, upgradeRequestHead, upstreamRequestHead } from "./responses.ts";
 
 export interface Http1Options {
   readonly maxHeaderBytes: number;
@@ -106,7 +91,7 @@ export class Http1Connection implements PoolUser {
 
   constructor(
     readonly socket: Socket,
-    private readonly conn: HttpConnection,
+    private readonly conn: ProxiedConnection,
     private readonly ctx: Http1Context,
   ) {}
 

@@ -1,4 +1,4 @@
-import { HOP_BY_HOP } from "../denial.ts";
+import { HOP_BY_HOP } from "../hop-by-hop.ts";
 
 /**
  * Strict HTTP/1.x message heads (RFC 9112): the request line or status line and the header fields,

@@ -1,11 +1,12 @@
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Authorizer } from "../../authz/authorize.ts";
-import type { Http1Context, Http1Options, HttpConnection } from "./connection.ts";
+import type { ProxiedConnection } from "../../upstream/proxied-connection.ts";
+import type { Http1Context, Http1Options } from "./connection.ts";
 import { Http1Connection } from "./connection.ts";
 import type { Upstreams } from "../../upstream/upstreams.ts";
 
-export type { Http1Options, HttpConnection } from "./connection.ts";
+export type { Http1Options } from "./connection.ts";
 
 /**
  * HTTP/1.1 proxying with Sigil's own strict framing (`http1/`): each request head is parsed and
@@ -31,7 +32,7 @@ export class Http1Proxy implements Http1Context {
   }
 
   /** Takes over a connection whose first bytes (`head`, possibly empty) were already read. */
-  accept(socket: Socket, conn: HttpConnection, head: Buffer): void {
+  accept(socket: Socket, conn: ProxiedConnection, head: Buffer): void {
     const connection = new Http1Connection(socket, conn, this);
     this.connections.add(connection);
     this.watch();

@@ -1,5 +1,5 @@
 import { FORWARDED_CLIENT_CERT, isForwardedClientCertName } from "../client-cert.ts";
-import { HOP_BY_HOP } from "../denial.ts";
+import { HOP_BY_HOP } from "../hop-by-hop.ts";
 import type { RawHeaders, RequestHead, ResponseHead } from "./head.ts";
 
 /** Serializes the heads the proxy sends on: hop-by-hop fields dropped, its own framing fields added. */
@@ -73,5 +73,21 @@ export function downstreamResponseHead(res: ResponseHead, chunked: boolean, clos
     `HTTP/1.1 ${res.status} ${res.reason}\r\n${endToEnd(res.raw, res.connection, false)}` +
     (chunked ? "transfer-encoding: chunked\r\n" : "") +
     (close ? "connection: close\r\n\r\n" : "\r\n")
+  );
+}
+
+const STATUS_TEXT: Record<400 | 403 | 408 | 502, string> = {
+  400: "Bad Request",
+  403: "Forbidden",
+  408: "Request Timeout",
+  502: "Bad Gateway",
+};
+
+/** A complete HTTP/1.1 response with a JSON body, closing the connection unless `keepAlive`. */
+export function rawResponse(status: 400 | 403 | 408 | 502, body: string, keepAlive = false): string {
+  return (
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n` +
+    `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+    (keepAlive ? `\r\n${body}` : `connection: close\r\n\r\n${body}`)
   );
 }

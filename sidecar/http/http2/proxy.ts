@@ -14,8 +14,9 @@ import type { Authorizer } from "../../authz/authorize.ts";
 import { encodeGrpcMessage } from "./grpc-message.ts";
 import { reportedPath } from "../../authz/authorize.ts";
 import { withForwardedClientCert } from "../client-cert.ts";
-import type { HttpConnection } from "../http1/proxy.ts";
-import { HOP_BY_HOP, denialBody } from "../denial.ts";
+import type { ProxiedConnection } from "../../upstream/proxied-connection.ts";
+import { denialBody } from "../denial.ts";
+import { HOP_BY_HOP } from "../hop-by-hop.ts";
 import type { Upstreams } from "../../upstream/upstreams.ts";
 
 /**
@@ -61,7 +62,7 @@ export class Http2Proxy {
   ) {}
 
   /** Takes over a connection that starts with the HTTP/2 preface (`head` are bytes already read). */
-  accept(socket: Socket, conn: HttpConnection, head: Buffer): void {
+  accept(socket: Socket, conn: ProxiedConnection, head: Buffer): void {
     if (head.length > 0) socket.unshift(head);
     const session = http2.performServerHandshake(socket, {
       settings: { maxHeaderListSize: this.options.maxHeaderListBytes },
@@ -77,7 +78,7 @@ export class Http2Proxy {
     for (const s of this.sessions) s.close();
   }
 
-  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, conn: HttpConnection): void {
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, conn: ProxiedConnection): void {
     const startedAt = Date.now();
     stream.on("error", () => undefined);
     const host = headers[":authority"] ?? headers.host;
@@ -104,7 +105,7 @@ export class Http2Proxy {
   private decideStream(
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
-    conn: HttpConnection,
+    conn: ProxiedConnection,
     facts: HttpRequestFacts,
     peer: Peer,
     startedAt: number,
@@ -178,7 +179,7 @@ export class Http2Proxy {
   private async forward(
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
-    conn: HttpConnection,
+    conn: ProxiedConnection,
     setStatus: (s: number) => void,
     addSent: (n: number) => void,
     addReceived: (n: number) => void,
