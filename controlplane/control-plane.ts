@@ -24,7 +24,7 @@ import { MeshPublisher, type PolicySource } from "./mesh/mesh.ts";
 import { verifyPeerWorkload } from "./mesh/node-auth.ts";
 import { PolicyStore } from "./policy-store/store.ts";
 import { ModeStore, type EnforcementMode } from "./visibility/mode.ts";
-import { createControlPlaneMetrics, type ControlPlaneMetrics } from "./visibility/metrics.ts";
+import { createControlPlaneMetrics, type ControlPlaneMetrics } from "./metrics/metrics.ts";
 import { registerVisibilityRoutes } from "./visibility/routes.ts";
 import { registerXdsRoutes } from "./xds/http.ts";
 import { createXdsService, type XdsService } from "./xds/service.ts";

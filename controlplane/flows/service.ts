@@ -3,7 +3,7 @@ import type * as grpc from "@grpc/grpc-js";
 import pino from "pino";
 import type { Logger } from "pino";
 import type { FlowRecord } from "../../core/flow.ts";
-import type { ControlPlaneMetrics } from "../visibility/metrics.ts";
+import type { ControlPlaneMetrics } from "../metrics/metrics.ts";
 import { fromWireFlow, InvalidFlowError } from "../../core/flow-wire.ts";
 import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
 import type { FlowStore } from "./store.ts";

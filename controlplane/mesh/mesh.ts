@@ -12,7 +12,7 @@ import type { IdentityPlane } from "../identity/plane.ts";
 import { effectiveLabels } from "../identity/registry.ts";
 import type { WorkloadRecord } from "../identity/registry.ts";
 import type { ModeStore } from "../visibility/mode.ts";
-import type { ControlPlaneMetrics } from "../visibility/metrics.ts";
+import type { ControlPlaneMetrics } from "../metrics/metrics.ts";
 import type { ServiceEndpoints } from "../xds/envoy.ts";
 import type { XdsService } from "../xds/service.ts";
 import {

@@ -86,27 +86,3 @@ export function externalTables(ext: ExternalRules): TablePlan[] {
   }
   return [...tables.values()];
 }
-
-/** Puts external tables ahead of capture's: their chains and hooks come first in each shared table. */
-export function mergeTables(capture: TablePlan[], external: TablePlan[]): TablePlan[] {
-  const merged = new Map<string, TablePlan>();
-  for (const t of [...external, ...capture]) {
-    const into = merged.get(t.table);
-    if (!into) {
-      merged.set(t.table, {
-        table: t.table,
-        chains: [...t.chains],
-        rules: [...t.rules],
-        hooks: [...t.hooks],
-      });
-      continue;
-    }
-    for (const chain of t.chains) {
-      if (into.chains.includes(chain)) throw new Error(`chain ${chain} in table ${t.table} is claimed twice`);
-      into.chains.push(chain);
-    }
-    into.rules.push(...t.rules);
-    into.hooks.push(...t.hooks);
-  }
-  return [...merged.values()];
-}

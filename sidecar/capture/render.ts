@@ -4,7 +4,6 @@
  * Pure: no I/O. Every rule carries `why`, which errors quote when the kernel rejects that rule.
  */
 import { cidrFamily, type CaptureConfig, type IpFamily, type Mark } from "./config.ts";
-import { mergeTables } from "./external-rules.ts";
 
 export const CHAIN_PREFIX = "SIGIL_";
 
@@ -202,4 +201,28 @@ export function renderCapture(config: CaptureConfig, external: TablePlan[] = [])
     const plan = renderFamily(config, family);
     return { ...plan, tables: mergeTables(plan.tables, external) };
   });
+}
+
+/** Puts external tables ahead of capture's: their chains and hooks come first in each shared table. */
+export function mergeTables(capture: TablePlan[], external: TablePlan[]): TablePlan[] {
+  const merged = new Map<string, TablePlan>();
+  for (const t of [...external, ...capture]) {
+    const into = merged.get(t.table);
+    if (!into) {
+      merged.set(t.table, {
+        table: t.table,
+        chains: [...t.chains],
+        rules: [...t.rules],
+        hooks: [...t.hooks],
+      });
+      continue;
+    }
+    for (const chain of t.chains) {
+      if (into.chains.includes(chain)) throw new Error(`chain ${chain} in table ${t.table} is claimed twice`);
+      into.chains.push(chain);
+    }
+    into.rules.push(...t.rules);
+    into.hooks.push(...t.hooks);
+  }
+  return [...merged.values()];
 }

@@ -19,7 +19,7 @@ import { flowServiceHandlers } from "../../controlplane/flows/service.ts";
 import { FlowStore } from "../../controlplane/flows/store.ts";
 import { FlowServiceDefinition } from "../../core/flow-wire.ts";
 import { VisibilityClient } from "../../cmd/sigil/visibility-client.ts";
-import { createControlPlaneMetrics } from "../../controlplane/visibility/metrics.ts";
+import { createControlPlaneMetrics } from "../../controlplane/metrics/metrics.ts";
 import { ModeStore } from "../../controlplane/visibility/mode.ts";
 import { registerVisibilityRoutes } from "../../controlplane/visibility/routes.ts";
 import { FlowReporter } from "../../sidecar/flows/reporter.ts";

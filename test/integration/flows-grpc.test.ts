@@ -9,7 +9,7 @@ import type { FlowRecord } from "../../core/flow.ts";
 import { flowServiceHandlers } from "../../controlplane/flows/service.ts";
 import { FlowStore } from "../../controlplane/flows/store.ts";
 import { FlowServiceDefinition } from "../../core/flow-wire.ts";
-import { createControlPlaneMetrics } from "../../controlplane/visibility/metrics.ts";
+import { createControlPlaneMetrics } from "../../controlplane/metrics/metrics.ts";
 import { FlowReporter } from "../../sidecar/flows/reporter.ts";
 import { demo, demoTraffic, flow } from "../support/flows-fixtures.ts";
 
