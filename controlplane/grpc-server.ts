@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
-import type { PeerCertificate } from "node:tls";
+import type { PeerCertificate, SecureContextOptions } from "node:tls";
+import { LISTENER_TLS_OPTIONS } from "../core/tls-policy.ts";
 
 /** TLS material of the gRPC listener. */
 export interface GrpcTlsOptions {
@@ -74,14 +75,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     "grpc.keepalive_timeout_ms": 20_000,
   });
   const mode = clientCertMode(options.tls);
-  const identity = new TlsMaterialProvider(options.tls);
-  // At run time grpc-js takes the serving-identity provider first, then the client-root provider
-  // (null = do not ask for client certificates), whatever its type declarations call them.
-  const credentials = grpc.experimental.createCertificateProviderServerCredentials(
-    identity,
-    mode === "none" ? null : identity,
-    mode === "require",
-  );
+  const credentials = new ListenerCredentials(options.tls, mode);
   const port = await bind(server, hostPort(options.host, options.port), credentials);
   let plaintextPort: number | undefined;
   if (options.plaintext) {
@@ -98,7 +92,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     updateTls: (tls) => {
       if (clientCertMode(tls) !== mode)
         throw new GrpcServerError("the client certificate mode cannot change while running");
-      identity.update(tls);
+      credentials.update(tls);
     },
     close: (graceMs = 2_000) =>
       new Promise<void>((resolve) => {
@@ -140,45 +134,40 @@ function clientCertMode(tls: GrpcTlsOptions): "none" | "request" | "require" {
   return mode;
 }
 
-/** Serves the current key pair and client roots to grpc-js and pushes replacements to it. */
-class TlsMaterialProvider implements grpc.experimental.CertificateProvider {
-  private identity: grpc.experimental.IdentityCertificateUpdate;
-  private ca: grpc.experimental.CaCertificateUpdate | null;
-  private readonly identityListeners = new Set<grpc.experimental.IdentityCertificateUpdateListener>();
-  private readonly caListeners = new Set<grpc.experimental.CaCertificateUpdateListener>();
-
-  constructor(tls: GrpcTlsOptions) {
-    this.identity = { certificate: Buffer.from(tls.certPem), privateKey: Buffer.from(tls.keyPem) };
-    this.ca = tls.clientCaPem ? { caCertificate: Buffer.from(tls.clientCaPem) } : null;
+/**
+ * The listener's TLS: the current key pair and client roots, replaceable at run time, always with
+ * Sigil's listener protocol versions and suites. grpc-js hands each replacement to the server's
+ * `setSecureContext`, which rebuilds the context from those options alone, so the versions and
+ * suites travel with every replacement or a renewal would quietly bring back OpenSSL's defaults.
+ */
+class ListenerCredentials extends grpc.ServerCredentials {
+  constructor(
+    tls: GrpcTlsOptions,
+    private readonly mode: "none" | "request" | "require",
+  ) {
+    super(
+      { ...LISTENER_TLS_OPTIONS, requestCert: mode !== "none", rejectUnauthorized: mode === "require" },
+      contextOf(tls),
+    );
   }
 
   update(tls: GrpcTlsOptions): void {
-    this.identity = { certificate: Buffer.from(tls.certPem), privateKey: Buffer.from(tls.keyPem) };
-    this.ca = tls.clientCaPem ? { caCertificate: Buffer.from(tls.clientCaPem) } : null;
-    for (const l of this.identityListeners) l(this.identity);
-    for (const l of this.caListeners) l(this.ca);
+    this.updateSecureContextOptions(contextOf(tls));
   }
 
-  // grpc-js registers its own watcher only after adding these listeners, so the current material
-  // must arrive on a later tick or the listener would never see it.
-  addCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener): void {
-    this.caListeners.add(listener);
-    process.nextTick(() => {
-      if (this.caListeners.has(listener)) listener(this.ca);
-    });
+  /** Each listener's material changes on its own, so only the same object is equal. */
+  _equals(other: grpc.ServerCredentials): boolean {
+    return other === this;
   }
-  removeCaCertificateListener(listener: grpc.experimental.CaCertificateUpdateListener): void {
-    this.caListeners.delete(listener);
-  }
-  addIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener): void {
-    this.identityListeners.add(listener);
-    process.nextTick(() => {
-      if (this.identityListeners.has(listener)) listener(this.identity);
-    });
-  }
-  removeIdentityCertificateListener(listener: grpc.experimental.IdentityCertificateUpdateListener): void {
-    this.identityListeners.delete(listener);
-  }
+}
+
+function contextOf(tls: GrpcTlsOptions): SecureContextOptions {
+  return {
+    ...LISTENER_TLS_OPTIONS,
+    cert: tls.certPem,
+    key: tls.keyPem,
+    ...(tls.clientCaPem ? { ca: tls.clientCaPem } : {}),
+  };
 }
 
 function hostPort(host: string, port: number): string {
