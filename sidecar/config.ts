@@ -116,6 +116,13 @@ export const sidecarConfigSchema = z
      * (its SPIFFE ID and certificate hash, `client-cert.ts`), "sanitize" sets none.
      */
     forwardClientCert: z.enum(["sanitize_set", "sanitize"]).default("sanitize_set"),
+    /**
+     * A GET or HEAD request carrying a body (Content-Length above 0, chunked, HTTP/2 DATA): "refuse"
+     * answers 400; "forward" passes it on framed. An application that ignores Content-Length on
+     * GET (the method defines no body) reads such a body as a second request nobody decided (the
+     * CL.0 class), so only a workload whose application reads those bodies should forward them.
+     */
+    bodiesOnGetHead: z.enum(["refuse", "forward"]).default("refuse"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   })
   .strict();

@@ -102,11 +102,17 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     {
       maxHeaderBytes: config.maxHeaderBytes,
       headersTimeoutMs: config.headersTimeoutMs,
+      bodiesOnGetHead: config.bodiesOnGetHead,
       keepAliveTimeoutMs: config.keepAliveTimeoutMs,
     },
     log,
   );
-  const http2 = new Http2Proxy(authorizer, upstreams, { maxHeaderListBytes: config.maxHeaderBytes }, log);
+  const http2 = new Http2Proxy(
+    authorizer,
+    upstreams,
+    { maxHeaderListBytes: config.maxHeaderBytes, bodiesOnGetHead: config.bodiesOnGetHead },
+    log,
+  );
   const tracker = new ConnectionTracker(metrics);
   const originalDestination = options.originalDestination ?? originalDestinationOf;
   let draining = false;

@@ -10,6 +10,8 @@ import { denialBody } from "../denial.ts";
 import { splice } from "../../tunnel/splice.ts";
 import type { ProxiedConnection } from "../../upstream/proxied-connection.ts";
 import type { Upstreams } from "../../upstream/upstreams.ts";
+import type { BodiesOnGetHead } from "../bodiless-methods.ts";
+import { bodyRefusal, refusesBody } from "../bodiless-methods.ts";
 import { BodyFramer, FramingError } from "./body.ts";
 import type { RequestHead, ResponseHead } from "./head.ts";
 import { HeadError, headEnd, parseRequestHead, parseResponseHead, partialHeadProblem } from "./head.ts";
@@ -18,6 +20,7 @@ import { downstreamResponseHead, rawResponse, upgradeRequestHead, upstreamReques
 
 export interface Http1Options {
   readonly maxHeaderBytes: number;
+  readonly bodiesOnGetHead: BodiesOnGetHead;
   readonly headersTimeoutMs: number;
   readonly keepAliveTimeoutMs: number;
 }
@@ -208,6 +211,11 @@ export class Http1Connection implements PoolUser {
     const startedAt = Date.now();
     if (req.method === "CONNECT") {
       this.refuse(400, "CONNECT is not proxied", req.method, req.target);
+      return;
+    }
+    if (refusesBody(req.method, this.ctx.options.bodiesOnGetHead) && requestHasBody(req)) {
+      const framing = req.chunked ? "Transfer-Encoding: chunked" : `Content-Length: ${req.contentLength}`;
+      this.refuse(400, bodyRefusal(req.method, framing), req.method, req.target);
       return;
     }
     const peer = this.conn.peerFor(req.host);
@@ -641,4 +649,8 @@ function requestFacts(req: RequestHead, clientCert: string | undefined): HttpReq
   return req.host === undefined
     ? { method: req.method, path: req.target, headers }
     : { method: req.method, path: req.target, host: req.host, headers };
+}
+
+function requestHasBody(req: RequestHead): boolean {
+  return req.chunked || (req.contentLength ?? 0) > 0;
 }

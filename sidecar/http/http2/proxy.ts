@@ -9,8 +9,10 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Peer } from "../../../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../../../core/policy/index.ts";
-import { normalizeRequestPath } from "../../../core/policy/index.ts";
+import { normalizeRequestPath, refusalDecision } from "../../../core/policy/index.ts";
 import type { Authorizer } from "../../authz/authorize.ts";
+import type { BodiesOnGetHead } from "../bodiless-methods.ts";
+import { bodyRefusal, refusesBody } from "../bodiless-methods.ts";
 import { encodeGrpcMessage } from "./grpc-message.ts";
 import { reportedPath } from "../../authz/authorize.ts";
 import { withForwardedClientCert } from "../client-cert.ts";
@@ -49,6 +51,7 @@ function endToEnd(headers: IncomingHttpHeaders, keepStatus: boolean): OutgoingHt
 
 export interface Http2Options {
   readonly maxHeaderListBytes: number;
+  readonly bodiesOnGetHead: BodiesOnGetHead;
 }
 
 export class Http2Proxy {
@@ -90,16 +93,63 @@ export class Http2Proxy {
       headers: withForwardedClientCert(headers, conn.forwardedClientCert),
     };
     const peer = conn.peerFor(host);
+    if (refusesBody(facts.method, this.options.bodiesOnGetHead) && !stream.endAfterHeaders) {
+      // Decided once the client ended the stream: forwarded without a body if it sent none.
+      void bodyIsEmpty(stream, headers["content-length"]).then((empty) => {
+        if (stream.closed || stream.destroyed) return;
+        if (empty) this.lookUpAndDecide(stream, headers, conn, facts, peer, startedAt, true);
+        else this.refuseBody(stream, headers, conn, facts, peer, startedAt);
+      });
+      return;
+    }
+    this.lookUpAndDecide(stream, headers, conn, facts, peer, startedAt, stream.endAfterHeaders);
+  }
+
+  private lookUpAndDecide(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    conn: ProxiedConnection,
+    facts: HttpRequestFacts,
+    peer: Peer,
+    startedAt: number,
+    bodyEnded: boolean,
+  ): void {
     const lookup = this.authorizer.nameLookup(conn.facts, peer);
     if (lookup === null) {
-      this.decideStream(stream, headers, conn, facts, peer, startedAt);
+      this.decideStream(stream, headers, conn, facts, peer, startedAt, bodyEnded);
       return;
     }
     // Decided once the name has an answer; the stream's data waits under HTTP/2 flow control.
     void lookup.then(() => {
       if (!stream.destroyed && !stream.closed)
-        this.decideStream(stream, headers, conn, facts, peer, startedAt);
+        this.decideStream(stream, headers, conn, facts, peer, startedAt, bodyEnded);
     });
+  }
+
+  private refuseBody(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    conn: ProxiedConnection,
+    facts: HttpRequestFacts,
+    peer: Peer,
+    startedAt: number,
+  ): void {
+    const reason = bodyRefusal(facts.method, "DATA frames");
+    const decision: Decision = { ...refusalDecision(`malformed-request: ${reason}`), status: 400 };
+    const grpc = isGrpc(headers);
+    const status = this.refuse(stream, decision, grpc);
+    this.authorizer.record(
+      conn.facts,
+      decision,
+      {
+        protocol: grpc ? "grpc" : "http",
+        http: { method: facts.method, path: reportedPath(decision, facts.path), status },
+        bytesSent: 0,
+        bytesReceived: 0,
+        startedAt,
+      },
+      peer,
+    );
   }
 
   private decideStream(
@@ -109,6 +159,7 @@ export class Http2Proxy {
     facts: HttpRequestFacts,
     peer: Peer,
     startedAt: number,
+    bodyEnded: boolean,
   ): void {
     const grpc = isGrpc(headers);
     const decision = this.authorizer.decide(conn.facts, facts, peer);
@@ -143,6 +194,7 @@ export class Http2Proxy {
       stream,
       headers,
       conn,
+      bodyEnded,
       (s) => (status = s),
       (n) => (sent += n),
       (n) => (received += n),
@@ -180,6 +232,7 @@ export class Http2Proxy {
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
     conn: ProxiedConnection,
+    bodyEnded: boolean,
     setStatus: (s: number) => void,
     addSent: (n: number) => void,
     addReceived: (n: number) => void,
@@ -203,7 +256,7 @@ export class Http2Proxy {
       return;
     }
     if (stream.closed || stream.destroyed) return;
-    const endStream = stream.endAfterHeaders;
+    const endStream = bodyEnded;
     let up: http2.ClientHttp2Stream;
     try {
       up = session.request(out, { endStream });
@@ -277,4 +330,27 @@ export class Http2Proxy {
     stream.respond({ ":status": 502, "content-type": "application/json" });
     stream.end(body);
   }
+}
+
+/**
+ * Reads a GET/HEAD stream to its end: true when it carried no body (an empty DATA frame may end
+ * it), false at its first body byte or a declared non-zero content-length.
+ */
+function bodyIsEmpty(stream: ServerHttp2Stream, declared: string | undefined): Promise<boolean> {
+  if (declared !== undefined && declared !== "0") return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const settle = (empty: boolean): void => {
+      stream.off("data", onData);
+      stream.off("end", onEnd);
+      stream.off("close", onEnd);
+      resolve(empty);
+    };
+    const onData = (chunk: Buffer): void => {
+      if (chunk.length > 0) settle(false);
+    };
+    const onEnd = (): void => settle(true);
+    stream.on("data", onData);
+    stream.once("end", onEnd);
+    stream.once("close", onEnd);
+  });
 }
