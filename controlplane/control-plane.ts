@@ -21,6 +21,8 @@ import { IdentityServiceDefinition, identityServiceHandlers } from "./identity/g
 import { registerIdentityRoutes } from "./identity/http-routes.ts";
 import { openIdentityPlane, type IdentityPlane } from "./identity/plane.ts";
 import { MeshPublisher, type PolicySource } from "./mesh/mesh.ts";
+import type { AddressClaims } from "./mesh/address-ownership.ts";
+import { registerMeshRoutes } from "./mesh/http-routes.ts";
 import { verifyPeerWorkload } from "./mesh/node-auth.ts";
 import { PolicyStore } from "./policy-store/store.ts";
 import { ModeStore, type EnforcementMode } from "./visibility/mode.ts";
@@ -56,6 +58,12 @@ export interface ControlPlaneConfig {
    * client certificate proves, and a plaintext (loopback) stream only the mesh-wide resources.
    */
   readonly authorizeNode?: NodeAuthorizer;
+  /**
+   * Whether a workload address registered without evidence (neither on its join token nor the
+   * address its stream comes from) is published: "evidence" (default) never; "first-claim" to its
+   * first claimant, for sidecars that reach the control plane through NAT.
+   */
+  readonly addressClaims?: AddressClaims;
 }
 
 export interface ControlPlane {
@@ -149,6 +157,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       metrics,
       log,
       anonymousLoopback: config.xdsPlaintext !== undefined,
+      addressClaims: config.addressClaims,
     });
     mesh.start();
     cleanups.push(() => mesh.stop());
@@ -197,6 +206,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     router.addPublic("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
     registerSessionRoutes(router, auth);
     registerXdsRoutes(router, xds);
+    registerMeshRoutes(router, mesh);
     registerIdentityRoutes(router, { plane: identity });
     registerVisibilityRoutes(router, {
       store: flows,

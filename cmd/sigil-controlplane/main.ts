@@ -46,6 +46,14 @@ const program = new Command("sigil-controlplane")
     "sigil-controlplane",
     "localhost",
   ])
+  .addOption(
+    new Option(
+      "--address-claims <mode>",
+      "publish a workload address registered without evidence (not on its join token, not the address its stream comes from): evidence = never, first-claim = to its first claimant (sidecars behind NAT)",
+    )
+      .choices(["evidence", "first-claim"])
+      .default("evidence"),
+  )
   .option("--log-level <level>", "log level (stderr)", "info")
   .parse();
 
@@ -61,6 +69,7 @@ const opts = program.opts<{
   httpPort: number;
   httpTokenFile?: string;
   serverName: string[];
+  addressClaims: "evidence" | "first-claim";
   logLevel: string;
 }>();
 
@@ -82,6 +91,7 @@ try {
       opts.xdsPlaintextPort === undefined ? undefined : { host: "127.0.0.1", port: opts.xdsPlaintextPort },
     http: { host: opts.httpHost, port: opts.httpPort, tokenFile: opts.httpTokenFile },
     serverNames: opts.serverName,
+    addressClaims: opts.addressClaims,
     log,
   });
   log.info({ policyDir: policyDir ?? null, trustDomain: cp.trustDomain }, "control plane started");

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { z } from "zod";
 import type { AttestedLabel } from "../../core/labels.ts";
@@ -11,6 +12,11 @@ import { AttestationError } from "./errors.ts";
 export interface JoinTokenGrant {
   readonly name: string;
   readonly labels: readonly AttestedLabel[];
+  /**
+   * The addresses the operator registered for the workload (its VM's IPs): the workload owns them
+   * in the peer directory whoever else claims them.
+   */
+  readonly addresses: readonly string[];
 }
 
 export interface CreatedJoinToken {
@@ -19,6 +25,7 @@ export interface CreatedJoinToken {
   readonly name: string;
   readonly expiresAt: Date;
   readonly labels: Readonly<Record<string, string>>;
+  readonly addresses: readonly string[];
 }
 
 const NAME = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
@@ -29,6 +36,7 @@ const storedSchema = z.array(
     hash: z.string().regex(/^[0-9a-f]{64}$/),
     name: z.string(),
     labels: z.record(z.string(), z.string()),
+    addresses: z.array(z.string()).default([]),
     createdAtMs: z.number(),
     expiresAtMs: z.number(),
     usedAtMs: z.number().nullable(),
@@ -48,6 +56,7 @@ function grantOf(stored: StoredToken): JoinTokenGrant {
       value,
       provenance: "join-token" as const,
     })),
+    addresses: stored.addresses,
   };
 }
 
@@ -78,6 +87,8 @@ export class JoinTokenStore {
   async create(request: {
     name: string;
     labels: Readonly<Record<string, string>>;
+    /** The workload's IP addresses, registered by the operator (optional). */
+    addresses?: readonly string[];
     ttlSeconds: number;
     now?: Date;
   }): Promise<CreatedJoinToken> {
@@ -99,12 +110,17 @@ export class JoinTokenStore {
       const problem = labelKeyProblem(key) ?? labelValueProblem(key, value);
       if (problem) throw new Error(problem);
     }
+    const addresses = [...new Set((request.addresses ?? []).map((a) => a.toLowerCase()))];
+    for (const address of addresses) {
+      if (isIP(address) === 0) throw new Error(`workload address "${address}" is not an IP address`);
+    }
     const now = (request.now ?? new Date()).getTime();
     const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
     const stored: StoredToken = {
       hash: hashToken(token),
       name: request.name,
       labels: { ...request.labels },
+      addresses,
       createdAtMs: now,
       expiresAtMs: now + request.ttlSeconds * 1000,
       usedAtMs: null,
@@ -112,7 +128,13 @@ export class JoinTokenStore {
     this.tokens.set(stored.hash, stored);
     this.prune(now);
     await this.save();
-    return { token, name: stored.name, expiresAt: new Date(stored.expiresAtMs), labels: stored.labels };
+    return {
+      token,
+      name: stored.name,
+      expiresAt: new Date(stored.expiresAtMs),
+      labels: stored.labels,
+      addresses: stored.addresses,
+    };
   }
 
   /** What `token` would grant, without using it up; throws as `redeem` would. */

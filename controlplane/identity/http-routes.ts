@@ -11,6 +11,7 @@ const labelsSchema = z.record(z.string(), z.string());
 const tokenSchema = z.object({
   name: z.string(),
   labels: labelsSchema.default({}),
+  addresses: z.array(z.string()).max(64).default([]),
   ttlSeconds: z.number().int().positive().default(3600),
 });
 const revokeSchema = z.object({
@@ -49,7 +50,7 @@ async function registryCall<T>(fn: () => Promise<T>): Promise<T> {
 /**
  * The identity API on the control plane's HTTP router. SPIFFE IDs contain slashes, so they travel
  * in JSON bodies rather than path segments.
- *  POST /api/identity/tokens            {name, labels, ttlSeconds} → {token, name, spiffeId, expiresAt}
+ *  POST /api/identity/tokens            {name, labels, addresses?, ttlSeconds} → {token, name, spiffeId, expiresAt}
  *       (also POST /api/tokens)
  *  GET  /api/identity/workloads         → {workloads: [...]}
  *  POST /api/identity/workloads/revoke  {spiffeId, reason}
@@ -74,6 +75,7 @@ export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPl
       name: created.name,
       spiffeId: `spiffe://${plane.ca.trustDomain}/workload/${created.name}`,
       labels: created.labels,
+      addresses: created.addresses,
       expiresAt: created.expiresAt.toISOString(),
     });
   };
@@ -85,6 +87,7 @@ export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPl
       workloads: plane.registry.list().map((w) => ({
         spiffeId: w.spiffeId,
         attestor: w.attestor,
+        attestedAddresses: w.attestedAddresses,
         labels: w.issuedLabels,
         staticLabels: w.staticLabels,
         serial: w.serial,

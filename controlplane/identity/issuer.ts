@@ -50,6 +50,7 @@ interface Attested {
   readonly spiffeId: string;
   readonly attestor: Attestor;
   readonly attestedLabels: readonly AttestedLabel[];
+  readonly attestedAddresses: readonly string[];
   /** Completes the attestation (uses up a join token) once the CSR has been accepted. */
   readonly commit: () => Promise<void>;
 }
@@ -142,6 +143,7 @@ export class IdentityIssuer {
       spiffeId: attested.spiffeId,
       attestor: attested.attestor,
       attestedLabels: attested.attestedLabels,
+      attestedAddresses: attested.attestedAddresses,
       reportedLabels,
       issuedLabels: labels,
       serial: svid.serial,
@@ -169,6 +171,7 @@ export class IdentityIssuer {
           spiffeId: `spiffe://${td}/workload/${grant.name}`,
           attestor: "join-token",
           attestedLabels: grant.labels,
+          attestedAddresses: grant.addresses,
           commit: async () => {
             await tokens.redeem(proof.token, now);
           },
@@ -185,6 +188,7 @@ export class IdentityIssuer {
           spiffeId: `spiffe://${td}/ns/${k8s.namespace}/sa/${k8s.serviceAccount}`,
           attestor: "k8s-sat",
           attestedLabels: k8s.labels,
+          attestedAddresses: [],
           commit: async () => undefined,
         };
       }
@@ -223,6 +227,7 @@ export class IdentityIssuer {
           spiffeId,
           attestor: record.attestor,
           attestedLabels: record.attestedLabels,
+          attestedAddresses: record.attestedAddresses,
           commit: async () => undefined,
         };
       }

@@ -16,6 +16,8 @@ export interface WorkloadRecord {
   readonly attestor: Attestor;
   /** Vouched for by the attestor (join-token scope, cluster claims). */
   readonly attestedLabels: readonly AttestedLabel[];
+  /** Addresses the attestor vouched for (a join token's registered addresses): the workload owns them. */
+  readonly attestedAddresses: readonly string[];
   /** Reported by the sidecar at its last issuance (process, metadata file). */
   readonly reportedLabels: readonly AttestedLabel[];
   /** Set by an operator through the API. */
@@ -49,6 +51,7 @@ const fileSchema = z.object({
       spiffeId: z.string(),
       attestor: z.enum(["join-token", "k8s-sat"]),
       attestedLabels: z.array(labelSchema),
+      attestedAddresses: z.array(z.string()).default([]),
       reportedLabels: z.array(labelSchema),
       staticLabels: z.array(labelSchema),
       firstSeenMs: z.number(),
@@ -160,6 +163,7 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
     spiffeId: string;
     attestor: Attestor;
     attestedLabels: readonly AttestedLabel[];
+    attestedAddresses: readonly string[];
     reportedLabels: readonly AttestedLabel[];
     issuedLabels: readonly AttestedLabel[];
     serial: string;
@@ -171,6 +175,7 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       spiffeId: issue.spiffeId,
       attestor: issue.attestor,
       attestedLabels: [...issue.attestedLabels],
+      attestedAddresses: [...issue.attestedAddresses],
       reportedLabels: [...issue.reportedLabels],
       staticLabels: previous?.staticLabels ?? [],
       firstSeenMs: previous?.firstSeenMs ?? issue.now.getTime(),

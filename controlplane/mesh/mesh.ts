@@ -22,6 +22,8 @@ import {
   trustBundleResource,
 } from "../xds/sigil.ts";
 import { verifyPeerWorkload } from "./node-auth.ts";
+import type { AddressClaim, AddressClaims, AddressConflict } from "./address-ownership.ts";
+import { decideAddressOwnership, peerIp } from "./address-ownership.ts";
 import { registrationFromMetadata } from "../../core/registration.ts";
 import type { Registration } from "../../core/registration.ts";
 import { contentKey, policySetContent, workloadName, workloadSpec } from "./translate.ts";
@@ -44,6 +46,20 @@ export interface MeshOptions {
    * loopback plaintext listener for proxyless gRPC clients is on; it exposes exactly that anyway).
    */
   readonly anonymousLoopback?: boolean;
+  /**
+   * Whether an address a sidecar registers without evidence (neither attested nor the address its
+   * stream comes from) is published: "evidence" (default) never, "first-claim" to its first claimant.
+   */
+  readonly addressClaims?: AddressClaims;
+}
+
+/** A sidecar's registration with what the control plane saw of it. */
+interface RegistrationRecord {
+  readonly registration: Registration;
+  /** The address its ADS stream came from. */
+  readonly observed: string | undefined;
+  /** Registration order, for first-claimant ties. */
+  readonly order: number;
 }
 
 /** Node keys of streams that authenticated without TLS (the loopback plaintext listener). */
@@ -68,7 +84,10 @@ interface SharedPolicySet {
  * sidecar sees its own entry differ from its SVID's labels and renews.
  */
 export class MeshPublisher {
-  private readonly registrations = new Map<string, Registration>();
+  private readonly registrations = new Map<string, RegistrationRecord>();
+  private registrationCount = 0;
+  /** Claims refused at the last publish (see address-ownership.ts). */
+  private addressConflicts: readonly AddressConflict[] = [];
   /** PolicySet resources by content key, kept while some workload uses them. */
   private policySets = new Map<string, SharedPolicySet>();
   /** The policy revision at which each content first appeared: its generation. */
@@ -155,9 +174,16 @@ export class MeshPublisher {
       throw new Error(`the client certificate proves ${spiffeId}, not the claimed node ${node.id}`);
     const registration = registrationFromMetadata(node.metadata);
     const previous = this.registrations.get(spiffeId);
-    if (registration && JSON.stringify(registration) !== JSON.stringify(previous)) {
-      this.registrations.set(spiffeId, registration);
-      this.options.log.info({ spiffeId, ...registration }, "workload registered");
+    const observed = peerIp(peer.address);
+    if (
+      registration &&
+      (JSON.stringify(registration) !== JSON.stringify(previous?.registration) ||
+        observed !== previous?.observed)
+    ) {
+      // A workload keeps its place in the claim order when it reconnects or re-registers.
+      const order = previous?.order ?? ++this.registrationCount;
+      this.registrations.set(spiffeId, { registration, observed, order });
+      this.options.log.info({ spiffeId, observed, ...registration }, "workload registered");
       this.publishWorkloads();
     }
     return spiffeId;
@@ -214,7 +240,12 @@ export class MeshPublisher {
 
   /** The registered addresses and ports of a workload, if its sidecar sent any. */
   registration(spiffeId: string): Registration | undefined {
-    return this.registrations.get(spiffeId);
+    return this.registrations.get(spiffeId)?.registration;
+  }
+
+  /** The registered addresses refused at the last publish, and who keeps each. */
+  conflicts(): readonly AddressConflict[] {
+    return this.addressConflicts;
   }
 
   private publishTrustBundle(): void {
@@ -239,6 +270,7 @@ export class MeshPublisher {
     const { xds, identity, policies, modes, log } = this.options;
     const { set, revision } = policies.current();
     const workloads = identity.registry.list().filter((w) => !w.revoked);
+    const owned = this.decideAddresses(workloads);
     const nextSets = new Map<string, SharedPolicySet>();
     const published = new Map<string, string>();
     const assignments: [string, ResourceSet][] = [];
@@ -264,7 +296,7 @@ export class MeshPublisher {
         name: workloadName(w.spiffeId),
         spiffeId: w.spiffeId,
         labels,
-        registration: this.registrations.get(w.spiffeId) ?? null,
+        registration: owned.get(w.spiffeId) ?? null,
       });
     });
     for (const key of this.generations.keys()) if (!nextSets.has(key)) this.generations.delete(key);
@@ -291,6 +323,37 @@ export class MeshPublisher {
       { workloads: entries.length, policySets: nextSets.size, revision },
       "published workloads and policy sets",
     );
+  }
+
+  /**
+   * Each workload's registration with only the addresses it owns; reports claims newly refused.
+   * Nothing published ever gives one address:port to two workloads.
+   */
+  private decideAddresses(workloads: readonly WorkloadRecord[]): Map<string, Registration> {
+    const claims: AddressClaim[] = [];
+    for (const w of workloads) {
+      const r = this.registrations.get(w.spiffeId);
+      if (!r) continue;
+      claims.push({
+        spiffeId: w.spiffeId,
+        addresses: r.registration.addresses,
+        ports: r.registration.appPorts,
+        attested: w.attestedAddresses,
+        observed: r.observed,
+        order: r.order,
+      });
+    }
+    const { owned, conflicts } = decideAddressOwnership(claims, this.options.addressClaims ?? "evidence");
+    const known = new Set(this.addressConflicts.map((c) => JSON.stringify(c)));
+    for (const c of conflicts)
+      if (!known.has(JSON.stringify(c))) this.options.log.warn(c, "address claim refused");
+    this.addressConflicts = conflicts;
+    const out = new Map<string, Registration>();
+    for (const claim of claims) {
+      const r = this.registrations.get(claim.spiffeId)?.registration;
+      if (r) out.set(claim.spiffeId, { ...r, addresses: owned.get(claim.spiffeId) ?? [] });
+    }
+    return out;
   }
 
   private publishShared(typeUrl: string, resources: XdsResource[]): void {
@@ -329,12 +392,8 @@ export class MeshPublisher {
 
 /** Whether a grpc-js peer string (`ip:port`, `[v6]:port`, `ipv4:...`) names a loopback address. */
 function isLoopbackPeer(address: string): boolean {
-  const host = address
-    .replace(/^ipv[46]:/, "")
-    .replace(/:\d+$/, "")
-    .replace(/^\[(.*)\]$/, "$1")
-    .replace(/^::ffff:/, "");
-  return /^127\./.test(host) || host === "::1";
+  const host = peerIp(address);
+  return host !== undefined && (/^127\./.test(host) || host === "::1");
 }
 
 /** The labels a workload's certificate should carry now (what policy selects it by). */

@@ -150,23 +150,17 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
   }
 
   private onPeerDirectory(update: TypeUpdate): void {
-    const entries: DirectoryEntry[] = [];
-    const owner = new Map<string, string>();
-    for (const r of update.resources.values()) {
-      for (const entry of decodePeerDirectory(r.message, {
-        trustDomain: this.o.trustDomain,
-        sidecarPort: this.o.peerInboundPort,
-      })) {
-        const key = `${entry[0].address}:${entry[0].port}`;
-        const other = owner.get(key);
-        if (other !== undefined && other !== entry[1].identity.spiffeId)
-          throw new Error(
-            `PeerDirectory ${r.name}: ${key} is claimed by both ${other} and ${entry[1].identity.spiffeId}`,
-          );
-        owner.set(key, entry[1].identity.spiffeId);
-        entries.push(entry);
-      }
-    }
+    // Several resources are one directory: an address:port two of them give to different
+    // identities is left out for both, as within one resource.
+    const resources = [...update.resources.values()];
+    const { entries, rejected } = decodePeerDirectory(
+      {
+        name: resources.map((r) => r.name).join("+") || "(none)",
+        workloads: resources.flatMap((r) => workloadsOf(r.message)),
+      },
+      { trustDomain: this.o.trustDomain, sidecarPort: this.o.peerInboundPort },
+    );
+    for (const reason of rejected) this.o.log.warn({ reason }, "peer directory entry left out");
     this.o.peers.replace(entries);
     this.emit("peers", entries);
     const own = entries.find((e) => e[1].identity.spiffeId === this.o.spiffeId);
@@ -199,4 +193,10 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
 
 function labelKey(pairs: readonly (readonly [string, string])[]): string {
   return JSON.stringify([...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** The workload entries of a decoded PeerDirectory message (validated by the directory decoder). */
+function workloadsOf(message: unknown): unknown[] {
+  const workloads = (message as { workloads?: unknown } | null)?.workloads;
+  return Array.isArray(workloads) ? workloads : [];
 }

@@ -9,7 +9,7 @@ import pino from "pino";
 import type { Logger } from "pino";
 import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
-import type { ControlPlane } from "../../controlplane/control-plane.ts";
+import type { ControlPlane, ControlPlaneConfig } from "../../controlplane/control-plane.ts";
 import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
 import { RotationManager } from "../../sidecar/identity/rotation.ts";
 
@@ -28,11 +28,16 @@ export interface TestControlPlane {
   close(): Promise<void>;
 }
 
-/** Starts a control plane whose policy directory holds `policies` (file name → YAML) from the start. */
+/**
+ * Starts a control plane whose policy directory holds `policies` (file name → YAML) from the start.
+ * Simulated sidecars register 198.18.0.0/15 addresses over loopback streams, so registered
+ * addresses are trusted to their first claimant unless `options.addressClaims` says otherwise.
+ */
 export async function startTestControlPlane(
   prefix: string,
   policies: Readonly<Record<string, string>>,
   log: Logger = pino({ level: "silent" }),
+  options: Pick<ControlPlaneConfig, "addressClaims"> = {},
 ): Promise<TestControlPlane> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const dataDir = join(dir, "cp");
@@ -49,6 +54,7 @@ export async function startTestControlPlane(
       xdsPlaintext: undefined,
       http: { host: "127.0.0.1", port: 0 },
       serverNames: ["localhost"],
+      addressClaims: options.addressClaims ?? "first-claim",
       log,
     });
     const started = cp;

@@ -86,7 +86,7 @@ describe("outbound fast path by destination", () => {
       ],
     },
     { trustDomain: "sigil.local", sidecarPort: 15006 },
-  ).map(([where]) => where);
+  ).entries.map(([where]) => where);
 
   it("takes a destination port on the fast path only where the directory says L4_FAST_PATH", () => {
     expect(outboundFastPathDestinations([5432, 6379], directory)).toEqual({

@@ -4,7 +4,7 @@ import { processIo, withApiOption } from "../cli-support.ts";
 import type { CliIo } from "../cli-support.ts";
 import { apiTarget, identityApi, parseDuration } from "../identity-api.ts";
 
-/** `sigil token create --labels k=v,... [--ttl 1h] [--name n]` */
+/** `sigil token create --labels k=v,... [--ttl 1h] [--name n] [--addresses ip,...]` */
 export function register(program: Command, io: CliIo = processIo): void {
   const token = program
     .command("token")
@@ -19,12 +19,17 @@ export function register(program: Command, io: CliIo = processIo): void {
         "--name <name>",
         "workload name: SPIFFE ID spiffe://<td>/workload/<name> (default: the app label)",
       )
+      .option(
+        "--addresses <ip,...>",
+        "the VM's IP addresses: the workload owns them in the peer directory whoever else claims them",
+      )
       .option("--json", "print the full answer as JSON"),
   ).action(
     async (opts: {
       labels: string;
       ttl: string;
       name?: string;
+      addresses?: string;
       json?: boolean;
       api: string;
       tokenFile?: string;
@@ -39,6 +44,7 @@ export function register(program: Command, io: CliIo = processIo): void {
         {
           name,
           labels,
+          addresses: opts.addresses ? opts.addresses.split(",").map((a) => a.trim()) : [],
           ttlSeconds: parseDuration(opts.ttl, "--ttl"),
         },
       );
