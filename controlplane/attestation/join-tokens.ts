@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { AttestedLabel } from "../../core/labels.ts";
 import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
+import { reservedKeyProblem } from "../../core/label-provenance.ts";
 import { writePrivateFile } from "../ca/secret-files.ts";
 import { AttestationError } from "./errors.ts";
 
@@ -107,7 +108,7 @@ export class JoinTokenStore {
       );
     }
     for (const [key, value] of Object.entries(request.labels)) {
-      const problem = labelKeyProblem(key) ?? labelValueProblem(key, value);
+      const problem = labelKeyProblem(key) ?? reservedKeyProblem(key) ?? labelValueProblem(key, value);
       if (problem) throw new Error(problem);
     }
     const addresses = [...new Set((request.addresses ?? []).map((a) => a.toLowerCase()))];

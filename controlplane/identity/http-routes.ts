@@ -55,6 +55,7 @@ async function registryCall<T>(fn: () => Promise<T>): Promise<T> {
  *  GET  /api/identity/workloads         → {workloads: [...]}
  *  POST /api/identity/workloads/revoke  {spiffeId, reason}
  *  POST /api/identity/workloads/labels  {spiffeId, labels}   (operator labels; triggers re-issuance)
+ *  POST /api/identity/workloads/scan    {spiffeId, labels}   (a scanner's vuln.* and image findings)
  *  GET  /api/identity/revocations       → RevocationList
  *  GET  /api/identity/bundle            → SPIFFE bundle document
  *  GET  /api/identity/ca                → CA generations
@@ -90,6 +91,7 @@ export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPl
         attestedAddresses: w.attestedAddresses,
         labels: w.issuedLabels,
         staticLabels: w.staticLabels,
+        scannerLabels: w.scannerLabels,
         serial: w.serial,
         notAfter: new Date(w.notAfterMs).toISOString(),
         lastIssuedAt: new Date(w.lastIssuedMs).toISOString(),
@@ -116,6 +118,13 @@ export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPl
       plane.registry.setStaticLabels(workloadId(plane, body.spiffeId), body.labels),
     );
     sendJson(res, 200, { spiffeId: record.spiffeId, staticLabels: record.staticLabels });
+  });
+  router.add("POST", "/api/identity/workloads/scan", async (req, res) => {
+    const body = parse(labelsRequestSchema, await readJson(req));
+    const record = await registryCall(() =>
+      plane.registry.setScannerLabels(workloadId(plane, body.spiffeId), body.labels),
+    );
+    sendJson(res, 200, { spiffeId: record.spiffeId, scannerLabels: record.scannerLabels });
   });
   router.add("GET", "/api/identity/revocations", (_req, res) => {
     sendJson(res, 200, plane.registry.revocationList());

@@ -121,6 +121,7 @@ export class IdentityIssuer {
       attestedLabels: attested.attestedLabels,
       reportedLabels,
       staticLabels: record?.staticLabels ?? [],
+      scannerLabels: record?.scannerLabels ?? [],
     });
     checkCsrWithinAttestation(csr, attested.spiffeId, labels);
     await attested.commit();

@@ -4,6 +4,10 @@ import { join } from "node:path";
 import { z } from "zod";
 import type { AttestedLabel } from "../../core/labels.ts";
 import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
+import { mergeByProvenance, reservedKeyProblem } from "../../core/label-provenance.ts";
+
+/** The keys a scanner may report. */
+const SCANNER_KEY = /^(vuln\.[a-z]{1,32}|image)$/;
 import type { RevocationEntry, RevocationList } from "../../core/svid/revocation.ts";
 import { RevocationIndex, revocationEntrySchema } from "../../core/svid/revocation.ts";
 import { writePrivateFile } from "../ca/secret-files.ts";
@@ -22,6 +26,8 @@ export interface WorkloadRecord {
   readonly reportedLabels: readonly AttestedLabel[];
   /** Set by an operator through the API. */
   readonly staticLabels: readonly AttestedLabel[];
+  /** Findings a scanner posted through the API (`vuln.*`, `image`). */
+  readonly scannerLabels: readonly AttestedLabel[];
   readonly firstSeenMs: number;
   readonly lastIssuedMs: number;
   readonly serial: string;
@@ -43,7 +49,7 @@ export class RegistryError extends Error {
 const labelSchema = z.object({
   key: z.string(),
   value: z.string(),
-  provenance: z.enum(["join-token", "k8s-sat", "proc", "metadata-file", "static"]),
+  provenance: z.enum(["join-token", "k8s-sat", "proc", "metadata-file", "static", "scanner"]),
 });
 const fileSchema = z.object({
   workloads: z.array(
@@ -54,6 +60,7 @@ const fileSchema = z.object({
       attestedAddresses: z.array(z.string()).default([]),
       reportedLabels: z.array(labelSchema),
       staticLabels: z.array(labelSchema),
+      scannerLabels: z.array(labelSchema).default([]),
       firstSeenMs: z.number(),
       lastIssuedMs: z.number(),
       serial: z.string(),
@@ -69,18 +76,21 @@ const fileSchema = z.object({
 });
 
 /**
- * The labels a workload's next certificate carries: attested, then reported, then static. A key is
- * owned by the first source that sets it, so a sidecar report or an operator cannot override what
- * the attestor vouched for.
+ * The labels a workload's next certificate carries, one per key by provenance class: operator
+ * (static and join-token labels), then orchestrator (Kubernetes), then scanner, then what the
+ * node's sidecar reported. A sidecar's report never overrides anyone (see core/label-provenance.ts).
  */
 export function effectiveLabels(
-  record: Pick<WorkloadRecord, "attestedLabels" | "reportedLabels" | "staticLabels">,
+  record: Pick<WorkloadRecord, "attestedLabels" | "reportedLabels" | "staticLabels"> & {
+    readonly scannerLabels?: readonly AttestedLabel[];
+  },
 ): AttestedLabel[] {
-  const out = new Map<string, AttestedLabel>();
-  for (const l of [...record.attestedLabels, ...record.reportedLabels, ...record.staticLabels]) {
-    if (!out.has(l.key)) out.set(l.key, l);
-  }
-  return [...out.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return mergeByProvenance([
+    ...record.staticLabels,
+    ...record.attestedLabels,
+    ...(record.scannerLabels ?? []),
+    ...record.reportedLabels,
+  ]);
 }
 
 function sameLabels(a: readonly AttestedLabel[], b: readonly AttestedLabel[]): boolean {
@@ -178,6 +188,7 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       attestedAddresses: [...issue.attestedAddresses],
       reportedLabels: [...issue.reportedLabels],
       staticLabels: previous?.staticLabels ?? [],
+      scannerLabels: previous?.scannerLabels ?? [],
       firstSeenMs: previous?.firstSeenMs ?? issue.now.getTime(),
       lastIssuedMs: issue.now.getTime(),
       serial: issue.serial,
@@ -199,9 +210,10 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
     if (!record) throw new RegistryError(404, `no workload ${spiffeId}`);
     const staticLabels: AttestedLabel[] = [];
     for (const [key, value] of Object.entries(labels)) {
-      const problem = labelKeyProblem(key) ?? labelValueProblem(key, value);
+      const problem = labelKeyProblem(key) ?? reservedKeyProblem(key) ?? labelValueProblem(key, value);
       if (problem) throw new RegistryError(400, problem);
-      const owner = [...record.attestedLabels, ...record.reportedLabels].find((l) => l.key === key);
+      // What the cluster or the join token vouched for is the identity itself: change it there.
+      const owner = record.attestedLabels.find((l) => l.key === key);
       if (owner)
         throw new RegistryError(
           409,
@@ -209,12 +221,41 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
         );
       staticLabels.push({ key, value, provenance: "static" });
     }
-    const updated = { ...record, staticLabels };
-    this.workloads.set(spiffeId, updated);
+    return this.replaceLabels(record, { staticLabels });
+  }
+
+  /**
+   * Records a scanner's findings for a workload: `vuln.*` and `image` only. They outrank what the
+   * node's sidecar reports and lose to the operator's labels.
+   */
+  async setScannerLabels(
+    spiffeId: string,
+    labels: Readonly<Record<string, string>>,
+  ): Promise<WorkloadRecord> {
+    const record = this.workloads.get(spiffeId);
+    if (!record) throw new RegistryError(404, `no workload ${spiffeId}`);
+    const scannerLabels: AttestedLabel[] = [];
+    for (const [key, value] of Object.entries(labels)) {
+      if (!SCANNER_KEY.test(key))
+        throw new RegistryError(400, `label "${key}": a scanner reports only vuln.<severity> and image`);
+      const problem = labelValueProblem(key, value);
+      if (problem) throw new RegistryError(400, problem);
+      scannerLabels.push({ key, value, provenance: "scanner" });
+    }
+    return this.replaceLabels(record, { scannerLabels });
+  }
+
+  /** Stores a change of a record's labels and asks for re-issuance when its certificate differs. */
+  private async replaceLabels(
+    record: WorkloadRecord,
+    change: Partial<Pick<WorkloadRecord, "staticLabels" | "scannerLabels">>,
+  ): Promise<WorkloadRecord> {
+    const updated = { ...record, ...change };
+    this.workloads.set(record.spiffeId, updated);
     await this.save();
     const wanted = effectiveLabels(updated);
     if (!record.revoked && !sameLabels(wanted, record.issuedLabels))
-      this.emit("reissue-required", spiffeId, wanted);
+      this.emit("reissue-required", record.spiffeId, wanted);
     return updated;
   }
 

@@ -9,6 +9,7 @@ import type { XdsResource } from "../../xds/registry.ts";
 import { ResourceSet } from "../../xds/snapshot.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import type { IdentityPlane } from "../identity/plane.ts";
+import { labelsWithProvenance } from "../../core/label-provenance.ts";
 import { effectiveLabels } from "../identity/registry.ts";
 import type { WorkloadRecord } from "../identity/registry.ts";
 import type { ModeStore } from "../visibility/mode.ts";
@@ -396,11 +397,12 @@ function isLoopbackPeer(address: string): boolean {
   return host !== undefined && (/^127\./.test(host) || host === "::1");
 }
 
-/** The labels a workload's certificate should carry now (what policy selects it by). */
+/**
+ * The labels a workload's certificate should carry now, with their provenance classes: what policy
+ * selects it by, as peers read them from its certificate.
+ */
 function labelsOf(w: WorkloadRecord): Labels {
-  const labels: Record<string, string> = {};
-  for (const l of effectiveLabels(w)) labels[l.key] = l.value;
-  return labels;
+  return labelsWithProvenance(effectiveLabels(w));
 }
 
 /** One Envoy service `<app>:<port>` per `app` label and registered port, for proxyless gRPC clients. */

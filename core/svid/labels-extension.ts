@@ -1,5 +1,6 @@
 import type { AttestedLabel, LabelProvenance, Labels } from "../labels.ts";
 import { labelKeyProblem, labelValueProblem } from "../labels.ts";
+import { reservedKeyProblem } from "../label-provenance.ts";
 import {
   DerError,
   TAG_BOOLEAN,
@@ -37,6 +38,7 @@ const PROVENANCES: ReadonlySet<string> = new Set<LabelProvenance>([
   "proc",
   "metadata-file",
   "static",
+  "scanner",
 ]);
 
 /** The extension's value could not be decoded or breaks a rule of the encoding. */
@@ -57,7 +59,10 @@ export function encodeLabelsExtension(labels: readonly AttestedLabel[]): Buffer 
   const sorted = sortLabels(labels);
   for (let i = 0; i < sorted.length; i++) {
     const label = sorted[i] as AttestedLabel;
-    const problem = labelKeyProblem(label.key) ?? labelValueProblem(label.key, label.value);
+    const problem =
+      labelKeyProblem(label.key) ??
+      reservedKeyProblem(label.key) ??
+      labelValueProblem(label.key, label.value);
     if (problem) throw new LabelExtensionError(problem);
     if (!PROVENANCES.has(label.provenance)) {
       throw new LabelExtensionError(`label "${label.key}" has unknown provenance "${label.provenance}"`);
@@ -90,8 +95,8 @@ export function decodeLabelsExtension(der: Buffer): AttestedLabel[] {
         string,
         string,
       ];
-      const problem = labelKeyProblem(key) ?? labelValueProblem(key, value);
-      if (problem) throw new LabelExtensionError(problem);
+      const problem = labelKeyProblem(key) ?? reservedKeyProblem(key) ?? labelValueProblem(key, value);
+      if (problem) throw new LabelExtensionError(`label ${index}: ${problem}`);
       if (!PROVENANCES.has(provenance)) {
         throw new LabelExtensionError(`label "${key}" has unknown provenance "${provenance}"`);
       }

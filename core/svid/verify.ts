@@ -4,12 +4,8 @@ import type { AttestedLabel } from "../labels.ts";
 import type { WorkloadIdentity } from "../identity.ts";
 import { parseSpiffeId } from "../identity.ts";
 import type { TrustBundle } from "./bundle.ts";
-import {
-  LabelExtensionError,
-  matchLabelsExtension,
-  decodeLabelsExtension,
-  labelsOf,
-} from "./labels-extension.ts";
+import { labelsWithProvenance } from "../label-provenance.ts";
+import { LabelExtensionError, matchLabelsExtension, decodeLabelsExtension } from "./labels-extension.ts";
 import { describeRevocation } from "./revocation.ts";
 import type { RevocationIndex } from "./revocation.ts";
 
@@ -275,7 +271,7 @@ export function verifySvid(chain: readonly Buffer[], options: SvidVerifyOptions)
     identity: {
       spiffeId,
       trustDomain: parsedId.trustDomain,
-      labels: labelsOf(attestedLabels),
+      labels: labelsWithProvenance(attestedLabels),
       serial: leaf.node.serialNumber.toLowerCase(),
       notAfter: leaf.info.notAfter,
     },

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { Labels } from "../../core/labels.ts";
+import { labelsWithProvenance } from "../../core/label-provenance.ts";
 import { stringifyPolicyDocuments } from "../../core/policy/index.ts";
 import { bundleToJson } from "../../core/svid/bundle.ts";
 import { installCapture } from "../capture/apply.ts";
@@ -68,7 +69,7 @@ const DEFAULTS = fastPathConfigSchema.parse({
 });
 
 function labelsOf(creds: WorkloadCredentials): Labels {
-  return Object.fromEntries(creds.labels.map((l) => [l.key, l.value]));
+  return labelsWithProvenance(creds.labels);
 }
 
 export class FastPathSetupError extends Error {

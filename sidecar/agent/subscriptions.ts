@@ -1,3 +1,5 @@
+import type { AttestedLabel } from "../../core/labels.ts";
+import { labelsWithProvenance } from "../../core/label-provenance.ts";
 import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -33,7 +35,7 @@ export interface SubscriptionTargets {
   /** Receives the trust bundle of the workload's own trust domain. */
   readonly setTrustBundle: (bundle: TrustBundle) => void;
   /** The labels in the workload's current certificate. */
-  readonly ownLabels: () => readonly { key: string; value: string }[];
+  readonly ownLabels: () => readonly AttestedLabel[];
   /** Called when the directory's labels for this workload differ from the certificate's. */
   readonly renewIdentity: () => void;
   readonly peerInboundPort: number;
@@ -166,7 +168,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     const own = entries.find((e) => e[1].identity.spiffeId === this.o.spiffeId);
     if (own) {
       const wanted = labelKey(Object.entries(own[1].identity.labels));
-      const held = labelKey(this.o.ownLabels().map((l) => [l.key, l.value] as const));
+      const held = labelKey(Object.entries(labelsWithProvenance(this.o.ownLabels())));
       if (wanted !== held && wanted !== this.renewedFor) {
         this.renewedFor = wanted;
         this.o.renewIdentity();

@@ -6,7 +6,8 @@
 import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto";
 import type { WorkloadIdentity } from "../../core/identity.ts";
 import { parseSpiffeId } from "../../core/identity.ts";
-import { SIGIL_LABELS_OID, decodeLabelsExtension, labelsOf } from "../../core/svid/labels-extension.ts";
+import { labelsWithProvenance } from "../../core/label-provenance.ts";
+import { SIGIL_LABELS_OID, decodeLabelsExtension } from "../../core/svid/labels-extension.ts";
 import { x509 } from "../../core/svid/x509.ts";
 import type { LocalIdentity } from "./enforcer.ts";
 
@@ -47,7 +48,7 @@ export function loadLocalIdentity(chainPem: string, keyPem: string): LocalIdenti
     throw new LocalIdentityError("the fast path signs with ECDSA P-256; the SVID key is another type");
   }
   const ext = new x509.X509Certificate(leafDer).extensions.find((e) => e.type === SIGIL_LABELS_OID);
-  const labels = ext ? labelsOf(decodeLabelsExtension(Buffer.from(ext.value))) : {};
+  const labels = ext ? labelsWithProvenance(decodeLabelsExtension(Buffer.from(ext.value))) : {};
   const identity: WorkloadIdentity = {
     spiffeId,
     trustDomain: parsed.trustDomain,

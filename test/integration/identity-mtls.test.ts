@@ -191,7 +191,7 @@ describe("mutual TLS between Sigil identities", () => {
     expect(r.serverRejected).toBeUndefined();
     expect(r.clientRejected).toBeUndefined();
     expect(r.serverSaw?.identity.spiffeId).toBe("spiffe://sigil.local/workload/web");
-    expect(r.serverSaw?.identity.labels).toEqual({ app: "web" });
+    expect(r.serverSaw?.identity.labels).toEqual({ app: "web", "provenance.sigil.dev/app": "operator" });
     expect(r.clientSaw?.identity.spiffeId).toBe("spiffe://sigil.local/workload/api");
     expect(r.echoed).toBe("echo:ping");
   });

@@ -78,7 +78,12 @@ describe("certificate authority", () => {
     expect(leaf.notAfter.getTime() - leaf.notBefore.getTime()).toBe(3600_000);
     const verified = verifySvid(svid.chain, { bundle: ca.bundle(), purpose: "client" });
     expect(verified.identity.spiffeId).toBe("spiffe://sigil.local/workload/api");
-    expect(verified.identity.labels).toEqual({ app: "api", "proc.user": "svc" });
+    expect(verified.identity.labels).toEqual({
+      app: "api",
+      "proc.user": "svc",
+      "provenance.sigil.dev/app": "operator",
+      "provenance.sigil.dev/proc.user": "node",
+    });
     expect(verified.attestedLabels).toEqual(LABELS);
   });
 

@@ -116,6 +116,7 @@ describe("fast-path token", () => {
     expect(reasonOf(() => verifier().verify(synAck, "syn-ack", TUPLE, []))).toBe("nonce-mismatch");
     expect(verifier().verify(synAck, "syn-ack", TUPLE, [newNonce(), clientNonce]).identity.labels).toEqual({
       app: "db",
+      "provenance.sigil.dev/app": "operator",
     });
     const syn = encodeToken(db, { type: "syn", nonce: newNonce(), timestampMs: Date.now(), tuple: TUPLE });
     expect(reasonOf(() => verifier().verify(syn, "syn-ack", TUPLE, [clientNonce]))).toBe("wrong-type");

@@ -40,7 +40,7 @@ describe("PeerVerifier (remembered peer chains)", () => {
     const verifier = new PeerVerifier();
     const first = verifier.verifyChain(chain, { bundle, purpose: "client", revocations: none });
     expect(first.identity.spiffeId).toBe(pki.spiffeId("web"));
-    expect(first.identity.labels).toEqual({ app: "web" });
+    expect(first.identity.labels).toEqual({ app: "web", "provenance.sigil.dev/app": "operator" });
     expect(verifier.verifyChain(chain, { bundle, purpose: "client", revocations: none })).toBe(first);
     expect(verifier.verifyChain(chain, { bundle, purpose: "server", revocations: none })).not.toBe(first);
   });
