@@ -1,5 +1,5 @@
 import { rename, writeFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
 import type * as grpc from "@grpc/grpc-js";
@@ -16,6 +16,8 @@ import { FlowServiceDefinition } from "../core/flow-wire.ts";
 import { callPeer, startGrpcServer, type GrpcTlsOptions, type RunningGrpcServer } from "./grpc-server.ts";
 import { ADMIN_TOKEN_FILE, loadAdminToken } from "./http/admin-token.ts";
 import { HttpAuth, registerSessionRoutes } from "./http/auth.ts";
+import { SignInLimit } from "./http/sign-in-limit.ts";
+import { createApiServer } from "./http/api-server.ts";
 import { Router, sendJson } from "./http/router.ts";
 import { IdentityServiceDefinition, identityServiceHandlers } from "./identity/grpc-service.ts";
 import { registerIdentityRoutes } from "./identity/http-routes.ts";
@@ -46,7 +48,19 @@ export interface ControlPlaneConfig {
    * The HTTP API and UI. `tokenFile` holds the admin token callers must present; omitted, the
    * control plane keeps one in `<dataDir>/http-token`, creating it on first start.
    */
-  readonly http: { readonly host: string; readonly port: number; readonly tokenFile?: string };
+  readonly http: {
+    readonly host: string;
+    readonly port: number;
+    readonly tokenFile?: string;
+    /**
+     * TLS for the API and UI: "sigil" serves a certificate from Sigil's CA (the one the gRPC
+     * listener presents, renewed with it), `{ certFile, keyFile }` the operator's own, "off" plain
+     * HTTP. Default: "sigil" off loopback, "off" on loopback.
+     */
+    readonly tls?: "sigil" | "off" | { readonly certFile: string; readonly keyFile: string };
+    /** Sign-in attempts allowed per source address and minute (default 10). */
+    readonly signInAttemptsPerMinute?: number;
+  };
   /** DNS names in the serving certificate (127.0.0.1, ::1 and an IP --grpc-host are added). */
   readonly serverNames: readonly string[];
   readonly log: Logger;
@@ -72,6 +86,8 @@ export interface ControlPlane {
   readonly grpc: RunningGrpcServer;
   readonly router: Router;
   readonly httpPort: number;
+  /** Whether the HTTP API is served over TLS (https). */
+  readonly httpTls: boolean;
   /** The file holding the HTTP API's admin token, and the token (for callers in this process). */
   readonly httpAuth: { readonly tokenFile: string; readonly token: string };
   /** PEM file of the roots a sidecar trusts to reach the control plane (the CA bundle). */
@@ -204,7 +220,11 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     cleanups.push(() => auth.close());
     const router = new Router(auth.guard);
     router.addPublic("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
-    registerSessionRoutes(router, auth);
+    const httpTls = config.http.tls ?? (isLoopbackHost(config.http.host) ? "off" : "sigil");
+    registerSessionRoutes(router, auth, {
+      secure: httpTls !== "off",
+      limit: new SignInLimit({ attempts: config.http.signInAttemptsPerMinute }),
+    });
     registerXdsRoutes(router, xds);
     registerMeshRoutes(router, mesh);
     registerIdentityRoutes(router, { plane: identity });
@@ -214,14 +234,17 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       policies: () => documentsOf(policyStore),
       metrics,
     });
-    const http = createServer((req, res) => void router.handle(req, res));
+    const http = await createApiServer((req, res) => void router.handle(req, res), httpTls, serving);
     const httpPort = await listen(http, config.http.host, config.http.port);
     cleanups.push(() => closeHttp(http));
-    log.info({ port: httpPort, tokenFile }, "HTTP API listening (admin token in tokenFile)");
-    if (!isLoopbackHost(config.http.host))
+    log.info(
+      { port: httpPort, tokenFile, tls: httpTls !== "off" },
+      "HTTP API listening (admin token in tokenFile)",
+    );
+    if (httpTls === "off" && !isLoopbackHost(config.http.host))
       log.warn(
         { host: config.http.host },
-        "HTTP API on a non-loopback address in plain HTTP: the admin token and session cookies cross the network unencrypted; put a TLS proxy in front or keep it on loopback",
+        "HTTP API on a non-loopback address in plain HTTP (tls: off): the admin token and session cookies cross the network unencrypted",
       );
 
     return {
@@ -230,6 +253,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       grpc,
       router,
       httpPort,
+      httpTls: httpTls !== "off",
       httpAuth: { tokenFile, token },
       bundlePath,
       xds,
@@ -257,6 +281,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
  */
 class ServingCredentials {
   private server: RunningGrpcServer | undefined;
+  private readonly listeners: ((tls: GrpcTlsOptions) => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly onBundle = () => void this.refresh();
   private stopped = false;
@@ -268,22 +293,32 @@ class ServingCredentials {
     private readonly log: Logger,
   ) {}
 
+  /** The certificate last issued (without issuing another). */
+  latest: GrpcTlsOptions | undefined;
+
   async current(): Promise<GrpcTlsOptions> {
     const bundle = this.identity.ca.bundle();
     const roots = bundleRootsPem(bundle);
     await writePublicFile(this.bundlePath, roots);
     const ttlSeconds = Math.min(30 * 24 * 3600, this.identity.ca.maxLeafTtlSeconds);
     const ipAddresses = ["127.0.0.1", "::1"];
-    const host = this.config.grpc.host;
-    if (isIP(host) !== 0 && host !== "0.0.0.0" && host !== "::" && !ipAddresses.includes(host))
-      ipAddresses.push(host);
+    for (const host of [this.config.grpc.host, this.config.http.host]) {
+      if (isIP(host) !== 0 && host !== "0.0.0.0" && host !== "::" && !ipAddresses.includes(host))
+        ipAddresses.push(host);
+    }
     const cert = await this.identity.ca.issueServingCertificate({
       dnsNames: this.config.serverNames,
       ipAddresses,
       ttlSeconds,
     });
     this.schedule((ttlSeconds * 1000) / 2);
-    return { keyPem: cert.keyPem, certPem: cert.certPem, clientCaPem: roots, clientCerts: "request" };
+    this.latest = { keyPem: cert.keyPem, certPem: cert.certPem, clientCaPem: roots, clientCerts: "request" };
+    return this.latest;
+  }
+
+  /** Calls `listener` with every renewed certificate (the HTTP API's TLS server). */
+  onRenew(listener: (tls: GrpcTlsOptions) => void): void {
+    this.listeners.push(listener);
   }
 
   attach(server: RunningGrpcServer): void {
@@ -307,7 +342,10 @@ class ServingCredentials {
     if (this.stopped) return;
     try {
       const tls = await this.current();
-      if (!this.stopped) this.server?.updateTls(tls);
+      if (!this.stopped) {
+        this.server?.updateTls(tls);
+        for (const listener of this.listeners) listener(tls);
+      }
       this.log.info({ bundleSequence: this.identity.ca.bundle().sequence }, "serving certificate renewed");
     } catch (err) {
       this.log.error({ err }, "renewing the serving certificate failed; retrying in 30 s");

@@ -34,9 +34,19 @@ const program = new Command("sigil-controlplane")
     "also serve mesh-wide xDS in plaintext on 127.0.0.1:<port> for proxyless gRPC clients (they cannot use TLS)",
     port,
   )
-  // Every API call needs the admin token; loopback stays the default so exposing the API (plain
-  // HTTP, the token on the wire) remains the operator's explicit choice.
+  // Every API call needs the admin token; off loopback the API is served over TLS unless the
+  // operator turns it off explicitly.
   .option("--http-host <host>", "address of the HTTP API and web UI", "127.0.0.1")
+  .addOption(
+    new Option(
+      "--http-tls <mode>",
+      "TLS for the HTTP API: sigil = a certificate from Sigil's CA, off = plain HTTP, auto = sigil off loopback (with --http-cert-file/--http-key-file: the operator's own)",
+    )
+      .choices(["auto", "sigil", "off"])
+      .default("auto"),
+  )
+  .option("--http-cert-file <path>", "PEM certificate chain the HTTP API serves (with --http-key-file)")
+  .option("--http-key-file <path>", "PEM private key of --http-cert-file")
   .option("--http-port <port>", "port of the HTTP API", port, 15080)
   .option(
     "--http-token-file <path>",
@@ -68,6 +78,9 @@ const opts = program.opts<{
   httpHost: string;
   httpPort: number;
   httpTokenFile?: string;
+  httpTls: "auto" | "sigil" | "off";
+  httpCertFile?: string;
+  httpKeyFile?: string;
   serverName: string[];
   addressClaims: "evidence" | "first-claim";
   logLevel: string;
@@ -75,6 +88,16 @@ const opts = program.opts<{
 
 const log = pino({ name: "controlplane", level: opts.logLevel }, pino.destination(2));
 const policyDir = opts.policyDir ?? (existsSync(DEFAULT_POLICY_DIR) ? DEFAULT_POLICY_DIR : undefined);
+
+function httpTls(): "sigil" | "off" | { certFile: string; keyFile: string } | undefined {
+  if ((opts.httpCertFile === undefined) !== (opts.httpKeyFile === undefined))
+    throw new Error("--http-cert-file and --http-key-file go together");
+  if (opts.httpCertFile && opts.httpKeyFile) {
+    if (opts.httpTls === "off") throw new Error("--http-cert-file contradicts --http-tls off");
+    return { certFile: opts.httpCertFile, keyFile: opts.httpKeyFile };
+  }
+  return opts.httpTls === "auto" ? undefined : opts.httpTls;
+}
 
 function hostPort(host: string, p: number): string {
   return host.includes(":") ? `[${host}]:${p}` : `${host}:${p}`;
@@ -89,7 +112,7 @@ try {
     grpc: { host: opts.grpcHost, port: opts.grpcPort },
     xdsPlaintext:
       opts.xdsPlaintextPort === undefined ? undefined : { host: "127.0.0.1", port: opts.xdsPlaintextPort },
-    http: { host: opts.httpHost, port: opts.httpPort, tokenFile: opts.httpTokenFile },
+    http: { host: opts.httpHost, port: opts.httpPort, tokenFile: opts.httpTokenFile, tls: httpTls() },
     serverNames: opts.serverName,
     addressClaims: opts.addressClaims,
     log,
@@ -98,7 +121,7 @@ try {
   process.stdout.write(
     `sigil control plane ready grpc=${hostPort(opts.grpcHost, cp.grpc.port)} ` +
       `http=${hostPort(opts.httpHost, cp.httpPort)} bundle=${cp.bundlePath}\n` +
-      `web UI http://${hostPort(opts.httpHost, cp.httpPort)}/ (sign in with the token in ${cp.httpAuth.tokenFile})\n`,
+      `web UI ${cp.httpTls ? "https" : "http"}://${hostPort(opts.httpHost, cp.httpPort)}/ (sign in with the token in ${cp.httpAuth.tokenFile})\n`,
   );
   let stopping = false;
   const stop = (signal: string) => {

@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
 import { HttpError, readJson, sendJson, type Router } from "./router.ts";
+import type { SignInLimit } from "./sign-in-limit.ts";
 
 /**
  * Authentication of the control plane's HTTP API. A caller proves it holds the admin token either
@@ -143,11 +144,22 @@ export class HttpAuth {
 const SignIn = z.object({ token: z.string().max(4096) }).strict();
 
 /**
- * `POST /api/session` (public: it checks the token itself) signs the UI in; `GET /api/session`
+ * `POST /api/session` (public: it checks the token itself, at most `limit` attempts per source) signs the UI in; `GET /api/session`
  * says how the caller is authenticated; `DELETE /api/session` signs the session out.
  */
-export function registerSessionRoutes(router: Router, auth: HttpAuth): void {
+export function registerSessionRoutes(
+  router: Router,
+  auth: HttpAuth,
+  options: { readonly secure: boolean; readonly limit: SignInLimit },
+): void {
+  // On TLS the cookie is never sent over plain HTTP, where anyone on the path could read it.
+  const attributes = `HttpOnly; SameSite=Strict; Path=/${options.secure ? "; Secure" : ""}`;
   router.addPublic("POST", "/api/session", async (req, res) => {
+    const wait = options.limit.take(req.socket.remoteAddress ?? "");
+    if (wait > 0)
+      throw new HttpError(429, `too many sign-in attempts from this address; retry in ${wait} s`, {
+        "retry-after": String(wait),
+      });
     // The header keeps a cross-site form from signing a browser in with an attacker's token.
     if (req.headers[CSRF_HEADER] !== "1") throw new HttpError(403, `sign-in must carry ${CSRF_HEADER}: 1`);
     const parsed = SignIn.safeParse(await readJson(req, 8192));
@@ -157,7 +169,7 @@ export function registerSessionRoutes(router: Router, auth: HttpAuth): void {
     const session = auth.openSession();
     res.setHeader(
       "set-cookie",
-      `${SESSION_COOKIE}=${session.id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${Math.floor(auth.sessionTtlMs / 1000)}`,
+      `${SESSION_COOKIE}=${session.id}; ${attributes}; Max-Age=${Math.floor(auth.sessionTtlMs / 1000)}`,
     );
     sendJson(res, 200, { expiresAt: new Date(session.expiresAt).toISOString() });
   });
@@ -171,7 +183,7 @@ export function registerSessionRoutes(router: Router, auth: HttpAuth): void {
   router.add("DELETE", "/api/session", (req, res) => {
     const p = auth.principalOf(req);
     if (p?.via === "session") auth.endSession(p.sessionKey, res);
-    res.setHeader("set-cookie", `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`);
+    res.setHeader("set-cookie", `${SESSION_COOKIE}=; ${attributes}; Max-Age=0`);
     res.writeHead(204).end();
   });
 }

@@ -1,3 +1,5 @@
+import type { IncomingHttpHeaders } from "node:http";
+import https from "node:https";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGrpcServer } from "../../controlplane/grpc-server.ts";
 import { createSelfSignedServingCert } from "../../controlplane/serving-cert.ts";
@@ -13,7 +15,9 @@ import { probeTls, type ProbeVersion } from "../support/tls-probe.ts";
 let plane: TestControlPlane;
 
 beforeAll(async () => {
-  plane = await startTestControlPlane("sg-tls-", {});
+  plane = await startTestControlPlane("sg-tls-", {}, undefined, {
+    http: { tls: "sigil", signInAttemptsPerMinute: 3 },
+  });
 }, 30_000);
 afterAll(async () => plane?.close());
 
@@ -22,7 +26,10 @@ interface Listener {
   readonly port: () => number;
 }
 
-const listeners: Listener[] = [{ name: "gRPC (xDS, identity, flows)", port: () => plane.cp.grpc.port }];
+const listeners: Listener[] = [
+  { name: "gRPC (xDS, identity, flows)", port: () => plane.cp.grpc.port },
+  { name: "HTTP API and UI", port: () => plane.cp.httpPort },
+];
 
 const refused: [string, ProbeVersion, string | undefined][] = [
   ["TLS 1.2 with a CBC suite (AES128-SHA256)", "tls1_2", "AES128-SHA256"],
@@ -68,5 +75,83 @@ describe("after the serving certificate is replaced at run time", () => {
     } finally {
       await server.close(0);
     }
+  });
+});
+
+/** One request to the HTTPS API, trusting only the control plane's CA bundle. */
+function apiRequest(
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        host: "127.0.0.1",
+        port: plane.cp.httpPort,
+        method,
+        path,
+        headers,
+        ca: plane.caPem,
+        servername: "localhost",
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+describe("the HTTP API over TLS", () => {
+  it("serves the API with a certificate from Sigil's CA, and nothing in plain HTTP", async () => {
+    const res = await apiRequest("GET", "/api/session", {
+      authorization: `Bearer ${plane.cp.httpAuth.token}`,
+    });
+    expect(res.status).toBe(200);
+    const plain = await fetch(`http://127.0.0.1:${plane.cp.httpPort}/api/session`, {
+      headers: { authorization: `Bearer ${plane.cp.httpAuth.token}` },
+    }).then(
+      (r) => r.status,
+      () => "refused",
+    );
+    expect(plain).not.toBe(200);
+  });
+
+  it("marks the session cookie Secure", async () => {
+    const res = await apiRequest(
+      "POST",
+      "/api/session",
+      { "x-sigil-request": "1", "content-type": "application/json" },
+      JSON.stringify({ token: plane.cp.httpAuth.token }),
+    );
+    expect(res.status).toBe(200);
+    expect(String(res.headers["set-cookie"])).toMatch(/; Secure/);
+  });
+
+  it("answers 429 with Retry-After past the sign-in attempts allowed per source", async () => {
+    const attempt = () =>
+      apiRequest(
+        "POST",
+        "/api/session",
+        { "x-sigil-request": "1", "content-type": "application/json" },
+        JSON.stringify({ token: "guess" }),
+      );
+    // The earlier test used one attempt of this minute's three.
+    expect((await attempt()).status).toBe(401);
+    expect((await attempt()).status).toBe(401);
+    const limited = await attempt();
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers["retry-after"])).toBeGreaterThan(0);
   });
 });

@@ -1,3 +1,4 @@
+import { SignInLimit } from "../../controlplane/http/sign-in-limit.ts";
 import { join } from "node:path";
 import { loadAdminToken } from "../../controlplane/http/admin-token.ts";
 import { HttpAuth, registerSessionRoutes } from "../../controlplane/http/auth.ts";
@@ -21,7 +22,7 @@ export async function guardedRouter(dir: string): Promise<GuardedApi> {
   const token = await loadAdminToken(tokenFile, true);
   const auth = new HttpAuth({ token });
   const router = new Router(auth.guard);
-  registerSessionRoutes(router, auth);
+  registerSessionRoutes(router, auth, { secure: false, limit: new SignInLimit({ attempts: 1000 }) });
   return {
     router,
     auth,

@@ -37,7 +37,9 @@ export async function startTestControlPlane(
   prefix: string,
   policies: Readonly<Record<string, string>>,
   log: Logger = pino({ level: "silent" }),
-  options: Pick<ControlPlaneConfig, "addressClaims"> = {},
+  options: Pick<ControlPlaneConfig, "addressClaims"> & {
+    readonly http?: Pick<ControlPlaneConfig["http"], "tls" | "signInAttemptsPerMinute">;
+  } = {},
 ): Promise<TestControlPlane> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const dataDir = join(dir, "cp");
@@ -52,7 +54,7 @@ export async function startTestControlPlane(
       policyDir,
       grpc: { host: "127.0.0.1", port: 0 },
       xdsPlaintext: undefined,
-      http: { host: "127.0.0.1", port: 0 },
+      http: { host: "127.0.0.1", port: 0, ...options.http },
       serverNames: ["localhost"],
       addressClaims: options.addressClaims ?? "first-claim",
       log,

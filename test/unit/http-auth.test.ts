@@ -1,3 +1,4 @@
+import { SignInLimit } from "../../controlplane/http/sign-in-limit.ts";
 import * as crypto from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -19,7 +20,7 @@ let base: string;
 beforeAll(async () => {
   auth = new HttpAuth({ token: TOKEN, sessionTtlMs: 60_000, maxSessions: 3, now: () => clock });
   const router = new Router(auth.guard);
-  registerSessionRoutes(router, auth);
+  registerSessionRoutes(router, auth, { secure: false, limit: new SignInLimit({ attempts: 1000 }) });
   router.add("GET", "/api/thing", (_req, res) => sendJson(res, 200, { ok: true }));
   server = createServer((req, res) => void router.handle(req, res));
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
