@@ -8,7 +8,7 @@ import type { WorkloadIdentity } from "../../core/identity.ts";
 import { parseSpiffeId } from "../../core/identity.ts";
 import { SIGIL_LABELS_OID, decodeLabelsExtension, labelsOf } from "../../core/svid/labels-extension.ts";
 import { x509 } from "../../core/svid/x509.ts";
-import type { LocalIdentity } from "./enforcer.ts";
+import type { LocalIdentity } from "./enforcer-state.ts";
 
 export class LocalIdentityError extends Error {
   override readonly name = "LocalIdentityError";

@@ -9,7 +9,7 @@ import type { EnforcementMode, PolicyDocument } from "../../core/policy/index.ts
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
 import type { RevocationEntry } from "../../core/svid/revocation.ts";
-import type { LocalIdentity, PolicyState } from "./enforcer.ts";
+import type { LocalIdentity, PolicyState } from "./enforcer-state.ts";
 import { loadLocalIdentity } from "./local-identity.ts";
 import type { TrustState } from "./verifier.ts";
 
