@@ -11,13 +11,10 @@ import {
   stringifyPolicyDocuments,
 } from "../../core/policy/index.ts";
 import type { PolicyDocument } from "../../core/policy/index.ts";
+import { numberArg } from "./args.ts";
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-const POLICIES = arg("policies", 200);
-const UPDATES = arg("updates", 40);
+const POLICIES = numberArg("policies", 200);
+const UPDATES = numberArg("updates", 40);
 
 function documents(): PolicyDocument[] {
   const text: string[] = [];
