@@ -13,13 +13,10 @@ import {
   parsePolicyDocuments,
 } from "../../core/policy/index.ts";
 import type { AuthzRequest, CompiledPolicySet } from "../../core/policy/index.ts";
+import { numberArg } from "./args.ts";
 
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-}
-const ROUNDS = arg("rounds", 7);
-const ITERATIONS = arg("iterations", 200_000);
+const ROUNDS = numberArg("rounds", 7);
+const ITERATIONS = numberArg("iterations", 200_000);
 
 function workload(labels: Labels): Peer {
   return {

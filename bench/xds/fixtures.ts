@@ -4,8 +4,8 @@ import {
   policySetResource,
   revocationListResource,
   trustBundleResource,
-  type RuleSpec,
 } from "../../controlplane/xds/sigil.ts";
+import type { RuleMessage } from "../../core/policy/index.ts";
 
 /** Workloads with identical labels share a compiled PolicySet; the bench spreads nodes over this many classes. */
 export const POLICY_CLASSES = 100;
@@ -20,14 +20,14 @@ export function classOf(i: number): number {
 
 /** A PolicySet of realistic size: a dozen L4 and L7 rules plus mTLS settings. */
 export function policyFor(registry: TypeRegistry, cls: number, generation: number): XdsResource {
-  const ingress: RuleSpec[] = Array.from({ length: 8 }, (_, i) => ({
+  const ingress: RuleMessage[] = Array.from({ length: 8 }, (_, i) => ({
     id: `svc-${cls}-ingress/ingress/${i}`,
     action: i === 7 ? "DENY" : "ALLOW",
     peers: [{ selector: { match_labels: { app: `client-${(cls + i) % POLICY_CLASSES}`, env: "prod" } } }],
     ports: [8080 + i],
     http: i % 2 === 0 ? { methods: ["GET", "POST"], paths: [`/api/v${i}/*/orders`, "/health"] } : undefined,
   }));
-  const egress: RuleSpec[] = [
+  const egress: RuleMessage[] = [
     {
       id: `svc-${cls}-egress/egress/0`,
       action: "ALLOW",

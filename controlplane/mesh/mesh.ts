@@ -1,5 +1,6 @@
 import type { Logger } from "pino";
 import type { Labels } from "../../core/labels.ts";
+import { encodePolicySet } from "../../core/policy/index.ts";
 import type { CompiledPolicySet } from "../../core/policy/index.ts";
 import { describeRevocation } from "../../core/svid/revocation.ts";
 import { revocationListSpec, trustBundleSpec } from "../../core/svid/xds-resources.ts";
@@ -27,7 +28,7 @@ import type { AddressClaim, AddressClaims, AddressConflict } from "./address-own
 import { decideAddressOwnership, peerIp } from "./address-ownership.ts";
 import { registrationFromMetadata } from "../../core/registration.ts";
 import type { Registration } from "../../core/registration.ts";
-import { contentKey, policySetContent, workloadName, workloadSpec } from "./translate.ts";
+import { contentKey, workloadName, workloadSpec } from "./translate.ts";
 
 /** Where the mesh publisher reads policy from: the active compiled set and its revision. */
 export interface PolicySource {
@@ -279,7 +280,7 @@ export class MeshPublisher {
       const labels = labelsOf(w);
       published.set(w.spiffeId, JSON.stringify(labels));
       const mode = modes.modeFor({ spiffeId: w.spiffeId, labels }).mode;
-      const content = policySetContent(set, labels, mode);
+      const content = encodePolicySet(set, labels, mode);
       const key = contentKey(content);
       let shared = nextSets.get(key) ?? this.policySets.get(key);
       if (!shared) {

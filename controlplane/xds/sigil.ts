@@ -1,22 +1,14 @@
+import type { LabelSelectorMessage, PolicySetMessage } from "../../core/policy/index.ts";
 import type { TypeRegistry, XdsResource } from "../../xds/registry.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 
 /**
  * Typed builders for Sigil's own resources. Field names follow core/proto/sigil/v1/*.proto; the
- * registry validates every one before it can be published.
+ * registry validates every one before it can be published. The PolicySet's message types belong to
+ * the policy codec (core/policy/codec.ts), which both ends share.
  */
 
 export type MtlsMode = "STRICT" | "PERMISSIVE" | "DISABLE";
-export type LabelOperator = "EQUALS" | "NOT_EQUALS" | "IN" | "EXISTS" | "ABSENT" | "PREFIX";
-
-export interface LabelSelector {
-  readonly match_labels?: Readonly<Record<string, string>>;
-  readonly match_expressions?: readonly {
-    key: string;
-    operator: LabelOperator;
-    values?: readonly string[];
-  }[];
-}
 
 export interface TrustBundleSpec {
   readonly trust_domain: string;
@@ -36,35 +28,7 @@ export function trustBundleResource(registry: TypeRegistry, b: TrustBundleSpec):
   });
 }
 
-export interface RuleSpec {
-  readonly id: string;
-  readonly action: "ALLOW" | "DENY" | "LOG";
-  readonly peers?: readonly {
-    selector?: LabelSelector;
-    cidrs?: readonly string[];
-    dns_names?: readonly string[];
-  }[];
-  readonly ports?: readonly number[];
-  readonly http?: {
-    methods?: readonly string[];
-    paths?: readonly string[];
-    hosts?: readonly string[];
-    headers?: readonly { name: string; value?: string; present?: boolean }[];
-  };
-}
-
-export interface PolicySetSpec {
-  readonly name: string;
-  readonly workload?: string;
-  readonly mode: "ENFORCE" | "OBSERVE";
-  readonly ingress: readonly RuleSpec[];
-  readonly egress: readonly RuleSpec[];
-  readonly egress_default_deny: boolean;
-  readonly peer_authentication?: { mode: MtlsMode; port_level?: Readonly<Record<string, MtlsMode>> };
-  readonly generation: number;
-}
-
-export function policySetResource(registry: TypeRegistry, p: PolicySetSpec): XdsResource {
+export function policySetResource(registry: TypeRegistry, p: PolicySetMessage): XdsResource {
   return registry.encode(POLICY_SET, { ...p, workload: p.workload ?? "" });
 }
 
@@ -86,7 +50,7 @@ export interface ServiceSpec {
   readonly name: string;
   readonly namespace?: string;
   readonly workloads?: readonly string[];
-  readonly selector?: LabelSelector;
+  readonly selector?: LabelSelectorMessage;
   readonly ports?: readonly {
     name?: string;
     port: number;

@@ -12,6 +12,22 @@ export type { ParseResult, ValidateResult, ParsedDocument, PolicyError, SourceLo
 export { compilePolicySet, emptyPolicySet, CompiledPolicySet, PolicySetError } from "./compile.ts";
 export { evaluate, connectionPrecheck, httpRulesOnPort, refusalDecision } from "./evaluate.ts";
 export type { AuthzRequest, Decision, Direction, EnforcementMode, HttpRequestFacts } from "./evaluate.ts";
+export {
+  encodePolicySet,
+  decodePolicySet,
+  PolicySetResourceError,
+  PEER_AUTHENTICATION_DOCUMENT,
+} from "./codec.ts";
+export type {
+  DecodedPolicySet,
+  HttpMessage,
+  LabelOperator,
+  LabelSelectorMessage,
+  PeerMessage,
+  PolicySetContent,
+  PolicySetMessage,
+  RuleMessage,
+} from "./codec.ts";
 export { normalizeRequestPath } from "./path.ts";
 export { pathPatternProblem } from "./path-pattern.ts";
 export type { NormalizedPath } from "./path.ts";

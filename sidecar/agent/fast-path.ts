@@ -3,12 +3,12 @@ import type { Registry } from "prom-client";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { Labels } from "../../core/labels.ts";
 import { labelsWithProvenance } from "../../core/label-provenance.ts";
-import { stringifyPolicyDocuments } from "../../core/policy/index.ts";
+import type { DecodedPolicySet } from "../../core/policy/index.ts";
 import { bundleToJson } from "../../core/svid/bundle.ts";
 import { installCapture } from "../capture/apply.ts";
 import type { CaptureConfig } from "../capture/config.ts";
 import { loadCaptureConfig } from "../capture/load-config.ts";
-import { fastPathConfigSchema } from "../fastpath/config.ts";
+import { FAST_PATH_DEFAULTS as DEFAULTS } from "../fastpath/config.ts";
 import { MARK_MASK, hex } from "../fastpath/marks.ts";
 import {
   chooseInboundPaths,
@@ -24,7 +24,6 @@ import { FastPathWorkers } from "../fastpath/workers.ts";
 import type { WorkloadCredentials } from "../identity/rotation.ts";
 import type { PolicySnapshot } from "../inputs/sources.ts";
 import { registerFastPathMetrics } from "./fast-path-metrics.ts";
-import type { DecodedPolicySet } from "./policy-set.ts";
 
 /**
  * The L4 fast path inside the agent: enforcer workers (one per NFQUEUE queue) fed with the same
@@ -59,14 +58,6 @@ export interface AgentFastPathOptions {
   readonly onFlow: (flow: FlowRecord) => void;
   readonly log: Logger;
 }
-
-const DEFAULTS = fastPathConfigSchema.parse({
-  svidFile: "-",
-  keyFile: "-",
-  trustDomain: "-",
-  bundleFile: "-",
-  policyFile: "-",
-});
 
 function labelsOf(creds: WorkloadCredentials): Labels {
   return labelsWithProvenance(creds.labels);
@@ -229,8 +220,7 @@ function sourcesOf(trustDomain: string, inputs: FastPathInputs): EnforcerSources
       sequence: snapshot.revocations.list.sequence,
       entries: snapshot.revocations.list.entries,
     },
-    policyYaml: stringifyPolicyDocuments(decoded.documents),
-    policyName: `PolicySet ${decoded.name}`,
+    policyDocuments: decoded.documents,
     mode: decoded.mode,
   };
 }

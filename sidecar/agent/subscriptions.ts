@@ -3,7 +3,8 @@ import { labelsWithProvenance } from "../../core/label-provenance.ts";
 import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { emptyPolicySet } from "../../core/policy/index.ts";
+import { decodePolicySet, emptyPolicySet } from "../../core/policy/index.ts";
+import type { DecodedPolicySet } from "../../core/policy/index.ts";
 import type { TrustBundle } from "../../core/svid/bundle.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
 import { revocationListFromResource, trustBundleFromResource } from "../../core/svid/xds-resources.ts";
@@ -15,8 +16,6 @@ import type { NodeSpec } from "../../xds/wire.ts";
 import type { PeerDirectoryHolder, PolicyHolder } from "../inputs/state.ts";
 import { decodePeerDirectory } from "./peer-directory.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
-import { decodePolicySet } from "./policy-set.ts";
-import type { DecodedPolicySet } from "./policy-set.ts";
 
 /**
  * The sidecar's four xDS subscriptions over one ADS stream. Each handler validates the whole new

@@ -9,7 +9,7 @@ import { parseSpiffeId } from "../../core/identity.ts";
 import { labelsWithProvenance } from "../../core/label-provenance.ts";
 import { SIGIL_LABELS_OID, decodeLabelsExtension } from "../../core/svid/labels-extension.ts";
 import { x509 } from "../../core/svid/x509.ts";
-import type { LocalIdentity } from "./enforcer.ts";
+import type { LocalIdentity } from "./enforcer-state.ts";
 
 export class LocalIdentityError extends Error {
   override readonly name = "LocalIdentityError";

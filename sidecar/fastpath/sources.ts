@@ -1,19 +1,15 @@
 /**
- * Everything an enforcer needs, as plain text that can cross a worker-thread boundary: the SVID and
- * key PEMs, the trust bundle and revocation list documents, and the policy YAML. `buildState`
- * turns them into the enforcer's state, with errors that name the part at fault.
+ * Everything an enforcer needs, as plain data that can cross a worker-thread boundary: the SVID and
+ * key PEMs, the trust bundle and revocation list documents, and the policy documents as the policy
+ * codec decoded them (validated already; each worker compiles them, since a compiled set does not
+ * cross threads). `buildState` turns them into the enforcer's state.
  */
-import {
-  checkPolicySet,
-  compilePolicySet,
-  formatPolicyError,
-  parsePolicyDocuments,
-} from "../../core/policy/index.ts";
-import type { CompiledPolicySet, EnforcementMode } from "../../core/policy/index.ts";
+import { compilePolicySet } from "../../core/policy/index.ts";
+import type { EnforcementMode, PolicyDocument } from "../../core/policy/index.ts";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
 import type { RevocationEntry } from "../../core/svid/revocation.ts";
-import type { LocalIdentity, PolicyState } from "./enforcer.ts";
+import type { LocalIdentity, PolicyState } from "./enforcer-state.ts";
 import { loadLocalIdentity } from "./local-identity.ts";
 import type { TrustState } from "./verifier.ts";
 
@@ -23,17 +19,8 @@ export interface EnforcerSources {
   readonly trustDomain: string;
   readonly bundleJson: string;
   readonly revocations: { readonly sequence: number; readonly entries: readonly RevocationEntry[] };
-  readonly policyYaml: string;
-  readonly policyName: string;
+  readonly policyDocuments: readonly PolicyDocument[];
   readonly mode: EnforcementMode;
-}
-
-export function compilePolicyText(text: string, name: string): CompiledPolicySet {
-  const parsed = parsePolicyDocuments(text, name);
-  if (!parsed.ok) throw new Error(parsed.errors.map(formatPolicyError).join("\n"));
-  const problems = checkPolicySet(parsed.documents);
-  if (problems.length > 0) throw new Error(problems.map(formatPolicyError).join("\n"));
-  return compilePolicySet(parsed.documents.map((d) => d.document));
 }
 
 export function buildState(s: EnforcerSources): {
@@ -50,7 +37,7 @@ export function buildState(s: EnforcerSources): {
       entries: s.revocations.entries,
     }),
   };
-  return { local, trust, policy: { set: compilePolicyText(s.policyYaml, s.policyName), mode: s.mode } };
+  return { local, trust, policy: { set: compilePolicySet(s.policyDocuments), mode: s.mode } };
 }
 
 /** Which parts of the enforcer's state differ between two sets of sources. */
@@ -65,8 +52,7 @@ export function changedParts(
       before.bundleJson !== after.bundleJson ||
       JSON.stringify(before.revocations) !== JSON.stringify(after.revocations),
     policy:
-      before.policyYaml !== after.policyYaml ||
-      before.policyName !== after.policyName ||
-      before.mode !== after.mode,
+      before.mode !== after.mode ||
+      JSON.stringify(before.policyDocuments) !== JSON.stringify(after.policyDocuments),
   };
 }

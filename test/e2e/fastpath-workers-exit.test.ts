@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFile } from "node:fs/promises";
 import type { EnforcerSources } from "../../sidecar/fastpath/sources.ts";
+import { policyDocumentsOf } from "./fastpath-support/enforcer-config.ts";
 import { webToDbPolicy } from "./fastpath-support/lab.ts";
 import { createNetns } from "../support/netns.ts";
 import type { Netns } from "../support/netns.ts";
@@ -29,8 +30,7 @@ describe("fast-path worker pool when a worker ends", () => {
       trustDomain: TRUST_DOMAIN,
       bundleJson: await readFile(pki.bundleFile, "utf8"),
       revocations: { sequence: 0, entries: [] },
-      policyYaml: webToDbPolicy([5432]),
-      policyName: "policy.yaml",
+      policyDocuments: policyDocumentsOf(webToDbPolicy([5432]), "policy.yaml"),
       mode: "enforce",
     };
     sourcesFile = await pki.file("sources.json", JSON.stringify(sources));

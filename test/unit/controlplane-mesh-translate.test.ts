@@ -4,13 +4,8 @@ import {
   registrationMetadata,
   RegistrationError,
 } from "../../core/registration.ts";
-import {
-  contentKey,
-  policySetContent,
-  workloadName,
-  workloadSpec,
-} from "../../controlplane/mesh/translate.ts";
-import { compilePolicySet, parsePolicyDocuments } from "../../core/policy/index.ts";
+import { contentKey, workloadName, workloadSpec } from "../../controlplane/mesh/translate.ts";
+import { compilePolicySet, encodePolicySet, parsePolicyDocuments } from "../../core/policy/index.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
 import { policySetResource, peerDirectoryResource } from "../../controlplane/xds/sigil.ts";
 
@@ -60,7 +55,7 @@ function compiled() {
 describe("policy translation into a PolicySet", () => {
   it("carries every selected rule with its source id, matchers and HTTP conditions", () => {
     const set = compiled();
-    const content = policySetContent(set, { app: "api" }, "enforce");
+    const content = encodePolicySet(set, { app: "api" }, "enforce");
     expect(content.ingress.map((r) => r.id)).toEqual(["api-in/ingress/0", "api-in/ingress/1"]);
     expect(content.ingress[0]).toMatchObject({
       action: "DENY",
@@ -104,10 +99,10 @@ describe("policy translation into a PolicySet", () => {
 
   it("gives equal content (and key) to workloads selecting the same policies in the same mode", () => {
     const set = compiled();
-    const a = policySetContent(set, { app: "web", pod: "a" }, "enforce");
-    const b = policySetContent(set, { app: "web", pod: "b" }, "enforce");
-    const observe = policySetContent(set, { app: "web" }, "observe");
-    const api = policySetContent(set, { app: "api" }, "enforce");
+    const a = encodePolicySet(set, { app: "web", pod: "a" }, "enforce");
+    const b = encodePolicySet(set, { app: "web", pod: "b" }, "enforce");
+    const observe = encodePolicySet(set, { app: "web" }, "observe");
+    const api = encodePolicySet(set, { app: "api" }, "enforce");
     expect(contentKey(a)).toBe(contentKey(b));
     expect(contentKey(observe)).not.toBe(contentKey(a));
     expect(observe.mode).toBe("OBSERVE");

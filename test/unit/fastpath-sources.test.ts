@@ -8,8 +8,7 @@ const BASE: EnforcerSources = {
   trustDomain: "sigil.local",
   bundleJson: "{}",
   revocations: { sequence: 1, entries: [] },
-  policyYaml: "policies: []",
-  policyName: "policy.yaml",
+  policyDocuments: [],
   mode: "enforce",
 };
 

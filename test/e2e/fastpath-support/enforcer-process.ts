@@ -1,5 +1,6 @@
 /**
- * Starts the real fast-path enforcer (sidecar/fastpath/main.ts) inside a test namespace and reads
+ * Starts the fast-path enforcer harness (enforcer-main.ts: the agent's worker pool and rules, fed
+ * from files) inside a test namespace and reads
  * its JSON-line output: readiness, flow records and on-demand stats.
  */
 import type { FlowRecord } from "../../../core/flow.ts";
@@ -53,7 +54,7 @@ export class EnforcerProcess {
       process.execPath,
       "--import",
       "tsx",
-      `${REPO_ROOT}sidecar/fastpath/main.ts`,
+      `${REPO_ROOT}test/e2e/fastpath-support/enforcer-main.ts`,
       "run",
       config,
     ]);

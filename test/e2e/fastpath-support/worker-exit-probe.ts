@@ -5,19 +5,12 @@
  */
 import { readFileSync } from "node:fs";
 import type { Worker } from "node:worker_threads";
-import { fastPathConfigSchema } from "../../../sidecar/fastpath/config.ts";
+import { FAST_PATH_DEFAULTS as defaults } from "../../../sidecar/fastpath/config.ts";
 import type { EnforcerSources } from "../../../sidecar/fastpath/sources.ts";
 import { FastPathWorkers } from "../../../sidecar/fastpath/workers.ts";
 
 const [sourcesFile, queueFirst] = process.argv.slice(2);
 const sources = JSON.parse(readFileSync(sourcesFile as string, "utf8")) as EnforcerSources;
-const defaults = fastPathConfigSchema.parse({
-  svidFile: "-",
-  keyFile: "-",
-  trustDomain: "-",
-  bundleFile: "-",
-  policyFile: "-",
-});
 const errors: string[] = [];
 const pool = await FastPathWorkers.start(
   {

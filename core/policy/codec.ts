@@ -1,24 +1,175 @@
 import { z } from "zod";
-import {
-  API_VERSION,
-  compilePolicySet,
-  formatPolicyError,
-  validatePolicyDocument,
-} from "../../core/policy/index.ts";
-import type { CompiledPolicySet, EnforcementMode, PolicyDocument } from "../../core/policy/index.ts";
+import type { Labels } from "../labels.ts";
+import { compilePolicySet } from "./compile.ts";
+import type { CompiledPolicySet } from "./compile.ts";
+import type { EnforcementMode } from "./evaluate.ts";
+import { formatPolicyError, validatePolicyDocument } from "./parse.ts";
+import { API_VERSION } from "./schema.ts";
+import type {
+  AuthorizationPolicy,
+  EgressRule,
+  HttpMatch,
+  IngressRule,
+  MatchExpression,
+  MtlsMode,
+  PeerMatch,
+  PolicyDocument,
+  Selector,
+} from "./schema.ts";
 
 /**
- * Reads a decoded `sigil.v1.PolicySet` (core/proto/sigil/v1/policy.proto, as the xDS client hands
- * it over: snake_case, enums by name) back into policy documents and compiles them with
- * `core/policy`, so the sidecar evaluates exactly what the control plane translated.
+ * The policy codec: the one place that converts between policy documents (what `compilePolicySet`
+ * takes) and the `sigil.v1.PolicySet` message (core/proto/sigil/v1/policy.proto, snake_case, enums
+ * by name) that carries them from the control plane to a sidecar. The control plane encodes the
+ * documents selecting a workload (`encodePolicySet`); the sidecar decodes the message back into
+ * documents and compiles them (`decodePolicySet`). Both directions share one operator table and
+ * one set of message types, so a field added on one side cannot be forgotten on the other.
  *
- * The control plane sends, per workload, every rule of every AuthorizationPolicy that selects it,
- * keeping the rule ids of the policy language (`<policy>/ingress/<i>`, `<policy>/egress/<i>`).
- * Rules are regrouped by policy name into documents selecting `{}` (the control plane already did
- * the selection), with each rule at its original index so decisions and flows name the same rule
- * ids as the policy files. Anything that does not fit is an error, which the xDS handler turns
- * into a NACK while the last good set stays in force.
+ * Rules keep the ids of the policy language (`<policy>/ingress/<i>`, `<policy>/egress/<i>`). On
+ * decoding they are regrouped by policy name into documents selecting `{}` (the control plane
+ * already did the selection), each rule at its original index, so decisions and flows name the same
+ * rule ids as the policy files. Anything that does not fit is a PolicySetResourceError naming the
+ * field, which the sidecar's xDS handler turns into a NACK while the last good set stays in force.
  */
+
+/** The policy language's label operators and their names on the wire, one table for both directions. */
+const OPERATORS = {
+  Equals: "EQUALS",
+  NotEquals: "NOT_EQUALS",
+  In: "IN",
+  Exists: "EXISTS",
+  Absent: "ABSENT",
+  Prefix: "PREFIX",
+} as const satisfies Record<MatchExpression["operator"], string>;
+
+export type LabelOperator = (typeof OPERATORS)[MatchExpression["operator"]];
+
+const OPERATOR_NAMES = Object.fromEntries(
+  Object.entries(OPERATORS).map(([name, wire]) => [wire, name]),
+) as Record<LabelOperator, MatchExpression["operator"]>;
+
+export interface LabelSelectorMessage {
+  readonly match_labels?: Readonly<Record<string, string>>;
+  readonly match_expressions?: readonly {
+    key: string;
+    operator: LabelOperator;
+    values?: readonly string[];
+  }[];
+}
+
+export interface PeerMessage {
+  readonly selector?: LabelSelectorMessage;
+  readonly cidrs?: readonly string[];
+  readonly dns_names?: readonly string[];
+}
+
+export interface HttpMessage {
+  readonly methods?: readonly string[];
+  readonly paths?: readonly string[];
+  readonly hosts?: readonly string[];
+  readonly headers?: readonly { name: string; value?: string; present?: boolean }[];
+}
+
+export interface RuleMessage {
+  readonly id: string;
+  readonly action: "ALLOW" | "DENY" | "LOG";
+  readonly peers?: readonly PeerMessage[];
+  readonly ports?: readonly number[];
+  readonly http?: HttpMessage;
+}
+
+export interface PolicySetMessage {
+  readonly name: string;
+  readonly workload?: string;
+  readonly mode: "ENFORCE" | "OBSERVE";
+  readonly ingress: readonly RuleMessage[];
+  readonly egress: readonly RuleMessage[];
+  readonly egress_default_deny: boolean;
+  readonly peer_authentication?: { mode: MtlsMode; port_level?: Readonly<Record<string, MtlsMode>> };
+  readonly generation: number;
+}
+
+/** A PolicySet body without its name and generation, which depend on what else is published. */
+export type PolicySetContent = Omit<PolicySetMessage, "name" | "generation">;
+
+function selectorMessage(s: Pick<Selector, "matchLabels" | "matchExpressions">): LabelSelectorMessage {
+  return {
+    match_labels: { ...(s.matchLabels ?? {}) },
+    match_expressions: (s.matchExpressions ?? []).map((e) => ({
+      key: e.key,
+      operator: OPERATORS[e.operator],
+      values: e.values ?? (e.value === undefined ? [] : [e.value]),
+    })),
+  };
+}
+
+function peerMessage(p: PeerMatch): PeerMessage {
+  const labelled = p.matchLabels !== undefined || p.matchExpressions !== undefined;
+  return {
+    selector: labelled ? selectorMessage(p) : undefined,
+    cidrs: p.cidrs ?? [],
+    dns_names: "dnsNames" in p && Array.isArray(p.dnsNames) ? (p.dnsNames as string[]) : [],
+  };
+}
+
+function httpMessage(h: HttpMatch): HttpMessage {
+  return {
+    methods: h.methods ?? [],
+    paths: h.paths ?? [],
+    hosts: h.hosts ?? [],
+    headers: (h.headers ?? []).map((x) => ({ name: x.name, value: x.value, present: x.present })),
+  };
+}
+
+function ruleMessage(
+  rule: IngressRule | EgressRule,
+  peers: readonly PeerMatch[] | undefined,
+  id: string,
+): RuleMessage {
+  return {
+    id,
+    action: rule.action === "allow" ? "ALLOW" : rule.action === "deny" ? "DENY" : "LOG",
+    peers: (peers ?? []).map(peerMessage),
+    ports: rule.ports ?? [],
+    http: rule.http ? httpMessage(rule.http) : undefined,
+  };
+}
+
+/**
+ * The policy set of a workload with these labels and mode: every rule of every AuthorizationPolicy
+ * selecting it (ids `<name>/<direction>/<i>` as in the source), egress default-deny when one of
+ * them has an `egress` key, and its resolved peer authentication. The content depends only on the
+ * selected documents and the mode, so workloads that select the same policies get identical
+ * content and can share one resource.
+ */
+export function encodePolicySet(
+  set: CompiledPolicySet,
+  labels: Labels,
+  mode: EnforcementMode,
+): PolicySetContent {
+  const view = set.viewFor(labels);
+  const authorizations = view.documents
+    .filter((d): d is AuthorizationPolicy => d.kind === "AuthorizationPolicy")
+    .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  const ingress: RuleMessage[] = [];
+  const egress: RuleMessage[] = [];
+  for (const doc of authorizations) {
+    const name = doc.metadata.name;
+    (doc.spec.ingress ?? []).forEach((r, i) => ingress.push(ruleMessage(r, r.from, `${name}/ingress/${i}`)));
+    (doc.spec.egress ?? []).forEach((r, i) => egress.push(ruleMessage(r, r.to, `${name}/egress/${i}`)));
+  }
+  const pa = view.peerAuthentication;
+  const portLevel: Record<string, MtlsMode> = {};
+  for (const [port, m] of pa?.portLevel ?? []) portLevel[String(port)] = m;
+  return {
+    workload: "",
+    mode: mode === "observe" ? "OBSERVE" : "ENFORCE",
+    ingress,
+    egress,
+    egress_default_deny: view.egressRestricted,
+    peer_authentication: { mode: pa?.mode ?? "STRICT", port_level: portLevel },
+  };
+}
 
 export class PolicySetResourceError extends Error {
   constructor(
@@ -31,37 +182,29 @@ export class PolicySetResourceError extends Error {
   }
 }
 
-const OPERATORS = {
-  EQUALS: "Equals",
-  NOT_EQUALS: "NotEquals",
-  IN: "In",
-  EXISTS: "Exists",
-  ABSENT: "Absent",
-  PREFIX: "Prefix",
-} as const;
 const MTLS = z.enum(["STRICT", "PERMISSIVE", "DISABLE"]);
 const uint64 = z.union([z.string().regex(/^\d+$/), z.number().int().nonnegative()]).transform(Number);
 
-const selectorMessage = z.object({
+const selectorSchema = z.object({
   match_labels: z.record(z.string(), z.string()).default({}),
   match_expressions: z
     .array(
       z.object({
         key: z.string(),
-        operator: z.enum(Object.keys(OPERATORS) as [keyof typeof OPERATORS]),
+        operator: z.enum(Object.keys(OPERATOR_NAMES) as [LabelOperator]),
         values: z.array(z.string()).default([]),
       }),
     )
     .default([]),
 });
 
-const ruleMessage = z.object({
+const ruleSchema = z.object({
   id: z.string().min(1),
   action: z.enum(["ALLOW", "DENY", "LOG"]),
   peers: z
     .array(
       z.object({
-        selector: selectorMessage.nullable().optional(),
+        selector: selectorSchema.nullable().optional(),
         cidrs: z.array(z.string()).default([]),
         dns_names: z.array(z.string()).default([]),
       }),
@@ -81,12 +224,12 @@ const ruleMessage = z.object({
     .optional(),
 });
 
-const policySetMessage = z.object({
+const policySetSchema = z.object({
   name: z.string().min(1),
   workload: z.string().default(""),
   mode: z.enum(["ENFORCE", "OBSERVE"], { error: "enforcement mode must be ENFORCE or OBSERVE" }),
-  ingress: z.array(ruleMessage).default([]),
-  egress: z.array(ruleMessage).default([]),
+  ingress: z.array(ruleSchema).default([]),
+  egress: z.array(ruleSchema).default([]),
   egress_default_deny: z.boolean().default(false),
   peer_authentication: z
     .object({
@@ -98,8 +241,8 @@ const policySetMessage = z.object({
   generation: uint64.default(0),
 });
 
-type RuleMessage = z.infer<typeof ruleMessage>;
-type SelectorMessage = z.infer<typeof selectorMessage>;
+type DecodedRule = z.infer<typeof ruleSchema>;
+type DecodedSelector = z.infer<typeof selectorSchema>;
 
 export interface DecodedPolicySet {
   readonly name: string;
@@ -116,13 +259,13 @@ export const PEER_AUTHENTICATION_DOCUMENT = "sigil.peer-authentication";
 
 const RULE_ID = /^(.+)\/(ingress|egress)\/(\d+)$/;
 
-function selector(s: SelectorMessage): Record<string, unknown> {
+function selectorDocument(s: DecodedSelector): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (Object.keys(s.match_labels).length > 0 || s.match_expressions.length === 0)
     out.matchLabels = { ...s.match_labels };
   if (s.match_expressions.length > 0) {
     out.matchExpressions = s.match_expressions.map((e) => {
-      const operator = OPERATORS[e.operator];
+      const operator = OPERATOR_NAMES[e.operator];
       if (operator === "In") return { key: e.key, operator, values: e.values };
       if (operator === "Exists" || operator === "Absent") return { key: e.key, operator };
       return { key: e.key, operator, value: e.values[0] };
@@ -131,11 +274,11 @@ function selector(s: SelectorMessage): Record<string, unknown> {
   return out;
 }
 
-function ruleBody(rule: RuleMessage, direction: "ingress" | "egress"): Record<string, unknown> {
+function ruleDocument(rule: DecodedRule, direction: "ingress" | "egress"): Record<string, unknown> {
   const body: Record<string, unknown> = { action: rule.action.toLowerCase() };
   if (rule.peers.length > 0) {
     body[direction === "ingress" ? "from" : "to"] = rule.peers.map((p) => {
-      const entry: Record<string, unknown> = p.selector ? selector(p.selector) : {};
+      const entry: Record<string, unknown> = p.selector ? selectorDocument(p.selector) : {};
       if (p.cidrs.length > 0) entry.cidrs = p.cidrs;
       if (p.dns_names.length > 0) entry.dnsNames = p.dns_names;
       return entry;
@@ -167,7 +310,7 @@ export function decodePolicySet(message: unknown): DecodedPolicySet {
     typeof (message as { name?: unknown } | null)?.name === "string"
       ? (message as { name: string }).name
       : "(unnamed)";
-  const parsed = policySetMessage.safeParse(message);
+  const parsed = policySetSchema.safeParse(message);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new PolicySetResourceError(
@@ -198,7 +341,7 @@ export function decodePolicySet(message: unknown): DecodedPolicySet {
           `${direction}[${at}].id`,
           `rule ${rule.id} is out of order or leaves a gap (expected index ${list.length} of ${policy})`,
         );
-      list.push(ruleBody(rule, direction));
+      list.push(ruleDocument(rule, direction));
     });
   }
   const hasEgress = [...groups.values()].some((g) => g.egress !== undefined);

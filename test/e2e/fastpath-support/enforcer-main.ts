@@ -1,25 +1,27 @@
 /**
- * Stand-alone fast-path enforcer process, run inside the workload's network namespace: one worker
- * thread per NFQUEUE queue (workers.ts), rules installed after every queue is bound. Prints JSON
+ * The fast-path enforcer without the agent, for the fast-path suites and benchmarks that test the
+ * handshake itself: the agent's worker pool (sidecar/fastpath/workers.ts), port choice and rules,
+ * fed from files in a test namespace instead of from the control plane. Policy YAML is parsed here,
+ * as the control plane would, and the workers get the documents, as from the agent. Prints JSON
  * lines on stdout: `ready`, one `flow` per decision, and `stats` whenever a `stats` line arrives on
  * stdin. Exits on SIGTERM/SIGINT leaving the rules in place, so handshakes fail closed while it is
  * gone; a worker error ends the process too (its queue would otherwise stay unanswered).
  *
- *   tsx sidecar/fastpath/main.ts run <config.json>
- *   tsx sidecar/fastpath/main.ts remove-rules
+ *   tsx test/e2e/fastpath-support/enforcer-main.ts run <config.json>
+ *   tsx test/e2e/fastpath-support/enforcer-main.ts remove-rules
  */
 import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { Command } from "commander";
-import type { RevocationEntry } from "../../core/svid/revocation.ts";
 import { z } from "zod";
-import { loadFastPathConfig } from "./config.ts";
-import type { FastPathConfig } from "./config.ts";
-import { chooseInboundPaths, chooseOutboundPaths, fastPathPorts } from "./ports.ts";
-import { applyRules, removeRules } from "./rules.ts";
-import { buildState } from "./sources.ts";
-import type { EnforcerSources } from "./sources.ts";
-import { FastPathWorkers } from "./workers.ts";
+import type { RevocationEntry } from "../../../core/svid/revocation.ts";
+import { chooseInboundPaths, chooseOutboundPaths, fastPathPorts } from "../../../sidecar/fastpath/ports.ts";
+import { applyRules, removeRules } from "../../../sidecar/fastpath/rules.ts";
+import { buildState } from "../../../sidecar/fastpath/sources.ts";
+import type { EnforcerSources } from "../../../sidecar/fastpath/sources.ts";
+import { FastPathWorkers } from "../../../sidecar/fastpath/workers.ts";
+import { loadHarnessConfig, policyDocumentsOf } from "./enforcer-config.ts";
+import type { HarnessConfig } from "./enforcer-config.ts";
 
 function emit(event: string, body: object): void {
   process.stdout.write(`${JSON.stringify({ event, ...body })}\n`);
@@ -57,7 +59,7 @@ async function readRevocations(file: string): Promise<{ sequence: number; entrie
   return parsed.data;
 }
 
-async function readSources(c: FastPathConfig): Promise<EnforcerSources> {
+async function readSources(c: HarnessConfig): Promise<EnforcerSources> {
   const revocations = c.revocationsFile
     ? await readRevocations(c.revocationsFile)
     : { sequence: 0, entries: [] };
@@ -67,14 +69,13 @@ async function readSources(c: FastPathConfig): Promise<EnforcerSources> {
     trustDomain: c.trustDomain,
     bundleJson: await readFile(c.bundleFile, "utf8"),
     revocations,
-    policyYaml: await readFile(c.policyFile, "utf8"),
-    policyName: c.policyFile,
+    policyDocuments: policyDocumentsOf(await readFile(c.policyFile, "utf8"), c.policyFile),
     mode: c.mode,
   };
 }
 
 async function runEnforcer(configFile: string): Promise<void> {
-  const c = await loadFastPathConfig(configFile);
+  const c = await loadHarnessConfig(configFile);
   const sources = await readSources(c);
   // Built here too so bad input fails before any thread starts, and for the port choice.
   const state = buildState(sources);

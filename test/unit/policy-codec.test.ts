@@ -1,22 +1,21 @@
 /**
- * The agent reads a PolicySet back into policy documents: what the control plane translated from
- * YAML (controlplane/mesh/translate.ts), through the wire and back, must decide every request the
- * same way and name the same rule ids; a set it cannot read faithfully is refused with the field.
+ * The policy codec (core/policy/codec.ts) both ways: what the control plane encodes from YAML
+ * documents, through the wire and decoded by the agent, must decide every request the same way and
+ * name the same rule ids; a set it cannot read faithfully is refused with the field.
  */
 import { describe, expect, it } from "vitest";
-import { policySetContent } from "../../controlplane/mesh/translate.ts";
 import { policySetResource } from "../../controlplane/xds/sigil.ts";
-import type { PolicySetSpec } from "../../controlplane/xds/sigil.ts";
 import type { Labels } from "../../core/labels.ts";
 import {
   compilePolicySet,
+  decodePolicySet,
+  encodePolicySet,
   evaluate,
   formatPolicyError,
   parsePolicyDocuments,
   peerAuthenticationMode,
 } from "../../core/policy/index.ts";
-import type { AuthzRequest, CompiledPolicySet } from "../../core/policy/index.ts";
-import { decodePolicySet } from "../../sidecar/agent/policy-set.ts";
+import type { AuthzRequest, CompiledPolicySet, PolicySetMessage } from "../../core/policy/index.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
 import { POLICY_SET } from "../../xds/type-urls.ts";
 
@@ -75,7 +74,7 @@ function compiled(yaml: string): CompiledPolicySet {
   return compilePolicySet(r.documents.map((d) => d.document));
 }
 
-function wire(spec: PolicySetSpec): Record<string, unknown> {
+function wire(spec: PolicySetMessage): Record<string, unknown> {
   const resource = policySetResource(registry, spec);
   return registry.decode(POLICY_SET, resource.value).message;
 }
@@ -190,7 +189,7 @@ const requests: [string, Omit<AuthzRequest, "local" | "mode">][] = [
 
 describe("decodePolicySet", () => {
   const source = compiled(YAML);
-  const content = policySetContent(source, api, "enforce");
+  const content = encodePolicySet(source, api, "enforce");
   const decoded = decodePolicySet(wire({ ...content, name: "policy-x", generation: 7 }));
 
   it("keeps the enforcement mode, generation and documents of the policies selecting the workload", () => {
@@ -220,6 +219,18 @@ describe("decodePolicySet", () => {
     }
   });
 
+  it.each(requests)(
+    "decides %s the same in a worker given the decoded documents across a thread boundary",
+    (_name, request) => {
+      // What the agent hands its fast-path and L7 workers: the documents, compiled again there.
+      const inWorker = compilePolicySet(structuredClone(decoded.documents));
+      const full = { ...request, local: { labels: api }, mode: "enforce" } as AuthzRequest;
+      const want = evaluate(decoded.policies, full);
+      const got = evaluate(inWorker, full);
+      expect([got.verdict, got.policy, got.logged]).toEqual([want.verdict, want.policy, want.logged]);
+    },
+  );
+
   it("keeps peer authentication per port", () => {
     expect(peerAuthenticationMode(decoded.policies, api, 8080)).toBe("STRICT");
     expect(peerAuthenticationMode(decoded.policies, api, 9090)).toBe("PERMISSIVE");
@@ -231,7 +242,7 @@ kind: AuthorizationPolicy
 metadata: { name: lock }
 spec: { selector: {}, egress: [] }
 `);
-    const d = decodePolicySet(wire({ ...policySetContent(set, api, "observe"), name: "p", generation: 1 }));
+    const d = decodePolicySet(wire({ ...encodePolicySet(set, api, "observe"), name: "p", generation: 1 }));
     expect(d.mode).toBe("observe");
     const r = evaluate(d.policies, {
       direction: "egress",
@@ -243,8 +254,8 @@ spec: { selector: {}, egress: [] }
     expect(r.verdict).toBe("deny");
   });
 
-  const base: PolicySetSpec = { ...content, name: "bad", generation: 1 };
-  it.each<[string, PolicySetSpec, RegExp]>([
+  const base: PolicySetMessage = { ...content, name: "bad", generation: 1 };
+  it.each<[string, PolicySetMessage, RegExp]>([
     [
       "a rule id outside the language",
       { ...base, ingress: [{ id: "whatever", action: "ALLOW" }] },
