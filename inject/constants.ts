@@ -19,7 +19,7 @@ export const SIDECAR_PORTS: readonly number[] = [ADMIN_PORT, OUTBOUND_PORT, INBO
 
 /** Paths inside the sidecar image (scripts/build-image.sh). */
 export const IMAGE_NODE = "/usr/bin/node";
-export const IMAGE_ENTRY = "/opt/sigil/sigil.mjs";
+export const IMAGE_ENTRY = "/opt/sigil/app/sigil.mjs";
 
 export const BUNDLE_DIR = "/var/run/sigil/bundle";
 export const BUNDLE_FILE = "bundle.pem";
