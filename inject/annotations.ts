@@ -1,9 +1,11 @@
 import { isIPv4, isIPv6 } from "node:net";
-import { INJECT_KEY } from "./constants.ts";
+import { APP_PORTS_ANNOTATION, INJECT_KEY, INJECTED_ANNOTATION } from "./constants.ts";
 import { PodProblem } from "./errors.ts";
 
 /** What a pod's `sigil.io/*` annotations ask of the injection, validated. */
 export interface PodAnnotations {
+  /** `sigil.io/app-ports`, set by an earlier podman injection. */
+  readonly appPorts: readonly number[];
   /** `sigil.io/inject`: undefined when absent. */
   readonly inject: "enabled" | "disabled" | undefined;
   readonly excludeInboundPorts: readonly number[];
@@ -22,6 +24,8 @@ export const PORT_LIST_KEYS = {
 export const CIDR_LIST_KEY = "sigil.io/exclude-outbound-cidrs";
 
 const KNOWN = new Set<string>([INJECT_KEY, CIDR_LIST_KEY, ...Object.values(PORT_LIST_KEYS)]);
+/** Written by the injection itself. */
+const OWNED = new Set<string>([INJECTED_ANNOTATION, APP_PORTS_ANNOTATION]);
 
 const field = (key: string): string => `metadata.annotations["${key}"]`;
 
@@ -62,7 +66,7 @@ function cidrList(key: string, text: string): string[] {
 export function readAnnotations(annotations: Readonly<Record<string, string>> | undefined): PodAnnotations {
   const a = annotations ?? {};
   for (const key of Object.keys(a)) {
-    if (key.startsWith("sigil.io/") && !KNOWN.has(key) && key !== "sigil.io/injected")
+    if (key.startsWith("sigil.io/") && !KNOWN.has(key) && !OWNED.has(key))
       throw new PodProblem(field(key), `unknown Sigil annotation (known: ${[...KNOWN].sort().join(", ")})`);
     if (key.startsWith("sigil.io/") && typeof a[key] !== "string")
       throw new PodProblem(field(key), "must be a string");
@@ -76,6 +80,8 @@ export function readAnnotations(annotations: Readonly<Record<string, string>> | 
   };
   const result: PodAnnotations = {
     inject,
+    appPorts:
+      a[APP_PORTS_ANNOTATION] === undefined ? [] : portList(APP_PORTS_ANNOTATION, a[APP_PORTS_ANNOTATION]),
     excludeInboundPorts: ports("excludeInboundPorts"),
     excludeOutboundPorts: ports("excludeOutboundPorts"),
     excludeOutboundCidrs: a[CIDR_LIST_KEY] === undefined ? [] : cidrList(CIDR_LIST_KEY, a[CIDR_LIST_KEY]),

@@ -4,6 +4,11 @@ export const ANNOTATION_PREFIX = "sigil.io/";
 export const INJECT_KEY = "sigil.io/inject";
 /** Set on every injected pod: the version of the injection, so a reader can tell it was done. */
 export const INJECTED_ANNOTATION = "sigil.io/injected";
+/**
+ * Podman runtime: the application ports, kept here because the injection removes the containers'
+ * port declarations (podman 4 `kube play` publishes every declared containerPort on the host).
+ */
+export const APP_PORTS_ANNOTATION = "sigil.io/app-ports";
 
 export const INIT_CONTAINER = "sigil-init";
 export const SIDECAR_CONTAINER = "sigil-sidecar";

@@ -64,7 +64,6 @@ export function sidecarContainer(settings: InjectSettings, pod: PodFacts): Conta
     settings.runtime.kind === "kubernetes" ? "--service-account-token-file" : "--join-token-file";
   const env: EnvVar[] = [
     { name: "SIGIL_POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
-    { name: "SIGIL_POD_NAMESPACE", valueFrom: { fieldRef: { fieldPath: "metadata.namespace" } } },
     // V8's young generation otherwise grows to 32 MB and its scavenges pause the data path.
     { name: "NODE_OPTIONS", value: "--max-semi-space-size=1" },
   ];
@@ -91,7 +90,6 @@ export function sidecarContainer(settings: InjectSettings, pod: PodFacts): Conta
       `--log-level=${settings.logLevel}`,
     ],
     env,
-    ports: [{ name: "sigil-inbound", containerPort: INBOUND_PORT, protocol: "TCP" }],
     readinessProbe: {
       exec: { command: [IMAGE_NODE, IMAGE_ENTRY, "ready", `--admin-port=${ADMIN_PORT}`] },
       periodSeconds: 5,

@@ -1,6 +1,7 @@
 import type { Container, PodSpec, PodTemplateSpec } from "kubernetes-types/core/v1.js";
 import { readAnnotations } from "./annotations.ts";
 import {
+  APP_PORTS_ANNOTATION,
   INBOUND_PORT,
   INIT_CONTAINER,
   INJECTED_ANNOTATION,
@@ -72,9 +73,9 @@ function checkCollisions(template: PodTemplateSpec, appContainers: readonly Cont
   });
 }
 
-/** TCP ports the application containers declare: the sidecar protects these inbound. */
-function appPortsOf(containers: readonly Container[]): number[] {
-  const ports = new Set<number>();
+/** TCP ports the application containers declare (and an earlier podman injection kept): the sidecar protects these inbound. */
+function appPortsOf(containers: readonly Container[], kept: readonly number[]): number[] {
+  const ports = new Set<number>(kept);
   for (const c of containers)
     for (const p of c.ports ?? []) if ((p.protocol ?? "TCP") === "TCP") ports.add(p.containerPort);
   return [...ports].sort((a, b) => a - b);
@@ -110,16 +111,21 @@ export function injectPodTemplate(
       "metadata.name",
       "outside Kubernetes each pod needs its own one-time join token: inject named Pods, not templates",
     );
-  const facts = { podName: context.podName, appPorts: appPortsOf(appContainers), annotations };
-  const podmanInit: Record<string, string> =
-    settings.runtime.kind === "podman" ? { [PODMAN_INIT_ANNOTATION]: "always" } : {};
+  const appPorts = appPortsOf(appContainers, annotations.appPorts);
+  const facts = { podName: context.podName, appPorts, annotations };
+  const podman = settings.runtime.kind === "podman";
+  const podmanAnnotations: Record<string, string> = podman
+    ? { [PODMAN_INIT_ANNOTATION]: "always", [APP_PORTS_ANNOTATION]: appPorts.join(",") }
+    : {};
+  // Podman 4 publishes every declared containerPort on the host: the ports move to the annotation.
+  const containers = podman ? appContainers.map(({ ports: _ports, ...c }) => c) : appContainers;
   return {
     ...template,
     metadata: {
       ...template.metadata,
       annotations: {
         ...template.metadata?.annotations,
-        ...podmanInit,
+        ...podmanAnnotations,
         [INJECTED_ANNOTATION]: SIGIL_VERSION,
       },
     },
@@ -129,7 +135,7 @@ export function injectPodTemplate(
         initContainer(settings, facts),
         ...(spec.initContainers ?? []).filter((c) => !OWN_CONTAINERS.has(c.name)),
       ],
-      containers: [sidecarContainer(settings, facts), ...appContainers],
+      containers: [sidecarContainer(settings, facts), ...containers],
       volumes: [
         ...(spec.volumes ?? []).filter((v) => !OWN_VOLUMES.has(v.name)),
         ...sidecarVolumes(settings, context.podName),

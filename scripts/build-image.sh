@@ -76,6 +76,12 @@ mkdir -p "$app/$xds_pkg"
 cp "$xds_pkg/package.json" "$app/$xds_pkg/"
 (cd "$xds_pkg" && find deps -name '*.proto' -exec cp --parents {} "$OLDPWD/$app/$xds_pkg/" \;)
 
+# protobufjs reads the well-known types' JSON descriptors at run time.
+pb_pkg=node_modules/protobufjs
+mkdir -p "$app/$pb_pkg"
+cp "$pb_pkg/package.json" "$app/$pb_pkg/"
+(cd "$pb_pkg" && find google -name '*.json' -exec cp --parents {} "$OLDPWD/$app/$pb_pkg/" \;)
+
 cat >"$root/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/:/usr/sbin/nologin
 sigil:x:1337:1337:Sigil sidecar:/nonexistent:/usr/sbin/nologin

@@ -204,6 +204,11 @@ describe("sigil inject: every supported kind", () => {
     expect(container(out.spec, "sigil-sidecar").args).toContain(
       "--join-token-file=/var/run/sigil/token/token",
     );
+    // podman 4 would publish declared ports on the host: they move to an annotation the sidecar reads.
+    expect(container(out.spec, "app").ports).toBeUndefined();
+    expect(out.metadata.annotations["sigil.io/app-ports"]).toBe("8080,9090");
+    expect(container(out.spec, "sigil-sidecar").args).toContain("--app-port=8080,9090");
+    expect(inject(out, podman)).toEqual(out);
   });
 
   it("sigil.io/inject: disabled leaves the object as it is; pod-less kinds pass through", () => {
