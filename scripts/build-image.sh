@@ -68,19 +68,19 @@ npx esbuild inject/image/entry.ts --bundle --platform=node --format=esm --target
   --banner:js="import { createRequire as __sigilRequire } from 'node:module'; const require = __sigilRequire(import.meta.url);"
 # Protocol definitions read at run time: Sigil's own (next to the bundle, and where xds/ looks for
 # them) and the xDS ones shipped by @grpc/grpc-js-xds (only its .proto files and package.json).
-(cd core/proto && find sigil -name '*.proto' -exec cp --parents {} "$app/" \;)
+(cd core/proto && find sigil -name '*.proto' -exec cp --parents -t "$app/" {} +)
 mkdir -p "$root/opt/sigil/core/proto"
-(cd core/proto && find sigil -name '*.proto' -exec cp --parents {} "$root/opt/sigil/core/proto/" \;)
+(cd core/proto && find sigil -name '*.proto' -exec cp --parents -t "$root/opt/sigil/core/proto/" {} +)
 xds_pkg=node_modules/@grpc/grpc-js-xds
 mkdir -p "$app/$xds_pkg"
 cp "$xds_pkg/package.json" "$app/$xds_pkg/"
-(cd "$xds_pkg" && find deps -name '*.proto' -exec cp --parents {} "$OLDPWD/$app/$xds_pkg/" \;)
+(cd "$xds_pkg" && find deps -name '*.proto' -exec cp --parents -t "$app/$xds_pkg/" {} +)
 
 # protobufjs reads the well-known types' JSON descriptors at run time.
 pb_pkg=node_modules/protobufjs
 mkdir -p "$app/$pb_pkg"
 cp "$pb_pkg/package.json" "$app/$pb_pkg/"
-(cd "$pb_pkg" && find google -name '*.json' -exec cp --parents {} "$OLDPWD/$app/$pb_pkg/" \;)
+(cd "$pb_pkg" && find google -name '*.json' -exec cp --parents -t "$app/$pb_pkg/" {} +)
 
 cat >"$root/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/:/usr/sbin/nologin
