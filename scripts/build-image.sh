@@ -63,7 +63,7 @@ for ext in "$xtables_dir"/*.so; do put_libs "$ext"; done
 cp "$addon" "$app/build/Release/"
 put_libs "$addon"
 
-npx esbuild inject/image/entry.ts --bundle --platform=node --format=esm --target=node20 \
+npx esbuild cmd/sigil-pod/main.ts --bundle --platform=node --format=esm --target=node20 \
   --outfile="$app/sigil.mjs" --log-level=warning \
   --banner:js="import { createRequire as __sigilRequire } from 'node:module'; const require = __sigilRequire(import.meta.url);"
 # Protocol definitions read at run time: Sigil's own (next to the bundle, and where xds/ looks for

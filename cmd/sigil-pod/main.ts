@@ -1,11 +1,11 @@
 /**
- * The command inside the sidecar image (`/opt/sigil/sigil.mjs`, bundled by scripts/build-image.sh):
+ * The command inside the sidecar image (`/opt/sigil/app/sigil.mjs`, bundled by scripts/build-image.sh):
  * only what an injected pod runs — `init` (capture), `sidecar` and `ready` (its probe).
  */
 import { Command, CommanderError } from "commander";
-import { register as registerReady } from "../../controlplane/cli/commands/ready.ts";
-import { register as registerSidecar } from "../../controlplane/cli/commands/sidecar.ts";
-import { registerInitCommand } from "../../sidecar/capture/init.ts";
+import { registerInitCommand } from "../sigil/commands/init.ts";
+import { register as registerReady } from "../sigil/commands/ready.ts";
+import { register as registerSidecar } from "../sigil/commands/sidecar.ts";
 
 const program = new Command("sigil").description("Sigil's in-pod commands").exitOverride();
 registerInitCommand(program);
