@@ -1,7 +1,10 @@
 import { existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
+import { readKubernetesAttestorConfig } from "../../controlplane/attestation/kubernetes.ts";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
+import { startInjectionWebhook } from "../../inject/webhook/control-plane.ts";
+import { readWebhookConfig } from "../../inject/webhook/config.ts";
 
 function port(value: string): number {
   const n = Number(value);
@@ -64,6 +67,14 @@ const program = new Command("sigil-controlplane")
       .choices(["evidence", "first-claim"])
       .default("evidence"),
   )
+  .option(
+    "--kubernetes-attestation <file>",
+    "accept projected service-account tokens: YAML { issuer, audiences, jwksFile } of the cluster's issuer",
+  )
+  .option(
+    "--webhook <file>",
+    "serve the sidecar injection webhook over HTTPS: YAML { host, port, dnsNames, inject: {...} }",
+  )
   .option("--log-level <level>", "log level (stderr)", "info")
   .parse();
 
@@ -83,6 +94,8 @@ const opts = program.opts<{
   httpKeyFile?: string;
   serverName: string[];
   addressClaims: "evidence" | "first-claim";
+  kubernetesAttestation?: string;
+  webhook?: string;
   logLevel: string;
 }>();
 
@@ -115,20 +128,30 @@ try {
     http: { host: opts.httpHost, port: opts.httpPort, tokenFile: opts.httpTokenFile, tls: httpTls() },
     serverNames: opts.serverName,
     addressClaims: opts.addressClaims,
+    kubernetes: opts.kubernetesAttestation
+      ? await readKubernetesAttestorConfig(opts.kubernetesAttestation)
+      : undefined,
     log,
   });
+  const webhookConfig = opts.webhook ? await readWebhookConfig(opts.webhook, cp.trustDomain) : undefined;
+  const webhook = webhookConfig
+    ? await startInjectionWebhook({ ca: cp.identity.ca, ...webhookConfig, log })
+    : undefined;
   log.info({ policyDir: policyDir ?? null, trustDomain: cp.trustDomain }, "control plane started");
   process.stdout.write(
     `sigil control plane ready grpc=${hostPort(opts.grpcHost, cp.grpc.port)} ` +
       `http=${hostPort(opts.httpHost, cp.httpPort)} bundle=${cp.bundlePath}\n` +
-      `web UI ${cp.httpTls ? "https" : "http"}://${hostPort(opts.httpHost, cp.httpPort)}/ (sign in with the token in ${cp.httpAuth.tokenFile})\n`,
+      `web UI ${cp.httpTls ? "https" : "http"}://${hostPort(opts.httpHost, cp.httpPort)}/ (sign in with the token in ${cp.httpAuth.tokenFile})\n` +
+      (webhook && webhookConfig
+        ? `injection webhook https://${hostPort(webhookConfig.host, webhook.port)}/inject\n`
+        : ""),
   );
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "stopping");
-    cp.close().then(
+    Promise.all([webhook?.close(), cp.close()]).then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, "error while stopping");

@@ -25,6 +25,7 @@ import {
   SvidCertificateProvider,
   svidChannelCredentials,
 } from "./control-plane-tls.ts";
+import { bootstrapProofSource } from "./bootstrap-proof.ts";
 import type { AgentFastPath } from "./fast-path.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
 import { FlowRelay } from "./flow-relay.ts";
@@ -71,19 +72,6 @@ export interface AgentRuntime {
   readonly originalDestination?: (socket: Socket) => { address: string; port: number };
   /** Gives up waiting for the first SVID and policy set after this long (default: wait for ever). */
   readonly startTimeoutMs?: number;
-}
-
-async function readToken(o: AgentOptions): Promise<string> {
-  if (o.joinToken) return o.joinToken;
-  const file = o.joinTokenFile as string;
-  try {
-    const token = (await readFile(file, "utf8")).trim();
-    if (!token) throw new AgentError(`join token file ${file} is empty`);
-    return token;
-  } catch (err) {
-    if (err instanceof AgentError) throw err;
-    throw new AgentError(`cannot read join token file ${file}: ${(err as Error).message}`);
-  }
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number | undefined, what: string): Promise<T> {
@@ -144,7 +132,12 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
   }
   if (!caPem.includes("-----BEGIN CERTIFICATE-----"))
     throw new AgentError(`${o.controlPlaneCa} holds no PEM certificate`);
-  const token = await readToken(o);
+  let bootstrapProof: () => Promise<BootstrapProof>;
+  try {
+    bootstrapProof = await bootstrapProofSource(o);
+  } catch (err) {
+    throw new AgentError((err as Error).message);
+  }
   const check = controlPlaneIdentityCheck(o.trustDomain);
 
   const identityClient = new IdentityClient({
@@ -155,7 +148,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
   const rotation = new RotationManager({
     client: identityClient,
     trustDomain: o.trustDomain,
-    bootstrapProof: (): Promise<BootstrapProof> => Promise.resolve({ joinToken: token }),
+    bootstrapProof,
     facts: async () => ({
       ...(o.workloadPid !== undefined ? { process: await collectProcessFacts(o.workloadPid) } : {}),
       ...(o.metadataFile !== undefined ? { metadata: await readMetadataFile(o.metadataFile) } : {}),

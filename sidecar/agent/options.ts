@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { availableParallelism } from "node:os";
+import { availableParallelism, networkInterfaces } from "node:os";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
@@ -35,12 +35,22 @@ export const outboundTarget = z.string().transform((value, ctx) => {
   };
 });
 
+/** `--advertise-address auto`: this host's (or pod's) own addresses, loopback and link-local left out. */
+function interfaceAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flat()
+    .filter((i) => i !== undefined && !i.internal && !i.address.toLowerCase().startsWith("fe80:"))
+    .map((i) => (i as { address: string }).address);
+}
+
 export const agentOptionsSchema = z
   .object({
     controlPlane: hostPort,
     controlPlaneCa: z.string().min(1),
     joinToken: z.string().min(1).optional(),
     joinTokenFile: z.string().min(1).optional(),
+    /** A projected Kubernetes service-account token (Kubernetes attestation), read at every bootstrap. */
+    serviceAccountTokenFile: z.string().min(1).optional(),
     trustDomain: z
       .string()
       .regex(/^[a-z0-9._-]+$/, { error: "not a trust domain" })
@@ -52,7 +62,10 @@ export const agentOptionsSchema = z
     metadataFile: z.string().min(1).optional(),
     appPort: z.array(appPort).default([]),
     /** Addresses the workload is reachable at, published in the peer directory. */
-    advertiseAddress: z.array(z.string().min(1)).default([]),
+    advertiseAddress: z
+      .array(z.string().min(1))
+      .default([])
+      .transform((list) => list.flatMap((a) => (a === "auto" ? interfaceAddresses() : [a]))),
     mode: z.enum(["captured", "explicit"]).default("captured"),
     inboundHost: z.string().min(1).default("0.0.0.0"),
     inboundPort: port.default(15006),
@@ -86,10 +99,11 @@ export const agentOptionsSchema = z
   })
   .strict()
   .superRefine((o, ctx) => {
-    if ((o.joinToken === undefined) === (o.joinTokenFile === undefined))
+    const proofs = [o.joinToken, o.joinTokenFile, o.serviceAccountTokenFile].filter((p) => p !== undefined);
+    if (proofs.length !== 1)
       ctx.addIssue({
         code: "custom",
-        message: "give exactly one of joinToken / joinTokenFile",
+        message: "give exactly one of joinToken / joinTokenFile / serviceAccountTokenFile",
         path: ["joinToken"],
       });
     if (o.mode === "captured" && o.outbound.length > 0)

@@ -21,4 +21,23 @@ describe("sidecar agent options", () => {
       AgentOptionsError,
     );
   });
+
+  it("takes exactly one identity proof: a join token, its file, or a service-account token file", () => {
+    const { joinToken: _, ...noProof } = BASE;
+    expect(
+      parseAgentOptions({ ...noProof, serviceAccountTokenFile: "/var/run/sigil/token/token" })
+        .serviceAccountTokenFile,
+    ).toBe("/var/run/sigil/token/token");
+    expect(() => parseAgentOptions(noProof)).toThrow(/exactly one of joinToken/);
+    expect(() => parseAgentOptions({ ...BASE, serviceAccountTokenFile: "/t" })).toThrow(
+      /exactly one of joinToken/,
+    );
+  });
+
+  it("--advertise-address auto stands for this host's own addresses, loopback left out", () => {
+    const { advertiseAddress } = parseAgentOptions({ ...BASE, advertiseAddress: ["auto", "198.18.9.9"] });
+    expect(advertiseAddress.at(-1)).toBe("198.18.9.9");
+    expect(advertiseAddress).not.toContain("127.0.0.1");
+    expect(advertiseAddress).not.toContain("auto");
+  });
 });

@@ -5,11 +5,11 @@ import { describe, expect, it } from "vitest";
 /**
  * The repository's layering, read from the import statements themselves: folders import in one
  * direction only, and each top-level folder only from those below it (core < xds < controlplane,
- * sidecar < cmd). Type-only imports count: a reader walks them just the same.
+ * sidecar < inject < cmd). Type-only imports count: a reader walks them just the same.
  */
 
 const ROOT = normalize(join(import.meta.dirname, "../.."));
-const LAYERED = ["core", "xds", "controlplane", "sidecar", "cmd"] as const;
+const LAYERED = ["core", "xds", "controlplane", "sidecar", "inject", "cmd"] as const;
 
 /** What each top-level folder may import besides itself. */
 const MAY_IMPORT: Record<(typeof LAYERED)[number], readonly string[]> = {
@@ -17,7 +17,8 @@ const MAY_IMPORT: Record<(typeof LAYERED)[number], readonly string[]> = {
   xds: ["core"],
   controlplane: ["core", "xds"],
   sidecar: ["core", "xds", "native"],
-  cmd: ["core", "xds", "controlplane", "sidecar", "native"],
+  inject: ["core", "controlplane"],
+  cmd: ["core", "xds", "controlplane", "sidecar", "inject", "native"],
 };
 
 const IMPORT =

@@ -38,6 +38,7 @@ interface Flags {
   controlPlaneCa?: string;
   joinToken?: string;
   joinTokenFile?: string;
+  serviceAccountTokenFile?: string;
   trustDomain?: string;
   workloadName?: string;
   workloadPid?: number;
@@ -74,6 +75,10 @@ export function register(program: Command): void {
     .option("--control-plane-ca <bundle.pem>", "roots the control plane's certificate must chain to")
     .option("--join-token <token>", "one-time join token for the first SVID")
     .option("--join-token-file <file>", "file holding the join token")
+    .option(
+      "--service-account-token-file <file>",
+      "projected Kubernetes service-account token (Kubernetes attestation), re-read at every bootstrap",
+    )
     .option("--trust-domain <td>", "trust domain of the mesh (default sigil.local)")
     .option("--workload-name <name>", "the workload's name (node id cluster, directory registration)")
     .option(
@@ -92,7 +97,7 @@ export function register(program: Command): void {
     )
     .option(
       "--advertise-address <ip...>",
-      "addresses the workload is reachable at (repeat or comma-separate)",
+      "addresses the workload is reachable at (repeat or comma-separate; auto = this host's own)",
       collect,
     )
     .option("--mode <mode>", "captured (iptables set up by `sigil init`) or explicit")
@@ -148,6 +153,7 @@ export function register(program: Command): void {
         controlPlaneCa: flags.controlPlaneCa,
         joinToken: flags.joinToken,
         joinTokenFile: flags.joinTokenFile,
+        serviceAccountTokenFile: flags.serviceAccountTokenFile,
         trustDomain: flags.trustDomain,
         workloadName: flags.workloadName,
         workloadPid: flags.workloadPid,
@@ -172,9 +178,11 @@ export function register(program: Command): void {
       };
       const merged: Record<string, unknown> = { ...file };
       for (const [k, v] of Object.entries(fromFlags)) if (v !== undefined) merged[k] = v;
-      // A token given on the command line replaces a token file named in the config, and vice versa.
-      if (flags.joinToken !== undefined) delete merged.joinTokenFile;
-      if (flags.joinTokenFile !== undefined) delete merged.joinToken;
+      // A proof given on the command line replaces any other named in the config.
+      for (const key of ["joinToken", "joinTokenFile", "serviceAccountTokenFile"] as const)
+        if (flags[key] !== undefined)
+          for (const other of ["joinToken", "joinTokenFile", "serviceAccountTokenFile"])
+            if (other !== key) delete merged[other];
       const options = parseAgentOptions(merged, flags.config ?? "sigil sidecar");
       const log = pino({ name: "sigil-sidecar", level: options.logLevel }, pino.destination(2));
 

@@ -1,0 +1,98 @@
+import { isIPv4, isIPv6 } from "node:net";
+import { APP_PORTS_ANNOTATION, INJECT_KEY, INJECTED_ANNOTATION } from "./constants.ts";
+import { PodProblem } from "./errors.ts";
+
+/** What a pod's `sigil.io/*` annotations ask of the injection, validated. */
+export interface PodAnnotations {
+  /** `sigil.io/app-ports`, set by an earlier podman injection. */
+  readonly appPorts: readonly number[];
+  /** `sigil.io/inject`: undefined when absent. */
+  readonly inject: "enabled" | "disabled" | undefined;
+  readonly excludeInboundPorts: readonly number[];
+  readonly excludeOutboundPorts: readonly number[];
+  readonly excludeOutboundCidrs: readonly string[];
+  readonly httpPorts: readonly number[];
+  readonly fastPathPorts: readonly number[];
+}
+
+export const PORT_LIST_KEYS = {
+  excludeInboundPorts: "sigil.io/exclude-inbound-ports",
+  excludeOutboundPorts: "sigil.io/exclude-outbound-ports",
+  httpPorts: "sigil.io/http-ports",
+  fastPathPorts: "sigil.io/fast-path-ports",
+} as const;
+export const CIDR_LIST_KEY = "sigil.io/exclude-outbound-cidrs";
+
+const KNOWN = new Set<string>([INJECT_KEY, CIDR_LIST_KEY, ...Object.values(PORT_LIST_KEYS)]);
+/** Written by the injection itself. */
+const OWNED = new Set<string>([INJECTED_ANNOTATION, APP_PORTS_ANNOTATION]);
+
+const field = (key: string): string => `metadata.annotations["${key}"]`;
+
+function items(text: string): string[] {
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+function portList(key: string, text: string): number[] {
+  const ports: number[] = [];
+  for (const item of items(text)) {
+    const n = Number(item);
+    if (!/^\d{1,5}$/.test(item) || n < 1 || n > 65535)
+      throw new PodProblem(field(key), `"${item}" is not a port (1-65535) in the list "${text}"`);
+    if (ports.includes(n)) throw new PodProblem(field(key), `port ${n} is listed twice`);
+    ports.push(n);
+  }
+  return ports;
+}
+
+function cidrList(key: string, text: string): string[] {
+  return items(text).map((item) => {
+    const [address = "", prefix, extra] = item.split("/");
+    const max = isIPv4(address) ? 32 : isIPv6(address) ? 128 : 0;
+    const bits = Number(prefix);
+    if (max === 0 || extra !== undefined || !/^\d{1,3}$/.test(prefix ?? "") || bits > max)
+      throw new PodProblem(field(key), `"${item}" is not a CIDR (address/prefix) in the list "${text}"`);
+    return item;
+  });
+}
+
+/**
+ * Reads the pod template's annotations. An unknown `sigil.io/` key is refused, since a misspelled
+ * exclusion silently ignored would capture (or expose) traffic the user meant otherwise.
+ */
+export function readAnnotations(annotations: Readonly<Record<string, string>> | undefined): PodAnnotations {
+  const a = annotations ?? {};
+  for (const key of Object.keys(a)) {
+    if (key.startsWith("sigil.io/") && !KNOWN.has(key) && !OWNED.has(key))
+      throw new PodProblem(field(key), `unknown Sigil annotation (known: ${[...KNOWN].sort().join(", ")})`);
+    if (key.startsWith("sigil.io/") && typeof a[key] !== "string")
+      throw new PodProblem(field(key), "must be a string");
+  }
+  const inject = a[INJECT_KEY];
+  if (inject !== undefined && inject !== "enabled" && inject !== "disabled")
+    throw new PodProblem(field(INJECT_KEY), `"${inject}" is neither "enabled" nor "disabled"`);
+  const ports = (k: keyof typeof PORT_LIST_KEYS): number[] => {
+    const key = PORT_LIST_KEYS[k];
+    return a[key] === undefined ? [] : portList(key, a[key]);
+  };
+  const result: PodAnnotations = {
+    inject,
+    appPorts:
+      a[APP_PORTS_ANNOTATION] === undefined ? [] : portList(APP_PORTS_ANNOTATION, a[APP_PORTS_ANNOTATION]),
+    excludeInboundPorts: ports("excludeInboundPorts"),
+    excludeOutboundPorts: ports("excludeOutboundPorts"),
+    excludeOutboundCidrs: a[CIDR_LIST_KEY] === undefined ? [] : cidrList(CIDR_LIST_KEY, a[CIDR_LIST_KEY]),
+    httpPorts: ports("httpPorts"),
+    fastPathPorts: ports("fastPathPorts"),
+  };
+  const both = result.httpPorts.filter((p) => result.fastPathPorts.includes(p));
+  if (both.length > 0)
+    throw new PodProblem(
+      field(PORT_LIST_KEYS.fastPathPorts),
+      `port ${both.join(", ")} is also in ${PORT_LIST_KEYS.httpPorts}: a fast-path port is never parsed as HTTP, choose one`,
+    );
+  return result;
+}

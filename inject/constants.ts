@@ -1,0 +1,35 @@
+/** Names and numbers the injected pod and the sidecar image agree on. */
+
+export const ANNOTATION_PREFIX = "sigil.io/";
+export const INJECT_KEY = "sigil.io/inject";
+/** Set on every injected pod: the version of the injection, so a reader can tell it was done. */
+export const INJECTED_ANNOTATION = "sigil.io/injected";
+/**
+ * Podman runtime: the application ports, kept here because the injection removes the containers'
+ * port declarations (podman 4 `kube play` publishes every declared containerPort on the host).
+ */
+export const APP_PORTS_ANNOTATION = "sigil.io/app-ports";
+
+export const INIT_CONTAINER = "sigil-init";
+export const SIDECAR_CONTAINER = "sigil-sidecar";
+/** Volumes the injection owns: re-injection replaces them, an application may not use these names. */
+export const VOLUME_PREFIX = "sigil-";
+
+/** The uid (and gid) the sidecar runs as; capture exempts exactly this uid's sockets. */
+export const SIDECAR_UID = 1337;
+export const INBOUND_PORT = 15006;
+export const OUTBOUND_PORT = 15001;
+export const ADMIN_PORT = 15000;
+export const SIDECAR_PORTS: readonly number[] = [ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT];
+
+/** Paths inside the sidecar image (scripts/build-image.sh). */
+export const IMAGE_NODE = "/usr/bin/node";
+export const IMAGE_ENTRY = "/opt/sigil/app/sigil.mjs";
+
+export const BUNDLE_DIR = "/var/run/sigil/bundle";
+export const BUNDLE_FILE = "bundle.pem";
+export const TOKEN_DIR = "/var/run/sigil/token";
+export const TOKEN_FILE = "token";
+
+/** Podman runs an init container on every start only with this pod annotation (the default "once" type is not removed cleanly). */
+export const PODMAN_INIT_ANNOTATION = "io.podman.annotations.init.container.type";
