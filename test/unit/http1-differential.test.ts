@@ -103,6 +103,8 @@ const AGREE: Record<string, string> = {
   "lower-case method": `get /x HTTP/1.1\r\n${H}\r\n${NEXT}`,
   "absolute-form target": `GET http://a.test/x HTTP/1.1\r\n${H}\r\n${NEXT}`,
   "absolute-form naming another host": `GET http://b.test/admin HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "target without a leading slash": `GET a.test/x?q=1 HTTP/1.1\r\n${H}\r\n${NEXT}`,
+  "target with a scheme but no //": `GET http:/x HTTP/1.1\r\n${H}\r\n${NEXT}`,
   "asterisk-form OPTIONS": `OPTIONS * HTTP/1.1\r\n${H}\r\n${NEXT}`,
   "asterisk-form GET": `GET * HTTP/1.1\r\n${H}\r\n${NEXT}`,
   "target with a fragment": `GET /x#frag HTTP/1.1\r\n${H}\r\n${NEXT}`,
