@@ -19,6 +19,8 @@ export interface EnforcerOptions {
   readonly failOpen?: boolean;
   readonly revocationsFile?: string;
   readonly mode?: "enforce" | "observe";
+  /** How far a token's timestamp may be from the enforcer's clock (the config's default: 10 s). */
+  readonly windowMs?: number;
 }
 
 export class EnforcerProcess {
@@ -47,6 +49,7 @@ export class EnforcerProcess {
         queueCount: o.queueCount ?? 2,
         failOpen: o.failOpen ?? false,
         ...(o.revocationsFile ? { revocationsFile: o.revocationsFile } : {}),
+        ...(o.windowMs === undefined ? {} : { windowMs: o.windowMs }),
       }),
     );
     const child = ns.spawn([

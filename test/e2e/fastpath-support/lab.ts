@@ -77,6 +77,8 @@ export interface EnforcerPairOptions {
   readonly queueFirst?: { readonly server: number; readonly client: number };
   readonly queueCount?: number;
   readonly revocationsFile?: string;
+  /** The server enforcer's token time window (EnforcerOptions.windowMs). */
+  readonly serverWindowMs?: number;
   /** Identities to run with; by default ones issued now for app=web and app=db. */
   readonly identities?: { readonly web: IdentityFiles; readonly db: IdentityFiles };
 }
@@ -104,6 +106,7 @@ export async function startEnforcerPair(
     queueFirst: o.queueFirst?.server ?? 10,
     queueCount: o.queueCount,
     revocationsFile: o.revocationsFile,
+    windowMs: o.serverWindowMs,
   });
   const clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
     identity: identities.web,
