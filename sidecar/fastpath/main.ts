@@ -15,6 +15,7 @@ import type { RevocationEntry } from "../../core/svid/revocation.ts";
 import { z } from "zod";
 import { loadFastPathConfig } from "./config.ts";
 import type { FastPathConfig } from "./config.ts";
+import { readKernelQueues } from "./kernel-queues.ts";
 import { chooseInboundPaths, chooseOutboundPaths, fastPathPorts } from "./ports.ts";
 import { applyRules, removeRules } from "./rules.ts";
 import { buildState } from "./sources.ts";
@@ -93,6 +94,7 @@ async function runEnforcer(configFile: string): Promise<void> {
       exid: c.exid,
       windowMs: c.windowMs,
       maxTokenBytes: c.maxTokenBytes,
+      queueLength: c.queueLength,
     },
     sources,
     (flow) => emit("flow", { flow }),
@@ -107,14 +109,25 @@ async function runEnforcer(configFile: string): Promise<void> {
       failOpen: c.failOpen,
     });
   }
+  if (c.failOpen) {
+    process.stderr.write(
+      "sigil-fastpath: WARNING: fail-open (--queue-bypass): while no enforcer is bound, new connections " +
+        "to the fast-path ports pass unchecked; a full queue still drops\n",
+    );
+  }
+  const queues = (await workers.stats()).queues.map((q) => q.queue);
   emit("ready", {
     pid: process.pid,
+    failOpen: c.failOpen,
     spiffeId: state.local.identity.spiffeId,
-    queues: (await workers.stats()).queues.map((q) => q.queue),
+    queues,
     ports: { inbound, outbound },
   });
   createInterface({ input: process.stdin }).on("line", (line) => {
-    if (line.trim() === "stats") void workers.stats().then((stats) => emit("stats", { stats }));
+    if (line.trim() !== "stats") return;
+    void Promise.all([workers.stats(), readKernelQueues(queues)]).then(([stats, kernel]) =>
+      emit("stats", { stats, kernelQueues: kernel, failOpen: c.failOpen }),
+    );
   });
   const shutdown = (): void => {
     void workers.stop().finally(() => process.exit(0));
