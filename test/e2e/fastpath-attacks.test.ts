@@ -24,7 +24,7 @@ const WARM_CONNECTIONS = 6;
 
 const POLICY = webToDbPolicy([HTTP, ECHO]);
 /**
- * The server enforcer's token window, the longest the config allows: a token captured in beforeAll
+ * The enforcers' token window, the longest the config allows: a token captured in beforeAll
  * stays inside it for the whole suite however slow the machine, so a test that expects one refusal
  * (bad-signature, replayed) cannot see "expired" instead. Tokens meant to be out of time are placed
  * a minute beyond it.
@@ -74,7 +74,7 @@ describe.sequential("fast path under attack: crafted and replayed handshake pack
       policyFile,
       ports: [HTTP, ECHO],
       revocationsFile: revocations,
-      serverWindowMs: WINDOW_MS,
+      windowMs: WINDOW_MS,
       identities: { web, db },
     }));
 

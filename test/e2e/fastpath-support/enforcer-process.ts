@@ -4,6 +4,7 @@
  */
 import type { FlowRecord } from "../../../core/flow.ts";
 import type { EnforcerStats } from "../../../sidecar/fastpath/enforcer.ts";
+import type { KernelQueueCounters } from "../../../sidecar/fastpath/kernel-queues.ts";
 import type { Netns } from "../../support/netns.ts";
 import { OutputLines, REPO_ROOT, jsonLine } from "./process-output.ts";
 import type { TestPki, IdentityFiles } from "./pki.ts";
@@ -21,6 +22,14 @@ export interface EnforcerOptions {
   readonly mode?: "enforce" | "observe";
   /** How far a token's timestamp may be from the enforcer's clock (the config's default: 10 s). */
   readonly windowMs?: number;
+  /** Handshake packets each queue holds before the kernel drops more (the config's default: 4096). */
+  readonly queueLength?: number;
+}
+
+export interface StatsLine {
+  readonly stats: EnforcerStats;
+  readonly kernelQueues: readonly KernelQueueCounters[];
+  readonly failOpen: boolean;
 }
 
 export class EnforcerProcess {
@@ -50,6 +59,7 @@ export class EnforcerProcess {
         failOpen: o.failOpen ?? false,
         ...(o.revocationsFile ? { revocationsFile: o.revocationsFile } : {}),
         ...(o.windowMs === undefined ? {} : { windowMs: o.windowMs }),
+        ...(o.queueLength === undefined ? {} : { queueLength: o.queueLength }),
       }),
     );
     const child = ns.spawn([
@@ -96,6 +106,11 @@ export class EnforcerProcess {
   }
 
   async stats(): Promise<EnforcerStats> {
+    return (await this.statsLine()).stats;
+  }
+
+  /** The whole `stats` line: the workers' counters, the kernel's queue counters and the fail-open choice. */
+  async statsLine(): Promise<StatsLine> {
     const wanted = ++this.statsSeen;
     this.out.child.stdin?.write("stats\n");
     let seen = 0;
@@ -103,7 +118,7 @@ export class EnforcerProcess {
       const j = jsonLine(l);
       if (j?.event !== "stats") return undefined;
       seen++;
-      return seen === wanted ? (j as { stats: EnforcerStats }).stats : undefined;
+      return seen === wanted ? (j as unknown as StatsLine) : undefined;
     });
   }
 

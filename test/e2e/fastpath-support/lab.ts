@@ -77,8 +77,10 @@ export interface EnforcerPairOptions {
   readonly queueFirst?: { readonly server: number; readonly client: number };
   readonly queueCount?: number;
   readonly revocationsFile?: string;
-  /** The server enforcer's token time window (EnforcerOptions.windowMs). */
-  readonly serverWindowMs?: number;
+  /** Both enforcers' token time window (EnforcerOptions.windowMs). */
+  readonly windowMs?: number;
+  /** The server enforcer's queue length (EnforcerOptions.queueLength). */
+  readonly serverQueueLength?: number;
   /** Identities to run with; by default ones issued now for app=web and app=db. */
   readonly identities?: { readonly web: IdentityFiles; readonly db: IdentityFiles };
 }
@@ -106,7 +108,8 @@ export async function startEnforcerPair(
     queueFirst: o.queueFirst?.server ?? 10,
     queueCount: o.queueCount,
     revocationsFile: o.revocationsFile,
-    windowMs: o.serverWindowMs,
+    windowMs: o.windowMs,
+    queueLength: o.serverQueueLength,
   });
   const clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
     identity: identities.web,
@@ -114,6 +117,7 @@ export async function startEnforcerPair(
     outboundPorts: [...o.ports],
     queueFirst: o.queueFirst?.client ?? 20,
     queueCount: o.queueCount,
+    windowMs: o.windowMs,
   });
   return { server: serverEnforcer, client: clientEnforcer };
 }
