@@ -7,9 +7,9 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { decodeMeshAlpn, encodeMeshAlpn } from "../../sidecar/alpn.ts";
-import { parseClientHello } from "../../sidecar/client-hello.ts";
-import { classify } from "../../sidecar/detect.ts";
+import { decodeMeshAlpn, encodeMeshAlpn } from "../../sidecar/tls/alpn.ts";
+import { parseClientHello } from "../../sidecar/tls/client-hello.ts";
+import { classify } from "../../sidecar/proxy/detect.ts";
 import { corpus, fuzz, mutatedBytes } from "./fuzz.ts";
 
 const DICTIONARY = [
