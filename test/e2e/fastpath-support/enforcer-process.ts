@@ -74,7 +74,7 @@ export class EnforcerProcess {
     const ready = await out.waitFor((l) => {
       const j = jsonLine(l);
       return j?.event === "ready" ? (j as { pid: number } & Record<string, unknown>) : undefined;
-    }, 20_000);
+    }, 60_000);
     return new EnforcerProcess(out, ready.pid, ready);
   }
 
