@@ -5,14 +5,25 @@
 import { Gauge } from "prom-client";
 import type { Registry } from "prom-client";
 import type { EnforcerStats } from "../fastpath/enforcer.ts";
+import type { KernelQueueCounters } from "../fastpath/kernel-queues.ts";
+
+export interface FastPathMetricSources {
+  readonly stats: () => Promise<EnforcerStats>;
+  /** The kernel's counters of the same queues (handshakes dropped before the enforcer saw them). */
+  readonly kernelQueues: (queues: readonly number[]) => Promise<readonly KernelQueueCounters[]>;
+  /** The operator chose fail-open (`--queue-bypass`): said on every scrape, not only in a start-up log. */
+  readonly failOpen: boolean;
+}
 
 /**
  * Registers the fast path's counters on `registry`, read from `stats` at each scrape (one call
  * serves every gauge of a scrape): packets the kernel queued to userspace per queue (only handshake
  * packets ever are), handshake packets by kind and outcome, where they were decided (native warm
- * table or JS), and refusals by reason.
+ * table or JS), refusals by reason, handshakes the kernel dropped (queue full, enforcer socket full),
+ * and whether the operator chose fail-open.
  */
-export function registerFastPathMetrics(registry: Registry, stats: () => Promise<EnforcerStats>): void {
+export function registerFastPathMetrics(registry: Registry, sources: FastPathMetricSources): void {
+  const { stats } = sources;
   let pending: Promise<EnforcerStats> | null = null;
   const snapshot = (): Promise<EnforcerStats> => {
     pending ??= stats().finally(() => {
@@ -20,6 +31,27 @@ export function registerFastPathMetrics(registry: Registry, stats: () => Promise
     });
     return pending;
   };
+  new Gauge({
+    name: "sigil_fastpath_fail_open",
+    help: "1 when the fast path was started fail-open (--queue-bypass: with no enforcer bound, new connections pass unchecked)",
+    registers: [registry],
+    collect() {
+      this.set(sources.failOpen ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "sigil_fastpath_kernel_dropped_packets",
+    help: "Handshake packets the kernel dropped before the enforcer saw them, per queue and cause (full: queue at its length, unread: enforcer socket full); dropped, never let through",
+    labelNames: ["queue", "cause"] as const,
+    registers: [registry],
+    async collect() {
+      const queues = (await snapshot()).queues.map((q) => q.queue);
+      for (const q of await sources.kernelQueues(queues)) {
+        this.set({ queue: String(q.queue), cause: "full" }, q.droppedFull);
+        this.set({ queue: String(q.queue), cause: "unread" }, q.droppedUnread);
+      }
+    },
+  });
   new Gauge({
     name: "sigil_fastpath_queued_packets",
     help: "Packets the kernel handed to the fast-path enforcer (handshake packets only), per queue",

@@ -17,6 +17,7 @@ import {
   outboundFastPathDestinations,
 } from "../fastpath/ports.ts";
 import type { DirectoryPort, PortChoice } from "../fastpath/ports.ts";
+import { readKernelQueues } from "../fastpath/kernel-queues.ts";
 import { applyRules, fastPathExternalRules } from "../fastpath/rules.ts";
 import type { RuleSettings } from "../fastpath/rules.ts";
 import type { EnforcerSources } from "../fastpath/sources.ts";
@@ -98,6 +99,11 @@ export class AgentFastPath {
         o.log.error({ err: err.message }, "fast-path enforcer failed");
       },
     );
+    if (o.failOpen)
+      o.log.warn(
+        "fast path is fail-open (--fast-path-fail-open, iptables --queue-bypass): while no enforcer is bound, " +
+          "new connections to the fast-path ports pass unchecked (a full queue still drops)",
+      );
     const fastPath = new AgentFastPath(o, inputs, workers);
     try {
       await fastPath.refreshRules();
@@ -135,7 +141,11 @@ export class AgentFastPath {
 
   /** The enforcers' counters on the sidecar's registry (`/stats/prometheus`); see registerFastPathMetrics. */
   exposeMetrics(registry: Registry): void {
-    registerFastPathMetrics(registry, () => this.workers.stats());
+    registerFastPathMetrics(registry, {
+      stats: () => this.workers.stats(),
+      kernelQueues: readKernelQueues,
+      failOpen: this.o.failOpen,
+    });
   }
 
   async stop(): Promise<void> {

@@ -24,7 +24,9 @@ export interface Detection {
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 /** `token SP target SP HTTP/1.x` with tchar from RFC 9110 */
 const REQUEST_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+ HTTP\/1\.[01]\r?$/;
-const REQUEST_LINE_PREFIX = /^[!#$%&'*+.^_`|~0-9A-Za-z-]*( [^ \r\n]*( H(T(T(P(\/(1(\.[01]?)?)?)?)?)?)?)?)?$/;
+/** What a request line can start with; a read may end between its CR and its LF. */
+const REQUEST_LINE_PREFIX =
+  /^[!#$%&'*+.^_`|~0-9A-Za-z-]*( [^ \r\n]*( (H(T(T(P(\/(1(\.([01]\r?)?)?)?)?)?)?)?)?)?)?$/;
 /** A request line longer than this is still handed to the HTTP parser, which rejects it. */
 const MAX_REQUEST_LINE = 8192;
 const MAX_HELLO = 16384 + 5;

@@ -48,9 +48,16 @@ describe("fast-path metrics on the sidecar registry", () => {
   it("exports queue, handshake and refusal counters from one snapshot per scrape", async () => {
     const registry = new Registry();
     let calls = 0;
-    registerFastPathMetrics(registry, () => {
-      calls++;
-      return Promise.resolve(snapshot(5));
+    registerFastPathMetrics(registry, {
+      stats: () => {
+        calls++;
+        return Promise.resolve(snapshot(5));
+      },
+      kernelQueues: (queues) =>
+        Promise.resolve(
+          queues.map((queue) => ({ queue, waiting: 0, droppedFull: queue - 4190, droppedUnread: 1 })),
+        ),
+      failOpen: false,
     });
     const text = await registry.metrics();
     expect(calls).toBe(1);
@@ -63,12 +70,29 @@ describe("fast-path metrics on the sidecar registry", () => {
     expect(text).toContain('sigil_fastpath_rejections{reason="replayed"} 1');
     expect(text).toContain('sigil_fastpath_decided_packets{kind="peerSyn",by="native"} 6');
     expect(text).toContain('sigil_fastpath_decided_packets{kind="peerSyn",by="js"} 2');
+    expect(text).toContain('sigil_fastpath_kernel_dropped_packets{queue="4200",cause="full"} 10');
+    expect(text).toContain('sigil_fastpath_kernel_dropped_packets{queue="4201",cause="unread"} 1');
+    expect(text).toContain("sigil_fastpath_fail_open 0");
+  });
+
+  it("says on every scrape that the operator chose fail-open", async () => {
+    const registry = new Registry();
+    registerFastPathMetrics(registry, {
+      stats: () => Promise.resolve(snapshot(1)),
+      kernelQueues: () => Promise.resolve([]),
+      failOpen: true,
+    });
+    expect(await registry.metrics()).toContain("sigil_fastpath_fail_open 1");
   });
 
   it("reads fresh figures at every scrape", async () => {
     const registry = new Registry();
     let accepted = 1;
-    registerFastPathMetrics(registry, () => Promise.resolve(snapshot(accepted)));
+    registerFastPathMetrics(registry, {
+      stats: () => Promise.resolve(snapshot(accepted)),
+      kernelQueues: () => Promise.resolve([]),
+      failOpen: false,
+    });
     expect(await registry.metrics()).toContain('sigil_fastpath_handshakes{kind="syn",outcome="accepted"} 1');
     accepted = 9;
     expect(await registry.metrics()).toContain('sigil_fastpath_handshakes{kind="syn",outcome="accepted"} 9');

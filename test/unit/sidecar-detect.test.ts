@@ -96,12 +96,17 @@ describe("protocol classification", () => {
     expect(verdict === "more" ? "more" : verdict.kind).toBe(kind);
   });
 
-  it.each(["GE", "GET /api", "GET /api HTTP/1.", "PRI * HTTP/2", "\x16\x03\x01"])(
-    "%j needs more bytes",
-    (input) => {
-      expect(classify(Buffer.from(input, "latin1"))).toBe("more");
-    },
-  );
+  it.each([
+    "GE",
+    "GET /api",
+    "GET /api HTTP/1.",
+    "GET /api HTTP/1.1\r",
+    "GET /api ",
+    "PRI * HTTP/2",
+    "\x16\x03\x01",
+  ])("%j needs more bytes", (input) => {
+    expect(classify(Buffer.from(input, "latin1"))).toBe("more");
+  });
 
   it("gives up after the timeout when the client stays silent (server speaks first)", async () => {
     const server = net.createServer({ pauseOnConnect: true });

@@ -82,6 +82,8 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const REQUEST_LINE = /^([A-Z][A-Z0-9_-]{0,31}) ([\x21-\x7e]+) HTTP\/1\.([01])$/;
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/;
 const DIGITS = /^\d{1,15}$/;
+/** Origin-form, asterisk-form or absolute-form (RFC 9112 §3.2); authority-form is CONNECT's alone. */
+const TARGET_FORM = /^(?:\/|\*$|[A-Za-z]+:\/\/)/;
 
 /**
  * Why an incomplete head can already be refused (a bare CR or LF, a control character), or null:
@@ -273,6 +275,9 @@ export function parseRequestHead(text: string): RequestHead {
   const lines = splitHead(text);
   const m = REQUEST_LINE.exec(lines[0] as string);
   if (!m) throw new HeadError(`malformed request line "${(lines[0] as string).slice(0, 80)}"`);
+  // llhttp refuses any other target, so a next hop would not read the request Sigil decided on.
+  if (m[1] !== "CONNECT" && !TARGET_FORM.test(m[2] as string))
+    throw new HeadError(`request target "${(m[2] as string).slice(0, 80)}" is not /path, * or scheme://`);
   const f = new FieldScan(lines);
   const minor = m[3] === "1" ? 1 : 0;
   if (f.hosts > 1) throw new HeadError("more than one Host header");

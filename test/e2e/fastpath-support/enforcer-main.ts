@@ -20,6 +20,7 @@ import { applyRules, removeRules } from "../../../sidecar/fastpath/rules.ts";
 import { buildState } from "../../../sidecar/fastpath/sources.ts";
 import type { EnforcerSources } from "../../../sidecar/fastpath/sources.ts";
 import { FastPathWorkers } from "../../../sidecar/fastpath/workers.ts";
+import { readKernelQueues } from "../../../sidecar/fastpath/kernel-queues.ts";
 import { loadHarnessConfig, policyDocumentsOf } from "./enforcer-config.ts";
 import type { HarnessConfig } from "./enforcer-config.ts";
 
@@ -94,6 +95,7 @@ async function runEnforcer(configFile: string): Promise<void> {
       exid: c.exid,
       windowMs: c.windowMs,
       maxTokenBytes: c.maxTokenBytes,
+      queueLength: c.queueLength,
     },
     sources,
     (flow) => emit("flow", { flow }),
@@ -108,14 +110,25 @@ async function runEnforcer(configFile: string): Promise<void> {
       failOpen: c.failOpen,
     });
   }
+  if (c.failOpen) {
+    process.stderr.write(
+      "sigil-fastpath: WARNING: fail-open (--queue-bypass): while no enforcer is bound, new connections " +
+        "to the fast-path ports pass unchecked; a full queue still drops\n",
+    );
+  }
+  const queues = (await workers.stats()).queues.map((q) => q.queue);
   emit("ready", {
     pid: process.pid,
+    failOpen: c.failOpen,
     spiffeId: state.local.identity.spiffeId,
-    queues: (await workers.stats()).queues.map((q) => q.queue),
+    queues,
     ports: { inbound, outbound },
   });
   createInterface({ input: process.stdin }).on("line", (line) => {
-    if (line.trim() === "stats") void workers.stats().then((stats) => emit("stats", { stats }));
+    if (line.trim() !== "stats") return;
+    void Promise.all([workers.stats(), readKernelQueues(queues)]).then(([stats, kernel]) =>
+      emit("stats", { stats, kernelQueues: kernel, failOpen: c.failOpen }),
+    );
   });
   const shutdown = (): void => {
     void workers.stop().finally(() => process.exit(0));

@@ -5,6 +5,7 @@
  */
 import type { FlowRecord } from "../../../core/flow.ts";
 import type { EnforcerStats } from "../../../sidecar/fastpath/enforcer.ts";
+import type { KernelQueueCounters } from "../../../sidecar/fastpath/kernel-queues.ts";
 import type { Netns } from "../../support/netns.ts";
 import { OutputLines, REPO_ROOT, jsonLine } from "./process-output.ts";
 import type { TestPki, IdentityFiles } from "./pki.ts";
@@ -20,6 +21,16 @@ export interface EnforcerOptions {
   readonly failOpen?: boolean;
   readonly revocationsFile?: string;
   readonly mode?: "enforce" | "observe";
+  /** How far a token's timestamp may be from the enforcer's clock (the config's default: 10 s). */
+  readonly windowMs?: number;
+  /** Handshake packets each queue holds before the kernel drops more (the config's default: 4096). */
+  readonly queueLength?: number;
+}
+
+export interface StatsLine {
+  readonly stats: EnforcerStats;
+  readonly kernelQueues: readonly KernelQueueCounters[];
+  readonly failOpen: boolean;
 }
 
 export class EnforcerProcess {
@@ -48,6 +59,8 @@ export class EnforcerProcess {
         queueCount: o.queueCount ?? 2,
         failOpen: o.failOpen ?? false,
         ...(o.revocationsFile ? { revocationsFile: o.revocationsFile } : {}),
+        ...(o.windowMs === undefined ? {} : { windowMs: o.windowMs }),
+        ...(o.queueLength === undefined ? {} : { queueLength: o.queueLength }),
       }),
     );
     const child = ns.spawn([
@@ -62,7 +75,7 @@ export class EnforcerProcess {
     const ready = await out.waitFor((l) => {
       const j = jsonLine(l);
       return j?.event === "ready" ? (j as { pid: number } & Record<string, unknown>) : undefined;
-    }, 20_000);
+    }, 60_000);
     return new EnforcerProcess(out, ready.pid, ready);
   }
 
@@ -94,6 +107,11 @@ export class EnforcerProcess {
   }
 
   async stats(): Promise<EnforcerStats> {
+    return (await this.statsLine()).stats;
+  }
+
+  /** The whole `stats` line: the workers' counters, the kernel's queue counters and the fail-open choice. */
+  async statsLine(): Promise<StatsLine> {
     const wanted = ++this.statsSeen;
     this.out.child.stdin?.write("stats\n");
     let seen = 0;
@@ -101,7 +119,7 @@ export class EnforcerProcess {
       const j = jsonLine(l);
       if (j?.event !== "stats") return undefined;
       seen++;
-      return seen === wanted ? (j as { stats: EnforcerStats }).stats : undefined;
+      return seen === wanted ? (j as unknown as StatsLine) : undefined;
     });
   }
 

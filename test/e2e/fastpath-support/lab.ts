@@ -77,6 +77,10 @@ export interface EnforcerPairOptions {
   readonly queueFirst?: { readonly server: number; readonly client: number };
   readonly queueCount?: number;
   readonly revocationsFile?: string;
+  /** Both enforcers' token time window (EnforcerOptions.windowMs). */
+  readonly windowMs?: number;
+  /** The server enforcer's queue length (EnforcerOptions.queueLength). */
+  readonly serverQueueLength?: number;
   /** Identities to run with; by default ones issued now for app=web and app=db. */
   readonly identities?: { readonly web: IdentityFiles; readonly db: IdentityFiles };
 }
@@ -104,6 +108,8 @@ export async function startEnforcerPair(
     queueFirst: o.queueFirst?.server ?? 10,
     queueCount: o.queueCount,
     revocationsFile: o.revocationsFile,
+    windowMs: o.windowMs,
+    queueLength: o.serverQueueLength,
   });
   const clientEnforcer = await EnforcerProcess.start(client.ns, pki, "web", {
     identity: identities.web,
@@ -111,6 +117,7 @@ export async function startEnforcerPair(
     outboundPorts: [...o.ports],
     queueFirst: o.queueFirst?.client ?? 20,
     queueCount: o.queueCount,
+    windowMs: o.windowMs,
   });
   return { server: serverEnforcer, client: clientEnforcer };
 }

@@ -3,7 +3,7 @@
  * tcpdump (pcap parsed here), and inject crafted or replayed IPv4 packets from another namespace
  * through a raw socket (IPPROTO_RAW, the IP header as given).
  */
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import type { Netns } from "../../support/netns.ts";
 import { waitFor } from "../../support/netns.ts";
 import { OutputLines } from "./process-output.ts";
@@ -55,4 +55,17 @@ const RAW_SEND =
 export async function sendRawIpv4(ns: Netns, packet: Buffer): Promise<void> {
   const dst = [...packet.subarray(16, 20)].join(".");
   await ns.execOk(["python3", "-c", RAW_SEND, packet.toString("hex"), dst]);
+}
+
+const RAW_BURST =
+  "import socket,sys\n" +
+  "s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n" +
+  "for line in open(sys.argv[1]):\n" +
+  "    p=bytes.fromhex(line.strip())\n" +
+  "    s.sendto(p,(socket.inet_ntoa(p[16:20]),0))\n";
+
+/** Sends `packets` (IPv4, headers included) back to back from inside `ns`, as fast as one process can. */
+export async function sendRawIpv4Burst(ns: Netns, packets: readonly Buffer[], file: string): Promise<void> {
+  await writeFile(file, packets.map((p) => p.toString("hex")).join("\n"));
+  await ns.execOk(["python3", "-c", RAW_BURST, file]);
 }
