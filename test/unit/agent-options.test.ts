@@ -21,4 +21,18 @@ describe("sidecar agent options", () => {
       AgentOptionsError,
     );
   });
+
+  it("takes a userAccess block, and refuses a user-access port the fast path would carry unparsed", () => {
+    const userAccess = {
+      ports: [8443],
+      issuer: "https://idp.example",
+      clientId: "web",
+      redirectUri: "https://web.example/.sigil/callback",
+      sessionKeyFile: "/etc/sigil/session.key",
+    };
+    expect(parseAgentOptions({ ...BASE, userAccess }).userAccess?.cookie.name).toBe("__Host-sigil-session");
+    expect(() => parseAgentOptions({ ...BASE, userAccess, fastPathPorts: [8443] })).toThrow(
+      /userAccess\.ports: port 8443 is a user-access port/,
+    );
+  });
 });

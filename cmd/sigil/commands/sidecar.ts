@@ -53,6 +53,7 @@ interface Flags {
   peerInboundPort?: number;
   fastPathPorts?: string[];
   httpPorts?: string[];
+  userAccessPorts?: string[];
   fastPathFailOpen?: boolean;
   captureConfig?: string;
   svidTtl?: number;
@@ -121,6 +122,11 @@ export function register(program: Command): void {
       collect,
     )
     .option(
+      "--user-access-ports <port...>",
+      "app ports served to people: OpenID Connect sign-in (the userAccess block of --config names the provider)",
+      collect,
+    )
+    .option(
       "--capture-config <file>",
       "the capture config `sigil init` applied: fast-path rules join its transaction",
     )
@@ -172,6 +178,9 @@ export function register(program: Command): void {
       };
       const merged: Record<string, unknown> = { ...file };
       for (const [k, v] of Object.entries(fromFlags)) if (v !== undefined) merged[k] = v;
+      const userAccessPorts = ports("--user-access-ports", flags.userAccessPorts);
+      if (userAccessPorts !== undefined)
+        merged.userAccess = { ...(file.userAccess as object | undefined), ports: userAccessPorts };
       // A token given on the command line replaces a token file named in the config, and vice versa.
       if (flags.joinToken !== undefined) delete merged.joinTokenFile;
       if (flags.joinTokenFile !== undefined) delete merged.joinToken;
