@@ -74,7 +74,7 @@ describe("sign-in offload in a browser", () => {
     expect(cookie).toMatchObject({ httpOnly: true, secure: true, sameSite: "Lax" });
     const flow = await lab.flows.next((r) => r.http?.path === "/app/home" && r.verdict === "allow");
     expect(flow.source.user).toEqual({ issuer: lab.provider.issuer, sub: "alice" });
-    expect(flow.policy).toBe("payments-people/ingress/1");
+    expect(flow.policy).toBe("web-people/ingress/1");
     await context.close();
   });
 

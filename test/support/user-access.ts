@@ -6,11 +6,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Sidecar } from "../../sidecar/sidecar.ts";
 import { startSidecar } from "../../sidecar/sidecar.ts";
 import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/inputs/state.ts";
@@ -20,25 +21,8 @@ import type { HttpApp } from "./sidecar-apps.ts";
 import { startHttpApp } from "./sidecar-apps.ts";
 import { FlowCollector, MeshPki, TRUST_DOMAIN, policySet, quiet } from "./sidecar-mesh.ts";
 
-export const PAYMENTS_POLICY = `
-apiVersion: sigil.dev/v1
-kind: PeerAuthentication
-metadata: { name: payments-browsers }
-spec: { selector: { matchLabels: { app: payments } }, mode: PERMISSIVE }
----
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: payments-people }
-spec:
-  selector: { matchLabels: { app: payments } }
-  ingress:
-    - action: allow
-      from: [{ user: [{ key: user.groups, operator: In, values: [payments-admins] }] }]
-      http: { paths: ["/admin", "/admin/**"] }
-    - action: allow
-      from: [{ user: [{ key: user.email_verified, operator: Equals, value: "true" }] }]
-      http: { paths: ["/", "/app/**"] }
-`;
+/** The example's policy (examples/user-access/policy.yaml): what the README shows is what runs. */
+const POLICY_FILE = fileURLToPath(new URL("../../examples/user-access/policy.yaml", import.meta.url));
 
 export interface UserAccessLab {
   readonly provider: TestProvider;
@@ -98,8 +82,11 @@ export async function startUserAccessLab(): Promise<UserAccessLab> {
         },
       },
     },
-    credentials: new CredentialHolder(await pki.credentials("payments", { app: "payments" })),
-    policy: new PolicyHolder({ trustDomain: TRUST_DOMAIN, policies: policySet(PAYMENTS_POLICY) }),
+    credentials: new CredentialHolder(await pki.credentials("web", { app: "web" })),
+    policy: new PolicyHolder({
+      trustDomain: TRUST_DOMAIN,
+      policies: policySet(await readFile(POLICY_FILE, "utf8")),
+    }),
     peers: new PeerDirectoryHolder(),
     flows,
     logger: quiet,

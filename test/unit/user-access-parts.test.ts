@@ -1,4 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { EdgeAggregator } from "../../controlplane/flows/edges.ts";
+import type { FlowRecord } from "../../core/flow.ts";
+import { fromWireFlow, toWireFlow } from "../../core/flow-wire.ts";
+import { demo, flow } from "../support/flows-fixtures.ts";
 import { parseSidecarConfig } from "../../sidecar/config.ts";
 import { ClaimsError, userFromClaims } from "../../sidecar/user-access/claims.ts";
 import { cookieValue } from "../../sidecar/user-access/cookies.ts";
@@ -69,5 +73,24 @@ describe("cookies and configuration", () => {
     expect(() => parseSidecarConfig({ inbound: { userAccess: base } })).toThrow(
       /inbound\.userAccess\.issuer: must be https \(http only to a loopback host\).*inbound\.userAccess\.cookie\.name: a __Host- cookie must be Secure/,
     );
+  });
+});
+
+describe("people in flow records and the map", () => {
+  it("carries the user over the wire and makes each person their own node, whatever their address", () => {
+    const person = (sub: string, address: string): FlowRecord => ({
+      ...flow({ from: demo.rogue, to: demo.web, port: 8080 }),
+      source: { labels: {}, address, user: { issuer: "https://idp", sub } },
+    });
+    const alice = person("alice", "198.18.0.1");
+    expect(fromWireFlow(toWireFlow(alice)).source.user).toEqual({ issuer: "https://idp", sub: "alice" });
+    const edges = new EdgeAggregator();
+    for (const r of [alice, person("alice", "198.18.0.2"), person("bob", "198.18.0.1")]) edges.add(r);
+    expect(
+      edges
+        .list()
+        .map((e) => e.source.id)
+        .sort(),
+    ).toEqual(["user:https://idp#alice", "user:https://idp#bob"]);
   });
 });
