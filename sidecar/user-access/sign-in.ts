@@ -1,3 +1,4 @@
+import type { JWTPayload } from "jose";
 import * as oidc from "openid-client";
 import type { Logger } from "pino";
 import type { UserIdentity } from "../../core/user.ts";
@@ -31,9 +32,17 @@ export interface SignInOutcome {
 
 interface SessionClaims {
   readonly usr: UserIdentity;
-  /** When the ID token the session rests on expires (s): refreshed after that when possible. */
+  /**
+   * When the ID token the session rests on has lived its lifetime, by the session clock (s):
+   * refreshed after that when possible.
+   */
   readonly ref: number;
   readonly rt?: string;
+}
+
+/** How long a verified token lives (`exp` and `iat` are required claims). */
+function tokenLifetime(claims: JWTPayload): number {
+  return Math.max(0, (claims.exp as number) - (claims.iat as number));
 }
 
 /** An OAuth error answer names its code and description; anything else its message. */
@@ -128,7 +137,7 @@ export class SignIn {
       return fail(400, `the code exchange failed: ${providerError(err)}`);
     }
     let user: UserIdentity;
-    let expiresAt: number;
+    let lifetime: number;
     try {
       const claims = await verifyIdToken(idToken, {
         keys: await this.provider.keys(),
@@ -137,11 +146,11 @@ export class SignIn {
         nonce,
       });
       user = userFromClaims(claims, this.config.claims);
-      expiresAt = claims.exp as number;
+      lifetime = tokenLifetime(claims);
     } catch (err) {
       return fail(400, `the ID token was refused: ${(err as Error).message}`);
     }
-    const cookie = await this.sessionCookie(user, expiresAt, refreshToken);
+    const cookie = await this.sessionCookie(user, lifetime, refreshToken);
     this.log.info({ sub: user.sub, issuer: user.issuer }, "user signed in");
     return {
       answer: redirect(302, safeReturnPath(String(pending.ret)), [clear, cookie]),
@@ -150,15 +159,22 @@ export class SignIn {
     };
   }
 
-  /** Set-Cookie for a new session over the ID token's claims. */
-  async sessionCookie(user: UserIdentity, idTokenExpiresAt: number, refreshToken?: string): Promise<string> {
+  /**
+   * Set-Cookie for a session over an ID token that lives `lifetime` seconds. A refreshed session
+   * keeps the end of the one it replaces (`end`, seconds): refreshing never extends `maxAgeSeconds`.
+   */
+  async sessionCookie(
+    user: UserIdentity,
+    lifetime: number,
+    refreshToken: string | undefined,
+    end: number = this.sealed.seconds() + this.config.cookie.maxAgeSeconds,
+  ): Promise<string> {
+    const ref = this.sealed.seconds() + lifetime;
     const claims: SessionClaims =
-      refreshToken === undefined
-        ? { usr: user, ref: idTokenExpiresAt }
-        : { usr: user, ref: idTokenExpiresAt, rt: refreshToken };
-    const { maxAgeSeconds } = this.config.cookie;
-    const value = await this.sealed.seal("sigil-session", { ...claims }, maxAgeSeconds);
-    return setCookie(this.config.cookie.name, value, maxAgeSeconds, this.config.cookie);
+      refreshToken === undefined ? { usr: user, ref } : { usr: user, ref, rt: refreshToken };
+    const remaining = Math.max(1, end - this.sealed.seconds());
+    const value = await this.sealed.seal("sigil-session", { ...claims }, remaining);
+    return setCookie(this.config.cookie.name, value, remaining, this.config.cookie);
   }
 
   /**
@@ -185,7 +201,12 @@ export class SignIn {
       const renewed = userFromClaims(fresh, this.config.claims);
       return {
         user: renewed,
-        refreshed: await this.sessionCookie(renewed, fresh.exp as number, tokens.refreshToken),
+        refreshed: await this.sessionCookie(
+          renewed,
+          tokenLifetime(fresh),
+          tokens.refreshToken,
+          claims.exp as number,
+        ),
       };
     } catch (err) {
       this.log.info(

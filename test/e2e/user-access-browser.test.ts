@@ -130,6 +130,31 @@ describe("sign-in offload in a browser", () => {
     await context.close();
   });
 
+  it("refreshes a session whose ID token has expired with its refresh token, without a visit to the provider", async () => {
+    const { context, page } = await freshPage();
+    await visitSignedIn(page, "/app/home", "alice");
+    const providerVisits: string[] = [];
+    page.on("request", (r) => {
+      if (r.url().startsWith(lab.provider.issuer)) providerVisits.push(r.url());
+    });
+    const before = (await context.cookies(lab.origin)).find((c) => c.name === SESSION)?.value;
+    lab.clock.offsetMs = 2 * 3600 * 1000;
+    try {
+      const response = await page.goto(`${lab.origin}/app/refreshed`);
+      expect(response?.status()).toBe(200);
+    } finally {
+      lab.clock.offsetMs = 0;
+    }
+    expect(providerVisits).toEqual([]);
+    expect(lastSeen("/app/refreshed")["x-sigil-user"]).toBe("alice");
+    const after = (await context.cookies(lab.origin)).find((c) => c.name === SESSION)?.value;
+    expect(after).not.toBe(before);
+    await lab.flows.next(
+      (r) => r.reason === "user-access: session refreshed" && r.source.user?.sub === "alice",
+    );
+    await context.close();
+  });
+
   it("returns only to a path on the app's origin after sign-in, whatever the first request named", async () => {
     const { context, page } = await freshPage();
     await visitSignedIn(page, "//evil.example/steal", "alice");

@@ -68,6 +68,8 @@ export async function startProvider(client: {
     // Claims in the ID token itself, as most providers do for the code flow.
     conformIdTokenClaims: false,
     pkce: { required: () => true },
+    // A refresh token for every sign-in, so sessions are refreshed rather than ended.
+    issueRefreshToken: () => Promise.resolve(true),
     findAccount(_ctx, id) {
       const person = PEOPLE[id];
       if (person === undefined) return Promise.resolve(undefined);
