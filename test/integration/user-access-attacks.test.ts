@@ -3,7 +3,9 @@
  * real provider's JWKS, tokens minted by the test with the provider's own key (accepted) and with
  * every wrong thing an attacker can vary (refused). A request refused here never reaches the app.
  */
+import { once } from "node:events";
 import { readFile } from "node:fs/promises";
+import http2 from "node:http2";
 import { SignJWT, createRemoteJWKSet, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SealedCookies, parseSessionKey } from "../../sidecar/user-access/session.ts";
@@ -202,5 +204,18 @@ describe("the user fields", () => {
     expect(headers["x-sigil-user-email"]).toBe("bob@example.test");
     expect(headers["x-sigil-user-groups"]).toBe("staff");
     expect(headers.x_sigil_user_groups).toBeUndefined();
+  });
+});
+
+describe("other ways in", () => {
+  it("refuses HTTP/2 in the clear on a user-access port rather than pass it without a user", async () => {
+    const session = http2.connect(lab.origin);
+    session.on("error", () => undefined);
+    const stream = session.request({ ":path": "/app/h2", authorization: `Bearer ${await mint()}` });
+    stream.on("error", () => undefined);
+    await once(session, "close");
+    expect(lab.app.seen.some((r) => r.url === "/app/h2")).toBe(false);
+    const flow = await lab.flows.next((r) => r.reason.includes("serves people over HTTP/1.1 only"));
+    expect(flow.verdict).toBe("deny");
   });
 });
