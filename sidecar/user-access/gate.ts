@@ -55,6 +55,15 @@ function isNavigation(req: GateRequest): boolean {
   );
 }
 
+/** A file the configuration names, read at start; the error names the setting and the file. */
+async function readSetting(field: string, file: string): Promise<string> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (err) {
+    throw new Error(`inbound.userAccess.${field}: cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
 export interface UserAccessOptions {
   readonly log: Logger;
   /** Milliseconds since the epoch for session expiry; default the system clock. */
@@ -75,11 +84,14 @@ export class UserAccessGate {
 
   /** Reads the key and secret files; the provider is discovered on first need. */
   static async create(config: UserAccessConfig, options: UserAccessOptions): Promise<UserAccessGate> {
-    const key = parseSessionKey(await readFile(config.sessionKeyFile, "utf8"), config.sessionKeyFile);
+    const key = parseSessionKey(
+      await readSetting("sessionKeyFile", config.sessionKeyFile),
+      config.sessionKeyFile,
+    );
     const secret =
       config.clientSecretFile === undefined
         ? undefined
-        : (await readFile(config.clientSecretFile, "utf8")).trim();
+        : (await readSetting("clientSecretFile", config.clientSecretFile)).trim();
     const provider = new OpenIdProvider({
       issuer: config.issuer,
       clientId: config.clientId,

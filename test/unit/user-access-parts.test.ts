@@ -1,3 +1,4 @@
+import pino from "pino";
 import { describe, expect, it } from "vitest";
 import { EdgeAggregator } from "../../controlplane/flows/edges.ts";
 import type { FlowRecord } from "../../core/flow.ts";
@@ -6,6 +7,7 @@ import { demo, flow } from "../support/flows-fixtures.ts";
 import { parseSidecarConfig } from "../../sidecar/config.ts";
 import { ClaimsError, userFromClaims } from "../../sidecar/user-access/claims.ts";
 import { cookieValue } from "../../sidecar/user-access/cookies.ts";
+import { UserAccessGate } from "../../sidecar/user-access/gate.ts";
 import { safeReturnPath } from "../../sidecar/user-access/return-path.ts";
 import { isUserFieldName, userFields } from "../../sidecar/user-access/user-fields.ts";
 
@@ -55,21 +57,31 @@ describe("claim mapping", () => {
   });
 });
 
+const USER_ACCESS = {
+  ports: [8080],
+  issuer: "https://idp.example",
+  clientId: "c",
+  redirectUri: "https://app.example/.sigil/callback",
+  sessionKeyFile: "/k",
+};
+
 describe("cookies and configuration", () => {
   it("reads the named cookie among others", () => {
     expect(cookieValue(["a=1; s=two", "s=three"], "s")).toBe("two");
     expect(cookieValue("as=1", "s")).toBeUndefined();
   });
 
+  it("stops start-up on a missing key file, naming the setting and the file", async () => {
+    const config = parseSidecarConfig({
+      inbound: { userAccess: { ...USER_ACCESS, sessionKeyFile: "/nonexistent/session.key" } },
+    }).inbound.userAccess;
+    await expect(
+      UserAccessGate.create(config as NonNullable<typeof config>, { log: pino({ level: "silent" }) }),
+    ).rejects.toThrow(/inbound\.userAccess\.sessionKeyFile: cannot read \/nonexistent\/session\.key/);
+  });
+
   it("refuses an http issuer off loopback and a __Host- cookie without Secure, naming the field", () => {
-    const base = {
-      ports: [8080],
-      issuer: "http://idp.example",
-      clientId: "c",
-      redirectUri: "https://app.example/.sigil/callback",
-      sessionKeyFile: "/k",
-      cookie: { secure: false },
-    };
+    const base = { ...USER_ACCESS, issuer: "http://idp.example", cookie: { secure: false } };
     expect(() => parseSidecarConfig({ inbound: { userAccess: base } })).toThrow(
       /inbound\.userAccess\.issuer: must be https \(http only to a loopback host\).*inbound\.userAccess\.cookie\.name: a __Host- cookie must be Secure/,
     );
