@@ -22,6 +22,7 @@ export interface WireEndpoint {
   spiffeId: string;
   labels: Record<string, string>;
   address: string;
+  user: { issuer: string; sub: string } | null;
 }
 
 export interface WireFlow {
@@ -84,7 +85,12 @@ export function toWireFlow(r: FlowRecord): WireFlow {
 }
 
 function toWireEndpoint(e: FlowRecord["source"]): WireEndpoint {
-  return { spiffeId: e.spiffeId ?? "", labels: { ...e.labels }, address: e.address ?? "" };
+  return {
+    spiffeId: e.spiffeId ?? "",
+    labels: { ...e.labels },
+    address: e.address ?? "",
+    user: e.user === undefined ? null : { issuer: e.user.issuer, sub: e.user.sub },
+  };
 }
 
 const MAX_TEXT = 2048;
@@ -107,6 +113,7 @@ const endpointSchema = z.object({
     .refine((s) => s === "" || s.startsWith("spiffe://"), "not a SPIFFE ID"),
   labels: labelsSchema,
   address: z.string().max(128),
+  user: z.object({ issuer: z.string().min(1).max(MAX_TEXT), sub: z.string().min(1).max(MAX_TEXT) }).nullish(),
 });
 
 const wireFlowSchema = z.object({
@@ -185,5 +192,6 @@ function fromWireEndpoint(e: z.infer<typeof endpointSchema>): FlowRecord["source
     labels: e.labels,
     ...(e.spiffeId ? { spiffeId: e.spiffeId } : {}),
     ...(e.address ? { address: e.address } : {}),
+    ...(e.user ? { user: { issuer: e.user.issuer, sub: e.user.sub } } : {}),
   };
 }

@@ -36,4 +36,11 @@ export interface FlowEndpoint {
   readonly spiffeId?: string;
   readonly labels: Labels;
   readonly address?: string;
+  /** The person the request was made for, when the enforcement point verified one (user access). */
+  readonly user?: FlowUser;
+}
+
+export interface FlowUser {
+  readonly issuer: string;
+  readonly sub: string;
 }

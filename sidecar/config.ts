@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { userAccessSchema } from "./user-access/config.ts";
 
 /** The sidecar's static configuration (the CLI and tests build it; xDS delivers what changes). */
 
@@ -51,6 +52,8 @@ export const sidecarConfigSchema = z
          * application that trusts x-forwarded-client-cert needs its port here.
          */
         httpPorts: z.array(destPort).default([]),
+        /** Ports served to people: OpenID Connect sign-in, sessions, bearer tokens (`user-access/`). */
+        userAccess: userAccessSchema.optional(),
       })
       .strict()
       .default({ host: "0.0.0.0", port: 15006, appHost: "127.0.0.1", httpPorts: [] }),

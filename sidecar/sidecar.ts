@@ -19,6 +19,7 @@ import { OutboundHandler } from "./proxy/outbound.ts";
 import type { CredentialSource, FlowSink, PeerDirectory, PolicySource } from "./inputs/sources.ts";
 import { ConnectionTracker } from "./proxy/tracker.ts";
 import { Upstreams } from "./upstream/upstreams.ts";
+import { UserAccessGate } from "./user-access/gate.ts";
 
 /**
  * Composes the data path: listeners, mTLS, proxies, authorization, admin. The inputs that change at
@@ -39,6 +40,8 @@ export interface StartSidecarOptions {
   readonly ready?: () => boolean;
   /** False: no admin server (a worker process's data path; its primary serves admin). Default true. */
   readonly serveAdmin?: boolean;
+  /** The clock user-access sessions expire by (milliseconds); default the system's. */
+  readonly sessionClock?: () => number;
 }
 
 export interface Sidecar {
@@ -79,6 +82,15 @@ export function startSidecar(options: StartSidecarOptions): Promise<Sidecar>;
 export async function startSidecar(options: StartSidecarOptions): Promise<Sidecar | DataPath> {
   const config = parseSidecarConfig(options.config);
   const log = options.logger ?? pino({ name: "sigil-sidecar", level: config.logLevel }, pino.destination(2));
+  // Read first: a missing key or secret file stops start-up before anything listens.
+  const userAccessConfig = config.inbound.userAccess;
+  const userAccess =
+    userAccessConfig === undefined
+      ? null
+      : await UserAccessGate.create(userAccessConfig, {
+          log,
+          ...(options.sessionClock === undefined ? {} : { now: options.sessionClock }),
+        });
   const metrics = new SidecarMetrics();
   const meshTls = new MeshTls(options.credentials, options.policy, metrics, log);
   const self = (): WorkloadIdentity => meshTls.identity.identity;
@@ -165,10 +177,12 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
           }
         : () => config.inbound.plaintextAppPort ?? null,
     reservedPorts,
-    httpPorts: new Set(config.inbound.httpPorts),
+    // A user-access port is HTTP only: an opaque tunnel to it would pass no sign-in.
+    httpPorts: new Set([...config.inbound.httpPorts, ...(userAccessConfig?.ports ?? [])]),
     detectTimeoutMs: config.detectTimeoutMs,
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     forwardClientCert: config.forwardClientCert,
+    userAccess,
     log,
   });
 

@@ -1,12 +1,16 @@
-import type { FlowRecord } from "../../core/flow.ts";
+import type { FlowRecord, FlowUser } from "../../core/flow.ts";
 import type { Labels } from "../../core/labels.ts";
 
-/** One end of an edge: a mesh workload (by SPIFFE ID) or a non-mesh peer (by address). */
+/**
+ * One end of an edge: a mesh workload (by SPIFFE ID), a person signed in through user access (by
+ * issuer and subject, whatever address they came from), or another non-mesh peer (by address).
+ */
 export interface EdgeEnd {
-  /** The SPIFFE ID, or `external:<address>` for a peer outside the mesh. */
+  /** The SPIFFE ID, `user:<issuer>#<sub>` for a person, or `external:<address>` outside the mesh. */
   readonly id: string;
   readonly spiffeId?: string;
   readonly address?: string;
+  readonly user?: FlowUser;
   /** Labels of the most recent record that named this end. */
   readonly labels: Labels;
 }
@@ -46,7 +50,9 @@ type Mutable<T> = {
 };
 
 export function endpointId(e: FlowRecord["source"]): string {
-  return e.spiffeId ?? `external:${e.address ?? "unknown"}`;
+  if (e.spiffeId !== undefined) return e.spiffeId;
+  if (e.user !== undefined) return `user:${e.user.issuer}#${e.user.sub}`;
+  return `external:${e.address ?? "unknown"}`;
 }
 
 export function edgeKey(r: FlowRecord): string {
@@ -59,6 +65,7 @@ function toEnd(e: FlowRecord["source"]): EdgeEnd {
     labels: e.labels,
     ...(e.spiffeId ? { spiffeId: e.spiffeId } : {}),
     ...(e.address ? { address: e.address } : {}),
+    ...(e.spiffeId === undefined && e.user ? { user: e.user } : {}),
   };
 }
 

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
-import type { FlowRecord } from "../../core/flow.ts";
+import type { FlowRecord, FlowUser } from "../../core/flow.ts";
 import { parseLabelList } from "../../core/labels.ts";
 import type { Labels } from "../../core/labels.ts";
 import { formatPolicyError, parsePolicyDocuments, PolicySetError } from "../../core/policy/index.ts";
@@ -235,6 +235,8 @@ export interface GraphNode {
   readonly app?: string;
   readonly namespace?: string;
   readonly external: boolean;
+  /** A person signed in through a user-access port (their own node, whatever address they used). */
+  readonly user?: FlowUser;
   /** Effective enforcement mode (mesh workloads only). */
   readonly mode?: EffectiveMode;
 }
@@ -266,6 +268,7 @@ function graph(edges: readonly Edge[], modes: ModeStore): { nodes: GraphNode[]; 
         ? { spiffeId: end.spiffeId, mode: modes.modeFor({ spiffeId: end.spiffeId, labels: end.labels }) }
         : {}),
       ...(end.address ? { address: end.address } : {}),
+      ...(end.user ? { user: end.user } : {}),
       ...(app ? { app } : {}),
       ...(namespace ? { namespace } : {}),
     });

@@ -1,10 +1,12 @@
 import type { Labels } from "../labels.ts";
+import type { UserIdentity } from "../user.ts";
 import { CidrSet, parseCidr } from "./address.ts";
 import type { CidrBlock, IpAddress } from "./address.ts";
 import { NameMatcher } from "./dns.ts";
 import { PathMatcher } from "./path-pattern.ts";
 import { compileSelector, selectorSpecificity } from "./selector.ts";
 import type { LabelTest } from "./selector.ts";
+import { compileUserTest } from "./user-match.ts";
 import type {
   AuthorizationPolicy,
   EgressRule,
@@ -30,6 +32,8 @@ export interface PeerFacts {
   readonly external: boolean;
   readonly address: () => IpAddress | null;
   readonly dnsName: string | null;
+  /** The person the request carries a verified token or session of, if any. */
+  readonly user: UserIdentity | null;
 }
 
 export type PeerTest = (peer: PeerFacts) => boolean;
@@ -96,7 +100,18 @@ export class PolicySetError extends Error {
   }
 }
 
+/** An entry's workload or address test, AND its user test when it has one. */
 function peerTest(entry: PeerMatch, action: RuleAction): PeerTest {
+  if (entry.user === undefined) return peerBaseTest(entry, action);
+  const user = compileUserTest(entry.user);
+  const labelled = entry.matchLabels !== undefined || entry.matchExpressions !== undefined;
+  const addressed = entry.cidrs !== undefined || entry.dnsNames !== undefined;
+  if (!labelled && !addressed) return (p) => user(p.user);
+  const base = peerBaseTest(entry, action);
+  return (p) => user(p.user) && base(p);
+}
+
+function peerBaseTest(entry: PeerMatch, action: RuleAction): PeerTest {
   if (entry.matchLabels !== undefined || entry.matchExpressions !== undefined) {
     const selects = compileSelector(entry);
     return (p) => p.labels !== null && selects(p.labels);

@@ -1,5 +1,6 @@
 import type { Peer } from "../identity.ts";
 import type { Labels } from "../labels.ts";
+import type { UserIdentity } from "../user.ts";
 import { parseIpAddress } from "./address.ts";
 import type { IpAddress } from "./address.ts";
 import type { CompiledPolicySet, CompiledRule, HttpFacts, PeerFacts, RuleLists } from "./compile.ts";
@@ -26,6 +27,8 @@ export interface AuthzRequest {
   /** The workload the enforcement point protects. */
   readonly local: { readonly labels: Labels };
   readonly peer: Peer;
+  /** Ingress: the person the request carries a verified session or bearer token of. */
+  readonly user?: UserIdentity;
   /** Ingress: the local workload's port. Egress: the destination port. */
   readonly port: number;
   /** Absent for non-HTTP (L4) traffic. */
@@ -67,8 +70,13 @@ class EvaluatedPeer implements PeerFacts {
   readonly labels: Labels | null;
   readonly external: boolean;
   readonly dnsName: string | null;
+  readonly user: UserIdentity | null;
 
-  constructor(private readonly peer: Peer) {
+  constructor(
+    private readonly peer: Peer,
+    user: UserIdentity | undefined,
+  ) {
+    this.user = user ?? null;
     if (peer.kind === "workload") {
       this.labels = peer.identity.labels;
       this.external = false;
@@ -194,7 +202,7 @@ export function evaluate(set: CompiledPolicySet, request: AuthzRequest): Decisio
       };
     http = facts;
   }
-  return decide(rules, request, new EvaluatedPeer(request.peer), http, http?.paths[0]);
+  return decide(rules, request, new EvaluatedPeer(request.peer, request.user), http, http?.paths[0]);
 }
 
 /**
@@ -206,7 +214,7 @@ export function connectionPrecheck(set: CompiledPolicySet, request: Omit<AuthzRe
   if (request.direction === "egress" && !view.egressRestricted)
     return finish(request.mode, false, null, UNRESTRICTED_EGRESS, NONE, undefined);
   const rules = request.direction === "ingress" ? view.ingress : view.egress;
-  const peer = new EvaluatedPeer(request.peer);
+  const peer = new EvaluatedPeer(request.peer, request.user);
   const reachable = (r: CompiledRule): boolean =>
     (r.ports === null || r.ports.has(request.port)) && (r.peer === null || r.peer(peer));
   for (const r of rules.deny) {

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { labelKeyProblem, labelValueProblem } from "../labels.ts";
+import { USER_CLAIM_KEYS } from "../user.ts";
 import { parseCidr } from "./address.ts";
 import { dnsPatternProblem } from "./dns.ts";
 import { pathPatternProblem } from "./path-pattern.ts";
@@ -29,6 +30,39 @@ const labelMap = z.record(z.string(), z.string()).superRefine((map, ctx) => {
 
 const OPERATORS = ["Equals", "NotEquals", "In", "Exists", "Absent", "Prefix"] as const;
 
+interface Operands {
+  readonly operator: (typeof OPERATORS)[number];
+  readonly value?: string | undefined;
+  readonly values?: readonly string[] | undefined;
+}
+
+/** Which of `value` / `values` an operator takes, checked the same for label and user-claim tests. */
+function checkOperands(expr: Operands, ctx: z.RefinementCtx): void {
+  const { operator, value, values } = expr;
+  const needsValue = operator === "Equals" || operator === "NotEquals" || operator === "Prefix";
+  const needsValues = operator === "In";
+  if (needsValue && value === undefined)
+    ctx.addIssue({ code: "custom", message: `operator ${operator} needs "value"` });
+  if (!needsValue && value !== undefined)
+    ctx.addIssue({
+      code: "custom",
+      message: `operator ${operator} takes no "value"`,
+      path: ["value"],
+    });
+  if (needsValues && (values === undefined || values.length === 0))
+    ctx.addIssue({
+      code: "custom",
+      message: `operator In needs a non-empty "values" list`,
+      path: values === undefined ? [] : ["values"],
+    });
+  if (!needsValues && values !== undefined)
+    ctx.addIssue({
+      code: "custom",
+      message: `operator ${operator} takes no "values"`,
+      path: ["values"],
+    });
+}
+
 const matchExpression = z
   .strictObject({
     key: labelKey,
@@ -36,31 +70,17 @@ const matchExpression = z
     value: z.string().optional(),
     values: z.array(z.string()).optional(),
   })
-  .superRefine((expr, ctx) => {
-    const { operator, value, values } = expr;
-    const needsValue = operator === "Equals" || operator === "NotEquals" || operator === "Prefix";
-    const needsValues = operator === "In";
-    if (needsValue && value === undefined)
-      ctx.addIssue({ code: "custom", message: `operator ${operator} needs "value"` });
-    if (!needsValue && value !== undefined)
-      ctx.addIssue({
-        code: "custom",
-        message: `operator ${operator} takes no "value"`,
-        path: ["value"],
-      });
-    if (needsValues && (values === undefined || values.length === 0))
-      ctx.addIssue({
-        code: "custom",
-        message: `operator In needs a non-empty "values" list`,
-        path: values === undefined ? [] : ["values"],
-      });
-    if (!needsValues && values !== undefined)
-      ctx.addIssue({
-        code: "custom",
-        message: `operator ${operator} takes no "values"`,
-        path: ["values"],
-      });
-  });
+  .superRefine(checkOperands);
+
+/** A test on a verified user's claims (`core/user.ts`); multi-valued claims hold when any value does. */
+const userExpression = z
+  .strictObject({
+    key: z.enum(USER_CLAIM_KEYS),
+    operator: z.enum(OPERATORS),
+    value: z.string().optional(),
+    values: z.array(z.string()).optional(),
+  })
+  .superRefine(checkOperands);
 
 export const selectorSchema = z.strictObject({
   matchLabels: labelMap.optional(),
@@ -87,11 +107,18 @@ function peerSchema(direction: "ingress" | "egress") {
       matchExpressions: z.array(matchExpression).optional(),
       cidrs: z.array(cidr).min(1).optional(),
       dnsNames: z.array(dnsName).min(1).optional(),
+      user: z.array(userExpression).min(1).optional(),
     })
     .superRefine((value, ctx) => {
       const p = value;
       const labelled = p.matchLabels !== undefined || p.matchExpressions !== undefined;
       const addressed = p.cidrs !== undefined || p.dnsNames !== undefined;
+      if (direction === "egress" && p.user !== undefined)
+        ctx.addIssue({
+          code: "custom",
+          message: `user is only valid in ingress "from" entries (the sidecar verifies people arriving at a workload)`,
+          path: ["user"],
+        });
       if (direction === "ingress" && p.dnsNames !== undefined)
         ctx.addIssue({
           code: "custom",
@@ -104,7 +131,7 @@ function peerSchema(direction: "ingress" | "egress") {
           message:
             "an entry cannot mix label matchers (mesh workloads) with cidrs/dnsNames (non-mesh peers): it would never match; use two entries",
         });
-      if (!labelled && !addressed)
+      if (!labelled && !addressed && p.user === undefined)
         ctx.addIssue({
           code: "custom",
           message: `empty peer entry; use matchLabels: {} for any mesh workload, or omit the list for any peer`,
@@ -221,5 +248,6 @@ export type PeerMatch = z.infer<ReturnType<typeof peerSchema>>;
 export type HttpMatch = z.infer<typeof httpMatch>;
 export type HeaderMatch = z.infer<typeof headerMatch>;
 export type MatchExpression = z.infer<typeof matchExpression>;
+export type UserExpression = z.infer<typeof userExpression>;
 export type MtlsMode = (typeof MTLS_MODES)[number];
 export type RuleAction = (typeof ACTIONS)[number];

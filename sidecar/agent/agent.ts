@@ -112,6 +112,7 @@ function sidecarConfig(o: AgentOptions): SidecarConfigInput {
       appHost: "127.0.0.1",
       httpPorts: o.httpPorts,
       ...(o.plaintextAppPort !== undefined ? { plaintextAppPort: o.plaintextAppPort } : {}),
+      ...(o.userAccess !== undefined ? { userAccess: o.userAccess } : {}),
     },
     outbound: { host: o.outboundHost, port: o.outboundPort, targets: o.outbound },
     admin: { host: "127.0.0.1", port: o.adminPort },

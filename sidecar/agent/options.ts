@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { availableParallelism, networkInterfaces } from "node:os";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { userAccessSchema } from "../user-access/config.ts";
 
 /**
  * The `sigil sidecar` settings: flags, or the same keys in camelCase in a YAML/JSON file
@@ -81,6 +82,11 @@ export const agentOptionsSchema = z
     fastPathPorts: z.array(appPort).default([]),
     /** App ports served as HTTP only, never carried as opaque TCP (sidecar config `inbound.httpPorts`). */
     httpPorts: z.array(appPort).default([]),
+    /**
+     * Ports served to people: OpenID Connect sign-in and bearer tokens (sidecar config
+     * `inbound.userAccess`, `sidecar/user-access/`). `--user-access-ports` sets its `ports`.
+     */
+    userAccess: userAccessSchema.optional(),
     /** The capture configuration `sigil init` applied: fast-path rules then join its transaction. */
     captureConfig: z.string().min(1).optional(),
     /** Fast path: let new connections through when the enforcer is gone (default: fail closed). */
@@ -110,6 +116,12 @@ export const agentOptionsSchema = z
       ctx.addIssue({ code: "custom", message: "outbound targets are for explicit mode", path: ["outbound"] });
     // The fast path hands a port's bytes to the kernel after the handshake: nothing would be parsed
     // as HTTP, and an x-forwarded-client-cert a caller wrote would reach the application.
+    for (const p of (o.userAccess?.ports ?? []).filter((h) => o.fastPathPorts.includes(h)))
+      ctx.addIssue({
+        code: "custom",
+        message: `port ${p} is a user-access port (every request needs a signed-in user) and a fast-path port (never parsed): choose one`,
+        path: ["userAccess", "ports"],
+      });
     for (const p of o.httpPorts.filter((h) => o.fastPathPorts.includes(h)))
       ctx.addIssue({
         code: "custom",

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
 import type { AuthzRequest, Decision, EnforcementMode, HttpRequestFacts } from "../../core/policy/index.ts";
+import type { UserIdentity } from "../../core/user.ts";
 import {
   evaluate,
   normalizeRequestPath,
@@ -71,7 +72,12 @@ function nextFlowId(): string {
   return FLOW_ID_PREFIX + (flowIdCounter++).toString(36);
 }
 
-function endpointOf(peer: Peer): FlowEndpoint {
+function endpointOf(peer: Peer, user: UserIdentity | null): FlowEndpoint {
+  const end = peerEndpoint(peer);
+  return user === null ? end : { ...end, user: { issuer: user.issuer, sub: user.sub } };
+}
+
+function peerEndpoint(peer: Peer): FlowEndpoint {
   if (peer.kind === "workload") {
     return peer.address === undefined
       ? { spiffeId: peer.identity.spiffeId, labels: peer.identity.labels }
@@ -104,8 +110,16 @@ export class Authorizer {
     await this.names.prepare(names, address);
   }
 
-  /** Never throws: a failure inside the engine is a denial (fail closed), logged with its cause. */
-  decide(conn: ConnectionFacts, http?: HttpRequestFacts, peer: Peer = conn.peer): Decision {
+  /**
+   * Never throws: a failure inside the engine is a denial (fail closed), logged with its cause.
+   * `user`: the person a user-access port verified for this request (`user-access/`).
+   */
+  decide(
+    conn: ConnectionFacts,
+    http?: HttpRequestFacts,
+    peer: Peer = conn.peer,
+    user: UserIdentity | null = null,
+  ): Decision {
     const snapshot = this.policy.current();
     // A revocation also ends connections that were authenticated before it arrived, request by
     // request, in both directions: pooled egress connections to a revoked destination included.
@@ -127,9 +141,11 @@ export class Authorizer {
         return refusalDecision(`mtls-required: peer authentication is STRICT on port ${port}`);
       const mode = snapshot.mode;
       const request: AuthzRequest =
-        http === undefined
-          ? { direction, local, peer, port, mode }
-          : { direction, local, peer, port, mode, http };
+        user !== null
+          ? { direction, local, peer, port, mode, http, user }
+          : http === undefined
+            ? { direction, local, peer, port, mode }
+            : { direction, local, peer, port, mode, http };
       const decision = evaluate(snapshot.policies, request);
       if (direction === "egress" && peer.kind === "external" && peer.dnsName !== undefined)
         return this.bindName(decision, mode, peer.address, peer.dnsName, () =>
@@ -202,11 +218,17 @@ export class Authorizer {
   }
 
   /** Records one decided request or connection once its outcome is known. */
-  record(conn: ConnectionFacts, decision: Decision, outcome: FlowOutcome, peer: Peer = conn.peer): void {
+  record(
+    conn: ConnectionFacts,
+    decision: Decision,
+    outcome: FlowOutcome,
+    peer: Peer = conn.peer,
+    user: UserIdentity | null = null,
+  ): void {
     const now = Date.now();
     const self = this.self();
     const selfEnd: FlowEndpoint = { spiffeId: self.spiffeId, labels: self.labels };
-    const other = endpointOf(peer);
+    const other = endpointOf(peer, user);
     const durationMs = now - outcome.startedAt;
     this.metrics.recordDecision(
       conn.direction,
@@ -239,6 +261,7 @@ export class Authorizer {
         {
           direction: conn.direction,
           peer: other.spiffeId ?? other.address,
+          user: other.user?.sub,
           port: conn.port,
           http: outcome.http,
           verdict: decision.verdict,

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { isUserFieldName } from "../user-access/user-fields.ts";
 
 /**
  * The `x-forwarded-client-cert` (XFCC) field: how the application learns who called it. Only the
@@ -22,6 +23,14 @@ export function isForwardedClientCertName(lower: string): boolean {
   );
 }
 
+/**
+ * Fields only the sidecar may set towards an application: XFCC, and the signed-in user's
+ * (`../user-access/user-fields.ts`). A client's copy of either is removed wherever XFCC is.
+ */
+export function isSidecarFieldName(lower: string): boolean {
+  return isForwardedClientCertName(lower) || isUserFieldName(lower);
+}
+
 /** `sanitize_set`: remove what the client sent, set one for a verified mesh caller. `sanitize`: only remove. */
 export type ForwardClientCert = "sanitize_set" | "sanitize";
 
@@ -41,17 +50,20 @@ export function forwardedClientCert(self: string, peerLeafDer: Buffer, peer: str
 
 /**
  * Request fields as the application receives them (lower-cased names): without the client's XFCC
- * (in any spelling `isForwardedClientCertName` takes), with `value` when set. Policy decides on
- * these, so a header rule cannot be met by a forged XFCC.
+ * and user fields (in any spelling `isSidecarFieldName` takes), with `value` as XFCC when set and
+ * the verified user's fields when given. Policy decides on these, so a header rule cannot be met
+ * by a forged XFCC or user field.
  */
 export function withForwardedClientCert<T>(
   headers: Readonly<Record<string, T>>,
   value: string | undefined,
+  userFields?: Readonly<Record<string, string>>,
 ): Readonly<Record<string, T | string>> {
-  const forged = Object.keys(headers).filter(isForwardedClientCertName);
-  if (value === undefined && forged.length === 0) return headers;
+  const forged = Object.keys(headers).filter(isSidecarFieldName);
+  if (value === undefined && userFields === undefined && forged.length === 0) return headers;
   const out: Record<string, T | string> = { ...headers };
   for (const name of forged) delete out[name];
   if (value !== undefined) out[FORWARDED_CLIENT_CERT] = value;
+  if (userFields !== undefined) Object.assign(out, userFields);
   return out;
 }

@@ -20,6 +20,7 @@ import type { PolicySource } from "../inputs/sources.ts";
 import type { ConnectionTracker } from "./tracker.ts";
 import { refuseConnection, tunnel } from "../tunnel/tunnel.ts";
 import type { UpstreamRoute, Upstreams } from "../upstream/upstreams.ts";
+import type { UserAccessGate } from "../user-access/gate.ts";
 
 /**
  * The inbound (ingress) side: connections arriving for the local application. A hello offering the
@@ -49,6 +50,8 @@ export interface InboundDeps {
   readonly handshakeTimeoutMs: number;
   /** Whether HTTP requests from a caller verified by mTLS carry its identity to the application. */
   readonly forwardClientCert: ForwardClientCert;
+  /** Ports served to people (`user-access/`): sign-in, sessions, bearer tokens. Null: none. */
+  readonly userAccess: UserAccessGate | null;
   readonly log: Logger;
 }
 
@@ -97,6 +100,12 @@ export class InboundHandler {
 
   private route(port: number): UpstreamRoute {
     return { kind: "direct", host: this.deps.appHost, port };
+  }
+
+  /** The gate of a user-access port, to put on its connections; undefined elsewhere. */
+  private gateFor(port: number): { userAccess: UserAccessGate } | undefined {
+    const gate = this.deps.userAccess;
+    return gate !== null && gate.ports.has(port) ? { userAccess: gate } : undefined;
   }
 
   private async mesh(socket: Socket, detection: Detection, target: TunnelTarget): Promise<void> {
@@ -158,8 +167,9 @@ export class InboundHandler {
               accepted.peer.leaf.raw,
               accepted.peer.identity.spiffeId,
             ),
+            ...this.gateFor(target.port),
           }
-        : { facts, route, peerFor: () => facts.peer };
+        : { facts, route, peerFor: () => facts.peer, ...this.gateFor(target.port) };
     switch (target.protocol) {
       case "http1":
         deps.http1.accept(tlsSocket, conn, Buffer.alloc(0));
@@ -197,13 +207,24 @@ export class InboundHandler {
       );
       return;
     }
+    // People reach a user-access port with browsers, which speak HTTP/1.1 without TLS; HTTP/2 in the
+    // clear there would pass no sign-in, so it is refused rather than let through without a user.
+    if (kind !== "http1" && this.gateFor(port) !== undefined) {
+      this.refuse(socket, port, `user-access: port ${port} serves people over HTTP/1.1 only`);
+      return;
+    }
     const facts: ConnectionFacts = {
       direction: "ingress",
       port,
       peer: { kind: "external", address: socket.remoteAddress ?? "" },
       encrypted: false,
     };
-    const conn: ProxiedConnection = { facts, route: this.route(port), peerFor: () => facts.peer };
+    const conn: ProxiedConnection = {
+      facts,
+      route: this.route(port),
+      peerFor: () => facts.peer,
+      ...this.gateFor(port),
+    };
     const head = takeBuffered(socket, detection.head);
     switch (detection.protocol.kind) {
       case "http1":

@@ -1,5 +1,6 @@
 import type { Peer } from "../../core/identity.ts";
 import type { ConnectionFacts } from "../authz/authorize.ts";
+import type { UserAccessGate } from "../user-access/gate.ts";
 import type { UpstreamRoute } from "./upstreams.ts";
 
 /**
@@ -20,4 +21,6 @@ export interface ProxiedConnection {
    * (inbound, from a caller verified by mTLS). Absent: the client's XFCC fields are only removed.
    */
   readonly forwardedClientCert?: string;
+  /** A user-access port: every request first passes the gate (session, bearer token, sign-in). */
+  readonly userAccess?: UserAccessGate;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { AgentOptionsError, parseAgentOptions } from "../../sidecar/agent/options.ts";
+import { fileURLToPath } from "node:url";
+import { AgentOptionsError, parseAgentOptions, readAgentConfigFile } from "../../sidecar/agent/options.ts";
 
 const BASE = {
   controlPlane: "127.0.0.1:15010",
@@ -39,5 +40,30 @@ describe("sidecar agent options", () => {
     expect(advertiseAddress.at(-1)).toBe("198.18.9.9");
     expect(advertiseAddress).not.toContain("127.0.0.1");
     expect(advertiseAddress).not.toContain("auto");
+  });
+
+  it("takes a userAccess block, and refuses a user-access port the fast path would carry unparsed", () => {
+    const userAccess = {
+      ports: [8443],
+      issuer: "https://idp.example",
+      clientId: "web",
+      redirectUri: "https://web.example/.sigil/callback",
+      sessionKeyFile: "/etc/sigil/session.key",
+    };
+    expect(parseAgentOptions({ ...BASE, userAccess }).userAccess?.cookie.name).toBe("__Host-sigil-session");
+    expect(() => parseAgentOptions({ ...BASE, userAccess, fastPathPorts: [8443] })).toThrow(
+      /userAccess\.ports: port 8443 is a user-access port/,
+    );
+  });
+
+  it("reads the user-access example as it stands", async () => {
+    const file = fileURLToPath(new URL("../../examples/user-access/sidecar.yaml", import.meta.url));
+    const o = parseAgentOptions(await readAgentConfigFile(file), file);
+    expect(o.userAccess).toMatchObject({
+      ports: [8080],
+      issuer: "https://sso.example.com/realms/example",
+      cookie: { name: "__Host-sigil-session", secure: true, maxAgeSeconds: 28800 },
+    });
+    expect(o.userAccess?.bearer.trustedIssuers[0]?.audiences).toEqual(["payments-api"]);
   });
 });

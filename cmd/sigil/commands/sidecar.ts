@@ -54,6 +54,7 @@ interface Flags {
   peerInboundPort?: number;
   fastPathPorts?: string[];
   httpPorts?: string[];
+  userAccessPorts?: string[];
   fastPathFailOpen?: boolean;
   captureConfig?: string;
   svidTtl?: number;
@@ -126,6 +127,11 @@ export function register(program: Command): void {
       collect,
     )
     .option(
+      "--user-access-ports <port...>",
+      "app ports served to people: OpenID Connect sign-in (the userAccess block of --config names the provider)",
+      collect,
+    )
+    .option(
       "--capture-config <file>",
       "the capture config `sigil init` applied: fast-path rules join its transaction",
     )
@@ -178,6 +184,9 @@ export function register(program: Command): void {
       };
       const merged: Record<string, unknown> = { ...file };
       for (const [k, v] of Object.entries(fromFlags)) if (v !== undefined) merged[k] = v;
+      const userAccessPorts = ports("--user-access-ports", flags.userAccessPorts);
+      if (userAccessPorts !== undefined)
+        merged.userAccess = { ...(file.userAccess as object | undefined), ports: userAccessPorts };
       // A proof given on the command line replaces any other named in the config.
       for (const key of ["joinToken", "joinTokenFile", "serviceAccountTokenFile"] as const)
         if (flags[key] !== undefined)

@@ -63,6 +63,7 @@ function showSignIn(message) {
 function shortId(id) {
   if (!id) return "?";
   if (id.startsWith("external:")) return id.slice("external:".length);
+  if (id.startsWith("user:")) return id.slice(id.lastIndexOf("#") + 1);
   const m = /^spiffe:\/\/[^/]+\/(?:ns\/([^/]+)\/sa\/([^/]+)|(.*))$/.exec(id);
   if (!m) return id;
   return m[2] ? `${m[2]}.${m[1]}` : m[3];
@@ -164,6 +165,7 @@ const cy = cytoscape({
 window.sigil = { cy };
 
 function groupId(node) {
+  if (node.user) return "group:people";
   if (node.external) return "group:external";
   return node.namespace ? `ns:${node.namespace}` : "group:mesh";
 }
@@ -175,7 +177,13 @@ function elementsFor(graph) {
   for (const n of graph.nodes) {
     const g = groupId(n);
     if (!groups.has(g)) {
-      const label = n.external ? "outside the mesh" : n.namespace ? `namespace ${n.namespace}` : "mesh";
+      const label = n.user
+        ? "people"
+        : n.external
+          ? "outside the mesh"
+          : n.namespace
+            ? `namespace ${n.namespace}`
+            : "mesh";
       groups.set(g, { data: { id: g, label }, classes: "group" });
     }
     if (n.app) {

@@ -6,7 +6,7 @@
  * CRLF exactly where the grammar puts it, trailer fields well-formed and bounded), so the next hop
  * reads the same boundaries.
  */
-import { isForwardedClientCertName } from "../client-cert.ts";
+import { isSidecarFieldName } from "../client-cert.ts";
 
 export class FramingError extends Error {
   constructor(readonly reason: string) {
@@ -70,11 +70,11 @@ function isQdtext(c: number): boolean {
 const FORBIDDEN_TRAILERS = new Set(["content-length", "transfer-encoding", "host"]);
 
 /**
- * Whether a trailer field may not appear: framing and routing fields, and the caller identity the
- * inbound sidecar vouches for in any spelling (a trailer would let a caller append its own).
+ * Whether a trailer field may not appear: framing and routing fields, and the caller identity (XFCC)
+ * and user fields the inbound sidecar vouches for, in any spelling (a trailer would let a caller append its own).
  */
 function forbiddenTrailer(lower: string): boolean {
-  return FORBIDDEN_TRAILERS.has(lower) || isForwardedClientCertName(lower);
+  return FORBIDDEN_TRAILERS.has(lower) || isSidecarFieldName(lower);
 }
 
 export class BodyFramer {

@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Peer } from "../../../core/identity.ts";
+import type { UserIdentity } from "../../../core/user.ts";
 import type { Decision, HttpRequestFacts } from "../../../core/policy/index.ts";
 import { normalizeRequestPath, refusalDecision } from "../../../core/policy/index.ts";
 import type { Authorizer } from "../../authz/authorize.ts";
@@ -17,6 +18,8 @@ import type { RequestHead, ResponseHead } from "./head.ts";
 import { HeadError, headEnd, parseRequestHead, parseResponseHead, partialHeadProblem } from "./head.ts";
 import type { Http1Pool, PoolUser, UpstreamConnection } from "../../upstream/http1-pool.ts";
 import { downstreamResponseHead, rawResponse, upgradeRequestHead, upstreamRequestHead } from "./responses.ts";
+import type { Admission } from "../../user-access/gate.ts";
+import { userFields } from "../../user-access/user-fields.ts";
 
 export interface Http1Options {
   readonly maxHeaderBytes: number;
@@ -76,6 +79,9 @@ export class Http1Connection implements PoolUser {
   private upgrading = false;
   private decision: Decision | null = null;
   private peer: Peer | null = null;
+  /** The person the current request was verified for, with the fields that tell the application. */
+  private user: UserIdentity | null = null;
+  private userFields: Record<string, string> | undefined = undefined;
   private startedAt = 0;
   private target = "";
   private reqBody: BodyFramer | null = null;
@@ -220,28 +226,69 @@ export class Http1Connection implements PoolUser {
     }
     const peer = this.conn.peerFor(req.host);
     const lookup = this.ctx.authorizer.nameLookup(this.conn.facts, peer);
-    if (lookup === null) {
-      this.decideRequest(req, peer, startedAt);
+    const gate = this.conn.userAccess;
+    if (lookup === null && gate === undefined) {
+      this.decideRequest(req, peer, startedAt, null);
       return;
     }
-    // Decided once the name has an answer; what arrives meanwhile is held (reading paused).
+    // Decided once the name has an answer or the user is known; what arrives meanwhile is held
+    // (reading paused).
     this.state = State.Deciding;
-    void lookup.then(() => {
+    const admitted: Promise<Admission> =
+      gate === undefined
+        ? (lookup as Promise<void>).then(() => ANONYMOUS)
+        : gate.admit({ method: req.method, target: req.target, headers: req.byName, peer });
+    void admitted.then((admission) => {
       if (this.state !== State.Deciding) return;
       this.state = State.Head;
-      this.decideRequest(req, peer, startedAt);
+      if (admission.kind === "answer") {
+        this.answer(req, peer, startedAt, admission);
+        return;
+      }
+      this.decideRequest(req, peer, startedAt, admission.user);
       if (this.state !== State.Head) return;
       if (this.pending !== null) this.nextRequest();
       if (this.state === State.Head) this.socket.resume();
     });
   }
 
-  private decideRequest(req: RequestHead, peer: Peer, startedAt: number): void {
+  /** The user-access gate answered the request itself (sign-in, callback, 401): nothing goes upstream. */
+  private answer(req: RequestHead, peer: Peer, startedAt: number, a: Admission & { kind: "answer" }): void {
+    this.socket.write(a.answer.raw);
+    this.ctx.authorizer.record(
+      this.conn.facts,
+      a.decision,
+      {
+        protocol: "http",
+        http: { method: req.method, path: reportedPath(a.decision, req.target), status: a.answer.status },
+        bytesSent: a.answer.raw.length,
+        bytesReceived: 0,
+        startedAt,
+      },
+      peer,
+      a.user,
+    );
+    this.close();
+  }
+
+  private decideRequest(req: RequestHead, peer: Peer, startedAt: number, user: UserIdentity | null): void {
+    const fields = user === null ? undefined : userFields(user);
     const decision = this.ctx.authorizer.decide(
       this.conn.facts,
-      requestFacts(req, this.conn.forwardedClientCert),
+      requestFacts(req, this.conn.forwardedClientCert, fields),
       peer,
+      user,
     );
+    const gate = this.conn.userAccess;
+    if (decision.verdict === "deny" && user !== null && gate !== undefined && decision.status !== 400) {
+      this.answer(req, peer, startedAt, {
+        kind: "answer",
+        answer: gate.denied(decision, user),
+        decision,
+        user,
+      });
+      return;
+    }
     if (decision.verdict === "deny") {
       const status = decision.status === 400 ? 400 : 403;
       const body = denialBody(status, decision);
@@ -267,6 +314,7 @@ export class Http1Connection implements PoolUser {
           startedAt,
         },
         peer,
+        user,
       );
       if (keepAlive) this.since = Date.now();
       else this.close();
@@ -280,6 +328,8 @@ export class Http1Connection implements PoolUser {
     this.upgrading = req.upgrade && !req.httpUpgrade;
     this.decision = decision;
     this.peer = peer;
+    this.user = user;
+    this.userFields = fields;
     this.startedAt = startedAt;
     this.target = target;
     this.reqBody = BodyFramer.forRequest(req.contentLength, req.chunked, this.ctx.options.maxHeaderBytes);
@@ -298,8 +348,8 @@ export class Http1Connection implements PoolUser {
     this.up = up;
     const clientCert = this.conn.forwardedClientCert;
     const head = this.upgrading
-      ? upgradeRequestHead(req, this.target, clientCert)
-      : upstreamRequestHead(req, this.target, clientCert);
+      ? upgradeRequestHead(req, this.target, clientCert, this.userFields)
+      : upstreamRequestHead(req, this.target, clientCert, this.userFields);
     let out: Buffer;
     let n = 0;
     const pending = this.pending;
@@ -533,12 +583,15 @@ export class Http1Connection implements PoolUser {
         startedAt: this.startedAt,
       },
       this.peer as Peer,
+      this.user,
     );
     const close = error !== null || this.closeAfter || !complete || this.ctx.draining;
     this.req = null;
     this.upgrading = false;
     this.decision = null;
     this.peer = null;
+    this.user = null;
+    this.userFields = undefined;
     this.reqBody = null;
     this.pool = null;
     this.up = null;
@@ -615,6 +668,7 @@ export class Http1Connection implements PoolUser {
     const req = this.req as RequestHead;
     const decision = this.decision as Decision;
     const peer = this.peer as Peer;
+    const user = this.user;
     const startedAt = this.startedAt;
     const received = (this.reqBody as BodyFramer).dataBytes;
     const flowHttp = { method: req.method, path: reportedPath(decision, req.target), status: 101 };
@@ -635,6 +689,7 @@ export class Http1Connection implements PoolUser {
             startedAt,
           },
           peer,
+          user,
         ),
       rest === null ? head : Buffer.concat([head, rest]),
     );
@@ -642,10 +697,15 @@ export class Http1Connection implements PoolUser {
 }
 
 const EMPTY = Buffer.alloc(0);
+const ANONYMOUS: Admission = { kind: "forward", user: null };
 
-/** What policy decides on: the fields the upstream receives, XFCC included. */
-function requestFacts(req: RequestHead, clientCert: string | undefined): HttpRequestFacts {
-  const headers = withForwardedClientCert(req.byName, clientCert);
+/** What policy decides on: the fields the upstream receives, XFCC and user fields included. */
+function requestFacts(
+  req: RequestHead,
+  clientCert: string | undefined,
+  user: Readonly<Record<string, string>> | undefined,
+): HttpRequestFacts {
+  const headers = withForwardedClientCert(req.byName, clientCert, user);
   return req.host === undefined
     ? { method: req.method, path: req.target, headers }
     : { method: req.method, path: req.target, host: req.host, headers };

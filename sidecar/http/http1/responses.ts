@@ -1,4 +1,4 @@
-import { FORWARDED_CLIENT_CERT, isForwardedClientCertName } from "../client-cert.ts";
+import { FORWARDED_CLIENT_CERT, isSidecarFieldName } from "../client-cert.ts";
 import { HOP_BY_HOP } from "../hop-by-hop.ts";
 import type { RawHeaders, RequestHead, ResponseHead } from "./head.ts";
 
@@ -14,34 +14,45 @@ function endToEnd(raw: RawHeaders, connection: ReadonlySet<string>, request: boo
     const name = raw[i] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || connection.has(lower)) continue;
-    if (request && isForwardedClientCertName(lower)) continue;
+    if (request && isSidecarFieldName(lower)) continue;
     out += `${name}: ${raw[i + 1] as string}\r\n`;
   }
   return out;
 }
 
-function clientCertField(clientCert: string | undefined): string {
-  return clientCert === undefined ? "" : `${FORWARDED_CLIENT_CERT}: ${clientCert}\r\n`;
+/** The sidecar's own fields: XFCC, and the verified user's (`user-access/user-fields.ts`). */
+function sidecarFields(
+  clientCert: string | undefined,
+  user: Readonly<Record<string, string>> | undefined,
+): string {
+  let out = clientCert === undefined ? "" : `${FORWARDED_CLIENT_CERT}: ${clientCert}\r\n`;
+  if (user !== undefined) for (const [name, value] of Object.entries(user)) out += `${name}: ${value}\r\n`;
+  return out;
 }
 
 /**
  * The request head sent upstream: always HTTP/1.1, with the normalized target, and `clientCert`
  * (when given) as the only XFCC field.
  */
-export function upstreamRequestHead(req: RequestHead, target: string, clientCert?: string): string {
+export function upstreamRequestHead(
+  req: RequestHead,
+  target: string,
+  clientCert?: string,
+  user?: Readonly<Record<string, string>>,
+): string {
   return (
     `${req.method} ${target} HTTP/1.1\r\n${endToEnd(req.raw, req.connection, true)}` +
-    clientCertField(clientCert) +
+    sidecarFields(clientCert, user) +
     (req.chunked ? "transfer-encoding: chunked\r\n\r\n" : "\r\n")
   );
 }
 
-/** A Connection value without the XFCC option, or "" when nothing else was in it. */
+/** A Connection value without options naming the sidecar's fields, or "" when nothing else was in it. */
 function withoutClientCertOption(value: string): string {
   return value
     .split(",")
     .map((t) => t.trim())
-    .filter((t) => t !== "" && !isForwardedClientCertName(t.toLowerCase()))
+    .filter((t) => t !== "" && !isSidecarFieldName(t.toLowerCase()))
     .join(", ");
 }
 
@@ -50,13 +61,18 @@ function withoutClientCertOption(value: string): string {
  * client's XFCC; a Connection field naming XFCC loses that option, so the next hop does not drop
  * the sidecar's own field as hop-by-hop.
  */
-export function upgradeRequestHead(req: RequestHead, target: string, clientCert?: string): string {
-  const namesClientCert = [...req.connection].some(isForwardedClientCertName);
+export function upgradeRequestHead(
+  req: RequestHead,
+  target: string,
+  clientCert?: string,
+  user?: Readonly<Record<string, string>>,
+): string {
+  const namesClientCert = [...req.connection].some(isSidecarFieldName);
   let out = `${req.method} ${target} HTTP/1.1\r\n`;
   for (let i = 0; i < req.raw.length; i += 2) {
     const name = req.raw[i] as string;
     const lower = name.toLowerCase();
-    if (isForwardedClientCertName(lower)) continue;
+    if (isSidecarFieldName(lower)) continue;
     let value = req.raw[i + 1] as string;
     if (namesClientCert && lower === "connection") {
       value = withoutClientCertOption(value);
@@ -64,7 +80,7 @@ export function upgradeRequestHead(req: RequestHead, target: string, clientCert?
     }
     out += `${name}: ${value}\r\n`;
   }
-  return `${out}${clientCertField(clientCert)}\r\n`;
+  return `${out}${sidecarFields(clientCert, user)}\r\n`;
 }
 
 /** The response head sent to the client; `chunked` says whether the body goes on chunk-framed. */
