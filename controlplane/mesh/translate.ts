@@ -9,10 +9,10 @@ import type {
   IngressRule,
   MatchExpression,
   MtlsMode,
+  EnforcementMode,
   PeerMatch,
   Selector,
 } from "../../core/policy/index.ts";
-import type { EnforcementMode } from "../visibility/mode.ts";
 import type { LabelOperator, LabelSelector, PolicySetSpec, RuleSpec, WorkloadSpec } from "../xds/sigil.ts";
 import type { Registration } from "../../core/registration.ts";
 

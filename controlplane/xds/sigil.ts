@@ -1,3 +1,4 @@
+import type { MtlsMode } from "../../core/policy/index.ts";
 import type { TypeRegistry, XdsResource } from "../../xds/registry.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 
@@ -6,7 +7,6 @@ import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../..
  * registry validates every one before it can be published.
  */
 
-export type MtlsMode = "STRICT" | "PERMISSIVE" | "DISABLE";
 export type LabelOperator = "EQUALS" | "NOT_EQUALS" | "IN" | "EXISTS" | "ABSENT" | "PREFIX";
 
 export interface LabelSelector {
