@@ -8,7 +8,8 @@ import { decodeMeshAlpn, selectMeshAlpn } from "../tls/alpn.ts";
 import type { Authorizer, ConnectionFacts } from "../authz/authorize.ts";
 import type { ForwardClientCert } from "../http/client-cert.ts";
 import { forwardedClientCert } from "../http/client-cert.ts";
-import { refusalDecision } from "../../core/policy/index.ts";
+import { refused, refusalText } from "../authz/refusal.ts";
+import type { Refusal } from "../authz/refusal.ts";
 import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
 import type { Http1Proxy } from "../http/http1/proxy.ts";
@@ -78,7 +79,7 @@ export class InboundHandler {
     else this.plaintext(socket, detection, plainPort);
   }
 
-  private refuse(socket: Socket, port: number, reason: string, peer?: Peer): void {
+  private refuse(socket: Socket, port: number, refusal: Refusal, peer?: Peer): void {
     const address = socket.remoteAddress ?? "";
     refuseConnection(socket);
     const facts: ConnectionFacts = {
@@ -87,7 +88,7 @@ export class InboundHandler {
       peer: peer ?? { kind: "external", address },
       encrypted: false,
     };
-    this.deps.authorizer.record(facts, refusalDecision(reason), {
+    this.deps.authorizer.record(facts, refused(refusal), {
       protocol: "tcp",
       bytesSent: 0,
       bytesReceived: 0,
@@ -102,16 +103,12 @@ export class InboundHandler {
   private async mesh(socket: Socket, detection: Detection, target: TunnelTarget): Promise<void> {
     const { deps } = this;
     if (deps.reservedPorts.has(target.port)) {
-      this.refuse(socket, target.port, `reserved-port: port ${target.port} belongs to the sidecar`);
+      this.refuse(socket, target.port, { kind: "reserved-port", port: target.port });
       return;
     }
     const mode = peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), target.port);
     if (mode === "DISABLE") {
-      this.refuse(
-        socket,
-        target.port,
-        `mtls-disabled: peer authentication is DISABLE on port ${target.port}`,
-      );
+      this.refuse(socket, target.port, { kind: "mtls-disabled", port: target.port });
       return;
     }
     const remote = socket.remoteAddress ?? "";
@@ -120,12 +117,15 @@ export class InboundHandler {
     try {
       accepted = await deps.tls.accept(socket, deps.handshakeTimeoutMs);
     } catch (err) {
-      const reason =
+      const refusal: Refusal =
         err instanceof PeerRejectedError
-          ? `peer-rejected: ${err.reason}: ${err.message}`
-          : `tls-error: ${(err as Error).message}`;
-      deps.log.info({ remote: socket.remoteAddress, port: target.port, reason }, "mesh handshake refused");
-      this.refuse(socket, target.port, reason, { kind: "external", address: remote });
+          ? { kind: "peer-rejected", reason: err.reason, message: err.message }
+          : { kind: "tls-error", message: (err as Error).message };
+      deps.log.info(
+        { remote: socket.remoteAddress, port: target.port, reason: refusalText(refusal) },
+        "mesh handshake refused",
+      );
+      this.refuse(socket, target.port, refusal, { kind: "external", address: remote });
       return;
     }
     const tlsSocket = accepted.socket;
@@ -141,7 +141,7 @@ export class InboundHandler {
       this.refuse(
         tlsSocket,
         target.port,
-        `http-only: port ${target.port} is served as HTTP only; the caller asked for an opaque TCP tunnel`,
+        { kind: "http-only", port: target.port, offered: "tunnel" },
         facts.peer,
       );
       return;
@@ -175,26 +175,26 @@ export class InboundHandler {
   private plaintext(socket: Socket, detection: Detection, port: number | null): void {
     const { deps } = this;
     if (port === null) {
-      this.refuse(socket, 0, "mtls-required: no application port takes plaintext here");
+      this.refuse(socket, 0, { kind: "mtls-required", port: null });
       return;
     }
     if (deps.reservedPorts.has(port)) {
-      this.refuse(socket, port, `reserved-port: port ${port} belongs to the sidecar`);
+      this.refuse(socket, port, { kind: "reserved-port", port });
       return;
     }
     const mode = peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), port);
     if (mode === "STRICT") {
-      this.refuse(socket, port, `mtls-required: peer authentication is STRICT on port ${port}`);
+      this.refuse(socket, port, { kind: "mtls-required", port });
       return;
     }
     const kind = detection.protocol.kind;
     if (kind !== "http1" && kind !== "h2" && deps.httpPorts.has(port)) {
-      this.refuse(
-        socket,
+      this.refuse(socket, port, {
+        kind: "http-only",
         port,
-        `http-only: port ${port} is served as HTTP only; the client's first bytes were not HTTP` +
-          ` (or none came within ${deps.detectTimeoutMs} ms)`,
-      );
+        offered: "not-http",
+        detectTimeoutMs: deps.detectTimeoutMs,
+      });
       return;
     }
     const facts: ConnectionFacts = {
