@@ -391,11 +391,6 @@ export function rewriteAsReset(packet: Buffer): Buffer {
   return packetCall((n) => n.rewriteAsReset(packet));
 }
 
-/** True when the addon was built with libnetfilter_queue (the fast-path datapath). */
-export function nfqueueAvailable(): boolean {
-  return nativeAvailable() && load().hasNfQueue;
-}
-
 function tupleArgs(t: ConnectionTuple): TupleArgs {
   return [t.clientAddress, t.clientPort, t.serverAddress, t.serverPort];
 }

@@ -1,7 +1,7 @@
 import { writeFile } from "node:fs/promises";
 import { Session } from "node:inspector/promises";
 import { startGrpcServer } from "../../controlplane/grpc-server.ts";
-import { createSelfSignedServingCert } from "../../controlplane/serving-cert.ts";
+import { createSelfSignedServingCert } from "../../test/support/serving-cert.ts";
 import { createXdsService } from "../../controlplane/xds/service.ts";
 import { ResourceSet } from "../../xds/snapshot.ts";
 import { POLICY_SET } from "../../xds/type-urls.ts";

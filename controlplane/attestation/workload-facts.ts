@@ -3,23 +3,6 @@ import type { AttestedLabel } from "../../core/labels.ts";
 import { labelValueProblem } from "../../core/labels.ts";
 import { AttestationError } from "./errors.ts";
 
-/** What the sidecar read from /proc/<pid> of the workload it protects. */
-export interface ProcessFacts {
-  readonly uid: number;
-  readonly gid: number;
-  readonly user: string;
-  readonly exePath: string;
-  readonly exeSha256: string;
-}
-
-/** What the sidecar read from the node's local metadata file. */
-export interface MetadataFacts {
-  readonly cloudRegion?: string;
-  readonly cloudZone?: string;
-  readonly image?: string;
-  readonly vulnerabilities?: { critical: number; high: number; medium: number; low: number };
-}
-
 const ID = z.number().int().min(0).max(0xffffffff);
 export const processFactsSchema = z.object({
   uid: ID,

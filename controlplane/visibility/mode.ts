@@ -4,6 +4,7 @@ import { dirname } from "node:path";
 import { z } from "zod";
 import { parseSpiffeId } from "../../core/identity.ts";
 import type { Labels } from "../../core/labels.ts";
+import type { EnforcementMode } from "../../core/policy/index.ts";
 
 /**
  * Enforcement mode per workload: mesh-wide default, per namespace, per workload (SPIFFE ID), the
@@ -11,8 +12,6 @@ import type { Labels } from "../../core/labels.ts";
  * has a file) before it is visible, then announced with a `change` event so the policy distribution
  * can push the new modes to the sidecars.
  */
-
-export type EnforcementMode = "enforce" | "observe";
 
 export interface ModeSettings {
   readonly mesh: EnforcementMode;

@@ -1,4 +1,4 @@
-import type { LabelSelectorMessage, PolicySetMessage } from "../../core/policy/index.ts";
+import type { LabelSelectorMessage, MtlsMode, PolicySetMessage } from "../../core/policy/index.ts";
 import type { TypeRegistry, XdsResource } from "../../xds/registry.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 
@@ -8,7 +8,6 @@ import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../..
  * the policy codec (core/policy/codec.ts), which both ends share.
  */
 
-export type MtlsMode = "STRICT" | "PERMISSIVE" | "DISABLE";
 
 export interface TrustBundleSpec {
   readonly trust_domain: string;

@@ -5,18 +5,15 @@ import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
 import type { AuthzRequest, Decision, EnforcementMode, HttpRequestFacts } from "../../core/policy/index.ts";
 import type { UserIdentity } from "../../core/user.ts";
-import {
-  evaluate,
-  normalizeRequestPath,
-  peerAuthenticationMode,
-  refusalDecision,
-} from "../../core/policy/index.ts";
+import { evaluate, normalizeRequestPath, peerAuthenticationMode } from "../../core/policy/index.ts";
 import { canonicalName } from "../../core/policy/dns.ts";
 import type { EgressNameResolver, NameBinding } from "../egress/dns.ts";
 import { bindingProblem } from "../egress/dns.ts";
 import { egressNamesOf } from "../egress/names.ts";
 import type { SidecarMetrics } from "../admin/metrics.ts";
 import type { FlowSink, PolicySource } from "../inputs/sources.ts";
+import { denialCategory, refused } from "./refusal.ts";
+import type { RefusedDecision } from "./refusal.ts";
 
 /**
  * The sidecar's enforcement step: builds the request core/policy decides on, and turns every decision
@@ -50,13 +47,6 @@ export function reportedPath(decision: Decision, rawTarget: string): string {
   if (decision.path !== undefined) return decision.path;
   const n = normalizeRequestPath(rawTarget);
   return n.ok ? n.path : (rawTarget.split("?")[0] ?? "");
-}
-
-export function denialCategory(decision: Decision): string {
-  if (decision.status === 400) return "malformed-request";
-  if (decision.policy !== null) return "policy";
-  if (decision.reason.includes("default deny")) return "default-deny";
-  return decision.reason.split(":")[0] ?? "other";
 }
 
 /**
@@ -125,7 +115,8 @@ export class Authorizer {
     // request, in both directions: pooled egress connections to a revoked destination included.
     if (peer.kind === "workload") {
       const revoked = snapshot.revocations.revoking(peer.identity.spiffeId);
-      if (revoked) return refusalDecision(`revoked: ${peer.identity.spiffeId}: ${revoked.reason}`);
+      if (revoked)
+        return refused({ kind: "revoked", spiffeId: peer.identity.spiffeId, reason: revoked.reason });
     }
     try {
       // Built once per decision, in one of two fixed shapes (no spread), since this runs per request.
@@ -138,7 +129,7 @@ export class Authorizer {
         !conn.encrypted &&
         peerAuthenticationMode(snapshot.policies, local.labels, port) === "STRICT"
       )
-        return refusalDecision(`mtls-required: peer authentication is STRICT on port ${port}`);
+        return refused({ kind: "mtls-required", port });
       const mode = snapshot.mode;
       const request: AuthzRequest =
         user !== null
@@ -157,7 +148,7 @@ export class Authorizer {
         { err, direction: conn.direction, port: conn.port },
         "policy evaluation failed; denying",
       );
-      return refusalDecision(`internal-error: policy evaluation failed: ${(err as Error).message}`);
+      return refused({ kind: "internal-error", message: (err as Error).message });
     }
   }
 
@@ -183,12 +174,13 @@ export class Authorizer {
         ? `dns-binding: ${name} cannot be checked against ${address} (no resolver)`
         : bindingProblem(name, address, this.checkName(this.names, name, address));
     if (problem === null) return decision;
-    const denial: Decision = {
+    const denial: RefusedDecision = {
       ...decision,
       verdict: "deny",
       wouldDeny: false,
       policy: null,
       reason: problem,
+      refusal: { kind: "dns-binding", problem },
     };
     return mode === "observe"
       ? { ...denial, verdict: "allow", wouldDeny: true, reason: `observe mode, would deny: ${problem}` }

@@ -6,13 +6,9 @@ import type { Logger } from "pino";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
 import type { FlowRecord } from "../../core/flow.ts";
+import type { FlowSink } from "../inputs/sources.ts";
 import { FlowServiceClient, toWireFlow } from "../../core/flow-wire.ts";
 import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
-
-/** Where enforcement points hand their decisions. */
-export interface FlowSink {
-  report(record: FlowRecord): void;
-}
 
 export interface FlowReporterOptions {
   /** Control plane gRPC address, `host:port`. */

@@ -22,8 +22,9 @@ export interface WorkloadCredentials {
   readonly spiffeId: string;
   /** DER, leaf first. */
   readonly certChain: readonly Buffer[];
+  /** Leaf first, then any intermediates (PEM); the trust anchor itself is not included. */
   readonly certChainPem: string;
-  /** Stays in this process. */
+  /** PKCS#8 PEM private key; made by the sidecar, stays in this process and is never sent anywhere. */
   readonly privateKeyPem: string;
   readonly jwtSvid: string;
   readonly labels: readonly AttestedLabel[];

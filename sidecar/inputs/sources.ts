@@ -1,8 +1,8 @@
 import type { FlowRecord } from "../../core/flow.ts";
 import type { WorkloadIdentity } from "../../core/identity.ts";
 import type { CompiledPolicySet, EnforcementMode } from "../../core/policy/index.ts";
-import type { TrustBundle } from "../../core/svid/bundle.ts";
 import type { RevocationIndex } from "../../core/svid/revocation.ts";
+import type { WorkloadCredentials } from "../identity/rotation.ts";
 
 /**
  * What the data path consumes from the rest of the sidecar. Each is a narrow, synchronous read of
@@ -10,17 +10,14 @@ import type { RevocationIndex } from "../../core/svid/revocation.ts";
  * request without restarting anything.
  */
 
-/** The workload's own key and X.509-SVID plus the trust bundle peers are verified against. */
-export interface WorkloadCredentials {
-  /** PKCS#8 PEM private key; made by the sidecar and never sent anywhere. */
-  readonly privateKeyPem: string;
-  /** Leaf first, then any intermediates (PEM); the trust anchor itself is not included. */
-  readonly certChainPem: string;
-  readonly bundle: TrustBundle;
-}
+/**
+ * What the data path's handshakes need of the workload's credentials: its key, its X.509-SVID chain
+ * and the trust bundle peers are verified against.
+ */
+export type TlsCredentials = Pick<WorkloadCredentials, "privateKeyPem" | "certChainPem" | "bundle">;
 
 export interface CredentialSource {
-  current(): WorkloadCredentials;
+  current(): TlsCredentials;
   /** Emitted after `current()` changed (SVID rotation or a new trust bundle). */
   on(event: "rotate", listener: () => void): unknown;
   off(event: "rotate", listener: () => void): unknown;

@@ -7,7 +7,7 @@ import type {
   PeerDirectory,
   PolicySnapshot,
   PolicySource,
-  WorkloadCredentials,
+  TlsCredentials,
 } from "./sources.ts";
 
 /**
@@ -17,13 +17,13 @@ import type {
  */
 
 export class CredentialHolder extends EventEmitter<{ rotate: [] }> implements CredentialSource {
-  constructor(private value: WorkloadCredentials) {
+  constructor(private value: TlsCredentials) {
     super();
   }
-  current(): WorkloadCredentials {
+  current(): TlsCredentials {
     return this.value;
   }
-  set(value: WorkloadCredentials): void {
+  set(value: TlsCredentials): void {
     this.value = value;
     this.emit("rotate");
   }

@@ -8,7 +8,8 @@ import { decodeMeshAlpn, selectMeshAlpn } from "../tls/alpn.ts";
 import type { Authorizer, ConnectionFacts } from "../authz/authorize.ts";
 import type { ForwardClientCert } from "../http/client-cert.ts";
 import { forwardedClientCert } from "../http/client-cert.ts";
-import { refusalDecision } from "../../core/policy/index.ts";
+import { refused, refusalText } from "../authz/refusal.ts";
+import type { Refusal } from "../authz/refusal.ts";
 import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
 import type { Http1Proxy } from "../http/http1/proxy.ts";
@@ -81,7 +82,7 @@ export class InboundHandler {
     else this.plaintext(socket, detection, plainPort);
   }
 
-  private refuse(socket: Socket, port: number, reason: string, peer?: Peer): void {
+  private refuse(socket: Socket, port: number, refusal: Refusal, peer?: Peer): void {
     const address = socket.remoteAddress ?? "";
     refuseConnection(socket);
     const facts: ConnectionFacts = {
@@ -90,7 +91,7 @@ export class InboundHandler {
       peer: peer ?? { kind: "external", address },
       encrypted: false,
     };
-    this.deps.authorizer.record(facts, refusalDecision(reason), {
+    this.deps.authorizer.record(facts, refused(refusal), {
       protocol: "tcp",
       bytesSent: 0,
       bytesReceived: 0,
@@ -111,16 +112,12 @@ export class InboundHandler {
   private async mesh(socket: Socket, detection: Detection, target: TunnelTarget): Promise<void> {
     const { deps } = this;
     if (deps.reservedPorts.has(target.port)) {
-      this.refuse(socket, target.port, `reserved-port: port ${target.port} belongs to the sidecar`);
+      this.refuse(socket, target.port, { kind: "reserved-port", port: target.port });
       return;
     }
     const mode = peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), target.port);
     if (mode === "DISABLE") {
-      this.refuse(
-        socket,
-        target.port,
-        `mtls-disabled: peer authentication is DISABLE on port ${target.port}`,
-      );
+      this.refuse(socket, target.port, { kind: "mtls-disabled", port: target.port });
       return;
     }
     const remote = socket.remoteAddress ?? "";
@@ -129,12 +126,15 @@ export class InboundHandler {
     try {
       accepted = await deps.tls.accept(socket, deps.handshakeTimeoutMs);
     } catch (err) {
-      const reason =
+      const refusal: Refusal =
         err instanceof PeerRejectedError
-          ? `peer-rejected: ${err.reason}: ${err.message}`
-          : `tls-error: ${(err as Error).message}`;
-      deps.log.info({ remote: socket.remoteAddress, port: target.port, reason }, "mesh handshake refused");
-      this.refuse(socket, target.port, reason, { kind: "external", address: remote });
+          ? { kind: "peer-rejected", reason: err.reason, message: err.message }
+          : { kind: "tls-error", message: (err as Error).message };
+      deps.log.info(
+        { remote: socket.remoteAddress, port: target.port, reason: refusalText(refusal) },
+        "mesh handshake refused",
+      );
+      this.refuse(socket, target.port, refusal, { kind: "external", address: remote });
       return;
     }
     const tlsSocket = accepted.socket;
@@ -150,7 +150,7 @@ export class InboundHandler {
       this.refuse(
         tlsSocket,
         target.port,
-        `http-only: port ${target.port} is served as HTTP only; the caller asked for an opaque TCP tunnel`,
+        { kind: "http-only", port: target.port, offered: "tunnel" },
         facts.peer,
       );
       return;
@@ -185,32 +185,35 @@ export class InboundHandler {
   private plaintext(socket: Socket, detection: Detection, port: number | null): void {
     const { deps } = this;
     if (port === null) {
-      this.refuse(socket, 0, "mtls-required: no application port takes plaintext here");
+      this.refuse(socket, 0, { kind: "mtls-required", port: null });
       return;
     }
     if (deps.reservedPorts.has(port)) {
-      this.refuse(socket, port, `reserved-port: port ${port} belongs to the sidecar`);
+      this.refuse(socket, port, { kind: "reserved-port", port });
       return;
     }
     const mode = peerAuthenticationMode(deps.policy.current().policies, deps.selfLabels(), port);
     if (mode === "STRICT") {
-      this.refuse(socket, port, `mtls-required: peer authentication is STRICT on port ${port}`);
+      this.refuse(socket, port, { kind: "mtls-required", port });
       return;
     }
     const kind = detection.protocol.kind;
     if (kind !== "http1" && kind !== "h2" && deps.httpPorts.has(port)) {
-      this.refuse(
-        socket,
+      this.refuse(socket, port, {
+        kind: "http-only",
         port,
-        `http-only: port ${port} is served as HTTP only; the client's first bytes were not HTTP` +
-          ` (or none came within ${deps.detectTimeoutMs} ms)`,
-      );
+        offered: "not-http",
+        detectTimeoutMs: deps.detectTimeoutMs,
+      });
       return;
     }
     // People reach a user-access port with browsers, which speak HTTP/1.1 without TLS; HTTP/2 in the
     // clear there would pass no sign-in, so it is refused rather than let through without a user.
     if (kind !== "http1" && this.gateFor(port) !== undefined) {
-      this.refuse(socket, port, `user-access: port ${port} serves people over HTTP/1.1 only`);
+      this.refuse(socket, port, {
+        kind: "user-access",
+        problem: `port ${port} serves people over HTTP/1.1 only`,
+      });
       return;
     }
     const facts: ConnectionFacts = {

@@ -11,12 +11,7 @@ import type { TunnelTarget } from "./alpn.ts";
 import { encodeMeshAlpn, selectMeshAlpn } from "./alpn.ts";
 import type { SidecarMetrics } from "../admin/metrics.ts";
 import { PeerVerifier } from "./peer-cache.ts";
-import type {
-  CredentialSource,
-  MeshDestination,
-  PolicySource,
-  WorkloadCredentials,
-} from "../inputs/sources.ts";
+import type { CredentialSource, MeshDestination, PolicySource, TlsCredentials } from "../inputs/sources.ts";
 
 /**
  * The mutual-TLS hop between sidecars. Both ends present the workload's current SVID and verify the
@@ -39,7 +34,7 @@ function chainDer(pem: string): Buffer[] {
   return blocks.map((block) => new X509Certificate(block).raw);
 }
 
-function contextOptions(creds: WorkloadCredentials): tls.SecureContextOptions {
+function contextOptions(creds: TlsCredentials): tls.SecureContextOptions {
   return {
     key: creds.privateKeyPem,
     cert: creds.certChainPem,
@@ -89,7 +84,7 @@ export class MeshTls {
   }
 
   /** Refuses to run with an SVID that peers would refuse: fail closed at start and on rotation. */
-  private verifyOwn(creds: WorkloadCredentials): VerifiedSvid {
+  private verifyOwn(creds: TlsCredentials): VerifiedSvid {
     const chain = chainDer(creds.certChainPem);
     return verifySvid(chain, { bundle: creds.bundle, purpose: "client" });
   }

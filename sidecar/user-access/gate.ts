@@ -2,8 +2,8 @@ import { readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { Peer } from "../../core/identity.ts";
 import type { Decision } from "../../core/policy/index.ts";
-import { refusalDecision } from "../../core/policy/index.ts";
 import type { UserIdentity } from "../../core/user.ts";
+import { refused } from "../authz/refusal.ts";
 import { userFromClaims } from "./claims.ts";
 import type { UserAccessConfig } from "./config.ts";
 import type { Answer } from "./pages.ts";
@@ -118,7 +118,6 @@ export class UserAccessGate {
     try {
       return await this.admitOrThrow(req);
     } catch (err) {
-      const reason = `user-access: ${(err as Error).message}`;
       this.log.warn({ err: (err as Error).message }, "user access failed; refusing the request");
       return {
         kind: "answer",
@@ -127,7 +126,7 @@ export class UserAccessGate {
           "Sign-in unavailable",
           "The identity provider cannot be reached; try again shortly.",
         ),
-        decision: refusalDecision(reason),
+        decision: refused({ kind: "user-access", problem: (err as Error).message }),
         user: null,
       };
     }
@@ -141,7 +140,7 @@ export class UserAccessGate {
       const decision =
         outcome.problem === null
           ? settled("user-access: signed in")
-          : refusalDecision(`user-access: sign-in refused: ${outcome.problem}`);
+          : refused({ kind: "user-access", problem: `sign-in refused: ${outcome.problem}` });
       return { kind: "answer", answer: outcome.answer, decision, user: outcome.user };
     }
     if (browser && url.pathname === this.config.signOutPath)
@@ -157,7 +156,7 @@ export class UserAccessGate {
     if (!browser) return { kind: "forward", user: null };
     const session = await this.signIn.session(req.headers.cookie);
     if (session === null) {
-      const decision = refusalDecision("user-access: sign-in required");
+      const decision = refused({ kind: "user-access", problem: "sign-in required" });
       if (!isNavigation(req))
         return { kind: "answer", answer: unauthorized("sign-in required", false), decision, user: null };
       return { kind: "answer", answer: await this.signIn.start(req.target), decision, user: null };
@@ -181,7 +180,7 @@ export class UserAccessGate {
       return {
         kind: "answer",
         answer: unauthorized(reason, true),
-        decision: refusalDecision(`user-access: ${reason}`),
+        decision: refused({ kind: "user-access", problem: reason }),
         user: null,
       };
     }

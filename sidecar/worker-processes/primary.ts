@@ -10,7 +10,7 @@ import type { SidecarConfigInput } from "../config.ts";
 import { parseSidecarConfig } from "../config.ts";
 import { SidecarMetrics } from "../admin/metrics.ts";
 import type { Sidecar } from "../sidecar.ts";
-import type { CredentialSource, FlowSink, PolicySource, WorkloadCredentials } from "../inputs/sources.ts";
+import type { CredentialSource, FlowSink, PolicySource, TlsCredentials } from "../inputs/sources.ts";
 import { aggregateMetrics } from "./metrics.ts";
 import { WorkerPool } from "./pool.ts";
 import type { SchedulingPolicy, WorkerStatus } from "./pool.ts";
@@ -56,7 +56,7 @@ function chainDer(pem: string): Buffer[] {
 }
 
 /** The workload's identity from its SVID, verified as the workers will (fail closed before forking). */
-function ownIdentity(creds: WorkloadCredentials): WorkloadIdentity {
+function ownIdentity(creds: TlsCredentials): WorkloadIdentity {
   return verifySvid(chainDer(creds.certChainPem), { bundle: creds.bundle, purpose: "client" }).identity;
 }
 

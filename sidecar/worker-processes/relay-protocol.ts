@@ -6,7 +6,7 @@ import { bundleToDocument, parseBundle } from "../../core/svid/bundle.ts";
 import { RevocationIndex, revocationEntrySchema } from "../../core/svid/revocation.ts";
 import type { RevocationList } from "../../core/svid/revocation.ts";
 import type { SidecarConfigInput } from "../config.ts";
-import type { MeshDestination, PolicySnapshot, WorkloadCredentials } from "../inputs/sources.ts";
+import type { MeshDestination, PolicySnapshot, TlsCredentials } from "../inputs/sources.ts";
 import type { MetricsJson } from "./metrics.ts";
 
 /**
@@ -86,7 +86,7 @@ export class RelayMessageError extends Error {
   }
 }
 
-export function credentialsToWire(creds: WorkloadCredentials): WireCredentials {
+export function credentialsToWire(creds: TlsCredentials): WireCredentials {
   return {
     trustDomain: creds.bundle.trustDomain,
     privateKeyPem: creds.privateKeyPem,
@@ -170,7 +170,7 @@ export function parseToWorker(message: unknown): ToWorker {
 }
 
 /** Rebuilds usable credentials; a bundle that does not parse is refused here, before any context changes. */
-export function credentialsFromWire(wire: WireCredentials): WorkloadCredentials {
+export function credentialsFromWire(wire: WireCredentials): TlsCredentials {
   return {
     privateKeyPem: wire.privateKeyPem,
     certChainPem: wire.certChainPem,

@@ -23,7 +23,7 @@ import { XdsClient } from "../../xds/client.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
 import { REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { RotationManager } from "../../sidecar/identity/rotation.ts";
-import { tlsOptionsFor } from "../../sidecar/identity/tls-context.ts";
+import { tlsOptionsFor } from "../support/tls-context.ts";
 import type { IdentityHarness } from "../support/identity-harness.ts";
 import { startIdentityHarness } from "../support/identity-harness.ts";
 

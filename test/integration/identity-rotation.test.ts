@@ -7,7 +7,7 @@ import { verifyTlsPeer } from "../../core/svid/tls.ts";
 import type { CredentialSource } from "../../sidecar/inputs/sources.ts";
 import { RotationManager } from "../../sidecar/identity/rotation.ts";
 import type { WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
-import { tlsOptionsFor } from "../../sidecar/identity/tls-context.ts";
+import { tlsOptionsFor } from "../support/tls-context.ts";
 import type { IdentityHarness } from "../support/identity-harness.ts";
 import { startIdentityHarness } from "../support/identity-harness.ts";
 

@@ -6,7 +6,7 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { forwardedClientCert } from "../../sidecar/http/client-cert.ts";
 import { parseSidecarConfig } from "../../sidecar/config.ts";
-import type { WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
+import type { TlsCredentials } from "../../sidecar/inputs/sources.ts";
 import { fieldValues, leafDer, startH2Recorder, startHeadRecorder } from "../support/recording-apps.ts";
 import type { H2Recorder, HeadRecorder } from "../support/recording-apps.ts";
 import { EchoClient, echoService, rawExchange } from "../support/sidecar-apps.ts";
@@ -73,7 +73,7 @@ function h2Values(recorder: H2Recorder, path: string, name: string): string[] {
 }
 
 /** What B must set for a caller presenting `creds` as `spiffeId`, written out field by field. */
-function expectedXfcc(spiffeId: string, creds: WorkloadCredentials): string {
+function expectedXfcc(spiffeId: string, creds: TlsCredentials): string {
   const hash = createHash("sha256").update(leafDer(creds)).digest("hex");
   return `By=${pair.pki.spiffeId("api")};Hash=${hash};URI=${spiffeId}`;
 }
@@ -96,7 +96,7 @@ function forgedRequest(path: string, namedInConnection = false): string {
 }
 
 /** Writes `text` on a mesh connection to B and collects everything until B closes it. */
-async function meshExchange(creds: WorkloadCredentials, text: string): Promise<string> {
+async function meshExchange(creds: TlsCredentials, text: string): Promise<string> {
   const socket = await pair.meshConnect(creds, "http1", app.port);
   let data = "";
   socket.on("data", (c: Buffer) => (data += c.toString("latin1")));
@@ -177,7 +177,7 @@ spec:
     - action: allow
 `;
 
-let intruder: WorkloadCredentials;
+let intruder: TlsCredentials;
 const INTRUDER = "intruder";
 
 beforeAll(async () => {

@@ -8,7 +8,7 @@ import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
-import type { WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
+import type { TlsCredentials } from "../../sidecar/inputs/sources.ts";
 import type { App } from "../support/sidecar-apps.ts";
 import { RawHttpConnection, rawExchange, startHttpApp } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
@@ -58,10 +58,7 @@ afterAll(async () => {
 });
 
 /** A hand-made mesh client: speaks the mesh ALPN to B's inbound with whatever credentials it is given. */
-function meshRequest(
-  creds: WorkloadCredentials,
-  path = "/api/x",
-): Promise<{ data: string; authorized: boolean }> {
+function meshRequest(creds: TlsCredentials, path = "/api/x"): Promise<{ data: string; authorized: boolean }> {
   return new Promise((resolve) => {
     const socket = tls.connect({
       host: "127.0.0.1",

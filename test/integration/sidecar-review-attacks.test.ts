@@ -5,7 +5,7 @@ import type { IncomingHttpHeaders } from "node:http2";
 import type { TLSSocket } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { withForwardedClientCert } from "../../sidecar/http/client-cert.ts";
-import type { WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
+import type { TlsCredentials } from "../../sidecar/inputs/sources.ts";
 import { fieldValues, leafDer, startH2Recorder, startHeadRecorder } from "../support/recording-apps.ts";
 import type { H2Recorder, HeadRecorder } from "../support/recording-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
@@ -34,7 +34,7 @@ spec:
 let app: HeadRecorder;
 let h2App: H2Recorder;
 let pair: SidecarPair;
-let caller: WorkloadCredentials;
+let caller: TlsCredentials;
 const CALLER = "caller";
 
 beforeAll(async () => {

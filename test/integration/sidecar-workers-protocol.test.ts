@@ -7,7 +7,7 @@ import { deserialize, serialize } from "node:v8";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
 import { TrustBundleError } from "../../core/svid/bundle.ts";
-import type { PolicySnapshot, WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
+import type { PolicySnapshot, TlsCredentials } from "../../sidecar/inputs/sources.ts";
 import {
   credentialsFromWire,
   credentialsToWire,
@@ -41,7 +41,7 @@ spec:
 const overIpc = <T>(value: T): T => deserialize(serialize(value)) as T;
 
 let pki: MeshPki;
-let creds: WorkloadCredentials;
+let creds: TlsCredentials;
 
 beforeAll(async () => {
   pki = await MeshPki.create();

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from "node:http";
 import https from "node:https";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startGrpcServer } from "../../controlplane/grpc-server.ts";
-import { createSelfSignedServingCert } from "../../controlplane/serving-cert.ts";
+import { createSelfSignedServingCert } from "../support/serving-cert.ts";
 import { startTestControlPlane, type TestControlPlane } from "../support/control-plane.ts";
 import { probeTls, type ProbeVersion } from "../support/tls-probe.ts";
 

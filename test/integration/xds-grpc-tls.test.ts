@@ -10,7 +10,7 @@ import {
   type GrpcTlsOptions,
   type RunningGrpcServer,
 } from "../../controlplane/grpc-server.ts";
-import { createSelfSignedServingCert, type ServingCert } from "../../controlplane/serving-cert.ts";
+import { createSelfSignedServingCert, type ServingCert } from "../support/serving-cert.ts";
 import { XdsClient } from "../../xds/client.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
 import { AdsServer, type StreamPeer } from "../../xds/server.ts";

@@ -1,7 +1,7 @@
 import type { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { startGrpcServer, type RunningGrpcServer } from "../../controlplane/grpc-server.ts";
-import { createSelfSignedServingCert, type ServingCert } from "../../controlplane/serving-cert.ts";
+import { createSelfSignedServingCert, type ServingCert } from "../support/serving-cert.ts";
 import { XdsClient, type XdsClientOptions } from "../../xds/client.ts";
 import { defaultTypeRegistry, type TypeRegistry } from "../../xds/registry.ts";
 import { AdsServer, type AdsServerOptions, type NodeAuthorizer } from "../../xds/server.ts";

@@ -3,7 +3,7 @@ import http2 from "node:http2";
 import type { IncomingHttpHeaders } from "node:http2";
 import net from "node:net";
 import type { AddressInfo, Socket } from "node:net";
-import type { WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
+import type { TlsCredentials } from "../../sidecar/inputs/sources.ts";
 
 /**
  * Applications that keep every request exactly as it reached them (raw HTTP/1.1 heads, the raw
@@ -112,7 +112,7 @@ export function fieldValues(head: string, name: string): string[] {
 }
 
 /** The DER of the leaf (first) certificate of a workload's chain. */
-export function leafDer(creds: WorkloadCredentials): Buffer {
+export function leafDer(creds: TlsCredentials): Buffer {
   const first = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(creds.certChainPem);
   if (first === null) throw new Error("no certificate in the chain");
   return new X509Certificate(first[0]).raw;

@@ -22,7 +22,7 @@ import type { CompiledPolicySet } from "../../core/policy/index.ts";
 import type { SidecarConfigInput } from "../../sidecar/config.ts";
 import type { Sidecar } from "../../sidecar/sidecar.ts";
 import { startSidecar } from "../../sidecar/sidecar.ts";
-import type { WorkloadCredentials } from "../../sidecar/inputs/sources.ts";
+import type { TlsCredentials } from "../../sidecar/inputs/sources.ts";
 import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/inputs/state.ts";
 
 export const TRUST_DOMAIN = "sigil.local";
@@ -59,7 +59,7 @@ export class MeshPki {
     name: string,
     labels: Record<string, string>,
     opts: { rogue?: boolean; ttlSeconds?: number; now?: Date } = {},
-  ): Promise<WorkloadCredentials & { serial: string }> {
+  ): Promise<TlsCredentials & { serial: string }> {
     const { keys, privatePem } = await generateP256();
     const attested: AttestedLabel[] = Object.entries(labels).map(([key, value]) => ({
       key,
@@ -135,7 +135,7 @@ export interface SidecarPair {
    * B's application `port`, as a workload presenting `creds` without a sidecar of its own would
    * open it; resolves once the handshake is done (socket errors are ignored: watch for close).
    */
-  meshConnect(creds: WorkloadCredentials, protocol: "http1" | "h2" | "tcp", port: number): Promise<TLSSocket>;
+  meshConnect(creds: TlsCredentials, protocol: "http1" | "h2" | "tcp", port: number): Promise<TLSSocket>;
   close(): Promise<void>;
 }
 

@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { CompiledPolicySet } from "../../core/policy/index.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
-import { Authorizer, denialCategory, reportedPath } from "../../sidecar/authz/authorize.ts";
+import { Authorizer, reportedPath } from "../../sidecar/authz/authorize.ts";
+import { denialCategory, refused } from "../../sidecar/authz/refusal.ts";
 import { SidecarMetrics } from "../../sidecar/admin/metrics.ts";
 import { PolicyHolder } from "../../sidecar/inputs/state.ts";
 import { policySet } from "../support/sidecar-mesh.ts";
@@ -149,15 +150,16 @@ spec:
         logged: [],
       }),
     ).toBe("policy");
+    expect(denialCategory(refused({ kind: "mtls-required", port: 8080 }))).toBe("mtls-required");
     expect(
       denialCategory({
         verdict: "deny",
         wouldDeny: false,
         policy: null,
-        reason: "mtls-required: STRICT",
+        reason: "no rule allows this ingress (default deny)",
         logged: [],
       }),
-    ).toBe("mtls-required");
+    ).toBe("default-deny");
     expect(
       reportedPath(
         { verdict: "allow", wouldDeny: false, policy: null, reason: "", logged: [] },

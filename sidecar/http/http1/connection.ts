@@ -3,9 +3,10 @@ import type { Logger } from "pino";
 import type { Peer } from "../../../core/identity.ts";
 import type { UserIdentity } from "../../../core/user.ts";
 import type { Decision, HttpRequestFacts } from "../../../core/policy/index.ts";
-import { normalizeRequestPath, refusalDecision } from "../../../core/policy/index.ts";
+import { normalizeRequestPath } from "../../../core/policy/index.ts";
 import type { Authorizer } from "../../authz/authorize.ts";
 import { reportedPath } from "../../authz/authorize.ts";
+import { refused } from "../../authz/refusal.ts";
 import { withForwardedClientCert } from "../client-cert.ts";
 import { denialBody } from "../denial.ts";
 import { splice } from "../../tunnel/splice.ts";
@@ -528,7 +529,7 @@ export class Http1Connection implements PoolUser {
   private framingFailed(err: unknown): void {
     if (!(err instanceof FramingError)) throw err;
     const req = this.req as RequestHead;
-    const decision: Decision = { ...refusalDecision(`malformed-request: ${err.reason}`), status: 400 };
+    const decision = refused({ kind: "malformed-request", problem: err.reason });
     this.decision = decision;
     this.status = 400;
     if (this.res === null) this.socket.write(rawResponse(400, denialBody(400, decision)));
@@ -612,7 +613,7 @@ export class Http1Connection implements PoolUser {
 
   /** Answers a request that is not forwarded and closes the connection. */
   private refuse(status: 400 | 408, reason: string, method: string, target: string): void {
-    const decision: Decision = { ...refusalDecision(`malformed-request: ${reason}`), status: 400 };
+    const decision = refused({ kind: "malformed-request", problem: reason });
     const body = denialBody(400, decision);
     this.socket.write(rawResponse(status, body));
     this.ctx.authorizer.record(this.conn.facts, decision, {
@@ -648,10 +649,10 @@ export class Http1Connection implements PoolUser {
     }
     if (this.pending !== null) {
       this.status = 400;
-      const decision: Decision = {
-        ...refusalDecision("malformed-request: bytes sent before the protocol switch"),
-        status: 400,
-      };
+      const decision = refused({
+        kind: "malformed-request",
+        problem: "bytes sent before the protocol switch",
+      });
       this.decision = decision;
       this.socket.write(rawResponse(400, denialBody(400, decision)));
       this.endExchange("client sent bytes before the protocol switch");

@@ -1,40 +1,15 @@
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
 const run = promisify(execFile);
 
-/** PEM key and certificate chain the control plane presents on its TLS listeners. */
+/** PEM key and certificate chain for a test's TLS listener (the xDS server suites and bench). */
 export interface ServingCert {
   readonly keyPem: string;
   readonly certPem: string;
-}
-
-/**
- * Loads the control plane's serving certificate from `<dir>/serving.{key,crt}`, creating a
- * self-signed one (ECDSA P-256, 1 year, SANs for the given names) when none exists yet. A
- * deployment that wants the control plane's certificate to chain to its own CA writes its pair
- * into the same files before the first start.
- */
-export async function loadOrCreateServingCert(
-  dir: string,
-  dnsNames: readonly string[],
-): Promise<ServingCert> {
-  const keyPath = join(dir, "serving.key");
-  const certPath = join(dir, "serving.crt");
-  try {
-    const [keyPem, certPem] = await Promise.all([readFile(keyPath, "utf8"), readFile(certPath, "utf8")]);
-    return { keyPem, certPem };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-  }
-  const created = await createSelfSignedServingCert(dnsNames);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await writeFile(keyPath, created.keyPem, { mode: 0o600 });
-  await writeFile(certPath, created.certPem, { mode: 0o644 });
-  return created;
 }
 
 const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/;
