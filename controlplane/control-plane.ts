@@ -23,6 +23,9 @@ import { openIdentityPlane, type IdentityPlane } from "./identity/plane.ts";
 import { MeshPublisher, type PolicySource } from "./mesh/mesh.ts";
 import { verifyPeerWorkload } from "./mesh/node-auth.ts";
 import { PolicyStore } from "./policy-store/store.ts";
+import { registerPolicyWriteRoutes } from "./policy-store/routes.ts";
+import { directoryWriter, type PolicyWriter } from "./policy-store/writer.ts";
+import { openReplicatedState, type ReplicatedState, type ReplicationConfig } from "./store/replicated.ts";
 import { ModeStore, type EnforcementMode } from "./visibility/mode.ts";
 import { createControlPlaneMetrics, type ControlPlaneMetrics } from "./metrics/metrics.ts";
 import { registerVisibilityRoutes } from "./visibility/routes.ts";
@@ -56,6 +59,11 @@ export interface ControlPlaneConfig {
    * client certificate proves, and a plaintext (loopback) stream only the mesh-wide resources.
    */
   readonly authorizeNode?: NodeAuthorizer;
+  /**
+   * Keep the configuration state (CA, registry, tokens, modes, policies, registrations) in etcd,
+   * shared with other replicas, instead of the data directory. Flows stay in the data directory.
+   */
+  readonly replication?: ReplicationConfig;
 }
 
 export interface ControlPlane {
@@ -76,6 +84,8 @@ export interface ControlPlane {
   readonly policies: PolicyStore | undefined;
   readonly mesh: MeshPublisher;
   readonly metrics: ControlPlaneMetrics;
+  /** The etcd-backed state when running as a replica. */
+  readonly replication: ReplicatedState | undefined;
   close(): Promise<void>;
 }
 
@@ -102,13 +112,22 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     }
   };
   try {
-    const identity = await openIdentityPlane({
-      dataDir,
-      trustDomain: config.trustDomain,
-      kubernetes: config.kubernetes,
-      importedCa: config.importedCa,
-      log,
-    });
+    if (config.replication && config.policyDir)
+      throw new Error(
+        "--policy-dir cannot be combined with etcd: replicas share their policies in etcd (sigil policy apply)",
+      );
+    const replication = config.replication ? await openReplicatedState(config.replication, log) : undefined;
+    if (replication) cleanups.push(() => replication.close());
+    const openIdentity = () =>
+      openIdentityPlane({
+        dataDir,
+        trustDomain: config.trustDomain,
+        kubernetes: config.kubernetes,
+        importedCa: config.importedCa,
+        log,
+        shared: replication?.identity,
+      });
+    const identity = replication ? await replication.bootstrap(openIdentity) : await openIdentity();
     cleanups.push(() => identity.close());
     const metrics = createControlPlaneMetrics();
 
@@ -124,12 +143,20 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     serving.attach(grpc);
     cleanups.push(() => serving.stop());
 
-    const modes = await ModeStore.open({ file: join(dataDir, "modes.json"), defaultMode: config.mode });
+    const modes = replication
+      ? ModeStore.withShared(replication.modes, replication.modes.initial(config.mode))
+      : await ModeStore.open({ file: join(dataDir, "modes.json"), defaultMode: config.mode });
     if (config.mode && modes.settings().mesh !== config.mode) await modes.set({ kind: "mesh" }, config.mode);
 
     let policyStore: PolicyStore | undefined;
-    if (config.policyDir) {
+    let policyWriter: PolicyWriter | undefined;
+    if (replication) {
+      policyStore = await PolicyStore.open({ directory: "etcd", source: replication.policies, logger: log });
+      policyWriter = replication.policies;
+      cleanups.push(() => policyStore?.close());
+    } else if (config.policyDir) {
       policyStore = await PolicyStore.open({ directory: resolve(config.policyDir), logger: log });
+      policyWriter = directoryWriter(resolve(config.policyDir));
       cleanups.push(() => policyStore?.close());
       for (const e of policyStore.current().errors) log.warn({ policyError: e }, "policy file not in effect");
     }
@@ -149,6 +176,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       metrics,
       log,
       anonymousLoopback: config.xdsPlaintext !== undefined,
+      registrations: replication?.registrations,
     });
     mesh.start();
     cleanups.push(() => mesh.stop());
@@ -198,6 +226,14 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     registerSessionRoutes(router, auth);
     registerXdsRoutes(router, xds);
     registerIdentityRoutes(router, { plane: identity });
+    if (policyStore && policyWriter) {
+      const store = policyStore;
+      registerPolicyWriteRoutes(router, {
+        writer: policyWriter,
+        current: () => store.current(),
+        changed: () => store.reload(),
+      });
+    }
     registerVisibilityRoutes(router, {
       store: flows,
       modes,
@@ -229,6 +265,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       policies: policyStore,
       mesh,
       metrics,
+      replication,
       close: closeAll,
     };
   } catch (err) {

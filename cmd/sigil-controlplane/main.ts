@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { pino } from "pino";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
+import { ENVELOPE_KEY_ENV } from "../../controlplane/store/envelope.ts";
 
 function port(value: string): number {
   const n = Number(value);
@@ -46,6 +47,16 @@ const program = new Command("sigil-controlplane")
     "sigil-controlplane",
     "localhost",
   ])
+  .option(
+    "--etcd <urls>",
+    "run as a replica: keep the configuration state in etcd at these client URLs (comma-separated); policies then come from etcd (sigil policy apply), not --policy-dir",
+  )
+  .option(
+    "--envelope-key-file <path>",
+    `with --etcd: file (0600) holding the 256-bit key that seals the CA keys in etcd (default: $${ENVELOPE_KEY_ENV})`,
+  )
+  .option("--etcd-prefix <prefix>", "with --etcd: key prefix", "/sigil/")
+  .option("--replica-id <name>", "with --etcd: this replica's name in the leader election (default: random)")
   .option("--log-level <level>", "log level (stderr)", "info")
   .parse();
 
@@ -61,11 +72,27 @@ const opts = program.opts<{
   httpPort: number;
   httpTokenFile?: string;
   serverName: string[];
+  etcd?: string;
+  envelopeKeyFile?: string;
+  etcdPrefix: string;
+  replicaId?: string;
   logLevel: string;
 }>();
 
 const log = pino({ name: "controlplane", level: opts.logLevel }, pino.destination(2));
-const policyDir = opts.policyDir ?? (existsSync(DEFAULT_POLICY_DIR) ? DEFAULT_POLICY_DIR : undefined);
+const policyDir =
+  opts.policyDir ?? (!opts.etcd && existsSync(DEFAULT_POLICY_DIR) ? DEFAULT_POLICY_DIR : undefined);
+const replication = opts.etcd
+  ? {
+      etcdEndpoints: opts.etcd
+        .split(",")
+        .map((u) => u.trim())
+        .filter((u) => u !== ""),
+      envelopeKey: { file: opts.envelopeKeyFile },
+      prefix: opts.etcdPrefix,
+      replicaId: opts.replicaId,
+    }
+  : undefined;
 
 function hostPort(host: string, p: number): string {
   return host.includes(":") ? `[${host}]:${p}` : `${host}:${p}`;
@@ -83,6 +110,7 @@ try {
     http: { host: opts.httpHost, port: opts.httpPort, tokenFile: opts.httpTokenFile },
     serverNames: opts.serverName,
     log,
+    replication,
   });
   log.info({ policyDir: policyDir ?? null, trustDomain: cp.trustDomain }, "control plane started");
   process.stdout.write(

@@ -44,6 +44,16 @@ export interface MeshOptions {
    * loopback plaintext listener for proxyless gRPC clients is on; it exposes exactly that anyway).
    */
   readonly anonymousLoopback?: boolean;
+  /** Where registrations are kept; default this process's memory. Replicas share one in etcd. */
+  readonly registrations?: RegistrationBook;
+}
+
+/** The addresses and ports each workload's sidecar registered, by SPIFFE ID. */
+export interface RegistrationBook {
+  get(spiffeId: string): Registration | undefined;
+  set(spiffeId: string, registration: Registration): unknown;
+  /** Registrations made through other replicas: calls `listener` after each. */
+  onChange?(listener: () => void): () => void;
 }
 
 /** Node keys of streams that authenticated without TLS (the loopback plaintext listener). */
@@ -68,7 +78,7 @@ interface SharedPolicySet {
  * sidecar sees its own entry differ from its SVID's labels and renews.
  */
 export class MeshPublisher {
-  private readonly registrations = new Map<string, Registration>();
+  private readonly registrations: RegistrationBook;
   /** PolicySet resources by content key, kept while some workload uses them. */
   private policySets = new Map<string, SharedPolicySet>();
   /** The policy revision at which each content first appeared: its generation. */
@@ -83,7 +93,9 @@ export class MeshPublisher {
   /** Long-lived streams other than ADS (flow reports) per workload, and how to end each. */
   private readonly held = new Map<string, Set<(reason: string) => void>>();
 
-  constructor(private readonly options: MeshOptions) {}
+  constructor(private readonly options: MeshOptions) {
+    this.registrations = options.registrations ?? new Map<string, Registration>();
+  }
 
   /** Publishes everything now and republishes on every change of its inputs. */
   start(): void {
@@ -117,6 +129,7 @@ export class MeshPublisher {
       () => identity.registry.off("issued", onIssued),
       () => modes.off("change", onWorkloads),
       policies.onChange(onWorkloads),
+      this.registrations.onChange?.(onWorkloads) ?? (() => undefined),
     );
     if (metrics) this.instrument(metrics);
     xds.publisher.batch(() => {

@@ -1,0 +1,82 @@
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import type { SharedIdentityState } from "../identity/plane.ts";
+import { EtcdCaStorage } from "./etcd-ca.ts";
+import { EtcdJoinTokens } from "./etcd-join-tokens.ts";
+import { EtcdModeSettings } from "./etcd-modes.ts";
+import { EtcdPolicies } from "./etcd-policies.ts";
+import { EtcdRegistrations } from "./etcd-registrations.ts";
+import { EtcdRegistryPersistence } from "./etcd-registry.ts";
+import { EtcdState } from "./etcd-state.ts";
+import { loadEnvelopeKey, type EnvelopeKeySource } from "./envelope.ts";
+import { SingletonElection } from "./leader.ts";
+
+/** How a replica reaches the shared state. */
+export interface ReplicationConfig {
+  /** Client URLs of the etcd members. */
+  readonly etcdEndpoints: readonly string[];
+  readonly envelopeKey: EnvelopeKeySource;
+  /** Key prefix in etcd (default `/sigil/`). */
+  readonly prefix?: string;
+  /** This replica's name in the election (default: random). */
+  readonly replicaId?: string;
+  readonly callTimeoutMs?: number;
+}
+
+/** Every piece of shared configuration state of a replica, loaded from etcd and watched. */
+export interface ReplicatedState {
+  readonly etcd: EtcdState;
+  readonly identity: SharedIdentityState;
+  readonly modes: EtcdModeSettings;
+  readonly policies: EtcdPolicies;
+  readonly registrations: EtcdRegistrations;
+  readonly election: SingletonElection;
+  /** Runs `fn` holding the cluster-wide bootstrap lock, so the first start creates the CA exactly once. */
+  bootstrap<T>(fn: () => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export async function openReplicatedState(config: ReplicationConfig, log: Logger): Promise<ReplicatedState> {
+  const envelopeKey = await loadEnvelopeKey(config.envelopeKey);
+  const etcd = await EtcdState.connect({
+    endpoints: config.etcdEndpoints,
+    prefix: config.prefix,
+    callTimeoutMs: config.callTimeoutMs,
+    log,
+  });
+  try {
+    const caStorage = await EtcdCaStorage.open(etcd, envelopeKey);
+    const registry = await EtcdRegistryPersistence.open(etcd);
+    const election = new SingletonElection(etcd, config.replicaId ?? randomBytes(6).toString("hex"), log);
+    const identity: SharedIdentityState = {
+      caStorage,
+      tokens: new EtcdJoinTokens(etcd),
+      registry,
+      attach: (ca, reg) => {
+        caStorage.attach(ca, (err) =>
+          log.error({ err }, "loading the CA changed through another replica failed"),
+        );
+        registry.attach(reg);
+      },
+      isLeader: () => election.isLeader(),
+    };
+    const state: ReplicatedState = {
+      etcd,
+      identity,
+      modes: await EtcdModeSettings.open(etcd),
+      policies: await EtcdPolicies.open(etcd),
+      registrations: await EtcdRegistrations.open(etcd, log),
+      election,
+      bootstrap: (fn) => etcd.kv.lock("locks/bootstrap").ttl(30).do(fn),
+      close: async () => {
+        await election.close();
+        etcd.close();
+      },
+    };
+    election.start();
+    return state;
+  } catch (err) {
+    etcd.close();
+    throw err;
+  }
+}
