@@ -9,6 +9,7 @@ import type { CompiledPolicySet, PolicyDocument } from "../core/policy/index.ts"
 import { bundleRootsPem } from "../core/svid/bundle.ts";
 import type { NodeAuthorizer } from "../xds/server.ts";
 import type { ImportedCa } from "./ca/authority.ts";
+import { ensurePrivateDir } from "./ca/secret-files.ts";
 import type { KubernetesAttestorConfig } from "./attestation/kubernetes.ts";
 import { FlowStore } from "./flows/store.ts";
 import { flowServiceHandlers } from "./flows/service.ts";
@@ -118,6 +119,8 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       );
     const replication = config.replication ? await openReplicatedState(config.replication, log) : undefined;
     if (replication) cleanups.push(() => replication.close());
+    // A replica keeps only its bundle copy, admin token and flows here: nothing else creates it.
+    await ensurePrivateDir(dataDir);
     const openIdentity = () =>
       openIdentityPlane({
         dataDir,

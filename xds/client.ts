@@ -37,6 +37,8 @@ export interface XdsClientOptions {
    * sidecars spread) and moves to the next whenever its stream ends, resuming with what it holds.
    */
   readonly target: string | readonly string[];
+  /** Index of the replica to try first; default random. */
+  readonly firstTarget?: number;
   readonly credentials: grpc.ChannelCredentials;
   readonly channelOptions?: grpc.ChannelOptions;
   readonly node: NodeSpec;
@@ -98,7 +100,8 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     super();
     this.targets = typeof options.target === "string" ? [options.target] : [...options.target];
     if (this.targets.length === 0) throw new Error("no control-plane target given");
-    this.targetIndex = Math.floor(Math.random() * this.targets.length);
+    this.targetIndex =
+      (options.firstTarget ?? Math.floor(Math.random() * this.targets.length)) % this.targets.length;
     this.backoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
   }
 

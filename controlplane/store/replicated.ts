@@ -7,6 +7,7 @@ import { EtcdModeSettings } from "./etcd-modes.ts";
 import { EtcdPolicies } from "./etcd-policies.ts";
 import { EtcdRegistrations } from "./etcd-registrations.ts";
 import { EtcdRegistryPersistence } from "./etcd-registry.ts";
+import { EtcdLockFailedError } from "etcd3";
 import { EtcdState } from "./etcd-state.ts";
 import { loadEnvelopeKey, type EnvelopeKeySource } from "./envelope.ts";
 import { SingletonElection } from "./leader.ts";
@@ -67,7 +68,7 @@ export async function openReplicatedState(config: ReplicationConfig, log: Logger
       policies: await EtcdPolicies.open(etcd),
       registrations: await EtcdRegistrations.open(etcd, log),
       election,
-      bootstrap: (fn) => etcd.kv.lock("locks/bootstrap").ttl(30).do(fn),
+      bootstrap: (fn) => underLock(etcd, "locks/bootstrap", fn),
       close: async () => {
         await election.close();
         etcd.close();
@@ -78,5 +79,28 @@ export async function openReplicatedState(config: ReplicationConfig, log: Logger
   } catch (err) {
     etcd.close();
     throw err;
+  }
+}
+
+/**
+ * Runs `fn` holding an etcd lock, waiting (bounded) while another replica holds it: etcd3's lock
+ * is a try-lock, so a replica starting beside another retries with jitter instead of failing.
+ */
+async function underLock<T>(etcd: EtcdState, key: string, fn: () => Promise<T>, waitMs = 60_000): Promise<T> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const lock = etcd.kv.lock(key).ttl(30);
+    try {
+      await lock.acquire();
+    } catch (err) {
+      if (!(err instanceof EtcdLockFailedError) || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+      continue;
+    }
+    try {
+      return await fn();
+    } finally {
+      await lock.release().catch(() => undefined);
+    }
   }
 }
