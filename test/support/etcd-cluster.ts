@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -30,7 +30,7 @@ export async function freePorts(count: number): Promise<number[]> {
     Array.from(
       { length: count },
       () =>
-        new Promise<import("node:net").Server>((resolve, reject) => {
+        new Promise<Server>((resolve, reject) => {
           const s = createServer();
           s.once("error", reject);
           s.listen(0, "127.0.0.1", () => resolve(s));
