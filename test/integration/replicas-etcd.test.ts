@@ -4,9 +4,12 @@
  * replica, failover of a killed replica's sidecars, an etcd member lost, quorum lost and regained,
  * and a full restart that loses nothing.
  */
-import { readFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { Etcd3 } from "etcd3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
 import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
@@ -20,6 +23,7 @@ import { startReplicas, type ReplicaSet } from "../support/replicas.ts";
 import type { Closer } from "../support/control-plane.ts";
 
 const TD = "sigil.local";
+const execFileAsync = promisify(execFile);
 const policy = (methods: string) => `apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
 metadata: { name: api-ingress }
@@ -183,7 +187,27 @@ describe("replicas over etcd", () => {
   it("push a policy applied through one replica to sidecars on every replica", async () => {
     const bad = await set.api<{ error: string }>(2, "PUT", "/api/policy/files/mesh.yaml", "kind: Nope\n");
     expect(bad.status).toBe(400);
-    expect((await set.api(2, "PUT", "/api/policy/files/mesh.yaml", policy("GET, POST"))).status).toBe(200);
+    // Through the CLI, given two replicas of which it reaches the second.
+    const file = join(set.replicas[0]?.dataDir as string, "mesh.yaml");
+    await writeFile(file, policy("GET, POST"));
+    const cli = await execFileAsync(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "controlplane/cli/main.ts",
+        "policy",
+        "apply",
+        "-f",
+        file,
+        "--token-file",
+        set.tokenFile,
+        "--api",
+        `http://127.0.0.1:1,${set.replicas[2]?.httpBase}`,
+      ],
+      { cwd: join(import.meta.dirname, "../..") },
+    );
+    expect(cli.stdout).toMatch(/applied mesh.yaml: policy revision \d+/);
     await eventually("POST allowed everywhere", () => sidecars.every((s) => lastPolicy(s).includes("POST")));
   });
 

@@ -21,6 +21,8 @@ export interface Replica {
 export interface ReplicaSet {
   readonly replicas: readonly Replica[];
   readonly token: string;
+  /** The admin token file every replica (and the CLI) reads. */
+  readonly tokenFile: string;
   readonly grpcTargets: readonly string[];
   start(index: number): Promise<void>;
   /** SIGKILL, resolving once the process is gone. */
@@ -118,6 +120,7 @@ export async function startReplicas(count: number, etcdEndpoints: readonly strin
       }));
     },
     token,
+    tokenFile,
     grpcTargets: slots.map((s) => `127.0.0.1:${s.grpcPort}`),
     start,
     kill,
