@@ -165,8 +165,19 @@ afterAll(async () => {
 });
 
 describe("replicas over etcd", () => {
-  it("share one CA: every replica's bundle is the same", async () => {
+  it("share one CA whose private keys etcd holds only sealed", async () => {
     for (const r of set.replicas) expect(await readFile(join(r.dataDir, "bundle.pem"), "utf8")).toBe(caPem);
+    const client = new Etcd3({ hosts: [...etcd.endpoints] });
+    try {
+      const stored = await client.getAll().prefix("/sigil/ca/generations/").strings();
+      expect(Object.keys(stored).length).toBeGreaterThan(0);
+      for (const value of Object.values(stored)) {
+        expect(value).toContain("BEGIN CERTIFICATE");
+        expect(value).not.toContain("PRIVATE KEY");
+      }
+    } finally {
+      client.close();
+    }
   });
 
   it("list every workload in every replica's peer directory, whichever replica its sidecar is on", async () => {
@@ -209,7 +220,7 @@ describe("replicas over etcd", () => {
     );
     expect(cli.stdout).toMatch(/applied mesh.yaml: policy revision \d+/);
     await eventually("POST allowed everywhere", () => sidecars.every((s) => lastPolicy(s).includes("POST")));
-  });
+  }, 60000);
 
   it("move a killed replica's sidecars to another within 5 s, keeping their last policy meanwhile", async () => {
     const onR2 = sidecars.filter((s) => s.xds.target === set.grpcTargets[2]);
@@ -244,7 +255,7 @@ describe("replicas over etcd", () => {
       sidecars.every((s) => lastPolicy(s).includes("PUT")),
     );
     await set.start(2);
-  });
+  }, 60000);
 
   it("go on when one etcd member dies", async () => {
     await etcd.kill(0);
@@ -255,7 +266,7 @@ describe("replicas over etcd", () => {
     );
     await etcd.start(0);
     await etcd.healthy();
-  });
+  }, 60000);
 
   it("without quorum: keep serving the last state, refuse writes with the reason, recover", async () => {
     const served = sidecars.map(lastPolicy);
@@ -304,7 +315,7 @@ describe("replicas over etcd", () => {
     await eventually("PATCH allowed everywhere", () =>
       sidecars.every((s) => lastPolicy(s).includes("PATCH")),
     );
-  });
+  }, 90000);
 
   it("lose nothing when everything restarts", async () => {
     const victim = sidecars[1]?.creds.spiffeId as string;
@@ -334,5 +345,5 @@ describe("replicas over etcd", () => {
     await expect(attest(2, usedToken)).rejects.toThrow(/already used/);
     const policies = await set.api<{ policies: unknown[] }>(0, "GET", "/api/policies");
     expect(JSON.stringify(policies.body.policies)).toContain("PATCH");
-  });
+  }, 120000);
 });
