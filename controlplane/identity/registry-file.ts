@@ -4,7 +4,28 @@ import { z } from "zod";
 import type { RevocationEntry } from "../../core/svid/revocation.ts";
 import { revocationEntrySchema } from "../../core/svid/revocation.ts";
 import { writePrivateFile } from "../ca/secret-files.ts";
-import type { WorkloadRecord } from "./registry.ts";
+import type { AttestedLabel } from "../../core/labels.ts";
+
+/** How a workload first proved itself. */
+export type Attestor = "join-token" | "k8s-sat";
+
+export interface WorkloadRecord {
+  readonly spiffeId: string;
+  readonly attestor: Attestor;
+  /** Vouched for by the attestor (join-token scope, cluster claims). */
+  readonly attestedLabels: readonly AttestedLabel[];
+  /** Reported by the sidecar at its last issuance (process, metadata file). */
+  readonly reportedLabels: readonly AttestedLabel[];
+  /** Set by an operator through the API. */
+  readonly staticLabels: readonly AttestedLabel[];
+  readonly firstSeenMs: number;
+  readonly lastIssuedMs: number;
+  readonly serial: string;
+  readonly notAfterMs: number;
+  /** The labels in the workload's current certificate. */
+  readonly issuedLabels: readonly AttestedLabel[];
+  readonly revoked: { readonly atMs: number; readonly reason: string } | null;
+}
 
 export interface Revocations {
   readonly sequence: number;

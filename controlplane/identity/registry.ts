@@ -3,30 +3,16 @@ import type { AttestedLabel } from "../../core/labels.ts";
 import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
 import type { RevocationEntry, RevocationList } from "../../core/svid/revocation.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
-import { StoreConflictError } from "../store/etcd-state.ts";
 import { FileRegistryPersistence } from "./registry-file.ts";
-import type { RegistryData, RegistryPersistence, Revocations } from "./registry-file.ts";
+import type {
+  Attestor,
+  RegistryData,
+  RegistryPersistence,
+  Revocations,
+  WorkloadRecord,
+} from "./registry-file.ts";
 
-/** How a workload first proved itself. */
-export type Attestor = "join-token" | "k8s-sat";
-
-export interface WorkloadRecord {
-  readonly spiffeId: string;
-  readonly attestor: Attestor;
-  /** Vouched for by the attestor (join-token scope, cluster claims). */
-  readonly attestedLabels: readonly AttestedLabel[];
-  /** Reported by the sidecar at its last issuance (process, metadata file). */
-  readonly reportedLabels: readonly AttestedLabel[];
-  /** Set by an operator through the API. */
-  readonly staticLabels: readonly AttestedLabel[];
-  readonly firstSeenMs: number;
-  readonly lastIssuedMs: number;
-  readonly serial: string;
-  readonly notAfterMs: number;
-  /** The labels in the workload's current certificate. */
-  readonly issuedLabels: readonly AttestedLabel[];
-  readonly revoked: { readonly atMs: number; readonly reason: string } | null;
-}
+export type { Attestor, WorkloadRecord } from "./registry-file.ts";
 
 export class RegistryError extends Error {
   constructor(
@@ -235,7 +221,10 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
         break;
       }
       if (attempt >= 5)
-        throw new StoreConflictError(`revoking ${spiffeId}: the revocation list kept changing`);
+        throw new RegistryError(
+          409,
+          `revoking ${spiffeId}: the revocation list kept changing through other replicas; retry`,
+        );
       base = fresher;
     }
     this.index = new RevocationIndex(this.revocationList());

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startControlPlane, type ControlPlane } from "../../controlplane/control-plane.ts";
-import { ApiError, VisibilityClient } from "../../controlplane/visibility/client.ts";
+import { ApiError, VisibilityClient } from "../../cmd/sigil/visibility-client.ts";
 import { freePorts } from "../support/etcd-cluster.ts";
 import { demo, flow } from "../support/flows-fixtures.ts";
 

@@ -206,7 +206,7 @@ describe("replicas over etcd", () => {
       [
         "--import",
         "tsx",
-        "controlplane/cli/main.ts",
+        "cmd/sigil/main.ts",
         "policy",
         "apply",
         "-f",

@@ -1,5 +1,5 @@
 /**
- * Control-plane replicas as real processes (`controlplane/main.ts --etcd ...`) on loopback ports
+ * Control-plane replicas as real processes (`cmd/sigil-controlplane/main.ts --etcd ...`) on loopback ports
  * chosen once, so a replica restarted after `kill -9` comes back at the same address. All share
  * one envelope key file and one admin token file, as an operator would set them up.
  */
@@ -60,7 +60,7 @@ export async function startReplicas(count: number, etcdEndpoints: readonly strin
       [
         "--import",
         "tsx",
-        "controlplane/main.ts",
+        "cmd/sigil-controlplane/main.ts",
         `--data-dir=${slot.dataDir}`,
         "--grpc-host=127.0.0.1",
         `--grpc-port=${slot.grpcPort}`,
