@@ -9,6 +9,7 @@ import type { CompiledPolicySet, PolicyDocument } from "../core/policy/index.ts"
 import { bundleRootsPem } from "../core/svid/bundle.ts";
 import type { NodeAuthorizer } from "../xds/server.ts";
 import type { ImportedCa } from "./ca/authority.ts";
+import { ensurePrivateDir } from "./ca/secret-files.ts";
 import type { KubernetesAttestorConfig } from "./attestation/kubernetes.ts";
 import { FlowStore } from "./flows/store.ts";
 import { flowServiceHandlers } from "./flows/service.ts";
@@ -27,6 +28,9 @@ import type { AddressClaims } from "./mesh/address-ownership.ts";
 import { registerMeshRoutes } from "./mesh/http-routes.ts";
 import { verifyPeerWorkload } from "./mesh/node-auth.ts";
 import { PolicyStore } from "./policy-store/store.ts";
+import { registerPolicyWriteRoutes } from "./policy-store/routes.ts";
+import { directoryWriter, type PolicyWriter } from "./policy-store/writer.ts";
+import { openReplicatedState, type ReplicatedState, type ReplicationConfig } from "./store/replicated.ts";
 import type { EnforcementMode } from "../core/policy/index.ts";
 import { ModeStore } from "./visibility/mode.ts";
 import { createControlPlaneMetrics, type ControlPlaneMetrics } from "./metrics/metrics.ts";
@@ -79,6 +83,11 @@ export interface ControlPlaneConfig {
    * first claimant, for sidecars that reach the control plane through NAT.
    */
   readonly addressClaims?: AddressClaims;
+  /**
+   * Keep the configuration state (CA, registry, tokens, modes, policies, registrations) in etcd,
+   * shared with other replicas, instead of the data directory. Flows stay in the data directory.
+   */
+  readonly replication?: ReplicationConfig;
 }
 
 export interface ControlPlane {
@@ -101,6 +110,8 @@ export interface ControlPlane {
   readonly policies: PolicyStore | undefined;
   readonly mesh: MeshPublisher;
   readonly metrics: ControlPlaneMetrics;
+  /** The etcd-backed state when running as a replica. */
+  readonly replication: ReplicatedState | undefined;
   close(): Promise<void>;
 }
 
@@ -127,13 +138,24 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     }
   };
   try {
-    const identity = await openIdentityPlane({
-      dataDir,
-      trustDomain: config.trustDomain,
-      kubernetes: config.kubernetes,
-      importedCa: config.importedCa,
-      log,
-    });
+    if (config.replication && config.policyDir)
+      throw new Error(
+        "--policy-dir cannot be combined with etcd: replicas share their policies in etcd (sigil policy apply)",
+      );
+    const replication = config.replication ? await openReplicatedState(config.replication, log) : undefined;
+    if (replication) cleanups.push(() => replication.close());
+    // A replica keeps only its bundle copy, admin token and flows here: nothing else creates it.
+    await ensurePrivateDir(dataDir);
+    const openIdentity = () =>
+      openIdentityPlane({
+        dataDir,
+        trustDomain: config.trustDomain,
+        kubernetes: config.kubernetes,
+        importedCa: config.importedCa,
+        log,
+        shared: replication?.identity,
+      });
+    const identity = replication ? await replication.bootstrap(openIdentity) : await openIdentity();
     cleanups.push(() => identity.close());
     const metrics = createControlPlaneMetrics();
 
@@ -149,12 +171,20 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     serving.attach(grpc);
     cleanups.push(() => serving.stop());
 
-    const modes = await ModeStore.open({ file: join(dataDir, "modes.json"), defaultMode: config.mode });
+    const modes = replication
+      ? ModeStore.withShared(replication.modes, replication.modes.initial(config.mode))
+      : await ModeStore.open({ file: join(dataDir, "modes.json"), defaultMode: config.mode });
     if (config.mode && modes.settings().mesh !== config.mode) await modes.set({ kind: "mesh" }, config.mode);
 
     let policyStore: PolicyStore | undefined;
-    if (config.policyDir) {
+    let policyWriter: PolicyWriter | undefined;
+    if (replication) {
+      policyStore = await PolicyStore.open({ directory: "etcd", source: replication.policies, logger: log });
+      policyWriter = replication.policies;
+      cleanups.push(() => policyStore?.close());
+    } else if (config.policyDir) {
       policyStore = await PolicyStore.open({ directory: resolve(config.policyDir), logger: log });
+      policyWriter = directoryWriter(resolve(config.policyDir));
       cleanups.push(() => policyStore?.close());
       for (const e of policyStore.current().errors) log.warn({ policyError: e }, "policy file not in effect");
     }
@@ -175,6 +205,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       log,
       anonymousLoopback: config.xdsPlaintext !== undefined,
       addressClaims: config.addressClaims,
+      registrations: replication?.registrations,
     });
     mesh.start();
     cleanups.push(() => mesh.stop());
@@ -229,6 +260,14 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     registerXdsRoutes(router, xds);
     registerMeshRoutes(router, mesh);
     registerIdentityRoutes(router, { plane: identity });
+    if (policyStore && policyWriter) {
+      const store = policyStore;
+      registerPolicyWriteRoutes(router, {
+        writer: policyWriter,
+        current: () => store.current(),
+        changed: () => store.reload(),
+      });
+    }
     registerVisibilityRoutes(router, {
       store: flows,
       modes,
@@ -264,6 +303,7 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
       policies: policyStore,
       mesh,
       metrics,
+      replication,
       close: closeAll,
     };
   } catch (err) {

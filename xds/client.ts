@@ -32,8 +32,13 @@ export interface TypeUpdate {
 export type TypeHandler = (update: TypeUpdate) => void;
 
 export interface XdsClientOptions {
-  /** `host:port` of the control plane. */
-  readonly target: string;
+  /**
+   * `host:port` of the control plane, or several replicas: the client starts on a random one (so
+   * sidecars spread) and moves to the next whenever its stream ends, resuming with what it holds.
+   */
+  readonly target: string | readonly string[];
+  /** Index of the replica to try first; default random. */
+  readonly firstTarget?: number;
   readonly credentials: grpc.ChannelCredentials;
   readonly channelOptions?: grpc.ChannelOptions;
   readonly node: NodeSpec;
@@ -81,7 +86,9 @@ const INVALID_ARGUMENT = 3;
  * each type through NACKs and disconnects.
  */
 export class XdsClient extends EventEmitter<XdsClientEvents> {
-  private readonly grpcClient: grpc.Client;
+  private readonly targets: readonly string[];
+  private readonly grpcClients = new Map<string, grpc.Client>();
+  private targetIndex: number;
   private readonly subs = new Map<string, Subscription>();
   private readonly backoff: Backoff;
   private stream: Stream | undefined;
@@ -91,7 +98,10 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
 
   constructor(private readonly options: XdsClientOptions) {
     super();
-    this.grpcClient = new grpc.Client(options.target, options.credentials, options.channelOptions);
+    this.targets = typeof options.target === "string" ? [options.target] : [...options.target];
+    if (this.targets.length === 0) throw new Error("no control-plane target given");
+    this.targetIndex =
+      (options.firstTarget ?? Math.floor(Math.random() * this.targets.length)) % this.targets.length;
     this.backoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
   }
 
@@ -143,6 +153,20 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     return this.stream !== undefined;
   }
 
+  /** The replica the current (or next) stream goes to. */
+  get target(): string {
+    return this.targets[this.targetIndex] as string;
+  }
+
+  private clientFor(target: string): grpc.Client {
+    let client = this.grpcClients.get(target);
+    if (!client) {
+      client = new grpc.Client(target, this.options.credentials, this.options.channelOptions);
+      this.grpcClients.set(target, client);
+    }
+    return client;
+  }
+
   start(): void {
     if (this.closed) throw new Error("client is closed");
     if (!this.stream && !this.retryTimer) this.connect();
@@ -155,7 +179,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     const stream = this.stream;
     this.stream = undefined;
     stream?.cancel();
-    this.grpcClient.close();
+    for (const client of this.grpcClients.values()) client.close();
   }
 
   private requireSub(typeUrl: string): Subscription {
@@ -171,7 +195,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
         ? adsServiceDefinition.StreamAggregatedResources
         : adsServiceDefinition.DeltaAggregatedResources;
     if (!def) throw new Error("ADS definition incomplete");
-    const stream = this.grpcClient.makeBidiStreamRequest(
+    const stream = this.clientFor(this.target).makeBidiStreamRequest(
       def.path,
       def.requestSerialize as (v: object) => Buffer,
       def.responseDeserialize as (b: Buffer) => SotwResponse | DeltaResponse,
@@ -196,6 +220,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       this.stream = undefined;
       for (const sub of this.subs.values()) sub.nonce = "";
       if (this.closed) return;
+      this.targetIndex = (this.targetIndex + 1) % this.targets.length;
       const retryInMs = this.backoff.next();
       this.emit("disconnected", { code: status.code, details: status.details, retryInMs });
       this.retryTimer = setTimeout(() => this.connect(), retryInMs);

@@ -5,6 +5,7 @@ import { readKubernetesAttestorConfig } from "../../controlplane/attestation/kub
 import { startControlPlane } from "../../controlplane/control-plane.ts";
 import { startInjectionWebhook } from "../../inject/webhook/control-plane.ts";
 import { readWebhookConfig } from "../../inject/webhook/config.ts";
+import { ENVELOPE_KEY_ENV } from "../../controlplane/store/envelope.ts";
 
 function port(value: string): number {
   const n = Number(value);
@@ -75,6 +76,16 @@ const program = new Command("sigil-controlplane")
     "--webhook <file>",
     "serve the sidecar injection webhook over HTTPS: YAML { host, port, dnsNames, inject: {...} }",
   )
+  .option(
+    "--etcd <urls>",
+    "run as a replica: keep the configuration state in etcd at these client URLs (comma-separated); policies then come from etcd (sigil policy apply), not --policy-dir",
+  )
+  .option(
+    "--envelope-key-file <path>",
+    `with --etcd: file (0600) holding the 256-bit key that seals the CA keys in etcd (default: $${ENVELOPE_KEY_ENV})`,
+  )
+  .option("--etcd-prefix <prefix>", "with --etcd: key prefix", "/sigil/")
+  .option("--replica-id <name>", "with --etcd: this replica's name in the leader election (default: random)")
   .option("--log-level <level>", "log level (stderr)", "info")
   .parse();
 
@@ -96,11 +107,27 @@ const opts = program.opts<{
   addressClaims: "evidence" | "first-claim";
   kubernetesAttestation?: string;
   webhook?: string;
+  etcd?: string;
+  envelopeKeyFile?: string;
+  etcdPrefix: string;
+  replicaId?: string;
   logLevel: string;
 }>();
 
 const log = pino({ name: "controlplane", level: opts.logLevel }, pino.destination(2));
-const policyDir = opts.policyDir ?? (existsSync(DEFAULT_POLICY_DIR) ? DEFAULT_POLICY_DIR : undefined);
+const policyDir =
+  opts.policyDir ?? (!opts.etcd && existsSync(DEFAULT_POLICY_DIR) ? DEFAULT_POLICY_DIR : undefined);
+const replication = opts.etcd
+  ? {
+      etcdEndpoints: opts.etcd
+        .split(",")
+        .map((u) => u.trim())
+        .filter((u) => u !== ""),
+      envelopeKey: { file: opts.envelopeKeyFile },
+      prefix: opts.etcdPrefix,
+      replicaId: opts.replicaId,
+    }
+  : undefined;
 
 function httpTls(): "sigil" | "off" | { certFile: string; keyFile: string } | undefined {
   if ((opts.httpCertFile === undefined) !== (opts.httpKeyFile === undefined))
@@ -132,6 +159,7 @@ try {
       ? await readKubernetesAttestorConfig(opts.kubernetesAttestation)
       : undefined,
     log,
+    replication,
   });
   const webhookConfig = opts.webhook ? await readWebhookConfig(opts.webhook, cp.trustDomain) : undefined;
   const webhook = webhookConfig

@@ -23,7 +23,11 @@ export const DEFAULT_API = "http://127.0.0.1:15080";
  */
 export function withApiOption(cmd: Command): Command {
   return cmd
-    .option("--api <url>", "control plane HTTP API", process.env.SIGIL_API ?? DEFAULT_API)
+    .option(
+      "--api <url>",
+      "control plane HTTP API; several replicas comma-separated",
+      process.env.SIGIL_API ?? DEFAULT_API,
+    )
     .option(
       "--token-file <path>",
       `file holding the API's admin token (default: $SIGIL_TOKEN_FILE, else ${DEFAULT_TOKEN_FILE})`,

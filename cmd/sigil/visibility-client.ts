@@ -34,24 +34,57 @@ export interface ModeView {
 }
 
 export class VisibilityClient {
-  private readonly base: string;
+  private readonly bases: readonly string[];
+  /** The replica that answered last: requests go there first. */
+  private base: string;
+  /** Replicas whose flows the last `flows()` could not include (they did not answer). */
+  unreachable: readonly string[] = [];
 
-  /** `credential` is the admin token presented as a bearer token on every request. */
+  /**
+   * `baseUrl` is one control plane or several replicas comma-separated: a request goes to the one
+   * that answered last and moves on when it cannot be reached. `credential` is the admin token
+   * presented as a bearer token on every request.
+   */
   constructor(
     baseUrl: string,
     private readonly credential?: ApiCredential,
   ) {
-    let url: URL;
-    try {
-      url = new URL(baseUrl);
-    } catch {
-      throw new ApiError(0, `control plane address "${baseUrl}" is not a URL (e.g. http://127.0.0.1:15080)`);
-    }
-    this.base = url.toString().replace(/\/$/, "");
+    this.bases = baseUrl.split(",").map((one) => {
+      try {
+        return new URL(one.trim()).toString().replace(/\/$/, "");
+      } catch {
+        throw new ApiError(0, `control plane address "${one}" is not a URL (e.g. http://127.0.0.1:15080)`);
+      }
+    });
+    this.base = this.bases[0] as string;
   }
 
+  /**
+   * The newest matching flows. Each replica keeps the flows its own sidecars report, so with
+   * several replicas this asks every one and merges; replicas that do not answer are listed in
+   * `unreachable` (their flows are missing until they return).
+   */
   async flows(q: FlowQuery = {}): Promise<FlowRecord[]> {
-    return (await this.get<{ flows: FlowRecord[] }>(`/api/flows?${flowParams(q)}`)).flows;
+    const path = `/api/flows?${flowParams(q)}`;
+    if (this.bases.length === 1) return (await this.get<{ flows: FlowRecord[] }>(path)).flows;
+    const answers = await Promise.allSettled(
+      this.bases.map(
+        async (base) => (await this.fetchFrom(base, path)).json() as Promise<{ flows: FlowRecord[] }>,
+      ),
+    );
+    const merged: FlowRecord[] = [];
+    const unreachable: string[] = [];
+    answers.forEach((a, i) => {
+      if (a.status === "fulfilled") merged.push(...a.value.flows);
+      else if (a.reason instanceof ApiError && a.reason.status === 0)
+        unreachable.push(this.bases[i] as string);
+      else throw a.reason;
+    });
+    if (unreachable.length === this.bases.length)
+      throw new ApiError(0, `cannot reach any control plane replica (${this.bases.join(", ")})`);
+    this.unreachable = unreachable;
+    merged.sort((a, b) => a.time - b.time);
+    return merged.slice(Math.max(0, merged.length - (q.limit ?? 100)));
   }
 
   /** Streams matching flows (the recent backlog first) until `signal` aborts or the server ends it. */
@@ -109,6 +142,16 @@ export class VisibilityClient {
     return this.send("POST", "/api/policy/simulate", body);
   }
 
+  /** Stores one policy file (every replica compiles it); the server refuses one that does not validate. */
+  async applyPolicy(name: string, yaml: string): Promise<{ name: string; revision: number }> {
+    const res = await this.fetch(`/api/policy/files/${encodeURIComponent(name)}`, {
+      method: "PUT",
+      headers: { "content-type": "application/yaml" },
+      body: yaml,
+    });
+    return (await res.json()) as { name: string; revision: number };
+  }
+
   mode(): Promise<ModeView> {
     return this.get("/api/mode");
   }
@@ -134,17 +177,34 @@ export class VisibilityClient {
     return (await res.json()) as T;
   }
 
+  /** Sends to the replica that answered last, moving on to the others while one cannot be reached. */
   private async fetch(path: string, init: RequestInit = {}): Promise<Response> {
+    const order = [this.base, ...this.bases.filter((b) => b !== this.base)];
+    let lastError: unknown;
+    for (const base of order) {
+      try {
+        const res = await this.fetchFrom(base, path, init);
+        this.base = base;
+        return res;
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 0) || init.body instanceof ReadableStream) throw err;
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+
+  private async fetchFrom(base: string, path: string, init: RequestInit = {}): Promise<Response> {
     let res: Response;
     try {
-      res = await fetch(`${this.base}${path}`, {
+      res = await fetch(`${base}${path}`, {
         ...init,
         headers: { ...authorizationHeader(this.credential), ...(init.headers as Record<string, string>) },
       });
     } catch (err) {
       if ((err as Error).name === "AbortError") throw err;
       const cause = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
-      throw new ApiError(0, `cannot reach the control plane at ${this.base}: ${cause}`);
+      throw new ApiError(0, `cannot reach the control plane at ${base}: ${cause}`);
     }
     if (!res.ok) {
       const body = (await res.json().catch(() => ({}))) as { error?: string; errors?: string[] };

@@ -32,24 +32,104 @@ export interface CreatedJoinToken {
 const NAME = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/;
 const TOKEN_PREFIX = "sgjt_";
 
-const storedSchema = z.array(
-  z.object({
-    hash: z.string().regex(/^[0-9a-f]{64}$/),
-    name: z.string(),
-    labels: z.record(z.string(), z.string()),
-    addresses: z.array(z.string()).default([]),
-    createdAtMs: z.number(),
-    expiresAtMs: z.number(),
-    usedAtMs: z.number().nullable(),
-  }),
-);
-type StoredToken = z.infer<typeof storedSchema>[number];
+export const storedTokenSchema = z.object({
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  name: z.string(),
+  labels: z.record(z.string(), z.string()),
+  addresses: z.array(z.string()).default([]),
+  createdAtMs: z.number(),
+  expiresAtMs: z.number(),
+  usedAtMs: z.number().nullable(),
+});
+const storedSchema = z.array(storedTokenSchema);
+export type StoredToken = z.infer<typeof storedTokenSchema>;
 
-function hashToken(token: string): string {
+/** What issuance needs of a join-token store, wherever the tokens are kept. */
+export interface JoinTokens {
+  create(request: JoinTokenRequest): Promise<CreatedJoinToken>;
+  /** What `token` would grant, without using it up; throws as `redeem` would. */
+  peek(token: string, now?: Date): JoinTokenGrant | Promise<JoinTokenGrant>;
+  /** Redeems a token exactly once: refuses unknown, used and expired ones, naming which. */
+  redeem(token: string, now?: Date): Promise<JoinTokenGrant>;
+}
+
+export interface JoinTokenRequest {
+  name: string;
+  labels: Readonly<Record<string, string>>;
+  /** The workload's IP addresses, registered by the operator (optional). */
+  addresses?: readonly string[];
+  ttlSeconds: number;
+  now?: Date;
+}
+
+export function hashToken(token: string): string {
   return createHash("sha256").update(token).digest("hex");
 }
 
-function grantOf(stored: StoredToken): JoinTokenGrant {
+/** Validates a creation request and mints the secret and the record kept of it (its hash only). */
+export function mintJoinToken(request: JoinTokenRequest): { created: CreatedJoinToken; stored: StoredToken } {
+  if (!NAME.test(request.name)) {
+    throw new Error(
+      `workload name "${request.name}" must be 1-63 lower-case letters, digits, '.', '_' or '-'`,
+    );
+  }
+  if (!(
+    Number.isInteger(request.ttlSeconds) &&
+    request.ttlSeconds > 0 &&
+    request.ttlSeconds <= 30 * 24 * 3600
+  )) {
+    throw new Error(
+      `token TTL ${request.ttlSeconds}s must be a whole number of seconds between 1 and 30 days`,
+    );
+  }
+  for (const [key, value] of Object.entries(request.labels)) {
+    const problem = labelKeyProblem(key) ?? reservedKeyProblem(key) ?? labelValueProblem(key, value);
+    if (problem) throw new Error(problem);
+  }
+  const addresses = [...new Set((request.addresses ?? []).map((a) => a.toLowerCase()))];
+  for (const address of addresses) {
+    if (isIP(address) === 0) throw new Error(`workload address "${address}" is not an IP address`);
+  }
+  const now = (request.now ?? new Date()).getTime();
+  const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
+  const stored: StoredToken = {
+    hash: hashToken(token),
+    name: request.name,
+    labels: { ...request.labels },
+    addresses,
+    createdAtMs: now,
+    expiresAtMs: now + request.ttlSeconds * 1000,
+    usedAtMs: null,
+  };
+  const created = {
+    token,
+    name: stored.name,
+    expiresAt: new Date(stored.expiresAtMs),
+    labels: stored.labels,
+    addresses: stored.addresses,
+  };
+  return { created, stored };
+}
+
+/** The stored token if it can still be redeemed at `now`; otherwise the reason, as an AttestationError. */
+export function usableToken(stored: StoredToken | undefined, now: Date): StoredToken {
+  if (!stored) throw new AttestationError("unknown-token", "join token is not known to this control plane");
+  if (stored.usedAtMs !== null) {
+    throw new AttestationError(
+      "token-used",
+      `join token for "${stored.name}" was already used at ${new Date(stored.usedAtMs).toISOString()}`,
+    );
+  }
+  if (now.getTime() >= stored.expiresAtMs) {
+    throw new AttestationError(
+      "token-expired",
+      `join token for "${stored.name}" expired at ${new Date(stored.expiresAtMs).toISOString()}`,
+    );
+  }
+  return stored;
+}
+
+export function grantOf(stored: StoredToken): JoinTokenGrant {
   return {
     name: stored.name,
     labels: Object.entries(stored.labels).map(([key, value]) => ({
@@ -66,7 +146,7 @@ function grantOf(stored: StoredToken): JoinTokenGrant {
  * secrets kept only as SHA-256 hashes in `<dataDir>/identity/join-tokens.json` (0600). Redeeming
  * marks the token used before any I/O, so two concurrent redemptions cannot both succeed.
  */
-export class JoinTokenStore {
+export class JoinTokenStore implements JoinTokens {
   private constructor(
     private readonly path: string,
     private readonly tokens: Map<string, StoredToken>,
@@ -85,57 +165,12 @@ export class JoinTokenStore {
     return new JoinTokenStore(path, new Map(stored.map((t) => [t.hash, t])));
   }
 
-  async create(request: {
-    name: string;
-    labels: Readonly<Record<string, string>>;
-    /** The workload's IP addresses, registered by the operator (optional). */
-    addresses?: readonly string[];
-    ttlSeconds: number;
-    now?: Date;
-  }): Promise<CreatedJoinToken> {
-    if (!NAME.test(request.name)) {
-      throw new Error(
-        `workload name "${request.name}" must be 1-63 lower-case letters, digits, '.', '_' or '-'`,
-      );
-    }
-    if (!(
-      Number.isInteger(request.ttlSeconds) &&
-      request.ttlSeconds > 0 &&
-      request.ttlSeconds <= 30 * 24 * 3600
-    )) {
-      throw new Error(
-        `token TTL ${request.ttlSeconds}s must be a whole number of seconds between 1 and 30 days`,
-      );
-    }
-    for (const [key, value] of Object.entries(request.labels)) {
-      const problem = labelKeyProblem(key) ?? reservedKeyProblem(key) ?? labelValueProblem(key, value);
-      if (problem) throw new Error(problem);
-    }
-    const addresses = [...new Set((request.addresses ?? []).map((a) => a.toLowerCase()))];
-    for (const address of addresses) {
-      if (isIP(address) === 0) throw new Error(`workload address "${address}" is not an IP address`);
-    }
-    const now = (request.now ?? new Date()).getTime();
-    const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
-    const stored: StoredToken = {
-      hash: hashToken(token),
-      name: request.name,
-      labels: { ...request.labels },
-      addresses,
-      createdAtMs: now,
-      expiresAtMs: now + request.ttlSeconds * 1000,
-      usedAtMs: null,
-    };
+  async create(request: JoinTokenRequest): Promise<CreatedJoinToken> {
+    const { created, stored } = mintJoinToken(request);
     this.tokens.set(stored.hash, stored);
-    this.prune(now);
+    this.prune(stored.createdAtMs);
     await this.save();
-    return {
-      token,
-      name: stored.name,
-      expiresAt: new Date(stored.expiresAtMs),
-      labels: stored.labels,
-      addresses: stored.addresses,
-    };
+    return created;
   }
 
   /** What `token` would grant, without using it up; throws as `redeem` would. */
@@ -152,21 +187,7 @@ export class JoinTokenStore {
   }
 
   private usable(token: string, now: Date): StoredToken {
-    const stored = this.tokens.get(hashToken(token));
-    if (!stored) throw new AttestationError("unknown-token", "join token is not known to this control plane");
-    if (stored.usedAtMs !== null) {
-      throw new AttestationError(
-        "token-used",
-        `join token for "${stored.name}" was already used at ${new Date(stored.usedAtMs).toISOString()}`,
-      );
-    }
-    if (now.getTime() >= stored.expiresAtMs) {
-      throw new AttestationError(
-        "token-expired",
-        `join token for "${stored.name}" expired at ${new Date(stored.expiresAtMs).toISOString()}`,
-      );
-    }
-    return stored;
+    return usableToken(this.tokens.get(hashToken(token)), now);
   }
 
   /** Forgets tokens that can no longer be redeemed and are older than a day past expiry. */

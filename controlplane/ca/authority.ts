@@ -5,8 +5,6 @@ import {
   createPrivateKey,
   createPublicKey,
 } from "node:crypto";
-import { readFile, rm } from "node:fs/promises";
-import { join } from "node:path";
 import { x509 } from "../../core/svid/x509.ts";
 import { SignJWT, calculateJwkThumbprint, importPKCS8 } from "jose";
 import { z } from "zod";
@@ -17,7 +15,7 @@ import { LABELS_CLAIM, certificateThumbprint } from "../../core/svid/jwt.ts";
 import { labelsExtensionDer, labelsOf } from "../../core/svid/labels-extension.ts";
 import type { CryptoKey, SigningKey } from "./keys.ts";
 import { CaKeyError, generateP256, importSigningKey, keyMatchesCertificate, randomSerial } from "./keys.ts";
-import { ensurePrivateDir, readPrivateFile, writePrivateFile } from "./secret-files.ts";
+import { FileCaStorage, type CaStorage } from "./storage.ts";
 
 /** The CA cannot do what was asked, with the file or rule at fault. */
 export class CaError extends Error {}
@@ -31,6 +29,8 @@ export interface CaOptions {
   /** Longest leaf the CA will sign; old roots stay trusted this long after a newer one activates. */
   readonly maxLeafTtlSeconds?: number;
   readonly refreshHintSeconds?: number;
+  /** Where the CA is kept; default `<dataDir>/ca/`. */
+  readonly storage?: CaStorage;
 }
 
 /** A CA (root or intermediate) the user brings instead of a generated root. */
@@ -117,10 +117,10 @@ function splitPem(pem: string, what: string): x509.X509Certificate[] {
  */
 export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }> {
   private constructor(
-    private readonly dir: string,
+    private readonly storage: CaStorage,
     private state: CaState,
     private generations: LoadedGeneration[],
-    private readonly options: Required<Omit<CaOptions, "trustDomain" | "dataDir">>,
+    private readonly options: Required<Omit<CaOptions, "trustDomain" | "dataDir" | "storage">>,
   ) {
     super();
   }
@@ -135,13 +135,7 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
 
   /** True when `<dataDir>/ca` already holds a CA. */
   static async exists(dataDir: string): Promise<boolean> {
-    return readFile(join(dataDir, "ca", "state.json")).then(
-      () => true,
-      (err: NodeJS.ErrnoException) => {
-        if (err.code === "ENOENT") return false;
-        throw err;
-      },
-    );
+    return (await new FileCaStorage(dataDir).readState()) !== undefined;
   }
 
   /**
@@ -151,43 +145,39 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
   static async open(
     options: CaOptions & { imported?: ImportedCa; now?: Date },
   ): Promise<CertificateAuthority> {
-    const dir = join(options.dataDir, "ca");
+    const storage = options.storage ?? new FileCaStorage(options.dataDir);
+    const dir = storage.location;
     const resolved = {
       rootTtlSeconds: options.rootTtlSeconds ?? 365 * DAY,
       maxLeafTtlSeconds: options.maxLeafTtlSeconds ?? DAY,
       refreshHintSeconds: options.refreshHintSeconds ?? 300,
     };
-    if (await CertificateAuthority.exists(options.dataDir)) {
+    const stored = await storage.readState();
+    if (stored !== undefined) {
       if (options.imported)
         throw new CaError(`a CA already exists in ${dir}; use "ca rotate" to switch to a new one`);
-      const state = await CertificateAuthority.readState(dir);
+      const state = CertificateAuthority.parseState(stored, dir);
       if (options.trustDomain && options.trustDomain !== state.trustDomain) {
         throw new CaError(
           `CA in ${dir} is for trust domain "${state.trustDomain}", not "${options.trustDomain}"`,
         );
       }
-      const loaded = await Promise.all(
-        state.generations
-          .filter((g) => g.retireAtMs === null || g.retireAtMs > Date.now())
-          .map((g) => loadGeneration(dir, g)),
-      );
-      if (loaded.length === 0) throw new CaError(`CA in ${dir} has no usable generation`);
-      return new CertificateAuthority(dir, state, loaded, resolved);
+      const loaded = await loadGenerations(storage, state);
+      return new CertificateAuthority(storage, state, loaded, resolved);
     }
     const trustDomain = options.trustDomain ?? "sigil.local";
     if (!parseSpiffeId(`spiffe://${trustDomain}`))
       throw new CaError(`"${trustDomain}" is not a valid trust domain name`);
-    await ensurePrivateDir(dir);
-    const ca = new CertificateAuthority(dir, { trustDomain, sequence: 0, generations: [] }, [], resolved);
+    const ca = new CertificateAuthority(storage, { trustDomain, sequence: 0, generations: [] }, [], resolved);
     await ca.addGeneration(options.imported, options.now ?? new Date(), 0);
     return ca;
   }
 
-  private static async readState(dir: string): Promise<CaState> {
-    const path = join(dir, "state.json");
+  private static parseState(text: string, dir: string): CaState {
+    const path = `${dir}/state.json`;
     let raw: unknown;
     try {
-      raw = JSON.parse(await readPrivateFile(path));
+      raw = JSON.parse(text);
     } catch (err) {
       throw new CaError(`${path}: ${(err as Error).message}`);
     }
@@ -200,7 +190,22 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
   }
 
   private async saveState(): Promise<void> {
-    await writePrivateFile(join(this.dir, "state.json"), JSON.stringify(this.state, null, 2));
+    await this.storage.writeState(JSON.stringify(this.state, null, 2));
+  }
+
+  /**
+   * Takes the state another replica stored (a rotation or a retirement made there) when it is
+   * newer than this one's, loading the generations it names; emits `bundle` when it changed.
+   */
+  async reload(): Promise<boolean> {
+    const stored = await this.storage.readState();
+    if (stored === undefined) return false;
+    const state = CertificateAuthority.parseState(stored, this.storage.location);
+    if (state.sequence <= this.state.sequence) return false;
+    this.generations = await loadGenerations(this.storage, state);
+    this.state = state;
+    this.emit("bundle", this.bundle());
+    return true;
   }
 
   /** Creates (or imports) a generation, stores it, and makes it trusted now and signing at `activateAt`. */
@@ -210,7 +215,6 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
     activateInSeconds: number,
   ): Promise<LoadedGeneration> {
     const id = `g${this.state.sequence + 1}-${now.getTime().toString(36)}`;
-    const genDir = join(this.dir, id);
     let certPem: string;
     let keyPem: string;
     let chainPem = "";
@@ -225,10 +229,12 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
       keyPem = root.keyPem;
     }
     const jwt = await generateP256();
-    await writePrivateFile(join(genDir, "ca.key"), keyPem);
-    await writePrivateFile(join(genDir, "jwt.key"), jwt.privatePem);
-    await writePrivateFile(join(genDir, "ca.crt"), certPem);
-    await writePrivateFile(join(genDir, "chain.pem"), chainPem);
+    await this.storage.writeGeneration(id, {
+      caKey: keyPem,
+      jwtKey: jwt.privatePem,
+      caCrt: certPem,
+      chainPem,
+    });
     const generation: Generation = {
       id,
       source: imported ? "imported" : "generated",
@@ -236,7 +242,7 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
       activateAtMs: now.getTime() + activateInSeconds * 1000,
       retireAtMs: null,
     };
-    const loaded = await loadGeneration(this.dir, generation);
+    const loaded = await loadGeneration(this.storage, generation);
     const activeBefore =
       this.generations.length > 0 ? this.active(new Date(generation.activateAtMs)) : undefined;
     this.generations.push(loaded);
@@ -284,7 +290,7 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
     this.state.generations = this.state.generations.filter((s) => !expired.some((g) => g.id === s.id));
     this.state.sequence += 1;
     await this.saveState();
-    for (const g of expired) await rm(join(this.dir, g.id), { recursive: true, force: true });
+    for (const g of expired) await this.storage.removeGeneration(g.id);
     this.emit("bundle", this.bundle());
     return true;
   }
@@ -521,14 +527,24 @@ async function createRoot(
   return { certPem: cert.toString("pem"), keyPem: privatePem };
 }
 
-async function loadGeneration(dir: string, g: Generation): Promise<LoadedGeneration> {
-  const genDir = join(dir, g.id);
-  const [keyPem, jwtPem, certPem, chainPem] = await Promise.all([
-    readPrivateFile(join(genDir, "ca.key")),
-    readPrivateFile(join(genDir, "jwt.key")),
-    readFile(join(genDir, "ca.crt"), "utf8"),
-    readFile(join(genDir, "chain.pem"), "utf8"),
-  ]).catch((err: Error) => {
+async function loadGenerations(storage: CaStorage, state: CaState): Promise<LoadedGeneration[]> {
+  const loaded = await Promise.all(
+    state.generations
+      .filter((g) => g.retireAtMs === null || g.retireAtMs > Date.now())
+      .map((g) => loadGeneration(storage, g)),
+  );
+  if (loaded.length === 0) throw new CaError(`CA in ${storage.location} has no usable generation`);
+  return loaded;
+}
+
+async function loadGeneration(storage: CaStorage, g: Generation): Promise<LoadedGeneration> {
+  const genDir = `${storage.location}/${g.id}`;
+  const {
+    caKey: keyPem,
+    jwtKey: jwtPem,
+    caCrt: certPem,
+    chainPem,
+  } = await storage.readGeneration(g.id).catch((err: Error) => {
     throw new CaError(`CA generation ${g.id} in ${genDir} cannot be read: ${err.message}`);
   });
   const [cert] = splitPem(certPem, `${genDir}/ca.crt`);

@@ -69,6 +69,8 @@ export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPl
     try {
       created = await plane.tokens.create(body);
     } catch (err) {
+      // A store that cannot take the token (etcd without quorum) says so with its own status.
+      if (err instanceof HttpError) throw err;
       throw new HttpError(400, (err as Error).message);
     }
     sendJson(res, 201, {

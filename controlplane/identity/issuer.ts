@@ -5,7 +5,7 @@ import type { TrustBundle } from "../../core/svid/bundle.ts";
 import { SvidVerificationError, verifySvid } from "../../core/svid/verify.ts";
 import type { CertificateAuthority } from "../ca/authority.ts";
 import { AttestationError } from "../attestation/errors.ts";
-import type { JoinTokenStore } from "../attestation/join-tokens.ts";
+import type { JoinTokens } from "../attestation/join-tokens.ts";
 import type { KubernetesAttestor } from "../attestation/kubernetes.ts";
 import { factLabels } from "../attestation/workload-facts.ts";
 import { checkCsrWithinAttestation, parseCsr } from "./csr-policy.ts";
@@ -40,7 +40,7 @@ export interface SignResult {
 
 export interface IssuerOptions {
   readonly ca: CertificateAuthority;
-  readonly tokens: JoinTokenStore;
+  readonly tokens: JoinTokens;
   readonly registry: WorkloadRegistry;
   readonly kubernetes?: KubernetesAttestor;
   readonly defaultTtlSeconds?: number;
@@ -167,7 +167,7 @@ export class IdentityIssuer {
     const proof = request.proof;
     switch (proof.kind) {
       case "join-token": {
-        const grant = tokens.peek(proof.token, now);
+        const grant = await tokens.peek(proof.token, now);
         return {
           spiffeId: `spiffe://${td}/workload/${grant.name}`,
           attestor: "join-token",

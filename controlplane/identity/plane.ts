@@ -3,11 +3,24 @@ import type { RevocationList } from "../../core/svid/revocation.ts";
 import type { TrustBundle } from "../../core/svid/bundle.ts";
 import type { ImportedCa } from "../ca/authority.ts";
 import { CertificateAuthority } from "../ca/authority.ts";
-import { JoinTokenStore } from "../attestation/join-tokens.ts";
+import { FileCaStorage, type CaStorage } from "../ca/storage.ts";
+import { JoinTokenStore, type JoinTokens } from "../attestation/join-tokens.ts";
 import type { KubernetesAttestorConfig } from "../attestation/kubernetes.ts";
 import { KubernetesAttestor } from "../attestation/kubernetes.ts";
 import { IdentityIssuer } from "./issuer.ts";
 import { WorkloadRegistry } from "./registry.ts";
+import type { RegistryPersistence } from "./registry-file.ts";
+
+/** Identity state kept outside the data directory (etcd), shared by replicas. */
+export interface SharedIdentityState {
+  readonly caStorage: CaStorage;
+  readonly tokens: JoinTokens;
+  readonly registry: RegistryPersistence;
+  /** Follow changes made through other replicas. */
+  attach(ca: CertificateAuthority, registry: WorkloadRegistry): void;
+  /** Whether this replica runs the singleton duties (retiring CA generations) now. */
+  isLeader(): boolean;
+}
 
 export interface IdentityPlaneOptions {
   readonly dataDir: string;
@@ -19,6 +32,8 @@ export interface IdentityPlaneOptions {
   /** How often to drop CA generations whose overlap ended. */
   readonly maintenanceIntervalMs?: number;
   readonly log?: Logger;
+  /** Keep the CA, tokens and registry here instead of the data directory. */
+  readonly shared?: SharedIdentityState;
 }
 
 /**
@@ -30,7 +45,7 @@ export interface IdentityPlaneOptions {
  */
 export interface IdentityPlane {
   readonly ca: CertificateAuthority;
-  readonly tokens: JoinTokenStore;
+  readonly tokens: JoinTokens;
   readonly registry: WorkloadRegistry;
   readonly issuer: IdentityIssuer;
   bundle(): TrustBundle;
@@ -39,14 +54,20 @@ export interface IdentityPlane {
 }
 
 export async function openIdentityPlane(options: IdentityPlaneOptions): Promise<IdentityPlane> {
+  const { shared } = options;
+  const storage = shared?.caStorage ?? new FileCaStorage(options.dataDir);
   const ca = await CertificateAuthority.open({
     dataDir: options.dataDir,
     trustDomain: options.trustDomain,
-    imported: (await CertificateAuthority.exists(options.dataDir)) ? undefined : options.importedCa,
+    imported: (await storage.readState()) !== undefined ? undefined : options.importedCa,
     maxLeafTtlSeconds: options.maxLeafTtlSeconds,
+    storage,
   });
-  const tokens = await JoinTokenStore.open(options.dataDir);
-  const registry = await WorkloadRegistry.open(options.dataDir, ca.trustDomain);
+  const tokens = shared?.tokens ?? (await JoinTokenStore.open(options.dataDir));
+  const registry = shared
+    ? await WorkloadRegistry.openWith(shared.registry, ca.trustDomain)
+    : await WorkloadRegistry.open(options.dataDir, ca.trustDomain);
+  shared?.attach(ca, registry);
   const issuer = new IdentityIssuer({
     ca,
     tokens,
@@ -55,6 +76,7 @@ export async function openIdentityPlane(options: IdentityPlaneOptions): Promise<
     defaultTtlSeconds: options.defaultTtlSeconds,
   });
   const timer = setInterval(() => {
+    if (shared && !shared.isLeader()) return;
     ca.retireExpired().catch((err: unknown) => options.log?.error({ err }, "retiring CA generations failed"));
   }, options.maintenanceIntervalMs ?? 60_000);
   timer.unref();

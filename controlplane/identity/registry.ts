@@ -1,41 +1,22 @@
 import { EventEmitter } from "node:events";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { z } from "zod";
 import type { AttestedLabel } from "../../core/labels.ts";
 import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
 import { mergeByProvenance, reservedKeyProblem } from "../../core/label-provenance.ts";
+import type { RevocationEntry, RevocationList } from "../../core/svid/revocation.ts";
+import { RevocationIndex } from "../../core/svid/revocation.ts";
+import { FileRegistryPersistence } from "./registry-file.ts";
+import type {
+  Attestor,
+  RegistryData,
+  RegistryPersistence,
+  Revocations,
+  WorkloadRecord,
+} from "./registry-file.ts";
+
+export type { Attestor, WorkloadRecord } from "./registry-file.ts";
 
 /** The keys a scanner may report. */
 const SCANNER_KEY = /^(vuln\.[a-z]{1,32}|image)$/;
-import type { RevocationEntry, RevocationList } from "../../core/svid/revocation.ts";
-import { RevocationIndex, revocationEntrySchema } from "../../core/svid/revocation.ts";
-import { writePrivateFile } from "../ca/secret-files.ts";
-
-/** How a workload first proved itself. */
-export type Attestor = "join-token" | "k8s-sat";
-
-export interface WorkloadRecord {
-  readonly spiffeId: string;
-  readonly attestor: Attestor;
-  /** Vouched for by the attestor (join-token scope, cluster claims). */
-  readonly attestedLabels: readonly AttestedLabel[];
-  /** Addresses the attestor vouched for (a join token's registered addresses): the workload owns them. */
-  readonly attestedAddresses: readonly string[];
-  /** Reported by the sidecar at its last issuance (process, metadata file). */
-  readonly reportedLabels: readonly AttestedLabel[];
-  /** Set by an operator through the API. */
-  readonly staticLabels: readonly AttestedLabel[];
-  /** Findings a scanner posted through the API (`vuln.*`, `image`). */
-  readonly scannerLabels: readonly AttestedLabel[];
-  readonly firstSeenMs: number;
-  readonly lastIssuedMs: number;
-  readonly serial: string;
-  readonly notAfterMs: number;
-  /** The labels in the workload's current certificate. */
-  readonly issuedLabels: readonly AttestedLabel[];
-  readonly revoked: { readonly atMs: number; readonly reason: string } | null;
-}
 
 export class RegistryError extends Error {
   constructor(
@@ -45,35 +26,6 @@ export class RegistryError extends Error {
     super(message);
   }
 }
-
-const labelSchema = z.object({
-  key: z.string(),
-  value: z.string(),
-  provenance: z.enum(["join-token", "k8s-sat", "proc", "metadata-file", "static", "scanner"]),
-});
-const fileSchema = z.object({
-  workloads: z.array(
-    z.object({
-      spiffeId: z.string(),
-      attestor: z.enum(["join-token", "k8s-sat"]),
-      attestedLabels: z.array(labelSchema),
-      attestedAddresses: z.array(z.string()).default([]),
-      reportedLabels: z.array(labelSchema),
-      staticLabels: z.array(labelSchema),
-      scannerLabels: z.array(labelSchema).default([]),
-      firstSeenMs: z.number(),
-      lastIssuedMs: z.number(),
-      serial: z.string(),
-      notAfterMs: z.number(),
-      issuedLabels: z.array(labelSchema),
-      revoked: z.object({ atMs: z.number(), reason: z.string() }).nullable(),
-    }),
-  ),
-  revocations: z.object({
-    sequence: z.number().int().nonnegative(),
-    entries: z.array(revocationEntrySchema),
-  }),
-});
 
 /**
  * The labels a workload's next certificate carries, one per key by provenance class: operator
@@ -110,42 +62,52 @@ interface RegistryEvents {
 }
 
 /**
- * Every workload that has been issued an identity, and the trust domain's revocation state.
- * Persisted in `<dataDir>/identity/registry.json` (0600).
+ * Every workload that has been issued an identity, and the trust domain's revocation state, kept
+ * by a `RegistryPersistence`: by default `<dataDir>/identity/registry.json` (0600); with replicas,
+ * etcd, whose watch feeds changes made through other replicas back in through `applyWorkload` and
+ * `applyRevocations` (emitting the same events as a local change).
  */
 export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
   private index: RevocationIndex;
 
   private constructor(
-    private readonly path: string,
+    private readonly persistence: RegistryPersistence,
     readonly trustDomain: string,
     private readonly workloads: Map<string, WorkloadRecord>,
-    private revocations: { sequence: number; entries: RevocationEntry[] },
+    private revocations: Revocations,
   ) {
     super();
     this.index = new RevocationIndex(this.revocationList());
   }
 
   static async open(dataDir: string, trustDomain: string): Promise<WorkloadRegistry> {
-    const path = join(dataDir, "identity", "registry.json");
-    let data: z.infer<typeof fileSchema> = { workloads: [], revocations: { sequence: 0, entries: [] } };
-    try {
-      const parsed = fileSchema.safeParse(JSON.parse(await readFile(path, "utf8")));
-      if (!parsed.success) {
-        throw new Error(
-          `${path}: ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}`,
-        );
-      }
-      data = parsed.data;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    }
+    return WorkloadRegistry.openWith(new FileRegistryPersistence(dataDir), trustDomain);
+  }
+
+  static async openWith(persistence: RegistryPersistence, trustDomain: string): Promise<WorkloadRegistry> {
+    const data = await persistence.load();
     return new WorkloadRegistry(
-      path,
+      persistence,
       trustDomain,
       new Map(data.workloads.map((w) => [w.spiffeId, w])),
       data.revocations,
     );
+  }
+
+  /** A record changed elsewhere (another replica): take it and republish as for a local issuance. */
+  applyWorkload(record: WorkloadRecord): void {
+    const previous = this.workloads.get(record.spiffeId);
+    if (previous && JSON.stringify(previous) === JSON.stringify(record)) return;
+    this.workloads.set(record.spiffeId, record);
+    this.emit("issued", record);
+  }
+
+  /** The revocation list changed elsewhere: take it if newer and push it like a local revocation. */
+  applyRevocations(next: Revocations): void {
+    if (next.sequence <= this.revocations.sequence) return;
+    this.revocations = next;
+    this.index = new RevocationIndex(this.revocationList());
+    this.emit("revocations", this.revocationList());
   }
 
   list(): WorkloadRecord[] {
@@ -196,9 +158,10 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       issuedLabels: [...issue.issuedLabels],
       revoked: null,
     });
-    await this.save();
     const record = this.workloads.get(issue.spiffeId);
-    if (record) this.emit("issued", record);
+    if (!record) return;
+    await this.persistence.saveWorkload(record, () => this.data());
+    this.emit("issued", record);
   }
 
   /**
@@ -252,7 +215,7 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
   ): Promise<WorkloadRecord> {
     const updated = { ...record, ...change };
     this.workloads.set(record.spiffeId, updated);
-    await this.save();
+    await this.persistence.saveWorkload(updated, () => this.data());
     const wanted = effectiveLabels(updated);
     if (!record.revoked && !sameLabels(wanted, record.issuedLabels))
       this.emit("reissue-required", record.spiffeId, wanted);
@@ -282,38 +245,34 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       expiresAtMs: Math.max(record.notAfterMs, now.getTime() + maxLeafTtlSeconds * 1000),
       reason,
     };
-    this.workloads.set(spiffeId, { ...record, revoked: { atMs: entry.revokedAtMs, reason } });
-    this.revocations = {
-      sequence: this.revocations.sequence + 1,
-      entries: [...this.revocations.entries.filter((e) => e.expiresAtMs > now.getTime()), entry],
-    };
+    const revokedRecord = { ...record, revoked: { atMs: entry.revokedAtMs, reason } };
+    this.workloads.set(spiffeId, revokedRecord);
+    await this.persistence.saveWorkload(revokedRecord, () => this.data());
+    let base = this.revocations;
+    // A compare-and-swap: a revocation made concurrently through another replica is kept, not overwritten.
+    for (let attempt = 0; ; attempt++) {
+      const next = {
+        sequence: base.sequence + 1,
+        entries: [...base.entries.filter((e) => e.expiresAtMs > now.getTime()), entry],
+      };
+      const fresher = await this.persistence.saveRevocations(base, next, () => this.data(next));
+      if (!fresher) {
+        this.revocations = next;
+        break;
+      }
+      if (attempt >= 5)
+        throw new RegistryError(
+          409,
+          `revoking ${spiffeId}: the revocation list kept changing through other replicas; retry`,
+        );
+      base = fresher;
+    }
     this.index = new RevocationIndex(this.revocationList());
-    await this.save();
     this.emit("revocations", this.revocationList());
     return entry;
   }
 
-  private writing: Promise<void> = Promise.resolve();
-  private queued: Promise<void> | null = null;
-
-  /**
-   * Persists the current state. Writes are serialized, and all changes made while a write is in
-   * progress are covered by the one write queued behind it (the snapshot is taken when it starts),
-   * so a burst of issuances costs two file writes, not one each, and every caller still resolves
-   * only once its change is on disk.
-   */
-  private save(): Promise<void> {
-    this.queued ??= this.writing
-      .catch(() => undefined)
-      .then(() => {
-        this.queued = null;
-        const snapshot = JSON.stringify({
-          workloads: [...this.workloads.values()],
-          revocations: this.revocations,
-        });
-        return writePrivateFile(this.path, snapshot);
-      });
-    this.writing = this.queued;
-    return this.queued;
+  private data(revocations = this.revocations): RegistryData {
+    return { workloads: [...this.workloads.values()], revocations };
   }
 }

@@ -53,15 +53,28 @@ export interface MeshOptions {
    * stream comes from) is published: "evidence" (default) never, "first-claim" to its first claimant.
    */
   readonly addressClaims?: AddressClaims;
+  /** Where registrations are kept; default this process's memory. Replicas share one in etcd. */
+  readonly registrations?: RegistrationBook;
 }
 
 /** A sidecar's registration with what the control plane saw of it. */
-interface RegistrationRecord {
+export interface RegistrationRecord {
   readonly registration: Registration;
   /** The address its ADS stream came from. */
   readonly observed: string | undefined;
-  /** Registration order, for first-claimant ties. */
+  /**
+   * Registration order, for first-claimant ties: milliseconds since the epoch, kept strictly
+   * increasing on each replica, so replicas sharing records through etcd order them alike.
+   */
   readonly order: number;
+}
+
+/** The registration each workload's sidecar made, by SPIFFE ID. */
+export interface RegistrationBook {
+  get(spiffeId: string): RegistrationRecord | undefined;
+  set(spiffeId: string, record: RegistrationRecord): unknown;
+  /** Registrations made through other replicas: calls `listener` after each. */
+  onChange?(listener: () => void): () => void;
 }
 
 /** Node keys of streams that authenticated without TLS (the loopback plaintext listener). */
@@ -86,8 +99,8 @@ interface SharedPolicySet {
  * sidecar sees its own entry differ from its SVID's labels and renews.
  */
 export class MeshPublisher {
-  private readonly registrations = new Map<string, RegistrationRecord>();
-  private registrationCount = 0;
+  private readonly registrations: RegistrationBook;
+  private lastOrder = 0;
   /** Claims refused at the last publish (see address-ownership.ts). */
   private addressConflicts: readonly AddressConflict[] = [];
   /** PolicySet resources by content key, kept while some workload uses them. */
@@ -104,7 +117,9 @@ export class MeshPublisher {
   /** Long-lived streams other than ADS (flow reports) per workload, and how to end each. */
   private readonly held = new Map<string, Set<(reason: string) => void>>();
 
-  constructor(private readonly options: MeshOptions) {}
+  constructor(private readonly options: MeshOptions) {
+    this.registrations = options.registrations ?? new Map<string, RegistrationRecord>();
+  }
 
   /** Publishes everything now and republishes on every change of its inputs. */
   start(): void {
@@ -138,6 +153,7 @@ export class MeshPublisher {
       () => identity.registry.off("issued", onIssued),
       () => modes.off("change", onWorkloads),
       policies.onChange(onWorkloads),
+      this.registrations.onChange?.(onWorkloads) ?? (() => undefined),
     );
     if (metrics) this.instrument(metrics);
     xds.publisher.batch(() => {
@@ -183,7 +199,7 @@ export class MeshPublisher {
         observed !== previous?.observed)
     ) {
       // A workload keeps its place in the claim order when it reconnects or re-registers.
-      const order = previous?.order ?? ++this.registrationCount;
+      const order = previous?.order ?? this.nextOrder();
       this.registrations.set(spiffeId, { registration, observed, order });
       this.options.log.info({ spiffeId, observed, ...registration }, "workload registered");
       this.publishWorkloads();
@@ -238,6 +254,11 @@ export class MeshPublisher {
     }
     if (ended + others > 0)
       log.info({ adsStreams: ended, otherStreams: others }, "ended streams of revoked workloads");
+  }
+
+  private nextOrder(): number {
+    this.lastOrder = Math.max(Date.now(), this.lastOrder + 1);
+    return this.lastOrder;
   }
 
   /** The registered addresses and ports of a workload, if its sidecar sent any. */

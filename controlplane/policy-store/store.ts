@@ -1,8 +1,5 @@
 import { createHash } from "node:crypto";
-import { watch } from "node:fs";
-import type { FSWatcher } from "node:fs";
-import { readFile, readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { readdir } from "node:fs/promises";
 import type { Logger } from "pino";
 import {
   checkPolicySet,
@@ -12,6 +9,7 @@ import {
   parsePolicyDocuments,
 } from "../../core/policy/index.ts";
 import type { CompiledPolicySet, ParsedDocument, PolicyError } from "../../core/policy/index.ts";
+import { directorySource, type PolicyTextSource } from "./sources.ts";
 
 /**
  * The policy store: every `*.yaml` / `*.yml` file of one directory, validated, compiled into one set and
@@ -33,6 +31,8 @@ export type PolicyStoreListener = (snapshot: PolicySnapshot) => void;
 
 export interface PolicyStoreOptions {
   readonly directory: string;
+  /** Where the texts come from instead of `directory` (etcd, shared by replicas); `directory` then names it. */
+  readonly source?: PolicyTextSource;
   /** Watch the directory and reload on change (default true). */
   readonly watch?: boolean;
   /** Coalesces bursts of file events (editors write several times per save). Default 50 ms. */
@@ -47,8 +47,6 @@ interface FileState {
   readonly errors: readonly PolicyError[];
 }
 
-const POLICY_FILE = /^[^.].*\.ya?ml$/;
-
 function fingerprint(docs: readonly ParsedDocument[]): string {
   return JSON.stringify(docs.map((d) => d.document));
 }
@@ -57,18 +55,21 @@ export class PolicyStore {
   private files = new Map<string, FileState>();
   private snapshot: PolicySnapshot = { revision: 0, set: emptyPolicySet(), documents: [], errors: [] };
   private readonly listeners = new Set<PolicyStoreListener>();
-  private watcher: FSWatcher | null = null;
+  private readonly source: PolicyTextSource;
+  private stopWatching: (() => void) | null = null;
   private debounce: NodeJS.Timeout | null = null;
   private scanning: Promise<PolicySnapshot> | null = null;
   private rescanRequested = false;
   private closed = false;
 
-  private constructor(private readonly options: PolicyStoreOptions) {}
+  private constructor(private readonly options: PolicyStoreOptions) {
+    this.source = options.source ?? directorySource(options.directory);
+  }
 
   /** Loads the directory (it must exist) and, unless `watch: false`, starts watching it. */
   static async open(options: PolicyStoreOptions): Promise<PolicyStore> {
     const store = new PolicyStore(options);
-    await readdir(options.directory);
+    if (!options.source) await readdir(options.directory);
     await store.reload();
     if (options.watch !== false) store.startWatching();
     return store;
@@ -100,18 +101,14 @@ export class PolicyStore {
   async close(): Promise<void> {
     this.closed = true;
     if (this.debounce) clearTimeout(this.debounce);
-    this.watcher?.close();
-    this.watcher = null;
+    this.stopWatching?.();
+    this.stopWatching = null;
     this.listeners.clear();
     await this.scanning?.catch(() => undefined);
   }
 
   private startWatching(): void {
-    this.watcher = watch(this.options.directory, { persistent: false }, () => this.scheduleScan());
-    this.watcher.on("error", (err) => {
-      this.options.logger?.error({ err, directory: this.options.directory }, "policy directory watch failed");
-      this.scheduleScan();
-    });
+    this.stopWatching = this.source.watch(() => this.scheduleScan(), this.options.logger);
   }
 
   private scheduleScan(): void {
@@ -135,32 +132,23 @@ export class PolicyStore {
   }
 
   private async scan(): Promise<PolicySnapshot> {
-    const dir = this.options.directory;
-    let names: string[];
+    let texts;
     try {
-      names = (await readdir(dir, { withFileTypes: true }))
-        .filter((e) => e.isFile() && POLICY_FILE.test(e.name))
-        .map((e) => e.name)
-        .sort();
+      texts = await this.source.list();
     } catch (err) {
       const error = {
-        file: dir,
+        file: this.options.directory,
         path: "",
         message: `cannot read policy directory: ${(err as Error).message}`,
       };
       return this.publish(this.snapshot.documents, this.snapshot.set, [error]);
     }
     const next = new Map<string, FileState>();
-    for (const name of names) {
-      const file = join(dir, name);
+    for (const { file, text } of texts) {
       const previous = this.files.get(file);
-      let text: string;
-      try {
-        text = await readFile(file, "utf8");
-      } catch (err) {
-        // Deleted between listing and reading: the next event rescans; unreadable: keep the last good.
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
-        const error = { file, path: "", message: `cannot read: ${(err as Error).message}` };
+      if (text instanceof Error) {
+        // Unreadable: keep the last good version.
+        const error = { file, path: "", message: `cannot read: ${text.message}` };
         next.set(file, { hash: "", good: previous?.good ?? null, errors: [error] });
         continue;
       }

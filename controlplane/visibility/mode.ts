@@ -46,6 +46,30 @@ const settingsSchema = z.strictObject({
 
 export class ModeStoreError extends Error {}
 
+/** Mode settings kept outside this process (etcd), shared by every replica. */
+export interface SharedModeSettings {
+  /** Applies `change` to the stored settings atomically (compare-and-swap) and returns the result. */
+  update(change: (current: ModeSettings) => ModeSettings): Promise<ModeSettings>;
+  /** Calls `listener` with settings changed through another replica. */
+  watch(listener: (settings: ModeSettings) => void): void;
+}
+
+/** Validates stored settings, naming `where` and the field at fault. */
+export function parseModeSettings(text: string, where: string): ModeSettings {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ModeStoreError(`${where}: not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = settingsSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ModeStoreError(`${where}: ${issue?.path.join(".") || "settings"}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
+
 export function namespaceOf(labels: Labels): string | undefined {
   for (const key of NAMESPACE_LABELS) {
     const v = labels[key];
@@ -61,9 +85,21 @@ export class ModeStore extends EventEmitter<{ change: [ModeSettings] }> {
   private constructor(
     private readonly file: string | null,
     initial: ModeSettings,
+    private readonly shared?: SharedModeSettings,
   ) {
     super();
     this.current = initial;
+  }
+
+  /** Settings shared by replicas: changes go through `shared`, and changes made elsewhere are announced. */
+  static withShared(shared: SharedModeSettings, initial: ModeSettings): ModeStore {
+    const store = new ModeStore(null, initial, shared);
+    shared.watch((settings) => {
+      if (JSON.stringify(settings) === JSON.stringify(store.current)) return;
+      store.current = settings;
+      store.emit("change", settings);
+    });
+    return store;
   }
 
   /**
@@ -80,18 +116,7 @@ export class ModeStore extends EventEmitter<{ change: [ModeSettings] }> {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return new ModeStore(opts.file, fallback);
       throw err;
     }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (err) {
-      throw new ModeStoreError(`${opts.file}: not valid JSON: ${(err as Error).message}`);
-    }
-    const parsed = settingsSchema.safeParse(json);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new ModeStoreError(`${opts.file}: ${issue?.path.join(".") || "settings"}: ${issue?.message}`);
-    }
-    return new ModeStore(opts.file, parsed.data);
+    return new ModeStore(opts.file, parseModeSettings(text, opts.file));
   }
 
   settings(): ModeSettings {
@@ -101,7 +126,9 @@ export class ModeStore extends EventEmitter<{ change: [ModeSettings] }> {
   /** Sets (or with `null` clears; the mesh default cannot be cleared) the mode of one scope. */
   set(scope: ModeScope, mode: EnforcementMode | null): Promise<ModeSettings> {
     const run = this.writing.then(async () => {
-      const next = applyScope(this.current, scope, mode);
+      const next = this.shared
+        ? await this.shared.update((current) => applyScope(current, scope, mode))
+        : applyScope(this.current, scope, mode);
       if (this.file) await writeAtomically(this.file, JSON.stringify(next, null, 2) + "\n");
       this.current = next;
       this.emit("change", next);

@@ -26,6 +26,7 @@ import {
   svidChannelCredentials,
 } from "./control-plane-tls.ts";
 import { bootstrapProofSource } from "./bootstrap-proof.ts";
+import { controlPlaneTargets, grpcTargetFor } from "./control-plane-targets.ts";
 import type { AgentFastPath } from "./fast-path.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
 import { FlowRelay } from "./flow-relay.ts";
@@ -141,8 +142,9 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
   }
   const check = controlPlaneIdentityCheck(o.trustDomain);
 
+  const controlPlanes = controlPlaneTargets(o.controlPlane);
   const identityClient = new IdentityClient({
-    address: o.controlPlane,
+    address: grpcTargetFor(controlPlanes),
     caPem,
     credentials: bootstrapChannelCredentials(caPem, check),
   });
@@ -228,7 +230,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       if (a) ownPorts.add(a.port);
 
     const flows = new FlowReporter({
-      target: o.controlPlane,
+      target: grpcTargetFor(controlPlanes),
       credentials: () => svidChannelCredentials(provider, check),
       registry: sidecar.metrics.registry,
       logger: log,
@@ -239,7 +241,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
 
     // The registration carries the bound inbound port, so it is sent once the listeners are up.
     const subscriptions = new SidecarSubscriptions({
-      target: o.controlPlane,
+      target: controlPlanes,
       credentials: svidChannelCredentials(provider, check),
       node: {
         id: creds.spiffeId,

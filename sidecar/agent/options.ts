@@ -3,6 +3,7 @@ import { availableParallelism, networkInterfaces } from "node:os";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { userAccessSchema } from "../user-access/config.ts";
+import { controlPlaneProblem } from "./control-plane-targets.ts";
 
 /**
  * The `sigil sidecar` settings: flags, or the same keys in camelCase in a YAML/JSON file
@@ -11,10 +12,6 @@ import { userAccessSchema } from "../user-access/config.ts";
 
 const port = z.number().int().min(0).max(65535);
 const appPort = z.number().int().min(1).max(65535);
-const hostPort = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { error: "expected host:port" })
-  .refine((v) => Number(v.slice(v.lastIndexOf(":") + 1)) <= 65535, { error: "port out of range" });
 
 /** Explicit mode: `[listenHost:]listenPort=destHost:destPort` — one local listener per destination. */
 const OUTBOUND_TARGET =
@@ -46,7 +43,11 @@ function interfaceAddresses(): string[] {
 
 export const agentOptionsSchema = z
   .object({
-    controlPlane: hostPort,
+    /** One host:port, or several replicas comma-separated. */
+    controlPlane: z.string().superRefine((v, ctx) => {
+      const problem = controlPlaneProblem(v);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    }),
     controlPlaneCa: z.string().min(1),
     joinToken: z.string().min(1).optional(),
     joinTokenFile: z.string().min(1).optional(),

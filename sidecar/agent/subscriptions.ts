@@ -41,7 +41,8 @@ export interface SubscriptionTargets {
 }
 
 export interface SubscriptionOptions extends SubscriptionTargets {
-  readonly target: string;
+  /** One control plane, or several replicas to fail over between. */
+  readonly target: string | readonly string[];
   readonly credentials: grpc.ChannelCredentials;
   readonly node: NodeSpec;
   readonly log: Logger;
@@ -80,7 +81,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     this.client.on("disconnected", (d) =>
       o.log.warn({ code: d.code, details: d.details, retryInMs: d.retryInMs }, "xDS stream lost"),
     );
-    this.client.on("connected", () => o.log.info({ target: o.target }, "xDS stream up"));
+    this.client.on("connected", () => o.log.info({ target: this.client.target }, "xDS stream up"));
   }
 
   /** The policy set in force, or null before the first one arrived. */

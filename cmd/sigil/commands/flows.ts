@@ -40,6 +40,8 @@ export function register(program: Command, io: CliIo = processIo): void {
       if (!opts.follow) {
         const flows = await client.flows(q);
         for (const r of flows) print(r);
+        for (const missing of client.unreachable)
+          io.err(`replica ${missing} did not answer: its flows are not included\n`);
         if (flows.length === 0 && !opts.json) io.err("no flows match\n");
         return;
       }

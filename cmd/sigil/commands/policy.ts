@@ -1,3 +1,4 @@
+import { basename } from "node:path";
 import { readFile, writeFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { clientFor, endpointText, processIo, run, table, withApiOption } from "../cli-support.ts";
@@ -38,6 +39,24 @@ export function register(program: Command, io: CliIo = processIo): void {
         await writeFile(opts.output, text);
         io.err(`wrote ${opts.output}\n`);
       } else io.out(text);
+    });
+  });
+
+  withApiOption(
+    policy
+      .command("apply")
+      .description("store a policy file on the control plane (with replicas: in etcd, for all of them)")
+      .requiredOption("-f, --file <file>", "policy YAML; stored under its base name, replacing that file"),
+  ).action(async (opts: { file: string }, cmd: Command) => {
+    await run(async () => {
+      let yaml: string;
+      try {
+        yaml = await readFile(opts.file, "utf8");
+      } catch (err) {
+        throw new Error(`cannot read ${opts.file}: ${(err as Error).message}`, { cause: err });
+      }
+      const r = await clientFor(cmd).applyPolicy(basename(opts.file), yaml);
+      io.out(`applied ${r.name}: policy revision ${r.revision}\n`);
     });
   });
 

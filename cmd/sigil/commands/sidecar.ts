@@ -72,7 +72,10 @@ export function register(program: Command): void {
     .command("sidecar")
     .description("run the workload's sidecar: identity, policy over xDS, mTLS proxying, flow reports")
     .option("--config <file>", "settings file (YAML or JSON, camelCase keys); flags override it")
-    .option("--control-plane <host:port>", "control plane gRPC address (xDS, identity, flows)")
+    .option(
+      "--control-plane <host:port,...>",
+      "control plane gRPC address (xDS, identity, flows); several replicas comma-separated, or one DNS name with several addresses",
+    )
     .option("--control-plane-ca <bundle.pem>", "roots the control plane's certificate must chain to")
     .option("--join-token <token>", "one-time join token for the first SVID")
     .option("--join-token-file <file>", "file holding the join token")
