@@ -32,6 +32,8 @@ const OPERATORS: Record<MatchExpression["operator"], LabelOperator> = {
   Exists: "EXISTS",
   Absent: "ABSENT",
   Prefix: "PREFIX",
+  Gt: "GT",
+  Lt: "LT",
 };
 
 function selectorSpec(s: Pick<Selector, "matchLabels" | "matchExpressions">): LabelSelector {

@@ -7,7 +7,7 @@ import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../..
  */
 
 export type MtlsMode = "STRICT" | "PERMISSIVE" | "DISABLE";
-export type LabelOperator = "EQUALS" | "NOT_EQUALS" | "IN" | "EXISTS" | "ABSENT" | "PREFIX";
+export type LabelOperator = "EQUALS" | "NOT_EQUALS" | "IN" | "EXISTS" | "ABSENT" | "PREFIX" | "GT" | "LT";
 
 export interface LabelSelector {
   readonly match_labels?: Readonly<Record<string, string>>;

@@ -2,6 +2,7 @@ import { z } from "zod";
 import { labelKeyProblem, labelValueProblem } from "../labels.ts";
 import { parseCidr } from "./address.ts";
 import { dnsPatternProblem } from "./dns.ts";
+import { numericBoundProblem } from "./numeric.ts";
 import { pathPatternProblem } from "./path-pattern.ts";
 
 /**
@@ -27,9 +28,18 @@ const labelMap = z.record(z.string(), z.string()).superRefine((map, ctx) => {
   }
 });
 
-const OPERATORS = ["Equals", "NotEquals", "In", "Exists", "Absent", "Prefix"] as const;
+const OPERATORS = ["Equals", "NotEquals", "In", "Exists", "Absent", "Prefix", "Gt", "Lt"] as const;
+const NUMERIC_OPERATORS: readonly unknown[] = ["Gt", "Lt"];
 
-const matchExpression = z
+/** `value: 0` in YAML is a number: a comparison bound may be written unquoted. */
+function quoteNumericBound(input: unknown): unknown {
+  if (typeof input !== "object" || input === null) return input;
+  const e = input as Record<string, unknown>;
+  if (!NUMERIC_OPERATORS.includes(e.operator) || typeof e.value !== "number") return input;
+  return { ...e, value: String(e.value) };
+}
+
+const matchExpressionFields = z
   .strictObject({
     key: labelKey,
     operator: z.enum(OPERATORS),
@@ -38,7 +48,8 @@ const matchExpression = z
   })
   .superRefine((expr, ctx) => {
     const { operator, value, values } = expr;
-    const needsValue = operator === "Equals" || operator === "NotEquals" || operator === "Prefix";
+    const numeric = NUMERIC_OPERATORS.includes(operator);
+    const needsValue = numeric || operator === "Equals" || operator === "NotEquals" || operator === "Prefix";
     const needsValues = operator === "In";
     if (needsValue && value === undefined)
       ctx.addIssue({ code: "custom", message: `operator ${operator} needs "value"` });
@@ -60,7 +71,11 @@ const matchExpression = z
         message: `operator ${operator} takes no "values"`,
         path: ["values"],
       });
+    const problem = numeric && value !== undefined ? numericBoundProblem(operator, value) : null;
+    if (problem) ctx.addIssue({ code: "custom", message: problem, path: ["value"] });
   });
+
+const matchExpression = z.preprocess(quoteNumericBound, matchExpressionFields);
 
 export const selectorSchema = z.strictObject({
   matchLabels: labelMap.optional(),

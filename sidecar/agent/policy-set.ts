@@ -38,6 +38,8 @@ const OPERATORS = {
   EXISTS: "Exists",
   ABSENT: "Absent",
   PREFIX: "Prefix",
+  GT: "Gt",
+  LT: "Lt",
 } as const;
 const MTLS = z.enum(["STRICT", "PERMISSIVE", "DISABLE"]);
 const uint64 = z.union([z.string().regex(/^\d+$/), z.number().int().nonnegative()]).transform(Number);
