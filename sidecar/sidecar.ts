@@ -18,6 +18,7 @@ import { MeshTls } from "./tls/mtls.ts";
 import { OutboundHandler } from "./proxy/outbound.ts";
 import type { CredentialSource, FlowSink, PeerDirectory, PolicySource } from "./inputs/sources.ts";
 import { ConnectionTracker } from "./proxy/tracker.ts";
+import { retireConnectionsOnIdentityChange } from "./upstream/identity-change.ts";
 import { Upstreams } from "./upstream/upstreams.ts";
 
 /**
@@ -108,6 +109,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   );
   const http2 = new Http2Proxy(authorizer, upstreams, { maxHeaderListBytes: config.maxHeaderBytes }, log);
   const tracker = new ConnectionTracker(metrics);
+  const stopRetiring = retireConnectionsOnIdentityChange(options.credentials, meshTls, upstreams, log);
   const originalDestination = options.originalDestination ?? originalDestinationOf;
   let draining = false;
 
@@ -256,6 +258,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         await upstreams.close();
         if (admin) await closeServer(admin.server);
         meshTls.close();
+        stopRetiring();
         log.info({ clean }, "drained");
         return { clean };
       },
@@ -267,12 +270,14 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         admin?.server.closeAllConnections();
         await Promise.all([stopped, admin ? closeServer(admin.server) : undefined]);
         meshTls.close();
+        stopRetiring();
       },
     };
     return sidecar;
   } catch (err) {
     for (const s of servers) s.close();
     meshTls.close();
+    stopRetiring();
     throw err;
   }
 }

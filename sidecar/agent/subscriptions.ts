@@ -8,16 +8,23 @@ import { revocationListFromResource, trustBundleFromResource } from "../../core/
 import { XdsClient } from "../../xds/client.ts";
 import type { TypeUpdate } from "../../xds/client.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
-import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import {
+  PEER_DIRECTORY,
+  POLICY_SET,
+  REVOCATION_LIST,
+  TRUST_BUNDLE,
+  WORKLOAD_IDENTITY,
+} from "../../xds/type-urls.ts";
 import type { NodeSpec } from "../../xds/wire.ts";
 import type { PeerDirectoryHolder, PolicyHolder } from "../inputs/state.ts";
 import { decodePeerDirectory } from "./peer-directory.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
+import { labelKey, wantedLabelKey } from "./own-identity.ts";
 import { decodePolicySet } from "./policy-set.ts";
 import type { DecodedPolicySet } from "./policy-set.ts";
 
 /**
- * The sidecar's four xDS subscriptions over one ADS stream. Each handler validates the whole new
+ * The sidecar's five xDS subscriptions over one ADS stream. Each handler validates the whole new
  * state before touching anything: a bad resource throws (the client NACKs with the message) and
  * the last good state stays in force. Accepted state goes straight into the holders the data path
  * reads, so the next connection or request sees it.
@@ -34,7 +41,7 @@ export interface SubscriptionTargets {
   readonly setTrustBundle: (bundle: TrustBundle) => void;
   /** The labels in the workload's current certificate. */
   readonly ownLabels: () => readonly { key: string; value: string }[];
-  /** Called when the directory's labels for this workload differ from the certificate's. */
+  /** Called when the labels the control plane wants for this workload differ from the certificate's. */
   readonly renewIdentity: () => void;
   readonly peerInboundPort: number;
 }
@@ -59,7 +66,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
   readonly client: XdsClient;
   private policySet: DecodedPolicySet | null = null;
   private revocationSequence = -1;
-  /** The directory label set a renewal was last asked for, so a lasting mismatch asks only once. */
+  /** The wanted label set a renewal was last asked for, so a lasting mismatch asks only once. */
   private renewedFor = "";
 
   constructor(private readonly o: SubscriptionOptions) {
@@ -75,6 +82,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     this.client.subscribe(POLICY_SET, { handler: (u) => this.onPolicySet(u) });
     this.client.subscribe(PEER_DIRECTORY, { handler: (u) => this.onPeerDirectory(u) });
     this.client.subscribe(REVOCATION_LIST, { handler: (u) => this.onRevocations(u) });
+    this.client.subscribe(WORKLOAD_IDENTITY, { handler: (u) => this.onOwnIdentity(u) });
     this.client.on("nack", (n) => o.log.warn({ typeUrl: n.typeUrl, error: n.error }, "xDS resource refused"));
     this.client.on("disconnected", (d) =>
       o.log.warn({ code: d.code, details: d.details, retryInMs: d.retryInMs }, "xDS stream lost"),
@@ -169,16 +177,17 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     }
     this.o.peers.replace(entries);
     this.emit("peers", entries);
-    const own = entries.find((e) => e[1].identity.spiffeId === this.o.spiffeId);
-    if (own) {
-      const wanted = labelKey(Object.entries(own[1].identity.labels));
-      const held = labelKey(this.o.ownLabels().map((l) => [l.key, l.value] as const));
-      if (wanted !== held && wanted !== this.renewedFor) {
-        this.renewedFor = wanted;
-        this.o.renewIdentity();
-      }
-    }
     this.o.log.debug({ destinations: entries.length }, "peer directory applied");
+  }
+
+  private onOwnIdentity(update: TypeUpdate): void {
+    const resource = update.resources.get(this.o.spiffeId);
+    if (!resource) return;
+    const wanted = wantedLabelKey(resource.message, this.o.spiffeId);
+    const held = labelKey(this.o.ownLabels().map((l) => [l.key, l.value] as const));
+    if (wanted === held || wanted === this.renewedFor) return;
+    this.renewedFor = wanted;
+    this.o.renewIdentity();
   }
 
   private onRevocations(update: TypeUpdate): void {
@@ -195,8 +204,4 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     this.o.log.info({ sequence: own.sequence, revoked: own.entries.length }, "revocation list applied");
     this.emit("changed");
   }
-}
-
-function labelKey(pairs: readonly (readonly [string, string])[]): string {
-  return JSON.stringify([...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
