@@ -19,6 +19,7 @@ import { OutboundHandler } from "./proxy/outbound.ts";
 import type { CredentialSource, FlowSink, PeerDirectory, PolicySource } from "./inputs/sources.ts";
 import { ConnectionTracker } from "./proxy/tracker.ts";
 import { retireConnectionsOnIdentityChange } from "./upstream/identity-change.ts";
+import { OpenTunnels } from "./tunnel/open-tunnels.ts";
 import { Upstreams } from "./upstream/upstreams.ts";
 
 /**
@@ -110,6 +111,13 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   const http2 = new Http2Proxy(authorizer, upstreams, { maxHeaderListBytes: config.maxHeaderBytes }, log);
   const tracker = new ConnectionTracker(metrics);
   const stopRetiring = retireConnectionsOnIdentityChange(options.credentials, meshTls, upstreams, log);
+  const openTunnels = new OpenTunnels(log);
+  const redecideTunnels = (): void => void openTunnels.redecide();
+  options.policy.on?.("change", redecideTunnels);
+  const stopWatching = (): void => {
+    stopRetiring();
+    options.policy.off?.("change", redecideTunnels);
+  };
   const originalDestination = options.originalDestination ?? originalDestinationOf;
   let draining = false;
 
@@ -120,6 +128,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     http1,
     http2,
     tracker,
+    openTunnels,
     detectTimeoutMs: config.detectTimeoutMs,
     log,
   });
@@ -146,6 +155,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     http1,
     http2,
     tracker,
+    openTunnels,
     appHost: config.inbound.appHost,
     plaintextPort:
       config.mode === "captured"
@@ -258,7 +268,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         await upstreams.close();
         if (admin) await closeServer(admin.server);
         meshTls.close();
-        stopRetiring();
+        stopWatching();
         log.info({ clean }, "drained");
         return { clean };
       },
@@ -270,14 +280,14 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         admin?.server.closeAllConnections();
         await Promise.all([stopped, admin ? closeServer(admin.server) : undefined]);
         meshTls.close();
-        stopRetiring();
+        stopWatching();
       },
     };
     return sidecar;
   } catch (err) {
     for (const s of servers) s.close();
     meshTls.close();
-    stopRetiring();
+    stopWatching();
     throw err;
   }
 }

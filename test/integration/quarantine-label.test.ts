@@ -8,6 +8,7 @@
  * sidecar holds a kept-alive connection to the callee opened with the old certificate.
  */
 import { execFile } from "node:child_process";
+import net from "node:net";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,14 +21,14 @@ import { parseAgentOptions } from "../../sidecar/agent/options.ts";
 import type { AgentOptionsInput } from "../../sidecar/agent/options.ts";
 import { startTestControlPlane } from "../support/control-plane.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
-import { startHttpApp } from "../support/sidecar-apps.ts";
-import type { HttpApp } from "../support/sidecar-apps.ts";
+import { startHttpApp, startTcpApp } from "../support/sidecar-apps.ts";
+import type { App, HttpApp } from "../support/sidecar-apps.ts";
 
 const SIGIL = fileURLToPath(new URL("../../bin/sigil.mjs", import.meta.url));
 /** Label change to enforcement, on a loaded machine: pushes and one renewal take well under this. */
 const BOUND_MS = 15_000;
 
-const POLICIES = `apiVersion: sigil.dev/v1
+const policies = (tunnelPort: number): string => `apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
 metadata: { name: api-ingress }
 spec:
@@ -38,6 +39,9 @@ spec:
     - action: allow
       from: [ { matchLabels: { app: web } } ]
       http: { methods: [GET], paths: ["/orders/**"] }
+    - action: allow
+      from: [ { matchLabels: { app: web } } ]
+      ports: [ ${tunnelPort} ]
 ---
 apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
@@ -50,6 +54,7 @@ spec:
 const quiet = pino({ level: "silent" });
 let controlPlane: TestControlPlane;
 let app: HttpApp;
+let banner: App;
 const agents: Agent[] = [];
 
 async function agentFor(name: string, extra: Partial<AgentOptionsInput>): Promise<Agent> {
@@ -113,13 +118,19 @@ async function within(
 }
 
 beforeAll(async () => {
-  controlPlane = await startTestControlPlane("sigil-quarantine-", { "mesh.yaml": POLICIES }, quiet);
   app = await startHttpApp();
+  banner = await startTcpApp("banner");
+  controlPlane = await startTestControlPlane(
+    "sigil-quarantine-",
+    { "mesh.yaml": policies(banner.port) },
+    quiet,
+  );
 }, 60_000);
 
 afterAll(async () => {
   await Promise.all(agents.map((a) => a.close()));
   await app?.close();
+  await banner?.close();
   await controlPlane?.close();
 });
 
@@ -159,9 +170,30 @@ describe("quarantine of a client-only workload by label", () => {
   let outbound: number;
 
   beforeAll(async () => {
-    await agentFor("api", { appPort: [app.port], advertiseAddress: ["127.0.0.1"] });
-    web = await agentFor("web", { outbound: [`127.0.0.1:0=127.0.0.1:${app.port}`] });
+    await agentFor("api", { appPort: [app.port, banner.port], advertiseAddress: ["127.0.0.1"] });
+    web = await agentFor("web", {
+      outbound: [`127.0.0.1:0=127.0.0.1:${app.port}`, `127.0.0.1:0=127.0.0.1:${banner.port}`],
+    });
     outbound = web.sidecar.outboundTargets[0]?.port ?? 0;
+  }, 60_000);
+
+  it("an open TCP tunnel is re-decided when the policy changes, and cut once no longer allowed", async () => {
+    const socket = net.connect(web.sidecar.outboundTargets[1]?.port ?? 0, "127.0.0.1");
+    socket.on("error", () => undefined);
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    let received = "";
+    socket.on("data", (c: Buffer) => (received += c.toString()));
+    await within(BOUND_MS, "the banner through the tunnel", () => received.includes("220 ready"));
+    socket.write("still here\n");
+    await within(BOUND_MS, "the echo through the tunnel", () => received.includes("still here"));
+
+    await controlPlane.writePolicy(
+      "mesh.yaml",
+      policies(banner.port).replace(`ports: [ ${banner.port} ]`, "ports: [ 1 ]"),
+    );
+    let cut = false;
+    void closed.then(() => (cut = true));
+    await within(BOUND_MS, "the open tunnel cut", () => cut);
   }, 60_000);
 
   it("the callee's ingress deny refuses it within the bound, though its sidecar keeps a connection alive", async () => {
