@@ -18,6 +18,8 @@ import { MeshTls } from "./tls/mtls.ts";
 import { OutboundHandler } from "./proxy/outbound.ts";
 import type { CredentialSource, FlowSink, PeerDirectory, PolicySource } from "./inputs/sources.ts";
 import { ConnectionTracker } from "./proxy/tracker.ts";
+import { retireConnectionsOnIdentityChange } from "./upstream/identity-change.ts";
+import { OpenTunnels } from "./tunnel/open-tunnels.ts";
 import { Upstreams } from "./upstream/upstreams.ts";
 import { UserAccessGate } from "./user-access/gate.ts";
 
@@ -126,6 +128,14 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     log,
   );
   const tracker = new ConnectionTracker(metrics);
+  const stopRetiring = retireConnectionsOnIdentityChange(options.credentials, meshTls, upstreams, log);
+  const openTunnels = new OpenTunnels(log);
+  const redecideTunnels = (): void => void openTunnels.redecide();
+  options.policy.on?.("change", redecideTunnels);
+  const stopWatching = (): void => {
+    stopRetiring();
+    options.policy.off?.("change", redecideTunnels);
+  };
   const originalDestination = options.originalDestination ?? originalDestinationOf;
   let draining = false;
 
@@ -136,6 +146,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     http1,
     http2,
     tracker,
+    openTunnels,
     detectTimeoutMs: config.detectTimeoutMs,
     log,
   });
@@ -162,6 +173,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     http1,
     http2,
     tracker,
+    openTunnels,
     appHost: config.inbound.appHost,
     plaintextPort:
       config.mode === "captured"
@@ -276,6 +288,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         await upstreams.close();
         if (admin) await closeServer(admin.server);
         meshTls.close();
+        stopWatching();
         log.info({ clean }, "drained");
         return { clean };
       },
@@ -287,12 +300,14 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         admin?.server.closeAllConnections();
         await Promise.all([stopped, admin ? closeServer(admin.server) : undefined]);
         meshTls.close();
+        stopWatching();
       },
     };
     return sidecar;
   } catch (err) {
     for (const s of servers) s.close();
     meshTls.close();
+    stopWatching();
     throw err;
   }
 }

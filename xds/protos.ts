@@ -35,6 +35,7 @@ export const SIGIL_PROTO_FILES: readonly string[] = [
   "sigil/v1/policy.proto",
   "sigil/v1/peer_directory.proto",
   "sigil/v1/revocation.proto",
+  "sigil/v1/workload_identity.proto",
 ];
 
 let shared: protobuf.Root | undefined;

@@ -186,5 +186,6 @@ export function defaultTypeRegistry(): TypeRegistry {
     .register({ typeUrl: T.TRUST_BUNDLE, nameField: "trust_domain", sotwFullState: true })
     .register({ typeUrl: T.POLICY_SET, nameField: "name", sotwFullState: true })
     .register({ typeUrl: T.PEER_DIRECTORY, nameField: "name", sotwFullState: true })
-    .register({ typeUrl: T.REVOCATION_LIST, nameField: "trust_domain", sotwFullState: true });
+    .register({ typeUrl: T.REVOCATION_LIST, nameField: "trust_domain", sotwFullState: true })
+    .register({ typeUrl: T.WORKLOAD_IDENTITY, nameField: "spiffe_id", sotwFullState: true });
 }

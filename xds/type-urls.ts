@@ -12,3 +12,4 @@ export const TRUST_BUNDLE = `${TYPE_PREFIX}sigil.v1.TrustBundle`;
 export const POLICY_SET = `${TYPE_PREFIX}sigil.v1.PolicySet`;
 export const PEER_DIRECTORY = `${TYPE_PREFIX}sigil.v1.PeerDirectory`;
 export const REVOCATION_LIST = `${TYPE_PREFIX}sigil.v1.RevocationList`;
+export const WORKLOAD_IDENTITY = `${TYPE_PREFIX}sigil.v1.WorkloadIdentity`;

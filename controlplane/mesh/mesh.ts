@@ -8,7 +8,13 @@ import type { NodeInfo } from "../../xds/wire.ts";
 import type { NodeAuthorizer, StreamPeer } from "../../xds/server.ts";
 import type { XdsResource } from "../../xds/registry.ts";
 import { ResourceSet } from "../../xds/snapshot.ts";
-import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import {
+  PEER_DIRECTORY,
+  POLICY_SET,
+  REVOCATION_LIST,
+  TRUST_BUNDLE,
+  WORKLOAD_IDENTITY,
+} from "../../xds/type-urls.ts";
 import type { IdentityPlane } from "../identity/plane.ts";
 import { labelsWithProvenance } from "../../core/label-provenance.ts";
 import { effectiveLabels } from "../identity/registry.ts";
@@ -26,6 +32,7 @@ import {
 import { verifyPeerWorkload } from "./node-auth.ts";
 import type { AddressClaim, AddressClaims, AddressConflict } from "./address-ownership.ts";
 import { decideAddressOwnership, peerIp } from "./address-ownership.ts";
+import { OwnIdentityResources } from "./own-identity.ts";
 import { registrationFromMetadata } from "../../core/registration.ts";
 import type { Registration } from "../../core/registration.ts";
 import { contentKey, workloadName, workloadSpec } from "./translate.ts";
@@ -94,9 +101,9 @@ interface SharedPolicySet {
  * per distinct content, so workloads selecting the same policies in the same mode share one
  * encoding and one snapshot.
  *
- * Re-issuance: a workload's directory entry carries the labels its certificate should carry (its
- * effective labels). When an operator changes them, the directory is republished at once; the
- * sidecar sees its own entry differ from its SVID's labels and renews.
+ * Re-issuance: each workload gets its own WorkloadIdentity resource with the labels its certificate
+ * should carry (its effective labels). When an operator changes them, that resource is republished at
+ * once; the sidecar sees it differ from its SVID's labels and renews, with or without ports.
  */
 export class MeshPublisher {
   private readonly registrations: RegistrationBook;
@@ -116,9 +123,11 @@ export class MeshPublisher {
   private published = new Map<string, string>();
   /** Long-lived streams other than ADS (flow reports) per workload, and how to end each. */
   private readonly held = new Map<string, Set<(reason: string) => void>>();
+  private readonly ownIdentities: OwnIdentityResources;
 
   constructor(private readonly options: MeshOptions) {
     this.registrations = options.registrations ?? new Map<string, RegistrationRecord>();
+    this.ownIdentities = new OwnIdentityResources(options.xds.registry);
   }
 
   /** Publishes everything now and republishes on every change of its inputs. */
@@ -296,7 +305,7 @@ export class MeshPublisher {
     const owned = this.decideAddresses(workloads);
     const nextSets = new Map<string, SharedPolicySet>();
     const published = new Map<string, string>();
-    const assignments: [string, ResourceSet][] = [];
+    const assignments: [string, ResourceSet, ResourceSet][] = [];
     const entries = workloads.map((w) => {
       const labels = labelsOf(w);
       published.set(w.spiffeId, JSON.stringify(labels));
@@ -314,7 +323,7 @@ export class MeshPublisher {
         shared = { resource, set: new ResourceSet(POLICY_SET, [resource]) };
       }
       nextSets.set(key, shared);
-      assignments.push([w.spiffeId, shared.set]);
+      assignments.push([w.spiffeId, shared.set, this.ownIdentities.setFor(w.spiffeId, labels)]);
       return workloadSpec(set, {
         name: workloadName(w.spiffeId),
         spiffeId: w.spiffeId,
@@ -325,6 +334,7 @@ export class MeshPublisher {
     for (const key of this.generations.keys()) if (!nextSets.has(key)) this.generations.delete(key);
     this.policySets = nextSets;
     this.published = published;
+    this.ownIdentities.retain(new Set(published.keys()));
     this.directoryGeneration += 1;
     const directory = peerDirectoryResource(xds.registry, {
       name: DIRECTORY_NAME,
@@ -335,10 +345,12 @@ export class MeshPublisher {
     xds.publisher.batch(() => {
       this.publishShared(PEER_DIRECTORY, [directory]);
       xds.publisher.setServices(servicesOf(entries));
-      for (const [spiffeId, resources] of assignments) {
+      for (const [spiffeId, resources, own] of assignments) {
         const before = xds.cache.get(spiffeId)?.set(POLICY_SET);
         xds.publisher.setNodeResources(spiffeId, POLICY_SET, resources);
         if (before !== resources) this.changedAt.set(`${spiffeId} ${POLICY_SET}`, Date.now());
+        if (xds.cache.get(spiffeId)?.set(WORKLOAD_IDENTITY) !== own)
+          xds.publisher.setNodeResources(spiffeId, WORKLOAD_IDENTITY, own);
       }
       for (const w of revoked) xds.publisher.clearNode(w.spiffeId);
     });

@@ -40,6 +40,8 @@ const OPERATORS = {
   Exists: "EXISTS",
   Absent: "ABSENT",
   Prefix: "PREFIX",
+  Gt: "GT",
+  Lt: "LT",
 } as const satisfies Record<MatchExpression["operator"], string>;
 
 export type LabelOperator = (typeof OPERATORS)[MatchExpression["operator"]];

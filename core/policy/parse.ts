@@ -231,7 +231,11 @@ export function checkPolicySet(documents: readonly ParsedDocument[]): PolicyErro
   return errors;
 }
 
-/** Renders documents as one YAML stream that parsePolicyDocuments reads back to the same documents. */
+/**
+ * Renders documents as one YAML stream that parsePolicyDocuments reads back to the same documents.
+ * Objects used twice (a suggested policy shares peers between rules) are written out each time:
+ * `&a1`/`*a1` anchors are valid YAML but not something a person reviewing a policy should decode.
+ */
 export function stringifyPolicyDocuments(documents: readonly PolicyDocument[]): string {
-  return documents.map((d) => stringify(d)).join("---\n");
+  return documents.map((d) => stringify(d, { aliasDuplicateObjects: false })).join("---\n");
 }

@@ -3,6 +3,7 @@ import { labelKeyProblem, labelValueProblem } from "../labels.ts";
 import { USER_CLAIM_KEYS } from "../user.ts";
 import { parseCidr } from "./address.ts";
 import { dnsPatternProblem } from "./dns.ts";
+import { numericBoundProblem } from "./numeric.ts";
 import { pathPatternProblem } from "./path-pattern.ts";
 
 /**
@@ -28,7 +29,18 @@ const labelMap = z.record(z.string(), z.string()).superRefine((map, ctx) => {
   }
 });
 
-const OPERATORS = ["Equals", "NotEquals", "In", "Exists", "Absent", "Prefix"] as const;
+const OPERATORS = ["Equals", "NotEquals", "In", "Exists", "Absent", "Prefix", "Gt", "Lt"] as const;
+const NUMERIC_OPERATORS: readonly unknown[] = ["Gt", "Lt"];
+/** User claims are strings and lists of strings: no numeric comparison. */
+const CLAIM_OPERATORS = ["Equals", "NotEquals", "In", "Exists", "Absent", "Prefix"] as const;
+
+/** `value: 0` in YAML is a number: a comparison bound may be written unquoted. */
+function quoteNumericBound(input: unknown): unknown {
+  if (typeof input !== "object" || input === null) return input;
+  const e = input as Record<string, unknown>;
+  if (!NUMERIC_OPERATORS.includes(e.operator) || typeof e.value !== "number") return input;
+  return { ...e, value: String(e.value) };
+}
 
 interface Operands {
   readonly operator: (typeof OPERATORS)[number];
@@ -39,7 +51,8 @@ interface Operands {
 /** Which of `value` / `values` an operator takes, checked the same for label and user-claim tests. */
 function checkOperands(expr: Operands, ctx: z.RefinementCtx): void {
   const { operator, value, values } = expr;
-  const needsValue = operator === "Equals" || operator === "NotEquals" || operator === "Prefix";
+  const numeric = NUMERIC_OPERATORS.includes(operator);
+  const needsValue = numeric || operator === "Equals" || operator === "NotEquals" || operator === "Prefix";
   const needsValues = operator === "In";
   if (needsValue && value === undefined)
     ctx.addIssue({ code: "custom", message: `operator ${operator} needs "value"` });
@@ -61,9 +74,11 @@ function checkOperands(expr: Operands, ctx: z.RefinementCtx): void {
       message: `operator ${operator} takes no "values"`,
       path: ["values"],
     });
+  const problem = numeric && value !== undefined ? numericBoundProblem(operator, value) : null;
+  if (problem) ctx.addIssue({ code: "custom", message: problem, path: ["value"] });
 }
 
-const matchExpression = z
+const matchExpressionFields = z
   .strictObject({
     key: labelKey,
     operator: z.enum(OPERATORS),
@@ -76,11 +91,13 @@ const matchExpression = z
 const userExpression = z
   .strictObject({
     key: z.enum(USER_CLAIM_KEYS),
-    operator: z.enum(OPERATORS),
+    operator: z.enum(CLAIM_OPERATORS),
     value: z.string().optional(),
     values: z.array(z.string()).optional(),
   })
   .superRefine(checkOperands);
+
+const matchExpression = z.preprocess(quoteNumericBound, matchExpressionFields);
 
 export const selectorSchema = z.strictObject({
   matchLabels: labelMap.optional(),

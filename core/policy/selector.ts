@@ -1,4 +1,5 @@
 import type { Labels } from "../labels.ts";
+import { labelNumber } from "./numeric.ts";
 import type { MatchExpression, Selector } from "./schema.ts";
 
 /** A selector compiled to a flat list of label tests; an empty list selects everything. */
@@ -28,6 +29,16 @@ function expressionTest(e: MatchExpression): LabelTest {
     case "Prefix": {
       const prefix = e.value ?? "";
       return (l) => has(l, key) && (l[key] as string).startsWith(prefix);
+    }
+    case "Gt":
+    case "Lt": {
+      // Validation guarantees a decimal bound. A label that is not a number matches neither.
+      const bound = labelNumber(e.value ?? "") ?? Number.NaN;
+      const above = e.operator === "Gt";
+      return (l) => {
+        const n = has(l, key) ? labelNumber(l[key] as string) : null;
+        return n !== null && (above ? n > bound : n < bound);
+      };
     }
   }
 }

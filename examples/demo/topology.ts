@@ -75,7 +75,27 @@ async function deleteNamespace(name: string): Promise<void> {
       // Already gone.
     }
   }
-  await runOk(["ip", "netns", "del", name]);
+  const del = await run(["ip", "netns", "del", name]);
+  // Gone meanwhile (a concurrent sweep, or the kernel finishing an earlier delete) is what was wanted.
+  if (del.code !== 0 && (await namespaceExists(name)))
+    throw new TopologyError(`cannot delete namespace ${name}: ${del.stderr.trim()}`);
+}
+
+async function linkExists(name: string): Promise<boolean> {
+  return (await run(["ip", "link", "show", name])).code === 0;
+}
+
+/**
+ * Deletes a host link unless it is already gone. Deleting the hub namespace removes the veth's peer and
+ * the kernel then removes this end too, asynchronously: between a check and the delete it may vanish,
+ * and `ip` then reports "Cannot find device" or "No such device" depending on the moment. Whether the
+ * link still exists afterwards is the only thing that decides a failure.
+ */
+async function deleteLink(name: string): Promise<void> {
+  if (!(await linkExists(name))) return;
+  const del = await run(["ip", "link", "del", name]);
+  if (del.code !== 0 && (await linkExists(name)))
+    throw new TopologyError(`cannot delete ${name}: ${del.stderr.trim()}`);
 }
 
 export class Topology {
@@ -187,10 +207,7 @@ export class Topology {
     for (const ns of [...names.workloads, names.hub]) {
       await deleteNamespace(ns).catch((error: unknown) => failures.push(error));
     }
-    const link = await run(["ip", "link", "del", this.hostLink]);
-    if (link.code !== 0 && !/Cannot find device/.test(link.stderr)) {
-      failures.push(new TopologyError(`cannot delete ${this.hostLink}: ${link.stderr.trim()}`));
-    }
+    await deleteLink(this.hostLink).catch((error: unknown) => failures.push(error));
     rmSync(markerPath(this.prefix), { force: true });
     if (failures.length > 0) throw failures[0];
   }
@@ -252,6 +269,5 @@ function claimMarker(prefix: string): void {
 /** What a run that died without cleaning up left behind under this prefix. */
 async function removeLeftovers(names: ReturnType<typeof topologyNames>): Promise<void> {
   for (const ns of [...names.workloads, names.hub]) await deleteNamespace(ns);
-  const link = await run(["ip", "link", "show", names.hostLink]);
-  if (link.code === 0) await runOk(["ip", "link", "del", names.hostLink]);
+  await deleteLink(names.hostLink);
 }

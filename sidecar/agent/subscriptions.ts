@@ -11,14 +11,21 @@ import { revocationListFromResource, trustBundleFromResource } from "../../core/
 import { XdsClient } from "../../xds/client.ts";
 import type { TypeUpdate } from "../../xds/client.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
-import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import {
+  PEER_DIRECTORY,
+  POLICY_SET,
+  REVOCATION_LIST,
+  TRUST_BUNDLE,
+  WORKLOAD_IDENTITY,
+} from "../../xds/type-urls.ts";
 import type { NodeSpec } from "../../xds/wire.ts";
 import type { PeerDirectoryHolder, PolicyHolder } from "../inputs/state.ts";
 import { decodePeerDirectory } from "./peer-directory.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
+import { labelKey, wantedLabelKey } from "./own-identity.ts";
 
 /**
- * The sidecar's four xDS subscriptions over one ADS stream. Each handler validates the whole new
+ * The sidecar's five xDS subscriptions over one ADS stream. Each handler validates the whole new
  * state before touching anything: a bad resource throws (the client NACKs with the message) and
  * the last good state stays in force. Accepted state goes straight into the holders the data path
  * reads, so the next connection or request sees it.
@@ -35,7 +42,7 @@ export interface SubscriptionTargets {
   readonly setTrustBundle: (bundle: TrustBundle) => void;
   /** The labels in the workload's current certificate. */
   readonly ownLabels: () => readonly AttestedLabel[];
-  /** Called when the directory's labels for this workload differ from the certificate's. */
+  /** Called when the labels the control plane wants for this workload differ from the certificate's. */
   readonly renewIdentity: () => void;
   readonly peerInboundPort: number;
 }
@@ -61,7 +68,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
   readonly client: XdsClient;
   private policySet: DecodedPolicySet | null = null;
   private revocationSequence = -1;
-  /** The directory label set a renewal was last asked for, so a lasting mismatch asks only once. */
+  /** The wanted label set a renewal was last asked for, so a lasting mismatch asks only once. */
   private renewedFor = "";
 
   constructor(private readonly o: SubscriptionOptions) {
@@ -77,6 +84,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     this.client.subscribe(POLICY_SET, { handler: (u) => this.onPolicySet(u) });
     this.client.subscribe(PEER_DIRECTORY, { handler: (u) => this.onPeerDirectory(u) });
     this.client.subscribe(REVOCATION_LIST, { handler: (u) => this.onRevocations(u) });
+    this.client.subscribe(WORKLOAD_IDENTITY, { handler: (u) => this.onOwnIdentity(u) });
     this.client.on("nack", (n) => o.log.warn({ typeUrl: n.typeUrl, error: n.error }, "xDS resource refused"));
     this.client.on("disconnected", (d) =>
       o.log.warn({ code: d.code, details: d.details, retryInMs: d.retryInMs }, "xDS stream lost"),
@@ -165,16 +173,18 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     for (const reason of rejected) this.o.log.warn({ reason }, "peer directory entry left out");
     this.o.peers.replace(entries);
     this.emit("peers", entries);
-    const own = entries.find((e) => e[1].identity.spiffeId === this.o.spiffeId);
-    if (own) {
-      const wanted = labelKey(Object.entries(own[1].identity.labels));
-      const held = labelKey(Object.entries(labelsWithProvenance(this.o.ownLabels())));
-      if (wanted !== held && wanted !== this.renewedFor) {
-        this.renewedFor = wanted;
-        this.o.renewIdentity();
-      }
-    }
     this.o.log.debug({ destinations: entries.length }, "peer directory applied");
+  }
+
+  private onOwnIdentity(update: TypeUpdate): void {
+    const resource = update.resources.get(this.o.spiffeId);
+    if (!resource) return;
+    const wanted = wantedLabelKey(resource.message, this.o.spiffeId);
+    // The control plane's labels carry the derived provenance keys (core/label-provenance.ts).
+    const held = labelKey(Object.entries(labelsWithProvenance(this.o.ownLabels())));
+    if (wanted === held || wanted === this.renewedFor) return;
+    this.renewedFor = wanted;
+    this.o.renewIdentity();
   }
 
   private onRevocations(update: TypeUpdate): void {
@@ -191,10 +201,6 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     this.o.log.info({ sequence: own.sequence, revoked: own.entries.length }, "revocation list applied");
     this.emit("changed");
   }
-}
-
-function labelKey(pairs: readonly (readonly [string, string])[]): string {
-  return JSON.stringify([...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 /** The workload entries of a decoded PeerDirectory message (validated by the directory decoder). */

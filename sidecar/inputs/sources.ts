@@ -33,6 +33,9 @@ export interface PolicySnapshot {
 
 export interface PolicySource {
   current(): PolicySnapshot;
+  /** Told after every change, when the source can tell (open tunnels are then re-decided). */
+  on?(event: "change", listener: () => void): unknown;
+  off?(event: "change", listener: () => void): unknown;
 }
 
 /** A mesh workload reachable at a destination address, as the control plane's peer directory says. */

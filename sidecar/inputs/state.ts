@@ -29,9 +29,10 @@ export class CredentialHolder extends EventEmitter<{ rotate: [] }> implements Cr
   }
 }
 
-export class PolicyHolder implements PolicySource {
+export class PolicyHolder extends EventEmitter<{ change: [] }> implements PolicySource {
   private value: PolicySnapshot;
   constructor(initial: Partial<PolicySnapshot> & { trustDomain: string }) {
+    super();
     this.value = {
       policies: initial.policies ?? emptyPolicySet(),
       mode: initial.mode ?? "enforce",
@@ -43,6 +44,7 @@ export class PolicyHolder implements PolicySource {
   }
   update(change: Partial<PolicySnapshot>): void {
     this.value = { ...this.value, ...change };
+    this.emit("change");
   }
 }
 

@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import type { OpenTunnels } from "../tunnel/open-tunnels.ts";
 import type { Logger } from "pino";
 import type { Peer } from "../../core/identity.ts";
 import type { Labels } from "../../core/labels.ts";
@@ -33,6 +34,8 @@ import type { UserAccessGate } from "../user-access/gate.ts";
 
 export interface InboundDeps {
   readonly authorizer: Authorizer;
+  /** Open TCP tunnels, re-decided when the policy changes. */
+  readonly openTunnels?: OpenTunnels;
   readonly tls: MeshTls;
   readonly policy: PolicySource;
   readonly selfLabels: () => Labels;

@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { Peer } from "../../core/identity.ts";
 import type { Authorizer } from "../authz/authorize.ts";
 import type { ProxiedConnection } from "../upstream/proxied-connection.ts";
+import type { OpenTunnels } from "./open-tunnels.ts";
 import { splice } from "./splice.ts";
 import type { Upstreams } from "../upstream/upstreams.ts";
 
@@ -18,7 +19,13 @@ export function refuseConnection(socket: Socket): void {
  * or unreachable connection is reset, so the client sees a refusal rather than an empty success.
  */
 export function tunnel(
-  deps: { readonly authorizer: Authorizer; readonly upstreams: Upstreams; readonly log: Logger },
+  deps: {
+    readonly authorizer: Authorizer;
+    readonly upstreams: Upstreams;
+    readonly log: Logger;
+    /** Where an allowed tunnel is kept to be re-decided when the policy changes. */
+    readonly openTunnels?: OpenTunnels;
+  },
   socket: Socket,
   conn: ProxiedConnection,
   head: Buffer,
@@ -53,6 +60,11 @@ export function tunnel(
             peer,
           ),
         head,
+      );
+      deps.openTunnels?.add(
+        socket,
+        () => deps.authorizer.decide(conn.facts, undefined, peer),
+        () => refuseConnection(socket),
       );
       socket.resume();
     },

@@ -1,7 +1,8 @@
 /**
  * `npm run demo` end to end: the command itself, as a user (or CI) runs it, in non-interactive mode.
  * Its table must show every expected verdict, and nothing it made may be left behind — after a full
- * run and after Ctrl-C in the middle of start-up.
+ * run, after Ctrl-C in the middle of start-up, and after Ctrl-C at a terminal running `npm run demo`
+ * (the signal reaches npm, the shell, the demo and every process it started, all at once).
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -51,6 +52,16 @@ function runDemo(args: string[], timeoutMs: number, interruptOn?: RegExp): Promi
   });
 }
 
+/** Process ids still in process group `pgid`, but for `except` (the test's own helpers). */
+async function groupMembers(pgid: number): Promise<string[]> {
+  const ps = await run(["ps", "-eo", "pid=,pgid=,args="]);
+  return ps.stdout
+    .split("\n")
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([, group]) => Number(group) === pgid)
+    .map((fields) => fields.join(" "));
+}
+
 async function leftovers(prefix: string): Promise<string[]> {
   const namespaces = (await run(["ip", "netns", "list"])).stdout
     .split("\n")
@@ -75,7 +86,19 @@ describe.sequential("npm run demo", () => {
   it("runs to completion with --once, every expected verdict in its table, and cleans up", async () => {
     const prefix = `sg${randomBytes(2).toString("hex")}-`;
     const demo = await runDemo(
-      ["--once", "--prefix", prefix, "--subnet", "202", "--grpc-port", "0", "--http-port", "0"],
+      [
+        "--once",
+        "--prefix",
+        prefix,
+        "--subnet",
+        "202",
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--ready-timeout",
+        "240",
+      ],
       280_000,
     );
     expect(demo.code, `${demo.stdout}\n${demo.stderr}`).toBe(0);
@@ -137,4 +160,74 @@ describe.sequential("npm run demo", () => {
     expect(await leftovers(prefix)).toEqual([]);
     expect(existsSync(workDirOf(demo.stdout))).toBe(false);
   }, 150_000);
+
+  it("Ctrl-C at a terminal running `npm run demo` removes the running mesh and ends every process", async () => {
+    const prefix = `sg${randomBytes(2).toString("hex")}-`;
+    // Its own process group, as a terminal's foreground job: the interrupt goes to the whole group.
+    const npm = spawn(
+      "npm",
+      [
+        "run",
+        "--silent",
+        "demo",
+        "--",
+        "--prefix",
+        prefix,
+        "--subnet",
+        "204",
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--ready-timeout",
+        "240",
+      ],
+      { cwd: REPO_ROOT, env: { ...process.env, CI: "" }, stdio: ["ignore", "pipe", "pipe"], detached: true },
+    );
+    const group = npm.pid!;
+    let stdout = "";
+    let stderr = "";
+    npm.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<string>((resolve) =>
+      npm.once("exit", (code, signal) => resolve(signal ?? `exit ${code}`)),
+    );
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`mesh not up in time\n${stdout}\n${stderr}`)),
+          300_000,
+        );
+        npm.stdout.on("data", (chunk: Buffer) => {
+          stdout += chunk.toString();
+          if (stdout.includes("Press Ctrl-C")) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        void exited.then(() =>
+          reject(new Error(`the demo ended before it was interrupted\n${stdout}\n${stderr}`)),
+        );
+      });
+      expect(await leftovers(prefix)).not.toEqual([]);
+      process.kill(-group, "SIGINT");
+      const how = await Promise.race([
+        exited,
+        new Promise<never>((_, reject) =>
+          setTimeout(
+            () => reject(new Error(`npm still running 90 s after Ctrl-C\n${stdout}\n${stderr}`)),
+            90_000,
+          ),
+        ),
+      ]);
+      // npm ends itself with the signal its script was interrupted by, once the script has exited.
+      expect(["exit 0", "SIGINT"], `${how}\n${stdout}\n${stderr}`).toContain(how);
+      expect(stdout).toContain("cleaning up");
+      // Everything went before npm returned the prompt: nothing is left to poll for.
+      expect(await groupMembers(group)).toEqual([]);
+      expect(await leftovers(prefix)).toEqual([]);
+      expect(existsSync(workDirOf(stdout))).toBe(false);
+    } finally {
+      if ((await groupMembers(group)).length > 0) process.kill(-group, "SIGKILL");
+    }
+  }, 420_000);
 });

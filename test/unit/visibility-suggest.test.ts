@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { FlowRecord } from "../../core/flow.ts";
-import { compilePolicySet, parsePolicyDocuments } from "../../core/policy/index.ts";
+import { compilePolicySet, parsePolicyDocuments, stringifyPolicyDocuments } from "../../core/policy/index.ts";
 import type { PolicyDocument } from "../../core/policy/index.ts";
 import { decideInEnforce } from "../../controlplane/visibility/simulate.ts";
 import { generalizePath, isIdLike, suggestPolicies } from "../../controlplane/visibility/suggest.ts";
@@ -29,6 +29,26 @@ describe("policy suggestion from recorded demo traffic", () => {
     const rogue = traffic.filter(isRogue);
     expect(verdicts(docs, legit)).toEqual(legit.map(() => "allow"));
     expect(verdicts(docs, rogue)).toEqual(rogue.map(() => "deny"));
+  });
+
+  it("is plain YAML a person can edit: no anchors or aliases even where rules share a peer", () => {
+    const shared = { matchLabels: { app: "web" } };
+    const doc: PolicyDocument = {
+      apiVersion: "sigil.dev/v1",
+      kind: "AuthorizationPolicy",
+      metadata: { name: "api" },
+      spec: {
+        selector: shared,
+        ingress: [
+          { action: "allow", from: [shared], ports: [8080] },
+          { action: "allow", from: [shared], ports: [9090] },
+        ],
+      },
+    };
+    const text = stringifyPolicyDocuments([doc]);
+    expect(text).not.toMatch(/[&*]a\d/);
+    expect(parsed(text)).toEqual([doc]);
+    expect(suggestion.yaml).not.toMatch(/[&*]a\d/);
   });
 
   it("names peers by stable labels only, never addresses, and keeps paths generalized but exact in methods", () => {
