@@ -1,6 +1,5 @@
 import type { Logger } from "pino";
 import { z } from "zod";
-import type { Registration } from "../../core/registration.ts";
 import { registrationFromMetadata, registrationMetadata } from "../../core/registration.ts";
 import type { RegistrationBook, RegistrationRecord } from "../mesh/mesh.ts";
 import type { EtcdState, WatchedPrefix } from "./etcd-state.ts";

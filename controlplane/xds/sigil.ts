@@ -8,7 +8,6 @@ import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../..
  * the policy codec (core/policy/codec.ts), which both ends share.
  */
 
-
 export interface TrustBundleSpec {
   readonly trust_domain: string;
   readonly x509_roots_pem: readonly string[];
