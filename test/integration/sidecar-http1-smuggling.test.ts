@@ -153,7 +153,7 @@ const PROBES: Record<string, [probe: string, paths: string[]]> = {
     `GET http://other.test/a HTTP/1.1\r\n${H}\r\n${LAST}`,
     ["/a", "/last"],
   ],
-  "authority-form target": [`GET api.test:80 HTTP/1.1\r\n${H}\r\n${LAST}`, ["/last"]],
+  "authority-form target": [`GET api.test:80 HTTP/1.1\r\n${H}\r\n${LAST}`, []],
   "encoded dot segments to the denied path": [
     `GET /a/%2e%2e/admin/secret HTTP/1.1\r\n${H}\r\n${LAST}`,
     ["/last"],
