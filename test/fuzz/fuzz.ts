@@ -1,12 +1,15 @@
 /**
- * The property-fuzzing harness every target in this folder uses: a fixed seed and a time budget
- * per target (both overridable from the environment for longer local runs), the target's committed
+ * The property-fuzzing harness every target in this folder uses: a fixed seed and a fixed number of
+ * generated inputs per target, so `npm test` tries the same inputs on a fast machine and a loaded
+ * one (a time budget found more on a quiet machine than CI had ever tried), or a time budget for
+ * longer local runs; all overridable from the environment. The target's committed
  * corpus replayed first, then inputs that mutate corpus entries the way a coverage-guided fuzzer
  * does (bit flips, inserted dictionary words, deleted and repeated ranges, splices) mixed with raw
  * random bytes.
  *
  *   SIGIL_FUZZ_SEED=<int>   another fixed sequence (default 20261204)
- *   SIGIL_FUZZ_MS=<ms>      time per target (default 2000)
+ *   SIGIL_FUZZ_RUNS=<n>     generated inputs per target (default 3000)
+ *   SIGIL_FUZZ_MS=<ms>      instead: as many inputs as fit in this time per target
  *
  * A failure prints the seed, the shrunk input and the path to replay it; a crash found this way is
  * added to the target's corpus (test/fuzz/corpus/<target>/) so every later run replays it.
@@ -17,11 +20,13 @@ import fc from "fast-check";
 
 const CORPUS_ROOT = new URL("./corpus/", import.meta.url).pathname;
 const DEFAULT_SEED = 20261204;
-const DEFAULT_MS = 2000;
+const DEFAULT_RUNS = 3000;
 
 export interface FuzzBudget {
   readonly seed: number;
-  readonly timeMs: number;
+  readonly runs: number;
+  /** Set only from SIGIL_FUZZ_MS: run until the time is spent instead of a count. */
+  readonly timeMs: number | undefined;
 }
 
 function envInteger(name: string, fallback: number, min: number): number {
@@ -36,7 +41,8 @@ function envInteger(name: string, fallback: number, min: number): number {
 export function fuzzBudget(): FuzzBudget {
   return {
     seed: envInteger("SIGIL_FUZZ_SEED", DEFAULT_SEED, 0),
-    timeMs: envInteger("SIGIL_FUZZ_MS", DEFAULT_MS, 1),
+    runs: envInteger("SIGIL_FUZZ_RUNS", DEFAULT_RUNS, 1),
+    timeMs: process.env.SIGIL_FUZZ_MS ? envInteger("SIGIL_FUZZ_MS", 0, 1) : undefined,
   };
 }
 
@@ -130,8 +136,7 @@ export interface FuzzRun {
 }
 
 /**
- * Checks `property` on the target's corpus, then on generated inputs until the time budget is
- * spent; throws fast-check's report (seed, shrunk counterexample) on the first failure.
+ * Checks `property` on the target's corpus, then on the budget's generated inputs; throws fast-check's report (seed, shrunk counterexample) on the first failure.
  */
 export async function fuzz<T>(
   target: string,
@@ -139,7 +144,7 @@ export async function fuzz<T>(
   arbitrary: fc.Arbitrary<T>,
   property: (input: T) => void | Promise<void>,
 ): Promise<FuzzRun> {
-  const { seed, timeMs } = fuzzBudget();
+  const { seed, runs: numRuns, timeMs } = fuzzBudget();
   let runs = 0;
   const counted = async (input: T): Promise<void> => {
     runs++;
@@ -147,9 +152,9 @@ export async function fuzz<T>(
   };
   await fc.assert(fc.asyncProperty(arbitrary, counted), {
     seed,
-    numRuns: 10_000_000,
-    interruptAfterTimeLimit: timeMs,
-    markInterruptAsFailure: false,
+    ...(timeMs === undefined
+      ? { numRuns }
+      : { numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: timeMs, markInterruptAsFailure: false }),
     examples: examples.map((e) => [e] as [T]),
     reporter: (details) => {
       if (details.failed)

@@ -4,7 +4,11 @@
  * target, version, fields, framing, body, trailers), and when Sigil reads the stream to its end
  * llhttp must end it the same way. Sigil may refuse earlier than llhttp (it is stricter on purpose);
  * it may never accept a message llhttp refuses or read one differently: that is request smuggling.
+ * One difference is by design: llhttp knows a fixed list of methods and refuses any other, while
+ * Sigil reads any RFC 9110 token as a method (extension methods are legal), so a stream llhttp
+ * refuses for its method alone is not compared; its framing is still the same token either way.
  */
+import { METHODS } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlhttpServer, comparable, sigilRequests } from "../support/http1-readings.ts";
 import { corpus, fuzz, mutatedBytes } from "./fuzz.ts";
@@ -57,6 +61,8 @@ describe("fuzz: HTTP/1.1 request framing against llhttp", () => {
     const { runs } = await fuzz("http1-framing", seeds, mutatedBytes(seeds, DICTIONARY), async (input) => {
       const ours = sigilRequests([input]);
       const theirs = await llhttp.read(input);
+      const method = ours.messages[theirs.messages.length]?.method;
+      if (theirs.reason === "HPE_INVALID_METHOD" && method !== undefined && !METHODS.includes(method)) return;
       expect(theirs.messages.slice(0, ours.messages.length)).toEqual(ours.messages);
       if (ours.end === "ok" || ours.end === "tunnel") expect(comparable(theirs)).toEqual(comparable(ours));
     });

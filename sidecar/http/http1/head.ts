@@ -84,6 +84,8 @@ const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/;
 const DIGITS = /^\d{1,15}$/;
 /** Origin-form, asterisk-form or absolute-form (RFC 9112 §3.2); authority-form is CONNECT's alone. */
 const TARGET_FORM = /^(?:\/|\*$|[A-Za-z]+:\/\/)/;
+/** An absolute-form target's authority: userinfo, reg-name or IP literal, port (RFC 3986 §3.2). */
+const ABSOLUTE_AUTHORITY = /^[A-Za-z]+:\/\/(?:[A-Za-z0-9\-._~!$&'()*+,;=:%@]|\[[0-9A-Fa-f:.]+\])*(?:[/?#]|$)/;
 
 /**
  * Why an incomplete head can already be refused (a bare CR or LF, a control character), or null:
@@ -278,6 +280,8 @@ export function parseRequestHead(text: string): RequestHead {
   // llhttp refuses any other target, so a next hop would not read the request Sigil decided on.
   if (m[1] !== "CONNECT" && !TARGET_FORM.test(m[2] as string))
     throw new HeadError(`request target "${(m[2] as string).slice(0, 80)}" is not /path, * or scheme://`);
+  if (/^[A-Za-z]+:\/\//.test(m[2] as string) && !ABSOLUTE_AUTHORITY.test(m[2] as string))
+    throw new HeadError(`request target "${(m[2] as string).slice(0, 80)}" has an invalid authority`);
   const f = new FieldScan(lines);
   const minor = m[3] === "1" ? 1 : 0;
   if (f.hosts > 1) throw new HeadError("more than one Host header");
