@@ -9,8 +9,9 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Peer } from "../../../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../../../core/policy/index.ts";
-import { normalizeRequestPath, refusalDecision } from "../../../core/policy/index.ts";
+import { normalizeRequestPath } from "../../../core/policy/index.ts";
 import type { Authorizer } from "../../authz/authorize.ts";
+import { refused } from "../../authz/refusal.ts";
 import type { BodiesOnGetHead } from "../bodiless-methods.ts";
 import { bodyRefusal, refusesBody } from "../bodiless-methods.ts";
 import { encodeGrpcMessage } from "./grpc-message.ts";
@@ -134,8 +135,10 @@ export class Http2Proxy {
     peer: Peer,
     startedAt: number,
   ): void {
-    const reason = bodyRefusal(facts.method, "DATA frames");
-    const decision: Decision = { ...refusalDecision(`malformed-request: ${reason}`), status: 400 };
+    const decision = refused({
+      kind: "malformed-request",
+      problem: bodyRefusal(facts.method, "DATA frames"),
+    });
     const grpc = isGrpc(headers);
     const status = this.refuse(stream, decision, grpc);
     this.authorizer.record(
