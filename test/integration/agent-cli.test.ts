@@ -138,7 +138,7 @@ describe("sigil sidecar", () => {
     child.stderr.on("data", (c: Buffer) => err.push(c.toString()));
     const [code] = (await once(child, "exit")) as [number | null];
     expect(code).not.toBe(0);
-    expect(err.join("")).toMatch(/controlPlane: expected host:port/);
+    expect(err.join("")).toMatch(/controlPlane: "nowhere" is not host:port/);
     expect(err.join("")).toMatch(/controlPlaneCa/);
   });
 });
