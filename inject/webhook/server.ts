@@ -1,4 +1,5 @@
 import { createServer, type Server } from "node:https";
+import { LISTENER_TLS_OPTIONS } from "../../core/tls-policy.ts";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
@@ -142,9 +143,9 @@ export async function startWebhookServer(o: WebhookServerOptions): Promise<Webho
   const timeout = o.requestTimeoutMs ?? 10_000;
   const server: Server = createServer(
     {
+      ...LISTENER_TLS_OPTIONS,
       key: o.tls.keyPem,
       cert: o.tls.certPem,
-      minVersion: "TLSv1.2",
       // A handshake that never completes would hold a socket; the API server finishes it in milliseconds.
       handshakeTimeout: 5_000,
       // How often request deadlines are checked (Node's default, 30 s, lets a slow client stay that long).
@@ -171,7 +172,8 @@ export async function startWebhookServer(o: WebhookServerOptions): Promise<Webho
   });
   return {
     port: (server.address() as AddressInfo).port,
-    setTls: (tls) => server.setSecureContext({ key: tls.keyPem, cert: tls.certPem }),
+    // A replaced context keeps only the options it is given: the versions and suites go along.
+    setTls: (tls) => server.setSecureContext({ ...LISTENER_TLS_OPTIONS, key: tls.keyPem, cert: tls.certPem }),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -13,6 +13,7 @@ import { injectSettings } from "../../inject/settings.ts";
 import { injectObject } from "../../inject/workloads.ts";
 import { startInjectionWebhook } from "../../inject/webhook/control-plane.ts";
 import { startWebhookServer, type WebhookServer } from "../../inject/webhook/server.ts";
+import { probeTls } from "../support/tls-probe.ts";
 
 const DNS_NAME = "sigil-webhook.sigil-system.svc";
 const settings = injectSettings({ controlPlane: "sigil-controlplane.sigil-system.svc:15010" });
@@ -291,6 +292,32 @@ describe("injection webhook over HTTPS", () => {
       expect(outcome).toBe("HTTP/1.1 408 Request Timeout");
     } finally {
       await slow.close();
+    }
+  });
+
+  it("offers TLS 1.3, or TLS 1.2 with ECDHE AEAD suites only, also after its certificate is replaced", async () => {
+    const tls = await plane.ca.issueServingCertificate({ dnsNames: [DNS_NAME], ipAddresses: ["127.0.0.1"] });
+    const server = await startWebhookServer({
+      host: "127.0.0.1",
+      port: 0,
+      tls,
+      settings,
+      log: pino({ level: "silent" }),
+    });
+    try {
+      for (const phase of ["as started", "after renewal"]) {
+        if (phase === "after renewal") server.setTls(tls);
+        const modern = await probeTls("127.0.0.1", server.port, "tls1_3");
+        expect(modern.protocol, `${phase}: ${modern.output}`).toBe("TLSv1.3");
+        const aead = await probeTls("127.0.0.1", server.port, "tls1_2", "ECDHE-ECDSA-AES128-GCM-SHA256");
+        expect(aead.protocol, `${phase}: ${aead.output}`).toBe("TLSv1.2");
+        const cbc = await probeTls("127.0.0.1", server.port, "tls1_2", "ECDHE-ECDSA-AES128-SHA256");
+        expect(cbc.protocol, `${phase}: ${cbc.output}`).toBeNull();
+        const old = await probeTls("127.0.0.1", server.port, "tls1_1");
+        expect(old.protocol, `${phase}: ${old.output}`).toBeNull();
+      }
+    } finally {
+      await server.close();
     }
   });
 });
