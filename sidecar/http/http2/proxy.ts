@@ -55,6 +55,16 @@ export interface Http2Options {
   readonly bodiesOnGetHead: BodiesOnGetHead;
 }
 
+/** One downstream stream on its way to a decision: what it asked for and who asked. */
+interface StreamExchange {
+  readonly stream: ServerHttp2Stream;
+  readonly headers: IncomingHttpHeaders;
+  readonly conn: ProxiedConnection;
+  readonly facts: HttpRequestFacts;
+  readonly peer: Peer;
+  readonly startedAt: number;
+}
+
 export class Http2Proxy {
   private readonly sessions = new Set<ServerHttp2Session>();
 
@@ -93,48 +103,34 @@ export class Http2Proxy {
       // What the upstream receives, XFCC included, so a forged one cannot meet a header rule.
       headers: withForwardedClientCert(headers, conn.forwardedClientCert),
     };
-    const peer = conn.peerFor(host);
+    const x: StreamExchange = { stream, headers, conn, facts, peer: conn.peerFor(host), startedAt };
     if (refusesBody(facts.method, this.options.bodiesOnGetHead) && !stream.endAfterHeaders) {
       // Decided once the client ended the stream: forwarded without a body if it sent none.
       void bodyIsEmpty(stream, headers["content-length"]).then((empty) => {
         if (stream.closed || stream.destroyed) return;
-        if (empty) this.lookUpAndDecide(stream, headers, conn, facts, peer, startedAt, true);
-        else this.refuseBody(stream, headers, conn, facts, peer, startedAt);
+        if (empty) this.lookUpAndDecide(x, true);
+        else this.refuseBody(x);
       });
       return;
     }
-    this.lookUpAndDecide(stream, headers, conn, facts, peer, startedAt, stream.endAfterHeaders);
+    this.lookUpAndDecide(x, stream.endAfterHeaders);
   }
 
-  private lookUpAndDecide(
-    stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
-    conn: ProxiedConnection,
-    facts: HttpRequestFacts,
-    peer: Peer,
-    startedAt: number,
-    bodyEnded: boolean,
-  ): void {
+  private lookUpAndDecide(x: StreamExchange, bodyEnded: boolean): void {
+    const { stream, conn, peer } = x;
     const lookup = this.authorizer.nameLookup(conn.facts, peer);
     if (lookup === null) {
-      this.decideStream(stream, headers, conn, facts, peer, startedAt, bodyEnded);
+      this.decideStream(x, bodyEnded);
       return;
     }
     // Decided once the name has an answer; the stream's data waits under HTTP/2 flow control.
     void lookup.then(() => {
-      if (!stream.destroyed && !stream.closed)
-        this.decideStream(stream, headers, conn, facts, peer, startedAt, bodyEnded);
+      if (!stream.destroyed && !stream.closed) this.decideStream(x, bodyEnded);
     });
   }
 
-  private refuseBody(
-    stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
-    conn: ProxiedConnection,
-    facts: HttpRequestFacts,
-    peer: Peer,
-    startedAt: number,
-  ): void {
+  private refuseBody(x: StreamExchange): void {
+    const { stream, headers, conn, facts, peer, startedAt } = x;
     const decision = refused({
       kind: "malformed-request",
       problem: bodyRefusal(facts.method, "DATA frames"),
@@ -155,15 +151,8 @@ export class Http2Proxy {
     );
   }
 
-  private decideStream(
-    stream: ServerHttp2Stream,
-    headers: IncomingHttpHeaders,
-    conn: ProxiedConnection,
-    facts: HttpRequestFacts,
-    peer: Peer,
-    startedAt: number,
-    bodyEnded: boolean,
-  ): void {
+  private decideStream(x: StreamExchange, bodyEnded: boolean): void {
+    const { stream, headers, conn, facts, peer, startedAt } = x;
     const grpc = isGrpc(headers);
     const decision = this.authorizer.decide(conn.facts, facts, peer);
     const protocol = grpc ? "grpc" : "http";
