@@ -1,12 +1,13 @@
 /**
  * One sidecar in its own process, so its CPU time and RSS can be measured alone. The parent sends
  * `{ start: StartMessage }` over IPC and gets `{ started: { inbound, targets } }`; `{ usage: true }`
- * answers `{ usage: { cpuSeconds, rssBytes } }`. With `workers > 1` the data path runs in that many
+ * answers `{ usage: { cpuSeconds, rssBytes } }`; `{ memory: true }` collects garbage (the process must run
+ * with --expose-gc) and answers `{ memory: MemoryReading }`. With `workers > 1` the data path runs in that many
  * cluster workers (sidecar/worker-processes; this same file re-run as each worker), and usage sums the
  * primary and its workers.
  */
 import cluster from "node:cluster";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { policySet } from "../../test/support/sidecar-mesh.ts";
 import type { Sidecar } from "../../sidecar/sidecar.ts";
@@ -16,6 +17,7 @@ import type { SidecarWorkers } from "../../sidecar/worker-processes/primary.ts";
 import { runSidecarWorker } from "../../sidecar/worker-processes/worker.ts";
 import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../../sidecar/inputs/state.ts";
 import pino from "pino";
+import type { FlowRecord } from "../../core/flow.ts";
 
 export interface StartMessage {
   readonly trustDomain: string;
@@ -35,7 +37,7 @@ export interface StartMessage {
   readonly workers?: number;
 }
 
-type Message = { start: StartMessage } | { usage: true };
+type Message = { start: StartMessage } | { usage: true } | { memory: true };
 
 const send = (m: unknown): void => {
   process.send?.(m);
@@ -83,10 +85,41 @@ async function usage(): Promise<unknown> {
   return { ...total, handshakes: await handshakes() };
 }
 
+export interface MemoryReading {
+  readonly heapUsedBytes: number;
+  readonly externalBytes: number;
+  readonly rssBytes: number;
+  readonly openFds: number;
+  /** Refused flows so far, by reason. */
+  readonly refusals: Readonly<Record<string, number>>;
+}
+
+const refusals: Record<string, number> = {};
+
+/** Heap and RSS after two full collections, so what remains is what something still holds. */
+function memory(): MemoryReading {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error("the sidecar process needs --expose-gc for a memory reading");
+  gc();
+  gc();
+  const m = process.memoryUsage();
+  return {
+    heapUsedBytes: m.heapUsed,
+    externalBytes: m.external,
+    rssBytes: m.rss,
+    openFds: readdirSync("/proc/self/fd").length,
+    refusals,
+  };
+}
+
 function serveParent(): void {
   // Exit normally on SIGTERM so that a --cpu-prof profile is written.
   process.once("SIGTERM", () => process.exit(0));
   process.on("message", (raw: Message) => {
+    if ("memory" in raw) {
+      send({ memory: memory() });
+      return;
+    }
     if ("usage" in raw) {
       void usage().then((u) => send({ usage: u }));
       return;
@@ -122,7 +155,11 @@ function serveParent(): void {
         bundle: parseBundle(m.trustDomain, m.bundleJson),
       }),
       policy: new PolicyHolder({ trustDomain: m.trustDomain, policies: policySet(m.policyYaml) }),
-      flows: { report: () => undefined },
+      flows: {
+        report: (r: FlowRecord) => {
+          if (r.verdict !== "allow") refusals[r.reason] = (refusals[r.reason] ?? 0) + 1;
+        },
+      },
       logger: pino({ level: "warn" }, pino.destination(2)),
     } as const;
     const started: Promise<Sidecar> =
