@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import { ioDeadline } from "../../core/io-deadline.ts";
 import type { ClientHelloInfo } from "../tls/client-hello.ts";
 import { looksLikeTls, parseClientHello } from "../tls/client-hello.ts";
 
@@ -72,7 +73,7 @@ export function detectProtocol(socket: Socket, timeoutMs: number): Promise<Detec
     const chunks: Buffer[] = [];
     let total = 0;
     const finish = (protocol: DetectedProtocol): void => {
-      clearTimeout(timer);
+      deadline.cancel();
       socket.removeListener("data", onData);
       socket.removeListener("end", onEnd);
       socket.removeListener("error", onEnd);
@@ -86,7 +87,7 @@ export function detectProtocol(socket: Socket, timeoutMs: number): Promise<Detec
       if (verdict !== "more") finish(verdict);
     };
     const onEnd = (): void => finish({ kind: "tcp", reason: "closed" });
-    const timer = setTimeout(() => finish({ kind: "tcp", reason: "timeout" }), timeoutMs);
+    const deadline = ioDeadline(timeoutMs, () => finish({ kind: "tcp", reason: "timeout" }));
     socket.on("data", onData);
     socket.once("end", onEnd);
     socket.once("error", onEnd);

@@ -4,6 +4,7 @@ import net from "node:net";
 import type { Socket } from "node:net";
 import type { SecureContext, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
+import { ioDeadline } from "../../core/io-deadline.ts";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import type { VerifiedSvid } from "../../core/svid/verify.ts";
 import { SvidVerificationError, verifySvid } from "../../core/svid/verify.ts";
@@ -133,7 +134,7 @@ export class MeshTls {
         if (settled) return;
         settled = true;
         if (this.pending.get(key) === handshake) this.pending.delete(key);
-        clearTimeout(timer);
+        deadline.cancel();
         socket.off("close", onClose);
         if ("error" in outcome) {
           socket.destroy();
@@ -150,15 +151,13 @@ export class MeshTls {
       const handshake = { settle };
       const onClose = (): void =>
         settle({ error: new PeerRejectedError("untrusted", "connection closed during the mTLS handshake") });
-      const timer = setTimeout(
-        () =>
-          settle({
-            error: new PeerRejectedError(
-              "handshake-timeout",
-              `mTLS handshake not done in ${handshakeTimeoutMs} ms`,
-            ),
-          }),
-        handshakeTimeoutMs,
+      const deadline = ioDeadline(handshakeTimeoutMs, () =>
+        settle({
+          error: new PeerRejectedError(
+            "handshake-timeout",
+            `mTLS handshake not done in ${handshakeTimeoutMs} ms`,
+          ),
+        }),
       );
       this.pending.set(key, handshake);
       socket.once("close", onClose);
@@ -203,25 +202,21 @@ export class MeshTls {
         checkServerIdentity: () => undefined,
       });
       const fail = (err: Error): void => {
-        clearTimeout(timer);
+        deadline.cancel();
         socket.destroy();
         raw.destroy();
         reject(err);
       };
       raw.once("error", fail);
-      const timer = setTimeout(
-        () =>
-          fail(
-            new Error(`mTLS to ${dest.sidecar.host}:${dest.sidecar.port} timed out after ${timeoutMs} ms`),
-          ),
-        timeoutMs,
+      const deadline = ioDeadline(timeoutMs, () =>
+        fail(new Error(`mTLS to ${dest.sidecar.host}:${dest.sidecar.port} timed out after ${timeoutMs} ms`)),
       );
       socket.once("error", (err) => {
         this.metrics.tlsHandshakes.inc({ side: "client", result: "error" });
         fail(err);
       });
       socket.once("secureConnect", () => {
-        clearTimeout(timer);
+        deadline.cancel();
         socket.removeAllListeners("error");
         raw.removeListener("error", fail);
         raw.on("error", () => socket.destroy());

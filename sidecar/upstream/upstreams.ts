@@ -2,6 +2,7 @@ import http2 from "node:http2";
 import type { ClientHttp2Session } from "node:http2";
 import net from "node:net";
 import type { Socket } from "node:net";
+import { ioDeadline } from "../../core/io-deadline.ts";
 import type { TunnelProtocol } from "../tls/alpn.ts";
 import { Http1Pool } from "./http1-pool.ts";
 import type { MeshTls } from "../tls/mtls.ts";
@@ -55,16 +56,16 @@ export class Upstreams {
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host, port, allowHalfOpen: true });
       socket.setNoDelay(true);
-      const timer = setTimeout(() => {
+      const deadline = ioDeadline(this.options.connectTimeoutMs, () => {
         socket.destroy();
         reject(new Error(`connect to ${host}:${port} timed out after ${this.options.connectTimeoutMs} ms`));
-      }, this.options.connectTimeoutMs);
+      });
       socket.once("error", (err) => {
-        clearTimeout(timer);
+        deadline.cancel();
         reject(err);
       });
       socket.once("connect", () => {
-        clearTimeout(timer);
+        deadline.cancel();
         socket.removeAllListeners("error");
         resolve(socket);
       });
