@@ -8,7 +8,7 @@
   "targets": [
     {
       "target_name": "sigil_native",
-      "sources": ["src/addon.cc", "src/original_dst.cc", "src/tcp_packet.cc", "src/packet_napi.cc", "src/thread_cpu.cc", "src/warm_handshake.cc", "src/warm_handshake_napi.cc"],
+      "sources": ["src/addon.cc", "src/original_dst.cc", "src/tcp_packet.cc", "src/packet_napi.cc", "src/peer_cred.cc", "src/thread_cpu.cc", "src/release_memory.cc", "src/warm_handshake.cc", "src/warm_handshake_napi.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

@@ -3,6 +3,8 @@
 
 #include "original_dst.h"
 #include "packet_napi.h"
+#include "peer_cred.h"
+#include "release_memory.h"
 #include "thread_cpu.h"
 #include "warm_handshake_napi.h"
 #ifdef SIGIL_HAVE_NFQUEUE
@@ -14,7 +16,9 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getOriginalDestination", Napi::Function::New(env, sigil::GetOriginalDestination));
   sigil::RegisterPacketFunctions(env, exports);
+  sigil::RegisterPeerCredentials(env, exports);
   sigil::RegisterThreadCpu(env, exports);
+  sigil::RegisterReleaseMemory(env, exports);
   sigil::RegisterWarmHandshakes(env, exports);
 #ifdef SIGIL_HAVE_NFQUEUE
   sigil::RegisterNfQueue(env, exports);
