@@ -1,11 +1,11 @@
 import { existsSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { pino } from "pino";
 import { readKubernetesAttestorConfig } from "../../controlplane/attestation/kubernetes.ts";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
 import { startInjectionWebhook } from "../../inject/webhook/control-plane.ts";
 import { readWebhookConfig } from "../../inject/webhook/config.ts";
 import { ENVELOPE_KEY_ENV } from "../../controlplane/store/envelope.ts";
+import { announceReady, createLogger, logProcessFaults } from "../../core/logger.ts";
 
 function port(value: string): number {
   const n = Number(value);
@@ -70,7 +70,7 @@ const program = new Command("sigil-controlplane")
   )
   .option(
     "--kubernetes-attestation <file>",
-    "accept projected service-account tokens: YAML { issuer, audiences, jwksFile } of the cluster's issuer",
+    "accept projected service-account tokens: YAML { issuer, audiences, jwksFile, apiServer? } of the cluster's issuer; apiServer (in-cluster or { url, caFile, tokenFile, whenUnavailable }) reads the token's pod and its labels",
   )
   .option(
     "--webhook <file>",
@@ -86,6 +86,10 @@ const program = new Command("sigil-controlplane")
   )
   .option("--etcd-prefix <prefix>", "with --etcd: key prefix", "/sigil/")
   .option("--replica-id <name>", "with --etcd: this replica's name in the leader election (default: random)")
+  .option(
+    "--api-advertise <url>",
+    "with --etcd: the URL other replicas reach this one's HTTP API at, to merge its flows into theirs (default: the --http-host address; needed when it is 0.0.0.0 or ::)",
+  )
   .option("--log-level <level>", "log level (stderr)", "info")
   .parse();
 
@@ -111,10 +115,12 @@ const opts = program.opts<{
   envelopeKeyFile?: string;
   etcdPrefix: string;
   replicaId?: string;
+  apiAdvertise?: string;
   logLevel: string;
 }>();
 
-const log = pino({ name: "controlplane", level: opts.logLevel }, pino.destination(2));
+const log = createLogger("controlplane", { level: opts.logLevel });
+logProcessFaults(log);
 const policyDir =
   opts.policyDir ?? (!opts.etcd && existsSync(DEFAULT_POLICY_DIR) ? DEFAULT_POLICY_DIR : undefined);
 const replication = opts.etcd
@@ -152,7 +158,13 @@ try {
     grpc: { host: opts.grpcHost, port: opts.grpcPort },
     xdsPlaintext:
       opts.xdsPlaintextPort === undefined ? undefined : { host: "127.0.0.1", port: opts.xdsPlaintextPort },
-    http: { host: opts.httpHost, port: opts.httpPort, tokenFile: opts.httpTokenFile, tls: httpTls() },
+    http: {
+      host: opts.httpHost,
+      port: opts.httpPort,
+      tokenFile: opts.httpTokenFile,
+      tls: httpTls(),
+      advertise: opts.apiAdvertise,
+    },
     serverNames: opts.serverName,
     addressClaims: opts.addressClaims,
     kubernetes: opts.kubernetesAttestation
@@ -166,13 +178,19 @@ try {
     ? await startInjectionWebhook({ ca: cp.identity.ca, ...webhookConfig, log })
     : undefined;
   log.info({ policyDir: policyDir ?? null, trustDomain: cp.trustDomain }, "control plane started");
-  process.stdout.write(
-    `sigil control plane ready grpc=${hostPort(opts.grpcHost, cp.grpc.port)} ` +
-      `http=${hostPort(opts.httpHost, cp.httpPort)} bundle=${cp.bundlePath}\n` +
-      `web UI ${cp.httpTls ? "https" : "http"}://${hostPort(opts.httpHost, cp.httpPort)}/ (sign in with the token in ${cp.httpAuth.tokenFile})\n` +
-      (webhook && webhookConfig
-        ? `injection webhook https://${hostPort(webhookConfig.host, webhook.port)}/inject\n`
-        : ""),
+  announceReady(
+    "controlplane",
+    {
+      grpc: hostPort(opts.grpcHost, cp.grpc.port),
+      http: hostPort(opts.httpHost, cp.httpPort),
+      bundle: cp.bundlePath,
+      webUi: `${cp.httpTls ? "https" : "http"}://${hostPort(opts.httpHost, cp.httpPort)}/`,
+      tokenFile: cp.httpAuth.tokenFile,
+      ...(webhook && webhookConfig
+        ? { webhook: `https://${hostPort(webhookConfig.host, webhook.port)}/inject` }
+        : {}),
+    },
+    "sigil control plane ready",
   );
   let stopping = false;
   const stop = (signal: string) => {

@@ -1,18 +1,34 @@
 import { authorizationHeader, loadApiCredential, refusedTokenMessage } from "./api-credential.ts";
 import type { ApiCredential } from "./api-credential.ts";
+import { apiFetch } from "./api-fetch.ts";
+import { apiSettings } from "./cli-support.ts";
+import type { ApiOptions } from "./cli-support.ts";
+import { CliError, exitCodeForStatus } from "./exit-codes.ts";
 
-/** A request to the control plane's identity API failed; the message names the server's reason. */
-export class IdentityApiError extends Error {}
+/**
+ * A request to the control plane's identity API failed; the message names the server's reason and
+ * `status` (0 when it could not be reached) chooses the exit status.
+ */
+export class IdentityApiError extends CliError {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message, exitCodeForStatus(status));
+  }
+}
 
 /** The API a command talks to: its base URL and the admin token it presents. */
 export interface ApiTarget {
   readonly url: string;
   readonly credential: ApiCredential;
+  readonly fetch: typeof fetch;
 }
 
-/** The target named by a command's `--api` and `--token-file` options. */
-export function apiTarget(opts: { api: string; tokenFile?: string }): ApiTarget {
-  return { url: opts.api, credential: loadApiCredential(opts) };
+/** The target named by a command's API options, its environment and its context (cli-support.ts). */
+export function apiTarget(opts: ApiOptions): ApiTarget {
+  const settings = apiSettings(opts);
+  return { url: settings.url, credential: loadApiCredential(settings), fetch: apiFetch(settings.caFile) };
 }
 
 /** JSON over HTTP to the control plane's `/api/identity/*` routes. */
@@ -26,7 +42,7 @@ export async function identityApi<T>(
   const url = new URL(path, base.endsWith("/") ? base : `${base}/`);
   let res: Response;
   try {
-    res = await fetch(url, {
+    res = await target.fetch(url, {
       method,
       headers: {
         ...authorizationHeader(target.credential),
@@ -37,19 +53,25 @@ export async function identityApi<T>(
     });
   } catch (err) {
     const cause = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
-    throw new IdentityApiError(`cannot reach the control plane API at ${base}: ${cause}`);
+    throw new IdentityApiError(0, `cannot reach the control plane API at ${base}: ${cause}`);
   }
   const text = await res.text();
   let parsed: unknown;
   try {
     parsed = text === "" ? {} : JSON.parse(text);
   } catch {
-    throw new IdentityApiError(`${method} ${url.pathname}: HTTP ${res.status} with a body that is not JSON`);
+    throw new IdentityApiError(
+      res.status,
+      `${method} ${url.pathname}: HTTP ${res.status} with a body that is not JSON`,
+    );
   }
   if (!res.ok) {
     const message = (parsed as { error?: string }).error ?? `HTTP ${res.status}`;
-    if (res.status === 401) throw new IdentityApiError(refusedTokenMessage(target.credential, message));
-    throw new IdentityApiError(`${method} ${url.pathname} refused (HTTP ${res.status}): ${message}`);
+    if (res.status === 401) throw new IdentityApiError(401, refusedTokenMessage(target.credential, message));
+    throw new IdentityApiError(
+      res.status,
+      `${method} ${url.pathname} refused (HTTP ${res.status}): ${message}`,
+    );
   }
   return parsed as T;
 }

@@ -7,16 +7,20 @@ import type { ModeSettings, EffectiveMode } from "../../controlplane/visibility/
 import type { GraphEdge, GraphNode } from "../../controlplane/visibility/routes.ts";
 import type { SimulationResult } from "../../controlplane/visibility/simulate.ts";
 import type { SuggestSummary } from "../../controlplane/visibility/suggest.ts";
+import type { PolicyDiff, PolicyFileView, ProposedFile } from "../../controlplane/policy-store/files.ts";
+import { serverSentEvents } from "../../core/sse.ts";
+import { CliError, exitCodeForStatus } from "./exit-codes.ts";
 
 /** A typed client of the visibility API (routes.ts), used by the CLI. */
 
-export class ApiError extends Error {
+/** A refusal or failure of the API; `status` 0 means no control plane answered. */
+export class ApiError extends CliError {
   constructor(
     readonly status: number,
     message: string,
     readonly details: readonly string[] = [],
   ) {
-    super(message);
+    super(message, exitCodeForStatus(status));
   }
 }
 
@@ -33,11 +37,16 @@ export interface ModeView {
   readonly workloads: readonly ({ spiffeId: string; labels: Record<string, string> } & EffectiveMode)[];
 }
 
+/** What a merged answer, or a follow stream's `partial` event, says of the replicas it lacks. */
+interface PartialEvent {
+  readonly unanswered?: readonly { replica: string; api: string; reason: string }[];
+}
+
 export class VisibilityClient {
   private readonly bases: readonly string[];
   /** The replica that answered last: requests go there first. */
   private base: string;
-  /** Replicas whose flows the last `flows()` could not include (they did not answer). */
+  /** Replicas whose flows the last answer could not include (they did not answer the replica asked). */
   unreachable: readonly string[] = [];
 
   /**
@@ -48,6 +57,7 @@ export class VisibilityClient {
   constructor(
     baseUrl: string,
     private readonly credential?: ApiCredential,
+    private readonly transport: typeof fetch = fetch,
   ) {
     this.bases = baseUrl.split(",").map((one) => {
       try {
@@ -60,54 +70,34 @@ export class VisibilityClient {
   }
 
   /**
-   * The newest matching flows. Each replica keeps the flows its own sidecars report, so with
-   * several replicas this asks every one and merges; replicas that do not answer are listed in
-   * `unreachable` (their flows are missing until they return).
+   * The newest matching flows. Each replica keeps the flows its own sidecars report and answers with
+   * every live replica's; those that did not answer it are listed in `unreachable` (their flows are
+   * missing until they return).
    */
   async flows(q: FlowQuery = {}): Promise<FlowRecord[]> {
-    const path = `/api/flows?${flowParams(q)}`;
-    if (this.bases.length === 1) return (await this.get<{ flows: FlowRecord[] }>(path)).flows;
-    const answers = await Promise.allSettled(
-      this.bases.map(
-        async (base) => (await this.fetchFrom(base, path)).json() as Promise<{ flows: FlowRecord[] }>,
-      ),
-    );
-    const merged: FlowRecord[] = [];
-    const unreachable: string[] = [];
-    answers.forEach((a, i) => {
-      if (a.status === "fulfilled") merged.push(...a.value.flows);
-      else if (a.reason instanceof ApiError && a.reason.status === 0)
-        unreachable.push(this.bases[i] as string);
-      else throw a.reason;
-    });
-    if (unreachable.length === this.bases.length)
-      throw new ApiError(0, `cannot reach any control plane replica (${this.bases.join(", ")})`);
-    this.unreachable = unreachable;
-    merged.sort((a, b) => a.time - b.time);
-    return merged.slice(Math.max(0, merged.length - (q.limit ?? 100)));
+    return (await this.get<{ flows: FlowRecord[] }>(`/api/flows?${flowParams(q)}`)).flows;
   }
 
-  /** Streams matching flows (the recent backlog first) until `signal` aborts or the server ends it. */
-  async follow(q: FlowQuery, onFlow: (r: FlowRecord) => void, signal?: AbortSignal): Promise<void> {
+  /**
+   * Streams matching flows (the recent backlog first) until `signal` aborts or the server ends it;
+   * `onUnanswered` hears of replicas whose flows the stream lacks from then on.
+   */
+  async follow(
+    q: FlowQuery,
+    onFlow: (r: FlowRecord) => void,
+    signal?: AbortSignal,
+    onUnanswered: (missing: readonly string[]) => void = () => undefined,
+  ): Promise<void> {
     const params = flowParams(q);
     params.set("follow", "1");
     const res = await this.fetch(`/api/flows?${params}`, { signal: signal ?? null });
     if (!res.body) return;
-    const decoder = new TextDecoder();
-    let buffer = "";
     try {
-      for await (const chunk of res.body) {
-        buffer += decoder.decode(chunk as Uint8Array, { stream: true });
-        let end: number;
-        while ((end = buffer.indexOf("\n\n")) !== -1) {
-          const event = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const data = event
-            .split("\n")
-            .filter((l) => l.startsWith("data: "))
-            .map((l) => l.slice(6))
-            .join("\n");
-          if (data && /^event: flow$/m.test(event)) onFlow(JSON.parse(data) as FlowRecord);
+      for await (const e of serverSentEvents(res.body)) {
+        if (e.event === "flow") onFlow(JSON.parse(e.data) as FlowRecord);
+        else if (e.event === "partial") {
+          this.noted(JSON.parse(e.data));
+          onUnanswered(this.unreachable);
         }
       }
     } catch (err) {
@@ -152,6 +142,28 @@ export class VisibilityClient {
     return (await res.json()) as { name: string; revision: number };
   }
 
+  /** Every policy file on the control plane, as written (the watched directory's and applied ones). */
+  policyFiles(): Promise<{ revision: number; files: PolicyFileView[] }> {
+    return this.get("/api/policy/files");
+  }
+
+  policyFile(name: string): Promise<PolicyFileView> {
+    return this.get(`/api/policy/files/${encodeURIComponent(name)}`);
+  }
+
+  async deletePolicy(name: string): Promise<{ name: string; revision: number }> {
+    const res = await this.fetch(`/api/policy/files/${encodeURIComponent(name)}`, { method: "DELETE" });
+    return (await res.json()) as { name: string; revision: number };
+  }
+
+  /** What applying these files would change: policies, and recorded flows whose verdict flips. */
+  diff(
+    files: readonly ProposedFile[],
+    since?: string,
+  ): Promise<PolicyDiff & { simulation: SimulationResult }> {
+    return this.send("POST", "/api/policy/diff", { files, ...(since ? { since } : {}) });
+  }
+
   mode(): Promise<ModeView> {
     return this.get("/api/mode");
   }
@@ -165,7 +177,7 @@ export class VisibilityClient {
   }
 
   private async get<T>(path: string): Promise<T> {
-    return (await (await this.fetch(path)).json()) as T;
+    return this.noted<T>(await (await this.fetch(path)).json());
   }
 
   private async send<T>(method: string, path: string, body: unknown): Promise<T> {
@@ -174,7 +186,14 @@ export class VisibilityClient {
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
     });
-    return (await res.json()) as T;
+    return this.noted<T>(await res.json());
+  }
+
+  /** Notes the replicas a merged answer lacks (`partial`, `unanswered`). */
+  private noted<T>(body: unknown): T {
+    const missing = (body as PartialEvent).unanswered;
+    this.unreachable = (missing ?? []).map((m) => `${m.replica} at ${m.api} (${m.reason})`);
+    return body as T;
   }
 
   /** Sends to the replica that answered last, moving on to the others while one cannot be reached. */
@@ -197,7 +216,7 @@ export class VisibilityClient {
   private async fetchFrom(base: string, path: string, init: RequestInit = {}): Promise<Response> {
     let res: Response;
     try {
-      res = await fetch(`${base}${path}`, {
+      res = await this.transport(`${base}${path}`, {
         ...init,
         headers: { ...authorizationHeader(this.credential), ...(init.headers as Record<string, string>) },
       });

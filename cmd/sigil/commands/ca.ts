@@ -1,10 +1,10 @@
 import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { bundleRootsPem, bundleToJson } from "../../../core/svid/bundle.ts";
-import { CertificateAuthority, fingerprint } from "../../../controlplane/ca/authority.ts";
-import type { ImportedCa } from "../../../controlplane/ca/authority.ts";
+import type { CertificateAuthority, ImportedCa } from "../../../controlplane/ca/authority.ts";
 import { processIo, table, withApiOption } from "../cli-support.ts";
 import type { CliIo } from "../cli-support.ts";
+import { outputFormat, printStructured } from "../output.ts";
 import { DEFAULT_DATA_DIR, apiTarget, identityApi, parseDuration } from "../identity-api.ts";
 
 interface ImportOptions {
@@ -28,7 +28,23 @@ async function importedFrom(opts: ImportOptions): Promise<ImportedCa | undefined
   };
 }
 
-function describeCa(ca: CertificateAuthority): string {
+/** The CA's modules (key storage, signing) load only for the ca commands, so others start fast. */
+const authorityModule = () => import("../../../controlplane/ca/authority.ts");
+
+/** What `ca show -o json|yaml` prints: the table's facts as data. */
+async function caView(ca: CertificateAuthority): Promise<unknown> {
+  const { fingerprint } = await authorityModule();
+  const bundle = ca.bundle();
+  return {
+    trustDomain: ca.trustDomain,
+    bundleSequence: bundle.sequence,
+    generations: ca.describe(),
+    roots: bundle.x509Authorities.map((c) => ({ sha256: fingerprint(c.raw), subject: c.subject })),
+  };
+}
+
+async function describeCa(ca: CertificateAuthority): Promise<string> {
+  const { fingerprint } = await authorityModule();
   const bundle = ca.bundle();
   const rows = [["GENERATION", "SOURCE", "SIGNING", "ACTIVE FROM", "TRUSTED UNTIL", "CA EXPIRES", "SUBJECT"]];
   for (const g of ca.describe()) {
@@ -66,17 +82,19 @@ export function register(program: Command, io: CliIo = processIo): void {
     .option("--key <file>", "its private key (PEM, ECDSA P-256 or P-384)")
     .option("--chain <file>", "certificates above --cert up to the root to trust (PEM)")
     .action(async (opts: ImportOptions & { dataDir: string; trustDomain: string }) => {
-      if (await CertificateAuthority.exists(opts.dataDir)) {
+      if (await (await authorityModule()).CertificateAuthority.exists(opts.dataDir)) {
         throw new Error(
           `a CA already exists in ${opts.dataDir}/ca; use "sigil ca show" or "sigil ca rotate"`,
         );
       }
-      const authority = await CertificateAuthority.open({
+      const authority = await (
+        await authorityModule()
+      ).CertificateAuthority.open({
         dataDir: opts.dataDir,
         trustDomain: opts.trustDomain,
         imported: await importedFrom(opts),
       });
-      io.out(`created CA in ${opts.dataDir}/ca (keys 0600)\n\n${describeCa(authority)}`);
+      io.out(`created CA in ${opts.dataDir}/ca (keys 0600)\n\n${await describeCa(authority)}`);
     });
 
   ca.command("show")
@@ -84,16 +102,18 @@ export function register(program: Command, io: CliIo = processIo): void {
     .option("--data-dir <dir>", "control plane data directory", DEFAULT_DATA_DIR)
     .option("--bundle", "print the trust bundle in SPIFFE bundle format (JSON)")
     .option("--pem", "print the trust bundle's root certificates as PEM")
-    .action(async (opts: { dataDir: string; bundle?: boolean; pem?: boolean }) => {
-      if (!(await CertificateAuthority.exists(opts.dataDir))) {
+    .option("-o, --output <format>", "table, json or yaml", "table")
+    .action(async (opts: { dataDir: string; bundle?: boolean; pem?: boolean; output: string }) => {
+      const format = outputFormat(opts, ["table", "json", "yaml"]);
+      if (!(await (await authorityModule()).CertificateAuthority.exists(opts.dataDir))) {
         throw new Error(
           `no CA in ${opts.dataDir}/ca; create one with "sigil ca init --data-dir ${opts.dataDir}"`,
         );
       }
-      const authority = await CertificateAuthority.open({ dataDir: opts.dataDir });
+      const authority = await (await authorityModule()).CertificateAuthority.open({ dataDir: opts.dataDir });
       if (opts.bundle) io.out(`${bundleToJson(authority.bundle())}\n`);
       else if (opts.pem) io.out(bundleRootsPem(authority.bundle()));
-      else io.out(describeCa(authority));
+      else if (!printStructured(io, format, await caView(authority))) io.out(await describeCa(authority));
     });
 
   withApiOption(
@@ -122,10 +142,12 @@ export function register(program: Command, io: CliIo = processIo): void {
         ? 0
         : parseDuration(opts.activateIn, "--activate-in");
       if (opts.dataDir) {
-        const authority = await CertificateAuthority.open({ dataDir: opts.dataDir });
+        const authority = await (
+          await authorityModule()
+        ).CertificateAuthority.open({ dataDir: opts.dataDir });
         const rotated = await authority.rotate({ imported: await importedFrom(opts), activateInSeconds });
         io.out(
-          `new CA generation ${rotated.id} signs from ${rotated.activateAt.toISOString()}\n\n${describeCa(authority)}`,
+          `new CA generation ${rotated.id} signs from ${rotated.activateAt.toISOString()}\n\n${await describeCa(authority)}`,
         );
         return;
       }

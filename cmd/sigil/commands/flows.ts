@@ -1,6 +1,7 @@
 import type { Command } from "commander";
-import { clientFor, flowLine, processIo, run, withApiOption } from "../cli-support.ts";
+import { clientFor, flowLine, processIo, run, warnUnanswered, withApiOption } from "../cli-support.ts";
 import type { CliIo } from "../cli-support.ts";
+import { outputFormat, printStructured } from "../output.ts";
 import type { FlowQuery } from "../visibility-client.ts";
 
 interface FlowsOptions {
@@ -10,6 +11,7 @@ interface FlowsOptions {
   since?: string;
   limit: string;
   json?: boolean;
+  output: string;
 }
 
 /** `sigil flows [--follow] [--denied] [--selector k=v] [--since 1h] [--limit n] [--json]` */
@@ -26,33 +28,38 @@ export function register(program: Command, io: CliIo = processIo): void {
       .option("--since <time>", "only flows since a duration ago (30s, 15m, 1h, 7d) or a time")
       .option("-n, --limit <n>", "most recent flows to show", "50")
       .option("--json", "one JSON record per line"),
-  ).action(async (opts: FlowsOptions, cmd: Command) => {
-    await run(async () => {
-      const client = clientFor(cmd);
-      const q: FlowQuery = {
-        ...(opts.denied ? { denied: true } : {}),
-        ...(opts.selector ? { selector: opts.selector } : {}),
-        ...(opts.since ? { since: opts.since } : {}),
-        limit: Number(opts.limit),
-      };
-      const print = (r: Parameters<typeof flowLine>[0]) =>
-        io.out(`${opts.json ? JSON.stringify(r) : flowLine(r)}\n`);
-      if (!opts.follow) {
-        const flows = await client.flows(q);
-        for (const r of flows) print(r);
-        for (const missing of client.unreachable)
-          io.err(`replica ${missing} did not answer: its flows are not included\n`);
-        if (flows.length === 0 && !opts.json) io.err("no flows match\n");
-        return;
-      }
-      const stop = new AbortController();
-      const onSignal = () => stop.abort();
-      process.once("SIGINT", onSignal);
-      try {
-        await client.follow(q, print, stop.signal);
-      } finally {
-        process.off("SIGINT", onSignal);
-      }
+  )
+    .option("-o, --output <format>", "table, wide (with the reason), json or yaml", "table")
+    .action(async (opts: FlowsOptions, cmd: Command) => {
+      const format = outputFormat(opts);
+      await run(async () => {
+        const client = clientFor(cmd);
+        const q: FlowQuery = {
+          ...(opts.denied ? { denied: true } : {}),
+          ...(opts.selector ? { selector: opts.selector } : {}),
+          ...(opts.since ? { since: opts.since } : {}),
+          limit: Number(opts.limit),
+        };
+        // Streamed or --json: one JSON record per line, so a follower can act on each as it comes.
+        const lines = opts.json || (opts.follow && (format === "json" || format === "yaml"));
+        const print = (r: Parameters<typeof flowLine>[0]) =>
+          io.out(`${lines ? JSON.stringify(r) : flowLine(r)}${format === "wide" ? `  ${r.reason}` : ""}\n`);
+        if (!opts.follow) {
+          const flows = await client.flows(q);
+          if (!lines && printStructured(io, format, flows)) return;
+          for (const r of flows) print(r);
+          warnUnanswered(io, client);
+          if (flows.length === 0 && !opts.json) io.err("no flows match\n");
+          return;
+        }
+        const stop = new AbortController();
+        const onSignal = () => stop.abort();
+        process.once("SIGINT", onSignal);
+        try {
+          await client.follow(q, print, stop.signal, () => warnUnanswered(io, client));
+        } finally {
+          process.off("SIGINT", onSignal);
+        }
+      });
     });
-  });
 }

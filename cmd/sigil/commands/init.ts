@@ -56,6 +56,20 @@ export async function runInit(
   };
 }
 
+/** What a `sigil init` command line asks for: where its settings come from, what to do, and where. */
+export function initRequest(
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+  givenOnCli: (name: string) => boolean,
+): { sources: InitSources; action: InitOutcome["action"]; netns: string | undefined } {
+  const configFile = (flags.config as string | undefined) ?? (env.SIGIL_CONFIG || undefined);
+  return {
+    sources: { configFile, env, flags, givenOnCli },
+    action: flags.dryRun ? "dry-run" : flags.uninstall ? "uninstall" : "install",
+    netns: (flags.netns as string | undefined) ?? (env.SIGIL_NETNS || undefined),
+  };
+}
+
 export function registerInitCommand(program: Command): Command {
   const cmd = program
     .command("init")
@@ -87,19 +101,21 @@ export function registerInitCommand(program: Command): Command {
     .option("--families <list>", "IP families, default 4,6 (env SIGIL_IP_FAMILIES)")
     .option("--backend <backend>", "auto | nft | legacy (env SIGIL_IPTABLES_BACKEND)")
     .option("--allow-root-proxy", "allow --proxy-uid 0 (exempts every root process)")
+    .option(
+      "--fast-path-mark-mask <mask>",
+      "the fast path's mark field: connections it decided bypass the proxy (env SIGIL_FAST_PATH_MARK_MASK)",
+    )
     .option("--netns <name>", "apply inside this named network namespace (env SIGIL_NETNS)")
     .option("--uninstall", "remove Sigil's chains, hooks and policy routing")
     .option("--dry-run", "print the rules instead of applying them")
     .action(async (flags: Record<string, unknown>) => {
-      const env = process.env;
-      const configFile = (flags.config as string | undefined) ?? (env.SIGIL_CONFIG || undefined);
-      const action = flags.dryRun ? "dry-run" : flags.uninstall ? "uninstall" : "install";
+      const { sources, action, netns } = initRequest(
+        flags,
+        process.env,
+        (name) => cmd.getOptionValueSource(name) === "cli",
+      );
       try {
-        const outcome = await runInit(
-          { configFile, env, flags, givenOnCli: (name) => cmd.getOptionValueSource(name) === "cli" },
-          action,
-          (flags.netns as string | undefined) ?? (env.SIGIL_NETNS || undefined),
-        );
+        const outcome = await runInit(sources, action, netns);
         process.stdout.write(outcome.output);
       } catch (error) {
         if (error instanceof CaptureConfigError || error instanceof CaptureApplyError) {

@@ -1,6 +1,8 @@
 import type { Command } from "commander";
 import { clientFor, processIo, run, table, withApiOption } from "../cli-support.ts";
 import type { CliIo } from "../cli-support.ts";
+import { UsageError } from "../exit-codes.ts";
+import { outputFormat, printStructured, withOutputOption } from "../output.ts";
 import type { ModeView } from "../visibility-client.ts";
 
 interface ScopeOptions {
@@ -14,14 +16,21 @@ interface ScopeOptions {
  * --workload id` removes an override.
  */
 export function register(program: Command, io: CliIo = processIo): void {
-  const mode = withApiOption(
-    program
-      .command("mode")
-      .description(
-        "show or switch enforcement mode (enforce | observe): mesh-wide, per namespace, per workload",
-      ),
-  ).action(async (_opts: unknown, cmd: Command) => {
-    await run(async () => print(io, await clientFor(cmd).mode()));
+  const mode = withOutputOption(
+    withApiOption(
+      program
+        .command("mode")
+        .description(
+          "show or switch enforcement mode (enforce | observe): mesh-wide, per namespace, per workload",
+        ),
+    ),
+    ["table", "json", "yaml"],
+  ).action(async (opts: { output: string }, cmd: Command) => {
+    const format = outputFormat(opts, ["table", "json", "yaml"]);
+    await run(async () => {
+      const view = await clientFor(cmd).mode();
+      if (!printStructured(io, format, view)) print(io, view);
+    });
   });
 
   withApiOption(
@@ -33,7 +42,7 @@ export function register(program: Command, io: CliIo = processIo): void {
   ).action(async (value: string, opts: ScopeOptions, cmd: Command) => {
     await run(async () => {
       if (value !== "enforce" && value !== "observe")
-        throw new Error(`mode must be enforce or observe, not "${value}"`);
+        throw new UsageError(`mode must be enforce or observe, not "${value}"`);
       const [scope, name] = scopeOf(opts, true);
       print(io, await clientFor(cmd).setMode(scope, name, value));
     });
