@@ -24,9 +24,29 @@ interface Asset {
   readonly type: string;
 }
 
+/** The page's ES modules (app.js imports the others), each one job. */
+const MODULES = [
+  "app",
+  "api",
+  "details",
+  "dom",
+  "flows",
+  "graph",
+  "graph-labels",
+  "graph-style",
+  "panels",
+  "state",
+  "suggest",
+];
+
 const ASSETS: Record<string, Asset> = {
   "/": { path: `${STATIC_DIR}index.html`, type: "text/html; charset=utf-8" },
-  "/ui/app.js": { path: `${STATIC_DIR}app.js`, type: "text/javascript; charset=utf-8" },
+  ...Object.fromEntries(
+    MODULES.map((m) => [
+      `/ui/${m}.js`,
+      { path: `${STATIC_DIR}${m}.js`, type: "text/javascript; charset=utf-8" },
+    ]),
+  ),
   "/ui/style.css": { path: `${STATIC_DIR}style.css`, type: "text/css; charset=utf-8" },
   "/ui/vendor/cytoscape.min.js": {
     path: require.resolve("cytoscape/dist/cytoscape.min.js"),

@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -11,20 +11,25 @@ import { chromium } from "playwright-core";
 import type { BrowserContext, Page } from "playwright-core";
 import type { Core } from "cytoscape";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parsePolicyDocuments } from "../../core/policy/index.ts";
 import { flowServiceHandlers } from "../../controlplane/flows/service.ts";
 import { FlowStore } from "../../controlplane/flows/store.ts";
 import { FlowServiceDefinition } from "../../core/flow-wire.ts";
 import { ModeStore } from "../../controlplane/visibility/mode.ts";
+import { PolicyStore } from "../../controlplane/policy-store/store.ts";
+import { registerPolicyFileRoutes } from "../../controlplane/policy-store/routes.ts";
+import { directoryWriter } from "../../controlplane/policy-store/writer.ts";
 import { registerVisibilityRoutes } from "../../controlplane/visibility/routes.ts";
 import { FlowReporter } from "../../sidecar/flows/reporter.ts";
 import { demo, demoTraffic, flow } from "../support/flows-fixtures.ts";
+import type { FlowSpec } from "../support/flows-fixtures.ts";
 import { guardedRouter, type GuardedApi } from "../support/api-auth.ts";
 
-const ARTIFACTS = fileURLToPath(new URL("../artifacts/", import.meta.url));
+/** Checked in (see test/artifacts/README.md): the screenshots of the UI as this suite last saw it. */
+const ARTIFACTS = fileURLToPath(new URL("../artifacts/ui-browser/", import.meta.url));
 const silent = pino({ level: "silent" });
 
-const POLICY = `apiVersion: sigil.dev/v1
+const POLICY = `# Who may call the api (a comment the UI shows as written).
+apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
 metadata: { name: demo-allow }
 spec:
@@ -43,6 +48,7 @@ let http: ReturnType<typeof createServer>;
 let url: string;
 let guarded: GuardedApi;
 let reporter: FlowReporter;
+let policyStore: PolicyStore;
 let context: BrowserContext;
 let page: Page;
 
@@ -56,14 +62,27 @@ beforeAll(async () => {
       e ? reject(e) : resolve(p),
     ),
   );
-  const parsed = parsePolicyDocuments(POLICY, "demo.yaml");
-  if (!parsed.ok) throw new Error(JSON.stringify(parsed.errors));
-  const policies = parsed.documents.map((d) => d.document);
+  const policyDir = join(dir, "policies");
+  await mkdir(policyDir);
+  await writeFile(join(policyDir, "demo.yaml"), POLICY);
+  policyStore = await PolicyStore.open({ directory: policyDir, watch: false, logger: silent });
   const modes = await ModeStore.open();
   await modes.set({ kind: "workload", spiffeId: demo.db.spiffeId }, "observe");
   guarded = await guardedRouter(dir);
   const router = guarded.router;
-  registerVisibilityRoutes(router, { store, modes, policies: () => policies });
+  registerPolicyFileRoutes(router, {
+    writer: directoryWriter(policyDir),
+    current: () => policyStore.current(),
+    texts: () => policyStore.texts(),
+    changed: () => policyStore.reload(),
+    records: (since) =>
+      Promise.resolve({ value: store.all(since === undefined ? {} : { since }), unanswered: [] }),
+  });
+  registerVisibilityRoutes(router, {
+    store,
+    modes,
+    policies: () => policyStore.current().documents.map((d) => d.document),
+  });
   http = createServer((req, res) => void router.handle(req, res));
   http.listen(0, "127.0.0.1");
   await once(http, "listening");
@@ -81,6 +100,16 @@ beforeAll(async () => {
   reporter.report(
     flow({ from: demo.web, to: demo.db, port: 5432, wouldDeny: true, policy: null, encrypted: false }),
   );
+  // The demo's gRPC call: refused by web's own egress policy, then allowed once a policy is added.
+  const grpcCall: FlowSpec = {
+    from: demo.web,
+    to: demo.api,
+    port: 50051,
+    http: { method: "POST", path: "/demo.orders.v1.Orders/GetOrder" },
+  };
+  reporter.report(flow({ ...grpcCall, direction: "egress", verdict: "deny", policy: null }));
+  reporter.report(flow({ ...grpcCall, direction: "egress", policy: "web-grpc-egress/egress/0" }));
+  reporter.report(flow({ ...grpcCall, policy: "api-grpc-ingress/ingress/0" }));
   await reporter.flush();
 
   context = await chromium.launchPersistentContext(join(dir, "profile"), {
@@ -109,6 +138,7 @@ afterAll(async () => {
   http?.closeAllConnections();
   http?.close();
   await store?.close();
+  await policyStore?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -174,6 +204,40 @@ describe("web UI in a real browser", () => {
       expect.arrayContaining(["would-deny", "plaintext"]),
     );
 
+    // A lock beside every encrypted edge's label, none on the plaintext one.
+    const locks = await page
+      .locator(".edge-lock")
+      .evaluateAll((els) => els.map((e) => (e as unknown as { dataset: { edge: string } }).dataset.edge));
+    const encryptedIds = (edges as EdgeView[])
+      .filter((e) => e.classes.includes("encrypted"))
+      .map((e) => e.id);
+    expect(locks.sort()).toEqual(encryptedIds.sort());
+    expect(locks).toContain(green.id);
+    expect(locks).not.toContain(`${demo.web.spiffeId} -> ${demo.db.spiffeId}:5432`);
+
+    // No edge label meets another label or a workload on the demo's graph (two ports between web
+    // and api run side by side).
+    const boxes = await page.evaluate(() => {
+      const cy = (globalThis as unknown as { sigil: { cy: Core } }).sigil.cy;
+      const opts = { includeNodes: false, includeEdges: false, includeLabels: true };
+      return {
+        labels: cy.edges().map((e) => ({ id: e.id(), ...e.renderedBoundingBox(opts) })),
+        nodes: cy
+          .nodes()
+          .filter((n) => n.isChildless())
+          .map((n) => ({ id: n.id(), ...n.renderedBoundingBox({ includeLabels: true }) })),
+      };
+    });
+    type Box = { id: string; x1: number; x2: number; y1: number; y2: number };
+    const meets = (a: Box, b: Box) => a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2;
+    const collisions: string[] = [];
+    boxes.labels.forEach((a: Box, i: number) => {
+      for (const b of [...boxes.labels.slice(i + 1), ...boxes.nodes] as Box[])
+        if (meets(a, b)) collisions.push(`${a.id} meets ${b.id}`);
+    });
+    expect(boxes.labels).toHaveLength(6);
+    expect(collisions).toEqual([]);
+
     // A real mouse click on the red edge's midpoint in the canvas.
     const box = (await page.locator("#graph").boundingBox())!;
     await page.mouse.click(box.x + red.x, box.y + red.y);
@@ -181,10 +245,15 @@ describe("web UI in a real browser", () => {
     const heading = await page.locator("#details h2").textContent();
     expect(heading).toBe("rogue → api :8080");
     const rows = await page.locator("#edge-flows tr.edge-flow").allTextContents();
-    expect(rows).toHaveLength(2);
+    // Both sidecars reported each request: the rogue's let it out, the api's refused it.
+    expect(rows).toHaveLength(4);
     expect(rows.join("\n")).toContain("GET /api/orders/1");
     expect(rows.join("\n")).toContain("DELETE /api/orders/7");
-    expect(rows.every((r) => r.includes("denied") && r.includes("default"))).toBe(true);
+    expect(rows.filter((r) => r.includes("denied") && r.includes("default"))).toHaveLength(2);
+    expect(rows.filter((r) => r.includes("api (callee)") && r.includes("denied"))).toHaveLength(2);
+    expect(rows.filter((r) => r.includes("rogue (caller)") && r.includes("allowed"))).toHaveLength(2);
+    expect(await page.locator("#details .counts .badge.deny").textContent()).toBe("2 denied");
+    expect(await page.locator("#details .counts .badge.allow").textContent()).toBe("0 allowed");
     expect(await page.locator("#edge-policy").textContent()).toContain(
       "no policy allows this (default deny)",
     );
@@ -207,6 +276,73 @@ describe("web UI in a real browser", () => {
     expect(await page.locator("#edge-policy").textContent()).toContain("demo-allow/ingress/0");
     await page.waitForSelector("#edge-flows tr.edge-flow");
     await page.screenshot({ path: join(ARTIFACTS, "ui-allowed-edge.png") });
+
+    // Suggest: pick the allowed and the rogue's edge on the map, see the suggested policy, edit it,
+    // simulate it against the recorded flows, and apply it.
+    await page.click("#pick-edge");
+    await page.mouse.click(box.x + red.x, box.y + red.y);
+    await page.locator("#details h2", { hasText: "rogue → api :8080" }).waitFor({ timeout: 10_000 });
+    await page.click("#pick-edge");
+    await page.click("[role=tab][data-tab=suggest]");
+    expect(await page.locator("#picked-edges li.picked-edge").allTextContents()).toEqual([
+      "web → api :8080",
+      "rogue → api :8080",
+    ]);
+    await page.click("#suggest-run");
+    const yaml = page.locator("#tab-suggest textarea[name=yaml]");
+    await page.waitForFunction(
+      () =>
+        ((
+          globalThis as unknown as { document: { querySelector(s: string): { value: string } } }
+        ).document.querySelector("#tab-suggest textarea[name=yaml]").value ?? "") !== "",
+      undefined,
+      { timeout: 10_000 },
+    );
+    const suggested = await yaml.inputValue();
+    expect(suggested).toContain("name: suggested-api-demo-ingress");
+    expect(suggested).toContain("app: web");
+    // The api refused every request of the rogue's: its own egress allow suggests nothing.
+    expect(suggested).not.toContain("rogue");
+    expect(suggested).not.toMatch(/[&*]a\d/);
+    expect(suggested).not.toContain("50051");
+    const edited = suggested.replace("name: suggested-api-demo-ingress", "name: web-to-api");
+    await yaml.fill(edited);
+    await page.click("#simulate-run");
+    const summary = await page.locator("#simulate-summary").textContent({ timeout: 10_000 });
+    const simulated = (await (
+      await fetch(`${url}api/policy/simulate`, {
+        method: "POST",
+        headers: { ...guarded.headers, "content-type": "application/json" },
+        body: JSON.stringify({ yaml: edited, file: "suggested.yaml", since: "1h" }),
+      })
+    ).json()) as { evaluated: number; unchanged: number; nowDenied: number; nowAllowed: number };
+    expect(simulated.evaluated).toBeGreaterThan(0);
+    expect(summary).toBe(
+      `${simulated.evaluated} recorded flows: ${simulated.unchanged} unchanged, ${simulated.nowDenied} would now be denied, ${simulated.nowAllowed} would now be allowed`,
+    );
+    await page.fill("#tab-suggest input[name=file]", "web-to-api.yaml");
+    await page.click("#apply-run");
+    await page.locator("#applied", { hasText: "Applied web-to-api.yaml" }).waitFor({ timeout: 10_000 });
+    await page.locator("#applied").scrollIntoViewIfNeeded();
+    await page.screenshot({ path: join(ARTIFACTS, "ui-suggest-policy.png") });
+    const live = (await (await fetch(`${url}api/policies`, { headers: guarded.headers })).json()) as {
+      policies: { metadata: { name: string }; spec: { ingress?: { from?: unknown[] }[] } }[];
+    };
+    const applied = live.policies.find((p) => p.metadata.name === "web-to-api");
+    expect(applied?.spec.ingress?.flatMap((r) => r.from)).toEqual([
+      { matchLabels: { app: "web", "k8s.ns": "demo" } },
+      { matchLabels: { app: "web", "k8s.ns": "demo" } },
+    ]);
+
+    // The policies in force are shown as their files are written, the applied one included.
+    await page.click("[role=tab][data-tab=policies]");
+    const card = (name: string) => page.locator("#tab-policies .policy-card", { hasText: name });
+    await card("web-to-api.yaml").waitFor({ timeout: 10_000 });
+    expect(await card("demo.yaml").locator("pre.policy-yaml").textContent()).toBe(POLICY);
+    expect(await card("web-to-api.yaml").locator("pre.policy-yaml").textContent()).toBe(edited);
+    expect(await card("demo.yaml").locator("p.hint").textContent()).toContain(
+      "AuthorizationPolicy demo-allow",
+    );
 
     // Signing out closes the live stream and returns to the form; the old cookie opens nothing.
     const oldCookie = cookies[0]!;
