@@ -172,6 +172,22 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     if (!this.stream && !this.retryTimer) this.connect();
   }
 
+  /**
+   * Moves to new connections: a connection keeps the client certificate it was opened with, so after
+   * the certificate changed because the server stopped accepting the old one, its channels are
+   * closed and the next stream opens a new one (presenting what the credentials hold now). A stream
+   * open now is replaced at once; one waiting to reconnect keeps its backoff.
+   */
+  renewConnections(): void {
+    if (this.closed) return;
+    const stream = this.stream;
+    this.stream = undefined;
+    stream?.cancel();
+    for (const client of this.grpcClients.values()) client.close();
+    this.grpcClients.clear();
+    if (stream && !this.retryTimer) this.connect();
+  }
+
   close(): void {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);

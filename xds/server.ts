@@ -13,6 +13,7 @@ import {
   type ResponseTransport,
   type SharedDelta,
   type SharedResponse,
+  type OpenStreamEvent,
   type StreamEvent,
   type StreamOptions,
   type StreamStatus,
@@ -53,7 +54,14 @@ export interface StreamPeer {
  * rejecting) refuses the stream with PERMISSION_DENIED: authorization fails closed. The identity
  * layer plugs its certificate-to-workload check in here.
  */
+/** Refuses with PERMISSION_DENIED by throwing, or with another status by throwing a ProtocolError. */
 export type NodeAuthorizer = (node: NodeInfo, peer: StreamPeer) => string | Promise<string>;
+
+/** How `endStreams` ends a stream when PERMISSION_DENIED is not the status to end it with. */
+export interface StreamEnd {
+  readonly code: grpc.status;
+  readonly details: string;
+}
 
 /** The default: the node id is the key, trusted as claimed (only right where transport auth already decided). */
 export const trustClaimedNodeId: NodeAuthorizer = (node) => node.id;
@@ -86,6 +94,8 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   private readonly authorize: NodeAuthorizer;
   private readonly log: XdsWarnLog;
   private readonly live = new Set<SotwStream | DeltaStream>();
+  /** The client certificate each stream's connection presented. */
+  private readonly certificates = new WeakMap<SotwStream | DeltaStream, PeerCertificate | undefined>();
   /** Streams whose snapshot changed and that have not been served it yet, in the order they changed. */
   private readonly pushQueue = new Set<BaseStream>();
   /** Nonces are numbered server-wide, so a response encoded once can carry the same nonce on many streams. */
@@ -208,18 +218,33 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
   }
 
   /**
-   * Ends every open stream for which `why` gives a reason, with PERMISSION_DENIED and that reason
-   * (for example when the identity a stream was authorized as is withdrawn). Returns how many.
+   * Ends every open stream for which `why` gives a reason: a text ends it with PERMISSION_DENIED and
+   * that text (the identity a stream was authorized as is withdrawn), a StreamEnd with its own
+   * status (UNAUTHENTICATED: the certificate its connection presented is no longer accepted).
+   * Returns how many.
    */
-  endStreams(why: (stream: StreamEvent) => string | undefined): number {
+  endStreams(why: (stream: OpenStreamEvent) => string | StreamEnd | undefined): number {
     let ended = 0;
     for (const stream of [...this.live]) {
-      const reason = why({ nodeId: stream.nodeId, key: stream.key, protocol: stream.protocol });
+      const reason = why(this.openEvent(stream));
       if (reason === undefined) continue;
-      stream.fail(new ProtocolError(grpc.status.PERMISSION_DENIED, reason));
+      stream.fail(
+        typeof reason === "string"
+          ? new ProtocolError(grpc.status.PERMISSION_DENIED, reason)
+          : new ProtocolError(reason.code, reason.details),
+      );
       ended++;
     }
     return ended;
+  }
+
+  private openEvent(stream: SotwStream | DeltaStream): OpenStreamEvent {
+    return {
+      nodeId: stream.nodeId,
+      key: stream.key,
+      protocol: stream.protocol,
+      certificate: this.certificates.get(stream),
+    };
   }
 
   /** Logs and announces a stream's first request for a type it will never be sent resources of. */
@@ -309,7 +334,7 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
           stream = s;
           s.fail = fail;
           this.track(s);
-          this.emit("stream-open", { nodeId: s.nodeId, key: s.key, protocol });
+          this.emit("stream-open", this.openEvent(s));
           // A listener may have ended it already (its identity was withdrawn meanwhile).
           if (s.closed) return;
           try {
@@ -366,13 +391,17 @@ export class AdsServer extends EventEmitter<AdsServerEvents> {
     try {
       key = await this.authorize(node, peer);
     } catch (err) {
+      // An authorizer that chose the status (UNAUTHENTICATED for a credential refused) keeps it.
+      if (err instanceof ProtocolError) throw err;
       throw new ProtocolError(
         grpc.status.PERMISSION_DENIED,
         `node ${node.id} refused: ${err instanceof Error ? err.message : String(err)}`,
       );
     }
     const S = protocol === "sotw" ? SotwStream : DeltaStream;
-    return new S(this, call as ResponseTransport, node.id, key, this.options);
+    const stream = new S(this, call as ResponseTransport, node.id, key, this.options);
+    this.certificates.set(stream, peer.certificate);
+    return stream;
   }
 }
 

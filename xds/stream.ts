@@ -1,4 +1,5 @@
 import type { EventEmitter } from "node:events";
+import type { PeerCertificate } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { TypeRegistry } from "./registry.ts";
 import { EMPTY, type ResourceSet, type Snapshot, type SnapshotCache } from "./snapshot.ts";
@@ -29,6 +30,15 @@ export interface StreamEvent {
   readonly protocol: "sotw" | "delta";
 }
 
+/** An open stream as `stream-open` listeners and `endStreams` see it. */
+export interface OpenStreamEvent extends StreamEvent {
+  /**
+   * The client certificate the stream's connection presented (TLS listeners): the credential the
+   * stream runs on, for as long as the connection lasts, whatever the client has renewed since.
+   */
+  readonly certificate: PeerCertificate | undefined;
+}
+
 /** A stream subscribed to a resource type the registry does not hold (once per stream and type). */
 export interface UnservedEvent {
   readonly nodeId: string;
@@ -39,7 +49,7 @@ export interface UnservedEvent {
 export interface AdsServerEvents {
   ack: [AckEvent];
   nack: [NackEvent];
-  "stream-open": [StreamEvent];
+  "stream-open": [OpenStreamEvent];
   "stream-close": [StreamEvent];
   /** A request the protocol says to ignore (stale nonce). */
   stale: [AckEvent];

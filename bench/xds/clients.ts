@@ -3,6 +3,8 @@ import protobuf from "protobufjs";
 import { xdsRoot } from "../../xds/protos.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { nodeToWire } from "../../xds/wire.ts";
+import { Backoff, DEFAULT_BACKOFF } from "../../xds/backoff.ts";
+import { now } from "./children.ts";
 import { nodeId } from "./fixtures.ts";
 
 /**
@@ -12,12 +14,19 @@ import { nodeId } from "./fixtures.ts";
  * type_url, version and nonce. Responses are not decoded beyond those top-level fields: the
  * resources are skipped over, so one process carries tens of thousands of streams. Many streams
  * share one HTTP/2 connection; several of these processes split the node range.
+ *
+ * Given several replicas, a stream that ends reconnects as the sidecar's xDS client does: to the
+ * next replica in the list, after the client's exponential backoff with jitter, asking for the full
+ * state again. "watch-failover" names a replica about to be killed; once every stream that was on
+ * it holds all four types from another replica, "failed-over" says when.
  */
 
 interface Start {
   kind: "start";
-  port: number;
-  certPem: string;
+  /** The control plane's port, or one per replica: node i opens its stream to replica i mod n. */
+  ports: number[];
+  /** The serving certificate of each entry of `ports`. */
+  certPems: string[];
   /** Node indices [first, first + count). */
   first: number;
   count: number;
@@ -112,15 +121,38 @@ class Deframer {
   }
 }
 
+interface Failover {
+  readonly killed: number;
+  /** Nodes that were on the killed replica and are not back yet. */
+  readonly waiting: Set<number>;
+  readonly streams: number;
+  /** When each of those nodes first tried another replica. */
+  readonly firstAttempt: Map<number, number>;
+  lastBackAt: number;
+}
+
+/** Connections to one replica: new streams go on the newest until it carries `perConnection`. */
+interface Pool {
+  session: ClientHttp2Session | undefined;
+  streams: number;
+}
+
 function run(cfg: Start): void {
   const sotw = cfg.protocol === "sotw";
-  const sessions: ClientHttp2Session[] = [];
+  const replicated = cfg.ports.length > 1;
+  const pools: Pool[] = cfg.ports.map(() => ({ session: undefined, streams: 0 }));
+  const target = new Map<number, number>();
+  const backoff = new Map<number, Backoff>();
   let synced = 0;
-  const fail = (id: string, reason: string) => send({ kind: "error", message: `${id}: ${reason}` });
+  let failover: Failover | undefined;
+  // With replicas, a stream ending is what failover is about, not an error of the bench.
+  const fail = (id: string, reason: string) => {
+    if (!replicated) send({ kind: "error", message: `${id}: ${reason}` });
+  };
 
-  const openSession = (): ClientHttp2Session => {
-    const s = connect(`https://127.0.0.1:${cfg.port}`, {
-      ca: cfg.certPem,
+  const openSession = (t: number): ClientHttp2Session => {
+    const s = connect(`https://127.0.0.1:${cfg.ports[t]}`, {
+      ca: cfg.certPems[t],
       servername: "localhost",
       settings: { initialWindowSize: 1 << 20 },
       // Hundreds of streams share a connection; Node's default 10 MB per-session cap would make it
@@ -132,9 +164,47 @@ function run(cfg: Start): void {
     return s;
   };
 
-  const openStream = (session: ClientHttp2Session, i: number): void => {
+  const sessionFor = (t: number): ClientHttp2Session => {
+    const pool = pools[t] as Pool;
+    if (!pool.session || pool.session.closed || pool.session.destroyed || pool.streams >= cfg.perConnection) {
+      pool.session = openSession(t);
+      pool.streams = 0;
+    }
+    pool.streams++;
+    return pool.session;
+  };
+
+  const reconnect = (i: number): void => {
+    const t = ((target.get(i) ?? 0) + 1) % cfg.ports.length;
+    target.set(i, t);
+    const b = backoff.get(i) ?? new Backoff(DEFAULT_BACKOFF);
+    backoff.set(i, b);
+    setTimeout(() => {
+      if (failover?.waiting.has(i) && !failover.firstAttempt.has(i)) failover.firstAttempt.set(i, now());
+      openStream(i);
+    }, b.next());
+  };
+
+  const back = (i: number): void => {
+    if (!failover || target.get(i) === failover.killed || !failover.waiting.delete(i)) return;
+    failover.lastBackAt = now();
+    if (failover.waiting.size === 0) report(failover);
+  };
+
+  const report = (f: Failover): void => {
+    const attempts = [...f.firstAttempt.values()].sort((x, y) => x - y);
+    send({
+      kind: "failed-over",
+      streams: f.streams,
+      lastBackAt: f.lastBackAt,
+      firstAttemptAt: attempts[0] ?? NaN,
+      lastFirstAttemptAt: attempts[attempts.length - 1] ?? NaN,
+    });
+  };
+
+  const openStream = (i: number): void => {
     const id = nodeId(i);
-    const stream: ClientHttp2Stream = session.request(
+    const stream: ClientHttp2Stream = sessionFor(target.get(i) ?? 0).request(
       {
         [constants.HTTP2_HEADER_METHOD]: "POST",
         [constants.HTTP2_HEADER_PATH]: sotw ? SOTW_PATH : DELTA_PATH,
@@ -146,11 +216,13 @@ function run(cfg: Start): void {
     const pending = new Set(TYPES);
     const deframer = new Deframer();
     stream.on("data", (chunk: Buffer) => {
+      backoff.get(i)?.reset();
       try {
         deframer.push(chunk, (message) => {
           const head = readHead(message);
           stream.write(frame(ack(sotw, head)));
           if (pending.size > 0 && pending.delete(head.typeUrl) && pending.size === 0) {
+            back(i);
             synced++;
             if (synced === cfg.count) send({ kind: "synced" });
           }
@@ -166,21 +238,35 @@ function run(cfg: Start): void {
         fail(id, `stream ended with grpc-status ${String(status)}: ${String(trailers["grpc-message"])}`);
     });
     stream.on("error", (err) => fail(id, err.message));
+    if (replicated) stream.on("close", () => reconnect(i));
     stream.write(subscriptions(sotw, id));
   };
 
   for (let k = 0; k < cfg.count; k++) {
-    const conn = Math.floor(k / cfg.perConnection);
-    const session = (sessions[conn] ??= openSession());
-    openStream(session, cfg.first + k);
+    const i = cfg.first + k;
+    target.set(i, i % cfg.ports.length);
+    openStream(i);
   }
+
+  watchFailover = (killed) => {
+    const waiting = new Set([...target].filter(([, t]) => t === killed).map(([i]) => i));
+    failover = { killed, waiting, streams: waiting.size, firstAttempt: new Map(), lastBackAt: now() };
+    send({ kind: "watching", streams: waiting.size });
+    if (waiting.size === 0) report(failover);
+  };
 }
 
-process.on("message", (msg: Start | { kind: "cpu" } | { kind: "exit" }) => {
-  if (msg.kind === "start") run(msg);
-  else if (msg.kind === "cpu") {
-    const used = process.cpuUsage();
-    send({ kind: "cpu", ms: (used.user + used.system) / 1000 });
-  } else process.exit(0);
-});
+let watchFailover: (killed: number) => void = () => send({ kind: "error", message: "not started" });
+
+process.on(
+  "message",
+  (msg: Start | { kind: "watch-failover"; replica: number } | { kind: "cpu" } | { kind: "exit" }) => {
+    if (msg.kind === "start") run(msg);
+    else if (msg.kind === "watch-failover") watchFailover(msg.replica);
+    else if (msg.kind === "cpu") {
+      const used = process.cpuUsage();
+      send({ kind: "cpu", ms: (used.user + used.system) / 1000 });
+    } else process.exit(0);
+  },
+);
 send({ kind: "ready" });

@@ -1,6 +1,11 @@
 import { z } from "zod";
 import type { CertificateAuthority } from "../ca/authority.ts";
-import type { CaStorage, GenerationFiles } from "../ca/storage.ts";
+import {
+  CaStateConflictError,
+  type CaStorage,
+  type GenerationFiles,
+  type StoredCaState,
+} from "../ca/storage.ts";
 import { open, seal } from "./envelope.ts";
 import type { EtcdState, WatchedPrefix } from "./etcd-state.ts";
 
@@ -39,12 +44,23 @@ export class EtcdCaStorage implements CaStorage {
     this.watched.on("change", () => void ca.reload().catch(onError));
   }
 
-  async readState(): Promise<string | undefined> {
-    return (await this.etcd.read(STATE, "reading the CA state"))?.value;
+  async readState(): Promise<StoredCaState | undefined> {
+    const stored = await this.etcd.read(STATE, "reading the CA state");
+    return stored && { text: stored.value, revision: stored.modRevision };
   }
 
-  async writeState(text: string): Promise<void> {
-    await this.etcd.put(STATE, text, "storing the CA state");
+  async writeState(text: string, basedOn: string | undefined): Promise<string> {
+    const written = await this.etcd.compareAndSwap(
+      STATE,
+      basedOn === undefined ? undefined : { value: "", modRevision: basedOn },
+      text,
+      "storing the CA state",
+    );
+    if (written === undefined)
+      throw new CaStateConflictError(
+        `etcd ${STATE} changed since this replica read it: another replica rotated or retired a CA generation at the same time; retry`,
+      );
+    return written;
   }
 
   async writeGeneration(id: string, files: GenerationFiles): Promise<void> {

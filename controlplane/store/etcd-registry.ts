@@ -1,6 +1,6 @@
 import type { WorkloadRecord, WorkloadRegistry } from "../identity/registry.ts";
 import type { RegistryData, RegistryPersistence, Revocations } from "../identity/registry-file.ts";
-import { parseRevocations, parseWorkloadRecord } from "../identity/registry-file.ts";
+import { NO_REVOCATIONS, parseRevocations, parseWorkloadRecord } from "../identity/registry-file.ts";
 import type { EtcdState, WatchedPrefix } from "./etcd-state.ts";
 
 const WORKLOADS = "workloads/";
@@ -49,7 +49,7 @@ export class EtcdRegistryPersistence implements RegistryPersistence {
     const what = "updating the revocation list";
     const stored = await this.etcd.read(REVOCATIONS, what);
     const current = stored ? parseRevocations(JSON.parse(stored.value), `etcd ${REVOCATIONS}`) : undefined;
-    if ((current?.sequence ?? 0) !== expected.sequence) return current ?? { sequence: 0, entries: [] };
+    if ((current?.sequence ?? 0) !== expected.sequence) return current ?? NO_REVOCATIONS;
     if (await this.etcd.compareAndSwap(REVOCATIONS, stored, JSON.stringify(next), what)) return null;
     const after = await this.etcd.read(REVOCATIONS, what);
     return after ? parseRevocations(JSON.parse(after.value), `etcd ${REVOCATIONS}`) : expected;
@@ -57,8 +57,6 @@ export class EtcdRegistryPersistence implements RegistryPersistence {
 
   private currentRevocations(): Revocations {
     const stored = this.revocations.get("");
-    return stored
-      ? parseRevocations(JSON.parse(stored.value), `etcd ${REVOCATIONS}`)
-      : { sequence: 0, entries: [] };
+    return stored ? parseRevocations(JSON.parse(stored.value), `etcd ${REVOCATIONS}`) : NO_REVOCATIONS;
   }
 }

@@ -98,19 +98,22 @@ export class EtcdState {
     });
   }
 
-  /** Writes `value` only if the key is unchanged since `expected` was read (absent: not created yet). */
+  /**
+   * Writes `value` only if the key is unchanged since `expected` was read (absent: not created yet);
+   * returns the key's new modification revision, or undefined when the comparison failed.
+   */
   async compareAndSwap(
     key: string,
     expected: StoredValue | undefined,
     value: string,
     what: string,
-  ): Promise<boolean> {
+  ): Promise<string | undefined> {
     return this.write(what, async () => {
       const txn = expected
         ? this.kv.if(key, "Mod", "==", Number(expected.modRevision))
         : this.kv.if(key, "Create", "==", 0);
       const res = await txn.then(this.kv.put(key).value(value)).commit();
-      return res.succeeded;
+      return res.succeeded ? res.header.revision : undefined;
     });
   }
 

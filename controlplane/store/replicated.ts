@@ -11,6 +11,7 @@ import { EtcdLockFailedError } from "etcd3";
 import { EtcdState } from "./etcd-state.ts";
 import { loadEnvelopeKey, type EnvelopeKeySource } from "./envelope.ts";
 import { SingletonElection } from "./leader.ts";
+import { ReplicaPeers } from "./etcd-peers.ts";
 
 /** How a replica reaches the shared state. */
 export interface ReplicationConfig {
@@ -32,6 +33,8 @@ export interface ReplicatedState {
   readonly policies: EtcdPolicies;
   readonly registrations: EtcdRegistrations;
   readonly election: SingletonElection;
+  /** The other live replicas' API addresses, and this one's announcement. */
+  readonly peers: ReplicaPeers;
   /** Runs `fn` holding the cluster-wide bootstrap lock, so the first start creates the CA exactly once. */
   bootstrap<T>(fn: () => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -48,7 +51,8 @@ export async function openReplicatedState(config: ReplicationConfig, log: Logger
   try {
     const caStorage = await EtcdCaStorage.open(etcd, envelopeKey);
     const registry = await EtcdRegistryPersistence.open(etcd);
-    const election = new SingletonElection(etcd, config.replicaId ?? randomBytes(6).toString("hex"), log);
+    const replicaId = config.replicaId ?? randomBytes(6).toString("hex");
+    const election = new SingletonElection(etcd, replicaId, log);
     const identity: SharedIdentityState = {
       caStorage,
       tokens: new EtcdJoinTokens(etcd),
@@ -68,8 +72,10 @@ export async function openReplicatedState(config: ReplicationConfig, log: Logger
       policies: await EtcdPolicies.open(etcd),
       registrations: await EtcdRegistrations.open(etcd, log),
       election,
+      peers: await ReplicaPeers.open(etcd, replicaId, log),
       bootstrap: (fn) => underLock(etcd, "locks/bootstrap", fn),
       close: async () => {
+        await state.peers.close();
         await election.close();
         etcd.close();
       },

@@ -6,6 +6,7 @@ import type { Labels } from "../../core/labels.ts";
 import { formatPolicyError, parsePolicyDocuments, PolicySetError } from "../../core/policy/index.ts";
 import type { PolicyDocument } from "../../core/policy/index.ts";
 import type { Edge } from "../flows/edges.ts";
+import { edgeKey } from "../flows/edges.ts";
 import { flowMatches } from "../flows/store.ts";
 import type { FlowFilter, FlowStore } from "../flows/store.ts";
 import { HttpError, readJson, sendJson } from "../http/router.ts";
@@ -15,12 +16,16 @@ import { registerMetricsRoute } from "../metrics/metrics.ts";
 import type { ControlPlaneMetrics } from "../metrics/metrics.ts";
 import { ModeStoreError, namespaceOf } from "./mode.ts";
 import type { EffectiveMode, ModeScope, ModeStore } from "./mode.ts";
+import { LOCAL_PARAM, mergedBody, recordKey, ReplicaFlows, type Unanswered } from "./replica-flows.ts";
+import { RecentKeys } from "./replica-follow.ts";
 import { simulate } from "./simulate.ts";
 import { suggestPolicies } from "./suggest.ts";
 import { parseSince } from "./time.ts";
 
 export interface VisibilityDeps {
   readonly store: FlowStore;
+  /** The flows of every live replica; omitted, this control plane's own. */
+  readonly replicas?: ReplicaFlows;
   readonly modes: ModeStore;
   /** The policy documents in force right now. */
   readonly policies: () => readonly PolicyDocument[];
@@ -44,30 +49,51 @@ const MAX_SSE_BACKLOG_BYTES = 4 * 1024 * 1024;
  * - `GET /api/graph` — nodes (workloads with labels, group and effective mode) and edges.
  * - `GET /api/policies` — the policies in force.
  * - `GET /api/mode`, `PUT /api/mode` `{ scope: mesh|namespace|workload, name?, mode: enforce|observe|null }`.
- * - `GET /api/policy/suggest?since=1h&exclude=k=v` (repeatable) — YAML and summary.
+ * - `GET /api/policy/suggest?since=1h&exclude=k=v&edge=<id>` (exclude and edge repeatable) — YAML
+ *   and summary, from the flows of the given edges only when edges are named.
  * - `POST /api/policy/simulate` `{ yaml, since?, replace? }` — the observed flows whose verdict changes.
  * - `GET /metrics` (with `deps.metrics`) and the UI (`/`, `/ui/*`).
+ *
+ * With several replicas, flows, graph, mode, suggest and simulate answer from every live replica's
+ * flows (`replica-flows.ts`), flagged `partial` with the replicas that did not answer; `local=1`
+ * answers from this replica's own (what replicas ask each other). A follow merges the live streams
+ * of every replica too (`replica-follow.ts`).
  */
 export function registerVisibilityRoutes(router: Router, deps: VisibilityDeps): void {
   const now = deps.now ?? Date.now;
+  const replicas = deps.replicas ?? new ReplicaFlows({ store: deps.store, peers: () => [], token: "" });
 
-  router.add("GET", "/api/flows", (req, res) => {
+  router.add("GET", "/api/flows", async (req, res) => {
     const q = query(req);
+    const local = flag(q, LOCAL_PARAM);
+    if (local && q.get("limit") === "all") {
+      sendJson(res, 200, { flows: deps.store.all(flowFilter(withoutLimit(q), now())) });
+      return;
+    }
     const filter = flowFilter(q, now());
-    if (flag(q, "follow")) return follow(req, res, deps, filter);
-    sendJson(res, 200, { flows: deps.store.query(filter) });
+    if (flag(q, "follow")) return follow(req, res, deps, replicas, filter, local);
+    const merged = await replicas.query(filter, local);
+    sendJson(res, 200, mergedBody({ flows: merged.value }, merged.unanswered));
   });
 
-  router.add("GET", "/api/graph", (_req, res) => {
-    sendJson(res, 200, graph(deps.store.edges(), deps.modes));
+  router.add("GET", "/api/graph", async (req, res) => {
+    const q = query(req);
+    const local = flag(q, LOCAL_PARAM);
+    if (local && flag(q, "reports")) {
+      sendJson(res, 200, { reports: replicas.reports() });
+      return;
+    }
+    const merged = await replicas.edges(local);
+    sendJson(res, 200, mergedBody(graph(merged.value, deps.modes), merged.unanswered));
   });
 
   router.add("GET", "/api/policies", (_req, res) => {
     sendJson(res, 200, { policies: deps.policies() });
   });
 
-  router.add("GET", "/api/mode", (_req, res) => {
-    sendJson(res, 200, modeView(deps));
+  router.add("GET", "/api/mode", async (req, res) => {
+    const merged = await replicas.edges(flag(query(req), LOCAL_PARAM));
+    sendJson(res, 200, mergedBody(modeView(deps, merged.value), merged.unanswered));
   });
 
   router.add("PUT", "/api/mode", async (req, res) => {
@@ -84,10 +110,10 @@ export function registerVisibilityRoutes(router: Router, deps: VisibilityDeps): 
       if (err instanceof ModeStoreError) throw new HttpError(400, err.message);
       throw err;
     }
-    sendJson(res, 200, modeView(deps));
+    sendJson(res, 200, modeView(deps, (await replicas.edges(false)).value));
   });
 
-  router.add("GET", "/api/policy/suggest", (req, res) => {
+  router.add("GET", "/api/policy/suggest", async (req, res) => {
     const q = query(req);
     const since = sinceParam(q, now(), "1h");
     let exclude: Labels[];
@@ -96,8 +122,12 @@ export function registerVisibilityRoutes(router: Router, deps: VisibilityDeps): 
     } catch (err) {
       throw new HttpError(400, `exclude: ${(err as Error).message}`);
     }
-    const suggestion = suggestPolicies(deps.store.all({ since }), { exclude });
-    sendJson(res, 200, { since, ...suggestion });
+    // Edges picked on the map: only their flows are evidence.
+    const edges = new Set(q.getAll("edge"));
+    const records = await replicas.all(since === undefined ? {} : { since }, flag(q, LOCAL_PARAM));
+    const picked = edges.size === 0 ? records.value : records.value.filter((r) => edges.has(edgeKey(r)));
+    const suggestion = suggestPolicies(picked, { exclude });
+    sendJson(res, 200, mergedBody({ since, ...suggestion }, records.unanswered));
   });
 
   router.add("POST", "/api/policy/simulate", async (req, res) => {
@@ -112,13 +142,14 @@ export function registerVisibilityRoutes(router: Router, deps: VisibilityDeps): 
       return;
     }
     const since = body.data.since === undefined ? undefined : parseSinceOr400(body.data.since, now());
+    const records = await replicas.all(since === undefined ? {} : { since }, flag(query(req), LOCAL_PARAM));
     try {
-      const result = simulate(deps.store.all(since === undefined ? {} : { since }), {
+      const result = simulate(records.value, {
         current: deps.policies(),
         proposed: parsed.documents.map((d) => d.document),
         replace: body.data.replace ?? false,
       });
-      sendJson(res, 200, result);
+      sendJson(res, 200, mergedBody(result, records.unanswered));
     } catch (err) {
       if (err instanceof PolicySetError) throw new HttpError(400, err.message);
       throw err;
@@ -167,6 +198,13 @@ function parseSinceOr400(text: string, now: number): number {
   }
 }
 
+/** The query without its `limit` (`limit=all` is a replica's request for every record). */
+function withoutLimit(q: URLSearchParams): URLSearchParams {
+  const copy = new URLSearchParams(q);
+  copy.delete("limit");
+  return copy;
+}
+
 function sinceParam(q: URLSearchParams, now: number, fallback?: string): number | undefined {
   const v = q.get("since") ?? fallback;
   return v === undefined || v === "" ? undefined : parseSinceOr400(v, now);
@@ -200,31 +238,69 @@ function flowFilter(q: URLSearchParams, now: number): FlowFilter {
   return filter;
 }
 
-function follow(req: IncomingMessage, res: ServerResponse, deps: VisibilityDeps, filter: FlowFilter): void {
+/** How far before a follow starts the other replicas' streams reach back, for reports still in flight. */
+const FOLLOW_OVERLAP_MS = 30_000;
+/** Record keys a follow remembers to send each record once. */
+const FOLLOW_KEYS = 100_000;
+
+/**
+ * A follow: the merged backlog, then every new matching record of this replica and (unless
+ * `local`) of every other live one, each once; `event: partial` names a replica whose flows the
+ * stream lacks. Own records arriving while the backlog is gathered are held and sent after it.
+ */
+async function follow(
+  req: IncomingMessage,
+  res: ServerResponse,
+  deps: VisibilityDeps,
+  replicas: ReplicaFlows,
+  filter: FlowFilter,
+  local: boolean,
+): Promise<void> {
   res.writeHead(200, {
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
     connection: "keep-alive",
     "x-accel-buffering": "no",
   });
+  const sent = new RecentKeys(FOLLOW_KEYS);
   const send = (r: FlowRecord) => {
+    if (!sent.add(recordKey(r))) return;
     res.write(`id: ${r.id}\nevent: flow\ndata: ${JSON.stringify(r)}\n\n`);
-  };
-  for (const r of deps.store.query(filter)) send(r);
-  res.write(": live\n\n");
-  const onFlows = (records: readonly FlowRecord[]) => {
-    for (const r of records) if (flowMatches(r, filter)) send(r);
     if (res.writableLength > MAX_SSE_BACKLOG_BYTES) res.destroy();
   };
+  const partial = (unanswered: readonly Unanswered[]) =>
+    res.write(`event: partial\ndata: ${JSON.stringify({ partial: true, unanswered })}\n\n`);
+  const held: FlowRecord[] = [];
+  let live = false;
+  const deliver = (r: FlowRecord) => (live ? send(r) : held.push(r));
+  const onFlows = (records: readonly FlowRecord[]) => {
+    for (const r of records) if (flowMatches(r, filter)) deliver(r);
+  };
   deps.store.on("flows", onFlows);
-  const heartbeat = setInterval(() => res.write(": ping\n\n"), deps.heartbeatMs ?? 15_000);
+  const { limit: _limit, ...recent } = filter;
+  const peers = local
+    ? undefined
+    : replicas.follow({ ...recent, since: Date.now() - FOLLOW_OVERLAP_MS }, deliver, (u) => partial([u]));
+  const heartbeat = setInterval(() => {
+    res.write(": ping\n\n");
+    peers?.refresh();
+  }, deps.heartbeatMs ?? 15_000);
   heartbeat.unref();
   const stop = () => {
     clearInterval(heartbeat);
     deps.store.off("flows", onFlows);
+    peers?.close();
   };
   req.on("close", stop);
   res.on("close", stop);
+  const backlog = await replicas.query(filter, local);
+  if (res.destroyed) return;
+  for (const r of backlog.value) send(r);
+  if (backlog.unanswered.length > 0) partial(backlog.unanswered);
+  res.write(": live\n\n");
+  for (const r of held) send(r);
+  held.length = 0;
+  live = true;
 }
 
 export interface GraphNode {
@@ -283,9 +359,9 @@ function graph(edges: readonly Edge[], modes: ModeStore): { nodes: GraphNode[]; 
   };
 }
 
-function modeView(deps: VisibilityDeps) {
+function modeView(deps: VisibilityDeps, edges: readonly Edge[]) {
   const seen = new Map<string, Labels>();
-  for (const e of deps.store.edges()) {
+  for (const e of edges) {
     for (const end of [e.source, e.destination]) if (end.spiffeId) seen.set(end.spiffeId, end.labels);
   }
   return {

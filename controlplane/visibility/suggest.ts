@@ -16,6 +16,12 @@ import { labelsKey, matchesAll, stableSelectorLabels } from "./labels.ts";
  * (ingress allow rules, one policy per destination workload) that allows exactly the legitimate
  * traffic seen.
  *
+ * Evidence is the callee's decision only: an ingress rule says what the callee accepts, and a
+ * caller's egress allow says only that the caller's own egress policy let the request out (the
+ * rogue's unrestricted egress lets everything out, and the callee refuses it). Egress reports are
+ * counted and left out, so a caller the callee refused is never suggested, even where only the
+ * caller's report reached this control plane.
+ *
  * Legitimate: allowed flows and flows let through by observe mode (would-deny), minus any whose
  * source matches an `exclude` selector. Flows denied in enforce mode are not legitimate. Peers are
  * named by labels only (see labels.ts for which), never by address: flows from or to a non-mesh
@@ -35,6 +41,8 @@ export interface SuggestOptions {
 export interface SuggestSummary {
   readonly flows: number;
   readonly used: number;
+  /** The callers' egress reports: not evidence for an ingress rule (see above). */
+  readonly callerReports: number;
   readonly deniedInEnforce: number;
   readonly excluded: number;
   readonly nonMeshPeer: number;
@@ -65,6 +73,7 @@ export function suggestPolicies(records: readonly FlowRecord[], opts: SuggestOpt
   const counts = {
     flows: records.length,
     used: 0,
+    callerReports: 0,
     deniedInEnforce: 0,
     excluded: 0,
     nonMeshPeer: 0,
@@ -74,6 +83,10 @@ export function suggestPolicies(records: readonly FlowRecord[], opts: SuggestOpt
   const destinations = new Map<string, Destination>();
 
   for (const r of records) {
+    if (r.direction === "egress") {
+      counts.callerReports++;
+      continue;
+    }
     if (r.verdict === "deny") {
       counts.deniedInEnforce++;
       continue;

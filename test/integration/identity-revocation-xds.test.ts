@@ -141,7 +141,7 @@ describe("revocation pushed over xDS", () => {
       h.plane.ca.maxLeafTtlSeconds,
     );
     await pushed;
-    expect(api.state.revocations.revoking("spiffe://sigil.local/workload/web")?.reason).toBe(
+    expect(api.state.revocations.revokingWorkload("spiffe://sigil.local/workload/web")?.reason).toBe(
       "key compromised",
     );
     expect(web.identity.current().notAfter.getTime()).toBeGreaterThan(Date.now());

@@ -1,10 +1,13 @@
 /**
  * Three control-plane replicas (real processes) over a real three-member etcd cluster on loopback:
  * shared CA, exactly-once join tokens, changes through any replica reaching sidecars on every
- * replica, failover of a killed replica's sidecars, an etcd member lost, quorum lost and regained,
- * and a full restart that loses nothing.
+ * replica, failover of a killed replica's sidecars (simulated xDS clients, and two real sidecar
+ * agents carrying caller → callee HTTP traffic through the kill with no wrong verdict), an etcd
+ * member lost, quorum lost and regained, and a full restart that loses nothing.
  */
 import { execFile } from "node:child_process";
+import { once } from "node:events";
+import { X509Certificate } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { join } from "node:path";
@@ -17,9 +20,15 @@ import { RotationManager, type WorkloadCredentials } from "../../sidecar/identit
 import { XdsClient } from "../../xds/client.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
 import { registrationMetadata } from "../../core/registration.ts";
+import { canonicalSerial } from "../../core/svid/revocation.ts";
+import { revocationListFromResource } from "../../core/svid/xds-resources.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { startEtcdCluster, type EtcdCluster } from "../support/etcd-cluster.ts";
 import { startReplicas, type ReplicaSet } from "../support/replicas.ts";
+import { carryTraffic, send, startReplicaAgent } from "../support/replica-agents.ts";
+import { startHttpApp } from "../support/sidecar-apps.ts";
+import type { Agent } from "../../sidecar/agent/agent.ts";
+import type { AgentOptionsInput } from "../../sidecar/agent/options.ts";
 import type { Closer } from "../support/control-plane.ts";
 
 const TD = "sigil.local";
@@ -145,6 +154,29 @@ const directoryNames = (s: SimSidecar) =>
     ((r.message.workloads ?? []) as { spiffe_id: string }[]).map((w) => w.spiffe_id),
   );
 
+/** A callee (app=api, in front of an HTTP app) and a caller (app=web) whose xDS streams open to `replica`. */
+async function agentPairOn(replica: number): Promise<{ api: Agent; web: Agent; port: number }> {
+  const app = await startHttpApp();
+  closers.push(() => app.close());
+  const agent = async (name: string, extra: Partial<AgentOptionsInput>): Promise<Agent> => {
+    const a = await startReplicaAgent({
+      controlPlanes: set.grpcTargets,
+      firstReplica: replica,
+      caFile: join(set.replicas[0]?.dataDir as string, "bundle.pem"),
+      joinToken: await newToken(replica, `${name}-agent`, { app: name }),
+      name: `${name}-agent`,
+      extra,
+    });
+    closers.push(() => a.close());
+    return a;
+  };
+  const api = await agent("api", { appPort: [app.port], advertiseAddress: ["127.0.0.1"] });
+  const web = await agent("web", { outbound: [`127.0.0.1:0=127.0.0.1:${app.port}`] });
+  const signal = AbortSignal.timeout(10_000);
+  while (!web.peers.lookup("127.0.0.1", app.port)) await once(web.subscriptions, "peers", { signal });
+  return { api, web, port: web.sidecar.outboundTargets[0]?.port as number };
+}
+
 let sidecars: SimSidecar[];
 let usedToken: string;
 
@@ -222,14 +254,59 @@ describe("replicas over etcd", () => {
     await eventually("POST allowed everywhere", () => sidecars.every((s) => lastPolicy(s).includes("POST")));
   }, 60000);
 
+  it("keep one CA when two replicas rotate it at the same moment", async () => {
+    const rotate = (r: number) =>
+      set.api<{ id?: string; error?: string }>(r, "POST", "/api/identity/ca/rotate", {
+        activateInSeconds: 3600,
+      });
+    const before = (await set.api<{ generations: unknown[] }>(0, "GET", "/api/identity/ca")).body.generations;
+    const results = await Promise.all([rotate(0), rotate(1)]);
+    for (const r of results)
+      if (r.status !== 200) {
+        expect(r.status).toBe(409);
+        expect(r.body.error).toMatch(/another replica rotated or retired a CA generation at the same time/);
+      }
+    const accepted = results.filter((r) => r.status === 200).map((r) => r.body.id);
+    expect(accepted.length).toBeGreaterThan(0);
+    const generations = async (r: number) =>
+      JSON.stringify(
+        (await set.api<{ generations: unknown[] }>(r, "GET", "/api/identity/ca")).body.generations,
+      );
+    await eventually("every replica holds the same CA generations", async () => {
+      const seen = await Promise.all([0, 1, 2].map(generations));
+      return seen.every((g) => g === seen[0]);
+    });
+    const ids = (JSON.parse(await generations(2)) as { id: string }[]).map((g) => g.id);
+    expect(ids).toHaveLength(before.length + accepted.length);
+    for (const id of accepted) expect(ids).toContain(id);
+    await eventually("every replica's bundle file names every root", async () => {
+      const files = await Promise.all(
+        set.replicas.map((r) => readFile(join(r.dataDir, "bundle.pem"), "utf8")),
+      );
+      return files.every((f) => f === files[0] && f.split("BEGIN CERTIFICATE").length - 1 === ids.length);
+    });
+    caPem = await readFile(join(set.replicas[0]?.dataDir as string, "bundle.pem"), "utf8");
+  });
+
   it("move a killed replica's sidecars to another within 5 s, keeping their last policy meanwhile", async () => {
     const onR2 = sidecars.filter((s) => s.xds.target === set.grpcTargets[2]);
     expect(onR2.length).toBeGreaterThan(0);
     const before = onR2.map(lastPolicy);
-    const servedAt = new Map<SimSidecar, number>();
+    // Real sidecar agents on replica 2 carry caller → callee traffic through the kill.
+    const { api, web, port } = await agentPairOn(2);
+    expect(await send(port, "POST", "/api/orders")).toBe(200);
+    expect(await send(port, "PUT", "/api/orders")).toBe(403);
+    const traffic = carryTraffic(port, [
+      { method: "GET", path: "/api/orders", expected: 200 },
+      { method: "DELETE", path: "/api/orders", expected: 403 },
+    ]);
+    // Served by a survivor = the survivor holds an authorized ADS stream for that sidecar.
+    const moved = [...onR2.map((s) => ({ id: s.creds.spiffeId, xds: s.xds })), api, web].map((s) =>
+      "xds" in s ? s : { id: s.spiffeId, xds: s.subscriptions.client },
+    );
+    const servedAt = new Map<string, number>();
     const killedAt = Date.now();
     await set.kill(2);
-    // Served by a survivor = the survivor holds an authorized ADS stream for that sidecar.
     await eventually(
       "all failed over",
       async () => {
@@ -238,22 +315,34 @@ describe("replicas over etcd", () => {
           const res = await set.api<{ streams: { nodeId: string }[] }>(r, "GET", "/api/xds/streams");
           for (const st of res.body.streams) nodes.add(st.nodeId);
         }
-        for (const s of onR2)
-          if (!servedAt.has(s) && nodes.has(s.creds.spiffeId)) servedAt.set(s, Date.now());
-        return onR2.every((s) => servedAt.has(s));
+        for (const { id } of moved) if (!servedAt.has(id) && nodes.has(id)) servedAt.set(id, Date.now());
+        return moved.every(({ id }) => servedAt.has(id));
       },
       15_000,
     );
-    for (const s of onR2) {
-      expect((servedAt.get(s) as number) - killedAt).toBeLessThan(5_000);
-      expect(s.xds.target).not.toBe(set.grpcTargets[2]);
+    for (const { id, xds } of moved) {
+      expect((servedAt.get(id) as number) - killedAt).toBeLessThan(5_000);
+      expect(xds.target).not.toBe(set.grpcTargets[2]);
     }
+    const failedOverAt = Math.max(...servedAt.values());
+    const during = traffic.answers.filter((a) => a.at >= killedAt && a.at <= failedOverAt);
+    expect(during.some((a) => a.expected === 200)).toBe(true);
+    expect(during.some((a) => a.expected === 403)).toBe(true);
     expect(onR2.map(lastPolicy)).toEqual(before);
     expect(sidecars.some((s) => s.emptied)).toBe(false);
     expect((await set.api(1, "PUT", "/api/policy/files/mesh.yaml", policy("GET, PUT"))).status).toBe(200);
     await eventually("PUT allowed on every sidecar", () =>
       sidecars.every((s) => lastPolicy(s).includes("PUT")),
     );
+    const signal = AbortSignal.timeout(10_000);
+    while (!JSON.stringify(api.subscriptions.current?.documents).includes("PUT"))
+      await once(api.subscriptions, "changed", { signal });
+    // The change made through a survivor flips verdicts at the real sidecars both ways.
+    expect(await send(port, "PUT", "/api/orders")).toBe(200);
+    expect(await send(port, "POST", "/api/orders")).toBe(403);
+    await traffic.stop();
+    expect(traffic.wrong()).toEqual([]);
+    expect(traffic.answers.filter((a) => a.at > failedOverAt).length).toBeGreaterThan(0);
     await set.start(2);
   }, 60000);
 
@@ -306,12 +395,15 @@ describe("replicas over etcd", () => {
     await etcd.start(1);
     await etcd.start(2);
     await etcd.healthy();
-    await eventually(
-      "writes accepted again",
-      async () =>
-        (await set.api(2, "PUT", "/api/policy/files/mesh.yaml", policy("GET, PATCH"))).status === 200,
-      20_000,
-    );
+    // Every replica, not only the first to reconnect, accepts changes again once etcd has a quorum.
+    for (const replica of [2, 1, 0]) {
+      await eventually(
+        `writes accepted again through replica ${replica}`,
+        async () =>
+          (await set.api(replica, "PUT", "/api/policy/files/mesh.yaml", policy("GET, PATCH"))).status === 200,
+        20_000,
+      );
+    }
     await eventually("PATCH allowed everywhere", () =>
       sidecars.every((s) => lastPolicy(s).includes("PATCH")),
     );
@@ -321,6 +413,19 @@ describe("replicas over etcd", () => {
     const victim = sidecars[1]?.creds.spiffeId as string;
     expect((await set.api(0, "POST", "/api/identity/workloads/revoke", { spiffeId: victim })).status).toBe(
       200,
+    );
+    // One certificate revoked by serial through replica 0, of a workload attested through replica 1:
+    // the entry lives in etcd's revocation list and reaches a sidecar on replica 2.
+    const leaky = (await attest(1, await newToken(1, "leaky", { app: "leaky" }))).current();
+    const serial = canonicalSerial(new X509Certificate(leaky.certChain[0] as Buffer).serialNumber);
+    expect(
+      (await set.api(0, "POST", "/api/identity/certificates/revoke", { serial, reason: "key leaked" }))
+        .status,
+    ).toBe(200);
+    await eventually("serial revocation pushed through another replica", () =>
+      [...(sidecars[2] as SimSidecar).xds.resources(REVOCATION_LIST).values()].some((r) =>
+        revocationListFromResource(r.message).certificates?.some((c) => c.serial === serial),
+      ),
     );
     for (const i of [0, 1, 2]) await set.kill(i);
     for (const i of [0, 1, 2]) await etcd.kill(i);
@@ -342,6 +447,14 @@ describe("replicas over etcd", () => {
       "/api/identity/revocations",
     );
     expect(revocations.body.entries.map((e) => e.spiffeId)).toContain(victim);
+    const revokedCertificates = await set.api<{ certificates: { serial: string; spiffeId: string }[] }>(
+      1,
+      "GET",
+      "/api/identity/certificates/revoked",
+    );
+    expect(revokedCertificates.body.certificates).toEqual([
+      expect.objectContaining({ serial, spiffeId: leaky.spiffeId }),
+    ]);
     await expect(attest(2, usedToken)).rejects.toThrow(/already used/);
     const policies = await set.api<{ policies: unknown[] }>(0, "GET", "/api/policies");
     expect(JSON.stringify(policies.body.policies)).toContain("PATCH");

@@ -9,6 +9,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePorts } from "./etcd-cluster.ts";
+import { readyEvent } from "../../core/logger.ts";
 
 export interface Replica {
   readonly index: number;
@@ -87,7 +88,7 @@ export async function startReplicas(count: number, etcdEndpoints: readonly strin
       };
       child.stdout.on("data", (d: Buffer) => {
         out += d.toString();
-        if (out.includes("sigil control plane ready")) {
+        if (out.split("\n").some((l) => readyEvent(l) !== null)) {
           clearTimeout(timer);
           resolve();
         }

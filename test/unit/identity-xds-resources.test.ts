@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { TrustBundleError, bundleToDocument, parseBundle } from "../../core/svid/bundle.ts";
-import { RevocationIndex } from "../../core/svid/revocation.ts";
+import { RevocationIndex, canonicalSerial } from "../../core/svid/revocation.ts";
 import {
   revocationListFromResource,
   revocationListSpec,
@@ -87,10 +87,12 @@ describe("identity xDS resources", () => {
       ],
     };
     const back = revocationListFromResource(asDecoded(revocationListSpec(list)));
-    expect(back).toEqual(list);
+    expect(back).toEqual({ ...list, certificates: [] });
     const index = new RevocationIndex(back);
-    expect(index.revoking("spiffe://sigil.local/workload/a")?.reason).toBe("compromised");
-    expect(index.revoking("spiffe://sigil.local/workload/b")).toBeUndefined();
+    expect(index.revoking({ spiffeId: "spiffe://sigil.local/workload/a", serial: "01" })?.reason).toBe(
+      "compromised",
+    );
+    expect(index.revoking({ spiffeId: "spiffe://sigil.local/workload/b", serial: "01" })).toBeUndefined();
     expect(() =>
       revocationListFromResource({
         trust_domain: "sigil.local",
@@ -99,5 +101,51 @@ describe("identity xDS resources", () => {
         certificates: [],
       }),
     ).toThrow(/sequence/);
+  });
+
+  it("round-trips revoked certificates and the index refuses exactly that serial, in any spelling", () => {
+    const list = {
+      trustDomain: "sigil.local",
+      sequence: 5,
+      entries: [],
+      certificates: [
+        {
+          serial: canonicalSerial("0A:1B:2C"),
+          spiffeId: "spiffe://sigil.local/workload/a",
+          revokedAtMs: 1_700_000_000_000,
+          expiresAtMs: 1_700_003_600_000,
+          reason: "key leaked",
+        },
+      ],
+    };
+    expect(list.certificates[0]?.serial).toBe("a1b2c");
+    const back = revocationListFromResource(asDecoded(revocationListSpec(list)));
+    expect(back).toEqual(list);
+    const index = new RevocationIndex(back);
+    const a = "spiffe://sigil.local/workload/a";
+    // Node prints serials in upper case, with a leading zero byte kept.
+    for (const serial of ["0A1B2C", "0a1b2c", "a1b2c"])
+      expect(index.revoking({ spiffeId: a, serial })?.reason).toBe("key leaked");
+    // Another certificate of the same workload is not revoked; nor is the workload.
+    expect(index.revoking({ spiffeId: a, serial: "0a1b2d" })).toBeUndefined();
+    expect(index.revokingWorkload(a)).toBeUndefined();
+    expect(() =>
+      revocationListFromResource({
+        trust_domain: "sigil.local",
+        sequence: "6",
+        spiffe_ids: [],
+        certificates: [{ serial: "zz", spiffe_id: a, reason: "x" }],
+      }),
+    ).toThrow(/certificates\.0\.serial: serial "zz" is not hexadecimal/);
+  });
+
+  it("reads serials as an operator pastes them and refuses what is not one", () => {
+    expect(canonicalSerial("  0x00FF  ")).toBe("ff");
+    expect(canonicalSerial("00:00")).toBe("0");
+    expect(() => canonicalSerial("")).toThrow(/empty/);
+    expect(() => canonicalSerial("12g4")).toThrow(/not hexadecimal/);
+    expect(() => canonicalSerial("1".repeat(41))).toThrow(/longer than 20 bytes/);
+    // A positive serial whose first byte has its high bit set is printed with a 00 byte before it.
+    expect(canonicalSerial(`00${"f".repeat(40)}`)).toBe("f".repeat(40));
   });
 });
