@@ -1,4 +1,7 @@
-/** Why attestation failed; the gRPC layer maps these to PERMISSION_DENIED / UNAUTHENTICATED. */
+/**
+ * Why attestation failed; the gRPC layer maps these to PERMISSION_DENIED / UNAUTHENTICATED, and
+ * `attestor-unavailable` (a source the proof must be checked against cannot answer) to UNAVAILABLE.
+ */
 export type AttestationFailure =
   | "unknown-token"
   | "token-used"
@@ -7,7 +10,8 @@ export type AttestationFailure =
   | "not-configured"
   | "invalid-facts"
   | "invalid-renewal"
-  | "revoked";
+  | "revoked"
+  | "attestor-unavailable";
 
 export class AttestationError extends Error {
   constructor(
