@@ -1,10 +1,11 @@
 import { rename, writeFile } from "node:fs/promises";
 import type { Server } from "node:http";
+import type { PeerCertificate } from "node:tls";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
-import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { compilePolicySet } from "../core/policy/index.ts";
+import { SIGIL_VERSION } from "../core/version.ts";
 import type { CompiledPolicySet, PolicyDocument } from "../core/policy/index.ts";
 import { bundleRootsPem } from "../core/svid/bundle.ts";
 import type { NodeAuthorizer } from "../xds/server.ts";
@@ -22,19 +23,23 @@ import { createApiServer } from "./http/api-server.ts";
 import { Router, sendJson } from "./http/router.ts";
 import { IdentityServiceDefinition, identityServiceHandlers } from "./identity/grpc-service.ts";
 import { registerIdentityRoutes } from "./identity/http-routes.ts";
+import { jwtSvidServiceHandlers } from "./identity/jwt-svid-service.ts";
 import { openIdentityPlane, type IdentityPlane } from "./identity/plane.ts";
 import { MeshPublisher, type PolicySource } from "./mesh/mesh.ts";
 import type { AddressClaims } from "./mesh/address-ownership.ts";
 import { registerMeshRoutes } from "./mesh/http-routes.ts";
 import { verifyPeerWorkload } from "./mesh/node-auth.ts";
 import { PolicyStore } from "./policy-store/store.ts";
-import { registerPolicyWriteRoutes } from "./policy-store/routes.ts";
+import { registerPolicyFileRoutes } from "./policy-store/routes.ts";
 import { directoryWriter, type PolicyWriter } from "./policy-store/writer.ts";
 import { openReplicatedState, type ReplicatedState, type ReplicationConfig } from "./store/replicated.ts";
 import type { EnforcementMode } from "../core/policy/index.ts";
 import { ModeStore } from "./visibility/mode.ts";
 import { createControlPlaneMetrics, type ControlPlaneMetrics } from "./metrics/metrics.ts";
+import { countSignings } from "./metrics/count-signings.ts";
 import { registerVisibilityRoutes } from "./visibility/routes.ts";
+import { ReplicaFlows } from "./visibility/replica-flows.ts";
+import { advertisedApi, peerFetch } from "./http/peer-api.ts";
 import { registerXdsRoutes } from "./xds/http.ts";
 import { createXdsService, type XdsService } from "./xds/service.ts";
 
@@ -65,6 +70,8 @@ export interface ControlPlaneConfig {
     readonly tls?: "sigil" | "off" | { readonly certFile: string; readonly keyFile: string };
     /** Sign-in attempts allowed per source address and minute (default 10). */
     readonly signInAttemptsPerMinute?: number;
+    /** With etcd: the URL the other replicas reach this API at (default: the listen address). */
+    readonly advertise?: string;
   };
   /** DNS names in the serving certificate (127.0.0.1, ::1 and an IP --grpc-host are added). */
   readonly serverNames: readonly string[];
@@ -210,9 +217,25 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     mesh.start();
     cleanups.push(() => mesh.stop());
     grpc.addService(xds.ads.definition, xds.ads.implementation);
+    // A client certificate proves a workload only when it verifies against the bundle and revocations now.
+    const verifiedCaller = (certificate: PeerCertificate | undefined) =>
+      verifyPeerWorkload(certificate, {
+        bundle: identity.ca.bundle(),
+        revocations: identity.registry.revocationIndex(),
+      }).identity;
     grpc.addService(
       IdentityServiceDefinition,
-      countSignings(identityServiceHandlers({ issuer: identity.issuer, log }), metrics),
+      countSignings(
+        {
+          ...identityServiceHandlers({ issuer: identity.issuer, log }),
+          ...jwtSvidServiceHandlers({
+            ca: identity.ca,
+            log,
+            authenticate: (call) => verifiedCaller(callPeer(call).certificate).spiffeId,
+          }),
+        },
+        metrics,
+      ),
     );
 
     const flows = await FlowStore.open({ dir: join(dataDir, "flows"), logger: log });
@@ -227,17 +250,15 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
           const { certificate } = callPeer(call);
           if (!certificate) return null;
           try {
-            return verifyPeerWorkload(certificate, {
-              bundle: identity.ca.bundle(),
-              revocations: identity.registry.revocationIndex(),
-            }).identity.spiffeId;
+            const verified = verifiedCaller(certificate);
+            return { spiffeId: verified.spiffeId, serial: verified.serial };
           } catch (err) {
             log.warn({ peer: call.getPeer(), reason: (err as Error).message }, "flow stream refused");
             throw err;
           }
         },
-        // Revoking a workload ends its open flow stream, as it ends its ADS streams.
-        holdStream: (peerId, end) => mesh.holdStream(peerId, end),
+        // Revoking a workload or the stream's certificate ends its open flow stream, as it ends its ADS streams.
+        holdStream: (credential, end) => mesh.holdStream(credential, end),
       }),
     );
     log.info(
@@ -252,6 +273,10 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     cleanups.push(() => auth.close());
     const router = new Router(auth.guard);
     router.addPublic("GET", "/healthz", (_req, res) => sendJson(res, 200, { status: "ok" }));
+    // Public like Kubernetes' /version: a client compares releases before it has a credential.
+    router.addPublic("GET", "/api/version", (_req, res) =>
+      sendJson(res, 200, { version: SIGIL_VERSION, node: process.versions.node }),
+    );
     const httpTls = config.http.tls ?? (isLoopbackHost(config.http.host) ? "off" : "sigil");
     registerSessionRoutes(router, auth, {
       secure: httpTls !== "off",
@@ -259,17 +284,27 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     });
     registerXdsRoutes(router, xds);
     registerMeshRoutes(router, mesh);
-    registerIdentityRoutes(router, { plane: identity });
+    registerIdentityRoutes(router, { plane: identity, log });
+    // Replicas share the admin token, so one presents its own when it asks another for its flows.
+    const replicaFlows = new ReplicaFlows({
+      store: flows,
+      peers: () => replication?.peers.others() ?? [],
+      token,
+      fetch: peerFetch(() => bundleRootsPem(identity.ca.bundle())),
+    });
     if (policyStore && policyWriter) {
       const store = policyStore;
-      registerPolicyWriteRoutes(router, {
+      registerPolicyFileRoutes(router, {
         writer: policyWriter,
         current: () => store.current(),
+        texts: () => store.texts(),
         changed: () => store.reload(),
+        records: (since, local) => replicaFlows.all(since === undefined ? {} : { since }, local),
       });
     }
     registerVisibilityRoutes(router, {
       store: flows,
+      replicas: replicaFlows,
       modes,
       policies: () => documentsOf(policyStore),
       metrics,
@@ -277,6 +312,10 @@ export async function startControlPlane(config: ControlPlaneConfig): Promise<Con
     const http = await createApiServer((req, res) => void router.handle(req, res), httpTls, serving);
     const httpPort = await listen(http, config.http.host, config.http.port);
     cleanups.push(() => closeHttp(http));
+    const api = advertisedApi(config.http.advertise, config.http.host, httpPort, httpTls !== "off");
+    if (replication && api) await replication.peers.announce(api);
+    else if (replication)
+      log.warn("no --api-advertise for a wildcard --http-host: other replicas cannot merge this one's flows");
     log.info(
       { port: httpPort, tokenFile, tls: httpTls !== "off" },
       "HTTP API listening (admin token in tokenFile)",
@@ -415,26 +454,6 @@ function policySource(store: PolicyStore | undefined): PolicySource {
 
 function documentsOf(store: PolicyStore | undefined): readonly PolicyDocument[] {
   return store ? store.current().documents.map((d) => d.document) : [];
-}
-
-/** Counts SVID signings (and the JWT-SVID issued with each) by result in the control plane's metrics. */
-function countSignings(
-  handlers: grpc.UntypedServiceImplementation,
-  metrics: ControlPlaneMetrics,
-): grpc.UntypedServiceImplementation {
-  const sign = handlers.SignSvid as (call: unknown, callback: grpc.sendUnaryData<unknown>) => void;
-  return {
-    ...handlers,
-    SignSvid: (call: unknown, callback: grpc.sendUnaryData<unknown>) =>
-      sign(call, (err, value) => {
-        if (err) metrics.signings.inc({ kind: "x509", result: "refused" });
-        else {
-          metrics.signings.inc({ kind: "x509", result: "issued" });
-          metrics.signings.inc({ kind: "jwt", result: "issued" });
-        }
-        callback(err, value);
-      }),
-  };
 }
 
 /** Whether a listen address stays on this host (a literal loopback address or `localhost`). */

@@ -28,3 +28,16 @@ export function parseSpiffeId(id: string): { trustDomain: string; path: string }
   if (path.includes("//") || path.endsWith("/") || /\/\.\.?(\/|$)/.test(path)) return null;
   return { trustDomain: m[1], path };
 }
+
+/**
+ * The workload a SPIFFE ID names, as Sigil issues them: `ns/<namespace>/sa/<account>` (Kubernetes)
+ * names the account in its namespace, `workload/<name>` the joined workload; any other path is
+ * its own name, in no namespace.
+ */
+export function workloadOf(spiffeId: string): { readonly name: string; readonly namespace: string } {
+  const path = spiffeId.replace(/^spiffe:\/\/[^/]+\//, "");
+  const k8s = /^ns\/([^/]+)\/sa\/([^/]+)$/.exec(path);
+  if (k8s) return { name: k8s[2] as string, namespace: k8s[1] as string };
+  const join = /^workload\/([^/]+)$/.exec(path);
+  return { name: join?.[1] ?? path, namespace: "" };
+}

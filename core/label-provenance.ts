@@ -8,6 +8,7 @@ import type { AttestedLabel, LabelProvenance, Labels } from "./labels.ts";
  * | -------------- | ---------------------------------------- | ----------------------------------------- |
  * | `operator`     | `static` (API/CLI), `join-token` labels  | the operator set them, authenticated      |
  * | `orchestrator` | `k8s-sat` (namespace, service account)   | the cluster signed them (verified token)  |
+ * |                | `k8s-api` (pod labels, from the API)     | the API server said so, over verified TLS |
  * | `scanner`      | `scanner` (findings posted to the API)   | the operator's scanner, authenticated     |
  * | `node`         | `proc`, `metadata-file`                  | only as far as the node's sidecar is      |
  *
@@ -21,6 +22,7 @@ export const PROVENANCE_CLASS: Readonly<Record<LabelProvenance, ProvenanceClass>
   static: "operator",
   "join-token": "operator",
   "k8s-sat": "orchestrator",
+  "k8s-api": "orchestrator",
   scanner: "scanner",
   proc: "node",
   "metadata-file": "node",

@@ -6,7 +6,8 @@
 export type Labels = Readonly<Record<string, string>>;
 
 /** Where a label's value came from, so a reader can tell an attested fact from a declared one. */
-export type LabelProvenance = "join-token" | "k8s-sat" | "proc" | "metadata-file" | "static" | "scanner";
+export type LabelProvenance =
+  "join-token" | "k8s-sat" | "k8s-api" | "proc" | "metadata-file" | "static" | "scanner";
 
 export interface AttestedLabel {
   readonly key: string;

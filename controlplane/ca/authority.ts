@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import type { X509Certificate as NodeCertificate } from "node:crypto";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { x509 } from "../../core/svid/x509.ts";
 import { SignJWT } from "jose";
 import type { AttestedLabel } from "../../core/labels.ts";
@@ -10,7 +10,7 @@ import { labelsExtensionDer, labelsOf } from "../../core/svid/labels-extension.t
 import { parseSpiffeId } from "../../core/identity.ts";
 import type { CryptoKey } from "./keys.ts";
 import { generateP256, randomSerial } from "./keys.ts";
-import { FileCaStorage, type CaStorage } from "./storage.ts";
+import { CaStateConflictError, FileCaStorage, type CaStorage } from "./storage.ts";
 import type { CaState, Generation, ImportedCa, LoadedGeneration } from "./generations.ts";
 import {
   CaError,
@@ -48,6 +48,9 @@ export interface IssuedSvid {
 
 const DAY = 24 * 3600;
 
+/** Longest JWT-SVID the Workload API can ask for: a bearer token, so short-lived. */
+export const MAX_WORKLOAD_JWT_TTL_SECONDS = 3600;
+
 /** Parts identical in every X.509-SVID, built once (the ASN.1 builder is the cost of signing). */
 const SVID_SUBJECT = new x509.Name("O=Sigil, OU=workload");
 const SVID_FIXED_EXTENSIONS: readonly x509.Extension[] = [
@@ -64,9 +67,14 @@ const SVID_FIXED_EXTENSIONS: readonly x509.Extension[] = [
  * signed has expired. Emits `bundle` (TrustBundle) whenever the bundle changes.
  */
 export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }> {
+  /** Changes to the stored state, one at a time: each is a compare-and-swap on the last one. */
+  private changes: Promise<unknown> = Promise.resolve();
+
   private constructor(
     private readonly storage: CaStorage,
     private state: CaState,
+    /** The stored revision `state` was read from or written as (undefined: nothing stored yet). */
+    private revision: string | undefined,
     private generations: LoadedGeneration[],
     private readonly options: Required<Omit<CaOptions, "trustDomain" | "dataDir" | "storage">>,
   ) {
@@ -104,19 +112,20 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
     if (stored !== undefined) {
       if (options.imported)
         throw new CaError(`a CA already exists in ${dir}; use "ca rotate" to switch to a new one`);
-      const state = CertificateAuthority.parseState(stored, dir);
+      const state = CertificateAuthority.parseState(stored.text, dir);
       if (options.trustDomain && options.trustDomain !== state.trustDomain) {
         throw new CaError(
           `CA in ${dir} is for trust domain "${state.trustDomain}", not "${options.trustDomain}"`,
         );
       }
       const loaded = await loadGenerations(storage, state);
-      return new CertificateAuthority(storage, state, loaded, resolved);
+      return new CertificateAuthority(storage, state, stored.revision, loaded, resolved);
     }
     const trustDomain = options.trustDomain ?? "sigil.local";
     if (!parseSpiffeId(`spiffe://${trustDomain}`))
       throw new CaError(`"${trustDomain}" is not a valid trust domain name`);
-    const ca = new CertificateAuthority(storage, { trustDomain, sequence: 0, generations: [] }, [], resolved);
+    const empty = { trustDomain, sequence: 0, generations: [] };
+    const ca = new CertificateAuthority(storage, empty, undefined, [], resolved);
     await ca.addGeneration(options.imported, options.now ?? new Date(), 0);
     return ca;
   }
@@ -137,8 +146,29 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
     return parsed.data;
   }
 
-  private async saveState(): Promise<void> {
-    await this.storage.writeState(JSON.stringify(this.state, null, 2));
+  /**
+   * Stores `next` as the successor of the state this CA holds. When another replica changed the
+   * stored state meanwhile, nothing is stored, `undo` runs, this CA takes the stored state, and the
+   * conflict is thrown: two rotations at once must not leave replicas signing with different roots.
+   */
+  private async saveState(next: CaState, undo: () => Promise<void>): Promise<void> {
+    try {
+      this.revision = await this.storage.writeState(JSON.stringify(next, null, 2), this.revision);
+    } catch (err) {
+      if (err instanceof CaStateConflictError) {
+        await undo();
+        await this.reload();
+      }
+      throw err;
+    }
+    this.state = next;
+  }
+
+  /** Runs one change of the stored state after those already under way. */
+  private change<T>(op: () => Promise<T>): Promise<T> {
+    const result = this.changes.then(op);
+    this.changes = result.catch(() => undefined);
+    return result;
   }
 
   /**
@@ -148,10 +178,11 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
   async reload(): Promise<boolean> {
     const stored = await this.storage.readState();
     if (stored === undefined) return false;
-    const state = CertificateAuthority.parseState(stored, this.storage.location);
+    const state = CertificateAuthority.parseState(stored.text, this.storage.location);
     if (state.sequence <= this.state.sequence) return false;
     this.generations = await loadGenerations(this.storage, state);
     this.state = state;
+    this.revision = stored.revision;
     this.emit("bundle", this.bundle());
     return true;
   }
@@ -162,7 +193,8 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
     now: Date,
     activateInSeconds: number,
   ): Promise<LoadedGeneration> {
-    const id = `g${this.state.sequence + 1}-${now.getTime().toString(36)}`;
+    // Random so that replicas rotating at the same moment never write each other's keys.
+    const id = `g${this.state.sequence + 1}-${now.getTime().toString(36)}-${randomBytes(4).toString("hex")}`;
     let certPem: string;
     let keyPem: string;
     let chainPem = "";
@@ -191,27 +223,21 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
       retireAtMs: null,
     };
     const loaded = await loadGeneration(this.storage, generation);
-    const activeBefore =
-      this.generations.length > 0 ? this.active(new Date(generation.activateAtMs)) : undefined;
-    this.generations.push(loaded);
-    this.state.generations.push(generation);
+    const next: CaState = structuredClone(this.state);
+    next.generations.push(generation);
+    next.sequence += 1;
     // Leaves signed by the previous generation up to the new one's activation must stay verifiable.
-    if (activeBefore) {
+    if (this.generations.length > 0) {
       const retireAt = generation.activateAtMs + this.options.maxLeafTtlSeconds * 1000;
-      for (const g of this.generations) {
-        if (g !== loaded && g.retireAtMs === null) this.setRetire(g, retireAt);
-      }
+      for (const g of next.generations)
+        if (g !== generation && g.retireAtMs === null) g.retireAtMs = retireAt;
     }
-    this.state.sequence += 1;
-    await this.saveState();
+    await this.saveState(next, () => this.storage.removeGeneration(id));
+    for (const g of this.generations)
+      g.retireAtMs = next.generations.find((s) => s.id === g.id)?.retireAtMs ?? null;
+    this.generations.push(loaded);
     this.emit("bundle", this.bundle());
     return loaded;
-  }
-
-  private setRetire(g: LoadedGeneration, retireAtMs: number): void {
-    g.retireAtMs = retireAtMs;
-    const stored = this.state.generations.find((s) => s.id === g.id);
-    if (stored) stored.retireAtMs = retireAtMs;
   }
 
   /**
@@ -222,25 +248,26 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
   async rotate(
     options: { imported?: ImportedCa; activateInSeconds?: number; now?: Date } = {},
   ): Promise<{ id: string; activateAt: Date }> {
-    const g = await this.addGeneration(
-      options.imported,
-      options.now ?? new Date(),
-      options.activateInSeconds ?? 30,
+    const g = await this.change(() =>
+      this.addGeneration(options.imported, options.now ?? new Date(), options.activateInSeconds ?? 30),
     );
     return { id: g.id, activateAt: new Date(g.activateAtMs) };
   }
 
   /** Drops generations whose overlap has ended (and deletes their keys); emits `bundle` if any went. */
-  async retireExpired(now = new Date()): Promise<boolean> {
-    const expired = this.generations.filter((g) => g.retireAtMs !== null && g.retireAtMs <= now.getTime());
-    if (expired.length === 0 || expired.length === this.generations.length) return false;
-    this.generations = this.generations.filter((g) => !expired.includes(g));
-    this.state.generations = this.state.generations.filter((s) => !expired.some((g) => g.id === s.id));
-    this.state.sequence += 1;
-    await this.saveState();
-    for (const g of expired) await this.storage.removeGeneration(g.id);
-    this.emit("bundle", this.bundle());
-    return true;
+  retireExpired(now = new Date()): Promise<boolean> {
+    return this.change(async () => {
+      const expired = this.generations.filter((g) => g.retireAtMs !== null && g.retireAtMs <= now.getTime());
+      if (expired.length === 0 || expired.length === this.generations.length) return false;
+      const next: CaState = structuredClone(this.state);
+      next.generations = next.generations.filter((s) => !expired.some((g) => g.id === s.id));
+      next.sequence += 1;
+      await this.saveState(next, () => Promise.resolve());
+      this.generations = this.generations.filter((g) => !expired.includes(g));
+      for (const g of expired) await this.storage.removeGeneration(g.id);
+      this.emit("bundle", this.bundle());
+      return true;
+    });
   }
 
   /** The generation that signs at `now`: the newest whose activation time has come. */
@@ -344,13 +371,51 @@ export class CertificateAuthority extends EventEmitter<{ bundle: [TrustBundle] }
     expiresAt: Date;
     now?: Date;
   }): Promise<string> {
-    if (request.audience.length === 0) throw new CaError("JWT-SVID needs at least one audience");
-    const g = this.active(request.now);
+    return this.signJwt(
+      {
+        [LABELS_CLAIM]: labelsOf(request.labels),
+        cnf: { "x5t#S256": certificateThumbprint(request.certificate) },
+      },
+      request,
+    );
+  }
+
+  /**
+   * Signs a JWT-SVID as the SPIFFE Workload API hands it to an application: a bearer token for
+   * `spiffeId` and the given audiences, bound to no certificate (its holder presents it to services
+   * outside the mesh), living `ttlSeconds` (at most `MAX_WORKLOAD_JWT_TTL_SECONDS`).
+   */
+  async issueWorkloadJwtSvid(request: {
+    spiffeId: string;
+    audience: readonly string[];
+    ttlSeconds: number;
+    now?: Date;
+  }): Promise<{ token: string; expiresAt: Date }> {
+    const id = parseSpiffeId(request.spiffeId);
+    if (!id || id.trustDomain !== this.state.trustDomain || id.path === "") {
+      throw new CaError(`"${request.spiffeId}" is not a workload SPIFFE ID in ${this.state.trustDomain}`);
+    }
+    if (!(request.ttlSeconds > 0 && request.ttlSeconds <= MAX_WORKLOAD_JWT_TTL_SECONDS)) {
+      throw new CaError(`JWT-SVID TTL ${request.ttlSeconds}s outside 1..${MAX_WORKLOAD_JWT_TTL_SECONDS}s`);
+    }
     const now = request.now ?? new Date();
-    return new SignJWT({
-      [LABELS_CLAIM]: labelsOf(request.labels),
-      cnf: { "x5t#S256": certificateThumbprint(request.certificate) },
-    })
+    const expiresAt = new Date((Math.floor(now.getTime() / 1000) + request.ttlSeconds) * 1000);
+    const token = await this.signJwt(
+      { jti: randomBytes(16).toString("base64url") },
+      { ...request, expiresAt, now },
+    );
+    return { token, expiresAt };
+  }
+
+  /** The JWT-SVID every issuer shares: ES256 by the signing generation's JWT key, `sub`, `aud`, `iat`, `exp`. */
+  private signJwt(
+    claims: Record<string, unknown>,
+    request: { spiffeId: string; audience: readonly string[]; expiresAt: Date; now?: Date },
+  ): Promise<string> {
+    if (request.audience.length === 0) throw new CaError("JWT-SVID needs at least one audience");
+    const now = request.now ?? new Date();
+    const g = this.active(now);
+    return new SignJWT(claims)
       .setProtectedHeader({ alg: "ES256", kid: g.jwtAuthority.kid, typ: "JWT" })
       .setSubject(request.spiffeId)
       .setAudience([...request.audience])

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { ensurePrivateDir, readPrivateFile, writePrivateFile } from "./secret-files.ts";
@@ -10,6 +11,15 @@ export interface GenerationFiles {
   readonly chainPem: string;
 }
 
+/** The stored state document and the revision a compare-and-swap of it is based on. */
+export interface StoredCaState {
+  readonly text: string;
+  readonly revision: string;
+}
+
+/** The stored CA state moved on since it was read: another replica rotated or retired meanwhile. */
+export class CaStateConflictError extends Error {}
+
 /**
  * Where the CA keeps its state (generations and their windows) and each generation's keys and
  * certificates: a directory by default, etcd when replicas share one CA.
@@ -18,14 +28,23 @@ export interface CaStorage {
   /** Where the CA lives, for error messages. */
   readonly location: string;
   /** The state document, or undefined when no CA exists yet. */
-  readState(): Promise<string | undefined>;
-  writeState(text: string): Promise<void>;
+  readState(): Promise<StoredCaState | undefined>;
+  /**
+   * Stores `text` only if the stored state is still at revision `basedOn` (undefined: no state yet),
+   * so two replicas changing the CA at once cannot both win; returns the new revision, or throws
+   * `CaStateConflictError`.
+   */
+  writeState(text: string, basedOn: string | undefined): Promise<string>;
   writeGeneration(id: string, files: GenerationFiles): Promise<void>;
   readGeneration(id: string): Promise<GenerationFiles>;
   removeGeneration(id: string): Promise<void>;
 }
 
-/** The CA in `<dataDir>/ca/`: `state.json`, and per generation `ca.key`, `jwt.key` (0600), `ca.crt`, `chain.pem`. */
+/**
+ * The CA in `<dataDir>/ca/`: `state.json`, and per generation `ca.key`, `jwt.key` (0600), `ca.crt`,
+ * `chain.pem`. One control plane owns the directory; the revision is a digest of the document, so a
+ * second process writing it is still noticed rather than overwritten.
+ */
 export class FileCaStorage implements CaStorage {
   readonly location: string;
 
@@ -33,7 +52,7 @@ export class FileCaStorage implements CaStorage {
     this.location = join(dataDir, "ca");
   }
 
-  async readState(): Promise<string | undefined> {
+  async readState(): Promise<StoredCaState | undefined> {
     const path = join(this.location, "state.json");
     try {
       await readFile(path);
@@ -41,12 +60,19 @@ export class FileCaStorage implements CaStorage {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
     }
-    return readPrivateFile(path);
+    const text = await readPrivateFile(path);
+    return { text, revision: digestOf(text) };
   }
 
-  async writeState(text: string): Promise<void> {
+  async writeState(text: string, basedOn: string | undefined): Promise<string> {
+    const current = await this.readState();
+    if (current?.revision !== basedOn)
+      throw new CaStateConflictError(
+        `${join(this.location, "state.json")} changed since it was read: another process writes this CA`,
+      );
     await ensurePrivateDir(this.location);
     await writePrivateFile(join(this.location, "state.json"), text);
+    return digestOf(text);
   }
 
   async writeGeneration(id: string, files: GenerationFiles): Promise<void> {
@@ -71,4 +97,8 @@ export class FileCaStorage implements CaStorage {
   async removeGeneration(id: string): Promise<void> {
     await rm(join(this.location, id), { recursive: true, force: true });
   }
+}
+
+function digestOf(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
 }

@@ -1,12 +1,13 @@
 import { Metadata, status } from "@grpc/grpc-js";
 import type * as grpc from "@grpc/grpc-js";
-import pino from "pino";
 import type { Logger } from "pino";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { ControlPlaneMetrics } from "../metrics/metrics.ts";
 import { fromWireFlow, InvalidFlowError } from "../../core/flow-wire.ts";
 import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
 import type { FlowStore } from "./store.ts";
+import type { RevocableCertificate } from "../../core/svid/revocation.ts";
+import { createLogger } from "../../core/logger.ts";
 
 /** Batches of one stream waiting for the store before the stream stops being read. */
 const MAX_PENDING_BATCHES = 4;
@@ -16,18 +17,21 @@ export interface FlowServiceDeps {
   readonly metrics?: ControlPlaneMetrics;
   readonly logger?: Logger;
   /**
-   * The SPIFFE ID the stream's peer proved with its client certificate, or null when it presented
-   * none (refused with UNAUTHENTICATED); throwing refuses the stream with PERMISSION_DENIED and the
-   * error's message (a certificate that fails verification, a revoked workload). When given,
-   * records naming another reporter are rejected, so a workload cannot report flows in another's name.
+   * The SPIFFE ID the stream's peer proved with its client certificate and that certificate's
+   * serial, or null when it presented none (refused with UNAUTHENTICATED); throwing refuses the
+   * stream with PERMISSION_DENIED and the error's message (a certificate that fails verification, a
+   * revoked workload or certificate). When given, records naming another reporter are rejected, so a
+   * workload cannot report flows in another's name.
    */
-  readonly authenticatePeer?: (call: grpc.ServerDuplexStream<WireBatch, WireAck>) => string | null;
+  readonly authenticatePeer?: (
+    call: grpc.ServerDuplexStream<WireBatch, WireAck>,
+  ) => RevocableCertificate | null;
   /**
-   * Called once a stream is authenticated as `peerId`: `end(reason)` must be called when that
-   * identity is withdrawn (revoked), which ends the stream with PERMISSION_DENIED and `reason`.
+   * Called once a stream is authenticated with `credential`: `end(reason)` must be called when that
+   * identity or certificate is revoked, which ends the stream with PERMISSION_DENIED and `reason`.
    * Returns the release, called when the stream closes.
    */
-  readonly holdStream?: (peerId: string, end: (reason: string) => void) => () => void;
+  readonly holdStream?: (credential: RevocableCertificate, end: (reason: string) => void) => () => void;
   /** Largest batch accepted (default 5,000 records). */
   readonly maxBatch?: number;
 }
@@ -39,14 +43,14 @@ type Stream = grpc.ServerDuplexStream<WireBatch, WireAck>;
  * Each batch is validated record by record, appended durably, and only then acknowledged, in order.
  */
 export function flowServiceHandlers(deps: FlowServiceDeps): grpc.UntypedServiceImplementation {
-  const log = deps.logger ?? pino({ name: "flow-service" }, pino.destination(2));
+  const log = deps.logger ?? createLogger("flow-service");
   const maxBatch = deps.maxBatch ?? 5000;
   return {
     StreamFlows(call: Stream): void {
-      let peerId: string | null = null;
+      let credential: RevocableCertificate | null = null;
       if (deps.authenticatePeer) {
         try {
-          peerId = deps.authenticatePeer(call);
+          credential = deps.authenticatePeer(call);
         } catch (err) {
           call.emit("error", {
             code: status.PERMISSION_DENIED,
@@ -54,7 +58,7 @@ export function flowServiceHandlers(deps: FlowServiceDeps): grpc.UntypedServiceI
           });
           return;
         }
-        if (!peerId) {
+        if (!credential) {
           call.emit("error", {
             code: status.UNAUTHENTICATED,
             details: "flow reports need a workload identity",
@@ -96,8 +100,9 @@ export function flowServiceHandlers(deps: FlowServiceDeps): grpc.UntypedServiceI
       call.on("error", finish);
       call.on("cancelled", finish);
       call.on("close", finish);
-      if (peerId && deps.holdStream)
-        release = deps.holdStream(peerId, (reason) => fail(status.PERMISSION_DENIED, reason));
+      const peerId = credential?.spiffeId ?? null;
+      if (credential && deps.holdStream)
+        release = deps.holdStream(credential, (reason) => fail(status.PERMISSION_DENIED, reason));
 
       async function handleBatch(batch: WireBatch): Promise<void> {
         const flows = Array.isArray(batch.flows) ? batch.flows : [];

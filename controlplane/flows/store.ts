@@ -3,12 +3,12 @@ import { mkdir, open, readdir, readFile, rm, truncate } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
-import pino from "pino";
 import type { Logger } from "pino";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { Labels } from "../../core/labels.ts";
 import { EdgeAggregator, edgeKey } from "./edges.ts";
-import type { Edge } from "./edges.ts";
+import type { Edge, EdgeReport } from "./edges.ts";
+import { createLogger } from "../../core/logger.ts";
 
 /**
  * The control plane's embedded flow store: an append-only log split into segment files.
@@ -113,7 +113,7 @@ export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> 
     this.maxBytes = opts.maxBytes ?? 256 * 1024 * 1024;
     this.segmentBytes = opts.segmentBytes ?? 8 * 1024 * 1024;
     this.now = opts.now ?? Date.now;
-    this.log = opts.logger ?? pino({ name: "flow-store" }, pino.destination(2));
+    this.log = opts.logger ?? createLogger("flow-store");
     this.setMaxListeners(0);
   }
 
@@ -182,6 +182,11 @@ export class FlowStore extends EventEmitter<{ flows: [readonly FlowRecord[]] }> 
 
   edges(): Edge[] {
     return this.aggregator.list();
+  }
+
+  /** The edges with each report role apart, for merging with other replicas' edges. */
+  edgeReports(): EdgeReport[] {
+    return this.aggregator.reports();
   }
 
   edge(id: string): Edge | undefined {

@@ -20,7 +20,7 @@ export type RequestGuard = (req: IncomingMessage, res: ServerResponse) => void |
 export interface RouteInfo {
   readonly method: string;
   readonly pattern: string;
-  /** Reachable without credentials: only the health check, the sign-in and the static UI shell. */
+  /** Reachable without credentials: only the health check, the version, the sign-in and the static UI shell. */
   readonly public: boolean;
 }
 

@@ -62,6 +62,7 @@ function statusOf(err: unknown): grpc.status | null {
     return grpc.status.INVALID_ARGUMENT;
   if (err instanceof OverReachError) return grpc.status.PERMISSION_DENIED;
   if (err instanceof AttestationError) {
+    if (err.failure === "attestor-unavailable") return grpc.status.UNAVAILABLE;
     return err.failure === "revoked" || err.failure === "invalid-facts"
       ? grpc.status.PERMISSION_DENIED
       : grpc.status.UNAUTHENTICATED;

@@ -1,9 +1,13 @@
+import type { IncomingMessage } from "node:http";
+import type { Logger } from "pino";
 import { z } from "zod";
+import type { RevokedCertificate } from "../../core/svid/revocation.ts";
 import { parseSpiffeId } from "../../core/identity.ts";
 import { bundleToDocument } from "../../core/svid/bundle.ts";
 import { HttpError, readJson, sendJson } from "../http/router.ts";
 import type { RouteHandler, Router } from "../http/router.ts";
 import { fingerprint } from "../ca/authority.ts";
+import { CaStateConflictError } from "../ca/storage.ts";
 import type { IdentityPlane } from "./plane.ts";
 import { RegistryError } from "./registry.ts";
 
@@ -18,7 +22,31 @@ const revokeSchema = z.object({
   spiffeId: z.string(),
   reason: z.string().max(256).default("revoked by operator"),
 });
+const revokeCertificateSchema = z.object({
+  serial: z.string().max(128),
+  reason: z.string().max(256).default("revoked by operator"),
+});
 const labelsRequestSchema = z.object({ spiffeId: z.string(), labels: labelsSchema });
+const labelChangeSchema = z
+  .object({
+    spiffeId: z.string(),
+    labels: labelsSchema.optional(),
+    set: labelsSchema.optional(),
+    remove: z.array(z.string()).max(256).optional(),
+    overwrite: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((body, ctx) => {
+    const partial = body.set !== undefined || body.remove !== undefined;
+    if (body.labels !== undefined && partial)
+      ctx.addIssue({
+        code: "custom",
+        path: ["labels"],
+        message: "replaces every operator label and cannot be combined with set or remove",
+      });
+    if (body.labels === undefined && !partial)
+      ctx.addIssue({ code: "custom", message: "give labels (the complete set) or set/remove (a change)" });
+  });
 const rotateSchema = z.object({ activateInSeconds: z.number().int().min(0).max(86_400).default(30) });
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
@@ -38,6 +66,22 @@ function workloadId(plane: IdentityPlane, spiffeId: string): string {
   return spiffeId;
 }
 
+/** Who asked, for the audit lines: the address the request came from. */
+function caller(req: IncomingMessage): { remote: string | undefined } {
+  return { remote: req.socket.remoteAddress };
+}
+
+function revokedCertificateJson(c: RevokedCertificate) {
+  return {
+    serial: c.serial,
+    // Empty when the serial is not a registered workload's current certificate.
+    spiffeId: c.spiffeId || null,
+    revokedAt: new Date(c.revokedAtMs).toISOString(),
+    expiresAt: new Date(c.expiresAtMs).toISOString(),
+    reason: c.reason,
+  };
+}
+
 async function registryCall<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -54,15 +98,18 @@ async function registryCall<T>(fn: () => Promise<T>): Promise<T> {
  *       (also POST /api/tokens)
  *  GET  /api/identity/workloads         → {workloads: [...]}
  *  POST /api/identity/workloads/revoke  {spiffeId, reason}
- *  POST /api/identity/workloads/labels  {spiffeId, labels}   (operator labels; triggers re-issuance)
+ *  POST /api/identity/certificates/revoke {serial, reason}   (one certificate; its workload may attest again)
+ *  GET  /api/identity/certificates/revoked → {sequence, certificates: [...]}
+ *  POST /api/identity/workloads/labels  {spiffeId, labels}   (replaces the operator labels; triggers re-issuance)
+ *                                       {spiffeId, set, remove, overwrite}   (changes some of them)
  *  POST /api/identity/workloads/scan    {spiffeId, labels}   (a scanner's vuln.* and image findings)
  *  GET  /api/identity/revocations       → RevocationList
  *  GET  /api/identity/bundle            → SPIFFE bundle document
  *  GET  /api/identity/ca                → CA generations
- *  POST /api/identity/ca/rotate         {activateInSeconds}
+ *  POST /api/identity/ca/rotate         {activateInSeconds}  (409 when another replica changed the CA at once)
  */
-export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPlane }): void {
-  const { plane } = deps;
+export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPlane; log: Logger }): void {
+  const { plane, log } = deps;
   const createToken: RouteHandler = async (req, res) => {
     const body = parse(tokenSchema, await readJson(req));
     let created;
@@ -107,17 +154,56 @@ export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPl
     const entry = await registryCall(() =>
       plane.registry.revoke(workloadId(plane, body.spiffeId), body.reason, plane.ca.maxLeafTtlSeconds),
     );
+    const sequence = plane.registry.revocationList().sequence;
+    log.info(
+      { audit: "workload-revoked", spiffeId: entry.spiffeId, reason: entry.reason, sequence, ...caller(req) },
+      "workload revoked",
+    );
     sendJson(res, 200, {
       spiffeId: entry.spiffeId,
       revokedAt: new Date(entry.revokedAtMs).toISOString(),
       reason: entry.reason,
-      sequence: plane.registry.revocationList().sequence,
+      sequence,
+    });
+  });
+  router.add("POST", "/api/identity/certificates/revoke", async (req, res) => {
+    const body = parse(revokeCertificateSchema, await readJson(req));
+    const entry = await registryCall(() =>
+      plane.registry.revokeCertificate(body.serial, body.reason, plane.ca.maxLeafTtlSeconds),
+    );
+    const sequence = plane.registry.revocationList().sequence;
+    log.info(
+      {
+        audit: "certificate-revoked",
+        serial: entry.serial,
+        spiffeId: entry.spiffeId || null,
+        reason: entry.reason,
+        expiresAt: new Date(entry.expiresAtMs).toISOString(),
+        sequence,
+        ...caller(req),
+      },
+      "certificate revoked",
+    );
+    sendJson(res, 200, { ...revokedCertificateJson(entry), sequence });
+  });
+  router.add("GET", "/api/identity/certificates/revoked", (_req, res) => {
+    const list = plane.registry.revocationList();
+    sendJson(res, 200, {
+      sequence: list.sequence,
+      certificates: (list.certificates ?? []).map(revokedCertificateJson),
     });
   });
   router.add("POST", "/api/identity/workloads/labels", async (req, res) => {
-    const body = parse(labelsRequestSchema, await readJson(req));
+    const body = parse(labelChangeSchema, await readJson(req));
+    const spiffeId = workloadId(plane, body.spiffeId);
     const record = await registryCall(() =>
-      plane.registry.setStaticLabels(workloadId(plane, body.spiffeId), body.labels),
+      body.labels !== undefined
+        ? plane.registry.setStaticLabels(spiffeId, body.labels)
+        : plane.registry.changeStaticLabels(spiffeId, {
+            set: body.set ?? {},
+            remove: body.remove ?? [],
+            overwrite: body.overwrite,
+          }),
     );
     sendJson(res, 200, { spiffeId: record.spiffeId, staticLabels: record.staticLabels });
   });
@@ -146,7 +232,11 @@ export function registerIdentityRoutes(router: Router, deps: { plane: IdentityPl
   });
   router.add("POST", "/api/identity/ca/rotate", async (req, res) => {
     const body = parse(rotateSchema, await readJson(req));
-    const rotated = await plane.ca.rotate({ activateInSeconds: body.activateInSeconds });
+    const rotated = await plane.ca
+      .rotate({ activateInSeconds: body.activateInSeconds })
+      .catch((err: unknown) => {
+        throw err instanceof CaStateConflictError ? new HttpError(409, err.message) : err;
+      });
     sendJson(res, 200, {
       id: rotated.id,
       activateAt: rotated.activateAt.toISOString(),

@@ -3,12 +3,16 @@ import { Counter, Histogram, Registry } from "prom-client";
 import type { AttestedLabel } from "../../core/labels.ts";
 import type { TrustBundle } from "../../core/svid/bundle.ts";
 import { SvidVerificationError, verifySvid } from "../../core/svid/verify.ts";
+import { jwtAudienceProblem } from "../../core/svid/jwt.ts";
+import { isCertificateRevocation } from "../../core/svid/revocation.ts";
 import type { CertificateAuthority } from "../ca/authority.ts";
 import { AttestationError } from "../attestation/errors.ts";
 import type { JoinTokens } from "../attestation/join-tokens.ts";
 import type { KubernetesAttestor } from "../attestation/kubernetes.ts";
+import type { KubernetesPods } from "../attestation/pod-source.ts";
 import { factLabels } from "../attestation/workload-facts.ts";
 import { checkCsrWithinAttestation, parseCsr } from "./csr-policy.ts";
+import { renewalLabels } from "./pod-sync.ts";
 import type { Attestor, WorkloadRegistry } from "./registry.ts";
 import { effectiveLabels } from "./registry.ts";
 
@@ -43,6 +47,8 @@ export interface IssuerOptions {
   readonly tokens: JoinTokens;
   readonly registry: WorkloadRegistry;
   readonly kubernetes?: KubernetesAttestor;
+  /** The cluster's pods, when the API server is configured: a Kubernetes renewal needs a live pod. */
+  readonly pods?: KubernetesPods;
   readonly defaultTtlSeconds?: number;
 }
 
@@ -54,8 +60,6 @@ interface Attested {
   /** Completes the attestation (uses up a join token) once the CSR has been accepted. */
   readonly commit: () => Promise<void>;
 }
-
-const MAX_AUDIENCES = 8;
 
 /**
  * Attests a workload and signs its SVIDs. Order matters: the CSR is parsed and its signature
@@ -99,11 +103,8 @@ export class IdentityIssuer {
   private async signUnmetered(request: SignRequest, now: Date): Promise<SignResult> {
     const { ca, registry } = this.options;
     const audiences = request.jwtAudiences.length > 0 ? request.jwtAudiences : ["sigil"];
-    if (audiences.length > MAX_AUDIENCES || audiences.some((a) => a.length === 0 || a.length > 256)) {
-      throw new RangeError(
-        `JWT audiences must be 1..${MAX_AUDIENCES} non-empty strings of at most 256 characters`,
-      );
-    }
+    const audienceProblem = jwtAudienceProblem(audiences);
+    if (audienceProblem) throw new RangeError(audienceProblem);
     const ttl = request.ttlSeconds
       ? Math.min(request.ttlSeconds, ca.maxLeafTtlSeconds)
       : this.defaultTtlSeconds;
@@ -204,8 +205,14 @@ export class IdentityIssuer {
           });
         } catch (err) {
           if (err instanceof SvidVerificationError) {
-            const failure = err.reason === "revoked" ? "revoked" : "invalid-renewal";
-            throw new AttestationError(failure, `renewal certificate rejected: ${err.message}`);
+            // A revoked workload gets nothing more (PERMISSION_DENIED); a certificate revoked on its
+            // own proves nothing, but its workload may attest again (UNAUTHENTICATED).
+            const workloadRevoked =
+              err.reason === "revoked" && !(err.revocation && isCertificateRevocation(err.revocation));
+            throw new AttestationError(
+              workloadRevoked ? "revoked" : "invalid-renewal",
+              `renewal certificate rejected: ${err.message}`,
+            );
           }
           throw err;
         }
@@ -227,7 +234,9 @@ export class IdentityIssuer {
         return {
           spiffeId,
           attestor: record.attestor,
-          attestedLabels: record.attestedLabels,
+          attestedLabels: this.options.pods
+            ? renewalLabels(record, this.options.pods)
+            : record.attestedLabels,
           attestedAddresses: record.attestedAddresses,
           commit: async () => undefined,
         };

@@ -8,6 +8,7 @@ import { JoinTokenStore, type JoinTokens } from "../attestation/join-tokens.ts";
 import type { KubernetesAttestorConfig } from "../attestation/kubernetes.ts";
 import { KubernetesAttestor } from "../attestation/kubernetes.ts";
 import { IdentityIssuer } from "./issuer.ts";
+import { PodSync } from "./pod-sync.ts";
 import { WorkloadRegistry } from "./registry.ts";
 import type { RegistryPersistence } from "./registry-file.ts";
 
@@ -29,7 +30,7 @@ export interface IdentityPlaneOptions {
   readonly importedCa?: ImportedCa;
   readonly defaultTtlSeconds?: number;
   readonly maxLeafTtlSeconds?: number;
-  /** How often to drop CA generations whose overlap ended. */
+  /** How often to drop CA generations whose overlap ended and revocations whose certificates expired. */
   readonly maintenanceIntervalMs?: number;
   readonly log?: Logger;
   /** Keep the CA, tokens and registry here instead of the data directory. */
@@ -68,16 +69,33 @@ export async function openIdentityPlane(options: IdentityPlaneOptions): Promise<
     ? await WorkloadRegistry.openWith(shared.registry, ca.trustDomain)
     : await WorkloadRegistry.open(options.dataDir, ca.trustDomain);
   shared?.attach(ca, registry);
+  const apiServer = options.kubernetes?.apiServer;
+  const podSync = apiServer
+    ? new PodSync({
+        settings: apiServer,
+        registry,
+        trustDomain: ca.trustDomain,
+        maxLeafTtlSeconds: ca.maxLeafTtlSeconds,
+        isLeader: () => shared?.isLeader() ?? true,
+        log: options.log,
+      })
+    : undefined;
+  podSync?.start();
   const issuer = new IdentityIssuer({
     ca,
     tokens,
     registry,
-    kubernetes: options.kubernetes ? new KubernetesAttestor(options.kubernetes) : undefined,
+    kubernetes: options.kubernetes ? new KubernetesAttestor(options.kubernetes, podSync?.pods) : undefined,
+    pods: podSync?.pods,
     defaultTtlSeconds: options.defaultTtlSeconds,
   });
   const timer = setInterval(() => {
     if (shared && !shared.isLeader()) return;
     ca.retireExpired().catch((err: unknown) => options.log?.error({ err }, "retiring CA generations failed"));
+    // Entries whose certificates have all expired protect nothing: drop them from what every sidecar holds.
+    registry
+      .pruneRevocations()
+      .catch((err: unknown) => options.log?.error({ err }, "pruning expired revocations failed"));
   }, options.maintenanceIntervalMs ?? 60_000);
   timer.unref();
   return {
@@ -87,6 +105,9 @@ export async function openIdentityPlane(options: IdentityPlaneOptions): Promise<
     issuer,
     bundle: () => ca.bundle(),
     revocations: () => registry.revocationList(),
-    close: () => clearInterval(timer),
+    close: () => {
+      clearInterval(timer);
+      podSync?.close();
+    },
   };
 }

@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
-import type { RevocationEntry } from "../../core/svid/revocation.ts";
-import { revocationEntrySchema } from "../../core/svid/revocation.ts";
+import type { RevocationEntry, RevokedCertificate } from "../../core/svid/revocation.ts";
+import { revocationEntrySchema, revokedCertificateSchema } from "../../core/svid/revocation.ts";
 import { writePrivateFile } from "../ca/secret-files.ts";
 import type { AttestedLabel } from "../../core/labels.ts";
 
@@ -26,6 +26,11 @@ export interface WorkloadRecord {
   readonly lastIssuedMs: number;
   readonly serial: string;
   readonly notAfterMs: number;
+  /**
+   * The certificate before the current one, valid still for about half its life after a renewal:
+   * what revoking it by serial finds its workload and expiry by.
+   */
+  readonly previous: { readonly serial: string; readonly notAfterMs: number } | null;
   /** The labels in the workload's current certificate. */
   readonly issuedLabels: readonly AttestedLabel[];
   readonly revoked: { readonly atMs: number; readonly reason: string } | null;
@@ -33,8 +38,13 @@ export interface WorkloadRecord {
 
 export interface Revocations {
   readonly sequence: number;
+  /** Revoked workloads. */
   readonly entries: readonly RevocationEntry[];
+  /** Revoked single certificates, each kept until its notAfter. */
+  readonly certificates: readonly RevokedCertificate[];
 }
+
+export const NO_REVOCATIONS: Revocations = { sequence: 0, entries: [], certificates: [] };
 
 export interface RegistryData {
   readonly workloads: readonly WorkloadRecord[];
@@ -60,7 +70,7 @@ export interface RegistryPersistence {
 const labelSchema = z.object({
   key: z.string(),
   value: z.string(),
-  provenance: z.enum(["join-token", "k8s-sat", "proc", "metadata-file", "static", "scanner"]),
+  provenance: z.enum(["join-token", "k8s-sat", "k8s-api", "proc", "metadata-file", "static", "scanner"]),
 });
 const workloadSchema = z.object({
   spiffeId: z.string(),
@@ -74,12 +84,15 @@ const workloadSchema = z.object({
   lastIssuedMs: z.number(),
   serial: z.string(),
   notAfterMs: z.number(),
+  previous: z.object({ serial: z.string(), notAfterMs: z.number() }).nullable().default(null),
   issuedLabels: z.array(labelSchema),
   revoked: z.object({ atMs: z.number(), reason: z.string() }).nullable(),
 });
 const revocationsSchema = z.object({
   sequence: z.number().int().nonnegative(),
   entries: z.array(revocationEntrySchema),
+  // Lists stored before certificates could be revoked one by one have none.
+  certificates: z.array(revokedCertificateSchema).default([]),
 });
 const fileSchema = z.object({ workloads: z.array(workloadSchema), revocations: revocationsSchema });
 /** Validates a stored workload record (a file entry or an etcd value), naming `where` and the field at fault. */
@@ -116,7 +129,7 @@ export class FileRegistryPersistence implements RegistryPersistence {
       return parseOrThrow(fileSchema, JSON.parse(await readFile(this.path, "utf8")), this.path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-      return { workloads: [], revocations: { sequence: 0, entries: [] } };
+      return { workloads: [], revocations: NO_REVOCATIONS };
     }
   }
 

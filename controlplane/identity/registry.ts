@@ -2,8 +2,8 @@ import { EventEmitter } from "node:events";
 import type { AttestedLabel } from "../../core/labels.ts";
 import { labelKeyProblem, labelValueProblem } from "../../core/labels.ts";
 import { mergeByProvenance, reservedKeyProblem } from "../../core/label-provenance.ts";
-import type { RevocationEntry, RevocationList } from "../../core/svid/revocation.ts";
-import { RevocationIndex } from "../../core/svid/revocation.ts";
+import type { RevocationEntry, RevocationList, RevokedCertificate } from "../../core/svid/revocation.ts";
+import { canonicalSerial, RevocationIndex, serialKey } from "../../core/svid/revocation.ts";
 import { FileRegistryPersistence } from "./registry-file.ts";
 import type {
   Attestor,
@@ -17,6 +17,14 @@ export type { Attestor, WorkloadRecord } from "./registry-file.ts";
 
 /** The keys a scanner may report. */
 const SCANNER_KEY = /^(vuln\.[a-z]{1,32}|image)$/;
+
+/** A partial change of a workload's operator labels. */
+export interface StaticLabelChange {
+  readonly set: Readonly<Record<string, string>>;
+  readonly remove: readonly string[];
+  /** Whether a key in `set` may replace a different value already there. */
+  readonly overwrite: boolean;
+}
 
 export class RegistryError extends Error {
   constructor(
@@ -123,6 +131,7 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       trustDomain: this.trustDomain,
       sequence: this.revocations.sequence,
       entries: [...this.revocations.entries],
+      certificates: [...this.revocations.certificates],
     };
   }
 
@@ -155,6 +164,7 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       lastIssuedMs: issue.now.getTime(),
       serial: issue.serial,
       notAfterMs: issue.notAfter.getTime(),
+      previous: previous ? { serial: previous.serial, notAfterMs: previous.notAfterMs } : null,
       issuedLabels: [...issue.issuedLabels],
       revoked: null,
     });
@@ -176,7 +186,8 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       const problem = labelKeyProblem(key) ?? reservedKeyProblem(key) ?? labelValueProblem(key, value);
       if (problem) throw new RegistryError(400, problem);
       // What the cluster or the join token vouched for is the identity itself: change it there.
-      const owner = record.attestedLabels.find((l) => l.key === key);
+      // Pod labels are only the cluster's description of it: the operator's value wins those.
+      const owner = record.attestedLabels.find((l) => l.key === key && l.provenance !== "k8s-api");
       if (owner)
         throw new RegistryError(
           409,
@@ -185,6 +196,32 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       staticLabels.push({ key, value, provenance: "static" });
     }
     return this.replaceLabels(record, { staticLabels });
+  }
+
+  /**
+   * Changes some of a workload's operator labels, kubectl-style: `set` adds keys (and changes an
+   * existing value only with `overwrite`), `remove` drops keys (absent ones are ignored, so a retry
+   * is harmless). The merge happens here, not in the client, so two operators labelling the same
+   * workload at once do not undo each other's change.
+   */
+  async changeStaticLabels(spiffeId: string, change: StaticLabelChange): Promise<WorkloadRecord> {
+    const record = this.workloads.get(spiffeId);
+    if (!record) throw new RegistryError(404, `no workload ${spiffeId}`);
+    const labels = new Map(record.staticLabels.map((l) => [l.key, l.value]));
+    for (const [key, value] of Object.entries(change.set)) {
+      const current = labels.get(key);
+      if (current !== undefined && current !== value && !change.overwrite)
+        throw new RegistryError(
+          409,
+          `label "${key}" is already "${current}" on ${spiffeId}; overwrite it explicitly to change it`,
+        );
+      labels.set(key, value);
+    }
+    for (const key of change.remove) {
+      if (key in change.set) throw new RegistryError(400, `label "${key}" is both set and removed`);
+      labels.delete(key);
+    }
+    return this.setStaticLabels(spiffeId, Object.fromEntries(labels));
   }
 
   /**
@@ -208,10 +245,24 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
     return this.replaceLabels(record, { scannerLabels });
   }
 
+  /**
+   * Replaces the pod labels (provenance `k8s-api`) of a Kubernetes workload's identity with what
+   * the API server reports now. Returns whether the record changed; a workload not attested by a
+   * service-account token, or unknown, is left alone.
+   */
+  async setPodLabels(spiffeId: string, labels: readonly AttestedLabel[]): Promise<boolean> {
+    const record = this.workloads.get(spiffeId);
+    if (record?.attestor !== "k8s-sat") return false;
+    const attestedLabels = [...record.attestedLabels.filter((l) => l.provenance !== "k8s-api"), ...labels];
+    if (JSON.stringify(attestedLabels) === JSON.stringify(record.attestedLabels)) return false;
+    await this.replaceLabels(record, { attestedLabels });
+    return true;
+  }
+
   /** Stores a change of a record's labels and asks for re-issuance when its certificate differs. */
   private async replaceLabels(
     record: WorkloadRecord,
-    change: Partial<Pick<WorkloadRecord, "staticLabels" | "scannerLabels">>,
+    change: Partial<Pick<WorkloadRecord, "staticLabels" | "scannerLabels" | "attestedLabels">>,
   ): Promise<WorkloadRecord> {
     const updated = { ...record, ...change };
     this.workloads.set(record.spiffeId, updated);
@@ -248,12 +299,103 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
     const revokedRecord = { ...record, revoked: { atMs: entry.revokedAtMs, reason } };
     this.workloads.set(spiffeId, revokedRecord);
     await this.persistence.saveWorkload(revokedRecord, () => this.data());
+    await this.changeRevocations(`revoking ${spiffeId}`, now, (base) => ({
+      ...base,
+      entries: [...base.entries, entry],
+    }));
+    return entry;
+  }
+
+  /**
+   * Revokes one certificate by serial: every peer that holds the new list refuses it, the control
+   * plane refuses it for renewal and ends the streams it authenticated, and its workload may attest
+   * again for a new one. The entry is kept until the certificate's notAfter when the serial is a
+   * workload's current or previous certificate; for any other serial until the latest notAfter a
+   * certificate issued by now can have.
+   */
+  async revokeCertificate(
+    serialText: string,
+    reason: string,
+    maxLeafTtlSeconds: number,
+    now = new Date(),
+  ): Promise<RevokedCertificate> {
+    let serial: string;
+    try {
+      serial = canonicalSerial(serialText);
+    } catch (err) {
+      throw new RegistryError(400, (err as Error).message);
+    }
+    const holder = this.certificateHolder(serial);
+    if (holder && holder.notAfterMs <= now.getTime())
+      throw new RegistryError(
+        409,
+        `certificate ${serial} of ${holder.spiffeId} expired at ${new Date(holder.notAfterMs).toISOString()}: nothing to revoke`,
+      );
+    const entry: RevokedCertificate = {
+      serial,
+      spiffeId: holder?.spiffeId ?? "",
+      revokedAtMs: now.getTime(),
+      expiresAtMs: holder?.notAfterMs ?? now.getTime() + maxLeafTtlSeconds * 1000,
+      reason,
+    };
+    await this.changeRevocations(`revoking certificate ${serial}`, now, (base) => {
+      const previous = base.certificates.find((c) => c.serial === serial);
+      if (previous)
+        throw new RegistryError(
+          409,
+          `certificate ${serial} was already revoked at ${new Date(previous.revokedAtMs).toISOString()}`,
+        );
+      return { ...base, certificates: [...base.certificates, entry] };
+    });
+    return entry;
+  }
+
+  /** The workload whose current or previous certificate has `serial` (canonical), with its notAfter. */
+  private certificateHolder(serial: string): { spiffeId: string; notAfterMs: number } | undefined {
+    for (const w of this.workloads.values()) {
+      if (serialKey(w.serial) === serial) return { spiffeId: w.spiffeId, notAfterMs: w.notAfterMs };
+      if (w.previous && serialKey(w.previous.serial) === serial)
+        return { spiffeId: w.spiffeId, notAfterMs: w.previous.notAfterMs };
+    }
+    return undefined;
+  }
+
+  /**
+   * Drops the entries whose certificates have all expired by `now` (a revoked workload's once every
+   * certificate issued before its revocation has expired, a revoked certificate's at its notAfter),
+   * and pushes the shorter list. Returns whether there was anything to drop.
+   */
+  async pruneRevocations(now = new Date()): Promise<boolean> {
+    const expired = (r: Revocations) =>
+      [...r.entries, ...r.certificates].some((e) => e.expiresAtMs <= now.getTime());
+    if (!expired(this.revocations)) return false;
+    await this.changeRevocations("pruning expired revocations", now, (base) => base, expired);
+    return true;
+  }
+
+  /**
+   * Writes `change(current list)` with the expired entries dropped, as a compare-and-swap: a change
+   * made concurrently through another replica is kept, not overwritten. `wanted` decides again,
+   * on the list found, whether anything is left to write.
+   */
+  private async changeRevocations(
+    what: string,
+    now: Date,
+    change: (base: Revocations) => Revocations,
+    wanted: (base: Revocations) => boolean = () => true,
+  ): Promise<void> {
+    const live = (e: { expiresAtMs: number }) => e.expiresAtMs > now.getTime();
     let base = this.revocations;
-    // A compare-and-swap: a revocation made concurrently through another replica is kept, not overwritten.
     for (let attempt = 0; ; attempt++) {
-      const next = {
+      if (!wanted(base)) {
+        this.applyRevocations(base);
+        return;
+      }
+      const changed = change(base);
+      const next: Revocations = {
         sequence: base.sequence + 1,
-        entries: [...base.entries.filter((e) => e.expiresAtMs > now.getTime()), entry],
+        entries: changed.entries.filter(live),
+        certificates: changed.certificates.filter(live),
       };
       const fresher = await this.persistence.saveRevocations(base, next, () => this.data(next));
       if (!fresher) {
@@ -263,13 +405,12 @@ export class WorkloadRegistry extends EventEmitter<RegistryEvents> {
       if (attempt >= 5)
         throw new RegistryError(
           409,
-          `revoking ${spiffeId}: the revocation list kept changing through other replicas; retry`,
+          `${what}: the revocation list kept changing through other replicas; retry`,
         );
       base = fresher;
     }
     this.index = new RevocationIndex(this.revocationList());
     this.emit("revocations", this.revocationList());
-    return entry;
   }
 
   private data(revocations = this.revocations): RegistryData {

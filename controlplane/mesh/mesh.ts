@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { Labels } from "../../core/labels.ts";
 import { encodePolicySet } from "../../core/policy/index.ts";
 import type { CompiledPolicySet } from "../../core/policy/index.ts";
-import { describeRevocation } from "../../core/svid/revocation.ts";
+import type { RevocableCertificate } from "../../core/svid/revocation.ts";
 import { revocationListSpec, trustBundleSpec } from "../../core/svid/xds-resources.ts";
 import type { NodeInfo } from "../../xds/wire.ts";
 import type { NodeAuthorizer, StreamPeer } from "../../xds/server.ts";
@@ -33,9 +33,10 @@ import { verifyPeerWorkload } from "./node-auth.ts";
 import type { AddressClaim, AddressClaims, AddressConflict } from "./address-ownership.ts";
 import { decideAddressOwnership, peerIp } from "./address-ownership.ts";
 import { OwnIdentityResources } from "./own-identity.ts";
+import { authorizerRefusal, RevokedStreams } from "./revoked-streams.ts";
 import { registrationFromMetadata } from "../../core/registration.ts";
 import type { Registration } from "../../core/registration.ts";
-import { contentKey, workloadName, workloadSpec } from "./translate.ts";
+import { contentGeneration, contentKey, workloadName, workloadSpec } from "./translate.ts";
 
 /** Where the mesh publisher reads policy from: the active compiled set and its revision. */
 export interface PolicySource {
@@ -112,22 +113,23 @@ export class MeshPublisher {
   private addressConflicts: readonly AddressConflict[] = [];
   /** PolicySet resources by content key, kept while some workload uses them. */
   private policySets = new Map<string, SharedPolicySet>();
-  /** The policy revision at which each content first appeared: its generation. */
-  private readonly generations = new Map<string, number>();
-  private directoryGeneration = 0;
   private readonly unsubscribe: (() => void)[] = [];
   /** When each type last changed, for push latency (change → ACK). */
   private readonly changedAt = new Map<string, number>();
   private readonly acked = new Map<string, string>();
   /** The labels each workload was last published with (JSON), to skip no-op renewals. */
   private published = new Map<string, string>();
-  /** Long-lived streams other than ADS (flow reports) per workload, and how to end each. */
-  private readonly held = new Map<string, Set<(reason: string) => void>>();
+  private readonly revokedStreams: RevokedStreams;
   private readonly ownIdentities: OwnIdentityResources;
 
   constructor(private readonly options: MeshOptions) {
     this.registrations = options.registrations ?? new Map<string, RegistrationRecord>();
     this.ownIdentities = new OwnIdentityResources(options.xds.registry);
+    this.revokedStreams = new RevokedStreams(
+      options.xds.ads,
+      () => options.identity.registry.revocationIndex(),
+      options.log,
+    );
   }
 
   /** Publishes everything now and republishes on every change of its inputs. */
@@ -136,14 +138,10 @@ export class MeshPublisher {
     const onBundle = () => this.publishTrustBundle();
     const onRevocations = () => {
       this.publishRevocations();
-      this.endRevokedStreams();
+      this.revokedStreams.endRevoked();
     };
     const onWorkloads = () => this.publishWorkloads();
-    // A stream authorized just before a revocation took effect may register just after it.
-    const onStreamOpen = ({ key }: { key: string }) => {
-      const revoked = identity.registry.revocationIndex().revoking(key);
-      if (revoked) xds.ads.endStreams((s) => (s.key === key ? describeRevocation(revoked) : undefined));
-    };
+    const onStreamOpen = this.revokedStreams.onStreamOpen;
     // A renewal that changes nothing the mesh sees (same workload, same labels) republishes nothing.
     const onIssued = (w: WorkloadRecord) => {
       if (this.published.get(w.spiffeId) !== JSON.stringify(labelsOf(w))) this.publishWorkloads();
@@ -192,10 +190,15 @@ export class MeshPublisher {
       throw new Error("no client certificate chaining to the trust bundle: present the workload's SVID");
     }
     const { identity } = this.options;
-    const verified = verifyPeerWorkload(peer.certificate, {
-      bundle: identity.ca.bundle(),
-      revocations: identity.registry.revocationIndex(),
-    });
+    let verified;
+    try {
+      verified = verifyPeerWorkload(peer.certificate, {
+        bundle: identity.ca.bundle(),
+        revocations: identity.registry.revocationIndex(),
+      });
+    } catch (err) {
+      throw authorizerRefusal(node.id, err);
+    }
     const spiffeId = verified.identity.spiffeId;
     if (node.id !== spiffeId)
       throw new Error(`the client certificate proves ${spiffeId}, not the claimed node ${node.id}`);
@@ -217,52 +220,12 @@ export class MeshPublisher {
   };
 
   /**
-   * Registers a long-lived stream a workload opened as `spiffeId` (after verifying its certificate),
-   * so that revoking the workload ends it with `end(reason)`. Returns the release to call when the
-   * stream closes. A workload already revoked is ended at once.
+   * Registers a long-lived stream opened with `credential` (its verified SPIFFE ID and certificate
+   * serial), so that revoking the workload or the certificate ends it with `end(reason)`. Returns the
+   * release to call when the stream closes.
    */
-  holdStream(spiffeId: string, end: (reason: string) => void): () => void {
-    const revoked = this.options.identity.registry.revocationIndex().revoking(spiffeId);
-    if (revoked) {
-      end(describeRevocation(revoked));
-      return () => undefined;
-    }
-    let ends = this.held.get(spiffeId);
-    if (!ends) {
-      ends = new Set();
-      this.held.set(spiffeId, ends);
-    }
-    ends.add(end);
-    return () => {
-      ends.delete(end);
-      if (ends.size === 0 && this.held.get(spiffeId) === ends) this.held.delete(spiffeId);
-    };
-  }
-
-  /**
-   * Ends every open stream of a revoked workload: its ADS streams (served under its SPIFFE ID) with
-   * PERMISSION_DENIED naming the revocation, and the streams held with `holdStream`. Reconnecting is
-   * refused by `authorizeNode`, which verifies against the revocations.
-   */
-  private endRevokedStreams(): void {
-    const { xds, identity, log } = this.options;
-    const index = identity.registry.revocationIndex();
-    const reasonFor = (spiffeId: string) => {
-      const entry = index.revoking(spiffeId);
-      return entry ? describeRevocation(entry) : undefined;
-    };
-    const ended = xds.ads.endStreams((s) => reasonFor(s.key));
-    let others = 0;
-    for (const [spiffeId, ends] of [...this.held]) {
-      const reason = reasonFor(spiffeId);
-      if (reason === undefined) continue;
-      this.held.delete(spiffeId);
-      const list = [...ends];
-      others += list.length;
-      for (const end of list) end(reason);
-    }
-    if (ended + others > 0)
-      log.info({ adsStreams: ended, otherStreams: others }, "ended streams of revoked workloads");
+  holdStream(credential: RevocableCertificate, end: (reason: string) => void): () => void {
+    return this.revokedStreams.hold(credential, end);
   }
 
   private nextOrder(): number {
@@ -314,11 +277,10 @@ export class MeshPublisher {
       const key = contentKey(content);
       let shared = nextSets.get(key) ?? this.policySets.get(key);
       if (!shared) {
-        if (!this.generations.has(key)) this.generations.set(key, revision);
         const resource = policySetResource(xds.registry, {
           ...content,
           name: `policy-${key}`,
-          generation: this.generations.get(key) ?? revision,
+          generation: contentGeneration(content),
         });
         shared = { resource, set: new ResourceSet(POLICY_SET, [resource]) };
       }
@@ -331,15 +293,13 @@ export class MeshPublisher {
         registration: owned.get(w.spiffeId) ?? null,
       });
     });
-    for (const key of this.generations.keys()) if (!nextSets.has(key)) this.generations.delete(key);
     this.policySets = nextSets;
     this.published = published;
     this.ownIdentities.retain(new Set(published.keys()));
-    this.directoryGeneration += 1;
     const directory = peerDirectoryResource(xds.registry, {
       name: DIRECTORY_NAME,
       workloads: entries,
-      generation: this.directoryGeneration,
+      generation: contentGeneration(entries),
     });
     const revoked = identity.registry.list().filter((w) => w.revoked);
     xds.publisher.batch(() => {

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { workloadOf } from "../../core/identity.ts";
 import type { Labels } from "../../core/labels.ts";
 import { httpRulesOnPort, peerAuthenticationMode } from "../../core/policy/index.ts";
 import type { CompiledPolicySet, PolicySetContent } from "../../core/policy/index.ts";
@@ -14,7 +15,20 @@ import type { Registration } from "../../core/registration.ts";
 
 /** A stable digest of a PolicySet's content: equal content, equal key. */
 export function contentKey(content: PolicySetContent): string {
-  return createHash("sha256").update(JSON.stringify(content)).digest("hex").slice(0, 20);
+  return digest(content).slice(0, 20);
+}
+
+/**
+ * The generation a resource carries, derived from its content (48 bits of its digest, exact in a JS
+ * number). A counter would make every republish a new resource version, and differ between
+ * replicas, so a sidecar that moves to another replica would download again what it already holds.
+ */
+export function contentGeneration(content: PolicySetContent | readonly WorkloadSpec[]): number {
+  return Number.parseInt(digest(content).slice(0, 12), 16);
+}
+
+function digest(value: unknown): string {
+  return createHash("sha256").update(JSON.stringify(value)).digest("hex");
 }
 
 /**
@@ -50,9 +64,6 @@ export function workloadSpec(
 
 /** The directory name of a workload: the last segment(s) of its SPIFFE ID path. */
 export function workloadName(spiffeId: string): string {
-  const path = spiffeId.replace(/^spiffe:\/\/[^/]+\//, "");
-  const k8s = /^ns\/([^/]+)\/sa\/([^/]+)$/.exec(path);
-  if (k8s) return `${k8s[2]}.${k8s[1]}`;
-  const join = /^workload\/([^/]+)$/.exec(path);
-  return join?.[1] ?? path;
+  const { name, namespace } = workloadOf(spiffeId);
+  return namespace === "" ? name : `${name}.${namespace}`;
 }

@@ -9,7 +9,7 @@ import {
   parsePolicyDocuments,
 } from "../../core/policy/index.ts";
 import type { CompiledPolicySet, ParsedDocument, PolicyError } from "../../core/policy/index.ts";
-import { directorySource, type PolicyTextSource } from "./sources.ts";
+import { directorySource, type PolicyText, type PolicyTextSource } from "./sources.ts";
 
 /**
  * The policy store: every `*.yaml` / `*.yml` file of one directory, validated, compiled into one set and
@@ -77,6 +77,11 @@ export class PolicyStore {
 
   current(): PolicySnapshot {
     return this.snapshot;
+  }
+
+  /** Every policy file's text as it is now (which may be ahead of the compiled snapshot). */
+  texts(): Promise<PolicyText[]> {
+    return this.source.list();
   }
 
   /** Calls `listener` after every reload that changes the active documents or the reported errors. */

@@ -249,6 +249,8 @@ export const peerAuthenticationSchema = z.strictObject({
             });
         }
       })
+      // The refinement above is code; editors read the same rule from the JSON Schema.
+      .meta({ propertyNames: { type: "string", pattern: "^[0-9]{1,5}$" } })
       .optional(),
   }),
 });

@@ -35,6 +35,7 @@ export const MAX_LABELS = 256;
 const PROVENANCES: ReadonlySet<string> = new Set<LabelProvenance>([
   "join-token",
   "k8s-sat",
+  "k8s-api",
   "proc",
   "metadata-file",
   "static",

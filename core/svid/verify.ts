@@ -7,7 +7,7 @@ import type { TrustBundle } from "./bundle.ts";
 import { labelsWithProvenance } from "../label-provenance.ts";
 import { LabelExtensionError, matchLabelsExtension, decodeLabelsExtension } from "./labels-extension.ts";
 import { describeRevocation } from "./revocation.ts";
-import type { RevocationIndex } from "./revocation.ts";
+import type { Revocation, RevocationIndex } from "./revocation.ts";
 
 /** Why a peer's certificate was refused; stable names for logs, metrics and tests. */
 export type SvidRejection =
@@ -29,6 +29,8 @@ export class SvidVerificationError extends Error {
   constructor(
     readonly reason: SvidRejection,
     message: string,
+    /** With reason "revoked": the entry that refused the certificate (its workload, or it alone). */
+    readonly revocation?: Revocation,
   ) {
     super(message);
   }
@@ -264,15 +266,16 @@ export function verifySvid(chain: readonly Buffer[], options: SvidVerifyOptions)
 
   const attestedLabels = labelsFromLeaf(leaf.info);
 
-  const revoked = options.revocations?.revoking(spiffeId);
-  if (revoked) throw new SvidVerificationError("revoked", describeRevocation(revoked));
+  const serial = leaf.node.serialNumber.toLowerCase();
+  const revoked = options.revocations?.revoking({ spiffeId, serial });
+  if (revoked) throw new SvidVerificationError("revoked", describeRevocation(revoked), revoked);
 
   return {
     identity: {
       spiffeId,
       trustDomain: parsedId.trustDomain,
       labels: labelsWithProvenance(attestedLabels),
-      serial: leaf.node.serialNumber.toLowerCase(),
+      serial,
       notAfter: leaf.info.notAfter,
     },
     attestedLabels,

@@ -53,3 +53,14 @@ export interface WireSignSvidResponse {
   expiresAtUnixMs: number;
   labels: { key: string; value: string; provenance: string }[];
 }
+
+export interface WireSignJwtSvidRequest {
+  audience: string[];
+  ttlSeconds: number;
+}
+
+export interface WireSignJwtSvidResponse {
+  spiffeId: string;
+  jwtSvid: string;
+  expiresAtUnixMs: number;
+}

@@ -1,7 +1,8 @@
 import { z } from "zod";
 import type { TrustBundle } from "./bundle.ts";
 import { bundleRootsPem, bundleToJson, parseBundle } from "./bundle.ts";
-import type { RevocationList } from "./revocation.ts";
+import { canonicalSerial } from "./revocation.ts";
+import type { Revocation, RevocationList, RevokedCertificate } from "./revocation.ts";
 
 /**
  * Translation between the identity data model and Sigil's xDS resources
@@ -43,20 +44,25 @@ export function trustBundleSpec(bundle: TrustBundle): TrustBundleSpecShape {
 
 /**
  * A revoked workload is never issued again, so every certificate carrying its SPIFFE ID is refused:
- * the IDs go in `spiffe_ids`; `certificates` repeats them with time and reason for display.
+ * the IDs go in `spiffe_ids`, and `certificates` repeats them (with an empty serial) with time and
+ * reason. A revoked single certificate is a `certificates` entry with its serial.
  */
 export function revocationListSpec(list: RevocationList): RevocationListSpecShape {
+  const entry = (e: Revocation, serial: string) => ({
+    serial,
+    spiffe_id: e.spiffeId,
+    revoked_at: new Date(e.revokedAtMs),
+    expires_at: new Date(e.expiresAtMs),
+    reason: e.reason,
+  });
   return {
     trust_domain: list.trustDomain,
     spiffe_ids: list.entries.map((e) => e.spiffeId),
     sequence: list.sequence,
-    certificates: list.entries.map((e) => ({
-      serial: "",
-      spiffe_id: e.spiffeId,
-      revoked_at: new Date(e.revokedAtMs),
-      expires_at: new Date(e.expiresAtMs),
-      reason: e.reason,
-    })),
+    certificates: [
+      ...list.entries.map((e) => entry(e, "")),
+      ...(list.certificates ?? []).map((c) => entry(c, c.serial)),
+    ],
   };
 }
 
@@ -81,6 +87,7 @@ const revocationMessage = z.object({
   spiffe_ids: z.array(z.string()),
   certificates: z.array(
     z.object({
+      serial: z.string().default(""),
       spiffe_id: z.string(),
       reason: z.string(),
       revoked_at: timestamp.nullable().optional(),
@@ -116,12 +123,31 @@ export function trustBundleFromResource(message: unknown): TrustBundle {
 }
 
 /**
- * Reads a decoded `sigil.v1.RevocationList`: every ID in `spiffe_ids` is revoked; a `certificates`
- * entry for the same ID supplies its time, expiry and reason.
+ * Reads a decoded `sigil.v1.RevocationList`: every ID in `spiffe_ids` is revoked, a `certificates`
+ * entry without serial for the same ID supplies its time, expiry and reason; a `certificates` entry
+ * with a serial revokes that one certificate (a serial that is not hex refuses the whole list, since
+ * leaving it out would accept the certificate it names).
  */
 export function revocationListFromResource(message: unknown): RevocationList {
   const m = checked(revocationMessage, message, "RevocationList");
-  const details = new Map(m.certificates.map((c) => [c.spiffe_id, c]));
+  const details = new Map(m.certificates.filter((c) => c.serial === "").map((c) => [c.spiffe_id, c]));
+  const certificates: RevokedCertificate[] = [];
+  m.certificates.forEach((c, i) => {
+    if (c.serial === "") return;
+    let serial: string;
+    try {
+      serial = canonicalSerial(c.serial);
+    } catch (err) {
+      throw new Error(`RevocationList resource certificates.${i}.serial: ${(err as Error).message}`);
+    }
+    certificates.push({
+      serial,
+      spiffeId: c.spiffe_id,
+      revokedAtMs: c.revoked_at ?? 0,
+      expiresAtMs: c.expires_at ?? MAX_DATE_MS,
+      reason: c.reason || "revoked",
+    });
+  });
   return {
     trustDomain: m.trust_domain,
     sequence: m.sequence,
@@ -134,5 +160,6 @@ export function revocationListFromResource(message: unknown): RevocationList {
         reason: d?.reason || "revoked",
       };
     }),
+    certificates,
   };
 }

@@ -4,8 +4,9 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readyEvent } from "../../core/logger.ts";
 
-const READY = /^sigil control plane ready grpc=(\S+) http=(\S+) bundle=(\S+)$/m;
+const READY = /^\{.*"event":"ready".*\}$/m;
 
 let dataDir: string;
 let child: ChildProcessWithoutNullStreams;
@@ -82,7 +83,14 @@ afterAll(async () => {
 
 describe("npm run controlplane", () => {
   it("prints its ready line with the bound addresses and the bundle in the data dir", async () => {
-    const [, grpcAddr, httpAddr, bundle] = ready;
+    const line = readyEvent(ready[0]) as {
+      grpc: string;
+      http: string;
+      bundle: string;
+      webUi: string;
+      tokenFile: string;
+    };
+    const { grpc: grpcAddr, http: httpAddr, bundle } = line;
     expect(grpcAddr).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(bundle).toBe(join(dataDir, "bundle.pem"));
     const pem = await readFile(bundle as string, "utf8");
@@ -91,7 +99,7 @@ describe("npm run controlplane", () => {
     const health = await fetch(`http://${httpAddr}/healthz`);
     expect(health.status).toBe(200);
     const tokenFile = join(dataDir, "http-token");
-    expect(stdout).toContain(`web UI http://${httpAddr}/ (sign in with the token in ${tokenFile})`);
+    expect(line).toMatchObject({ msg: "sigil control plane ready", webUi: `http://${httpAddr}/`, tokenFile });
     const token = (await readFile(tokenFile, "utf8")).trim();
     expect(stdout).not.toContain(token);
     expect((await fetch(`http://${httpAddr}/api/mode`)).status).toBe(401);
@@ -102,7 +110,7 @@ describe("npm run controlplane", () => {
   });
 
   it("defaults to the repository's example policies", async () => {
-    const [, , httpAddr] = ready;
+    const httpAddr = String(readyEvent(ready[0])?.http);
     const res = (await (
       await fetch(`http://${httpAddr}/api/policies`, { headers: await admin() })
     ).json()) as {

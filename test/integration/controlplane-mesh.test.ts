@@ -265,7 +265,10 @@ describe("control plane serving a simulated sidecar over real gRPC/TLS", () => {
     expect(ruleIds(apiSc, "ingress")).toEqual(["api-ingress/ingress/0", "api-ingress/ingress/1"]);
   });
 
-  it("pushes a run-time mode switch to the workload it concerns", async () => {
+  it("pushes a run-time mode switch to the workload it concerns, and not the unchanged directory", async () => {
+    const directoryVersion = () => cp.xds.cache.get(web2.creds.spiffeId)?.set(PEER_DIRECTORY)?.version;
+    const before = directoryVersion();
+    expect(before).toBeDefined();
     const res = await api("PUT", "/api/mode", {
       scope: "workload",
       name: web2.creds.spiffeId,
@@ -274,6 +277,7 @@ describe("control plane serving a simulated sidecar over real gRPC/TLS", () => {
     expect(res.status).toBe(200);
     await until(web2.xds, "ack", () => web2.one(POLICY_SET)?.mode === "OBSERVE");
     expect(web.one(POLICY_SET)?.mode).toBe("ENFORCE");
+    expect(directoryVersion()).toBe(before);
   });
 
   it("turns an operator label change into a directory update the sidecar renews on", async () => {

@@ -147,7 +147,8 @@ describe("visibility API and CLI over reported flows", () => {
     const byId = new Map(graph.edges.map((e) => [e.id, e]));
     expect(byId.get(`${demo.web.spiffeId} -> ${demo.api.spiffeId}:8080`)).toMatchObject({
       status: "allowed",
-      allowed: 12,
+      allowed: 6,
+      reports: { caller: 6, callee: 6 },
     });
     expect(byId.get(`${demo.rogue.spiffeId} -> ${demo.db.spiffeId}:5432`)).toMatchObject({
       status: "denied",
@@ -214,6 +215,25 @@ describe("visibility API and CLI over reported flows", () => {
     await cli("mode", "clear", "--workload", demo.db.spiffeId);
   });
 
+  it("suggests from the picked edges only, and never for a caller the callee refused", async () => {
+    const edge = (from: { spiffeId: string }, to: { spiffeId: string }, port: number) =>
+      `${from.spiffeId} -> ${to.spiffeId}:${port}`;
+    const suggest = async (...edges: string[]) => {
+      const q = new URLSearchParams({ since: "1h" });
+      for (const e of edges) q.append("edge", e);
+      const res = await get(`/api/policy/suggest?${q}`);
+      expect(res.status).toBe(200);
+      return (await res.json()) as { yaml: string; summary: { callerReports: number; used: number } };
+    };
+    const db = await suggest(edge(demo.api, demo.db, 5432));
+    expect(db.yaml).toContain("name: suggested-db-demo-ingress");
+    expect(db.yaml).not.toContain("suggested-api-demo-ingress");
+    // The rogue's own sidecar let its requests out; the api refused them: nothing to suggest.
+    const rogue = await suggest(edge(demo.rogue, demo.api, 8080));
+    expect(rogue.yaml).toBe("");
+    expect(rogue.summary).toMatchObject({ callerReports: 2, used: 0 });
+  });
+
   it("suggests policies with `sigil policy suggest` and simulates a proposal with `sigil policy simulate`", async () => {
     const { out } = await cli("policy", "suggest", "--since", "1h");
     expect(out).toMatch(/^# Suggested by Sigil from \d+ of \d+ flows/);
@@ -237,7 +257,7 @@ describe("visibility API and CLI over reported flows", () => {
         : d,
     );
     await writeFile(noPost, stringifyPolicyDocuments(withoutPost));
-    const changed = await cli("policy", "simulate", "-f", noPost, "--json");
+    const changed = await cli("policy", "simulate", "-f", noPost, "--json", "--fail-on", "never");
     const result = JSON.parse(changed.out) as {
       nowDenied: number;
       changes: { method?: string; path?: string; before: { verdict: string }; after: { verdict: string } }[];

@@ -85,7 +85,9 @@ describe("flow reporting over a real gRPC stream", () => {
 
     const stored = store.all();
     expect(ids(stored)).toEqual(ids(sent));
-    const denied = stored.find((x) => x.source.spiffeId === demo.rogue.spiffeId && x.port === 8080);
+    const denied = stored.find(
+      (x) => x.source.spiffeId === demo.rogue.spiffeId && x.port === 8080 && x.direction === "ingress",
+    );
     expect(denied).toMatchObject({
       verdict: "deny",
       policy: null,
@@ -221,7 +223,9 @@ describe("flow reporting over a real gRPC stream", () => {
   it("rejects malformed records and records claimed for another reporter, keeping the rest", async () => {
     const store = await FlowStore.open({ dir: await tempDir(), logger: silent });
     cleanups.push(() => store.close());
-    const { port } = await startServer(store, 0, { authenticatePeer: () => demo.api.spiffeId });
+    const { port } = await startServer(store, 0, {
+      authenticatePeer: () => ({ spiffeId: demo.api.spiffeId, serial: "1" }),
+    });
     const r = reporter(port);
     const acks: { rejected: number; errors: string[] }[] = [];
     r.on("ack", (a) => acks.push(a));

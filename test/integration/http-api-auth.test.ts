@@ -9,11 +9,22 @@ import { AdminTokenError, loadAdminToken } from "../../controlplane/http/admin-t
 import { startTestControlPlane } from "../support/control-plane.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 
-/** The only routes anyone who can connect may reach: health, sign-in and the static UI shell. */
+/** The only routes anyone who can connect may reach: health, sign-in and the static UI shell (its modules). */
 const PUBLIC_ROUTES = [
   "GET /",
   "GET /healthz",
+  "GET /api/version",
   "GET /ui/app.js",
+  "GET /ui/api.js",
+  "GET /ui/details.js",
+  "GET /ui/dom.js",
+  "GET /ui/flows.js",
+  "GET /ui/graph.js",
+  "GET /ui/graph-labels.js",
+  "GET /ui/graph-style.js",
+  "GET /ui/panels.js",
+  "GET /ui/state.js",
+  "GET /ui/suggest.js",
   "GET /ui/style.css",
   "GET /ui/vendor/cytoscape.min.js",
   "POST /api/session",
@@ -152,7 +163,7 @@ describe("control plane admin token", () => {
 });
 
 describe("control plane HTTP API authentication", () => {
-  it("leaves only health, sign-in and the static UI shell public", () => {
+  it("leaves only health, version, sign-in and the static UI shell public", () => {
     const open = cp.router
       .routes()
       .filter((r) => r.public)

@@ -1,13 +1,17 @@
+import pino from "pino";
 import { execFile } from "node:child_process";
 import { once } from "node:events";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { writeFile } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { registerIdentityRoutes } from "../../controlplane/identity/http-routes.ts";
+import { canonicalSerial } from "../../core/svid/revocation.ts";
 import { x509 } from "../../core/svid/x509.ts";
 import { createCsr, generateWorkloadKey } from "../../sidecar/identity/workload-key.ts";
 import type { IdentityHarness } from "../support/identity-harness.ts";
@@ -50,7 +54,7 @@ beforeAll(async () => {
   const router = guarded.router;
   tokenFile = guarded.tokenFile;
   closeAuth = () => guarded.auth.close();
-  registerIdentityRoutes(router, { plane: h.plane });
+  registerIdentityRoutes(router, { plane: h.plane, log: pino({ level: "silent" }) });
   http = createServer((req, res) => void router.handle(req, res));
   http.listen(0, "127.0.0.1");
   await once(http, "listening");
@@ -91,7 +95,7 @@ describe("sigil CLI for identity", { timeout: 120_000 }, () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/label "app" is not of the form key=value/);
     const down = await sigil("workload", "list", "--api", "http://127.0.0.1:1");
-    expect(down.code).toBe(1);
+    expect(down.code).toBe(3);
     expect(down.stderr).toMatch(/cannot reach the control plane API at http:\/\/127.0.0.1:1/);
   });
 
@@ -108,7 +112,7 @@ describe("sigil CLI for identity", { timeout: 120_000 }, () => {
       "--token-file",
       wrong,
     );
-    expect(refused.code).toBe(1);
+    expect(refused.code).toBe(4);
     expect(refused.stdout).toBe("");
     expect(refused.stderr).toContain(`the control plane refused the token from ${wrong} (HTTP 401:`);
     expect(refused.stderr).toMatch(/pass --token-file <path> or set SIGIL_TOKEN_FILE/);
@@ -155,6 +159,72 @@ describe("sigil CLI for identity", { timeout: 120_000 }, () => {
     const jwt = await sigil("identity", "inspect", join(h.dataDir, "orders.jwt"), "--data-dir", h.dataDir);
     expect(jwt.code, jwt.stderr).toBe(0);
     expect(jwt.stdout).toMatch(/type:\s+JWT-SVID[\s\S]*label:\s+app=orders[\s\S]*signature:\s+valid/);
+    // -o json|yaml: the same findings as data.
+    const certJson = await sigil(
+      "identity",
+      "inspect",
+      join(h.dataDir, "orders.pem"),
+      "--api",
+      api,
+      "-o",
+      "json",
+    );
+    expect(certJson.code, certJson.stderr).toBe(0);
+    expect(JSON.parse(certJson.stdout)).toMatchObject({
+      type: "X.509-SVID",
+      spiffeIds: ["spiffe://sigil.local/workload/orders"],
+      labels: expect.arrayContaining([{ key: "env", value: "prod", provenance: "join-token" }]),
+      verification: { checked: true, valid: true, trustDomain: "sigil.local", from: api },
+    });
+    const jwtYaml = await sigil("identity", "inspect", join(h.dataDir, "orders.jwt"), "-o", "yaml");
+    expect(jwtYaml.code, jwtYaml.stderr).toBe(0);
+    expect(parse(jwtYaml.stdout)).toMatchObject({
+      type: "JWT-SVID",
+      spiffeId: "spiffe://sigil.local/workload/orders",
+      labels: { app: "orders" },
+      verification: { checked: false, reason: "no trust bundle given (--bundle, --data-dir or --api)" },
+    });
+  });
+
+  it("cert revoke revokes one certificate by serial, cert revoked lists it, and inspect reports it invalid", async () => {
+    const pem = await readFile(join(h.dataDir, "orders.pem"), "utf8");
+    const serial = canonicalSerial(new X509Certificate(pem).serialNumber);
+    const r = await sigil("cert", "revoke", serial.toUpperCase(), "--reason", "key leaked", "--api", api);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(
+      new RegExp(
+        `^revoked certificate ${serial} of spiffe://sigil.local/workload/orders at \\S+, kept until \\S+ \\(revocation list sequence 1\\)\n$`,
+      ),
+    );
+    const listed = await sigil("cert", "revoked", "--api", api);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toMatch(
+      new RegExp(
+        `^SERIAL\\s+SPIFFE ID\\s+REVOKED\\s+EXPIRES\\s+REASON\n${serial}\\s+spiffe://sigil.local/workload/orders\\s+\\S+\\s+\\S+\\s+key leaked\n$`,
+      ),
+    );
+    const json = await sigil("cert", "revoked", "--json", "--api", api);
+    expect(JSON.parse(json.stdout)).toEqual([expect.objectContaining({ serial, reason: "key leaked" })]);
+    // The workload itself stays active: only this certificate is refused.
+    expect(h.plane.registry.get("spiffe://sigil.local/workload/orders")?.revoked).toBeNull();
+    const inspect = await sigil("identity", "inspect", join(h.dataDir, "orders.pem"), "--api", api);
+    expect(inspect.code).toBe(1);
+    expect(inspect.stdout).toMatch(
+      new RegExp(`chain:\\s+INVALID \\(revoked\\).*certificate ${serial} .*key leaked`),
+    );
+    const asData = await sigil(
+      "identity",
+      "inspect",
+      join(h.dataDir, "orders.pem"),
+      "--api",
+      api,
+      "-o",
+      "json",
+    );
+    expect(asData.code).toBe(1);
+    expect(JSON.parse(asData.stdout)).toMatchObject({
+      verification: { checked: true, valid: false, reason: "revoked" },
+    });
   });
 
   it("workload revoke revokes, and inspect then reports the chain as invalid", async () => {
@@ -169,13 +239,13 @@ describe("sigil CLI for identity", { timeout: 120_000 }, () => {
     );
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(
-      /revoked spiffe:\/\/sigil.local\/workload\/orders at .* \(revocation list sequence 1\)/,
+      /revoked spiffe:\/\/sigil.local\/workload\/orders at .* \(revocation list sequence 2\)/,
     );
     expect(h.plane.registry.revocationList().entries.map((e) => e.spiffeId)).toEqual([
       "spiffe://sigil.local/workload/orders",
     ]);
     const again = await sigil("workload", "revoke", "spiffe://sigil.local/workload/orders", "--api", api);
-    expect(again.code).toBe(1);
+    expect(again.code).toBe(4);
     expect(again.stderr).toMatch(/HTTP 409.*already revoked/);
     const inspect = await sigil("identity", "inspect", join(h.dataDir, "orders.pem"), "--api", api);
     expect(inspect.code).toBe(1);
@@ -190,5 +260,14 @@ describe("sigil CLI for identity", { timeout: 120_000 }, () => {
     expect(show.code, show.stderr).toBe(0);
     expect(show.stdout).toMatch(/bundle sequence: 2/);
     expect(show.stdout.match(/^g\d-/gm)).toHaveLength(2);
+    const json = await sigil("ca", "show", "--data-dir", h.dataDir, "-o", "json");
+    const view = JSON.parse(json.stdout) as {
+      bundleSequence: number;
+      generations: unknown[];
+      roots: unknown[];
+    };
+    expect(view.bundleSequence).toBe(2);
+    expect(view.generations).toHaveLength(2);
+    expect(view.roots).toHaveLength(2);
   });
 });

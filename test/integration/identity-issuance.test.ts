@@ -12,13 +12,12 @@ import { labelsExtensionDer } from "../../core/svid/labels-extension.ts";
 import { verifySvid } from "../../core/svid/verify.ts";
 import type { WireSignSvidRequest } from "../../core/svid/wire.ts";
 import { x509 } from "../../core/svid/x509.ts";
-import { IdentityRequestError } from "../../sidecar/identity/identity-client.ts";
 import type { IdentityClient } from "../../sidecar/identity/identity-client.ts";
 import { RotationManager } from "../../sidecar/identity/rotation.ts";
 import { collectProcessFacts } from "../../sidecar/identity/workload-facts.ts";
 import { createCsr, generateWorkloadKey, signWithKey } from "../../sidecar/identity/workload-key.ts";
 import type { IdentityHarness } from "../support/identity-harness.ts";
-import { startIdentityHarness } from "../support/identity-harness.ts";
+import { refusal, startIdentityHarness } from "../support/identity-harness.ts";
 
 const ISSUER = "https://kubernetes.default.svc.cluster.local";
 let h: IdentityHarness;
@@ -45,15 +44,6 @@ async function joinRequest(token: string, csr?: Buffer): Promise<WireSignSvidReq
     jwtAudiences: [],
     ttlSeconds: 0,
   };
-}
-
-async function refusal(promise: Promise<unknown>): Promise<IdentityRequestError> {
-  const err = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(IdentityRequestError);
-  return err as IdentityRequestError;
 }
 
 function saToken(key: webcrypto.CryptoKey, subject = "system:serviceaccount:shop:api") {
@@ -359,6 +349,18 @@ describe("SVID issuance over gRPC", () => {
     await expect(h.plane.registry.setStaticLabels(res.spiffeId, { app: "other" })).rejects.toThrow(
       /set by join-token attestation/,
     );
+    const change = (set: Record<string, string>, remove: string[], overwrite = false) =>
+      h.plane.registry.changeStaticLabels(res.spiffeId, { set, remove, overwrite });
+    const keys = (r: { staticLabels: readonly { key: string; value: string }[] }) =>
+      r.staticLabels.map((l) => `${l.key}=${l.value}`).sort();
+    expect(keys(await change({ "vuln.critical": "3" }, []))).toEqual(["team=payments", "vuln.critical=3"]);
+    await expect(change({ "vuln.critical": "0" }, [])).rejects.toThrow(/already "3".*overwrite/);
+    expect(keys(await change({ "vuln.critical": "3" }, ["absent"]))).toEqual([
+      "team=payments",
+      "vuln.critical=3",
+    ]);
+    expect(keys(await change({ "vuln.critical": "0" }, ["team"], true))).toEqual(["vuln.critical=0"]);
+    await expect(change({ app: "other" }, [])).rejects.toThrow(/set by join-token attestation/);
   });
 });
 

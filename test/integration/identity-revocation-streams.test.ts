@@ -1,9 +1,11 @@
+import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
 import { FlowServiceClient } from "../../core/flow-wire.ts";
 import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
+import { canonicalSerial } from "../../core/svid/revocation.ts";
 import type { WorkloadCredentials } from "../../sidecar/identity/rotation.ts";
 import { XdsClient } from "../../xds/client.ts";
 import { REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
@@ -49,8 +51,8 @@ const channelOptions = {
   "grpc.use_local_subchannel_pool": 1,
 } as const;
 
-/** An ADS stream as the workload, open once its first response is acknowledged. */
-async function adsStream(creds: WorkloadCredentials): Promise<XdsClient> {
+/** An ADS client as the workload, subscribed to the trust bundle and revocations, not started. */
+function adsClient(creds: WorkloadCredentials): XdsClient {
   const client = new XdsClient({
     target,
     credentials: credentials(creds),
@@ -64,6 +66,12 @@ async function adsStream(creds: WorkloadCredentials): Promise<XdsClient> {
   closers.push(() => client.close());
   client.subscribe(TRUST_BUNDLE);
   client.subscribe(REVOCATION_LIST);
+  return client;
+}
+
+/** An ADS stream as the workload, open once its first response is acknowledged. */
+async function adsStream(creds: WorkloadCredentials): Promise<XdsClient> {
+  const client = adsClient(creds);
   const acked = once(client, "ack", { signal: AbortSignal.timeout(5_000) });
   client.start();
   await acked;
@@ -86,6 +94,14 @@ function flowStream(creds: WorkloadCredentials): {
   return { stream, status };
 }
 
+/** How a new ADS stream opened with `creds` ends (it must be refused). */
+function refusedAds(creds: WorkloadCredentials): Promise<Status> {
+  const client = adsClient(creds);
+  const refused = disconnected(client);
+  client.start();
+  return refused;
+}
+
 function disconnected(client: XdsClient): Promise<Status> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("the ADS stream stayed open")), 5_000);
@@ -103,6 +119,28 @@ function within<T>(what: string, promise: Promise<T>, ms = 5_000): Promise<T> {
       setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms),
     ),
   ]);
+}
+
+/** The ADS stream ended with `adsCode` and the flow stream with PERMISSION_DENIED, both naming the revocation. */
+async function expectCut(
+  ads: Promise<Status>,
+  flows: Promise<Status>,
+  adsCode: grpc.status,
+  revoked: RegExp,
+): Promise<void> {
+  const adsEnd = await ads;
+  expect(adsEnd.code).toBe(adsCode);
+  expect(adsEnd.details).toMatch(revoked);
+  const flowsEnd = await within("flow stream", flows);
+  expect(flowsEnd.code).toBe(grpc.status.PERMISSION_DENIED);
+  expect(flowsEnd.details).toMatch(revoked);
+}
+
+/** A flow stream still open: an empty batch is acknowledged. */
+async function expectAcked(stream: grpc.ClientDuplexStream<WireBatch, WireAck>): Promise<void> {
+  stream.write({ session: "s", sequence: 1, droppedTotal: 0, flows: [] });
+  const [ack] = (await once(stream, "data", { signal: AbortSignal.timeout(5_000) })) as [WireAck];
+  expect(Number(ack.sequence)).toBe(1);
 }
 
 describe("revoking a workload ends its open control-plane streams", () => {
@@ -125,40 +163,55 @@ describe("revoking a workload ends its open control-plane streams", () => {
     await cp.identity.registry.revoke(web.spiffeId, "key compromised", cp.identity.ca.maxLeafTtlSeconds);
 
     const revoked = /spiffe:\/\/sigil\.local\/workload\/web was revoked at \S+ \(key compromised\)/;
-    const ads = await adsCut;
-    expect(ads.code).toBe(grpc.status.PERMISSION_DENIED);
-    expect(ads.details).toMatch(revoked);
-    const flows = await within("flow stream", webFlows.status);
-    expect(flows.code).toBe(grpc.status.PERMISSION_DENIED);
-    expect(flows.details).toMatch(revoked);
+    await expectCut(adsCut, webFlows.status, grpc.status.PERMISSION_DENIED, revoked);
 
     // The other workload keeps both streams and is told of the revocation on its ADS stream.
     await apiPush;
     expect(cp.xds.ads.status().map((s) => s.key)).toEqual([api.spiffeId]);
-    apiFlows.stream.write({ session: "s", sequence: 1, droppedTotal: 0, flows: [] });
-    const [ack] = (await once(apiFlows.stream, "data", { signal: AbortSignal.timeout(5_000) })) as [WireAck];
-    expect(Number(ack.sequence)).toBe(1);
+    await expectAcked(apiFlows.stream);
 
     // Reconnecting with the still unexpired certificate is refused on both services.
-    const again = new XdsClient({
-      target,
-      credentials: credentials(web),
-      channelOptions,
-      node: { id: web.spiffeId },
-      protocol: "sotw",
-      registry: cp.xds.registry,
-      backoff: { initialMs: 60_000, maxMs: 60_000, multiplier: 1, jitter: 0 },
-    });
-    closers.push(() => again.close());
-    again.subscribe(TRUST_BUNDLE);
-    const refused = disconnected(again);
-    again.start();
-    const adsAgain = await refused;
+    const adsAgain = await refusedAds(web);
     expect(adsAgain.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(adsAgain.details).toMatch(revoked);
     const flowsAgain = await within("flow reconnect", flowStream(web).status);
     expect(flowsAgain.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(flowsAgain.details).toMatch(revoked);
     expect(cp.xds.ads.status().map((s) => s.key)).toEqual([api.spiffeId]);
+  });
+});
+
+describe("revoking one certificate ends the control-plane streams it authenticated", () => {
+  it("cuts the ADS stream with UNAUTHENTICATED and the flow stream of that certificate only; the workload's other certificate keeps its streams", async () => {
+    const { token } = await cp.identity.tokens.create({ name: "db", labels: { app: "db" }, ttlSeconds: 600 });
+    const rotation = await attestWithJoinToken(controlPlane, token, closers);
+    const leaked = rotation.current();
+    const renewed = await rotation.renewNow();
+    const leakedAds = await adsStream(leaked);
+    const renewedAds = await adsStream(renewed);
+    const leakedFlows = flowStream(leaked);
+    const renewedFlows = flowStream(renewed);
+    await once(leakedFlows.stream, "metadata", { signal: AbortSignal.timeout(5_000) });
+    await once(renewedFlows.stream, "metadata", { signal: AbortSignal.timeout(5_000) });
+
+    const serial = canonicalSerial(new X509Certificate(leaked.certChain[0] as Buffer).serialNumber);
+    const adsCut = disconnected(leakedAds);
+    const pushed = once(renewedAds, "ack", { signal: AbortSignal.timeout(5_000) });
+    await cp.identity.registry.revokeCertificate(serial, "key leaked", cp.identity.ca.maxLeafTtlSeconds);
+
+    const revoked = new RegExp(
+      `certificate ${serial} of spiffe://sigil\\.local/workload/db was revoked at \\S+ \\(key leaked\\)`,
+    );
+    await expectCut(adsCut, leakedFlows.status, grpc.status.UNAUTHENTICATED, revoked);
+
+    // The renewed certificate's streams stay: its ADS stream hears of the revocation, its flows are acknowledged.
+    await pushed;
+    expect(cp.xds.ads.status().filter((s) => s.key === leaked.spiffeId)).toHaveLength(1);
+    await expectAcked(renewedFlows.stream);
+
+    // A new stream with the revoked certificate is refused the same way.
+    const again = await refusedAds(leaked);
+    expect(again.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(again.details).toMatch(revoked);
   });
 });

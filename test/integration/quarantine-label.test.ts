@@ -1,5 +1,5 @@
 /**
- * Quarantine by label, as an operator does it: `sigil workload label <web> --labels vuln.critical=3`
+ * Quarantine by label, as an operator does it: `sigil workload label web vuln.critical=3`
  * with the shipped CLI against a running control plane, and two `sigil sidecar` agents (a client-only
  * web, an api serving a port). The labelled workload learns of its own change from its own
  * WorkloadIdentity resource, so a workload without ports (never in a peer directory) renews too; its
@@ -19,7 +19,7 @@ import { startAgent } from "../../sidecar/agent/agent.ts";
 import type { Agent } from "../../sidecar/agent/agent.ts";
 import { parseAgentOptions } from "../../sidecar/agent/options.ts";
 import type { AgentOptionsInput } from "../../sidecar/agent/options.ts";
-import { startTestControlPlane } from "../support/control-plane.ts";
+import { loopbackAgentInput, startTestControlPlane } from "../support/control-plane.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { startHttpApp, startTcpApp } from "../support/sidecar-apps.ts";
 import type { App, HttpApp } from "../support/sidecar-apps.ts";
@@ -63,22 +63,10 @@ async function agentFor(name: string, extra: Partial<AgentOptionsInput>): Promis
     labels: { app: name },
     ttlSeconds: 600,
   });
-  const agent = await startAgent(
-    parseAgentOptions({
-      controlPlane: controlPlane.grpcTarget,
-      controlPlaneCa: controlPlane.cp.bundlePath,
-      joinToken: token,
-      workloadName: name,
-      mode: "explicit",
-      inboundHost: "127.0.0.1",
-      inboundPort: 0,
-      adminPort: 0,
-      drainTimeoutMs: 1_000,
-      logLevel: "silent",
-      ...extra,
-    }),
-    { logger: quiet, startTimeoutMs: 30_000 },
-  );
+  const agent = await startAgent(parseAgentOptions(loopbackAgentInput(controlPlane, token, name, extra)), {
+    logger: quiet,
+    startTimeoutMs: 30_000,
+  });
   agents.push(agent);
   return agent;
 }
@@ -134,20 +122,14 @@ afterAll(async () => {
   await controlPlane?.close();
 });
 
-async function label(web: Agent, labels: string): Promise<void> {
+function workloadLabel(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const api = `http://127.0.0.1:${controlPlane.cp.httpPort}`;
   const tokenFile = join(controlPlane.dataDir, "http-token");
-  const r = await sigil(
-    "workload",
-    "label",
-    web.spiffeId,
-    "--labels",
-    labels,
-    "--api",
-    api,
-    "--token-file",
-    tokenFile,
-  );
+  return sigil("workload", "label", ...args, "--api", api, "--token-file", tokenFile);
+}
+
+async function label(...args: string[]): Promise<void> {
+  const r = await workloadLabel(...args);
   expect(r.code, r.stderr).toBe(0);
   expect(r.stdout).toContain("re-issuance requested");
 }
@@ -199,7 +181,7 @@ describe("quarantine of a client-only workload by label", () => {
   it("the callee's ingress deny refuses it within the bound, though its sidecar keeps a connection alive", async () => {
     // Requests back to back keep web's pooled mTLS connection to api, opened with the old certificate, in use.
     expect(await status(outbound, "/orders/1")).toBe(200);
-    await label(web, "vuln.high=9");
+    await label(web.spiffeId, "--labels", "vuln.high=9");
     await within(BOUND_MS, "web's certificate carries vuln.high=9", carries(web, "vuln.high", "9"));
     await within(BOUND_MS, "api refuses web", async () => (await status(outbound, "/orders/2")) === 403);
     const denied = await flowWhere(
@@ -209,7 +191,11 @@ describe("quarantine of a client-only workload by label", () => {
   }, 60_000);
 
   it("its own sidecar refuses its requests within the bound once a quarantine policy selects it", async () => {
-    await label(web, "vuln.critical=3");
+    // kubectl's form, by name: vuln.high=9 stays, vuln.critical is added.
+    await label("web", "vuln.critical=3");
+    const refused = await workloadLabel("web", "vuln.critical=0");
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/vuln\.critical.*already "3".*overwrite/);
     await within(BOUND_MS, "web's certificate carries vuln.critical=3", carries(web, "vuln.critical", "3"));
     await within(
       BOUND_MS,
@@ -220,5 +206,9 @@ describe("quarantine of a client-only workload by label", () => {
       (r) => r.direction === "egress" && r.verdict === "deny" && r.source.labels["vuln.critical"] === "3",
     );
     expect(denied.reason).toMatch(/egress/);
+    expect(carries(web, "vuln.high", "9")()).toBe(true);
+    // Lifting the quarantine: both findings removed, web is served again.
+    await label("web", "vuln.critical-", "vuln.high-");
+    await within(BOUND_MS, "web served again", async () => (await status(outbound, "/orders/4")) === 200);
   }, 60_000);
 });

@@ -162,6 +162,36 @@ describe("certificate authority", () => {
     expect(reopened.bundle().sequence).toBe(3);
   });
 
+  it("refuses a rotation based on a state another replica has changed, and takes that replica's CA", async () => {
+    const t0 = new Date();
+    const a = await CertificateAuthority.open({ dataDir, now: t0 });
+    const b = await CertificateAuthority.open({ dataDir, now: t0 });
+    await a.rotate({ activateInSeconds: 30, now: t0 });
+    // b has not seen a's rotation (as a replica whose watch has not fired yet).
+    await expect(b.rotate({ activateInSeconds: 30, now: t0 })).rejects.toThrow(/changed since it was read/);
+    const roots = (ca: CertificateAuthority) => ca.bundle().x509Authorities.map((c) => c.fingerprint256);
+    expect(roots(a)).toHaveLength(2);
+    expect(roots(b)).toEqual(roots(a));
+    const signer = (ca: CertificateAuthority) => ca.describe().find((g) => g.signing)?.id;
+    expect(signer(b)).toBe(signer(a));
+    // The loser's keys were removed: only the two generations of the stored state remain on disk.
+    const kept = (await readdir(join(dataDir, "ca"))).filter((f) => f !== "state.json");
+    expect(kept.sort()).toEqual(
+      a
+        .describe()
+        .map((g) => g.id)
+        .sort(),
+    );
+    const after = await issue(b, new Date(t0.getTime() + 31_000));
+    expect(() =>
+      verifySvid(after.chain, {
+        bundle: a.bundle(),
+        purpose: "client",
+        now: new Date(t0.getTime() + 32_000),
+      }),
+    ).not.toThrow();
+  });
+
   it("uses a CA the user brings, with its chain, and puts the chain's root in the bundle", async () => {
     const rootKeys = await generateP256();
     const root = await x509.X509CertificateGenerator.createSelfSigned({

@@ -4,7 +4,12 @@ import {
   registrationMetadata,
   RegistrationError,
 } from "../../core/registration.ts";
-import { contentKey, workloadName, workloadSpec } from "../../controlplane/mesh/translate.ts";
+import {
+  contentGeneration,
+  contentKey,
+  workloadName,
+  workloadSpec,
+} from "../../controlplane/mesh/translate.ts";
 import { compilePolicySet, encodePolicySet, parsePolicyDocuments } from "../../core/policy/index.ts";
 import { defaultTypeRegistry } from "../../xds/registry.ts";
 import { policySetResource, peerDirectoryResource } from "../../controlplane/xds/sigil.ts";
@@ -108,6 +113,19 @@ describe("policy translation into a PolicySet", () => {
     expect(observe.mode).toBe("OBSERVE");
     expect(contentKey(api)).not.toBe(contentKey(a));
     expect(a.peer_authentication).toEqual({ mode: "STRICT", port_level: {} });
+  });
+
+  it("derives generations from content, so equal content has one version on every replica", () => {
+    const set = compiled();
+    const a = encodePolicySet(set, { app: "web" }, "enforce");
+    const again = encodePolicySet(compiled(), { app: "web" }, "enforce");
+    const observe = encodePolicySet(set, { app: "web" }, "observe");
+    expect(contentGeneration(a)).toBe(contentGeneration(again));
+    expect(contentGeneration(observe)).not.toBe(contentGeneration(a));
+    expect(Number.isSafeInteger(contentGeneration(a))).toBe(true);
+    const resource = (generation: number) =>
+      policySetResource(defaultTypeRegistry(), { ...a, name: "p", generation });
+    expect(resource(contentGeneration(a)).version).toBe(resource(contentGeneration(again)).version);
   });
 });
 

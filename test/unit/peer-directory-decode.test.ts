@@ -60,6 +60,27 @@ describe("decodePeerDirectory keeps what is sound", () => {
     expect(rejected[2]).toMatch(/workloads\[2\]\.ports\.0\.port/);
   });
 
+  it("gives every workload's labels by SPIFFE ID, one that serves no port or lost a disputed address included", () => {
+    const { labels } = decodePeerDirectory(
+      {
+        name: "mesh",
+        workloads: [
+          { ...workload("web", [], []), labels: { app: "web", "vuln.critical": "3" } },
+          { ...workload("db", ["198.18.0.20"], [5432]), labels: { app: "db" } },
+          { ...workload("rogue", ["198.18.0.20"], [5432]), labels: { app: "rogue" } },
+        ],
+      },
+      OPTIONS,
+    );
+    expect(labels.labelsOf("spiffe://sigil.local/workload/web")).toEqual({
+      app: "web",
+      "vuln.critical": "3",
+    });
+    expect(labels.labelsOf("spiffe://sigil.local/workload/db")).toEqual({ app: "db" });
+    expect(labels.labelsOf("spiffe://sigil.local/workload/rogue")).toEqual({ app: "rogue" });
+    expect(labels.size).toBe(3);
+  });
+
   it("still refuses a resource that is not a directory at all", () => {
     expect(() => decodePeerDirectory({ workloads: "x" }, OPTIONS)).toThrow(PeerDirectoryResourceError);
   });

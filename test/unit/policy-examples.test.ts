@@ -80,6 +80,8 @@ describe("demo policies", () => {
       "db-ingress",
       "mesh-audit",
       "mesh-mtls",
+      "quarantine",
+      "quarantine-egress",
       "web-egress",
     ]);
   });
@@ -120,6 +122,34 @@ describe("demo policies", () => {
     expect(chooseInboundPaths(set, labels.db, [5432])).toMatchObject([{ port: 5432, path: "fastpath" }]);
     expect(chooseOutboundPaths(set, labels.api, [5432])).toMatchObject([{ port: 5432, path: "fastpath" }]);
     expect(peerAuthenticationMode(set, labels.db, 5433)).toBe("STRICT");
+  });
+
+  it("a workload with vuln.critical > 0 is refused by its callee and stopped by its own sidecar", () => {
+    const request = {
+      port: 8080,
+      mode: "enforce" as const,
+      http: { method: "GET", path: "/api/orders", host: "api.local", headers: {} },
+    };
+    for (const [critical, verdict] of [
+      ["3", "deny"],
+      ["0", "allow"],
+    ] as const) {
+      const web = { ...labels.web, "vuln.critical": critical };
+      const egress = evaluate(set, {
+        ...request,
+        direction: "egress",
+        local: { labels: web },
+        peer: peers.api,
+      });
+      const ingress = evaluate(set, {
+        ...request,
+        direction: "ingress",
+        local: { labels: labels.api },
+        peer: workload(web),
+      });
+      expect([egress.verdict, ingress.verdict], `vuln.critical=${critical}`).toEqual([verdict, verdict]);
+      if (verdict === "deny") expect(ingress.policy).toBe("quarantine/ingress/0");
+    }
   });
 
   it("every other pair is denied at ingress", () => {

@@ -18,6 +18,8 @@ function verdicts(docs: readonly PolicyDocument[], records: readonly FlowRecord[
 }
 
 const isRogue = (r: FlowRecord) => r.source.labels.app === "rogue";
+/** The callee's decisions: what an ingress policy decides. */
+const atCallee = (r: FlowRecord) => r.direction === "ingress";
 
 describe("policy suggestion from recorded demo traffic", () => {
   const traffic = demoTraffic();
@@ -26,9 +28,21 @@ describe("policy suggestion from recorded demo traffic", () => {
 
   it("allows all observed legitimate traffic and denies the rogue's in enforce mode", () => {
     const legit = traffic.filter((r) => !isRogue(r));
-    const rogue = traffic.filter(isRogue);
+    const rogue = traffic.filter((r) => isRogue(r) && atCallee(r));
     expect(verdicts(docs, legit)).toEqual(legit.map(() => "allow"));
+    expect(rogue).toHaveLength(3);
     expect(verdicts(docs, rogue)).toEqual(rogue.map(() => "deny"));
+  });
+
+  it("never suggests a caller on its own egress allow: the callee decides", () => {
+    // The rogue's sidecar lets its requests out (its egress is unrestricted) and the api refuses
+    // them; with only the rogue's reports on this control plane, nothing may be suggested for it.
+    const rogueEgress = traffic.filter((r) => isRogue(r) && !atCallee(r));
+    expect(rogueEgress.map((r) => r.verdict)).toEqual(["allow", "allow"]);
+    const onlyCaller = suggestPolicies(rogueEgress);
+    expect(onlyCaller.policies).toEqual([]);
+    expect(onlyCaller.summary).toMatchObject({ callerReports: 2, used: 0 });
+    expect(suggestion.yaml).not.toContain("rogue");
   });
 
   it("is plain YAML a person can edit: no anchors or aliases even where rules share a peer", () => {
@@ -93,10 +107,12 @@ describe("policy suggestion from recorded demo traffic", () => {
     expect(probe("DELETE", "/api/orders")).toBe("deny");
     expect(probe("GET", "/admin")).toBe("deny");
     expect(decideInEnforce(set, flow({ from: demo.web, to: demo.db, port: 5432 })).verdict).toBe("deny");
+    const callerReports = traffic.filter((r) => !atCallee(r)).length;
     expect(suggestion.summary).toMatchObject({
       flows: traffic.length,
+      callerReports,
       deniedInEnforce: 3,
-      used: traffic.length - 3,
+      used: traffic.length - callerReports - 3,
     });
   });
 
@@ -104,7 +120,7 @@ describe("policy suggestion from recorded demo traffic", () => {
     const observed = traffic.map((r) =>
       r.verdict === "deny" ? { ...r, verdict: "allow" as const, wouldDeny: true } : r,
     );
-    const rogue = observed.filter(isRogue);
+    const rogue = observed.filter((r) => isRogue(r) && atCallee(r));
     const trusting = parsed(suggestPolicies(observed).yaml);
     expect(verdicts(trusting, rogue)).toEqual(rogue.map(() => "allow"));
     const careful = suggestPolicies(observed, { exclude: [{ app: "rogue" }] });
