@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { accessLogSchema } from "./authz/access-log.ts";
 import { userAccessSchema } from "./user-access/config.ts";
 
 /** The sidecar's static configuration (the CLI and tests build it; xDS delivers what changes). */
@@ -6,7 +7,6 @@ import { userAccessSchema } from "./user-access/config.ts";
 const port = z.number().int().min(0).max(65535);
 const destPort = z.number().int().min(1).max(65535);
 const host = z.string().min(1);
-const LOOPBACK = new Set(["127.0.0.1", "::1", "localhost"]);
 
 export const sidecarConfigSchema = z
   .object({
@@ -57,15 +57,19 @@ export const sidecarConfigSchema = z
       })
       .strict()
       .default({ host: "0.0.0.0", port: 15006, appHost: "127.0.0.1", httpPorts: [] }),
+    /**
+     * The admin server. Loopback by default; another address (`0.0.0.0`) lets a cluster's
+     * Prometheus scrape `/stats/prometheus`, while `/config_dump` stays answered to loopback only.
+     */
     admin: z
       .object({
-        host: host
-          .default("127.0.0.1")
-          .refine((h) => LOOPBACK.has(h), "the admin server listens on loopback only"),
+        host: host.default("127.0.0.1"),
         port: port.default(15000),
+        /** Label sets per group of mesh metric families before new ones fold into overflow series. */
+        maxLabelSets: z.number().int().min(1).max(100_000).default(1000),
       })
       .strict()
-      .default({ host: "127.0.0.1", port: 15000 }),
+      .default({ host: "127.0.0.1", port: 15000, maxLabelSets: 1000 }),
     /**
      * How long to wait for a client's first bytes before carrying the connection as opaque TCP (so
      * server-speaks-first protocols work). A client slower than this to send its request is carried
@@ -90,6 +94,25 @@ export const sidecarConfigSchema = z
      * requests. A request that holds its connection (long poll, slow stream) counts against it.
      */
     meshConnectionsPerDestination: z.number().int().min(1).max(4096).default(64),
+    /**
+     * HTTP/1.1 connections per direct destination (the local application inbound, a destination
+     * outside the mesh outbound); requests beyond that wait for a free one. Each is held by one
+     * request at a time, so this also caps the requests in flight to one application port.
+     */
+    directConnectionsPerDestination: z.number().int().min(1).max(65_536).default(1024),
+    /**
+     * Of those, how many are kept open while idle (up to keepAliveTimeoutMs); one returned beyond
+     * that is closed. A burst of concurrent requests otherwise leaves one idle connection per request
+     * behind it, each holding memory in the sidecar and the application until the timeout.
+     */
+    directIdleConnectionsPerDestination: z.number().int().min(0).max(65_536).default(64),
+    /**
+     * How long an idle connection to a direct destination is kept. Shorter than the keep-alive
+     * timeout of the servers behind it (node:http's default is 5 s, and many are similar), so the
+     * sidecar closes an idle connection before the server does: a request sent on a connection the
+     * server is closing is lost in flight (`http/http1/resend.ts` repeats only idempotent ones).
+     */
+    directIdleTimeoutMs: z.number().int().min(1).default(4_000),
     /** On SIGTERM: how long connections in flight may take before they are cut. */
     drainTimeoutMs: z.number().int().min(0).default(15_000),
     /**
@@ -127,6 +150,8 @@ export const sidecarConfigSchema = z
      */
     bodiesOnGetHead: z.enum(["refuse", "forward"]).default("refuse"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /** Access-log lines per port: all, denied (the default) or off, each with a sampled share. */
+    accessLog: accessLogSchema,
   })
   .strict();
 

@@ -1,10 +1,9 @@
 import net from "node:net";
 import type { AddressInfo, Server, Socket } from "node:net";
 import type http from "node:http";
-import pino from "pino";
 import type { Logger } from "pino";
 import type { WorkloadIdentity } from "../core/identity.ts";
-import { originalDestinationOf } from "../native/index.ts";
+import { nativeAvailable, originalDestinationOf, releaseFreeMemory } from "../native/index.ts";
 import { configDumpBase, startAdmin } from "./admin/admin.ts";
 import { Authorizer } from "./authz/authorize.ts";
 import { EgressNameResolver } from "./egress/dns.ts";
@@ -14,14 +13,17 @@ import { Http1Proxy } from "./http/http1/proxy.ts";
 import { Http2Proxy } from "./http/http2/proxy.ts";
 import { InboundHandler } from "./proxy/inbound.ts";
 import { SidecarMetrics } from "./admin/metrics.ts";
+import { AccessLog } from "./authz/access-log.ts";
 import { MeshTls } from "./tls/mtls.ts";
 import { OutboundHandler } from "./proxy/outbound.ts";
 import type { CredentialSource, FlowSink, PeerDirectory, PolicySource } from "./inputs/sources.ts";
 import { ConnectionTracker } from "./proxy/tracker.ts";
+import { MemoryReturn } from "./proxy/memory-return.ts";
 import { retireConnectionsOnIdentityChange } from "./upstream/identity-change.ts";
-import { OpenTunnels } from "./tunnel/open-tunnels.ts";
+import { OpenConnections } from "./authz/open-connections.ts";
 import { Upstreams } from "./upstream/upstreams.ts";
-import { UserAccessGate } from "./user-access/gate.ts";
+import type { UserAccessGate } from "./user-access/gate.ts";
+import { createLogger } from "../core/logger.ts";
 
 /**
  * Composes the data path: listeners, mTLS, proxies, authorization, admin. The inputs that change at
@@ -83,17 +85,20 @@ export function startSidecar(options: StartSidecarOptions & { serveAdmin: false 
 export function startSidecar(options: StartSidecarOptions): Promise<Sidecar>;
 export async function startSidecar(options: StartSidecarOptions): Promise<Sidecar | DataPath> {
   const config = parseSidecarConfig(options.config);
-  const log = options.logger ?? pino({ name: "sigil-sidecar", level: config.logLevel }, pino.destination(2));
+  const log = options.logger ?? createLogger("sigil-sidecar", { level: config.logLevel });
   // Read first: a missing key or secret file stops start-up before anything listens.
   const userAccessConfig = config.inbound.userAccess;
-  const userAccess =
-    userAccessConfig === undefined
-      ? null
-      : await UserAccessGate.create(userAccessConfig, {
-          log,
-          ...(options.sessionClock === undefined ? {} : { now: options.sessionClock }),
-        });
-  const metrics = new SidecarMetrics();
+  // The gate and its OpenID Connect and JOSE libraries load only when user access is configured:
+  // they are several MB of live heap that every other sidecar would carry for nothing.
+  let userAccess: UserAccessGate | null = null;
+  if (userAccessConfig !== undefined) {
+    const gate = await import("./user-access/gate.ts");
+    userAccess = await gate.UserAccessGate.create(userAccessConfig, {
+      log,
+      ...(options.sessionClock === undefined ? {} : { now: options.sessionClock }),
+    });
+  }
+  const metrics = new SidecarMetrics({ maxLabelSets: config.admin.maxLabelSets });
   const meshTls = new MeshTls(options.credentials, options.policy, metrics, log);
   const self = (): WorkloadIdentity => meshTls.identity.identity;
   const authorizer = new Authorizer(
@@ -103,11 +108,15 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     metrics,
     log,
     new EgressNameResolver(config.egressDns),
+    new AccessLog(config.accessLog, log),
   );
   const upstreams = new Upstreams(meshTls, {
     connectTimeoutMs: config.connectTimeoutMs,
     keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    directIdleTimeoutMs: config.directIdleTimeoutMs,
     meshConnectionsPerDestination: config.meshConnectionsPerDestination,
+    directConnectionsPerDestination: config.directConnectionsPerDestination,
+    directIdleConnectionsPerDestination: config.directIdleConnectionsPerDestination,
   });
   metrics.watchUpstreamRoutes(() => upstreams.routes);
   const http1 = new Http1Proxy(
@@ -127,14 +136,30 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     { maxHeaderListBytes: config.maxHeaderBytes, bodiesOnGetHead: config.bodiesOnGetHead },
     log,
   );
-  const tracker = new ConnectionTracker(metrics);
-  const stopRetiring = retireConnectionsOnIdentityChange(options.credentials, meshTls, upstreams, log);
-  const openTunnels = new OpenTunnels(log);
-  const redecideTunnels = (): void => void openTunnels.redecide();
-  options.policy.on?.("change", redecideTunnels);
+  // Without the native addon (or glibc) the memory a burst used simply stays with the process.
+  const memoryReturn: MemoryReturn | undefined = nativeAvailable()
+    ? new MemoryReturn((): number => tracker.size, releaseFreeMemory)
+    : undefined;
+  const tracker: ConnectionTracker = new ConnectionTracker(metrics, memoryReturn);
+  if (memoryReturn) metrics.watchMemoryReturns(memoryReturn.stats);
+  const stopRetiring = retireConnectionsOnIdentityChange(
+    options.credentials,
+    meshTls,
+    options.policy,
+    upstreams,
+    log,
+  );
+  const openConnections = new OpenConnections(log);
+  // A new revocation list also cuts pooled connections to servers whose certificate it now refuses.
+  const redecideOpen = (): void => {
+    openConnections.redecide();
+    upstreams.dropRevoked(options.policy.current().revocations);
+  };
+  options.policy.on?.("change", redecideOpen);
   const stopWatching = (): void => {
+    memoryReturn?.stop();
     stopRetiring();
-    options.policy.off?.("change", redecideTunnels);
+    options.policy.off?.("change", redecideOpen);
   };
   const originalDestination = options.originalDestination ?? originalDestinationOf;
   let draining = false;
@@ -146,7 +171,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     http1,
     http2,
     tracker,
-    openTunnels,
+    openConnections,
     detectTimeoutMs: config.detectTimeoutMs,
     log,
   });
@@ -173,7 +198,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
     http1,
     http2,
     tracker,
-    openTunnels,
+    openConnections,
     appHost: config.inbound.appHost,
     plaintextPort:
       config.mode === "captured"

@@ -1,4 +1,5 @@
 import http from "node:http";
+import net from "node:net";
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -6,7 +7,7 @@ import type { WorkloadIdentity } from "../../core/identity.ts";
 import type { PolicySnapshot } from "../inputs/sources.ts";
 
 /**
- * The loopback admin server: `/ready` (200 once listening with a valid SVID, 503 while starting or
+ * The admin server (loopback unless configured otherwise): `/ready` (200 once listening with a valid SVID, 503 while starting or
  * draining), `/stats/prometheus`, and `/config_dump` (the effective configuration and live state as
  * JSON; never key material).
  */
@@ -31,12 +32,19 @@ export function configDumpBase(
     },
     enforcement: snapshot.mode,
     revocations: snapshot.revocations.list.entries.length,
+    revokedCertificates: snapshot.revocations.list.certificates?.length ?? 0,
   };
 }
 
 /** Where `/stats/prometheus` reads from: one registry, or an aggregate of several processes. */
 export interface AdminMetrics {
   readonly registry: Pick<Registry, "metrics" | "contentType">;
+}
+
+export function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  const v4 = address.startsWith("::ffff:") ? address.slice(7) : address;
+  return v4 === "::1" || (net.isIPv4(v4) && v4.startsWith("127."));
 }
 
 export async function startAdmin(
@@ -70,6 +78,11 @@ export async function startAdmin(
       return;
     }
     if (path === "/config_dump") {
+      // The admin listener may face the network for scraping; the configuration is for the host.
+      if (!isLoopback(req.socket.remoteAddress)) {
+        res.writeHead(403, { "content-type": "text/plain" }).end("config_dump is served to loopback only\n");
+        return;
+      }
       res
         .writeHead(200, { "content-type": "application/json" })
         .end(`${JSON.stringify(state.configDump(), null, 2)}\n`);

@@ -1,5 +1,6 @@
 import { getHeapSpaceStatistics } from "node:v8";
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { DEFAULT_MAX_LABEL_SETS, MeshMetrics } from "./mesh-metrics.ts";
 
 type Direction = "ingress" | "egress";
 type Protocol = "tcp" | "http" | "grpc";
@@ -20,9 +21,34 @@ interface PendingDenials {
   count: number;
 }
 
-/** The sidecar's Prometheus metrics, on a registry of its own (several sidecars can share a process). */
+const MISNAMED_DEFAULTS = [
+  "nodejs_active_handles_total",
+  "nodejs_active_requests_total",
+  "nodejs_active_resources_total",
+];
+
+export interface SidecarMetricsOptions {
+  /** Label sets per group of mesh metric families before new ones fold into overflow series. */
+  readonly maxLabelSets?: number;
+}
+
+/**
+ * The sidecar's Prometheus metrics, on a registry of its own (several sidecars can share a process):
+ * the mesh's standard request and connection families (`mesh`), the sidecar's own, and the
+ * process's and Node's defaults (`process_*`, `nodejs_*`).
+ */
 export class SidecarMetrics {
   readonly registry = new Registry();
+  readonly mesh: MeshMetrics;
+
+  constructor(options: SidecarMetricsOptions = {}) {
+    this.mesh = new MeshMetrics(this.registry, options.maxLabelSets ?? DEFAULT_MAX_LABEL_SETS);
+    collectDefaultMetrics({ register: this.registry });
+    // Gauges that prom-client names like counters (promtool refuses them); the per-type gauges of
+    // the same name without `_total` stay, and their sum is the same number.
+    for (const name of MISNAMED_DEFAULTS) this.registry.removeSingleMetric(name);
+  }
+
   /**
    * Decisions and denials are counted in plain numbers and added to the counters when they are
    * read (a scrape): prom-client validates and hashes the labels on every increment, which was
@@ -118,6 +144,28 @@ export class SidecarMetrics {
       registers: [this.registry],
       collect() {
         this.set(read());
+      },
+    });
+  }
+
+  /** Exports the free memory returned to the system after connection bursts (proxy/memory-return.ts). */
+  watchMemoryReturns(stats: { readonly returns: number; readonly milliseconds: number }): void {
+    new Counter({
+      name: "sigil_sidecar_memory_returns_total",
+      help: "Times the C heap's free memory was returned to the system after a burst of connections",
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(stats.returns);
+      },
+    });
+    new Counter({
+      name: "sigil_sidecar_memory_return_seconds_total",
+      help: "Time the event loop spent returning free memory to the system",
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(stats.milliseconds / 1000);
       },
     });
   }

@@ -1,23 +1,24 @@
 import { readFile } from "node:fs/promises";
 import type { Socket } from "node:net";
-import pino from "pino";
 import type { Logger } from "pino";
 import { registrationMetadata } from "../../core/registration.ts";
 import { parseSpiffeId } from "../../core/identity.ts";
 import { API_VERSION, compilePolicySet } from "../../core/policy/index.ts";
 import type { CompiledPolicySet } from "../../core/policy/index.ts";
+import type { WireProcessFacts } from "../../core/svid/wire.ts";
 import { originalDestinationOf } from "../../native/index.ts";
 import { FlowReporter } from "../flows/reporter.ts";
 import { IdentityClient } from "../identity/identity-client.ts";
+import { IdentityStore } from "../identity/identity-store.ts";
 import { RotationManager } from "../identity/rotation.ts";
 import type { BootstrapProof, WorkloadCredentials } from "../identity/rotation.ts";
 import { collectProcessFacts, readMetadataFile } from "../identity/workload-facts.ts";
+import { findWorkloadProcess } from "../identity/workload-process.ts";
 import type { SidecarConfigInput } from "../config.ts";
 import { startSidecar } from "../sidecar.ts";
 import type { Sidecar } from "../sidecar.ts";
 import type { PeerDirectory } from "../inputs/sources.ts";
 import { PeerDirectoryHolder, PolicyHolder } from "../inputs/state.ts";
-import { startSidecarWorkers } from "../worker-processes/primary.ts";
 import type { SidecarWorkers } from "../worker-processes/primary.ts";
 import {
   bootstrapChannelCredentials,
@@ -26,13 +27,18 @@ import {
   svidChannelCredentials,
 } from "./control-plane-tls.ts";
 import { bootstrapProofSource } from "./bootstrap-proof.ts";
-import { controlPlaneTargets, grpcTargetFor } from "./control-plane-targets.ts";
+import { keepIdentity, storedIdentity } from "./kept-identity.ts";
+import { renewOnRefusedCertificate } from "./refused-certificate.ts";
+import { controlPlaneTargets, unaryTargetFor, type AddressLookup } from "./control-plane-targets.ts";
 import type { AgentFastPath } from "./fast-path.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
 import { FlowRelay } from "./flow-relay.ts";
 import { guardOriginalDestination, localAddressTest } from "../proxy/loop-guard.ts";
 import type { AgentOptions } from "./options.ts";
 import { SidecarSubscriptions } from "./subscriptions.ts";
+import { startAgentWorkloadApi } from "./workload-api.ts";
+import type { WorkloadApi } from "../workload-api/server.ts";
+import { createLogger } from "../../core/logger.ts";
 
 /**
  * `sigil sidecar`: one process composing the sidecar's parts. Identity first (a key made here, a
@@ -61,6 +67,8 @@ export interface Agent {
   readonly flows: FlowReporter;
   /** The L4 fast path, when `--fast-path-ports` were given. */
   readonly fastPath: AgentFastPath | null;
+  /** The SPIFFE Workload API, when `--workload-api-socket` was given. */
+  readonly workloadApi: WorkloadApi | null;
   /** Lets connections in flight finish (up to the drain timeout), then stops everything. */
   drain(): Promise<{ clean: boolean }>;
   /** Stops everything at once. */
@@ -73,6 +81,13 @@ export interface AgentRuntime {
   readonly originalDestination?: (socket: Socket) => { address: string; port: number };
   /** Gives up waiting for the first SVID and policy set after this long (default: wait for ever). */
   readonly startTimeoutMs?: number;
+  /** Resolves control-plane names given in a list (default: the host's resolver). */
+  readonly lookup?: AddressLookup;
+  /**
+   * Index in `--control-plane` of the replica the xDS stream opens to first (default: a random one,
+   * which spreads sidecars over the replicas); failover then goes on in list order.
+   */
+  readonly firstControlPlane?: number;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number | undefined, what: string): Promise<T> {
@@ -90,6 +105,22 @@ function withTimeout<T>(promise: Promise<T>, ms: number | undefined, what: strin
       },
     );
   });
+}
+
+/**
+ * How long an SVID request waits for the workload named by its attributes to be running: on a VM,
+ * systemd starts the application after the sidecar, and restarts it after a crash.
+ */
+const WORKLOAD_WAIT_MS = 30_000;
+
+/** The protected process's facts for one SVID request, by pid or by attributes; none when neither is set. */
+async function processFactsOf(o: AgentOptions, log: Logger): Promise<{ process?: WireProcessFacts }> {
+  if (o.workloadPid !== undefined) return { process: await collectProcessFacts(o.workloadPid) };
+  if (o.workloadUid === undefined) return {};
+  const attributes = { uid: o.workloadUid, ...(o.workloadExe !== undefined ? { exe: o.workloadExe } : {}) };
+  const onWaiting = (what: string): void =>
+    log.info({ waitMs: WORKLOAD_WAIT_MS }, `waiting for the workload's process (${what})`);
+  return { process: await findWorkloadProcess(attributes, { waitMs: WORKLOAD_WAIT_MS, onWaiting }) };
 }
 
 /** Ingress is default-deny anyway; an empty egress section makes egress default-deny too. */
@@ -116,14 +147,15 @@ function sidecarConfig(o: AgentOptions): SidecarConfigInput {
       ...(o.userAccess !== undefined ? { userAccess: o.userAccess } : {}),
     },
     outbound: { host: o.outboundHost, port: o.outboundPort, targets: o.outbound },
-    admin: { host: "127.0.0.1", port: o.adminPort },
+    admin: { host: o.adminHost, port: o.adminPort },
     drainTimeoutMs: o.drainTimeoutMs,
     logLevel: o.logLevel,
+    accessLog: o.accessLog,
   };
 }
 
 export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): Promise<Agent> {
-  const log = runtime.logger ?? pino({ name: "sigil-sidecar", level: o.logLevel }, pino.destination(2));
+  const log = runtime.logger ?? createLogger("sigil-sidecar", { level: o.logLevel });
   let caPem: string;
   try {
     caPem = await readFile(o.controlPlaneCa, "utf8");
@@ -143,17 +175,26 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
   const check = controlPlaneIdentityCheck(o.trustDomain);
 
   const controlPlanes = controlPlaneTargets(o.controlPlane);
+  let unaryTarget: string;
+  try {
+    unaryTarget = await unaryTargetFor(controlPlanes, runtime.lookup);
+  } catch (err) {
+    throw new AgentError((err as Error).message);
+  }
   const identityClient = new IdentityClient({
-    address: grpcTargetFor(controlPlanes),
+    address: unaryTarget,
     caPem,
     credentials: bootstrapChannelCredentials(caPem, check),
   });
+  const store = o.identityDir !== undefined ? new IdentityStore(o.identityDir) : undefined;
+  const resumeFrom = await storedIdentity(store, log);
   const rotation = new RotationManager({
     client: identityClient,
     trustDomain: o.trustDomain,
     bootstrapProof,
+    ...(resumeFrom ? { resumeFrom } : {}),
     facts: async () => ({
-      ...(o.workloadPid !== undefined ? { process: await collectProcessFacts(o.workloadPid) } : {}),
+      ...(await processFactsOf(o, log)),
       ...(o.metadataFile !== undefined ? { metadata: await readMetadataFile(o.metadataFile) } : {}),
     }),
     ...(o.metadataFile !== undefined ? { watchFile: o.metadataFile } : {}),
@@ -177,8 +218,10 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     if (id?.trustDomain !== o.trustDomain)
       throw new AgentError(`issued SVID ${creds.spiffeId} is outside trust domain ${o.trustDomain}`);
     provider.update(creds);
+    await keepIdentity(store, creds, log);
     rotation.on("rotated", (c) => {
       provider.update(c);
+      void keepIdentity(store, c, log);
       log.info({ spiffeId: c.spiffeId, notAfter: c.notAfter.toISOString() }, "SVID rotated");
     });
     log.info({ spiffeId: creds.spiffeId, notAfter: creds.notAfter.toISOString() }, "SVID issued");
@@ -199,9 +242,11 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     if (o.workers > 1 && runtime.originalDestination)
       throw new AgentError("a custom original-destination reader cannot reach worker processes");
     let workers: SidecarWorkers | null = null;
+    // The workers' primary (node:cluster, the relay protocol) loads only when workers are asked for.
+    const primary = o.workers > 1 ? await import("../worker-processes/primary.ts") : null;
     const sidecar =
-      o.workers > 1
-        ? (workers = await startSidecarWorkers({
+      primary !== null
+        ? (workers = await primary.startSidecarWorkers({
             workers: o.workers,
             config: sidecarConfig(o),
             credentials: rotation,
@@ -230,7 +275,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       if (a) ownPorts.add(a.port);
 
     const flows = new FlowReporter({
-      target: grpcTargetFor(controlPlanes),
+      target: unaryTarget,
       credentials: () => svidChannelCredentials(provider, check),
       registry: sidecar.metrics.registry,
       logger: log,
@@ -242,6 +287,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
     // The registration carries the bound inbound port, so it is sent once the listeners are up.
     const subscriptions = new SidecarSubscriptions({
       target: controlPlanes,
+      ...(runtime.firstControlPlane !== undefined ? { firstTarget: runtime.firstControlPlane } : {}),
       credentials: svidChannelCredentials(provider, check),
       node: {
         id: creds.spiffeId,
@@ -270,6 +316,28 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       log,
     });
     cleanup.push(() => subscriptions.close());
+    let workloadApi: WorkloadApi | null;
+    try {
+      workloadApi = await startAgentWorkloadApi(o, {
+        rotation,
+        target: unaryTarget,
+        caPem,
+        provider,
+        check,
+        log,
+      });
+    } catch (err) {
+      throw new AgentError(`workload API: ${(err as Error).message}`);
+    }
+    if (workloadApi) cleanup.push(() => void workloadApi?.close());
+    const refusedCertificate = renewOnRefusedCertificate({
+      rotation,
+      xds: subscriptions.client,
+      revocations: () => policy.current().revocations,
+      log,
+    });
+    subscriptions.on("changed", refusedCertificate.check);
+    cleanup.push(refusedCertificate.stop);
     let directory: readonly DirectoryEntry[] = [];
     subscriptions.on("peers", (entries) => {
       directory = entries;
@@ -326,6 +394,8 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
 
     let stopped = false;
     const stopControl = async (): Promise<void> => {
+      refusedCertificate.stop();
+      await workloadApi?.close();
       await fastPath?.stop();
       subscriptions.close();
       rotation.stop();
@@ -340,6 +410,7 @@ export async function startAgent(o: AgentOptions, runtime: AgentRuntime = {}): P
       rotation,
       flows,
       fastPath,
+      workloadApi,
       async drain() {
         if (stopped) return { clean: true };
         stopped = true;

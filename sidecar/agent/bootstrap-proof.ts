@@ -21,9 +21,11 @@ async function readSecretFile(file: string, what: string): Promise<string> {
 }
 
 /**
- * How the sidecar proves itself for its first SVID: a one-time join token (given or read once at
- * start, failing early), or a projected Kubernetes service-account token read anew on every
- * bootstrap, since the kubelet rotates the file and an old token may have expired.
+ * How the sidecar proves itself for its first SVID, and again when its certificate can no longer
+ * prove it (revoked by serial): a projected Kubernetes service-account token, or a one-time join
+ * token. Files are read at start (failing early) and anew on every bootstrap: the kubelet rotates a
+ * service-account token, and an operator puts a new join token in the file for a workload whose
+ * certificate was revoked, since the first one is used up.
  */
 export async function bootstrapProofSource(o: AgentOptions): Promise<() => Promise<BootstrapProof>> {
   if (o.serviceAccountTokenFile !== undefined) {
@@ -31,6 +33,11 @@ export async function bootstrapProofSource(o: AgentOptions): Promise<() => Promi
     await readSecretFile(file, "service-account token");
     return async () => ({ serviceAccountToken: await readSecretFile(file, "service-account token") });
   }
-  const joinToken = o.joinToken ?? (await readSecretFile(o.joinTokenFile as string, "join token"));
+  if (o.joinTokenFile !== undefined) {
+    const file = o.joinTokenFile;
+    await readSecretFile(file, "join token");
+    return async () => ({ joinToken: await readSecretFile(file, "join token") });
+  }
+  const joinToken = o.joinToken as string;
   return () => Promise.resolve({ joinToken });
 }

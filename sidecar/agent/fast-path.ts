@@ -229,6 +229,7 @@ function sourcesOf(trustDomain: string, inputs: FastPathInputs): EnforcerSources
     revocations: {
       sequence: snapshot.revocations.list.sequence,
       entries: snapshot.revocations.list.entries,
+      certificates: snapshot.revocations.list.certificates ?? [],
     },
     policyDocuments: decoded.documents,
     mode: decoded.mode,

@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { availableParallelism, networkInterfaces } from "node:os";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { accessLogSchema } from "../authz/access-log.ts";
 import { userAccessSchema } from "../user-access/config.ts";
 import { controlPlaneProblem } from "./control-plane-targets.ts";
 
@@ -60,6 +61,23 @@ export const agentOptionsSchema = z
     workloadName: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, { error: "not a workload name" }),
     /** The protected process: its /proc facts go into attestation. */
     workloadPid: z.number().int().positive().optional(),
+    /**
+     * The protected process by its attributes instead of a pid (a VM, where systemd starts and
+     * restarts it): the user it runs as (uid or user name) and, optionally, its executable. Its
+     * /proc facts are read afresh for each SVID request.
+     */
+    workloadUid: z
+      .union([
+        z.number().int().min(0).max(0xffffffff),
+        z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$/, { error: "not a uid or user name" }),
+      ])
+      .optional(),
+    workloadExe: z.string().startsWith("/", { error: "must be an absolute path" }).optional(),
+    /**
+     * Where the current SVID and its key are kept (0600) so a restarted sidecar renews with them
+     * instead of its single-use join token. Unset: kept in memory only.
+     */
+    identityDir: z.string().min(1).optional(),
     /** Node metadata file (cloud, image, vulnerabilities); a change renews the SVID. */
     metadataFile: z.string().min(1).optional(),
     appPort: z.array(appPort).default([]),
@@ -73,6 +91,8 @@ export const agentOptionsSchema = z
     inboundPort: port.default(15006),
     outboundHost: z.string().min(1).default("127.0.0.1"),
     outboundPort: port.default(15001),
+    /** The admin listener's address: loopback unless a cluster's Prometheus must reach it. */
+    adminHost: z.string().min(1).default("127.0.0.1"),
     adminPort: port.default(15000),
     /** Explicit mode: `[host:]port=host:port` listeners standing for one destination each. */
     outbound: z.array(outboundTarget).default([]),
@@ -102,7 +122,13 @@ export const agentOptionsSchema = z
       .union([z.literal("auto"), z.number().int().min(1).max(256)])
       .default(1)
       .transform((v) => (v === "auto" ? availableParallelism() : v)),
+    /** Serve the SPIFFE Workload API on this Unix socket (`sidecar/workload-api/`). */
+    workloadApiSocket: z.string().startsWith("/", { error: "must be an absolute path" }).optional(),
+    /** The workload's uids: only processes running as one of them are handed its identity. */
+    workloadApiUid: z.array(z.number().int().min(0).max(0xfffffffe)).default([]),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    /** Access-log lines per port (sidecar config `accessLog`; `--access-log 8080=all:0.1,9090=off`). */
+    accessLog: accessLogSchema,
   })
   .strict()
   .superRefine((o, ctx) => {
@@ -112,6 +138,37 @@ export const agentOptionsSchema = z
         code: "custom",
         message: "give exactly one of joinToken / joinTokenFile / serviceAccountTokenFile",
         path: ["joinToken"],
+      });
+    if (o.workloadPid !== undefined && (o.workloadUid !== undefined || o.workloadExe !== undefined))
+      ctx.addIssue({
+        code: "custom",
+        message: "name the workload by its pid or by its attributes (workloadUid, workloadExe), not both",
+        path: ["workloadPid"],
+      });
+    if (o.workloadExe !== undefined && o.workloadUid === undefined)
+      ctx.addIssue({
+        code: "custom",
+        message: "workloadExe needs workloadUid: the workload is the process of that user running it",
+        path: ["workloadExe"],
+      });
+    if (o.workloadApiSocket !== undefined && o.workloadApiUid.length === 0)
+      ctx.addIssue({
+        code: "custom",
+        message: "the workload API needs the workload's uids: only their processes get its identity",
+        path: ["workloadApiUid"],
+      });
+    if (o.workloadApiSocket === undefined && o.workloadApiUid.length > 0)
+      ctx.addIssue({
+        code: "custom",
+        message: "workloadApiUid names who may use the workload API; give workloadApiSocket too",
+        path: ["workloadApiSocket"],
+      });
+    const ownUid = process.getuid?.();
+    if (ownUid !== undefined && o.workloadApiUid.includes(ownUid))
+      ctx.addIssue({
+        code: "custom",
+        message: `uid ${ownUid} is the sidecar's own: the sidecar is never the workload (run the application as another user)`,
+        path: ["workloadApiUid"],
       });
     if (o.mode === "captured" && o.outbound.length > 0)
       ctx.addIssue({ code: "custom", message: "outbound targets are for explicit mode", path: ["outbound"] });

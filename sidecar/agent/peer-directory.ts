@@ -1,6 +1,8 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { parseSpiffeId } from "../../core/identity.ts";
+import type { Labels } from "../../core/labels.ts";
+import { DirectoryLabels } from "../inputs/directory-labels.ts";
 import type { MeshDestination } from "../inputs/sources.ts";
 
 /**
@@ -64,6 +66,8 @@ function canonicalAddress(address: string): string {
 /** A decoded directory: the destinations it gives, and each part of it that had to be left out. */
 export interface DecodedDirectory {
   readonly entries: DirectoryEntry[];
+  /** Every valid workload entry's labels by SPIFFE ID, those serving no port included. */
+  readonly labels: DirectoryLabels;
   /** One line per rejected workload entry or address:port, naming the resource, field and reason. */
   readonly rejected: string[];
 }
@@ -95,9 +99,12 @@ export function decodePeerDirectory(
   }
   const rejected: string[] = [];
   const candidates: DirectoryEntry[] = [];
+  const labels: [string, Labels][] = [];
   parsed.data.workloads.forEach((raw, i) => {
     try {
-      candidates.push(...workloadEntries(raw, i, rawName, options));
+      const workload = workloadEntries(raw, i, rawName, options);
+      labels.push([workload.spiffeId, workload.labels]);
+      candidates.push(...workload.entries);
     } catch (err) {
       if (!(err instanceof PeerDirectoryResourceError)) throw err;
       rejected.push(err.message);
@@ -124,16 +131,16 @@ export function decodePeerDirectory(
       );
     }
   }
-  return { entries, rejected };
+  return { entries, labels: DirectoryLabels.of(labels), rejected };
 }
 
-/** One workload entry's destinations; throws PeerDirectoryResourceError naming the field. */
+/** One workload entry's labels and destinations; throws PeerDirectoryResourceError naming the field. */
 function workloadEntries(
   raw: unknown,
   i: number,
   rawName: string,
   options: { trustDomain: string; sidecarPort: number },
-): DirectoryEntry[] {
+): { spiffeId: string; labels: Labels; entries: DirectoryEntry[] } {
   const parsed = workloadMessage.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -181,5 +188,5 @@ function workloadEntries(
       ]);
     }
   });
-  return entries;
+  return { spiffeId: w.spiffe_id, labels: w.labels, entries };
 }

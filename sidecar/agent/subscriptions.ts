@@ -20,6 +20,7 @@ import {
 } from "../../xds/type-urls.ts";
 import type { NodeSpec } from "../../xds/wire.ts";
 import type { PeerDirectoryHolder, PolicyHolder } from "../inputs/state.ts";
+import { DirectoryLabels } from "../inputs/directory-labels.ts";
 import { decodePeerDirectory } from "./peer-directory.ts";
 import type { DirectoryEntry } from "./peer-directory.ts";
 import { labelKey, wantedLabelKey } from "./own-identity.ts";
@@ -50,6 +51,8 @@ export interface SubscriptionTargets {
 export interface SubscriptionOptions extends SubscriptionTargets {
   /** One control plane, or several replicas to fail over between. */
   readonly target: string | readonly string[];
+  /** Index in `target` of the replica to open the first stream to (default: a random one). */
+  readonly firstTarget?: number;
   readonly credentials: grpc.ChannelCredentials;
   readonly node: NodeSpec;
   readonly log: Logger;
@@ -58,7 +61,10 @@ export interface SubscriptionOptions extends SubscriptionTargets {
 export interface SubscriptionEvents {
   /** The first own PolicySet was accepted. */
   policy: [DecodedPolicySet];
-  /** A policy set or revocation list was applied (what the fast path's enforcers must hear about). */
+  /**
+   * A policy set, revocation list or new peer labels were applied (what the fast path's enforcers
+   * and data-path workers must hear about).
+   */
   changed: [];
   /** A peer directory was applied: every destination now in force (what data-path workers must hear about). */
   peers: [readonly DirectoryEntry[]];
@@ -75,6 +81,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     super();
     this.client = new XdsClient({
       target: o.target,
+      ...(o.firstTarget !== undefined ? { firstTarget: o.firstTarget } : {}),
       credentials: o.credentials,
       node: o.node,
       protocol: "sotw",
@@ -148,7 +155,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     this.o.policy.update({ policies: decoded.policies, mode: decoded.mode });
     this.o.log.info(
       {
-        name: decoded.name,
+        policySet: decoded.name,
         generation: decoded.generation,
         mode: decoded.mode,
         documents: decoded.documents.length,
@@ -163,7 +170,7 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     // Several resources are one directory: an address:port two of them give to different
     // identities is left out for both, as within one resource.
     const resources = [...update.resources.values()];
-    const { entries, rejected } = decodePeerDirectory(
+    const { entries, labels, rejected } = decodePeerDirectory(
       {
         name: resources.map((r) => r.name).join("+") || "(none)",
         workloads: resources.flatMap((r) => workloadsOf(r.message)),
@@ -173,6 +180,12 @@ export class SidecarSubscriptions extends EventEmitter<SubscriptionEvents> {
     for (const reason of rejected) this.o.log.warn({ reason }, "peer directory entry left out");
     this.o.peers.replace(entries);
     this.emit("peers", entries);
+    // A peer's labels changing at the control plane re-decides its open connections here at once,
+    // before the peer renews its certificate (authz/peer-labels.ts).
+    if (!labels.equals(this.o.policy.current().peerLabels ?? DirectoryLabels.empty())) {
+      this.o.policy.update({ peerLabels: labels });
+      this.emit("changed");
+    }
     this.o.log.debug({ destinations: entries.length }, "peer directory applied");
   }
 

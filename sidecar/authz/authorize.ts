@@ -5,13 +5,23 @@ import type { FlowEndpoint, FlowRecord } from "../../core/flow.ts";
 import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
 import type { AuthzRequest, Decision, EnforcementMode, HttpRequestFacts } from "../../core/policy/index.ts";
 import type { UserIdentity } from "../../core/user.ts";
-import { evaluate, normalizeRequestPath, peerAuthenticationMode } from "../../core/policy/index.ts";
+import {
+  connectionPrecheck,
+  evaluate,
+  normalizeRequestPath,
+  peerAuthenticationMode,
+} from "../../core/policy/index.ts";
 import { canonicalName } from "../../core/policy/dns.ts";
+import { isCertificateRevocation } from "../../core/svid/revocation.ts";
 import type { EgressNameResolver, NameBinding } from "../egress/dns.ts";
 import { bindingProblem } from "../egress/dns.ts";
 import { egressNamesOf } from "../egress/names.ts";
 import type { SidecarMetrics } from "../admin/metrics.ts";
-import type { FlowSink, PolicySource } from "../inputs/sources.ts";
+import type { MeshObservation } from "../admin/mesh-metrics.ts";
+import type { FlowSink, PolicySnapshot, PolicySource } from "../inputs/sources.ts";
+import { DirectoryLabels } from "../inputs/directory-labels.ts";
+import { AccessLog } from "./access-log.ts";
+import { decideStricter } from "./peer-labels.ts";
 import { denialCategory, refused } from "./refusal.ts";
 import type { RefusedDecision } from "./refusal.ts";
 
@@ -37,6 +47,8 @@ export interface ConnectionFacts {
 export interface FlowOutcome {
   readonly protocol: FlowProtocol;
   readonly http?: { readonly method: string; readonly path: string; readonly status?: number };
+  /** gRPC: the status the stream ended with, when one was seen. */
+  readonly grpcStatus?: number;
   readonly bytesSent: number;
   readonly bytesReceived: number;
   readonly startedAt: number;
@@ -76,6 +88,19 @@ function peerEndpoint(peer: Peer): FlowEndpoint {
   return { labels: {}, address: peer.dnsName ?? peer.address };
 }
 
+/** The refusal of a workload peer whose identity or certificate the revocation list names. */
+function revokedRefusal(snapshot: PolicySnapshot, peer: Peer): RefusedDecision | null {
+  if (peer.kind !== "workload") return null;
+  const revoked = snapshot.revocations.revoking(peer.identity);
+  if (!revoked) return null;
+  return refused({
+    kind: "revoked",
+    spiffeId: peer.identity.spiffeId,
+    serial: isCertificateRevocation(revoked) ? revoked.serial : null,
+    reason: revoked.reason,
+  });
+}
+
 export class Authorizer {
   constructor(
     private readonly self: () => WorkloadIdentity,
@@ -84,6 +109,8 @@ export class Authorizer {
     private readonly metrics: SidecarMetrics,
     private readonly log: Logger,
     private readonly names?: EgressNameResolver,
+    /** Which decisions become log lines, per port; by default denials only. */
+    private readonly accessLog: AccessLog = new AccessLog([], log),
   ) {}
 
   /**
@@ -113,11 +140,8 @@ export class Authorizer {
     const snapshot = this.policy.current();
     // A revocation also ends connections that were authenticated before it arrived, request by
     // request, in both directions: pooled egress connections to a revoked destination included.
-    if (peer.kind === "workload") {
-      const revoked = snapshot.revocations.revoking(peer.identity.spiffeId);
-      if (revoked)
-        return refused({ kind: "revoked", spiffeId: peer.identity.spiffeId, reason: revoked.reason });
-    }
+    const revoked = revokedRefusal(snapshot, peer);
+    if (revoked) return revoked;
     try {
       // Built once per decision, in one of two fixed shapes (no spread), since this runs per request.
       const { direction, port } = conn;
@@ -131,6 +155,17 @@ export class Authorizer {
       )
         return refused({ kind: "mtls-required", port });
       const mode = snapshot.mode;
+      if (peer.kind === "workload")
+        return decideStricter(peer, snapshot.peerLabels ?? DirectoryLabels.empty(), (p) =>
+          evaluate(
+            snapshot.policies,
+            user !== null
+              ? { direction, local, peer: p, port, mode, http, user }
+              : http === undefined
+                ? { direction, local, peer: p, port, mode }
+                : { direction, local, peer: p, port, mode, http },
+          ),
+        );
       const request: AuthzRequest =
         user !== null
           ? { direction, local, peer, port, mode, http, user }
@@ -138,7 +173,7 @@ export class Authorizer {
             ? { direction, local, peer, port, mode }
             : { direction, local, peer, port, mode, http };
       const decision = evaluate(snapshot.policies, request);
-      if (direction === "egress" && peer.kind === "external" && peer.dnsName !== undefined)
+      if (direction === "egress" && peer.dnsName !== undefined)
         return this.bindName(decision, mode, peer.address, peer.dnsName, () =>
           evaluate(snapshot.policies, { ...request, peer: { kind: "external", address: peer.address } }),
         );
@@ -148,6 +183,29 @@ export class Authorizer {
         { err, direction: conn.direction, port: conn.port },
         "policy evaluation failed; denying",
       );
+      return refused({ kind: "internal-error", message: (err as Error).message });
+    }
+  }
+
+  /**
+   * Whether an open mesh HTTP connection may go on carrying requests, re-decided when the policy or a
+   * peer's labels change: refused when its peer is revoked or no request from it on this port could
+   * be allowed any more (core/policy `connectionPrecheck`), under its certificate's labels and the
+   * directory's. Requests on a connection it keeps are still decided one by one.
+   */
+  decideConnection(conn: ConnectionFacts): Decision {
+    const snapshot = this.policy.current();
+    const { direction, port, peer } = conn;
+    const revoked = revokedRefusal(snapshot, peer);
+    if (revoked) return revoked;
+    try {
+      const local = this.self();
+      const mode = snapshot.mode;
+      return decideStricter(peer, snapshot.peerLabels ?? DirectoryLabels.empty(), (p) =>
+        connectionPrecheck(snapshot.policies, { direction, local, peer: p, port, mode }),
+      );
+    } catch (err) {
+      this.log.error({ err, direction, port }, "policy evaluation failed; denying");
       return refused({ kind: "internal-error", message: (err as Error).message });
     }
   }
@@ -209,6 +267,50 @@ export class Authorizer {
     return binding;
   }
 
+  /** Counts a TCP connection whose decision was just made; `record` counts its end. */
+  tcpOpened(conn: ConnectionFacts, decision: Decision, peer: Peer = conn.peer): void {
+    this.metrics.mesh.tcpOpened(this.observation(conn, decision, peer, "tcp"));
+  }
+
+  private observation(
+    conn: ConnectionFacts,
+    decision: Decision,
+    peer: Peer,
+    protocol: FlowProtocol,
+  ): MeshObservation {
+    return {
+      direction: conn.direction,
+      self: this.self(),
+      peer,
+      encrypted: conn.encrypted,
+      protocol,
+      verdict: decision.verdict === "deny" ? "deny" : decision.wouldDeny ? "would_deny" : "allow",
+      policy: decision.policy,
+    };
+  }
+
+  private recordMesh(
+    conn: ConnectionFacts,
+    decision: Decision,
+    outcome: FlowOutcome,
+    peer: Peer,
+    seconds: number,
+  ): void {
+    const o = this.observation(conn, decision, peer, outcome.protocol);
+    if (outcome.protocol === "tcp") {
+      this.metrics.mesh.tcpClosed(o, outcome.bytesSent, outcome.bytesReceived);
+      return;
+    }
+    this.metrics.mesh.request({
+      ...o,
+      status: outcome.http?.status ?? 0,
+      ...(outcome.grpcStatus === undefined ? {} : { grpcStatus: outcome.grpcStatus }),
+      seconds,
+      requestBytes: outcome.bytesReceived,
+      responseBytes: outcome.bytesSent,
+    });
+  }
+
   /** Records one decided request or connection once its outcome is known. */
   record(
     conn: ConnectionFacts,
@@ -229,6 +331,7 @@ export class Authorizer {
       durationMs / 1000,
       decision.verdict === "deny" ? denialCategory(decision) : null,
     );
+    this.recordMesh(conn, decision, outcome, peer, durationMs / 1000);
     const record: FlowRecord = {
       id: nextFlowId(),
       time: outcome.startedAt,
@@ -248,22 +351,25 @@ export class Authorizer {
       bytesReceived: outcome.bytesReceived,
       durationMs,
     };
-    if (decision.verdict === "deny" || decision.wouldDeny) {
-      this.log.info(
-        {
-          direction: conn.direction,
-          peer: other.spiffeId ?? other.address,
-          user: other.user?.sub,
-          port: conn.port,
-          http: outcome.http,
-          verdict: decision.verdict,
-          wouldDeny: decision.wouldDeny,
-          policy: decision.policy,
-          reason: decision.reason,
-        },
-        decision.verdict === "deny" ? "denied" : "would deny (observe mode)",
-      );
-    }
+    this.accessLog.write({
+      port: conn.port,
+      verdict: decision.verdict,
+      wouldDeny: decision.wouldDeny,
+      fields: {
+        direction: conn.direction,
+        peer: other.spiffeId ?? other.address,
+        user: other.user?.sub,
+        port: conn.port,
+        http: outcome.http,
+        verdict: decision.verdict,
+        wouldDeny: decision.wouldDeny,
+        policy: decision.policy,
+        reason: decision.reason,
+        durationMs,
+        bytesSent: outcome.bytesSent,
+        bytesReceived: outcome.bytesReceived,
+      },
+    });
     try {
       this.flows.report(record);
     } catch (err) {

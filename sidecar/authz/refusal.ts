@@ -7,8 +7,13 @@ import { refusalDecision } from "../../core/policy/index.ts";
  * from it once, never parsed back.
  */
 export type Refusal =
-  /** The peer's SPIFFE ID is in the current revocation list. */
-  | { readonly kind: "revoked"; readonly spiffeId: string; readonly reason: string }
+  /** The peer's SPIFFE ID, or its certificate's serial (`serial` set), is in the current revocation list. */
+  | {
+      readonly kind: "revoked";
+      readonly spiffeId: string;
+      readonly serial: string | null;
+      readonly reason: string;
+    }
   /** Plaintext where the port's peer authentication is STRICT; no port: none takes plaintext here. */
   | { readonly kind: "mtls-required"; readonly port: number | null }
   /** A mesh mTLS hop to a port whose peer authentication is DISABLE. */
@@ -45,7 +50,9 @@ export interface RefusedDecision extends Decision {
 export function refusalText(r: Refusal): string {
   switch (r.kind) {
     case "revoked":
-      return `revoked: ${r.spiffeId}: ${r.reason}`;
+      return r.serial === null
+        ? `revoked: ${r.spiffeId}: ${r.reason}`
+        : `revoked: ${r.spiffeId}: certificate ${r.serial}: ${r.reason}`;
     case "mtls-required":
       return r.port === null
         ? "mtls-required: no application port takes plaintext here"

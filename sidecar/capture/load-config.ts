@@ -39,6 +39,13 @@ const listOf =
 
 const idText = (text: string): number | string => (/^\d+$/.test(text.trim()) ? Number(text) : text.trim());
 
+const maskText = (text: string, where: string): number => {
+  const t = text.trim();
+  if (!/^(0x[0-9a-f]{1,8}|\d{1,10})$/i.test(t))
+    throw new CaptureConfigError(where, [`"${text}" is not a mark mask`]);
+  return Number(t);
+};
+
 const boolText = (text: string, where: string): boolean => {
   if (/^(1|true|yes|on)$/i.test(text)) return true;
   if (/^(0|false|no|off)$/i.test(text)) return false;
@@ -88,6 +95,12 @@ const SETTINGS: Setting[] = [
   },
   { key: "backend", flag: "backend", env: "SIGIL_IPTABLES_BACKEND", parse: (t) => t },
   { key: "allowRootProxy", flag: "allowRootProxy", env: "SIGIL_ALLOW_ROOT_PROXY", parse: boolText },
+  {
+    key: "fastPathMarkMask",
+    flag: "fastPathMarkMask",
+    env: "SIGIL_FAST_PATH_MARK_MASK",
+    parse: maskText,
+  },
 ];
 
 const flagName = (key: string): string => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -113,7 +126,7 @@ function flagLayer(flags: Record<string, unknown>, givenOnCli: (name: string) =>
 }
 
 /** The file's `capture:` section, checked on its own so each problem can name its line. */
-async function fileLayer(path: string): Promise<RawLayer> {
+async function fileLayer(path: string, lookup: NameLookup): Promise<RawLayer> {
   let text: string;
   try {
     text = await readFile(path, "utf8");
@@ -135,7 +148,7 @@ async function fileLayer(path: string): Promise<RawLayer> {
   if (typeof section !== "object" || section === null || Array.isArray(section)) {
     throw new CaptureConfigError(path, ["`capture:` must be a mapping"]);
   }
-  const resolved = await resolveIds(section as RawLayer);
+  const resolved = await resolveIds(section as RawLayer, lookup);
   const checked = captureConfigSchema.partial().safeParse(resolved);
   if (!checked.success) {
     throw new CaptureConfigError(
@@ -168,12 +181,15 @@ function getent(database: "passwd" | "group", name: string): Promise<number> {
   });
 }
 
+/** How a user or group name becomes its id: the system's name service (`getent`) by default. */
+export type NameLookup = (database: "passwd" | "group", name: string) => Promise<number>;
+
 /** User and group names become ids; numeric text becomes a number. */
-async function resolveIds(raw: RawLayer): Promise<RawLayer> {
+async function resolveIds(raw: RawLayer, lookup: NameLookup): Promise<RawLayer> {
   const out = { ...raw };
   const one = async (value: unknown, db: "passwd" | "group") =>
     typeof value === "string" && !/^\d+$/.test(value)
-      ? getent(db, value)
+      ? lookup(db, value)
       : typeof value === "string"
         ? Number(value)
         : value;
@@ -192,16 +208,22 @@ export interface InitSources {
   flags: Record<string, unknown>;
   /** Whether a flag was given on the command line (rather than left at its default). */
   givenOnCli: (name: string) => boolean;
+  /** Resolves user and group names (default `getent`, so NSS sources such as LDAP count too). */
+  lookupName?: NameLookup;
 }
 
 /** Merges file, environment and flags (later wins) and validates the result. */
 export async function loadCaptureConfig(sources: InitSources): Promise<CaptureConfig> {
-  const file = sources.configFile ? await fileLayer(sources.configFile) : {};
-  const merged = await resolveIds({
-    ...file,
-    ...envLayer(sources.env),
-    ...flagLayer(sources.flags, sources.givenOnCli),
-  });
+  const lookup = sources.lookupName ?? getent;
+  const file = sources.configFile ? await fileLayer(sources.configFile, lookup) : {};
+  const merged = await resolveIds(
+    {
+      ...file,
+      ...envLayer(sources.env),
+      ...flagLayer(sources.flags, sources.givenOnCli),
+    },
+    lookup,
+  );
   const origin = [sources.configFile, "environment", "flags"].filter(Boolean).join(" + ");
   return parseCaptureConfig(merged, origin);
 }

@@ -8,7 +8,7 @@ import { compilePolicySet } from "../../core/policy/index.ts";
 import type { EnforcementMode, PolicyDocument } from "../../core/policy/index.ts";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { RevocationIndex } from "../../core/svid/revocation.ts";
-import type { RevocationEntry } from "../../core/svid/revocation.ts";
+import type { RevocationEntry, RevokedCertificate } from "../../core/svid/revocation.ts";
 import type { LocalIdentity, PolicyState } from "./enforcer-state.ts";
 import { loadLocalIdentity } from "./local-identity.ts";
 import type { TrustState } from "./verifier.ts";
@@ -18,7 +18,11 @@ export interface EnforcerSources {
   readonly keyPem: string;
   readonly trustDomain: string;
   readonly bundleJson: string;
-  readonly revocations: { readonly sequence: number; readonly entries: readonly RevocationEntry[] };
+  readonly revocations: {
+    readonly sequence: number;
+    readonly entries: readonly RevocationEntry[];
+    readonly certificates?: readonly RevokedCertificate[];
+  };
   readonly policyDocuments: readonly PolicyDocument[];
   readonly mode: EnforcementMode;
 }
@@ -35,6 +39,7 @@ export function buildState(s: EnforcerSources): {
       trustDomain: s.trustDomain,
       sequence: s.revocations.sequence,
       entries: s.revocations.entries,
+      certificates: s.revocations.certificates ?? [],
     }),
   };
   return { local, trust, policy: { set: compilePolicySet(s.policyDocuments), mode: s.mode } };

@@ -15,13 +15,23 @@ import type {
 import type { EnforcerSources } from "./sources.ts";
 
 /**
- * Worker threads do not inherit the parent's module hooks, and the project runs its TypeScript
- * through tsx without a build step: each worker registers tsx before importing its entry module.
+ * Where a worker thread starts. Worker threads do not inherit the parent's module hooks, and from
+ * source the project runs its TypeScript through tsx without a build step, so each worker registers
+ * tsx before importing worker.ts. In the sidecar image the sidecar is one bundle with no TypeScript
+ * loader, and the worker a second bundle next to it (scripts/build-image.sh).
  */
-const TSX_LOADER = import.meta.resolve("tsx/esm/api");
+function workerEntry(): { loader: string | null; entry: string } {
+  if (import.meta.url.endsWith(".ts"))
+    return {
+      loader: import.meta.resolve("tsx/esm/api"),
+      entry: new URL("./worker.ts", import.meta.url).href,
+    };
+  return { loader: null, entry: new URL("./fastpath-worker.mjs", import.meta.url).href };
+}
 const BOOT = `
 const { workerData } = require("node:worker_threads");
-import(workerData.loader).then(({ register }) => { register(); return import(workerData.entry); });
+const registered = workerData.loader ? import(workerData.loader).then(({ register }) => register()) : Promise.resolve();
+registered.then(() => import(workerData.entry));
 `;
 
 export class FastPathWorkers {
@@ -53,12 +63,13 @@ export class FastPathWorkers {
   ): Promise<FastPathWorkers> {
     const pool = new FastPathWorkers(onFlow, onError);
     const ready: Promise<void>[] = [];
+    const { loader, entry } = workerEntry();
     for (let i = 0; i < settings.queueCount; i++) {
       const worker = new Worker(BOOT, {
         eval: true,
         workerData: {
-          loader: TSX_LOADER,
-          entry: new URL("./worker.ts", import.meta.url).href,
+          loader,
+          entry,
           settings: { ...settings, queueFirst: settings.queueFirst + i, queueCount: 1 },
           sources,
         },

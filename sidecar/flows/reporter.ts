@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
-import pino from "pino";
 import type { Logger } from "pino";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
@@ -9,6 +8,7 @@ import type { FlowRecord } from "../../core/flow.ts";
 import type { FlowSink } from "../inputs/sources.ts";
 import { FlowServiceClient, toWireFlow } from "../../core/flow-wire.ts";
 import type { WireAck, WireBatch } from "../../core/flow-wire.ts";
+import { createLogger } from "../../core/logger.ts";
 
 export interface FlowReporterOptions {
   /** Control plane gRPC address, `host:port`. */
@@ -99,7 +99,7 @@ export class FlowReporter
     this.backoffInitialMs = opts.backoffInitialMs ?? 200;
     this.backoffMaxMs = opts.backoffMaxMs ?? 10_000;
     this.backoffMs = this.backoffInitialMs;
-    this.log = opts.logger ?? pino({ name: "flow-reporter" }, pino.destination(2));
+    this.log = opts.logger ?? createLogger("flow-reporter");
     this.metrics = opts.registry
       ? {
           reported: new Counter({

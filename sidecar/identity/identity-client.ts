@@ -1,6 +1,11 @@
 import * as grpc from "@grpc/grpc-js";
 import type { PeerCertificate } from "node:tls";
-import type { WireSignSvidRequest, WireSignSvidResponse } from "../../core/svid/wire.ts";
+import type {
+  WireSignJwtSvidRequest,
+  WireSignJwtSvidResponse,
+  WireSignSvidRequest,
+  WireSignSvidResponse,
+} from "../../core/svid/wire.ts";
 import { IdentityServiceClient } from "../../core/svid/wire.ts";
 
 /** The control plane refused or could not be reached; `code` is the gRPC status. */
@@ -26,6 +31,7 @@ export interface IdentityClientOptions {
   readonly timeoutMs?: number;
   /** Replaces the credentials built from `caPem`/`serverSpiffeId` (the agent's own server check). */
   readonly credentials?: grpc.ChannelCredentials;
+  readonly channelOptions?: grpc.ChannelOptions;
 }
 
 /**
@@ -57,17 +63,32 @@ export class IdentityClient {
       });
     // With a SPIFFE ID check the host name plays no part; naming one keeps TLS from sending an IP
     // address as SNI.
-    const channelOptions = expected ? { "grpc.ssl_target_name_override": "sigil-controlplane" } : {};
+    const channelOptions = {
+      ...options.channelOptions,
+      ...(expected ? { "grpc.ssl_target_name_override": "sigil-controlplane" } : {}),
+    };
     this.client = new IdentityServiceClient(options.address, credentials, channelOptions) as grpc.Client &
       Record<string, unknown>;
     this.timeoutMs = options.timeoutMs ?? 10_000;
   }
 
   signSvid(request: WireSignSvidRequest): Promise<WireSignSvidResponse> {
-    const method = this.client.SignSvid as (
-      req: WireSignSvidRequest,
+    return this.call("SignSvid", "SVID", request);
+  }
+
+  /**
+   * A JWT-SVID for the SPIFFE ID of the SVID this client presents: only meaningful on a client built
+   * with the sidecar's mTLS credentials (`credentials`), which the control plane authenticates.
+   */
+  signJwtSvid(request: WireSignJwtSvidRequest): Promise<WireSignJwtSvidResponse> {
+    return this.call("SignJwtSvid", "JWT-SVID", request);
+  }
+
+  private call<Req, Res>(rpc: string, what: string, request: Req): Promise<Res> {
+    const method = this.client[rpc] as (
+      req: Req,
       options: grpc.CallOptions,
-      cb: (err: grpc.ServiceError | null, res?: WireSignSvidResponse) => void,
+      cb: (err: grpc.ServiceError | null, res?: Res) => void,
     ) => void;
     return new Promise((resolve, reject) => {
       method.call(this.client, request, { deadline: Date.now() + this.timeoutMs }, (err, res) => {
@@ -75,11 +96,11 @@ export class IdentityClient {
           reject(
             new IdentityRequestError(
               err.code,
-              `SVID request failed (${grpc.status[err.code]}): ${err.details}`,
+              `${what} request failed (${grpc.status[err.code]}): ${err.details}`,
             ),
           );
         else if (!res)
-          reject(new IdentityRequestError(grpc.status.INTERNAL, "SVID request returned no response"));
+          reject(new IdentityRequestError(grpc.status.INTERNAL, `${what} request returned no response`));
         else resolve(res);
       });
     });

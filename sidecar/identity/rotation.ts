@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import { watch } from "node:fs";
 import type { FSWatcher } from "node:fs";
+import type { KeyObject } from "node:crypto";
 import { basename, dirname } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import type { AttestedLabel, LabelProvenance } from "../../core/labels.ts";
@@ -33,6 +34,13 @@ export interface WorkloadCredentials {
   readonly bundle: TrustBundle;
 }
 
+/** What a renewal proves the workload with: its current chain and the key of its leaf. */
+export interface RenewalProof {
+  readonly certChain: readonly Buffer[];
+  readonly privateKey: KeyObject;
+  readonly notAfter: Date;
+}
+
 /** First-issuance proof: a join token or a service-account token (renewals use the SVID itself). */
 export type BootstrapProof = { readonly joinToken: string } | { readonly serviceAccountToken: string };
 
@@ -47,6 +55,11 @@ export interface RotationOptions {
   readonly watchFile?: string;
   readonly jwtAudiences?: readonly string[];
   readonly ttlSeconds?: number;
+  /**
+   * An SVID of an earlier run (identity-store.ts): the first request renews with it instead of a
+   * bootstrap proof, falling back to the bootstrap proof if the control plane no longer accepts it.
+   */
+  readonly resumeFrom?: RenewalProof;
   /** Renewal happens at lifetime × (0.5 ± jitter/2). Default 0.1. */
   readonly jitter?: number;
   readonly retryInitialMs?: number;
@@ -158,6 +171,16 @@ export class RotationManager extends EventEmitter<RotationEvents> {
     this.timer.unref();
   }
 
+  private renewalProof(): RenewalProof | undefined {
+    if (this.credentials && this.key)
+      return {
+        certChain: this.credentials.certChain,
+        privateKey: this.key.privateKey,
+        notAfter: this.credentials.notAfter,
+      };
+    return this.options.resumeFrom;
+  }
+
   private async requestSvid(): Promise<WorkloadCredentials> {
     const key = await generateWorkloadKey();
     const csr = await createCsr(key);
@@ -167,14 +190,14 @@ export class RotationManager extends EventEmitter<RotationEvents> {
       jwtAudiences: [...(this.options.jwtAudiences ?? [])],
       ttlSeconds: this.options.ttlSeconds ?? 0,
     };
-    const current = this.credentials;
+    const current = this.renewalProof();
     let response: WireSignSvidResponse | undefined;
-    if (current && this.key && current.notAfter.getTime() > Date.now()) {
+    if (current && current.notAfter.getTime() > Date.now()) {
       const renewal = {
         ...base,
         attestation: {
           proof: "renewal" as const,
-          renewal: { certChain: [...current.certChain], csrSignature: signWithKey(this.key, csr) },
+          renewal: { certChain: [...current.certChain], csrSignature: signWithKey(current, csr) },
           process: facts.process ?? null,
           metadata: facts.metadata ?? null,
         },

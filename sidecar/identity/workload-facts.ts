@@ -49,7 +49,7 @@ export async function collectProcessFacts(
     return { uid, gid, user: await userName(uid, options.passwdPath ?? "/etc/passwd"), exePath, exeSha256 };
   } catch (err) {
     if (err instanceof WorkloadFactsError) throw err;
-    throw new WorkloadFactsError(`cannot read process ${pid}: ${(err as Error).message}`);
+    throw new WorkloadFactsError(`cannot read process ${pid}: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -5,8 +5,9 @@ import { x509 } from "../../core/svid/x509.ts";
 const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 
 /**
- * A workload's P-256 key pair. It exists only in this process's memory: it is never written to
- * disk and never sent anywhere; only CSRs and signatures made with it leave.
+ * A workload's P-256 key pair. It is never sent anywhere; only CSRs and signatures made with it
+ * leave. It stays in this process's memory unless the sidecar is given an identity directory
+ * (identity-store.ts), where the current one is kept for a restart.
  */
 export interface WorkloadKey {
   readonly keys: webcrypto.CryptoKeyPair;
@@ -41,6 +42,6 @@ export async function createCsr(key: WorkloadKey, spiffeId?: string): Promise<Bu
 }
 
 /** ECDSA-SHA256 (DER) over `data`: the renewal proof that this process holds the current SVID key. */
-export function signWithKey(key: WorkloadKey, data: Buffer): Buffer {
+export function signWithKey(key: Pick<WorkloadKey, "privateKey">, data: Buffer): Buffer {
   return sign("sha256", data, key.privateKey);
 }

@@ -3,6 +3,7 @@ import type { WorkloadIdentity } from "../../core/identity.ts";
 import type { CompiledPolicySet, EnforcementMode } from "../../core/policy/index.ts";
 import type { RevocationIndex } from "../../core/svid/revocation.ts";
 import type { WorkloadCredentials } from "../identity/rotation.ts";
+import type { DirectoryLabels } from "./directory-labels.ts";
 
 /**
  * What the data path consumes from the rest of the sidecar. Each is a narrow, synchronous read of
@@ -29,6 +30,12 @@ export interface PolicySnapshot {
   /** This workload's enforcement mode, computed by the control plane. */
   readonly mode: EnforcementMode;
   readonly revocations: RevocationIndex;
+  /**
+   * Each mesh workload's labels as the control plane's peer directory lists them now, by SPIFFE ID:
+   * a peer is decided under these and its certificate's, the stricter winning (`authz/peer-labels.ts`).
+   * Absent: no directory held, peers are decided by their certificates.
+   */
+  readonly peerLabels?: DirectoryLabels;
 }
 
 export interface PolicySource {

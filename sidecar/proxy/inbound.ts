@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import type { OpenTunnels } from "../tunnel/open-tunnels.ts";
+import type { OpenConnections } from "../authz/open-connections.ts";
 import type { Logger } from "pino";
 import type { Peer } from "../../core/identity.ts";
 import type { Labels } from "../../core/labels.ts";
@@ -10,6 +10,7 @@ import type { Authorizer, ConnectionFacts } from "../authz/authorize.ts";
 import type { ForwardClientCert } from "../http/client-cert.ts";
 import { forwardedClientCert } from "../http/client-cert.ts";
 import { refused, refusalText } from "../authz/refusal.ts";
+import { tlsFailureReason } from "../tls/failure-reason.ts";
 import type { Refusal } from "../authz/refusal.ts";
 import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
@@ -34,8 +35,8 @@ import type { UserAccessGate } from "../user-access/gate.ts";
 
 export interface InboundDeps {
   readonly authorizer: Authorizer;
-  /** Open TCP tunnels, re-decided when the policy changes. */
-  readonly openTunnels?: OpenTunnels;
+  /** Open tunnels and mesh HTTP connections, re-decided when the policy or a peer's labels change. */
+  readonly openConnections?: OpenConnections;
   readonly tls: MeshTls;
   readonly policy: PolicySource;
   readonly selfLabels: () => Labels;
@@ -82,6 +83,21 @@ export class InboundHandler {
       detection.protocol.kind === "tls" ? selectMeshAlpn(detection.protocol.hello.alpn) : undefined;
     const target = alpn === undefined ? null : decodeMeshAlpn(alpn);
     if (target) await this.mesh(socket, detection, target);
+    else if (
+      !plaintextPossible &&
+      detection.protocol.kind === "tcp" &&
+      detection.protocol.reason !== "unrecognised"
+    )
+      // Where only mesh callers are served, silence until the deadline (or a client leaving first) is
+      // a mesh handshake that did not happen, not a plaintext client: said as such, not "mtls-required".
+      this.refuse(socket, plainPort ?? 0, {
+        kind: "peer-rejected",
+        reason: detection.protocol.reason === "timeout" ? "handshake-timeout" : "closed-before-hello",
+        message:
+          detection.protocol.reason === "timeout"
+            ? `no complete TLS ClientHello within ${deps.handshakeTimeoutMs} ms`
+            : "the client closed the connection before its TLS ClientHello was complete",
+      });
     else this.plaintext(socket, detection, plainPort);
   }
 
@@ -94,7 +110,9 @@ export class InboundHandler {
       peer: peer ?? { kind: "external", address },
       encrypted: false,
     };
-    this.deps.authorizer.record(facts, refused(refusal), {
+    const decision = refused(refusal);
+    this.deps.authorizer.tcpOpened(facts, decision);
+    this.deps.authorizer.record(facts, decision, {
       protocol: "tcp",
       bytesSent: 0,
       bytesReceived: 0,
@@ -133,15 +151,23 @@ export class InboundHandler {
         err instanceof PeerRejectedError
           ? { kind: "peer-rejected", reason: err.reason, message: err.message }
           : { kind: "tls-error", message: (err as Error).message };
+      // `reason` is a stable code to group by; `detail` the text, OpenSSL's own for a TLS failure.
       deps.log.info(
-        { remote: socket.remoteAddress, port: target.port, reason: refusalText(refusal) },
+        {
+          remote: socket.remoteAddress,
+          port: target.port,
+          reason: err instanceof PeerRejectedError ? err.reason : tlsFailureReason(err),
+          detail: refusalText(refusal),
+        },
         "mesh handshake refused",
       );
       this.refuse(socket, target.port, refusal, { kind: "external", address: remote });
       return;
     }
     const tlsSocket = accepted.socket;
-    tlsSocket.on("error", (err) => deps.log.debug({ err: err.message }, "inbound mTLS error"));
+    tlsSocket.on("error", (err) =>
+      deps.log.debug({ reason: tlsFailureReason(err), detail: err.message }, "inbound mTLS error"),
+    );
     const facts: ConnectionFacts = {
       direction: "ingress",
       port: target.port,
@@ -173,16 +199,19 @@ export class InboundHandler {
             ...this.gateFor(target.port),
           }
         : { facts, route, peerFor: () => facts.peer, ...this.gateFor(target.port) };
-    switch (target.protocol) {
-      case "http1":
-        deps.http1.accept(tlsSocket, conn, Buffer.alloc(0));
-        return;
-      case "h2":
-        deps.http2.accept(tlsSocket, conn, Buffer.alloc(0));
-        return;
-      case "tcp":
-        tunnel(deps, tlsSocket, conn, Buffer.alloc(0));
+    if (target.protocol === "tcp") {
+      tunnel(deps, tlsSocket, conn, Buffer.alloc(0));
+      return;
     }
+    // A kept-alive connection, an HTTP/2 session or an upgraded stream of a peer that policy or a
+    // relabelling now refuses everything is closed, not left to carry what is already in flight.
+    deps.openConnections?.add(
+      tlsSocket,
+      () => deps.authorizer.decideConnection(facts),
+      () => tlsSocket.destroy(),
+    );
+    if (target.protocol === "http1") deps.http1.accept(tlsSocket, conn, Buffer.alloc(0));
+    else deps.http2.accept(tlsSocket, conn, Buffer.alloc(0));
   }
 
   private plaintext(socket: Socket, detection: Detection, port: number | null): void {

@@ -1,5 +1,5 @@
 import net from "node:net";
-import type { OpenTunnels } from "../tunnel/open-tunnels.ts";
+import type { OpenConnections } from "../authz/open-connections.ts";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Peer } from "../../core/identity.ts";
@@ -26,7 +26,7 @@ import type { UpstreamRoute, Upstreams } from "../upstream/upstreams.ts";
 export interface OutboundDeps {
   readonly authorizer: Authorizer;
   /** Open TCP tunnels, re-decided when the policy changes. */
-  readonly openTunnels?: OpenTunnels;
+  readonly openConnections?: OpenConnections;
   readonly peers: PeerDirectory;
   readonly upstreams: Upstreams;
   readonly http1: Http1Proxy;

@@ -1,19 +1,30 @@
 import type { Socket } from "node:net";
 import type { SidecarMetrics } from "../admin/metrics.ts";
 
+/** Told of every connection opened and closed (after the tracker counted it). */
+export interface ConnectionObserver {
+  opened(): void;
+  closed(): void;
+}
+
 /** Every open downstream connection, for the active-connections gauge and for draining. */
 export class ConnectionTracker {
   private readonly open = new Set<Socket>();
   private waiters: (() => void)[] = [];
 
-  constructor(private readonly metrics: SidecarMetrics) {}
+  constructor(
+    private readonly metrics: SidecarMetrics,
+    private readonly observer?: ConnectionObserver,
+  ) {}
 
   add(socket: Socket, direction: "ingress" | "egress"): void {
     this.open.add(socket);
     this.metrics.activeConnections.inc({ direction });
+    this.observer?.opened();
     socket.once("close", () => {
       this.open.delete(socket);
       this.metrics.activeConnections.dec({ direction });
+      this.observer?.closed();
       if (this.open.size === 0) {
         const waiters = this.waiters;
         this.waiters = [];

@@ -54,6 +54,8 @@ export class MeshTls {
   >();
   private readonly onRotate = (): void => this.reload();
   private readonly peers = new PeerVerifier();
+  /** The identity each open client hop's server proved, certificate serial included. */
+  private readonly servers = new WeakMap<Socket, VerifiedSvid>();
 
   constructor(
     private readonly credentials: CredentialSource,
@@ -215,6 +217,7 @@ export class MeshTls {
         this.metrics.tlsHandshakes.inc({ side: "client", result: "error" });
         fail(err);
       });
+      let verified: VerifiedSvid | undefined;
       socket.once("secureConnect", () => {
         deadline.cancel();
         socket.removeAllListeners("error");
@@ -232,6 +235,7 @@ export class MeshTls {
             purpose: "server",
             revocations: this.policy.current().revocations,
           });
+          verified = peer;
           if (peer.identity.spiffeId !== dest.identity.spiffeId) {
             throw new PeerRejectedError(
               "unexpected-peer",
@@ -249,9 +253,15 @@ export class MeshTls {
           return;
         }
         this.metrics.tlsHandshakes.inc({ side: "client", result: "ok" });
+        this.servers.set(socket, verified);
         resolve(socket);
       });
     });
+  }
+
+  /** What the server of a hop `connect` opened proved (its certificate's serial among it). */
+  serverOf(socket: Socket): VerifiedSvid | undefined {
+    return this.servers.get(socket);
   }
 
   close(): void {

@@ -72,7 +72,7 @@ export class PeerVerifier {
     if (
       hit &&
       now.getTime() < hit.expiresAtMs &&
-      options.revocations.revoking(hit.verified.identity.spiffeId) === undefined
+      options.revocations.revoking(hit.verified.identity) === undefined
     ) {
       return hit.verified;
     }

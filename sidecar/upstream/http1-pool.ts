@@ -4,8 +4,10 @@ import type { Socket } from "node:net";
  * Keep-alive HTTP/1.1 connections to one upstream (a mesh destination over mTLS, or the local
  * application), lent to one exchange at a time. The pool holds at most `max` connections, open or
  * opening; exchanges beyond that wait first in, first out, and one whose client left is taken out
- * of the line before it is ever sent. An idle connection that the upstream closes, sends bytes on,
- * or that stays idle for `idleTimeoutMs` is dropped.
+ * of the line before it is ever sent. At most `maxIdle` connections are kept idle: one returned
+ * beyond that is closed, so a burst of concurrent exchanges does not leave as many connections
+ * (and their memory, on both ends) behind it. An idle connection that the upstream closes, sends
+ * bytes on, or that stays idle for `idleTimeoutMs` is dropped.
  *
  * Bytes an upstream sends outside an exchange are never read as the next exchange's response: a
  * connection returned with bytes still buffered is closed instead of kept, and one that receives
@@ -25,6 +27,8 @@ export interface PoolUser {
 
 export class UpstreamConnection {
   user: PoolUser | null = null;
+  /** Exchanges it has been lent to, the current one included. */
+  private exchanges = 0;
   private closed = false;
 
   private readonly onData = (chunk: Buffer): void => {
@@ -62,6 +66,21 @@ export class UpstreamConnection {
     socket.setTimeout(pool.idleTimeoutMs);
   }
 
+  /** Hands it to the exchange `user` (called by the pool). */
+  lendTo(user: PoolUser): void {
+    this.user = user;
+    this.exchanges++;
+    user.onUpstream(this);
+  }
+
+  /**
+   * It carried an exchange before the current one: the upstream may have closed it while it sat
+   * idle, so a failure before any response byte may be that close crossing the request.
+   */
+  get reused(): boolean {
+    return this.exchanges > 1;
+  }
+
   get usable(): boolean {
     return !this.closed && !this.socket.destroyed && this.socket.writable;
   }
@@ -91,6 +110,14 @@ export class UpstreamConnection {
   }
 }
 
+export interface Http1PoolLimits {
+  /** Connections open or being opened. */
+  readonly max: number;
+  /** Connections kept while no exchange needs them. */
+  readonly maxIdle: number;
+  readonly idleTimeoutMs: number;
+}
+
 export class Http1Pool {
   private readonly idle: UpstreamConnection[] = [];
   private readonly waiting: PoolUser[] = [];
@@ -104,10 +131,18 @@ export class Http1Pool {
   /** `onEmpty` runs once, when the pool's last connection is gone and nobody waits for one. */
   constructor(
     private readonly connect: () => Promise<Socket>,
-    private readonly max: number,
-    readonly idleTimeoutMs: number,
+    private readonly limits: Http1PoolLimits,
     private readonly onEmpty: () => void = () => undefined,
   ) {}
+
+  get idleTimeoutMs(): number {
+    return this.limits.idleTimeoutMs;
+  }
+
+  /** Connections kept idle right now. */
+  get idleCount(): number {
+    return this.idle.length;
+  }
 
   /**
    * Emptied pools are forgotten by their owner (so routes no longer used cost nothing); a holder of
@@ -128,8 +163,7 @@ export class Http1Pool {
         conn.socket.destroy();
         continue;
       }
-      conn.user = user;
-      user.onUpstream(conn);
+      conn.lendTo(user);
       return;
     }
     this.waiting.push(user);
@@ -142,13 +176,17 @@ export class Http1Pool {
     if (i >= 0) this.waiting.splice(i, 1);
   }
 
-  /** Returns a lent connection: kept for the next exchange when `reusable`, else closed. */
-  release(conn: UpstreamConnection, reusable: boolean): void {
+  /**
+   * Returns a lent connection: kept for the next exchange when `reusable`, else closed. `idleMs`,
+   * when the upstream said how long it keeps the connection idle, shortens the pool's idle timeout.
+   */
+  release(conn: UpstreamConnection, reusable: boolean, idleMs: number | null = null): void {
     conn.user = null;
     if (!reusable || this.shut || !conn.reusable) {
       conn.socket.destroy();
       return;
     }
+    conn.socket.setTimeout(idleMs === null ? this.idleTimeoutMs : Math.min(idleMs, this.idleTimeoutMs));
     // An exchange may have paused it (a slow client): idle, it must read, so that whatever arrives
     // closes it at once rather than waiting for the next exchange.
     conn.socket.resume();
@@ -183,10 +221,11 @@ export class Http1Pool {
   private give(conn: UpstreamConnection): void {
     const user = this.waiting.shift();
     if (user) {
-      conn.user = user;
-      user.onUpstream(conn);
-    } else {
+      conn.lendTo(user);
+    } else if (this.idle.length < this.limits.maxIdle) {
       this.idle.push(conn);
+    } else {
+      conn.socket.destroy();
     }
   }
 
@@ -208,7 +247,7 @@ export class Http1Pool {
 
   /** Opens a connection for each waiting user no connection being opened will serve, up to `max`. */
   private redial(): void {
-    while (!this.shut && this.waiting.length > this.dialing && this.open < this.max) this.dial();
+    while (!this.shut && this.waiting.length > this.dialing && this.open < this.limits.max) this.dial();
   }
 
   /** No new exchanges; idle connections close now, lent ones when they are returned. */
@@ -216,6 +255,11 @@ export class Http1Pool {
     this.shut = true;
     for (const user of this.waiting.splice(0)) user.onUpstreamFailed(new Error("upstream pool closed"));
     for (const conn of this.idle.splice(0)) conn.socket.destroy();
+  }
+
+  /** Cuts every connection, idle or lent, whose socket `test` picks; the pool stays open. */
+  destroyWhere(test: (socket: Socket) => boolean): void {
+    for (const conn of [...this.all]) if (test(conn.socket)) conn.socket.destroy();
   }
 
   /** As `close`, and lent connections are cut too. */

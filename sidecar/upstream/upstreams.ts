@@ -7,6 +7,8 @@ import type { TunnelProtocol } from "../tls/alpn.ts";
 import { Http1Pool } from "./http1-pool.ts";
 import type { MeshTls } from "../tls/mtls.ts";
 import type { MeshDestination } from "../inputs/sources.ts";
+import type { RevocationIndex } from "../../core/svid/revocation.ts";
+import type { VerifiedSvid } from "../../core/svid/verify.ts";
 
 /**
  * Where a proxied request or connection goes next, and the pooled connections that carry it there:
@@ -21,10 +23,16 @@ export type UpstreamRoute =
 
 export interface UpstreamOptions {
   readonly connectTimeoutMs: number;
-  /** How long an idle pooled HTTP/1.1 connection is kept. */
+  /** How long an idle pooled HTTP/1.1 connection to a mesh destination is kept. */
   readonly keepAliveTimeoutMs: number;
-  /** HTTP/1.1 pool size per mesh route (each connection is an mTLS handshake); direct routes are unbounded. */
+  /** How long an idle pooled HTTP/1.1 connection to a direct destination is kept. */
+  readonly directIdleTimeoutMs: number;
+  /** HTTP/1.1 pool size per mesh route (each connection is an mTLS handshake), idle ones included. */
   readonly meshConnectionsPerDestination: number;
+  /** HTTP/1.1 pool size per direct route (the local application, a destination outside the mesh). */
+  readonly directConnectionsPerDestination: number;
+  /** Idle HTTP/1.1 connections kept per direct route; more are closed when returned. */
+  readonly directIdleConnectionsPerDestination: number;
 }
 
 function routeKey(route: UpstreamRoute, protocol: TunnelProtocol): string {
@@ -40,6 +48,8 @@ function hostForUrl(host: string): string {
 export class Upstreams {
   private readonly pools = new Map<string, Http1Pool>();
   private readonly sessions = new Map<string, Promise<ClientHttp2Session>>();
+  /** The hop under each connected HTTP/2 session, and how to stop handing the session out. */
+  private readonly sessionHops = new Map<ClientHttp2Session, { socket: Socket; forget: () => void }>();
 
   constructor(
     private readonly tls: MeshTls,
@@ -77,10 +87,20 @@ export class Upstreams {
     const key = routeKey(route, "http1");
     let pool = this.pools.get(key);
     if (!pool) {
+      const { options } = this;
       const created: Http1Pool = new Http1Pool(
         () => this.socket(route, "http1"),
-        route.kind === "mesh" ? this.options.meshConnectionsPerDestination : Number.POSITIVE_INFINITY,
-        this.options.keepAliveTimeoutMs,
+        route.kind === "mesh"
+          ? {
+              max: options.meshConnectionsPerDestination,
+              maxIdle: options.meshConnectionsPerDestination,
+              idleTimeoutMs: options.keepAliveTimeoutMs,
+            }
+          : {
+              max: options.directConnectionsPerDestination,
+              maxIdle: options.directIdleConnectionsPerDestination,
+              idleTimeoutMs: options.directIdleTimeoutMs,
+            },
         () => {
           if (this.pools.get(key) === created) this.pools.delete(key);
         },
@@ -108,6 +128,8 @@ export class Upstreams {
       const forget = (): void => {
         if (this.sessions.get(key) === pending) this.sessions.delete(key);
       };
+      this.sessionHops.set(session, { socket, forget });
+      session.once("close", () => this.sessionHops.delete(session));
       session.once("close", forget);
       session.once("goaway", forget);
       session.on("error", forget);
@@ -116,6 +138,34 @@ export class Upstreams {
     pending.catch(() => this.sessions.delete(key));
     this.sessions.set(key, pending);
     return pending;
+  }
+
+  /** What the mesh server at the other end of `socket` proved, when it is an mTLS hop opened here. */
+  serverOf(socket: Socket): VerifiedSvid | undefined {
+    return this.tls.serverOf(socket);
+  }
+
+  /**
+   * Cuts the pooled and multiplexed mTLS connections whose server presented a certificate that
+   * `revocations` now refuses (its workload, or that certificate by serial); requests on them fail,
+   * and the next ones open new connections, whose handshake refuses the revoked certificate.
+   */
+  dropRevoked(revocations: RevocationIndex): number {
+    let dropped = 0;
+    const revoked = (socket: Socket): boolean => {
+      const server = this.tls.serverOf(socket);
+      const hit = server !== undefined && revocations.revoking(server.identity) !== undefined;
+      if (hit) dropped++;
+      return hit;
+    };
+    for (const pool of this.pools.values()) pool.destroyWhere(revoked);
+    for (const [session, hop] of [...this.sessionHops])
+      if (revoked(hop.socket)) {
+        this.sessionHops.delete(session);
+        hop.forget();
+        session.destroy();
+      }
+    return dropped;
   }
 
   async close(): Promise<void> {

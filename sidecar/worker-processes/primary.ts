@@ -1,7 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import type http from "node:http";
-import pino from "pino";
 import type { Logger } from "pino";
 import type { WorkloadIdentity } from "../../core/identity.ts";
 import { verifySvid } from "../../core/svid/verify.ts";
@@ -16,6 +15,7 @@ import { WorkerPool } from "./pool.ts";
 import type { SchedulingPolicy, WorkerStatus } from "./pool.ts";
 import { credentialsToWire, policyToWire } from "./relay-protocol.ts";
 import type { ListenerAddress, WirePeers } from "./relay-protocol.ts";
+import { createLogger } from "../../core/logger.ts";
 
 /**
  * A sidecar whose data path runs in N worker processes sharing the listening sockets, while this
@@ -68,8 +68,8 @@ function closeServer(server: http.Server): Promise<void> {
 
 export async function startSidecarWorkers(options: StartSidecarWorkersOptions): Promise<SidecarWorkers> {
   const config = parseSidecarConfig(options.config);
-  const log = options.logger ?? pino({ name: "sigil-sidecar", level: config.logLevel }, pino.destination(2));
-  const metrics = new SidecarMetrics();
+  const log = options.logger ?? createLogger("sigil-sidecar", { level: config.logLevel });
+  const metrics = new SidecarMetrics({ maxLabelSets: config.admin.maxLabelSets });
   let identity = ownIdentity(options.credentials.current());
   let peers: WirePeers = options.peers ?? [];
   let draining = false;

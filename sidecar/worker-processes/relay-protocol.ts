@@ -3,9 +3,15 @@ import type { FlowRecord } from "../../core/flow.ts";
 import { compilePolicySet } from "../../core/policy/index.ts";
 import type { PolicyDocument } from "../../core/policy/index.ts";
 import { bundleToDocument, parseBundle } from "../../core/svid/bundle.ts";
-import { RevocationIndex, revocationEntrySchema } from "../../core/svid/revocation.ts";
+import {
+  RevocationIndex,
+  revocationEntrySchema,
+  revokedCertificateSchema,
+} from "../../core/svid/revocation.ts";
 import type { RevocationList } from "../../core/svid/revocation.ts";
+import type { Labels } from "../../core/labels.ts";
 import type { SidecarConfigInput } from "../config.ts";
+import { DirectoryLabels } from "../inputs/directory-labels.ts";
 import type { MeshDestination, PolicySnapshot, TlsCredentials } from "../inputs/sources.ts";
 import type { MetricsJson } from "./metrics.ts";
 
@@ -25,11 +31,15 @@ export interface WireCredentials {
   readonly bundle: unknown;
 }
 
-/** A policy snapshot as it travels: the documents (recompiled by the worker), mode, revocations. */
+/**
+ * A policy snapshot as it travels: the documents (recompiled by the worker), mode, revocations and
+ * the directory's labels of each peer.
+ */
 export interface WirePolicy {
   readonly documents: readonly PolicyDocument[];
   readonly mode: PolicySnapshot["mode"];
   readonly revocations: RevocationList;
+  readonly peerLabels: readonly (readonly [string, Labels])[];
 }
 
 export type WirePeers = readonly (readonly [{ address: string; port: number }, MeshDestination])[];
@@ -100,6 +110,7 @@ export function policyToWire(snapshot: PolicySnapshot): WirePolicy {
     documents: snapshot.policies.documents,
     mode: snapshot.mode,
     revocations: snapshot.revocations.list,
+    peerLabels: snapshot.peerLabels?.entries() ?? [],
   };
 }
 
@@ -120,7 +131,9 @@ const wirePolicy = z.object({
     trustDomain: z.string().min(1),
     sequence: z.number().int().nonnegative(),
     entries: z.array(revocationEntrySchema),
+    certificates: z.array(revokedCertificateSchema).default([]),
   }),
+  peerLabels: z.array(z.tuple([z.string().min(1), z.record(z.string(), z.string())])),
 });
 
 const wirePeers = z.array(
@@ -184,5 +197,6 @@ export function policyFromWire(wire: WirePolicy): PolicySnapshot {
     policies: compilePolicySet(wire.documents),
     mode: wire.mode,
     revocations: new RevocationIndex(wire.revocations),
+    peerLabels: DirectoryLabels.of(wire.peerLabels),
   };
 }

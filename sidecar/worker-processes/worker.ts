@@ -1,6 +1,5 @@
 import cluster from "node:cluster";
 import type { AddressInfo } from "node:net";
-import pino from "pino";
 import type { Logger } from "pino";
 import type { FlowRecord } from "../../core/flow.ts";
 import { originalDestinationOf } from "../../native/index.ts";
@@ -12,6 +11,7 @@ import type { FlowSink } from "../inputs/sources.ts";
 import { CredentialHolder, PeerDirectoryHolder, PolicyHolder } from "../inputs/state.ts";
 import type { FromWorker, ListenerAddress, ToWorker, WorkerInit } from "./relay-protocol.ts";
 import { credentialsFromWire, parseToWorker, policyFromWire } from "./relay-protocol.ts";
+import { createLogger } from "../../core/logger.ts";
 
 /**
  * One data-path worker (a cluster worker of `sigil sidecar --workers N`): the sidecar's listeners,
@@ -106,7 +106,7 @@ async function startDataPath(
 export function runSidecarWorker(): void {
   if (!cluster.isWorker) throw new Error("runSidecarWorker() runs only in a cluster worker");
   const worker = cluster.worker?.id ?? 0;
-  let log: Logger = pino({ name: "sigil-sidecar", base: { worker } }, pino.destination(2));
+  let log: Logger = createLogger("sigil-sidecar", { base: { worker } });
   const flows = new FlowBatcher();
   let holders: Holders | null = null;
   let dataPath: DataPath | null = null;
@@ -129,7 +129,7 @@ export function runSidecarWorker(): void {
       case "init": {
         if (holders) throw new Error("a second init");
         const init = message.init;
-        log = pino({ name: "sigil-sidecar", level: init.logLevel, base: { worker } }, pino.destination(2));
+        log = createLogger("sigil-sidecar", { level: init.logLevel, base: { worker } });
         holders = holdersFrom(init);
         startDataPath(init, holders, flows, log).then(
           (started) => {

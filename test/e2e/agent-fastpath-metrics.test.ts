@@ -1,6 +1,6 @@
 /**
  * The fast path's counters as the sidecar's `/stats/prometheus` shows them (registerFastPathMetrics):
- * every gauge read from one stats snapshot per scrape, per-queue packet counts, handshake outcomes
+ * every family read from one stats snapshot per scrape, per-queue packet counts, handshake outcomes
  * and refusal reasons. No namespaces needed: the stats come from a fixed snapshot.
  */
 import { Registry } from "prom-client";
@@ -61,18 +61,28 @@ describe("fast-path metrics on the sidecar registry", () => {
     });
     const text = await registry.metrics();
     expect(calls).toBe(1);
-    expect(text).toContain('sigil_fastpath_queued_packets{queue="4200"} 6');
-    expect(text).toContain('sigil_fastpath_queued_packets{queue="4201"} 4');
-    expect(text).toContain('sigil_fastpath_handshakes{kind="syn",outcome="accepted"} 5');
-    expect(text).toContain('sigil_fastpath_handshakes{kind="syn",outcome="denied"} 2');
-    expect(text).toContain('sigil_fastpath_handshakes{kind="syn_ack",outcome="refused"} 1');
-    expect(text).toContain('sigil_fastpath_rejections{reason="policy"} 2');
-    expect(text).toContain('sigil_fastpath_rejections{reason="replayed"} 1');
-    expect(text).toContain('sigil_fastpath_decided_packets{kind="peerSyn",by="native"} 6');
-    expect(text).toContain('sigil_fastpath_decided_packets{kind="peerSyn",by="js"} 2');
-    expect(text).toContain('sigil_fastpath_kernel_dropped_packets{queue="4200",cause="full"} 10');
-    expect(text).toContain('sigil_fastpath_kernel_dropped_packets{queue="4201",cause="unread"} 1');
+    expect(text).toContain('sigil_fastpath_queued_packets_total{queue="4200"} 6');
+    expect(text).toContain('sigil_fastpath_queued_packets_total{queue="4201"} 4');
+    expect(text).toContain('sigil_fastpath_handshakes_total{kind="syn",outcome="accepted"} 5');
+    expect(text).toContain('sigil_fastpath_handshakes_total{kind="syn",outcome="denied"} 2');
+    expect(text).toContain('sigil_fastpath_handshakes_total{kind="syn_ack",outcome="refused"} 1');
+    expect(text).toContain('sigil_fastpath_rejections_total{reason="policy"} 2');
+    expect(text).toContain('sigil_fastpath_rejections_total{reason="replayed"} 1');
+    expect(text).toContain('sigil_fastpath_decided_packets_total{kind="peerSyn",by="native"} 6');
+    expect(text).toContain('sigil_fastpath_decided_packets_total{kind="peerSyn",by="js"} 2');
+    expect(text).toContain('sigil_fastpath_kernel_dropped_packets_total{queue="4200",cause="full"} 10');
+    expect(text).toContain('sigil_fastpath_kernel_dropped_packets_total{queue="4201",cause="unread"} 1');
     expect(text).toContain("sigil_fastpath_fail_open 0");
+    // Running totals are counters (rate() works on them); only the fail-open switch is a gauge.
+    for (const family of [
+      "queued_packets",
+      "handshakes",
+      "rejections",
+      "decided_packets",
+      "kernel_dropped_packets",
+    ])
+      expect(text).toContain(`# TYPE sigil_fastpath_${family}_total counter`);
+    expect(text).toContain("# TYPE sigil_fastpath_fail_open gauge");
   });
 
   it("says on every scrape that the operator chose fail-open", async () => {
@@ -93,8 +103,12 @@ describe("fast-path metrics on the sidecar registry", () => {
       kernelQueues: () => Promise.resolve([]),
       failOpen: false,
     });
-    expect(await registry.metrics()).toContain('sigil_fastpath_handshakes{kind="syn",outcome="accepted"} 1');
+    expect(await registry.metrics()).toContain(
+      'sigil_fastpath_handshakes_total{kind="syn",outcome="accepted"} 1',
+    );
     accepted = 9;
-    expect(await registry.metrics()).toContain('sigil_fastpath_handshakes{kind="syn",outcome="accepted"} 9');
+    expect(await registry.metrics()).toContain(
+      'sigil_fastpath_handshakes_total{kind="syn",outcome="accepted"} 9',
+    );
   });
 });

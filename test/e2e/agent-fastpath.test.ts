@@ -28,6 +28,7 @@ import {
 } from "./fastpath-support/agent-lab.ts";
 import type { AgentWorkload } from "./fastpath-support/agent-lab.ts";
 import { OutputLines, REPO_ROOT, jsonLine } from "./fastpath-support/process-output.ts";
+import { readyEvent } from "../../core/logger.ts";
 
 const SUBNET = 211;
 const DB = 5432;
@@ -316,7 +317,7 @@ describe.sequential("sigil sidecar --fast-path-ports in network namespaces", () 
         /capture\.fastPathMarkMask must be 0xf00000 for the fast path \(is unset\)/.test(refused.stderrText),
       { timeoutMs: 120_000, intervalMs: 100 },
     );
-    expect(refused.lines.some((l) => l.startsWith("sigil sidecar ready"))).toBe(false);
+    expect(refused.lines.some((l) => readyEvent(l) !== null)).toBe(false);
     refused.child.kill("SIGKILL");
     await refused.exit(10_000);
     expect(await saved(web.host)).toBe(web.baseline);

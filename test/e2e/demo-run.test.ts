@@ -111,7 +111,7 @@ describe.sequential("npm run demo", () => {
     const rule = lines.findIndex((line) => line.startsWith("──"));
     const end = lines.indexOf("", rule);
     const table = lines.slice(rule + 1, end === -1 ? undefined : end);
-    expect(table).toHaveLength(10);
+    expect(table).toHaveLength(12);
     const row = (route: string, request: string) =>
       table.find((line) => line.includes(route) && line.includes(request)) ?? "";
 
@@ -139,8 +139,14 @@ describe.sequential("npm run demo", () => {
     expect(row("web → api:50051", "+grpc-orders.yaml")).toMatch(
       /^ok .*gRPC OK\s+allow\s+yes \(TLS, sigil\/1;h2;50051\).*web-grpc-egress/,
     );
+    // The quarantine of the story: a label on web, quarantine.yaml refuses it, then its removal.
+    expect(out).toMatch(/quarantining web: sigil workload label web vuln\.critical=3/);
+    expect(row("web → api:8080", "(web vuln.critical=3)")).toMatch(
+      /^ok .*HTTP 403\s+DENY at (web|api)\s.*quarantine(-egress\/egress|\/ingress)\/0/,
+    );
+    expect(row("web → api:8080", "(label removed)")).toMatch(/^ok .*HTTP 200\s+allow\s+yes \(TLS/);
     expect(out).toMatch(
-      /every verdict as expected \(10 requests\); nothing crossed the wire in the clear except the fast path's payload on db:5432 \(PERMISSIVE\)/,
+      /every verdict as expected \(12 requests\); nothing crossed the wire in the clear except the fast path's payload on db:5432 \(PERMISSIVE\)/,
     );
     expect(out).not.toMatch(/^FAIL/m);
 

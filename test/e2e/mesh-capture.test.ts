@@ -2,7 +2,8 @@
  * The demo mesh's acceptance, in namespaces this suite builds with examples/demo's startMesh(): an
  * unmodified curl in web reaches the api server's real address through both sidecars while tcpdump on
  * api's veth sees only TLS; the rogue workload is denied (HTTP 403) or refused (TCP) and reported as
- * denied flows; and killing a sidecar fails closed.
+ * denied flows; `sigil workload label web --labels vuln.critical=3` quarantines web within a bound,
+ * on new and kept-alive connections, until the label is removed; and killing a sidecar fails closed.
  */
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -13,6 +14,7 @@ import { Cleanup } from "../../examples/demo/cleanup.ts";
 import { fetchFlows } from "../../examples/demo/flows.ts";
 import { REPO_ROOT, startMesh, type Mesh } from "../../examples/demo/mesh.ts";
 import { tlsBetween, WireCapture } from "../../examples/demo/wire.ts";
+import { runSigil } from "../support/sigil-cli.ts";
 
 const PREFIX = `sg${randomBytes(2).toString("hex")}-`;
 
@@ -34,6 +36,36 @@ async function waitForFlows(
 
 async function appLog(mesh: Mesh, name: "api" | "db"): Promise<string> {
   return readFile(mesh.apps.get(name)!.logFile, "utf8");
+}
+
+/** Label change to enforcement on a loaded machine: one directory push (and web's renewal). */
+const QUARANTINE_BOUND_MS = 15_000;
+
+const QUARANTINE_POLICY = `apiVersion: sigil.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: quarantine }
+spec:
+  selector: {}
+  ingress:
+    - action: deny
+      from: [ { matchExpressions: [ { key: vuln.critical, operator: Gt, value: "0" } ] } ]
+`;
+
+/** Runs web's curl to api until `done` holds for its status; fails once the bound has passed. */
+async function webStatusWithin(mesh: Mesh, what: string, done: (status: string) => boolean): Promise<number> {
+  const start = Date.now();
+  const url = `http://${mesh.host("api").ipv4}:8080/api/orders`;
+  for (;;) {
+    const curl = await mesh.exec(
+      "web",
+      ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", url],
+      { timeoutMs: 10_000 },
+    );
+    if (done(curl.stdout)) return Date.now() - start;
+    if (Date.now() - start > QUARANTINE_BOUND_MS)
+      throw new Error(`${what}: not within ${QUARANTINE_BOUND_MS} ms (last: ${curl.stdout} ${curl.stderr})`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
 
 describe.sequential("demo mesh in network namespaces", () => {
@@ -158,6 +190,59 @@ describe.sequential("demo mesh in network namespaces", () => {
     expect(tcpDenial!.reporter.spiffeId).toBe(mesh.spiffeId("db"));
     expect(tcpDenial!.protocol).toBe("tcp");
   }, 60_000);
+
+  it("quarantines web with `sigil workload label`: api refuses it on new and kept-alive connections within the bound, until the label is removed", async () => {
+    const cp = mesh.controlPlane!;
+    const api = ["--api", cp.http, "--token-file", cp.tokenFile];
+    const applied = await runSigil(["policy", "apply", "-f", "-", "--name", "quarantine.yaml", ...api], {
+      stdin: QUARANTINE_POLICY,
+    });
+    expect(applied.code, applied.stderr).toBe(0);
+    const web = mesh.spiffeId("web");
+    try {
+      await webStatusWithin(mesh, "web → api allowed before the label", (s) => s === "200");
+      // One connection kept alive across the change: a request every 250 ms for 12 s.
+      const kept = mesh.exec(
+        "web",
+        [
+          "curl",
+          "-sS",
+          "--rate",
+          "4/s",
+          "-o",
+          "/dev/null",
+          "-w",
+          "%{http_code} %{num_connects}\\n",
+          `http://${mesh.host("api").ipv4}:8080/api/orders#[1-48]`,
+        ],
+        { timeoutMs: 60_000 },
+      );
+      await webStatusWithin(mesh, "web → api allowed while the kept connection runs", (s) => s === "200");
+      const labelled = await runSigil(["workload", "label", web, "--labels", "vuln.critical=3", ...api]);
+      expect(labelled.code, labelled.stderr).toBe(0);
+      await webStatusWithin(mesh, "api refuses web on a new connection", (s) => s === "403");
+
+      const lines = (await kept).stdout.trim().split("\n");
+      expect(lines).toHaveLength(48);
+      const statuses = lines.map((l) => l.split(" ")[0]);
+      // Allowed until the label reached api, refused from then on: first on the client connection
+      // opened before the label (no new connect), and never allowed again.
+      const firstRefused = statuses.indexOf("403");
+      expect(firstRefused, lines.join(", ")).toBeGreaterThan(0);
+      expect(
+        statuses.slice(0, firstRefused).every((st) => st === "200"),
+        lines.join(", "),
+      ).toBe(true);
+      expect(lines[firstRefused]?.endsWith(" 0"), lines.join(", ")).toBe(true);
+      expect(statuses.slice(firstRefused).includes("200"), lines.join(", ")).toBe(false);
+    } finally {
+      const cleared = await runSigil(["workload", "label", web, "--labels", "", ...api]);
+      expect(cleared.code, cleared.stderr).toBe(0);
+    }
+    await webStatusWithin(mesh, "web → api allowed again after the label is removed", (s) => s === "200");
+    const deleted = await runSigil(["policy", "delete", "quarantine.yaml", ...api]);
+    expect(deleted.code, deleted.stderr).toBe(0);
+  }, 120_000);
 
   it("fails closed when a sidecar dies: captured traffic is refused, never sent in the clear", async () => {
     const api = mesh.host("api");

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pino from "pino";
+import { readyEvent } from "../../core/logger.ts";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
 
@@ -102,7 +103,7 @@ describe("sigil sidecar", () => {
     const log: string[] = [];
     child.stderr.on("data", (c: Buffer) => log.push(c.toString()));
     const line = await firstLine(child, 30_000);
-    expect(line).toBe(`sigil sidecar ready spiffe=${spiffeId}`);
+    expect(readyEvent(line)).toMatchObject({ msg: "sigil sidecar ready", spiffeId, level: "info" });
     // The admin port was ephemeral: the structured log on stderr names it.
     const startedLine = async (): Promise<string> => {
       const signal = AbortSignal.timeout(10_000);
@@ -138,7 +139,12 @@ describe("sigil sidecar", () => {
     child.stderr.on("data", (c: Buffer) => err.push(c.toString()));
     const [code] = (await once(child, "exit")) as [number | null];
     expect(code).not.toBe(0);
-    expect(err.join("")).toMatch(/controlPlane: "nowhere" is not host:port/);
-    expect(err.join("")).toMatch(/controlPlaneCa/);
+    // One JSON line, the refusal in its message.
+    const lines = err.join("").trimEnd().split("\n");
+    const fatal = lines.map((l) => JSON.parse(l) as { level: string; msg: string; err: { message: string } });
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toMatchObject({ level: "fatal", msg: "sidecar failed to start" });
+    expect(fatal[0]?.err.message).toMatch(/controlPlane: "nowhere" is not host:port/);
+    expect(fatal[0]?.err.message).toMatch(/controlPlaneCa/);
   });
 });

@@ -5,7 +5,10 @@
  * directory from the registrations, flows reported to the control plane's store. A request from
  * web's side is allowed, another denied, and editing the policy file flips the next request.
  */
+import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { request as httpRequest } from "node:http";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,11 +16,13 @@ import type { ControlPlane } from "../../controlplane/control-plane.ts";
 import { apiIngressPolicy, startTestControlPlane } from "../support/control-plane.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
+import { canonicalSerial } from "../../core/svid/revocation.ts";
+import { revocationListFromResource } from "../../core/svid/xds-resources.ts";
 import { startAgent } from "../../sidecar/agent/agent.ts";
 import type { Agent } from "../../sidecar/agent/agent.ts";
 import { parseAgentOptions } from "../../sidecar/agent/options.ts";
 import type { AgentOptionsInput } from "../../sidecar/agent/options.ts";
-import { POLICY_SET } from "../../xds/type-urls.ts";
+import { POLICY_SET, REVOCATION_LIST } from "../../xds/type-urls.ts";
 import type { HttpApp } from "../support/sidecar-apps.ts";
 import { startHttpApp } from "../support/sidecar-apps.ts";
 
@@ -29,12 +34,18 @@ let app: HttpApp;
 const agents: Agent[] = [];
 
 async function agentFor(name: string, extra: Partial<AgentOptionsInput>): Promise<Agent> {
-  const { token } = await cp.identity.tokens.create({ name, labels: { app: name }, ttlSeconds: 600 });
+  const proof =
+    extra.joinTokenFile !== undefined
+      ? {}
+      : {
+          joinToken: (await cp.identity.tokens.create({ name, labels: { app: name }, ttlSeconds: 600 }))
+            .token,
+        };
   const agent = await startAgent(
     parseAgentOptions({
       controlPlane: `127.0.0.1:${cp.grpc.port}`,
       controlPlaneCa: cp.bundlePath,
-      joinToken: token,
+      ...proof,
       workloadName: name,
       mode: "explicit",
       inboundHost: "127.0.0.1",
@@ -85,6 +96,23 @@ function nextAccepted(agent: Agent, typeUrl: string, test: () => boolean): Promi
     };
     agent.subscriptions.client.on("ack", onAck);
   });
+}
+
+function serialOf(creds: { certChain: readonly Buffer[] }): string {
+  return canonicalSerial(new X509Certificate(creds.certChain[0] as Buffer).serialNumber);
+}
+
+/** Whether the revocation list the agent accepted names certificate `serial`. */
+function holdsRevoked(agent: Agent, serial: string): boolean {
+  return [...agent.subscriptions.client.resources(REVOCATION_LIST).values()].some((r) =>
+    (revocationListFromResource(r.message).certificates ?? []).some((c) => c.serial === serial),
+  );
+}
+
+/** Resolves once `test` holds, looked at again on each change the subscriptions apply (bounded). */
+async function until(test: () => boolean, subscriptions: Agent["subscriptions"]): Promise<void> {
+  const signal = AbortSignal.timeout(20_000);
+  while (!test()) await once(subscriptions, "changed", { signal });
 }
 
 beforeAll(async () => {
@@ -162,5 +190,49 @@ describe("sigil sidecar agents against the control plane", () => {
     expect((await get(outboundPort, "/secret")).status).toBe(200);
     expect(app.seen.some((s) => s.url === "/secret")).toBe(true);
     expect((await get(outboundPort, "/other")).status).toBe(403);
+  });
+
+  it("a sidecar whose own certificate is revoked by serial attests again with the token now in its file, comes back on a new connection and is served again", async () => {
+    const tokenFile = join(controlPlane.dataDir, "batch-join-token");
+    const token = async (): Promise<void> => {
+      const { token: t } = await cp.identity.tokens.create({
+        name: "batch",
+        labels: { app: "web" },
+        ttlSeconds: 600,
+      });
+      await writeFile(tokenFile, t, { mode: 0o600 });
+    };
+    await token();
+    const batch = await agentFor("batch", {
+      joinTokenFile: tokenFile,
+      outbound: [`127.0.0.1:0=127.0.0.1:${app.port}`],
+    });
+    const port = batch.sidecar.outboundTargets[0]?.port ?? 0;
+    // Pools an upstream connection presenting the certificate about to be revoked.
+    expect((await get(port, "/allowed/batch-before")).status).toBe(200);
+    const serial = serialOf(batch.rotation.current());
+    // The first token is used up: the operator puts a new one in the file.
+    await token();
+    const rotated = once(batch.rotation, "rotated", { signal: AbortSignal.timeout(20_000) });
+    await cp.identity.registry.revokeCertificate(serial, "key leaked", cp.identity.ca.maxLeafTtlSeconds);
+    await rotated;
+    expect(serialOf(batch.rotation.current())).not.toBe(serial);
+    expect(cp.identity.registry.get(batch.spiffeId)?.revoked).toBeNull();
+    // Its ADS stream is back, which the control plane allows only on a connection presenting a
+    // certificate not revoked, and it holds the list naming the old one.
+    await until(
+      () =>
+        batch.subscriptions.client.connected &&
+        cp.xds.ads.status().some((st) => st.key === batch.spiffeId) &&
+        holdsRevoked(batch, serial),
+      batch.subscriptions,
+    );
+    // The callee refuses the old certificate: what it serves now came over a new connection.
+    await until(() => holdsRevoked(api, serial), api.subscriptions);
+    expect((await get(port, "/allowed/batch-after")).status).toBe(200);
+    const flow = await flowWhere(
+      (r) => r.reporter.spiffeId === api.spiffeId && r.http?.path === "/allowed/batch-after",
+    );
+    expect(flow).toMatchObject({ verdict: "allow", source: { spiffeId: batch.spiffeId } });
   });
 });

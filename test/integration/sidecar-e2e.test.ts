@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import http2 from "node:http2";
 import net from "node:net";
 import * as grpc from "@grpc/grpc-js";
@@ -14,7 +15,8 @@ import {
   startTcpApp,
 } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
-import { policySet, startPair } from "../support/sidecar-mesh.ts";
+import { TRUST_DOMAIN, policySet, startPair } from "../support/sidecar-mesh.ts";
+import { RevocationIndex, canonicalSerial } from "../../core/svid/revocation.ts";
 
 /**
  * Acceptance: client → sidecar A (explicit outbound) → mTLS → sidecar B (inbound) → application,
@@ -209,6 +211,49 @@ describe("WebSocket through a sidecar pair", () => {
 });
 
 describe("HTTP/2 through a sidecar pair", () => {
+  it("cuts the shared session to a callee whose certificate is revoked by serial; the next stream is refused at the handshake", async () => {
+    const session = http2.connect(`http://127.0.0.1:${pair.outboundPort(h2App.port)}`);
+    const get = (path: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        const req = session.request({ ":method": "GET", ":path": path });
+        req.end();
+        let status = 0;
+        let body = "";
+        req.on("response", (h) => (status = Number(h[":status"])));
+        req.on("data", (c: Buffer) => (body += c.toString()));
+        req.on("end", () => resolve({ status, body }));
+        req.on("error", reject);
+      });
+    const serial = canonicalSerial(pair.b.sidecar.identity().serial);
+    try {
+      expect((await get("/api/h2-before-serial")).status).toBe(200);
+      pair.a.policy.update({
+        revocations: new RevocationIndex({
+          trustDomain: TRUST_DOMAIN,
+          sequence: 1,
+          entries: [],
+          certificates: [
+            {
+              serial,
+              spiffeId: pair.pki.spiffeId("api"),
+              revokedAtMs: Date.now(),
+              expiresAtMs: Date.now() + 3_600_000,
+              reason: "key leaked",
+            },
+          ],
+        }),
+      });
+      const refused = await get("/api/h2-after-serial");
+      expect(refused.status).toBe(502);
+      expect(JSON.parse(refused.body).reason).toMatch(
+        new RegExp(`certificate ${serial} of .* \\(key leaked\\)$`),
+      );
+    } finally {
+      session.close();
+      pair.a.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
+    }
+  });
+
   it("forwards a request and its trailers", async () => {
     const session = http2.connect(`http://127.0.0.1:${pair.outboundPort(h2App.port)}`);
     try {
@@ -368,6 +413,53 @@ describe("raw TCP through a sidecar pair", () => {
       socket.on("error", reject);
     });
     expect(banner).toBe("220 ready\r\n");
+  });
+
+  it("resets an open tunnel, on either side, once the other side's certificate is revoked by serial", async () => {
+    /** A tunnel to the banner app, open end to end once the banner arrived; resolves when it closes. */
+    const openTunnel = async (): Promise<{ closed: Promise<unknown> }> => {
+      const socket = net.connect(pair.outboundPort(bannerApp.port), "127.0.0.1");
+      socket.on("error", () => undefined);
+      const closed = new Promise((resolve) => socket.once("close", resolve));
+      await once(socket, "data", { signal: AbortSignal.timeout(5_000) });
+      return { closed };
+    };
+    const within = (closed: Promise<unknown>): Promise<unknown> =>
+      Promise.race([
+        closed,
+        new Promise((_, reject) =>
+          setTimeout(() => reject(new Error("the tunnel stayed open")), 5_000).unref(),
+        ),
+      ]);
+    const revoking = (serial: string, name: string): RevocationIndex =>
+      new RevocationIndex({
+        trustDomain: TRUST_DOMAIN,
+        sequence: 1,
+        entries: [],
+        certificates: [
+          {
+            serial: canonicalSerial(serial),
+            spiffeId: pair.pki.spiffeId(name),
+            revokedAtMs: Date.now(),
+            expiresAtMs: Date.now() + 3_600_000,
+            reason: "key leaked",
+          },
+        ],
+      });
+    try {
+      // The caller re-decides its outbound tunnel on the certificate the callee proved on the hop.
+      const outbound = await openTunnel();
+      pair.a.policy.update({ revocations: revoking(pair.b.sidecar.identity().serial, "api") });
+      await within(outbound.closed);
+      pair.a.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
+      // The callee re-decides its inbound tunnel on the certificate the caller presented.
+      const inbound = await openTunnel();
+      pair.b.policy.update({ revocations: revoking(pair.a.sidecar.identity().serial, "web") });
+      await within(inbound.closed);
+    } finally {
+      pair.a.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
+      pair.b.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
+    }
   });
 
   it("refuses a connection no rule allows", async () => {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
-import { RevocationIndex } from "../../core/svid/revocation.ts";
+import { RevocationIndex, canonicalSerial } from "../../core/svid/revocation.ts";
 import type { TlsCredentials } from "../../sidecar/inputs/sources.ts";
 import type { App } from "../support/sidecar-apps.ts";
 import { RawHttpConnection, rawExchange, startHttpApp } from "../support/sidecar-apps.ts";
@@ -76,6 +76,24 @@ function meshRequest(creds: TlsCredentials, path = "/api/x"): Promise<{ data: st
     socket.on("data", (c: Buffer) => (data += c.toString()));
     socket.on("error", () => undefined);
     socket.on("close", () => resolve({ data, authorized: socket.authorized }));
+  });
+}
+
+/** A revocation list naming one certificate of one of the test PKI's workloads. */
+function certificateRevoked(serial: string, name: string, reason: string, sequence: number): RevocationIndex {
+  return new RevocationIndex({
+    trustDomain: TRUST_DOMAIN,
+    sequence,
+    entries: [],
+    certificates: [
+      {
+        serial,
+        spiffeId: pair.pki.spiffeId(name),
+        revokedAtMs: Date.now(),
+        expiresAtMs: Date.now() + 3_600_000,
+        reason,
+      },
+    ],
   });
 }
 
@@ -160,23 +178,84 @@ describe("peer authentication at the callee", () => {
     }
   });
 
-  it("denies the next request on a connection authenticated before the revocation", async () => {
+  it("closes a connection authenticated before the revocation; the caller's next request is refused", async () => {
     const conn = await RawHttpConnection.open(pair.outboundPort(app.port));
     try {
       expect((await conn.request("GET /api/before-revocation HTTP/1.1\r\nHost: api\r\n\r\n")).status).toBe(
         200,
       );
+      const revokedAt = Date.now();
       pair.b.policy.update({
         revocations: revocationOf("web", "key compromise", 2),
       });
+      // The callee closed the pooled connection; the caller's new handshake is refused as revoked.
       const denied = await conn.request("GET /api/after-revocation HTTP/1.1\r\nHost: api\r\n\r\n");
-      expect(denied.status).toBe(403);
-      expect(JSON.parse(denied.body).reason).toMatch(/^revoked: .*key compromise/);
+      expect(denied.status).toBe(502);
+      const refusal = await pair.b.flows.next(
+        (r) => r.time >= revokedAt && r.reason.includes("revoked") && r.reason.includes("key compromise"),
+      );
+      expect(refusal.verdict).toBe("deny");
     } finally {
       conn.close();
       pair.b.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
     }
     expect(app.seen.some((r) => r.url === "/api/after-revocation")).toBe(false);
+  });
+
+  it("refuses one certificate revoked by serial on its open connection and its next handshake, while another certificate of the same workload still works", async () => {
+    const leaked = await pair.pki.credentials("web", { app: "web" });
+    const renewed = await pair.pki.credentials("web", { app: "web" });
+    const conn = RawHttpConnection.over(await pair.meshConnect(leaked, "http1", app.port));
+    const revokedSerial = canonicalSerial(leaked.serial);
+    try {
+      expect((await conn.request("GET /api/before-serial HTTP/1.1\r\nHost: api\r\n\r\n")).status).toBe(200);
+      pair.b.policy.update({ revocations: certificateRevoked(revokedSerial, "web", "key leaked", 4) });
+      // The open connection is closed by the callee at once; nothing more on it reaches the app.
+      await expect(conn.request("GET /api/after-serial HTTP/1.1\r\nHost: api\r\n\r\n")).rejects.toThrow(
+        /connection closed/,
+      );
+      // A new handshake with the revoked certificate fails; the workload's other certificate is served.
+      expect((await meshRequest(leaked, "/api/leaked-again")).data).toBe("");
+      const rejected = await pair.b.flows.next((r) => r.reason.includes(`certificate ${revokedSerial} of`));
+      expect(rejected.verdict).toBe("deny");
+      expect((await meshRequest(renewed, "/api/renewed")).data).toMatch(/^HTTP\/1\.1 200 /);
+    } finally {
+      conn.close();
+      pair.b.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
+    }
+    expect(app.seen.map((r) => r.url)).toEqual(
+      expect.arrayContaining(["/api/before-serial", "/api/renewed"]),
+    );
+    expect(app.seen.some((r) => r.url === "/api/after-serial" || r.url === "/api/leaked-again")).toBe(false);
+  });
+
+  it("cuts the pooled connection to a destination whose certificate is revoked by serial, refuses it on the next handshake, and serves the destination's renewed certificate (egress side)", async () => {
+    const conn = await RawHttpConnection.open(pair.outboundPort(app.port));
+    const revokedSerial = canonicalSerial(pair.b.sidecar.identity().serial);
+    try {
+      expect((await conn.request("GET /api/dest-before-serial HTTP/1.1\r\nHost: api\r\n\r\n")).status).toBe(
+        200,
+      );
+      pair.a.policy.update({ revocations: certificateRevoked(revokedSerial, "api", "key leaked", 5) });
+      const refused = await conn.request("GET /api/dest-after-serial HTTP/1.1\r\nHost: api\r\n\r\n");
+      expect(refused.status).toBe(502);
+      expect(JSON.parse(refused.body).reason).toMatch(
+        new RegExp(
+          `^upstream: certificate ${revokedSerial} of spiffe://sigil\\.local/workload/api was revoked at \\S+ \\(key leaked\\)$`,
+        ),
+      );
+      pair.b.credentials.set(await pair.pki.credentials("api", { app: "api" }));
+      const next = await RawHttpConnection.open(pair.outboundPort(app.port));
+      try {
+        expect((await next.request("GET /api/dest-renewed HTTP/1.1\r\nHost: api\r\n\r\n")).status).toBe(200);
+      } finally {
+        next.close();
+      }
+    } finally {
+      conn.close();
+      pair.a.policy.update({ revocations: RevocationIndex.empty(TRUST_DOMAIN) });
+    }
+    expect(app.seen.some((r) => r.url === "/api/dest-after-serial")).toBe(false);
   });
 
   it("stops sending to a destination revoked after its connection was pooled (egress side)", async () => {

@@ -35,7 +35,10 @@ beforeAll(async () => {
   upstreams = new Upstreams(tls, {
     connectTimeoutMs: 2_000,
     keepAliveTimeoutMs: 60_000,
+    directIdleTimeoutMs: 4_000,
     meshConnectionsPerDestination: 4,
+    directConnectionsPerDestination: 1024,
+    directIdleConnectionsPerDestination: 64,
   });
   metrics.watchUpstreamRoutes(() => upstreams.routes);
   for (let i = 0; i < ROUTES; i++) {

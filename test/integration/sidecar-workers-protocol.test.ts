@@ -81,7 +81,7 @@ describe("worker relay protocol", () => {
     const back = policyFromWire(wire);
     expect(back.policies.documents).toEqual(snapshot.policies.documents);
     expect(back.mode).toBe("observe");
-    expect(back.revocations.revoking(pki.spiffeId("evil"))?.reason).toBe("compromised");
+    expect(back.revocations.revokingWorkload(pki.spiffeId("evil"))?.reason).toBe("compromised");
     expect(back.revocations.list.sequence).toBe(7);
   });
 

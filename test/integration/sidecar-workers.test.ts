@@ -19,6 +19,7 @@ import type { TestControlPlane } from "../support/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { HttpApp } from "../support/sidecar-apps.ts";
 import { startHttpApp } from "../support/sidecar-apps.ts";
+import { readyEvent } from "../../core/logger.ts";
 
 const CLI = join(import.meta.dirname, "../../cmd/sigil/main.ts");
 const TSX = join(import.meta.dirname, "../../node_modules/.bin/tsx");
@@ -114,7 +115,7 @@ async function startSidecar(name: string, flags: string[]): Promise<RunningSidec
   primaries.push((await adminJson<{ pid: number }>(started.admin.port, "/config_dump")).pid);
   return {
     child,
-    spiffeId: ready.replace("sigil sidecar ready spiffe=", ""),
+    spiffeId: String(readyEvent(ready)?.spiffeId),
     admin: started.admin.port,
     inbound: started.inbound.port,
     outboundTargets: started.outboundTargets.map((t) => t.port),

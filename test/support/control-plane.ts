@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import { controlPlaneSpiffeId } from "../../controlplane/ca/authority.ts";
 import { startControlPlane } from "../../controlplane/control-plane.ts";
 import type { ControlPlane, ControlPlaneConfig } from "../../controlplane/control-plane.ts";
+import type { AgentOptionsInput } from "../../sidecar/agent/options.ts";
 import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
 import { RotationManager } from "../../sidecar/identity/rotation.ts";
 
@@ -37,7 +38,7 @@ export async function startTestControlPlane(
   prefix: string,
   policies: Readonly<Record<string, string>>,
   log: Logger = pino({ level: "silent" }),
-  options: Pick<ControlPlaneConfig, "addressClaims"> & {
+  options: Pick<ControlPlaneConfig, "addressClaims" | "kubernetes"> & {
     readonly http?: Pick<ControlPlaneConfig["http"], "tls" | "signInAttemptsPerMinute">;
   } = {},
 ): Promise<TestControlPlane> {
@@ -57,6 +58,7 @@ export async function startTestControlPlane(
       http: { host: "127.0.0.1", port: 0, ...options.http },
       serverNames: ["localhost"],
       addressClaims: options.addressClaims ?? "first-claim",
+      kubernetes: options.kubernetes,
       log,
     });
     const started = cp;
@@ -97,6 +99,31 @@ spec:
 }
 
 /** Something a suite closes at the end, in the reverse of the order it was registered. */
+/**
+ * Settings of a sidecar agent joining `controlPlane` with `joinToken` in explicit mode, its listeners
+ * on loopback's ephemeral ports, quiet and quick to drain; `extra` adds or overrides.
+ */
+export function loopbackAgentInput(
+  controlPlane: Pick<TestControlPlane, "cp" | "grpcTarget">,
+  joinToken: string,
+  workloadName: string,
+  extra: Partial<AgentOptionsInput> = {},
+): AgentOptionsInput {
+  return {
+    controlPlane: controlPlane.grpcTarget,
+    controlPlaneCa: controlPlane.cp.bundlePath,
+    joinToken,
+    workloadName,
+    mode: "explicit",
+    inboundHost: "127.0.0.1",
+    inboundPort: 0,
+    adminPort: 0,
+    drainTimeoutMs: 1_000,
+    logLevel: "silent",
+    ...extra,
+  };
+}
+
 export type Closer = () => void | Promise<void>;
 
 /**

@@ -45,6 +45,7 @@ export interface FlowSpec {
   readonly direction?: "ingress" | "egress";
   readonly encrypted?: boolean;
   readonly time?: number;
+  readonly reason?: string;
 }
 
 export function flow(spec: FlowSpec): FlowRecord {
@@ -64,7 +65,8 @@ export function flow(spec: FlowSpec): FlowRecord {
     verdict,
     wouldDeny: spec.wouldDeny ?? false,
     policy: spec.policy === undefined ? (verdict === "allow" ? "demo-allow/ingress/0" : null) : spec.policy,
-    reason: verdict === "allow" ? "allowed by policy" : "no policy allows this (default deny)",
+    reason:
+      spec.reason ?? (verdict === "allow" ? "allowed by policy" : "no policy allows this (default deny)"),
     encrypted: spec.encrypted ?? true,
     bytesSent: 120,
     bytesReceived: 512,
@@ -72,10 +74,16 @@ export function flow(spec: FlowSpec): FlowRecord {
   };
 }
 
+/** The rogue's own sidecar lets its requests out: no egress policy selects it. */
+export const UNRESTRICTED_EGRESS = "egress is not restricted for this workload";
+
 /**
- * Recorded traffic of the demo: web calls the api's order endpoints, the api talks to the database
- * over plain TCP, and the rogue workload is refused both. Each allowed request is reported by both
- * sidecars (caller egress, callee ingress), as a real pair would.
+ * Recorded traffic of the demo, shaped as its sidecars report it: web calls the api's order
+ * endpoints, the api talks to the database over plain TCP, and the rogue workload is refused both.
+ * Each request that passes the caller's sidecar is reported by both sidecars (caller egress, callee
+ * ingress); the rogue's HTTP requests are let out by its own sidecar (its egress is not restricted)
+ * and refused by the api's, and its database connection is refused in the TCP handshake by the
+ * db's fast path (the caller reports no SYN-ACK it never got).
  */
 export function demoTraffic(now = Date.now()): FlowRecord[] {
   const { web, api, db, rogue } = demo;
@@ -99,27 +107,16 @@ export function demoTraffic(now = Date.now()): FlowRecord[] {
   both({ from: web, to: api, port: 8080, http: { method: "GET", path: "/health", status: 200 } });
   both({ from: api, to: db, port: 5432 });
   both({ from: api, to: db, port: 5432 });
-  t += 100;
-  records.push(
-    flow({
-      from: rogue,
-      to: api,
-      port: 8080,
-      http: { method: "GET", path: "/api/orders/1", status: 403 },
-      verdict: "deny",
-      time: t,
-    }),
-  );
-  records.push(
-    flow({
-      from: rogue,
-      to: api,
-      port: 8080,
-      http: { method: "DELETE", path: "/api/orders/7" },
-      verdict: "deny",
-      time: t + 1,
-    }),
-  );
+  const refusedByApi = (http: { method: string; path: string; status?: number }) => {
+    t += 100;
+    const spec = { from: rogue, to: api, port: 8080, http, time: t };
+    records.push(
+      flow({ ...spec, direction: "egress", policy: null, reason: UNRESTRICTED_EGRESS }),
+      flow({ ...spec, direction: "ingress", verdict: "deny", time: t + 1 }),
+    );
+  };
+  refusedByApi({ method: "GET", path: "/api/orders/1", status: 403 });
+  refusedByApi({ method: "DELETE", path: "/api/orders/7", status: 403 });
   records.push(flow({ from: rogue, to: db, port: 5432, verdict: "deny", time: t + 2 }));
   return records;
 }

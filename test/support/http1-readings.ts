@@ -10,7 +10,7 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { BodyFramer, FramingError } from "../../sidecar/http/http1/body.ts";
 import type { RequestHead } from "../../sidecar/http/http1/head.ts";
-import { HeadError, headEnd, parseRequestHead, partialHeadProblem } from "../../sidecar/http/http1/head.ts";
+import { scanRequestHead } from "../../sidecar/http/http1/head.ts";
 
 export const MAX_HEAD = 16 * 1024;
 
@@ -71,22 +71,12 @@ export function sigilRequests(pieces: readonly Buffer[]): Reading {
     for (;;) {
       if (head === null) {
         if (pending.length === 0) break;
-        const end = headEnd(pending, 0);
-        if (end < 0) {
-          // As the connection does: refused once no CRLF CRLF can end the head within the limit.
-          if (pending.length >= MAX_HEAD + 4) return { messages, end: "refused", reason: "head too large" };
-          const problem = partialHeadProblem(pending.toString("latin1"));
-          if (problem !== null) return { messages, end: "refused", reason: problem };
-          break;
-        }
-        if (end > MAX_HEAD + 4) return { messages, end: "refused", reason: "head too large" };
-        try {
-          head = parseRequestHead(pending.toString("latin1", 0, end));
-        } catch (err) {
-          if (!(err instanceof HeadError)) throw err;
-          return { messages, end: "refused", reason: err.reason };
-        }
-        pending = pending.subarray(end);
+        // The connection's own head scan: the head limit and the early refusal of a partial head.
+        const scan = scanRequestHead(pending, 0, MAX_HEAD);
+        if (scan.kind === "partial") break;
+        if (scan.kind === "refused") return { messages, end: "refused", reason: scan.reason };
+        head = scan.head;
+        pending = pending.subarray(scan.end);
         if (head.upgrade || head.method === "CONNECT") {
           messages.push(messageOf(head, "", []));
           return { messages, end: "tunnel" };

@@ -13,7 +13,8 @@ import type { IdentityPlane } from "../../controlplane/identity/plane.ts";
 import { openIdentityPlane } from "../../controlplane/identity/plane.ts";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import { x509 } from "../../core/svid/x509.ts";
-import { IdentityClient } from "../../sidecar/identity/identity-client.ts";
+import { expect } from "vitest";
+import { IdentityClient, IdentityRequestError } from "../../sidecar/identity/identity-client.ts";
 
 /** A control plane's identity side on a real TLS gRPC listener on loopback, in a temporary data dir. */
 export interface IdentityHarness {
@@ -88,3 +89,13 @@ export async function signingCaOf(
 }
 
 export type CryptoKeyLike = webcrypto.CryptoKey;
+
+/** The IdentityRequestError a refused signing request ends in (fails the test if it succeeds). */
+export async function refusal(promise: Promise<unknown>): Promise<IdentityRequestError> {
+  const err = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(IdentityRequestError);
+  return err as IdentityRequestError;
+}

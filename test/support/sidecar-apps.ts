@@ -309,6 +309,11 @@ export class RawHttpConnection {
     socket.on("error", () => undefined);
   }
 
+  /** Requests over a connection already open (a mesh mTLS socket, say). */
+  static over(socket: Socket): RawHttpConnection {
+    return new RawHttpConnection(socket);
+  }
+
   static open(port: number): Promise<RawHttpConnection> {
     return new Promise((resolve, reject) => {
       const socket = net.connect(port, "127.0.0.1", () => resolve(new RawHttpConnection(socket)));

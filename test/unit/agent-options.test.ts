@@ -56,6 +56,45 @@ describe("sidecar agent options", () => {
     );
   });
 
+  it("names the workload by its pid or by its attributes, never both, and its executable only with its user", () => {
+    expect(parseAgentOptions({ ...BASE, workloadUid: "app", workloadExe: "/usr/bin/python3" })).toMatchObject(
+      {
+        workloadUid: "app",
+        workloadExe: "/usr/bin/python3",
+      },
+    );
+    expect(parseAgentOptions({ ...BASE, workloadUid: 2000 }).workloadUid).toBe(2000);
+    expect(() => parseAgentOptions({ ...BASE, workloadPid: 42, workloadUid: 2000 })).toThrow(
+      /workloadPid: name the workload by its pid or by its attributes/,
+    );
+    expect(() => parseAgentOptions({ ...BASE, workloadExe: "/usr/bin/python3" })).toThrow(
+      /workloadExe: workloadExe needs workloadUid/,
+    );
+    expect(() => parseAgentOptions({ ...BASE, workloadUid: 2000, workloadExe: "python3" })).toThrow(
+      /workloadExe: must be an absolute path/,
+    );
+    expect(() => parseAgentOptions({ ...BASE, workloadUid: "not a user" })).toThrow(
+      /workloadUid: not a uid or user name/,
+    );
+  });
+
+  it("serves the workload API only with the workload's uids, and never to the sidecar's own", () => {
+    const socket = "/run/sigil/workload.sock";
+    expect(parseAgentOptions({ ...BASE, workloadApiSocket: socket, workloadApiUid: [65534] })).toMatchObject({
+      workloadApiSocket: socket,
+      workloadApiUid: [65534],
+    });
+    expect(() => parseAgentOptions({ ...BASE, workloadApiSocket: socket })).toThrow(/workloadApiUid: .*uids/);
+    expect(() => parseAgentOptions({ ...BASE, workloadApiUid: [65534] })).toThrow(/workloadApiSocket/);
+    expect(() =>
+      parseAgentOptions({ ...BASE, workloadApiSocket: "run/x.sock", workloadApiUid: [1] }),
+    ).toThrow(/absolute path/);
+    const own = process.getuid?.() ?? 0;
+    expect(() => parseAgentOptions({ ...BASE, workloadApiSocket: socket, workloadApiUid: [own] })).toThrow(
+      new RegExp(`uid ${own} is the sidecar's own`),
+    );
+  });
+
   it("reads the user-access example as it stands", async () => {
     const file = fileURLToPath(new URL("../../examples/user-access/sidecar.yaml", import.meta.url));
     const o = parseAgentOptions(await readAgentConfigFile(file), file);

@@ -96,6 +96,21 @@ describe("sigil init configuration", () => {
     expect(String(flag)).toMatch(/flag --families.*"5" is not an IP family/s);
   });
 
+  it("--fast-path-mark-mask (as an injected pod's init container passes it) lets fast-path connections bypass the proxy", async () => {
+    const outcome = await runInit(
+      sources({ flags: { proxyUid: "1337", families: "4", fastPathMarkMask: "0xf00000" } }),
+      "dry-run",
+      undefined,
+    );
+    expect(outcome.config.fastPathMarkMask).toBe(0xf00000);
+    expect(outcome.output).toContain("-A SIGIL_INBOUND -m connmark ! --mark 0x0/0xf00000 -j RETURN");
+    expect(outcome.output).toContain("-A SIGIL_OUTBOUND -m mark ! --mark 0x0/0xf00000 -j RETURN");
+    const env = await loadCaptureConfig(sources({ env: { SIGIL_FAST_PATH_MARK_MASK: "0xf0000g" } })).catch(
+      (e: Error) => e,
+    );
+    expect(String(env)).toMatch(/environment SIGIL_FAST_PATH_MARK_MASK.*"0xf0000g" is not a mark mask/s);
+  });
+
   it("--dry-run prints the rules it would apply and applies nothing", async () => {
     const outcome = await runInit(
       sources({ flags: { proxyUid: "1337", families: "4", inboundPorts: "8080" } }),

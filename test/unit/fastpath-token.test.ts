@@ -1,11 +1,11 @@
-import { createPrivateKey } from "node:crypto";
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
-import { RevocationIndex } from "../../core/svid/revocation.ts";
+import { RevocationIndex, canonicalSerial } from "../../core/svid/revocation.ts";
 import { WarmHandshakes } from "../../native/index.ts";
 import { MARKS } from "../../sidecar/fastpath/marks.ts";
 import {
@@ -151,6 +151,43 @@ describe("fast-path token", () => {
     });
     const t3 = encodeToken(web, { type: "syn", nonce: newNonce(), timestampMs: Date.now(), tuple: TUPLE });
     expect(reasonOf(() => v.verify(t3, "syn", TUPLE))).toBe("revoked");
+  });
+
+  it("refuses a token whose certificate is revoked by serial and accepts another certificate of the same workload", async () => {
+    const leaked = await signer("web");
+    const renewed = await signer("web");
+    const v = verifier();
+    v.setTrust({
+      bundle: ca.bundle(),
+      revocations: new RevocationIndex({
+        trustDomain: "sigil.local",
+        sequence: 3,
+        entries: [],
+        certificates: [
+          {
+            serial: canonicalSerial(new X509Certificate(leaked.chain[0] as Buffer).serialNumber),
+            spiffeId: "spiffe://sigil.local/workload/web",
+            revokedAtMs: Date.now(),
+            expiresAtMs: Date.now() + 1e6,
+            reason: "key leaked",
+          },
+        ],
+      }),
+    });
+    const refused = encodeToken(leaked, {
+      type: "syn",
+      nonce: newNonce(),
+      timestampMs: Date.now(),
+      tuple: TUPLE,
+    });
+    expect(reasonOf(() => v.verify(refused, "syn", TUPLE))).toBe("revoked");
+    const served = encodeToken(renewed, {
+      type: "syn",
+      nonce: newNonce(),
+      timestampMs: Date.now(),
+      tuple: TUPLE,
+    });
+    expect(reasonOf(() => v.verify(served, "syn", TUPLE))).toBe("accepted");
   });
 
   it("refuses a replay inside the window and a stale token after it", () => {

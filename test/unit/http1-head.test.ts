@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { KEEP_ALIVE_MARGIN_MS, keepAliveIdleMs } from "../../sidecar/http/http1/keep-alive-hint.ts";
 import {
   HeadError,
   headEnd,
@@ -171,5 +172,17 @@ describe("response heads", () => {
     ["a NUL in a field", "HTTP/1.1 200 OK\r\nX: \x00\r\n\r\n"],
   ])("refuses %s", (_name, text) => {
     expect(() => parseResponseHead(text)).toThrow(HeadError);
+  });
+});
+
+describe("Keep-Alive: timeout hint of a response", () => {
+  it("leaves the advertised idle time less the margin, none below it, and null without a timeout", () => {
+    expect(keepAliveIdleMs(["Keep-Alive", "timeout=5"])).toBe(5000 - KEEP_ALIVE_MARGIN_MS);
+    expect(keepAliveIdleMs(["keep-alive", "max=100, timeout=3"])).toBe(3000 - KEEP_ALIVE_MARGIN_MS);
+    expect(keepAliveIdleMs(["Keep-Alive", "timeout=1"])).toBe(0);
+    expect(keepAliveIdleMs(["Keep-Alive", "timeout=0"])).toBe(0);
+    expect(keepAliveIdleMs(["Keep-Alive", "max=100"])).toBeNull();
+    expect(keepAliveIdleMs(["Keep-Alive", "mytimeout=5"])).toBeNull();
+    expect(keepAliveIdleMs(["Content-Type", "text/plain"])).toBeNull();
   });
 });

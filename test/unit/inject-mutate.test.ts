@@ -5,6 +5,7 @@ import { injectYaml } from "../../inject/documents.ts";
 import { InjectError } from "../../inject/errors.ts";
 import { injectSettings, SIGIL_VERSION } from "../../inject/settings.ts";
 import { injectObject } from "../../inject/workloads.ts";
+import { hex, MARK_MASK } from "../../sidecar/fastpath/marks.ts";
 
 const k8s = injectSettings({ controlPlane: "cp.sigil-system.svc:15010" });
 const podman = injectSettings({ runtime: { kind: "podman", hostDir: "/srv/sigil" } });
@@ -179,6 +180,7 @@ describe("sigil inject: every supported kind", () => {
     expect(sidecar.readinessProbe?.exec?.command).toContain("ready");
     expect(sidecar.resources?.limits?.memory).toBe("256Mi");
     expect(sidecar.args).toContain("--service-account-token-file=/var/run/sigil/token/token");
+    expect(sidecar.args?.some((arg) => arg.startsWith("--identity-dir"))).toBe(false);
     const token = out.spec.volumes?.find((v) => v.name === "sigil-token");
     expect(token?.projected?.sources?.[0]?.serviceAccountToken).toEqual({
       audience: "sigil",
@@ -187,11 +189,15 @@ describe("sigil inject: every supported kind", () => {
     });
   });
 
-  it("fast-path ports give the sidecar NET_ADMIN for its queues", () => {
+  it("fast-path ports give the sidecar NET_ADMIN for its queues, and capture the fast path's mark field", () => {
     const out = inject(KINDS[0]!.build(template({ "sigil.io/fast-path-ports": "9090" })));
     const sidecar = container(out.spec, "sigil-sidecar");
     expect(sidecar.args).toContain("--fast-path-ports=9090");
     expect(sidecar.securityContext?.capabilities?.add).toEqual(["NET_ADMIN"]);
+    const init = out.spec.initContainers?.find((c) => c.name === "sigil-init");
+    expect(init?.args).toContain(`--fast-path-mark-mask=${hex(MARK_MASK)}`);
+    const plain = inject(KINDS[0]!.build(template()));
+    expect(plain.spec.initContainers?.[0]?.args?.join(" ")).not.toContain("fast-path");
   });
 
   it("podman: host directories, a join token per pod, and podman's init-container annotation", () => {
@@ -201,8 +207,17 @@ describe("sigil inject: every supported kind", () => {
       { name: "sigil-bundle", hostPath: { path: "/srv/sigil/bundle", type: "Directory" } },
       { name: "sigil-token", hostPath: { path: "/srv/sigil/tokens/web", type: "Directory" } },
     ]);
-    expect(container(out.spec, "sigil-sidecar").args).toContain(
-      "--join-token-file=/var/run/sigil/token/token",
+    // podman makes an emptyDir a named volume shared by name: each pod's scratch space is its own.
+    expect(out.spec.volumes?.[2]?.name).toBe("sigil-tmp-web");
+    expect(container(out.spec, "sigil-sidecar").volumeMounts).toContainEqual({
+      name: "sigil-tmp-web",
+      mountPath: "/tmp",
+    });
+    expect(container(out.spec, "sigil-sidecar").args).toEqual(
+      expect.arrayContaining([
+        "--join-token-file=/var/run/sigil/token/token",
+        "--identity-dir=/tmp/identity",
+      ]),
     );
     // podman 4 would publish declared ports on the host: they move to an annotation the sidecar reads.
     expect(container(out.spec, "app").ports).toBeUndefined();

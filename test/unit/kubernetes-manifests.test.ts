@@ -3,6 +3,7 @@ import { join } from "node:path";
 import type { MutatingWebhookConfiguration } from "kubernetes-types/admissionregistration/v1.js";
 import type { Deployment } from "kubernetes-types/apps/v1.js";
 import type { ConfigMap, Service } from "kubernetes-types/core/v1.js";
+import type { ClusterRole, ClusterRoleBinding } from "kubernetes-types/rbac/v1.js";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { describe, expect, it } from "vitest";
 import { injectYaml } from "../../inject/documents.ts";
@@ -112,6 +113,25 @@ describe("examples/kubernetes manifests", () => {
     expect(runtime.kind).toBe("kubernetes");
     expect(attestation.audiences).toContain(runtime.kind === "kubernetes" ? runtime.tokenAudience : "");
     expect(webhookConfig.settings.controlPlane).toBe("sigil-controlplane.sigil-system.svc:15010");
+  });
+
+  it("the control plane may read pods and nothing else, with the token it mounts for that", () => {
+    const role = find<ClusterRole>("ClusterRole", "sigil-pod-reader");
+    expect(role.rules).toEqual([{ apiGroups: [""], resources: ["pods"], verbs: ["get", "list", "watch"] }]);
+    const binding = find<ClusterRoleBinding>("ClusterRoleBinding", "sigil-controlplane-pod-reader");
+    expect(binding.roleRef).toEqual({
+      apiGroup: "rbac.authorization.k8s.io",
+      kind: "ClusterRole",
+      name: "sigil-pod-reader",
+    });
+    expect(binding.subjects).toEqual([
+      { kind: "ServiceAccount", name: "sigil-controlplane", namespace: "sigil-system" },
+    ]);
+    const attestation = parseYaml(config["kubernetes-attestation.yaml"] ?? "") as { apiServer?: unknown };
+    expect(attestation.apiServer).toBe("in-cluster");
+    const pod = find<Deployment>("Deployment", "sigil-controlplane").spec?.template.spec;
+    expect(pod?.serviceAccountName).toBe("sigil-controlplane");
+    expect(pod?.automountServiceAccountToken).toBe(true);
   });
 
   it("the example app injects cleanly", () => {

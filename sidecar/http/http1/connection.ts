@@ -1,49 +1,29 @@
 import type { Socket } from "node:net";
-import type { Logger } from "pino";
 import type { Peer } from "../../../core/identity.ts";
 import type { UserIdentity } from "../../../core/user.ts";
-import type { Decision, HttpRequestFacts } from "../../../core/policy/index.ts";
 import { normalizeRequestPath } from "../../../core/policy/index.ts";
-import type { Authorizer } from "../../authz/authorize.ts";
-import { reportedPath } from "../../authz/authorize.ts";
 import { refused } from "../../authz/refusal.ts";
-import { withForwardedClientCert } from "../client-cert.ts";
 import { denialBody } from "../denial.ts";
-import { splice } from "../../tunnel/splice.ts";
 import type { ProxiedConnection } from "../../upstream/proxied-connection.ts";
-import type { Upstreams } from "../../upstream/upstreams.ts";
-import type { BodiesOnGetHead } from "../bodiless-methods.ts";
-import { bodyRefusal, refusesBody } from "../bodiless-methods.ts";
 import { BodyFramer, FramingError } from "./body.ts";
-import type { RequestHead, ResponseHead } from "./head.ts";
-import { HeadError, headEnd, parseRequestHead, parseResponseHead, partialHeadProblem } from "./head.ts";
+import type { RequestHead } from "./head.ts";
+import { scanRequestHead } from "./head.ts";
 import type { Http1Pool, PoolUser, UpstreamConnection } from "../../upstream/http1-pool.ts";
-import { downstreamResponseHead, rawResponse, upgradeRequestHead, upstreamRequestHead } from "./responses.ts";
+import { rawResponse, upgradeRequestHead, upstreamRequestHead } from "./responses.ts";
 import type { Admission } from "../../user-access/gate.ts";
 import { userFields } from "../../user-access/user-fields.ts";
+import type { ClientConnection, Exchange, Http1Context, HttpFlow } from "./exchange.ts";
+import { recordHttpFlow } from "./exchange.ts";
+import { keepsAliveAfterRefusal, refusedBeforeDecision, requestFacts } from "./request-checks.ts";
+import type { RelayEvents } from "./response-relay.ts";
+import { ResponseRelay } from "./response-relay.ts";
+import { spliceUpgrade } from "./upgrade.ts";
+import { mayResend } from "./resend.ts";
 
-export interface Http1Options {
-  readonly maxHeaderBytes: number;
-  readonly bodiesOnGetHead: BodiesOnGetHead;
-  readonly headersTimeoutMs: number;
-  readonly keepAliveTimeoutMs: number;
-}
-
-/** What every connection of one proxy shares. */
-export interface Http1Context {
-  readonly authorizer: Authorizer;
-  readonly upstreams: Upstreams;
-  readonly options: Http1Options;
-  readonly log: Logger;
-  readonly draining: boolean;
-  forget(conn: Http1Connection): void;
-}
-
-/** Largest upstream response head accepted; a larger one is a 502. */
-const MAX_RESPONSE_HEAD = 64 * 1024;
 /** Request body bytes held while the exchange waits for a pooled connection, before reading pauses. */
 const MAX_HELD_BODY = 64 * 1024;
 const CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n";
+const ANONYMOUS: Admission = { kind: "forward", user: null };
 
 const enum State {
   /** Waiting for (the rest of) a request head. */
@@ -62,7 +42,7 @@ const enum State {
  * `BodyFramer`. One request at a time: bytes of a pipelined next request wait (reading paused)
  * until the current response is complete.
  */
-export class Http1Connection implements PoolUser {
+export class Http1Connection implements PoolUser, ClientConnection {
   private state = State.Head;
   /** Client bytes received and not yet handled. */
   private pending: Buffer | null = null;
@@ -70,34 +50,16 @@ export class Http1Connection implements PoolUser {
   private scanFrom = 0;
   /** When the current wait for a head began (connection start, or the end of the previous exchange). */
   since = Date.now();
-
-  // The current exchange; reset by `endExchange`.
-  private req: RequestHead | null = null;
-  /**
-   * The request asks to switch to a protocol that is not HTTP again: the connection becomes a
-   * tunnel only after a 101. An h2c upgrade never does (`RequestHead.httpUpgrade`).
-   */
-  private upgrading = false;
-  private decision: Decision | null = null;
-  private peer: Peer | null = null;
-  /** The person the current request was verified for, with the fields that tell the application. */
-  private user: UserIdentity | null = null;
-  private userFields: Record<string, string> | undefined = undefined;
-  private startedAt = 0;
-  private target = "";
-  private reqBody: BodyFramer | null = null;
-  private pool: Http1Pool | null = null;
-  private up: UpstreamConnection | null = null;
-  private resPending: Buffer | null = null;
-  private res: ResponseHead | null = null;
-  private resBody: BodyFramer | null = null;
-  private dechunk: boolean = false;
-  private closeAfter = false;
-  private upstreamReusable = false;
-  private status = 502;
-  private readonly spans: number[] = [];
+  /** The current exchange, while the state is `Exchange`. */
+  private ex: Exchange | null = null;
   /** The pool of this connection's route, looked up once: the route is fixed per connection. */
   private routePool: Http1Pool | null = null;
+
+  private readonly relayEvents: RelayEvents = {
+    complete: () => this.endExchange(null),
+    fail: (reason) => this.fail(reason),
+    switchProtocols: (head, rest) => this.switchProtocols(head, rest),
+  };
 
   constructor(
     readonly socket: Socket,
@@ -110,7 +72,8 @@ export class Http1Connection implements PoolUser {
       this.append(chunk);
       this.nextRequest();
     } else if (this.state === State.Exchange) {
-      if (this.up !== null && this.reqBody !== null && !this.reqBody.done) this.forwardBody(chunk);
+      const ex = this.ex as Exchange;
+      if (ex.up !== null && !ex.body.done) this.forwardBody(ex, chunk);
       else this.hold(chunk);
     } else if (this.state === State.Deciding) {
       this.hold(chunk);
@@ -130,7 +93,7 @@ export class Http1Connection implements PoolUser {
   };
 
   private readonly onDrain = (): void => {
-    if (this.up !== null) this.up.socket.resume();
+    if (this.ex?.up) this.ex.up.socket.resume();
   };
 
   private readonly onError = (): void => undefined;
@@ -175,7 +138,8 @@ export class Http1Connection implements PoolUser {
   /** Bytes that arrive while an exchange cannot take them (a pipelined request, a body before its hop). */
   private hold(chunk: Buffer): void {
     this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
-    const limit = this.up === null && this.reqBody !== null && !this.reqBody.done ? MAX_HELD_BODY : 0;
+    const ex = this.ex;
+    const limit = ex !== null && ex.up === null && !ex.body.done ? MAX_HELD_BODY : 0;
     if (this.pending.length > limit) this.socket.pause();
   }
 
@@ -183,46 +147,26 @@ export class Http1Connection implements PoolUser {
   private nextRequest(): void {
     while (this.state === State.Head && this.pending !== null) {
       const buf = this.pending;
-      const end = headEnd(buf, this.scanFrom);
-      const max = this.ctx.options.maxHeaderBytes;
-      if (end < 0) {
-        // The limit counts the head without its final CRLF CRLF, which may still be on its way.
-        if (buf.length >= max + 4) {
-          this.refuse(400, `request head larger than ${max} bytes`, "", "");
-          return;
-        }
-        const problem = partialHeadProblem(buf.toString("latin1"));
-        if (problem !== null) this.refuse(400, problem, "", "");
-        else this.scanFrom = Math.max(0, buf.length - 3);
+      const scan = scanRequestHead(buf, this.scanFrom, this.ctx.options.maxHeaderBytes);
+      if (scan.kind === "partial") {
+        this.scanFrom = scan.scanFrom;
         return;
       }
-      if (end > max + 4) {
-        this.refuse(400, `request head larger than ${max} bytes`, "", "");
+      if (scan.kind === "refused") {
+        this.refuse(400, scan.reason, "", "");
         return;
       }
-      let req: RequestHead;
-      try {
-        req = parseRequestHead(buf.toString("latin1", 0, end));
-      } catch (err) {
-        if (!(err instanceof HeadError)) throw err;
-        this.refuse(400, err.reason, "", "");
-        return;
-      }
-      this.pending = end < buf.length ? buf.subarray(end) : null;
+      this.pending = scan.end < buf.length ? buf.subarray(scan.end) : null;
       this.scanFrom = 0;
-      this.request(req);
+      this.request(scan.head);
     }
   }
 
   private request(req: RequestHead): void {
     const startedAt = Date.now();
-    if (req.method === "CONNECT") {
-      this.refuse(400, "CONNECT is not proxied", req.method, req.target);
-      return;
-    }
-    if (refusesBody(req.method, this.ctx.options.bodiesOnGetHead) && requestHasBody(req)) {
-      const framing = req.chunked ? "Transfer-Encoding: chunked" : `Content-Length: ${req.contentLength}`;
-      this.refuse(400, bodyRefusal(req.method, framing), req.method, req.target);
+    const refusal = refusedBeforeDecision(req, this.ctx.options.bodiesOnGetHead);
+    if (refusal !== null) {
+      this.refuse(400, refusal, req.method, req.target);
       return;
     }
     const peer = this.conn.peerFor(req.host);
@@ -256,19 +200,17 @@ export class Http1Connection implements PoolUser {
   /** The user-access gate answered the request itself (sign-in, callback, 401): nothing goes upstream. */
   private answer(req: RequestHead, peer: Peer, startedAt: number, a: Admission & { kind: "answer" }): void {
     this.socket.write(a.answer.raw);
-    this.ctx.authorizer.record(
-      this.conn.facts,
-      a.decision,
-      {
-        protocol: "http",
-        http: { method: req.method, path: reportedPath(a.decision, req.target), status: a.answer.status },
-        bytesSent: a.answer.raw.length,
-        bytesReceived: 0,
-        startedAt,
-      },
+    this.record({
+      decision: a.decision,
+      method: req.method,
+      target: req.target,
+      status: a.answer.status,
+      bytesSent: a.answer.raw.length,
+      bytesReceived: 0,
+      startedAt,
       peer,
-      a.user,
-    );
+      user: a.user,
+    });
     this.close();
   }
 
@@ -293,64 +235,58 @@ export class Http1Connection implements PoolUser {
     if (decision.verdict === "deny") {
       const status = decision.status === 400 ? 400 : 403;
       const body = denialBody(status, decision);
-      // An unread request body would have to be drained to find the next request, and a refused
-      // upgrade leaves the client unsure what the connection speaks: close instead.
-      const keepAlive =
-        !this.ctx.draining &&
-        status === 403 &&
-        req.minor === 1 &&
-        req.keepAlive &&
-        !req.upgrade &&
-        !req.chunked &&
-        (req.contentLength ?? 0) === 0;
+      const keepAlive = keepsAliveAfterRefusal(req, status, this.ctx.draining);
       this.socket.write(rawResponse(status, body, keepAlive));
-      this.ctx.authorizer.record(
-        this.conn.facts,
+      this.record({
         decision,
-        {
-          protocol: "http",
-          http: { method: req.method, path: reportedPath(decision, req.target), status },
-          bytesSent: body.length,
-          bytesReceived: 0,
-          startedAt,
-        },
+        method: req.method,
+        target: req.target,
+        status,
+        bytesSent: body.length,
+        bytesReceived: 0,
+        startedAt,
         peer,
         user,
-      );
+      });
       if (keepAlive) this.since = Date.now();
       else this.close();
       return;
     }
     const normalized = normalizeRequestPath(req.target);
-    const target = normalized.ok ? normalized.forwardTarget : req.target;
     if (req.expectContinue) this.socket.write(CONTINUE);
-    this.state = State.Exchange;
-    this.req = req;
-    this.upgrading = req.upgrade && !req.httpUpgrade;
-    this.decision = decision;
-    this.peer = peer;
-    this.user = user;
-    this.userFields = fields;
-    this.startedAt = startedAt;
-    this.target = target;
-    this.reqBody = BodyFramer.forRequest(req.contentLength, req.chunked, this.ctx.options.maxHeaderBytes);
-    this.status = 502;
+    const upgrading = req.upgrade && !req.httpUpgrade;
+    const body = BodyFramer.forRequest(req.contentLength, req.chunked, this.ctx.options.maxHeaderBytes);
     if (this.routePool === null || this.routePool.retired)
       this.routePool = this.ctx.upstreams.http1(this.conn.route);
-    this.pool = this.routePool;
-    this.pool.acquire(this);
+    const pool = this.routePool;
+    this.state = State.Exchange;
+    this.ex = {
+      req,
+      upgrading,
+      target: normalized.ok ? normalized.forwardTarget : req.target,
+      decision,
+      peer,
+      user,
+      userFields: fields,
+      startedAt,
+      body,
+      pool,
+      up: null,
+      response: new ResponseRelay(this.socket, req, upgrading, body, this.ctx, this.relayEvents),
+    };
+    pool.acquire(this);
   }
 
   // --- the pooled upstream connection ---
 
   onUpstream(up: UpstreamConnection): void {
-    const req = this.req as RequestHead;
-    const body = this.reqBody as BodyFramer;
-    this.up = up;
+    const ex = this.ex as Exchange;
+    const { req, body } = ex;
+    ex.up = up;
     const clientCert = this.conn.forwardedClientCert;
-    const head = this.upgrading
-      ? upgradeRequestHead(req, this.target, clientCert, this.userFields)
-      : upstreamRequestHead(req, this.target, clientCert, this.userFields);
+    const head = ex.upgrading
+      ? upgradeRequestHead(req, ex.target, clientCert, ex.userFields)
+      : upstreamRequestHead(req, ex.target, clientCert, ex.userFields);
     let out: Buffer;
     let n = 0;
     const pending = this.pending;
@@ -377,169 +313,75 @@ export class Http1Connection implements PoolUser {
   }
 
   onUpstreamFailed(err: Error): void {
-    this.up = null;
+    if (this.ex !== null) this.ex.up = null;
     this.fail(`upstream: ${err.message}`);
   }
 
-  private forwardBody(chunk: Buffer): void {
-    const body = this.reqBody as BodyFramer;
+  private forwardBody(ex: Exchange, chunk: Buffer): void {
     let n: number;
     try {
-      n = body.consume(chunk, 0);
+      n = ex.body.consume(chunk, 0);
     } catch (err) {
       this.framingFailed(err);
       return;
     }
-    const up = (this.up as UpstreamConnection).socket;
+    const up = (ex.up as UpstreamConnection).socket;
     const flowing = up.write(n === chunk.length ? chunk : chunk.subarray(0, n));
     if (n < chunk.length) this.hold(chunk.subarray(n));
     else if (!flowing) this.socket.pause();
   }
 
   onUpstreamDrain(): void {
-    if (this.reqBody !== null && !this.reqBody.done) this.socket.resume();
+    if (this.ex !== null && !this.ex.body.done) this.socket.resume();
   }
 
   onUpstreamData(chunk: Buffer): void {
-    if (this.res === null) {
-      this.resPending = this.resPending === null ? chunk : Buffer.concat([this.resPending, chunk]);
-      this.responseHead();
-      return;
-    }
-    this.forwardResponse(chunk, 0, null);
-  }
-
-  /** Reads the response head (skipping interim 1xx responses) and starts relaying the response. */
-  private responseHead(): void {
-    for (;;) {
-      const buf = this.resPending as Buffer;
-      const end = headEnd(buf, 0);
-      if (end < 0) {
-        if (buf.length > MAX_RESPONSE_HEAD) this.fail("upstream: response head too large");
-        return;
-      }
-      let res: ResponseHead;
-      try {
-        res = parseResponseHead(buf.toString("latin1", 0, end));
-      } catch (err) {
-        if (!(err instanceof HeadError)) throw err;
-        this.fail(`upstream: ${err.reason}`);
-        return;
-      }
-      const rest = end < buf.length ? buf.subarray(end) : null;
-      if (res.status < 200) {
-        // 100-continue is answered by this proxy; interim responses stop here.
-        if (res.status === 101) {
-          if (this.upgrading) this.switchProtocols(buf.subarray(0, end), rest);
-          else this.fail("upstream: switching protocols without an upgrade request");
-          return;
-        }
-        this.resPending = rest;
-        if (rest === null) return;
-        continue;
-      }
-      this.resPending = null;
-      this.startResponse(res, rest);
-      return;
-    }
-  }
-
-  private startResponse(res: ResponseHead, rest: Buffer | null): void {
-    const req = this.req as RequestHead;
-    const noBody = req.method === "HEAD" || res.status === 204 || res.status === 304;
-    let body: BodyFramer;
-    if (noBody) body = new BodyFramer("none", 0, 0);
-    else if (res.chunked) body = new BodyFramer("chunked", 0, MAX_RESPONSE_HEAD);
-    else if (res.contentLength !== null) body = new BodyFramer("length", res.contentLength, 0);
-    else body = new BodyFramer("close", 0, 0);
-    this.res = res;
-    this.resBody = body;
-    this.status = res.status;
-    // An HTTP/1.0 client cannot read chunked framing: it gets the payload alone, ended by the close.
-    this.dechunk = res.chunked && !noBody && req.minor === 0;
-    // An upgrade the server declined still leaves the client unsure what the connection speaks,
-    // and whatever it sent after the request was meant for the new protocol: close both (the
-    // upstream only if it saw the upgrade; an h2c one went as a plain request).
-    this.upstreamReusable = res.keepAlive && body.kind !== "close" && !this.upgrading;
-    this.closeAfter =
-      req.upgrade ||
-      this.ctx.draining ||
-      !req.keepAlive ||
-      req.minor === 0 ||
-      body.kind === "close" ||
-      !(this.reqBody as BodyFramer).done;
-    const head = downstreamResponseHead(res, res.chunked && !noBody && !this.dechunk, this.closeAfter);
-    this.forwardResponse(rest ?? EMPTY, 0, head);
-  }
-
-  /** Relays response bytes from `start` (after `head`, if given) and ends the exchange with the body. */
-  private forwardResponse(chunk: Buffer, start: number, head: string | null): void {
-    const body = this.resBody as BodyFramer;
-    const spans = this.dechunk ? this.spans : undefined;
-    let n: number;
-    try {
-      n = body.consume(chunk, start, spans);
-    } catch (err) {
-      this.fail(`upstream: ${(err as Error).message}`);
-      return;
-    }
-    let out: Buffer | null;
-    if (spans !== undefined) out = this.payload(chunk, head, spans);
-    else if (head === null)
-      out = n === 0 ? null : n === chunk.length ? chunk : chunk.subarray(start, start + n);
-    else if (n === 0) out = Buffer.from(head, "latin1");
-    else {
-      out = Buffer.allocUnsafe(head.length + n);
-      out.write(head, 0, "latin1");
-      chunk.copy(out, head.length, start, start + n);
-    }
-    if (start + n < chunk.length) {
-      // Bytes after the end of the response: this upstream connection cannot be trusted again.
-      this.upstreamReusable = false;
-    }
-    if (out !== null && !this.socket.write(out) && !body.done) (this.up as UpstreamConnection).socket.pause();
-    if (body.done) this.endExchange(null);
-  }
-
-  private payload(chunk: Buffer, head: string | null, spans: number[]): Buffer | null {
-    const parts: Buffer[] = head === null ? [] : [Buffer.from(head, "latin1")];
-    for (let i = 0; i < spans.length; i += 2) parts.push(chunk.subarray(spans[i], spans[i + 1]));
-    spans.length = 0;
-    return parts.length === 0 ? null : Buffer.concat(parts);
+    const ex = this.ex;
+    if (ex !== null) ex.response.data(chunk, (ex.up as UpstreamConnection).socket);
   }
 
   onUpstreamEnd(): void {
-    const body = this.resBody;
-    if (this.res !== null && body !== null && body.kind === "close") {
-      body.endOfInput();
-      this.upstreamReusable = false;
+    if (this.ex !== null && this.ex.response.endedByClose()) {
       this.endExchange(null);
       return;
     }
-    this.fail("upstream: connection closed before the response ended");
+    if (!this.resend()) this.fail("upstream: connection closed before the response ended");
   }
 
   onUpstreamClose(): void {
-    this.up = null;
+    if (this.resend()) return;
+    if (this.ex !== null) this.ex.up = null;
     if (this.state === State.Exchange) this.fail("upstream: connection closed before the response ended");
+  }
+
+  /** The request goes out again on another connection when `mayResend` allows; false otherwise. */
+  private resend(): boolean {
+    const ex = this.ex;
+    if (this.state !== State.Exchange || ex === null || ex.up === null || !mayResend(ex, ex.up)) return false;
+    ex.pool.release(ex.up, false);
+    ex.up = null;
+    // The pool may have been emptied (and forgotten) by that connection's close: ask for it again.
+    if (ex.pool.retired) ex.pool = this.routePool = this.ctx.upstreams.http1(this.conn.route);
+    ex.pool.acquire(this);
+    return true;
   }
 
   // --- endings ---
 
   private framingFailed(err: unknown): void {
     if (!(err instanceof FramingError)) throw err;
-    const req = this.req as RequestHead;
-    const decision = refused({ kind: "malformed-request", problem: err.reason });
-    this.decision = decision;
-    this.status = 400;
-    if (this.res === null) this.socket.write(rawResponse(400, denialBody(400, decision)));
-    this.endExchange(`malformed request body: ${err.reason}`, req);
+    const ex = this.ex as Exchange;
+    ex.decision = refused({ kind: "malformed-request", problem: err.reason });
+    ex.response.status = 400;
+    if (!ex.response.started) this.socket.write(rawResponse(400, denialBody(400, ex.decision)));
+    this.endExchange(`malformed request body: ${err.reason}`);
   }
 
   private fail(reason: string): void {
     if (this.state !== State.Exchange) return;
-    if (this.res === null) {
-      this.status = 502;
+    const ex = this.ex as Exchange;
+    if (!ex.response.started) {
+      ex.response.status = 502;
       if (!this.socket.destroyed)
         this.socket.write(rawResponse(502, denialBody(502, { policy: null, reason })));
       this.endExchange(reason);
@@ -552,7 +394,8 @@ export class Http1Connection implements PoolUser {
 
   /** The client is gone or broke off mid-request: nothing more is sent either way. */
   private abort(reason: string): void {
-    if (this.pool !== null && this.up === null) this.pool.cancel(this);
+    const ex = this.ex;
+    if (ex !== null && ex.up === null) ex.pool.cancel(this);
     this.endExchange(reason);
     this.socket.destroy();
   }
@@ -562,45 +405,27 @@ export class Http1Connection implements PoolUser {
    * exchange), records the flow, and either closes the client connection or reads the next request.
    * `error` set means the exchange did not complete, and the client connection is closed.
    */
-  private endExchange(error: string | null, req: RequestHead | null = this.req): void {
+  private endExchange(error: string | null): void {
     if (this.state !== State.Exchange) return;
-    const up = this.up;
-    const complete = error === null && (this.reqBody as BodyFramer).done;
-    if (up !== null) (this.pool as Http1Pool).release(up, complete && this.upstreamReusable);
-    if (error !== null) this.ctx.log.debug({ err: error, path: this.target }, "HTTP/1.1 exchange failed");
-    const r = req as RequestHead;
-    this.ctx.authorizer.record(
-      this.conn.facts,
-      this.decision as Decision,
-      {
-        protocol: "http",
-        http: {
-          method: r.method,
-          path: reportedPath(this.decision as Decision, r.target),
-          status: this.status,
-        },
-        bytesSent: this.resBody?.dataBytes ?? 0,
-        bytesReceived: this.reqBody?.dataBytes ?? 0,
-        startedAt: this.startedAt,
-      },
-      this.peer as Peer,
-      this.user,
-    );
-    const close = error !== null || this.closeAfter || !complete || this.ctx.draining;
-    this.req = null;
-    this.upgrading = false;
-    this.decision = null;
-    this.peer = null;
-    this.user = null;
-    this.userFields = undefined;
-    this.reqBody = null;
-    this.pool = null;
-    this.up = null;
-    this.res = null;
-    this.resBody = null;
-    this.resPending = null;
-    this.dechunk = false;
-    this.closeAfter = false;
+    const ex = this.ex as Exchange;
+    const { response } = ex;
+    const complete = error === null && ex.body.done;
+    if (ex.up !== null)
+      ex.pool.release(ex.up, complete && response.upstreamReusable, response.upstreamIdleMs);
+    if (error !== null) this.ctx.log.debug({ err: error, path: ex.target }, "HTTP/1.1 exchange failed");
+    this.record({
+      decision: ex.decision,
+      method: ex.req.method,
+      target: ex.req.target,
+      status: response.status,
+      bytesSent: response.bytesSent,
+      bytesReceived: ex.body.dataBytes,
+      startedAt: ex.startedAt,
+      peer: ex.peer,
+      user: ex.user,
+    });
+    const close = error !== null || response.closeAfter || !complete || this.ctx.draining;
+    this.ex = null;
     if (close) {
       this.close();
       return;
@@ -616,14 +441,20 @@ export class Http1Connection implements PoolUser {
     const decision = refused({ kind: "malformed-request", problem: reason });
     const body = denialBody(400, decision);
     this.socket.write(rawResponse(status, body));
-    this.ctx.authorizer.record(this.conn.facts, decision, {
-      protocol: "http",
-      http: { method, path: target === "" ? "" : reportedPath(decision, target), status },
+    this.record({
+      decision,
+      method,
+      target,
+      status,
       bytesSent: body.length,
       bytesReceived: 0,
       startedAt: Date.now(),
     });
     this.close();
+  }
+
+  private record(flow: HttpFlow): void {
+    recordHttpFlow(this.ctx.authorizer, this.conn.facts, flow);
   }
 
   /** Finishes what was written, then closes; nothing more is read. */
@@ -634,8 +465,6 @@ export class Http1Connection implements PoolUser {
     this.socket.destroySoon();
   }
 
-  // --- upgrades ---
-
   /**
    * The upstream answered an upgrade request with 101: its head (and whatever followed it) goes to
    * the client and the two connections are spliced byte for byte. Only a request whose body ended
@@ -643,75 +472,26 @@ export class Http1Connection implements PoolUser {
    * forwarded, since nobody can tell which protocol they were meant in.
    */
   private switchProtocols(head: Buffer, rest: Buffer | null): void {
-    if (!(this.reqBody as BodyFramer).done) {
+    const ex = this.ex as Exchange;
+    if (!ex.body.done) {
       this.fail("upstream: switching protocols before the request body ended");
       return;
     }
     if (this.pending !== null) {
-      this.status = 400;
-      const decision = refused({
-        kind: "malformed-request",
-        problem: "bytes sent before the protocol switch",
-      });
-      this.decision = decision;
-      this.socket.write(rawResponse(400, denialBody(400, decision)));
+      ex.response.status = 400;
+      ex.decision = refused({ kind: "malformed-request", problem: "bytes sent before the protocol switch" });
+      this.socket.write(rawResponse(400, denialBody(400, ex.decision)));
       this.endExchange("client sent bytes before the protocol switch");
       return;
     }
     const s = this.socket;
-    const up = (this.up as UpstreamConnection).detach();
+    const up = (ex.up as UpstreamConnection).detach();
     s.off("data", this.onData);
     s.off("end", this.onEnd);
     s.off("close", this.onClose);
     s.off("drain", this.onDrain);
     this.state = State.Gone;
     this.ctx.forget(this);
-    const req = this.req as RequestHead;
-    const decision = this.decision as Decision;
-    const peer = this.peer as Peer;
-    const user = this.user;
-    const startedAt = this.startedAt;
-    const received = (this.reqBody as BodyFramer).dataBytes;
-    const flowHttp = { method: req.method, path: reportedPath(decision, req.target), status: 101 };
-    const { authorizer } = this.ctx;
-    const facts = this.conn.facts;
-    splice(
-      up,
-      s,
-      (t) =>
-        authorizer.record(
-          facts,
-          decision,
-          {
-            protocol: "http",
-            http: flowHttp,
-            bytesSent: t.aToB - head.length,
-            bytesReceived: received + t.bToA,
-            startedAt,
-          },
-          peer,
-          user,
-        ),
-      rest === null ? head : Buffer.concat([head, rest]),
-    );
+    spliceUpgrade(s, up, ex, head, rest, this.ctx.authorizer, this.conn.facts);
   }
-}
-
-const EMPTY = Buffer.alloc(0);
-const ANONYMOUS: Admission = { kind: "forward", user: null };
-
-/** What policy decides on: the fields the upstream receives, XFCC and user fields included. */
-function requestFacts(
-  req: RequestHead,
-  clientCert: string | undefined,
-  user: Readonly<Record<string, string>> | undefined,
-): HttpRequestFacts {
-  const headers = withForwardedClientCert(req.byName, clientCert, user);
-  return req.host === undefined
-    ? { method: req.method, path: req.target, headers }
-    : { method: req.method, path: req.target, host: req.host, headers };
-}
-
-function requestHasBody(req: RequestHead): boolean {
-  return req.chunked || (req.contentLength ?? 0) > 0;
 }

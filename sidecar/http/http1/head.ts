@@ -341,3 +341,39 @@ export function parseResponseHead(text: string): ResponseHead {
     keepAlive: minor === 1 ? !connection.has("close") : connection.has("keep-alive"),
   };
 }
+
+/** What `scanRequestHead` found at the front of a connection's unread bytes. */
+export type RequestHeadScan =
+  | {
+      readonly kind: "partial";
+      /** Where to resume looking for the end once more bytes came. */ readonly scanFrom: number;
+    }
+  | { readonly kind: "refused"; readonly reason: string }
+  | {
+      readonly kind: "head";
+      readonly head: RequestHead;
+      /** Offset just past the head. */ readonly end: number;
+    };
+
+/**
+ * Looks for a complete request head at the front of `buf`, resuming at `scanFrom`. A head longer
+ * than `maxBytes` (not counting its final CRLF CRLF, which may still be on its way), or one that
+ * could never be accepted, is refused without waiting for the rest.
+ */
+export function scanRequestHead(buf: Buffer, scanFrom: number, maxBytes: number): RequestHeadScan {
+  const end = headEnd(buf, scanFrom);
+  if (end < 0) {
+    if (buf.length >= maxBytes + 4)
+      return { kind: "refused", reason: `request head larger than ${maxBytes} bytes` };
+    const problem = partialHeadProblem(buf.toString("latin1"));
+    if (problem !== null) return { kind: "refused", reason: problem };
+    return { kind: "partial", scanFrom: Math.max(0, buf.length - 3) };
+  }
+  if (end > maxBytes + 4) return { kind: "refused", reason: `request head larger than ${maxBytes} bytes` };
+  try {
+    return { kind: "head", head: parseRequestHead(buf.toString("latin1", 0, end)), end };
+  } catch (err) {
+    if (!(err instanceof HeadError)) throw err;
+    return { kind: "refused", reason: err.reason };
+  }
+}

@@ -2,11 +2,11 @@ import type { Socket } from "node:net";
 import type { Logger } from "pino";
 import type { Authorizer } from "../../authz/authorize.ts";
 import type { ProxiedConnection } from "../../upstream/proxied-connection.ts";
-import type { Http1Context, Http1Options } from "./connection.ts";
+import type { ClientConnection, Http1Context, Http1Options } from "./exchange.ts";
 import { Http1Connection } from "./connection.ts";
 import type { Upstreams } from "../../upstream/upstreams.ts";
 
-export type { Http1Options } from "./connection.ts";
+export type { Http1Options } from "./exchange.ts";
 
 /**
  * HTTP/1.1 proxying with Sigil's own strict framing (`http1/`): each request head is parsed and
@@ -16,7 +16,7 @@ export type { Http1Options } from "./connection.ts";
  * tracked exactly. No byte after a framing doubt is ever interpreted.
  */
 export class Http1Proxy implements Http1Context {
-  private readonly connections = new Set<Http1Connection>();
+  private readonly connections = new Set<ClientConnection>();
   private timer: NodeJS.Timeout | null = null;
   private drainRequested = false;
 
@@ -45,7 +45,7 @@ export class Http1Proxy implements Http1Context {
     for (const c of this.connections) if (c.idle) c.close();
   }
 
-  forget(conn: Http1Connection): void {
+  forget(conn: ClientConnection): void {
     this.connections.delete(conn);
     if (this.connections.size === 0 && this.timer !== null) {
       clearInterval(this.timer);

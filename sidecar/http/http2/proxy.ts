@@ -35,6 +35,14 @@ const GRPC_PERMISSION_DENIED = "7";
 const GRPC_INVALID_ARGUMENT = "3";
 const GRPC_UNAVAILABLE = "14";
 
+/** Records the response's HTTP status and, for gRPC, the status it carried (headers or trailers). */
+type SetStatus = (status: number, grpcStatus?: number) => void;
+
+function grpcStatusOf(h: IncomingHttpHeaders): number | undefined {
+  const v = h["grpc-status"];
+  return typeof v === "string" && /^\d{1,2}$/.test(v) ? Number(v) : undefined;
+}
+
 function isGrpc(headers: IncomingHttpHeaders): boolean {
   const ct = headers["content-type"];
   return typeof ct === "string" && ct.startsWith("application/grpc");
@@ -136,13 +144,14 @@ export class Http2Proxy {
       problem: bodyRefusal(facts.method, "DATA frames"),
     });
     const grpc = isGrpc(headers);
-    const status = this.refuse(stream, decision, grpc);
+    const { status, grpcStatus } = this.refuse(stream, decision, grpc);
     this.authorizer.record(
       conn.facts,
       decision,
       {
         protocol: grpc ? "grpc" : "http",
         http: { method: facts.method, path: reportedPath(decision, facts.path), status },
+        ...(grpcStatus === undefined ? {} : { grpcStatus }),
         bytesSent: 0,
         bytesReceived: 0,
         startedAt,
@@ -157,6 +166,7 @@ export class Http2Proxy {
     const decision = this.authorizer.decide(conn.facts, facts, peer);
     const protocol = grpc ? "grpc" : "http";
     let status = 0;
+    let grpcStatus: number | undefined;
     let sent = 0;
     let received = 0;
     let recorded = false;
@@ -169,6 +179,7 @@ export class Http2Proxy {
         {
           protocol,
           http: { method: facts.method, path: reportedPath(decision, facts.path), status },
+          ...(grpcStatus === undefined ? {} : { grpcStatus }),
           bytesSent: sent,
           bytesReceived: received,
           startedAt,
@@ -177,7 +188,7 @@ export class Http2Proxy {
       );
     };
     if (decision.verdict === "deny") {
-      status = this.refuse(stream, decision, grpc);
+      ({ status, grpcStatus } = this.refuse(stream, decision, grpc));
       record();
       return;
     }
@@ -187,13 +198,20 @@ export class Http2Proxy {
       headers,
       conn,
       bodyEnded,
-      (s) => (status = s),
+      (s, g) => {
+        status = s;
+        if (g !== undefined) grpcStatus = g;
+      },
       (n) => (sent += n),
       (n) => (received += n),
     );
   }
 
-  private refuse(stream: ServerHttp2Stream, decision: Decision, grpc: boolean): number {
+  private refuse(
+    stream: ServerHttp2Stream,
+    decision: Decision,
+    grpc: boolean,
+  ): { status: number; grpcStatus?: number } {
     const malformed = decision.status === 400;
     if (grpc) {
       stream.respond(
@@ -207,7 +225,7 @@ export class Http2Proxy {
         },
         { endStream: true },
       );
-      return 200;
+      return { status: 200, grpcStatus: Number(malformed ? GRPC_INVALID_ARGUMENT : GRPC_PERMISSION_DENIED) };
     }
     const status = malformed ? 400 : 403;
     const body = denialBody(status, decision);
@@ -217,7 +235,7 @@ export class Http2Proxy {
       "content-length": Buffer.byteLength(body),
     });
     stream.end(body);
-    return status;
+    return { status };
   }
 
   private async forward(
@@ -225,7 +243,7 @@ export class Http2Proxy {
     headers: IncomingHttpHeaders,
     conn: ProxiedConnection,
     bodyEnded: boolean,
-    setStatus: (s: number) => void,
+    setStatus: SetStatus,
     addSent: (n: number) => void,
     addReceived: (n: number) => void,
   ): Promise<void> {
@@ -257,12 +275,15 @@ export class Http2Proxy {
       return;
     }
     let trailers: OutgoingHttpHeaders | null = null;
+    let status = 0;
     up.on("trailers", (t: IncomingHttpHeaders) => {
       trailers = endToEnd(t, false);
+      setStatus(status, grpcStatusOf(t));
     });
     up.on("response", (h: IncomingHttpHeaders, flags: number) => {
       if (stream.closed || stream.destroyed) return;
-      setStatus(Number(h[":status"] ?? 0));
+      status = Number(h[":status"] ?? 0);
+      setStatus(status, grpcStatusOf(h));
       const respHeaders = endToEnd(h, true);
       if (flags & NGHTTP2_FLAG_END_STREAM) {
         stream.respond(respHeaders, { endStream: true });
@@ -296,16 +317,11 @@ export class Http2Proxy {
     }
   }
 
-  private unavailable(
-    stream: ServerHttp2Stream,
-    grpc: boolean,
-    reason: string,
-    setStatus: (s: number) => void,
-  ): void {
+  private unavailable(stream: ServerHttp2Stream, grpc: boolean, reason: string, setStatus: SetStatus): void {
     if (stream.closed || stream.destroyed || stream.headersSent) return;
     this.log.debug({ reason }, "HTTP/2 upstream unavailable");
     if (grpc) {
-      setStatus(200);
+      setStatus(200, Number(GRPC_UNAVAILABLE));
       stream.respond(
         {
           ":status": 200,

@@ -18,6 +18,7 @@ import { MARK_MASK, hex } from "../../../sidecar/fastpath/marks.ts";
 import { NetnsLab, run, runOk, waitFor } from "../../support/netns.ts";
 import type { LabHost, RunAs } from "../../support/netns.ts";
 import { OutputLines, REPO_ROOT, jsonLine } from "./process-output.ts";
+import { readyEvent } from "../../../core/logger.ts";
 
 export const TRUST_DOMAIN = "sigil.local";
 export const SIGIL = join(REPO_ROOT, "bin/sigil.mjs");
@@ -226,10 +227,7 @@ export class AgentLab {
   async startSidecars(workloads: readonly AgentWorkload[], opts: (w: AgentWorkload) => SidecarOptions) {
     for (const w of workloads) w.sidecar = this.startSidecar(w, opts(w));
     for (const w of workloads) {
-      await w.sidecar!.waitFor(
-        (l) => (l.startsWith("sigil sidecar ready spiffe=") ? true : undefined),
-        120_000,
-      );
+      await w.sidecar!.waitFor((l) => (readyEvent(l) !== null ? true : undefined), 120_000);
     }
   }
 

@@ -3,12 +3,14 @@ import type { Logger } from "pino";
 import type { Decision } from "../../core/policy/index.ts";
 
 /**
- * Opaque TCP tunnels are decided once, when they open. Each open one is kept here with the way to decide
- * it again; when the policy in force changes (a new policy set, a revocation), every open tunnel is
- * re-decided with it and one no longer allowed is reset, so a change reaches connections already open
- * and not only the next ones.
+ * Connections decided when they open: opaque TCP tunnels (decided once for good) and mesh HTTP
+ * connections (whose requests are decided one by one, but which a peer no longer allowed anything
+ * must not keep). Each open one is kept here with the way to decide it again; when the policy in
+ * force changes (a new policy set, a revocation, a peer's labels in the directory), every open
+ * connection is re-decided with it and one no longer allowed is cut, so a change reaches
+ * connections already open and not only the next ones.
  */
-export class OpenTunnels {
+export class OpenConnections {
   private readonly open = new Map<Socket, { decide: () => Decision; cut: () => void }>();
 
   constructor(private readonly log: Logger) {}
@@ -24,7 +26,7 @@ export class OpenTunnels {
     return this.open.size;
   }
 
-  /** Re-decides every open tunnel; resets those now denied. Returns how many were cut. */
+  /** Re-decides every open connection; cuts those now denied. Returns how many were cut. */
   redecide(): number {
     let cut = 0;
     for (const [socket, { decide, cut: end }] of [...this.open]) {
@@ -45,7 +47,7 @@ export class OpenTunnels {
       cut++;
       this.log.info(
         { remote: socket.remoteAddress, policy: decision.policy, reason: decision.reason },
-        "open tunnel no longer allowed: reset",
+        "open connection no longer allowed: cut",
       );
       end();
     }
