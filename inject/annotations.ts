@@ -13,6 +13,10 @@ export interface PodAnnotations {
   readonly excludeOutboundCidrs: readonly string[];
   readonly httpPorts: readonly number[];
   readonly fastPathPorts: readonly number[];
+  /** `sigil.io/user-access-ports`: application ports where people sign in (OpenID Connect). */
+  readonly userAccessPorts: readonly number[];
+  /** `sigil.io/user-access-config`: the Secret (podman: host directory) with the provider settings. */
+  readonly userAccessConfig: string | undefined;
 }
 
 export const PORT_LIST_KEYS = {
@@ -20,14 +24,24 @@ export const PORT_LIST_KEYS = {
   excludeOutboundPorts: "sigil.io/exclude-outbound-ports",
   httpPorts: "sigil.io/http-ports",
   fastPathPorts: "sigil.io/fast-path-ports",
+  userAccessPorts: "sigil.io/user-access-ports",
 } as const;
 export const CIDR_LIST_KEY = "sigil.io/exclude-outbound-cidrs";
+export const USER_ACCESS_CONFIG_KEY = "sigil.io/user-access-config";
 
-const KNOWN = new Set<string>([INJECT_KEY, CIDR_LIST_KEY, ...Object.values(PORT_LIST_KEYS)]);
+const KNOWN = new Set<string>([
+  INJECT_KEY,
+  CIDR_LIST_KEY,
+  USER_ACCESS_CONFIG_KEY,
+  ...Object.values(PORT_LIST_KEYS),
+]);
 /** Written by the injection itself. */
 const OWNED = new Set<string>([INJECTED_ANNOTATION, APP_PORTS_ANNOTATION]);
 
-const field = (key: string): string => `metadata.annotations["${key}"]`;
+export const annotationField = (key: string): string => `metadata.annotations["${key}"]`;
+const field = annotationField;
+/** A Secret's name (RFC 1123 subdomain); on podman also a directory name, so never `..` or `/`. */
+const OBJECT_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 function items(text: string): string[] {
   return text
@@ -87,12 +101,42 @@ export function readAnnotations(annotations: Readonly<Record<string, string>> | 
     excludeOutboundCidrs: a[CIDR_LIST_KEY] === undefined ? [] : cidrList(CIDR_LIST_KEY, a[CIDR_LIST_KEY]),
     httpPorts: ports("httpPorts"),
     fastPathPorts: ports("fastPathPorts"),
+    userAccessPorts: ports("userAccessPorts"),
+    userAccessConfig: userAccessConfig(a[USER_ACCESS_CONFIG_KEY]),
   };
-  const both = result.httpPorts.filter((p) => result.fastPathPorts.includes(p));
-  if (both.length > 0)
-    throw new PodProblem(
-      field(PORT_LIST_KEYS.fastPathPorts),
-      `port ${both.join(", ")} is also in ${PORT_LIST_KEYS.httpPorts}: a fast-path port is never parsed as HTTP, choose one`,
-    );
+  for (const key of [PORT_LIST_KEYS.httpPorts, PORT_LIST_KEYS.userAccessPorts] as const) {
+    const listed = key === PORT_LIST_KEYS.httpPorts ? result.httpPorts : result.userAccessPorts;
+    const both = listed.filter((p) => result.fastPathPorts.includes(p));
+    if (both.length > 0)
+      throw new PodProblem(
+        field(PORT_LIST_KEYS.fastPathPorts),
+        `port ${both.join(", ")} is also in ${key}: a fast-path port is never parsed as HTTP, choose one`,
+      );
+  }
+  checkUserAccessPair(result);
   return result;
+}
+
+function userAccessConfig(name: string | undefined): string | undefined {
+  if (name === undefined) return undefined;
+  if (name.length > 253 || !OBJECT_NAME.test(name))
+    throw new PodProblem(
+      field(USER_ACCESS_CONFIG_KEY),
+      `"${name}" is not a Secret name (RFC 1123 subdomain)`,
+    );
+  return name;
+}
+
+/** Sign-in needs both the ports and the provider: either alone would start a sidecar that cannot serve them. */
+function checkUserAccessPair(a: PodAnnotations): void {
+  if (a.userAccessPorts.length > 0 && a.userAccessConfig === undefined)
+    throw new PodProblem(
+      field(PORT_LIST_KEYS.userAccessPorts),
+      `names no OpenID Connect provider: set ${USER_ACCESS_CONFIG_KEY} to the Secret holding user-access.yaml`,
+    );
+  if (a.userAccessConfig !== undefined && a.userAccessPorts.length === 0)
+    throw new PodProblem(
+      field(USER_ACCESS_CONFIG_KEY),
+      `is set but ${PORT_LIST_KEYS.userAccessPorts} names no port to serve to people`,
+    );
 }

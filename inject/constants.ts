@@ -22,6 +22,12 @@ export const OUTBOUND_PORT = 15001;
 export const ADMIN_PORT = 15000;
 export const SIDECAR_PORTS: readonly number[] = [ADMIN_PORT, OUTBOUND_PORT, INBOUND_PORT];
 
+/**
+ * The fast path's mark field (sidecar/fastpath/marks.ts MARK_MASK; a unit test keeps them equal):
+ * capture lets connections the fast path decided bypass the proxy only when it knows the field.
+ */
+export const FAST_PATH_MARK_MASK = "0xf00000";
+
 /** Paths inside the sidecar image (scripts/build-image.sh). */
 export const IMAGE_NODE = "/usr/bin/node";
 export const IMAGE_ENTRY = "/opt/sigil/app/sigil.mjs";
@@ -30,6 +36,9 @@ export const BUNDLE_DIR = "/var/run/sigil/bundle";
 export const BUNDLE_FILE = "bundle.pem";
 export const TOKEN_DIR = "/var/run/sigil/token";
 export const TOKEN_FILE = "token";
+/** `sigil.io/user-access-config`'s Secret: `user-access.yaml` and the files it names (client secret, session key). */
+export const USER_ACCESS_DIR = "/var/run/sigil/user-access";
+export const USER_ACCESS_FILE = "user-access.yaml";
 
 /** Podman runs an init container on every start only with this pod annotation (the default "once" type is not removed cleanly). */
 export const PODMAN_INIT_ANNOTATION = "io.podman.annotations.init.container.type";

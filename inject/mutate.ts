@@ -1,5 +1,5 @@
 import type { Container, PodSpec, PodTemplateSpec } from "kubernetes-types/core/v1.js";
-import { readAnnotations } from "./annotations.ts";
+import { annotationField, PORT_LIST_KEYS, readAnnotations } from "./annotations.ts";
 import {
   APP_PORTS_ANNOTATION,
   INBOUND_PORT,
@@ -10,12 +10,17 @@ import {
   SIDECAR_PORTS,
   SIDECAR_UID,
 } from "./constants.ts";
-import { initContainer, sidecarContainer, sidecarVolumes, VOLUMES } from "./containers.ts";
+import {
+  initContainer,
+  isSigilVolume,
+  sidecarContainer,
+  sidecarVolumes,
+  userAccessVolumes,
+} from "./containers.ts";
 import { PodProblem } from "./errors.ts";
 import { SIGIL_VERSION, type InjectSettings } from "./settings.ts";
 
 const OWN_CONTAINERS = new Set([INIT_CONTAINER, SIDECAR_CONTAINER]);
-const OWN_VOLUMES = new Set<string>(Object.values(VOLUMES));
 
 const PORT_ROLE: Record<number, string> = {
   [INBOUND_PORT]: "the sidecar's inbound listener",
@@ -53,7 +58,7 @@ function checkCollisions(template: PodTemplateSpec, appContainers: readonly Cont
   }
   if (fresh)
     (spec.volumes ?? []).forEach((v, i) => {
-      if (OWN_VOLUMES.has(v.name))
+      if (isSigilVolume(v.name))
         throw new PodProblem(`spec.volumes[${i}].name`, `"${v.name}" is the name of a Sigil volume`);
     });
   (spec.containers ?? []).forEach((c, i) => {
@@ -112,6 +117,13 @@ export function injectPodTemplate(
       "outside Kubernetes each pod needs its own one-time join token: inject named Pods, not templates",
     );
   const appPorts = appPortsOf(appContainers, annotations.appPorts);
+  // A user-access port the pod does not serve would never be protected, whatever the user thought.
+  for (const p of annotations.userAccessPorts)
+    if (!appPorts.includes(p))
+      throw new PodProblem(
+        annotationField(PORT_LIST_KEYS.userAccessPorts),
+        `port ${p} is not a TCP port the application containers declare (${appPorts.join(", ") || "none"})`,
+      );
   const facts = { podName: context.podName, appPorts, annotations };
   const podman = settings.runtime.kind === "podman";
   const podmanAnnotations: Record<string, string> = podman
@@ -137,8 +149,9 @@ export function injectPodTemplate(
       ],
       containers: [sidecarContainer(settings, facts), ...containers],
       volumes: [
-        ...(spec.volumes ?? []).filter((v) => !OWN_VOLUMES.has(v.name)),
+        ...(spec.volumes ?? []).filter((v) => !isSigilVolume(v.name)),
         ...sidecarVolumes(settings, context.podName),
+        ...userAccessVolumes(settings, annotations.userAccessConfig),
       ],
     },
   };

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(podman runc catatonit netavark aardvark-dns conmon iptables iproute2 openssl curl ca-certificates tshark netcat-openbsd iperf3 nginx haproxy chromium procps conntrack libnetfilter-queue-dev libmnl-dev pkg-config tcpdump nghttp2-client wrk clang libclang-rt-14-dev libssl-dev etcd-server etcd-client)
+packages=(prometheus podman runc catatonit netavark aardvark-dns conmon iptables iproute2 openssl curl ca-certificates tshark netcat-openbsd iperf3 nginx haproxy chromium procps conntrack libnetfilter-queue-dev libmnl-dev pkg-config tcpdump nghttp2-client wrk clang libclang-rt-14-dev libssl-dev etcd-server etcd-client zsh fish)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

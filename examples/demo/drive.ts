@@ -1,7 +1,8 @@
 /**
  * One pass of the demo's traffic: start a packet capture, run every scenario, then add a policy file
- * to the watched directory and repeat the gRPC call until the new verdict shows, and finally gather the
- * sidecars' flow reports and the wire evidence into the rows of the table.
+ * to the watched directory and repeat the gRPC call until the new verdict shows, quarantine web by a
+ * label and lift it again the same way, and finally gather the sidecars' flow reports and the wire
+ * evidence into the rows of the table.
  */
 import { copyFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -9,7 +10,13 @@ import { fileURLToPath } from "node:url";
 import { waitForFlows, type Timed } from "./flows.ts";
 import type { Mesh } from "./mesh.ts";
 import { buildRow, type Row } from "./report.ts";
-import { grpcAfterPolicyChange, scenarios, type ClientResult, type Scenario } from "./traffic.ts";
+import {
+  grpcAfterPolicyChange,
+  quarantineScenarios,
+  scenarios,
+  type ClientResult,
+  type Scenario,
+} from "./traffic.ts";
 import { WireCapture } from "./wire.ts";
 
 export const POLICY_CHANGE_FILE = fileURLToPath(new URL("./policies/grpc-orders.yaml", import.meta.url));
@@ -34,6 +41,29 @@ async function runOne(mesh: Mesh, scenario: Scenario, progress: (line: string) =
   return { item: scenario, startedAt, endedAt, client };
 }
 
+/**
+ * Calls until the client sees what `scenario` expects after a change made just before, or the
+ * change's deadline passes; the last call is the scenario's run either way.
+ */
+async function untilExpected(
+  mesh: Mesh,
+  scenario: Scenario,
+  change: string,
+  opts: DriveOptions,
+): Promise<Ran> {
+  const changedAt = Date.now();
+  let last = await runOne(mesh, scenario, () => undefined);
+  while (last.client.outcome !== scenario.expect && Date.now() - changedAt < opts.policyChangeTimeoutMs) {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    last = await runOne(mesh, scenario, () => undefined);
+  }
+  const after = ((last.endedAt - changedAt) / 1000).toFixed(1);
+  opts.progress(
+    `  ${scenario.from} → ${scenario.to}:${scenario.port}  ${scenario.request}: ${last.client.detail} (${after} s after ${change})`,
+  );
+  return last;
+}
+
 export async function driveTraffic(mesh: Mesh, opts: DriveOptions): Promise<Row[]> {
   const cp = mesh.controlPlane;
   if (cp === null) throw new Error("the control plane is not running");
@@ -49,17 +79,16 @@ export async function driveTraffic(mesh: Mesh, opts: DriveOptions): Promise<Row[
 
   say(`adding grpc-orders.yaml to ${mesh.policyDir} and calling again until the verdict changes:`);
   await copyFile(POLICY_CHANGE_FILE, join(mesh.policyDir, "grpc-orders.yaml"));
-  const changedAt = Date.now();
-  const after = grpcAfterPolicyChange();
-  let last = await runOne(mesh, after, () => undefined);
-  while (last.client.outcome !== after.expect && Date.now() - changedAt < opts.policyChangeTimeoutMs) {
-    await new Promise((resolve) => setTimeout(resolve, 250));
-    last = await runOne(mesh, after, () => undefined);
-  }
-  say(
-    `  web → api:50051  ${after.request}: ${last.client.detail} (${((last.endedAt - changedAt) / 1000).toFixed(1)} s after the change)`,
-  );
-  runs.push(last);
+  runs.push(await untilExpected(mesh, grpcAfterPolicyChange(), "the change", opts));
+
+  // The product story's quarantine: an operator (or a scanner) marks web, quarantine.yaml selects it.
+  const { quarantined, lifted } = quarantineScenarios();
+  say("quarantining web: sigil workload label web vuln.critical=3 (examples/policies/quarantine.yaml)");
+  await mesh.sigil(["workload", "label", "web", "vuln.critical=3"]);
+  runs.push(await untilExpected(mesh, quarantined, "the label", opts));
+  say("lifting it: sigil workload label web vuln.critical-");
+  await mesh.sigil(["workload", "label", "web", "vuln.critical-"]);
+  runs.push(await untilExpected(mesh, lifted, "the label's removal", opts));
 
   const needles = [...new Set(runs.flatMap((r) => r.item.needles))];
   const evidence = await capture.finish(needles, [INBOUND_PORT]);

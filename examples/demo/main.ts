@@ -90,6 +90,9 @@ function explore(m: Mesh): void {
   say(
     `  fast path:         ip netns exec ${ns("db")} iptables -t mangle -nvL SIGIL-FP-PRE   (only handshakes reach the enforcer)`,
   );
+  say(
+    `  quarantine web:    npm run sigil -- workload label web vuln.critical=3 --api ${cp.http} --token-file ${cp.tokenFile}   (vuln.critical- lifts it)`,
+  );
   say(`  flows (CLI):       npm run sigil -- flows --api ${cp.http} --token-file ${cp.tokenFile}`);
   say(`  flows (API):       curl -s -H "Authorization: Bearer $(cat ${cp.tokenFile})" ${cp.http}/api/flows`);
   say("Press Ctrl-C to stop and clean up everything.");

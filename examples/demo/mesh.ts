@@ -8,7 +8,7 @@ import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } fro
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { inNetns, run, runOk, type ExecOptions, type ExecResult, type RunAs } from "./exec.ts";
+import { CommandError, inNetns, run, runOk, type ExecOptions, type ExecResult, type RunAs } from "./exec.ts";
 import type { Cleanup } from "./cleanup.ts";
 import type { ApiAccess } from "./flows.ts";
 import { tailLogs } from "./logs.ts";
@@ -16,6 +16,10 @@ import { Supervisor, type Managed } from "./processes.ts";
 import { Topology, WORKLOADS, type WorkloadHost, type WorkloadName } from "./topology.ts";
 import { appUser, chownTo, ensureProxyUser } from "./users.ts";
 import { MARK_MASK, hex } from "../../sidecar/fastpath/marks.ts";
+import { readyEvent } from "../../core/logger.ts";
+
+/** The JSON line a Sigil process prints on stdout once it serves (core/logger.ts `announceReady`). */
+const READY_LINE = /^\{.*"event":"ready".*\}$/;
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 /** The installed `sigil` command (package.json `bin`). */
@@ -107,6 +111,16 @@ export class Mesh {
   /** The command line that runs a TypeScript file of this repository with Node. */
   tsArgv(file: string, args: readonly string[] = []): string[] {
     return [process.execPath, "--import", "tsx", file, ...args];
+  }
+
+  /** Runs `sigil <args>` as the operator does, against this mesh's control plane; throws when it fails. */
+  async sigil(args: readonly string[]): Promise<ExecResult> {
+    const cp = this.controlPlane;
+    if (cp === null) throw new Error("the control plane is not running");
+    const argv = [...sigilArgv(), ...args, "--api", cp.http, "--token-file", cp.tokenFile];
+    const result = await run(argv, { timeoutMs: 30_000 });
+    if (result.code !== 0) throw new CommandError(argv, result);
+    return result;
   }
 
   spiffeId(name: WorkloadName): string {
@@ -212,11 +226,8 @@ async function startControlPlane(mesh: Mesh): Promise<ControlPlaneInfo> {
     ],
     { cwd: REPO_ROOT },
   );
-  const ready = await cp.waitForLine(
-    /^sigil control plane ready grpc=(\S+) http=(\S+) bundle=(\S+)/,
-    options.readyTimeoutMs,
-  );
-  const [, grpc, http, bundle] = ready as unknown as [string, string, string, string];
+  const ready = readyEvent((await cp.waitForLine(READY_LINE, options.readyTimeoutMs))[0]);
+  const { grpc, http, bundle } = ready as { grpc: string; http: string; bundle: string };
   // The sidecars run as their own user and cannot read the control plane's data directory.
   const sidecarBundle = join(mesh.workDir, "controlplane-ca.pem");
   await copyFile(bundle, sidecarBundle);
@@ -309,9 +320,10 @@ async function startWorkloadSidecar(mesh: Mesh, name: WorkloadName): Promise<voi
     { cwd: REPO_ROOT, env: { ...appEnv(), HOME: dir } },
   );
   mesh.sidecars.set(name, sidecar);
-  const ready = await sidecar.waitForLine(/^sigil sidecar ready spiffe=(\S+)/, mesh.options.readyTimeoutMs);
-  mesh.spiffeIds.set(name, ready[1] as string);
-  mesh.options.progress(`  ${name}: sidecar ready as ${ready[1]}`);
+  const ready = readyEvent((await sidecar.waitForLine(READY_LINE, mesh.options.readyTimeoutMs))[0]);
+  const spiffeId = String(ready?.spiffeId);
+  mesh.spiffeIds.set(name, spiffeId);
+  mesh.options.progress(`  ${name}: sidecar ready as ${spiffeId}`);
 }
 
 /** The `capture:` section `sigil init` applies (and a fast-path sidecar re-applies with its rules). */

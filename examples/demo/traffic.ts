@@ -234,3 +234,30 @@ export function grpcAfterPolicyChange(): Scenario {
     run: grpcCall("web", "api", "1002"),
   };
 }
+
+/** web's call to the api while web is quarantined (vuln.critical=3), and again once the label is gone. */
+export function quarantineScenarios(): { quarantined: Scenario; lifted: Scenario } {
+  const call: Omit<Scenario, "id" | "request" | "expect"> = {
+    from: "web",
+    to: "api",
+    port: 8080,
+    protocol: "http",
+    http: { method: "GET", path: "/api/orders" },
+    needles: ["GET /api/orders"],
+    run: curl("web", "api", "GET", "/api/orders"),
+  };
+  return {
+    quarantined: {
+      ...call,
+      id: "web-quarantined",
+      request: "curl GET /api/orders (web vuln.critical=3)",
+      expect: "deny",
+    },
+    lifted: {
+      ...call,
+      id: "web-quarantine-lifted",
+      request: "curl GET /api/orders (label removed)",
+      expect: "allow",
+    },
+  };
+}
