@@ -30,10 +30,15 @@ export function parseStat(text: string): StatLine {
   return { pid, ppid, ticks: utime + stime };
 }
 
+/** A kB field (VmRSS, VmHWM, …) of a /proc/<pid>/status text in bytes, or 0 when absent (kernel threads). */
+export function statusField(text: string, key: string): number {
+  const m = new RegExp(`^${key}:\\s+(\\d+)\\s+kB$`, "m").exec(text);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
 /** VmHWM in bytes from a /proc/<pid>/status text, or 0 for kernel threads without one. */
 export function parseVmHwm(text: string): number {
-  const m = /^VmHWM:\s+(\d+)\s+kB$/m.exec(text);
-  return m ? Number(m[1]) * 1024 : 0;
+  return statusField(text, "VmHWM");
 }
 
 function readStat(pid: number): StatLine | null {
@@ -83,4 +88,12 @@ export function peakRss(root: number): number {
     }
   }
   return bytes;
+}
+
+/** Pss and Private_Clean + Private_Dirty (the USS) from /proc/<pid>/smaps_rollup, in bytes. */
+export function proportionalMemory(pid: number | "self"): { pssBytes: number; ussBytes: number } {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  const kb = (key: string): number =>
+    Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+  return { pssBytes: kb("Pss"), ussBytes: kb("Private_Clean") + kb("Private_Dirty") };
 }

@@ -2,12 +2,15 @@
  * One sidecar in its own process, so its CPU time and RSS can be measured alone. The parent sends
  * `{ start: StartMessage }` over IPC and gets `{ started: { inbound, targets } }`; `{ usage: true }`
  * answers `{ usage: { cpuSeconds, rssBytes } }`; `{ memory: true }` collects garbage (the process must run
- * with --expose-gc) and answers `{ memory: MemoryReading }`. With `workers > 1` the data path runs in that many
+ * with --expose-gc) and answers `{ memory: MemoryReading }`; `{ snapshot: file }` writes a heap snapshot there and
+ * answers `{ snapshot: file }`. With `workers > 1` the data path runs in that many
  * cluster workers (sidecar/worker-processes; this same file re-run as each worker), and usage sums the
  * primary and its workers.
  */
 import cluster from "node:cluster";
 import { readFileSync, readdirSync } from "node:fs";
+import { writeHeapSnapshot } from "node:v8";
+import { proportionalMemory, statusField } from "../compare/procstat.ts";
 import { parseBundle } from "../../core/svid/bundle.ts";
 import { policySet } from "../../test/support/sidecar-mesh.ts";
 import type { Sidecar } from "../../sidecar/sidecar.ts";
@@ -37,7 +40,7 @@ export interface StartMessage {
   readonly workers?: number;
 }
 
-type Message = { start: StartMessage } | { usage: true } | { memory: true };
+type Message = { start: StartMessage } | { usage: true } | { memory: true } | { snapshot: string };
 
 const send = (m: unknown): void => {
   process.send?.(m);
@@ -64,12 +67,10 @@ function procUsage(pid: number): { cpuSeconds: number; rssBytes: number; peakRss
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (key: string): number =>
-    Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
   return {
     cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100,
-    rssBytes: kb("VmRSS"),
-    peakRssBytes: kb("VmHWM"),
+    rssBytes: statusField(status, "VmRSS"),
+    peakRssBytes: statusField(status, "VmHWM"),
   };
 }
 
@@ -87,8 +88,15 @@ async function usage(): Promise<unknown> {
 
 export interface MemoryReading {
   readonly heapUsedBytes: number;
+  readonly heapTotalBytes: number;
   readonly externalBytes: number;
   readonly rssBytes: number;
+  /** Peak resident set so far (VmHWM). */
+  readonly peakRssBytes: number;
+  /** Proportional set size: shared pages (the node binary) divided among the processes mapping them. */
+  readonly pssBytes: number;
+  /** Unique set size: pages no other process maps (what stopping this process would free). */
+  readonly ussBytes: number;
   readonly openFds: number;
   /** Refused flows so far, by reason. */
   readonly refusals: Readonly<Record<string, number>>;
@@ -105,8 +113,11 @@ function memory(): MemoryReading {
   const m = process.memoryUsage();
   return {
     heapUsedBytes: m.heapUsed,
+    heapTotalBytes: m.heapTotal,
     externalBytes: m.external,
     rssBytes: m.rss,
+    peakRssBytes: procUsage(process.pid).peakRssBytes,
+    ...proportionalMemory("self"),
     openFds: readdirSync("/proc/self/fd").length,
     refusals,
   };
@@ -118,6 +129,11 @@ function serveParent(): void {
   process.on("message", (raw: Message) => {
     if ("memory" in raw) {
       send({ memory: memory() });
+      return;
+    }
+    if ("snapshot" in raw) {
+      // writeHeapSnapshot collects garbage first, so the snapshot holds only what is still reachable.
+      send({ snapshot: writeHeapSnapshot(raw.snapshot) });
       return;
     }
     if ("usage" in raw) {
