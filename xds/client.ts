@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { Backoff, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.ts";
+import { ReplicaOrder } from "./replica-order.ts";
 import type { TypeRegistry } from "./registry.ts";
 import {
   adsServiceDefinition,
@@ -34,7 +35,8 @@ export type TypeHandler = (update: TypeUpdate) => void;
 export interface XdsClientOptions {
   /**
    * `host:port` of the control plane, or several replicas: the client starts on a random one (so
-   * sidecars spread) and moves to the next whenever its stream ends, resuming with what it holds.
+   * sidecars spread) and moves on whenever its stream ends, in an order of its own (`ReplicaOrder`:
+   * the sidecars of a lost replica spread over the survivors), resuming with what it holds.
    */
   readonly target: string | readonly string[];
   /** Index of the replica to try first; default random. */
@@ -88,7 +90,7 @@ const INVALID_ARGUMENT = 3;
 export class XdsClient extends EventEmitter<XdsClientEvents> {
   private readonly targets: readonly string[];
   private readonly grpcClients = new Map<string, grpc.Client>();
-  private targetIndex: number;
+  private readonly order: ReplicaOrder;
   private readonly subs = new Map<string, Subscription>();
   private readonly backoff: Backoff;
   private stream: Stream | undefined;
@@ -100,8 +102,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
     super();
     this.targets = typeof options.target === "string" ? [options.target] : [...options.target];
     if (this.targets.length === 0) throw new Error("no control-plane target given");
-    this.targetIndex =
-      (options.firstTarget ?? Math.floor(Math.random() * this.targets.length)) % this.targets.length;
+    this.order = new ReplicaOrder(this.targets.length, options.firstTarget);
     this.backoff = new Backoff(options.backoff ?? DEFAULT_BACKOFF);
   }
 
@@ -155,7 +156,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
 
   /** The replica the current (or next) stream goes to. */
   get target(): string {
-    return this.targets[this.targetIndex] as string;
+    return this.targets[this.order.current] as string;
   }
 
   private clientFor(target: string): grpc.Client {
@@ -236,7 +237,7 @@ export class XdsClient extends EventEmitter<XdsClientEvents> {
       this.stream = undefined;
       for (const sub of this.subs.values()) sub.nonce = "";
       if (this.closed) return;
-      this.targetIndex = (this.targetIndex + 1) % this.targets.length;
+      this.order.advance();
       const retryInMs = this.backoff.next();
       this.emit("disconnected", { code: status.code, details: status.details, retryInMs });
       this.retryTimer = setTimeout(() => this.connect(), retryInMs);

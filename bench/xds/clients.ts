@@ -4,6 +4,7 @@ import { xdsRoot } from "../../xds/protos.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { nodeToWire } from "../../xds/wire.ts";
 import { Backoff, DEFAULT_BACKOFF } from "../../xds/backoff.ts";
+import { ReplicaOrder } from "../../xds/replica-order.ts";
 import { now } from "./children.ts";
 import { nodeId } from "./fixtures.ts";
 
@@ -16,7 +17,7 @@ import { nodeId } from "./fixtures.ts";
  * share one HTTP/2 connection; several of these processes split the node range.
  *
  * Given several replicas, a stream that ends reconnects as the sidecar's xDS client does: to the
- * next replica in the list, after the client's exponential backoff with jitter, asking for the full
+ * next replica in its own `ReplicaOrder`, after the client's exponential backoff with jitter, asking for the full
  * state again. "watch-failover" names a replica about to be killed; once every stream that was on
  * it holds all four types from another replica, "failed-over" says when.
  */
@@ -143,6 +144,7 @@ function run(cfg: Start): void {
   const pools: Pool[] = cfg.ports.map(() => ({ session: undefined, streams: 0 }));
   const target = new Map<number, number>();
   const backoff = new Map<number, Backoff>();
+  const orders = new Map<number, ReplicaOrder>();
   let synced = 0;
   let failover: Failover | undefined;
   // With replicas, a stream ending is what failover is about, not an error of the bench.
@@ -175,8 +177,9 @@ function run(cfg: Start): void {
   };
 
   const reconnect = (i: number): void => {
-    const t = ((target.get(i) ?? 0) + 1) % cfg.ports.length;
-    target.set(i, t);
+    const o = orders.get(i) ?? new ReplicaOrder(cfg.ports.length, target.get(i) ?? 0);
+    orders.set(i, o);
+    target.set(i, o.advance());
     const b = backoff.get(i) ?? new Backoff(DEFAULT_BACKOFF);
     backoff.set(i, b);
     setTimeout(() => {
