@@ -35,6 +35,7 @@ const MODULES = [
   "graph-labels",
   "graph-style",
   "panels",
+  "partial",
   "state",
   "suggest",
 ];

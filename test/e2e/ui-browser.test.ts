@@ -18,6 +18,7 @@ import { ModeStore } from "../../controlplane/visibility/mode.ts";
 import { PolicyStore } from "../../controlplane/policy-store/store.ts";
 import { registerPolicyFileRoutes } from "../../controlplane/policy-store/routes.ts";
 import { directoryWriter } from "../../controlplane/policy-store/writer.ts";
+import { ReplicaFlows, type ReplicaPeer } from "../../controlplane/visibility/replica-flows.ts";
 import { registerVisibilityRoutes } from "../../controlplane/visibility/routes.ts";
 import { FlowReporter } from "../../sidecar/flows/reporter.ts";
 import { demo, demoTraffic, flow } from "../support/flows-fixtures.ts";
@@ -50,6 +51,8 @@ let guarded: GuardedApi;
 let reporter: FlowReporter;
 let policyStore: PolicyStore;
 let context: BrowserContext;
+/** The other control-plane replicas this one asks for their flows: none until a test adds one. */
+let peers: ReplicaPeer[] = [];
 let page: Page;
 
 beforeAll(async () => {
@@ -81,6 +84,7 @@ beforeAll(async () => {
   registerVisibilityRoutes(router, {
     store,
     modes,
+    replicas: new ReplicaFlows({ store, peers: () => peers, token: guarded.token }),
     policies: () => policyStore.current().documents.map((d) => d.document),
   });
   http = createServer((req, res) => void router.handle(req, res));
@@ -352,6 +356,36 @@ describe("web UI in a real browser", () => {
       headers: { cookie: `${oldCookie.name}=${oldCookie.value}` },
     });
     expect(replay.status).toBe(401);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("says which replica's flows are missing while one does not answer, and stops saying so when all do", async () => {
+    const pageErrors: string[] = [];
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    // A replica announced but not listening: every answer that asks it goes on without it.
+    const gone = createServer();
+    gone.listen(0, "127.0.0.1");
+    await once(gone, "listening");
+    const goneApi = `http://127.0.0.1:${(gone.address() as AddressInfo).port}`;
+    await new Promise((resolve) => gone.close(resolve));
+    peers = [{ replica: "r7", api: goneApi }];
+
+    await page.fill("#sign-in input[name=token]", guarded.token);
+    await page.click("#sign-in button[type=submit]");
+    const notice = page.locator("#partial");
+    await notice.waitFor({ state: "visible", timeout: 15_000 });
+    const text = await notice.textContent();
+    expect(text).toContain(`replica r7 (${goneApi}: connect ECONNREFUSED`);
+    expect(text).toContain("missing from what is shown");
+    // The map and the table still show this replica's own flows.
+    await page.waitForSelector("body[data-graph-ready='1']", { timeout: 15_000 });
+    expect(await page.locator("#flow-table tbody tr").count()).toBeGreaterThan(0);
+
+    peers = [];
+    await page.reload();
+    await page.waitForSelector("body[data-graph-ready='1']", { timeout: 15_000 });
+    await page.locator("#live-state", { hasText: "live" }).waitFor({ timeout: 10_000 });
+    expect(await notice.isHidden()).toBe(true);
     expect(pageErrors).toEqual([]);
   });
 });

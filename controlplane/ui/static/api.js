@@ -1,5 +1,6 @@
 /* global window */
 // The page's only way to the control plane: same-origin requests with the session cookie.
+import { noteAnswer } from "./partial.js";
 
 // Sent on every request: the server refuses a cookie-authenticated change without it, and no
 // cross-site page can add it.
@@ -28,6 +29,7 @@ export async function getJson(url, init = {}) {
     err.details = Array.isArray(body.errors) ? body.errors : [];
     throw err;
   }
+  noteAnswer(new window.URL(url, window.location.href).pathname, body);
   return body;
 }
 

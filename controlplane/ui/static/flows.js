@@ -1,6 +1,7 @@
 /* global document, EventSource, URLSearchParams */
 // The flow table: recent reports with filters, then every new one live over Server-Sent Events.
 import { getJson } from "./api.js";
+import { noteAnswer } from "./partial.js";
 import { el, endName, time, verdictBadge } from "./dom.js";
 import { state } from "./state.js";
 
@@ -56,6 +57,8 @@ function follow(q, onFlow) {
   state.source = source;
   const indicator = document.getElementById("live-state");
   source.onopen = () => {
+    // A replica still missing says so again right after the stream's backlog.
+    noteAnswer("follow", null);
     indicator.textContent = "live";
     indicator.className = "live on";
   };
@@ -65,6 +68,7 @@ function follow(q, onFlow) {
     // A refused stream is not retried by the browser: find out whether the session ended.
     if (source.readyState === EventSource.CLOSED) getJson("/api/session").catch(() => undefined);
   };
+  source.addEventListener("partial", (evt) => noteAnswer("follow", JSON.parse(evt.data)));
   source.addEventListener("flow", (evt) => {
     tbody.prepend(flowRow(JSON.parse(evt.data), true));
     while (tbody.rows.length > MAX_ROWS) tbody.deleteRow(-1);
