@@ -14,7 +14,9 @@ import { startPair } from "../support/sidecar-mesh.ts";
  * the request to sidecar B and then blocks B's thread until the application has closed every
  * connection it accepted: when B runs again, the request and the application's FIN are both
  * waiting, the request first, so B sends it on the connection the application already closed.
- * Counters in shared memory are the synchronization; no sleep decides anything.
+ * Counters in shared memory are the synchronization; no sleep decides anything. On the mesh hop
+ * there is a sidecar on both ends: the callee advertises its idle time, and the caller's pool
+ * (which honours the hint, as the first suite shows towards the application) closes first.
  */
 
 const APP = `
@@ -116,6 +118,17 @@ describe("HTTP/1.1 towards the application: its advertised keep-alive timeout", 
       expect(response.body).toBe(`GET ${path} 0`);
     }
     expect(Atomics.load(counters, 1) - acceptedBefore).toBe(2);
+  });
+});
+
+describe("HTTP/1.1 on the mesh hop: the idle time each side keeps", () => {
+  it("a sidecar advertises how long it keeps a connection idle, so the caller's pool gives it up first", async () => {
+    const allowed = await client.request("GET /advertised HTTP/1.1\r\nHost: api\r\n\r\n");
+    // B's own keep-alive timeout (60 s by default), never the application's field of its own hop.
+    expect(allowed.headers["keep-alive"]).toBe("timeout=60");
+    const refused = await client.request("DELETE /advertised HTTP/1.1\r\nHost: api\r\n\r\n");
+    expect(refused.status).toBe(403);
+    expect(refused.headers["keep-alive"]).toBe("timeout=60");
   });
 });
 

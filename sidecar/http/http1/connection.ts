@@ -236,7 +236,7 @@ export class Http1Connection implements PoolUser, ClientConnection {
       const status = decision.status === 400 ? 400 : 403;
       const body = denialBody(status, decision);
       const keepAlive = keepsAliveAfterRefusal(req, status, this.ctx.draining);
-      this.socket.write(rawResponse(status, body, keepAlive));
+      this.socket.write(rawResponse(status, body, keepAlive ? this.ctx.options.keepAliveTimeoutMs : null));
       this.record({
         decision,
         method: req.method,

@@ -48,7 +48,10 @@ export class ResponseRelay {
     private readonly req: RequestHead,
     private readonly upgrading: boolean,
     private readonly requestBody: BodyFramer,
-    private readonly proxy: { readonly draining: boolean },
+    private readonly proxy: {
+      readonly draining: boolean;
+      readonly options: { readonly keepAliveTimeoutMs: number };
+    },
     private readonly events: RelayEvents,
   ) {}
 
@@ -146,7 +149,11 @@ export class ResponseRelay {
       req.minor === 0 ||
       body.kind === "close" ||
       !this.requestBody.done;
-    const head = downstreamResponseHead(res, res.chunked && !noBody && !this.dechunk, this.closeAfter);
+    const head = downstreamResponseHead(
+      res,
+      res.chunked && !noBody && !this.dechunk,
+      this.closeAfter ? null : this.proxy.options.keepAliveTimeoutMs,
+    );
     this.forward(rest ?? EMPTY, 0, head, upstream);
   }
 

@@ -83,12 +83,31 @@ export function upgradeRequestHead(
   return `${out}${sidecarFields(clientCert, user)}\r\n`;
 }
 
-/** The response head sent to the client; `chunked` says whether the body goes on chunk-framed. */
-export function downstreamResponseHead(res: ResponseHead, chunked: boolean, close: boolean): string {
+/**
+ * How a response ends its head: `connection: close`, or (`keepAliveMs` given) how long the
+ * connection stays open while idle, as `Keep-Alive: timeout` (RFC 9112 Appendix C.2.2). A client
+ * that reads it (another sidecar's pool, undici) gives up the idle connection before this side
+ * closes it, instead of sending a request into the close; the mesh hop has a sidecar on both ends.
+ */
+function connectionFields(keepAliveMs: number | null): string {
+  return keepAliveMs === null
+    ? "connection: close\r\n\r\n"
+    : `keep-alive: timeout=${Math.floor(keepAliveMs / 1000)}\r\n\r\n`;
+}
+
+/**
+ * The response head sent to the client; `chunked` says whether the body goes on chunk-framed, and
+ * `keepAliveMs` how long the connection is kept idle after it (null: closed after the response).
+ */
+export function downstreamResponseHead(
+  res: ResponseHead,
+  chunked: boolean,
+  keepAliveMs: number | null,
+): string {
   return (
     `HTTP/1.1 ${res.status} ${res.reason}\r\n${endToEnd(res.raw, res.connection, false)}` +
     (chunked ? "transfer-encoding: chunked\r\n" : "") +
-    (close ? "connection: close\r\n\r\n" : "\r\n")
+    connectionFields(keepAliveMs)
   );
 }
 
@@ -99,11 +118,16 @@ const STATUS_TEXT: Record<400 | 403 | 408 | 502, string> = {
   502: "Bad Gateway",
 };
 
-/** A complete HTTP/1.1 response with a JSON body, closing the connection unless `keepAlive`. */
-export function rawResponse(status: 400 | 403 | 408 | 502, body: string, keepAlive = false): string {
+/** A complete HTTP/1.1 response with a JSON body, closing the connection unless `keepAliveMs` is given. */
+export function rawResponse(
+  status: 400 | 403 | 408 | 502,
+  body: string,
+  keepAliveMs: number | null = null,
+): string {
   return (
     `HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\n` +
     `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-    (keepAlive ? `\r\n${body}` : `connection: close\r\n\r\n${body}`)
+    connectionFields(keepAliveMs) +
+    body
   );
 }
