@@ -44,11 +44,17 @@ const NOT_CONFIGURATION = /\.(ts|md|proto|sh)$/;
 
 /** Which program consumes each configuration file (by path under examples/). */
 const CONSUMERS: readonly { readonly files: RegExp; readonly consumer: string }[] = [
-  { files: /^(policies|demo\/policies)\/[^/]+\.yaml$|^user-access\/policy\.yaml$/, consumer: "policy store" },
+  {
+    files: /^(policies|demo\/policies)\/[^/]+\.yaml$|^(user-access|containers)\/policy\.yaml$/,
+    consumer: "policy store",
+  },
   { files: /^(vm|user-access)\/sidecar\.yaml$/, consumer: "sigil sidecar --config" },
   { files: /^vm\/capture\.yaml$/, consumer: "sigil init --config" },
   { files: /^vm\/[^/]+\.service$/, consumer: "systemd unit" },
   { files: /^kubernetes\/[^/]+\.yaml$/, consumer: "Kubernetes manifest" },
+  // containers-example.test.ts injects them; the pod suite runs them with run.sh under that podman config.
+  { files: /^containers\/pods\.yaml$/, consumer: "sigil inject, then podman kube play" },
+  { files: /^containers\/containers\.conf$/, consumer: "podman (CONTAINERS_CONF in run.sh)" },
   // Grafana: observability-dashboard.test.ts parses every query with promtool and checks its metrics.
   { files: /^observability\/[^/]+\.dashboard\.json$/, consumer: "Grafana dashboard" },
 ];
