@@ -5,9 +5,10 @@ import { UsageError } from "./exit-codes.ts";
 
 /**
  * `-o, --output <format>` as kubectl has it, for every command that lists or gets: `table` (the
- * default, for people), `wide` (more columns), `json` and `yaml` (the full objects, for scripts).
+ * default, for people), `wide` (more columns), `json` and `yaml` (the full objects, for scripts);
+ * `name` where a command makes one thing and prints what names it (a token).
  */
-export type OutputFormat = "table" | "wide" | "json" | "yaml";
+export type OutputFormat = "table" | "wide" | "json" | "yaml" | "name";
 
 export const ALL_FORMATS: readonly OutputFormat[] = ["table", "wide", "json", "yaml"];
 

@@ -90,6 +90,18 @@ describe("sigil CLI for identity", { timeout: 120_000 }, () => {
     await writeFile(join(h.dataDir, "orders.jwt"), res.jwtSvid);
   });
 
+  it("token create -o yaml prints the whole answer for a script, and -o refuses a format it lacks", async () => {
+    const r = await sigil("token", "create", "--labels", "app=billing", "-o", "yaml", "--api", api);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe("");
+    const answer = parse(r.stdout) as { token: string; spiffeId: string; expiresAt: string };
+    expect(answer.token).toMatch(/^sgjt_/);
+    expect(answer.spiffeId).toBe("spiffe://sigil.local/workload/billing");
+    const wide = await sigil("token", "create", "--labels", "app=billing", "-o", "wide", "--api", api);
+    expect(wide.code).toBe(2);
+    expect(wide.stderr).toContain('-o/--output must be one of name, json, yaml, not "wide"');
+  });
+
   it("names what is wrong with bad input", async () => {
     const bad = await sigil("token", "create", "--labels", "app", "--api", api);
     expect(bad.code).toBe(1);
