@@ -23,6 +23,7 @@ const PUBLIC_ROUTES = [
   "GET /ui/graph-labels.js",
   "GET /ui/graph-style.js",
   "GET /ui/panels.js",
+  "GET /ui/partial.js",
   "GET /ui/state.js",
   "GET /ui/suggest.js",
   "GET /ui/style.css",
