@@ -77,6 +77,13 @@ export const sidecarConfigSchema = z
      */
     detectTimeoutMs: z.number().int().min(1).max(60_000).default(1_000),
     handshakeTimeoutMs: z.number().int().min(1).default(10_000),
+    /**
+     * Connections the kernel may hold accepted-but-not-yet-taken on each data-path listener (the
+     * kernel caps it at net.core.somaxconn). Node's default of 511 overflowed under a burst of
+     * 2,000 new mTLS connections: the kernel dropped the overflow's handshake completions, the
+     * clients' hellos waited out retransmission backoff, and the handshake bound refused them.
+     */
+    listenBacklog: z.number().int().min(1).max(65_535).default(4096),
     connectTimeoutMs: z.number().int().min(1).default(5_000),
     /** Largest HTTP/1 request head and HTTP/2 header list accepted; larger is a 400. */
     maxHeaderBytes: z

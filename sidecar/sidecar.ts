@@ -67,10 +67,10 @@ export interface Sidecar {
 /** The data path without an admin server (`serveAdmin: false`). */
 export type DataPath = Omit<Sidecar, "admin">;
 
-function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+function listen(server: Server, host: string, port: number, backlog: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog }, () => {
       server.off("error", reject);
       resolve(server.address() as AddressInfo);
     });
@@ -228,6 +228,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
       serve((socket) => void inboundHandler.handle(socket)),
       config.inbound.host,
       config.inbound.port,
+      config.listenBacklog,
     );
     reservedPorts.add(inbound.port);
     let outbound: AddressInfo | null = null;
@@ -247,6 +248,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
         }),
         config.outbound.host,
         config.outbound.port,
+        config.listenBacklog,
       );
       reservedPorts.add(outbound.port);
     } else {
@@ -255,6 +257,7 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
           serve((socket) => void outboundHandler.handle(socket, target.destination, target.protocol)),
           target.host,
           target.port,
+          config.listenBacklog,
         );
         outboundTargets.push(address);
       }
