@@ -2,7 +2,6 @@ import type { Registry } from "prom-client";
 import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
 import { workloadOf } from "../../core/identity.ts";
 import { BucketCounts, LabelSetTable, exposeCounter, exposeHistogram } from "./label-sets.ts";
-import type { LabelValues } from "./label-sets.ts";
 
 /**
  * The mesh's request and connection metrics in Istio's standard shape (`istio_requests_total` and
@@ -133,8 +132,16 @@ function common(o: MeshObservation): Record<string, string> {
   };
 }
 
+/** Label sets remembered per pair of identities (statuses, verdicts, policies); beyond, built each time. */
+const MAX_REMEMBERED_PER_PAIR = 256;
+
 export class MeshMetrics {
   private readonly requests: LabelSetTable<RequestValues>;
+  /** Own identity → peer identity (or UNKNOWN for a peer outside the mesh) → the other labels → series. */
+  private readonly requestSeries = new WeakMap<
+    WorkloadIdentity,
+    WeakMap<object, Map<string, RequestValues>>
+  >();
   private readonly tcp: LabelSetTable<TcpValues>;
 
   constructor(registry: Registry, maxLabelSets: number = DEFAULT_MAX_LABEL_SETS) {
@@ -213,16 +220,41 @@ export class MeshMetrics {
   }
 
   request(o: RequestObservation): void {
-    const labels: LabelValues = {
-      ...common(o),
-      response_code: statusLabel(o.status),
-      grpc_response_status: grpcLabel(o.grpcStatus),
-    };
-    const v = this.requests.values(labels);
+    const v = this.requestValues(o);
     v.requests++;
     v.duration.observe(o.seconds);
     v.requestBytes.observe(o.requestBytes);
     v.responseBytes.observe(o.responseBytes);
+  }
+
+  /**
+   * The series of a request's label set, remembered per pair of identities: between two sidecars
+   * a request has the same labels as the previous one almost always, and building and joining its
+   * sixteen labels every time cost about a tenth of a sidecar's busy time on the HTTP/1.1 path.
+   */
+  private requestValues(o: RequestObservation): RequestValues {
+    let byPeer = this.requestSeries.get(o.self);
+    if (byPeer === undefined) {
+      byPeer = new WeakMap();
+      this.requestSeries.set(o.self, byPeer);
+    }
+    const peerKey: object = o.peer.kind === "workload" ? o.peer.identity : UNKNOWN;
+    let byRest = byPeer.get(peerKey);
+    if (byRest === undefined) {
+      byRest = new Map();
+      byPeer.set(peerKey, byRest);
+    }
+    const rest = `${o.direction}|${o.encrypted}|${o.protocol}|${o.verdict}|${o.status}|${o.grpcStatus ?? ""}|${o.policy ?? ""}`;
+    let v = byRest.get(rest);
+    if (v === undefined) {
+      v = this.requests.values({
+        ...common(o),
+        response_code: statusLabel(o.status),
+        grpc_response_status: grpcLabel(o.grpcStatus),
+      });
+      if (byRest.size < MAX_REMEMBERED_PER_PAIR) byRest.set(rest, v);
+    }
+    return v;
   }
 
   tcpOpened(o: MeshObservation): void {

@@ -95,6 +95,31 @@ describe("mesh metrics", () => {
     expect(text).toContain(`policy="shop/ingress/1",verdict="would_deny",response_code="200"`);
   });
 
+  it("counts a peer's requests under the labels of the certificate it presents now", async () => {
+    const { authz, metrics } = setUp();
+    const before = workload("web");
+    // The same workload renewed with another app label: a new identity, the same SPIFFE ID.
+    const renewed: ConnectionFacts["peer"] = {
+      kind: "workload",
+      identity: { ...self, spiffeId: "spiffe://sigil.local/workload/web", labels: { app: "web-v2" } },
+    };
+    const ok = {
+      protocol: "http" as const,
+      http: { method: "GET", path: "/", status: 200 },
+      bytesSent: 1,
+      bytesReceived: 1,
+      startedAt: Date.now(),
+    };
+    authz.record(ingress(before), allow, ok);
+    authz.record(ingress(renewed), allow, ok);
+    authz.record(ingress(renewed), allow, ok);
+    authz.record(ingress(before), allow, { ...ok, http: { ...ok.http, status: 503 } });
+    const text = await family(metrics, "sigil_requests_total");
+    expect(text).toMatch(/source_app="web",[^}]*response_code="200",[^}]*\} 1$/m);
+    expect(text).toMatch(/source_app="web-v2",[^}]*response_code="200",[^}]*\} 2$/m);
+    expect(text).toMatch(/source_app="web",[^}]*response_code="503",[^}]*\} 1$/m);
+  });
+
   it("exports cumulative histograms whose count matches the requests", async () => {
     const { authz, metrics } = setUp();
     const web = ingress(workload("web"));
