@@ -2,7 +2,7 @@ import net from "node:net";
 import type { OpenConnections } from "../authz/open-connections.ts";
 import type { Socket } from "node:net";
 import type { Logger } from "pino";
-import type { Peer } from "../../core/identity.ts";
+import type { Peer, WorkloadIdentity } from "../../core/identity.ts";
 import type { Authorizer, ConnectionFacts } from "../authz/authorize.ts";
 import type { Detection } from "./detect.ts";
 import { detectProtocol, takeBuffered } from "./detect.ts";
@@ -54,14 +54,21 @@ function firstHost(head: Buffer): string | undefined {
   return hostName(match?.[1]?.trim());
 }
 
+/**
+ * One identity object per directory entry: what is remembered per identity (the metrics' series,
+ * the identity's labels) is then found again on the next request instead of rebuilt every time.
+ */
+const destinationIdentities = new WeakMap<MeshDestination, WorkloadIdentity>();
+
 function meshPeer(dest: MeshDestination, address: string): Peer {
-  return {
-    kind: "workload",
+  let identity = destinationIdentities.get(dest);
+  if (identity === undefined) {
     // Egress is decided on what the directory says the destination is; the handshake then makes the
     // destination prove that SPIFFE ID, so serial and expiry are those of the certificate it presents.
-    identity: { ...dest.identity, serial: "", notAfter: new Date(0) },
-    address,
-  };
+    identity = { ...dest.identity, serial: "", notAfter: new Date(0) };
+    destinationIdentities.set(dest, identity);
+  }
+  return { kind: "workload", identity, address };
 }
 
 function externalPeer(address: string, dnsName: string | undefined): Peer {
