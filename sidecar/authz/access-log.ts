@@ -64,7 +64,8 @@ export interface AccessLogEntry {
   readonly port: number;
   readonly verdict: "allow" | "deny";
   readonly wouldDeny: boolean;
-  readonly fields: Readonly<Record<string, unknown>>;
+  /** The line's fields, built only for a line that is written (most decisions write none). */
+  readonly fields: () => Readonly<Record<string, unknown>>;
 }
 
 export class AccessLog {
@@ -88,6 +89,6 @@ export class AccessLog {
     const sample = rule?.sample ?? 1;
     if (sample < 1 && this.random() >= sample) return;
     const msg = e.verdict === "deny" ? "denied" : e.wouldDeny ? "would deny (observe mode)" : "allowed";
-    this.log.info({ access: true, ...e.fields }, msg);
+    this.log.info({ access: true, ...e.fields() }, msg);
   }
 }

@@ -17,7 +17,7 @@ import type { EgressNameResolver, NameBinding } from "../egress/dns.ts";
 import { bindingProblem } from "../egress/dns.ts";
 import { egressNamesOf } from "../egress/names.ts";
 import type { SidecarMetrics } from "../admin/metrics.ts";
-import type { MeshObservation } from "../admin/mesh-metrics.ts";
+import type { MeshObservation, Verdict } from "../admin/mesh-metrics.ts";
 import type { FlowSink, PolicySnapshot, PolicySource } from "../inputs/sources.ts";
 import { DirectoryLabels } from "../inputs/directory-labels.ts";
 import { AccessLog } from "./access-log.ts";
@@ -284,7 +284,7 @@ export class Authorizer {
       peer,
       encrypted: conn.encrypted,
       protocol,
-      verdict: decision.verdict === "deny" ? "deny" : decision.wouldDeny ? "would_deny" : "allow",
+      verdict: meshVerdict(decision),
       policy: decision.policy,
     };
   }
@@ -296,15 +296,21 @@ export class Authorizer {
     peer: Peer,
     seconds: number,
   ): void {
-    const o = this.observation(conn, decision, peer, outcome.protocol);
     if (outcome.protocol === "tcp") {
+      const o = this.observation(conn, decision, peer, "tcp");
       this.metrics.mesh.tcpClosed(o, outcome.bytesSent, outcome.bytesReceived);
       return;
     }
     this.metrics.mesh.request({
-      ...o,
+      direction: conn.direction,
+      self: this.self(),
+      peer,
+      encrypted: conn.encrypted,
+      protocol: outcome.protocol,
+      verdict: meshVerdict(decision),
+      policy: decision.policy,
       status: outcome.http?.status ?? 0,
-      ...(outcome.grpcStatus === undefined ? {} : { grpcStatus: outcome.grpcStatus }),
+      grpcStatus: outcome.grpcStatus,
       seconds,
       requestBytes: outcome.bytesReceived,
       responseBytes: outcome.bytesSent,
@@ -355,7 +361,7 @@ export class Authorizer {
       port: conn.port,
       verdict: decision.verdict,
       wouldDeny: decision.wouldDeny,
-      fields: {
+      fields: () => ({
         direction: conn.direction,
         peer: other.spiffeId ?? other.address,
         user: other.user?.sub,
@@ -368,7 +374,7 @@ export class Authorizer {
         durationMs,
         bytesSent: outcome.bytesSent,
         bytesReceived: outcome.bytesReceived,
-      },
+      }),
     });
     try {
       this.flows.report(record);
@@ -376,4 +382,8 @@ export class Authorizer {
       this.log.warn({ err }, "flow sink refused a record");
     }
   }
+}
+
+function meshVerdict(decision: Decision): Verdict {
+  return decision.verdict === "deny" ? "deny" : decision.wouldDeny ? "would_deny" : "allow";
 }

@@ -22,7 +22,7 @@ const entry = (port: number, verdict: "allow" | "deny", wouldDeny = false) => ({
   port,
   verdict,
   wouldDeny,
-  fields: { port, verdict },
+  fields: () => ({ port, verdict }),
 });
 
 describe("access log", () => {
