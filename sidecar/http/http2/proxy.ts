@@ -50,7 +50,8 @@ function isGrpc(headers: IncomingHttpHeaders): boolean {
 
 function endToEnd(headers: IncomingHttpHeaders, keepStatus: boolean): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined || HOP_BY_HOP.has(name)) continue;
     if (name.startsWith(":") && !(keepStatus && name === ":status")) continue;
     out[name] = value;
@@ -291,8 +292,7 @@ export class Http2Proxy {
       }
       stream.respond(respHeaders, { waitForTrailers: true });
       stream.once("wantTrailers", () => stream.sendTrailers(trailers ?? {}));
-      up.on("data", (chunk: Buffer) => addSent(chunk.length));
-      up.pipe(stream);
+      relay(up, stream, addSent);
     });
     up.on("error", (err) => {
       if (!stream.headersSent) this.unavailable(stream, grpc, err.message, setStatus);
@@ -312,8 +312,7 @@ export class Http2Proxy {
     if (!endStream) {
       // Counted only from here: a data listener attached earlier would start the flow before the
       // upstream stream exists and lose the first bytes.
-      stream.on("data", (chunk: Buffer) => addReceived(chunk.length));
-      stream.pipe(up);
+      relay(stream, up, addReceived);
     }
   }
 
@@ -338,6 +337,25 @@ export class Http2Proxy {
     stream.respond({ ":status": 502, "content-type": "application/json" });
     stream.end(body);
   }
+}
+
+/**
+ * Moves one stream's DATA to the other and ends it with them, pausing the source while the
+ * destination's buffer is full. What `pipe` does for these streams, without the listeners it adds
+ * and removes per stream: a stream that closes early is handled by the close handlers of `forward`.
+ */
+function relay(from: http2.Http2Stream, to: http2.Http2Stream, count: (n: number) => void): void {
+  const resume = (): void => {
+    from.resume();
+  };
+  from.on("data", (chunk: Buffer) => {
+    count(chunk.length);
+    if (!to.write(chunk)) {
+      from.pause();
+      to.once("drain", resume);
+    }
+  });
+  from.once("end", () => to.end());
 }
 
 /**
