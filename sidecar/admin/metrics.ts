@@ -1,5 +1,6 @@
 import { getHeapSpaceStatistics } from "node:v8";
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { BucketCounts, LabelSetTable, exposeHistogram } from "./label-sets.ts";
 import { DEFAULT_MAX_LABEL_SETS, MeshMetrics } from "./mesh-metrics.ts";
 
 type Direction = "ingress" | "egress";
@@ -12,7 +13,15 @@ interface PendingDecisions {
   readonly protocol: Protocol;
   allowed: number;
   denied: number;
-  readonly latency: Histogram.Internal<"direction" | "protocol">;
+  readonly latency: BucketCounts;
+}
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60];
+const PROTOCOL_SLOTS: Readonly<Record<Protocol, number>> = { tcp: 0, http: 1, grpc: 2 };
+
+/** A (direction, protocol) combination's place in the pending list: no key is built per decision. */
+function decisionSlot(direction: Direction, protocol: Protocol): number {
+  return (direction === "ingress" ? 0 : 3) + PROTOCOL_SLOTS[protocol];
 }
 
 interface PendingDenials {
@@ -43,6 +52,14 @@ export class SidecarMetrics {
 
   constructor(options: SidecarMetricsOptions = {}) {
     this.mesh = new MeshMetrics(this.registry, options.maxLabelSets ?? DEFAULT_MAX_LABEL_SETS);
+    exposeHistogram(
+      this.registry,
+      "sigil_sidecar_request_duration_seconds",
+      "Time from request (or connection) start to the end of the response (or connection)",
+      LATENCY_BUCKETS,
+      this.latency,
+      (v) => v,
+    );
     collectDefaultMetrics({ register: this.registry });
     // Gauges that prom-client names like counters (promtool refuses them); the per-type gauges of
     // the same name without `_total` stay, and their sum is the same number.
@@ -54,7 +71,7 @@ export class SidecarMetrics {
    * read (a scrape): prom-client validates and hashes the labels on every increment, which was
    * most of what recording one decision cost.
    */
-  private readonly pendingDecisions = new Map<string, PendingDecisions>();
+  private readonly pendingDecisions: (PendingDecisions | undefined)[] = [];
   private readonly pendingDenials = new Map<string, PendingDenials>();
   readonly requests = new Counter({
     name: "sigil_sidecar_requests_total",
@@ -62,7 +79,8 @@ export class SidecarMetrics {
     labelNames: ["direction", "protocol", "verdict"] as const,
     registers: [this.registry],
     collect: () => {
-      for (const p of this.pendingDecisions.values()) {
+      for (const p of this.pendingDecisions) {
+        if (p === undefined) continue;
         const { direction, protocol } = p;
         if (p.allowed > 0) this.requests.inc({ direction, protocol, verdict: "allow" }, p.allowed);
         if (p.denied > 0) this.requests.inc({ direction, protocol, verdict: "deny" }, p.denied);
@@ -89,13 +107,8 @@ export class SidecarMetrics {
     labelNames: ["side", "result"] as const,
     registers: [this.registry],
   });
-  readonly latency = new Histogram({
-    name: "sigil_sidecar_request_duration_seconds",
-    help: "Time from request (or connection) start to the end of the response (or connection)",
-    labelNames: ["direction", "protocol"] as const,
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60],
-    registers: [this.registry],
-  });
+  /** Request (or connection) durations, kept in plain numbers like the counts and read by a scrape. */
+  private readonly latency = new LabelSetTable<BucketCounts>(6, [], () => new BucketCounts(LATENCY_BUCKETS));
   readonly activeConnections = new Gauge({
     name: "sigil_sidecar_active_connections",
     help: "Open downstream connections",
@@ -178,13 +191,13 @@ export class SidecarMetrics {
     seconds: number,
     denialReason: string | null,
   ): void {
-    const key = direction + protocol;
-    let p = this.pendingDecisions.get(key);
+    const slot = decisionSlot(direction, protocol);
+    let p = this.pendingDecisions[slot];
     if (p === undefined) {
       // The histogram's labelled series, resolved once per combination.
-      const latency = this.latency.labels(direction, protocol);
+      const latency = this.latency.values({ direction, protocol });
       p = { direction, protocol, allowed: 0, denied: 0, latency };
-      this.pendingDecisions.set(key, p);
+      this.pendingDecisions[slot] = p;
     }
     if (verdict === "deny") p.denied++;
     else p.allowed++;
