@@ -7,6 +7,7 @@
  * cluster workers (sidecar/worker-processes; this same file re-run as each worker), and usage sums the
  * primary and its workers.
  */
+import "../../sidecar/proxy/heap-growth-first.ts";
 import cluster from "node:cluster";
 import { readFileSync, readdirSync } from "node:fs";
 import { writeHeapSnapshot } from "node:v8";

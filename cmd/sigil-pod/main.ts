@@ -2,6 +2,8 @@
  * The command inside the sidecar image (`/opt/sigil/app/sigil.mjs`, bundled by scripts/build-image.sh):
  * only what an injected pod runs — `init` (capture), `sidecar` and `ready` (its probe).
  */
+// First: the sidecar caps its heap growth before the rest loads.
+import "../../sidecar/proxy/heap-growth-first.ts";
 import { Command, CommanderError } from "commander";
 import { registerInitCommand } from "../sigil/commands/init.ts";
 import { register as registerReady } from "../sigil/commands/ready.ts";

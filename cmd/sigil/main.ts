@@ -1,3 +1,5 @@
+// First: the sidecar (`sigil sidecar`) caps its heap growth before the rest loads.
+import "../../sidecar/proxy/heap-growth-first.ts";
 import { CommanderError } from "commander";
 import { CliError, EXIT } from "./exit-codes.ts";
 import { sigilProgram, soleGroupFor } from "./program.ts";
