@@ -16,6 +16,7 @@ import { REPO, runIperf, runLoad, runXds } from "./measure.ts";
 import { makePeerPki } from "./peer-pki.ts";
 import { SIDECAR_NODE_FLAGS, startPath } from "./paths.ts";
 import type { PathContext } from "./paths.ts";
+import { MemorySampler } from "./memory-sampling.ts";
 import { peakRss } from "./procstat.ts";
 import { summarizeProfile } from "./profile-summary.ts";
 import { Supervisor, freePorts, waitForPort } from "./procs.ts";
@@ -65,6 +66,8 @@ const warmupSeconds = quick ? 1 : 2;
 /** Discarded fixed-rate run before each protocol's measured runs. */
 const warmRateSeconds = quick ? 3 : 5;
 const iperfSeconds = quick ? 2 : 5;
+/** How often each proxy's RSS, PSS and USS are read during the fixed-rate runs. */
+const MEMORY_SAMPLE_MS = 500;
 const rate = Number(opts.rate);
 const xdsClients = quick ? [1000] : [1000, 10_000, 50_000];
 const sidecarNodeFlags =
@@ -102,11 +105,20 @@ async function measurePath(
     const failure = (err as Error).message;
     log(`${name}: not measured: ${failure}`);
     return {
-      result: { path: name, failure, h1: empty, grpc: empty, peakRssHttpBytes: [], peakRssBytes: [] },
+      result: {
+        path: name,
+        failure,
+        h1: empty,
+        grpc: empty,
+        peakRssHttpBytes: [],
+        peakRssBytes: [],
+        memory: [],
+      },
       tcp: null,
     };
   }
   try {
+    const memory = new MemorySampler(path.proxies.map(({ side, proc }) => ({ side, pid: proc.pid })));
     const byProtocol: Record<"h1" | "grpc", { rate: LoadMeasurement | null; max: LoadMeasurement | null }> = {
       h1: { rate: null, max: null },
       grpc: { rate: null, max: null },
@@ -128,14 +140,10 @@ async function measurePath(
         `${name} ${protocol} warm-up: p50 ${(warm.load.p50Us / 1000).toFixed(2)} ms, p99 ${(warm.load.p99Us / 1000).toFixed(2)} ms, errors ${warm.load.errors} (discarded)`,
       );
       for (const mode of ["rate", "max"] as const) {
-        const m = await runLoad(sup, dir, path, {
-          protocol,
-          mode,
-          port,
-          rate,
-          durationSeconds,
-          warmupSeconds,
-        });
+        const load = (): Promise<LoadMeasurement> =>
+          runLoad(sup, dir, path, { protocol, mode, port, rate, durationSeconds, warmupSeconds });
+        // Memory under load is read during the fixed-rate runs, the load the RSS target is set at.
+        const m = mode === "rate" ? await memory.during(MEMORY_SAMPLE_MS, load) : await load();
         byProtocol[protocol][mode] = m;
         const cpu = m.proxies.reduce((s, p) => s + p.cpuSeconds, 0);
         log(
@@ -175,12 +183,30 @@ async function measurePath(
       }
     }
     const peakRssBytes = path.proxies.map(({ side, proc }) => ({ side, bytes: peakRss(proc.pid) }));
-    return { result: { path: name, failure: null, ...byProtocol, peakRssHttpBytes, peakRssBytes }, tcp };
+    return {
+      result: {
+        path: name,
+        failure: null,
+        ...byProtocol,
+        peakRssHttpBytes,
+        peakRssBytes,
+        memory: memory.readings(),
+      },
+      tcp,
+    };
   } catch (err) {
     const failure = (err as Error).message;
     log(`${name}: failed: ${failure}`);
     return {
-      result: { path: name, failure, h1: empty, grpc: empty, peakRssHttpBytes: [], peakRssBytes: [] },
+      result: {
+        path: name,
+        failure,
+        h1: empty,
+        grpc: empty,
+        peakRssHttpBytes: [],
+        peakRssBytes: [],
+        memory: [],
+      },
       tcp: null,
     };
   } finally {

@@ -90,6 +90,36 @@ export function peakRss(root: number): number {
   return bytes;
 }
 
+/** Resident, proportional and unique set sizes, in bytes. */
+export interface MemoryReading {
+  readonly rssBytes: number;
+  readonly pssBytes: number;
+  readonly ussBytes: number;
+}
+
+/**
+ * The process tree's memory now, each size summed over its processes: PSS and USS add up where
+ * RSS counts the pages a master shares with its workers (and every process the node binary) once
+ * per process.
+ */
+export function memoryOf(root: number): MemoryReading {
+  let rssBytes = 0;
+  let pssBytes = 0;
+  let ussBytes = 0;
+  for (const pid of processTree(root)) {
+    try {
+      const rss = statusField(readFileSync(`/proc/${pid}/status`, "utf8"), "VmRSS");
+      const { pssBytes: pss, ussBytes: uss } = proportionalMemory(pid);
+      rssBytes += rss;
+      pssBytes += pss;
+      ussBytes += uss;
+    } catch {
+      // Exited between listing and reading.
+    }
+  }
+  return { rssBytes, pssBytes, ussBytes };
+}
+
 /** Pss and Private_Clean + Private_Dirty (the USS) from /proc/<pid>/smaps_rollup, in bytes. */
 export function proportionalMemory(pid: number | "self"): { pssBytes: number; ussBytes: number } {
   const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");

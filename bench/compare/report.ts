@@ -270,6 +270,35 @@ export function targets(r: RunResults): Target[] {
   return out;
 }
 
+function memoryTable(r: RunResults): string {
+  const rows = r.paths.flatMap((p) =>
+    p.memory.map((m) => [
+      LABEL[p.path],
+      m.side,
+      mb(m.idle.rssBytes),
+      mb(m.idle.pssBytes),
+      mb(m.idle.ussBytes),
+      mb(m.underLoad?.rssBytes ?? 0),
+      mb(m.underLoad?.pssBytes ?? 0),
+      mb(m.underLoad?.ussBytes ?? 0),
+    ]),
+  );
+  const at = `at ${r.rateRps} rps`;
+  return table(
+    [
+      "path",
+      "side",
+      "idle RSS MB",
+      "idle PSS MB",
+      "idle USS MB",
+      `RSS ${at} MB`,
+      `PSS ${at} MB`,
+      `USS ${at} MB`,
+    ],
+    rows,
+  );
+}
+
 function targetTable(r: RunResults): string {
   const rows = targets(r).map((t) => {
     if (!Number.isFinite(t.measured) || !Number.isFinite(t.limit)) return [t.what, "not measured", "–"];
@@ -357,6 +386,16 @@ What stalled the Sigil sidecars' event loops inside each measured window (loop-m
 ${loopTable(r, protocol)}`,
   )
   .join("\n\n")}
+
+### Memory of each proxy process
+
+RSS, PSS and USS (VmRSS; Pss and Private_Clean + Private_Dirty of smaps_rollup), each summed over
+the proxy's processes: once right after the proxies started, and the highest of each read every
+0.5 s during the fixed-rate HTTP/1.1 and gRPC runs. PSS charges a shared page (the node binary's,
+a master's shared with its workers) in part to each process that maps it; USS is what the process
+alone holds.
+
+${memoryTable(r)}
 
 ### Plain TCP bulk throughput (iperf3, ${r.quick ? "short" : "5 s"} runs)
 

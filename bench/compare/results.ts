@@ -1,4 +1,5 @@
 import type { SidecarLoopWindow } from "./loop-stats.ts";
+import type { ProxyMemory } from "./memory-sampling.ts";
 import type { LoadResult } from "./latency.ts";
 import type { PathName } from "./topology.ts";
 
@@ -39,6 +40,8 @@ export interface PathResults {
   readonly peakRssBytes: readonly { readonly side: "client" | "server"; readonly bytes: number }[];
   /** The same, read after the HTTP/1.1 and gRPC runs and before the iperf3 run. */
   readonly peakRssHttpBytes: readonly { readonly side: "client" | "server"; readonly bytes: number }[];
+  /** RSS, PSS and USS of each proxy process tree: idle after start, and the most at the fixed rate. */
+  readonly memory: readonly ProxyMemory[];
 }
 
 export interface TcpRow {

@@ -186,6 +186,7 @@ describe("bench/compare rendered results", () => {
         grpc: results(false),
         peakRssBytes: [],
         peakRssHttpBytes: [],
+        memory: [],
       },
       {
         path: "sigil",
@@ -199,6 +200,18 @@ describe("bench/compare rendered results", () => {
         peakRssBytes: [
           { side: "client", bytes: 90 * 2 ** 20 },
           { side: "server", bytes: 80 * 2 ** 20 },
+        ],
+        memory: [
+          {
+            side: "client",
+            idle: { rssBytes: 60 * 2 ** 20, pssBytes: 40 * 2 ** 20, ussBytes: 30 * 2 ** 20 },
+            underLoad: { rssBytes: 70 * 2 ** 20, pssBytes: 50 * 2 ** 20, ussBytes: 45 * 2 ** 20 },
+          },
+          {
+            side: "server",
+            idle: { rssBytes: 61 * 2 ** 20, pssBytes: 41 * 2 ** 20, ussBytes: 31 * 2 ** 20 },
+            underLoad: null,
+          },
         ],
       },
     ],
@@ -221,6 +234,13 @@ describe("bench/compare rendered results", () => {
     expect(text).toContain("`node --max-semi-space-size=1 sigil-sidecar.mjs`");
     expect(text).toMatch(/peak RSS per sidecar < 60 MB \(HTTP\/1\.1 and gRPC runs\) \| 70\.00 MB/);
     expect(text).toContain("iperf3 included: Sigil sidecar pair client 90.0, server 80.0.");
+  });
+
+  it("tabulates each proxy's RSS, PSS and USS idle and under the fixed rate", () => {
+    const text = renderResults(run, "plot.svg");
+    expect(text).toContain("| path | side | idle RSS MB | idle PSS MB | idle USS MB | RSS at 1000 rps MB |");
+    expect(text).toContain("| Sigil sidecar pair | client | 60.0 | 40.0 | 30.0 | 70.0 | 50.0 | 45.0 |");
+    expect(text).toContain("| Sigil sidecar pair | server | 61.0 | 41.0 | 31.0 | – | – | – |");
   });
 
   it("tabulates each sidecar's loop delay and GC pauses per measured window", () => {
