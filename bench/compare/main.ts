@@ -92,11 +92,27 @@ const machine = machineInfo();
 const sup = new Supervisor();
 const dir = await mkdtemp(join(tmpdir(), "sigil-compare-"));
 
+/** A path's results when it failed to start or to carry a request. */
+function unmeasured(name: PathName, failure: string): { result: PathResults; tcp: null } {
+  const empty = { rate: null, max: null };
+  return {
+    result: {
+      path: name,
+      failure,
+      h1: empty,
+      grpc: empty,
+      peakRssHttpBytes: [],
+      peakRssBytes: [],
+      memory: [],
+    },
+    tcp: null,
+  };
+}
+
 async function measurePath(
   ctx: PathContext,
   name: PathName,
 ): Promise<{ result: PathResults; tcp: TcpRow | null }> {
-  const empty = { rate: null, max: null };
   log(`${name}: starting`);
   let path;
   try {
@@ -104,18 +120,7 @@ async function measurePath(
   } catch (err) {
     const failure = (err as Error).message;
     log(`${name}: not measured: ${failure}`);
-    return {
-      result: {
-        path: name,
-        failure,
-        h1: empty,
-        grpc: empty,
-        peakRssHttpBytes: [],
-        peakRssBytes: [],
-        memory: [],
-      },
-      tcp: null,
-    };
+    return unmeasured(name, failure);
   }
   try {
     const memory = new MemorySampler(path.proxies.map(({ side, proc }) => ({ side, pid: proc.pid })));
@@ -197,18 +202,7 @@ async function measurePath(
   } catch (err) {
     const failure = (err as Error).message;
     log(`${name}: failed: ${failure}`);
-    return {
-      result: {
-        path: name,
-        failure,
-        h1: empty,
-        grpc: empty,
-        peakRssHttpBytes: [],
-        peakRssBytes: [],
-        memory: [],
-      },
-      tcp: null,
-    };
+    return unmeasured(name, failure);
   } finally {
     // A profiled sidecar writes its profile while it drains, so it gets longer to exit.
     for (const { proc } of path.proxies) await sup.stop(proc, ctx.profileDir ? 20_000 : 3000);
