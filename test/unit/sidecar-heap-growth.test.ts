@@ -10,11 +10,11 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 /**
  * A process that keeps ~20 MB live and promotes garbage into the old generation the way a proxy
  * under load does (objects that outlive two scavenges, then die), and prints the largest old space
- * it reached. Counted in allocations, not time: the verdict does not depend on the machine's speed.
+ * it reached.
  */
 const CHURN = `
 import v8 from "node:v8";
-if (process.env.CAP === "1") (await import(${JSON.stringify(join(ROOT, "sidecar/proxy/heap-growth-first.ts"))}));
+await import(${JSON.stringify(join(ROOT, "sidecar/proxy/heap-growth-first.ts"))});
 const live = [];
 for (let i = 0; i < 200_000; i++) live.push({ a: i, b: "x" + i, c: [i] });
 const ring = new Array(20_000);
@@ -29,28 +29,40 @@ for (let n = 0; n < 2_000_000; n++) {
 console.log(JSON.stringify({ maxOldMb: maxOld / 1e6, live: live.length }));
 `;
 
-function maxOldSpaceMb(cap: boolean): number {
+/**
+ * The churn's largest old space, with the cap imported first; `ownFlag` starts the process with
+ * its own --heap-growing-percent (which the cap must leave alone), so both sides grow by a fixed
+ * factor rather than one V8 picks from how fast this machine runs.
+ */
+function maxOldSpaceMb(ownFlag: string | null): number {
   const out = spawnSync(
     process.execPath,
-    ["--max-semi-space-size=1", "--import", "tsx", "--input-type=module", "-e", CHURN],
-    { cwd: ROOT, env: { ...process.env, CAP: cap ? "1" : "0" }, encoding: "utf8", timeout: 60_000 },
+    [
+      "--max-semi-space-size=1",
+      ...(ownFlag === null ? [] : [ownFlag]),
+      "--import",
+      "tsx",
+      "--input-type=module",
+      "-e",
+      CHURN,
+    ],
+    { cwd: ROOT, encoding: "utf8", timeout: 60_000 },
   );
   if (out.status !== 0) throw new Error(`churn process failed: ${out.stderr}`);
   return (JSON.parse(out.stdout) as { maxOldMb: number }).maxOldMb;
 }
 
 describe("the sidecar's cap on old-generation growth", () => {
-  it("keeps old space near what is live where V8's own factor lets garbage pile up", () => {
-    const uncapped = maxOldSpaceMb(false);
-    const capped = maxOldSpaceMb(true);
-    expect(capped).toBeLessThan(uncapped / 1.5);
+  it("keeps old space near what is live, and leaves a process started with its own factor alone", () => {
+    const ownFourfold = maxOldSpaceMb("--heap-growing-percent=300");
+    const capped = maxOldSpaceMb(null);
+    expect(capped).toBeLessThan(ownFourfold / 1.5);
     expect(capped).toBeLessThan(80);
   }, 90_000);
 
-  it("leaves a process started with its own --heap-growing-percent alone", () => {
+  it("reads its own flag in either spelling, with or without a value", () => {
     expect(capHeapGrowth(["--heap-growing-percent=200"])).toBe(false);
     expect(capHeapGrowth(["--heap_growing_percent", "200"])).toBe(false);
-    expect(capHeapGrowth(["--max-semi-space-size=1"])).toBe(true);
   });
 
   it("is imported first by every entry point that runs a sidecar", () => {
