@@ -149,13 +149,16 @@ function common(o: MeshObservation): Record<string, string> {
 /** Label sets remembered per pair of identities (statuses, verdicts, policies); beyond, built each time. */
 const MAX_REMEMBERED_PER_PAIR = 256;
 
+/** One pair of identities' remembered series: by policy, then by the other varying labels' code. */
+interface PairSeries {
+  remembered: number;
+  readonly byPolicy: Map<string, Map<number, RequestValues>>;
+}
+
 export class MeshMetrics {
   private readonly requests: LabelSetTable<RequestValues>;
   /** Own identity → peer identity (or UNKNOWN for a peer outside the mesh) → the other labels → series. */
-  private readonly requestSeries = new WeakMap<
-    WorkloadIdentity,
-    WeakMap<object, Map<string, Map<number, RequestValues>>>
-  >();
+  private readonly requestSeries = new WeakMap<WorkloadIdentity, WeakMap<object, PairSeries>>();
   private readonly tcp: LabelSetTable<TcpValues>;
 
   constructor(registry: Registry, maxLabelSets: number = DEFAULT_MAX_LABEL_SETS) {
@@ -253,27 +256,29 @@ export class MeshMetrics {
       this.requestSeries.set(o.self, byPeer);
     }
     const peerKey: object = o.peer.kind === "workload" ? o.peer.identity : UNKNOWN;
-    let byPolicy = byPeer.get(peerKey);
-    if (byPolicy === undefined) {
-      byPolicy = new Map();
-      byPeer.set(peerKey, byPolicy);
+    let pair = byPeer.get(peerKey);
+    if (pair === undefined) {
+      pair = { remembered: 0, byPolicy: new Map() };
+      byPeer.set(peerKey, pair);
     }
     const policy = o.policy ?? "";
-    let byCode = byPolicy.get(policy);
-    if (byCode === undefined) {
-      byCode = new Map();
-      if (byPolicy.size < MAX_REMEMBERED_PER_PAIR) byPolicy.set(policy, byCode);
-    }
     const code = variableLabelsCode(o);
-    let v = byCode.get(code);
-    if (v === undefined) {
-      const grpc = grpcCode(o.grpcStatus);
-      v = this.requests.values({
-        ...common(o),
-        response_code: String(statusCode(o.status)),
-        grpc_response_status: grpc < 0 ? "" : String(grpc),
-      });
-      if (byCode.size < MAX_REMEMBERED_PER_PAIR) byCode.set(code, v);
+    const remembered = pair.byPolicy.get(policy)?.get(code);
+    if (remembered !== undefined) return remembered;
+    const grpc = grpcCode(o.grpcStatus);
+    const v = this.requests.values({
+      ...common(o),
+      response_code: String(statusCode(o.status)),
+      grpc_response_status: grpc < 0 ? "" : String(grpc),
+    });
+    if (pair.remembered < MAX_REMEMBERED_PER_PAIR) {
+      let byCode = pair.byPolicy.get(policy);
+      if (byCode === undefined) {
+        byCode = new Map();
+        pair.byPolicy.set(policy, byCode);
+      }
+      byCode.set(code, v);
+      pair.remembered++;
     }
     return v;
   }
