@@ -62,9 +62,10 @@ export function bundleDirFor(runDir: string): string {
 
 /**
  * Bundles the sidecar entry into one ES module next to node_modules (so packages still resolve),
- * the form a release runs: no TypeScript loader thread in the measured process. The Reflect
- * metadata polyfill is a separate module loaded with --import, so it is in place before any
- * bundled module reaches @peculiar/x509.
+ * the form a release runs: no TypeScript loader thread in the measured process. A separate module
+ * loaded with --import runs first: the sidecar's cap on heap growth (the entry's own first import
+ * would run only after every external package had loaded) and the Reflect metadata polyfill, in
+ * place before any bundled module reaches @peculiar/x509.
  */
 export async function bundleSidecar(runDir: string): Promise<{ entry: string; preload: string }> {
   const out = bundleDirFor(runDir);
@@ -77,16 +78,24 @@ export async function bundleSidecar(runDir: string): Promise<{ entry: string; pr
     logLevel: "error",
   } as const;
   const entry = join(out, "sigil-sidecar.mjs");
-  const preload = join(out, "reflect-metadata.mjs");
+  const preload = join(out, "preload.mjs");
   await build({
     ...common,
     entryPoints: [join(here, "sigil-sidecar.ts")],
     packages: "external",
     outfile: entry,
   });
+  const first = [
+    join(REPO, "sidecar", "proxy", "heap-growth-first.ts"),
+    join(REPO, "node_modules", "reflect-metadata", "Reflect.js"),
+  ];
   await build({
     ...common,
-    entryPoints: [join(REPO, "node_modules", "reflect-metadata", "Reflect.js")],
+    stdin: {
+      contents: first.map((f) => `import ${JSON.stringify(f)};`).join("\n"),
+      resolveDir: REPO,
+      loader: "js",
+    },
     outfile: preload,
   });
   return { entry, preload };
