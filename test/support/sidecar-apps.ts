@@ -130,6 +130,12 @@ export async function startH2App(): Promise<App> {
   const seen: SeenRequest[] = [];
   const server = http2.createServer();
   server.on("stream", (stream, headers) => {
+    if (headers[":path"] === "/api/h2-early") {
+      // Answers before the request ends and stops the upload (RFC 9113 §8.1).
+      stream.respond({ ":status": 200 });
+      stream.end("early", () => stream.close(http2.constants.NGHTTP2_NO_ERROR));
+      return;
+    }
     const chunks: Buffer[] = [];
     stream.on("data", (c: Buffer) => chunks.push(c));
     stream.on("end", () => {

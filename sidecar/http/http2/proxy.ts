@@ -29,7 +29,7 @@ import type { Upstreams } from "../../upstream/upstreams.ts";
  * after the body, and a reset on either side resets the other.
  */
 
-const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
 const GRPC_PERMISSION_DENIED = "7";
 const GRPC_INVALID_ARGUMENT = "3";
@@ -299,10 +299,15 @@ export class Http2Proxy {
       else stream.close(NGHTTP2_INTERNAL_ERROR);
     });
     up.once("close", () => {
-      if (up.rstCode !== undefined && up.rstCode !== 0 && !stream.closed) {
+      if (stream.closed) return;
+      if (up.rstCode !== undefined && up.rstCode !== 0) {
         if (!stream.headersSent)
           this.unavailable(stream, grpc, `upstream reset the stream (${up.rstCode})`, setStatus);
         else stream.close(up.rstCode);
+      } else if (!endStream && !stream.readableEnded && stream.writableEnded) {
+        // The upstream answered in full and stopped reading the request (RFC 9113 §8.1): the
+        // client is told the same, else its upload waits on flow control that never opens.
+        stream.close(NGHTTP2_NO_ERROR);
       }
     });
     stream.once("close", () => {
