@@ -1,7 +1,7 @@
 import { getHeapSpaceStatistics } from "node:v8";
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { BucketCounts, LabelSetTable, exposeHistogram } from "./label-sets.ts";
-import { DEFAULT_MAX_LABEL_SETS, MeshMetrics } from "./mesh-metrics.ts";
+import { DEFAULT_MAX_LABEL_SETS, DURATION_BUCKETS, MeshMetrics } from "./mesh-metrics.ts";
 
 type Direction = "ingress" | "egress";
 type Protocol = "tcp" | "http" | "grpc";
@@ -16,7 +16,6 @@ interface PendingDecisions {
   readonly latency: BucketCounts;
 }
 
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60];
 const PROTOCOL_SLOTS: Readonly<Record<Protocol, number>> = { tcp: 0, http: 1, grpc: 2 };
 
 /** A (direction, protocol) combination's place in the pending list: no key is built per decision. */
@@ -56,7 +55,7 @@ export class SidecarMetrics {
       this.registry,
       "sigil_sidecar_request_duration_seconds",
       "Time from request (or connection) start to the end of the response (or connection)",
-      LATENCY_BUCKETS,
+      DURATION_BUCKETS,
       this.latency,
       (v) => v,
     );
@@ -108,7 +107,7 @@ export class SidecarMetrics {
     registers: [this.registry],
   });
   /** Request (or connection) durations, kept in plain numbers like the counts and read by a scrape. */
-  private readonly latency = new LabelSetTable<BucketCounts>(6, [], () => new BucketCounts(LATENCY_BUCKETS));
+  private readonly latency = new LabelSetTable<BucketCounts>(6, [], () => new BucketCounts(DURATION_BUCKETS));
   readonly activeConnections = new Gauge({
     name: "sigil_sidecar_active_connections",
     help: "Open downstream connections",

@@ -17,7 +17,7 @@ import type { EgressNameResolver, NameBinding } from "../egress/dns.ts";
 import { bindingProblem } from "../egress/dns.ts";
 import { egressNamesOf } from "../egress/names.ts";
 import type { SidecarMetrics } from "../admin/metrics.ts";
-import type { MeshObservation, Verdict } from "../admin/mesh-metrics.ts";
+import type { MeshObservation } from "../admin/mesh-metrics.ts";
 import type { FlowSink, PolicySnapshot, PolicySource } from "../inputs/sources.ts";
 import { DirectoryLabels } from "../inputs/directory-labels.ts";
 import { AccessLog } from "./access-log.ts";
@@ -284,7 +284,7 @@ export class Authorizer {
       peer,
       encrypted: conn.encrypted,
       protocol,
-      verdict: meshVerdict(decision),
+      verdict: decision.verdict === "deny" ? "deny" : decision.wouldDeny ? "would_deny" : "allow",
       policy: decision.policy,
     };
   }
@@ -296,19 +296,12 @@ export class Authorizer {
     peer: Peer,
     seconds: number,
   ): void {
+    const o = this.observation(conn, decision, peer, outcome.protocol);
     if (outcome.protocol === "tcp") {
-      const o = this.observation(conn, decision, peer, "tcp");
       this.metrics.mesh.tcpClosed(o, outcome.bytesSent, outcome.bytesReceived);
       return;
     }
-    this.metrics.mesh.request({
-      direction: conn.direction,
-      self: this.self(),
-      peer,
-      encrypted: conn.encrypted,
-      protocol: outcome.protocol,
-      verdict: meshVerdict(decision),
-      policy: decision.policy,
+    this.metrics.mesh.request(o, {
       status: outcome.http?.status ?? 0,
       grpcStatus: outcome.grpcStatus,
       seconds,
@@ -382,8 +375,4 @@ export class Authorizer {
       this.log.warn({ err }, "flow sink refused a record");
     }
   }
-}
-
-function meshVerdict(decision: Decision): Verdict {
-  return decision.verdict === "deny" ? "deny" : decision.wouldDeny ? "would_deny" : "allow";
 }
