@@ -9,7 +9,6 @@
  *
  *   node sigil-sidecar.mjs <spec.json>
  */
-import "../../sidecar/proxy/heap-growth-first.ts";
 import cluster from "node:cluster";
 import { readFileSync } from "node:fs";
 import pino from "pino";

@@ -63,7 +63,7 @@ export function bundleDirFor(runDir: string): string {
 /**
  * Bundles the sidecar entry into one ES module next to node_modules (so packages still resolve),
  * the form a release runs: no TypeScript loader thread in the measured process. A separate module
- * loaded with --import runs first: the sidecar's cap on heap growth (the entry's own first import
+ * loaded with --import runs first: the sidecar's cap on heap growth (imported from the entry it
  * would run only after every external package had loaded) and the Reflect metadata polyfill, in
  * place before any bundled module reaches @peculiar/x509.
  */
