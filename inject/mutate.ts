@@ -28,6 +28,17 @@ const PORT_ROLE: Record<number, string> = {
   15000: "the sidecar's admin listener",
 };
 
+/**
+ * The restart policy a podman pod runs under. Podman before 4.6 gives init containers the pod's
+ * policy, so under `Always` (Kubernetes' default) it restarts `sigil-init` every time it exits:
+ * `kube play` waits out a 20 s timeout per pod, and capture is reinstalled every second or two for
+ * the pod's whole life. `OnFailure` restarts a container that fails, the sidecar included, and
+ * leaves a finished init container alone; `Never` and `OnFailure` are kept as asked.
+ */
+function podmanRestartPolicy(asked: string | undefined): string {
+  return asked === undefined || asked === "Always" ? "OnFailure" : asked;
+}
+
 /** Whether an earlier injection's parts are present (so they are replaced, not refused). */
 function injectedBefore(template: PodTemplateSpec): boolean {
   return template.metadata?.annotations?.[INJECTED_ANNOTATION] !== undefined;
@@ -143,6 +154,7 @@ export function injectPodTemplate(
     },
     spec: {
       ...spec,
+      ...(podman ? { restartPolicy: podmanRestartPolicy(spec.restartPolicy) } : {}),
       initContainers: [
         initContainer(settings, facts),
         ...(spec.initContainers ?? []).filter((c) => !OWN_CONTAINERS.has(c.name)),

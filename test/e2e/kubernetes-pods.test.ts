@@ -264,7 +264,7 @@ describe.skipIf(unavailable !== null)("injected pods on podman", () => {
     await podman?.close();
   }, 180_000);
 
-  it("capture is installed in the pod: the application's traffic goes to the sidecar, the sidecar's uid is exempt", async () => {
+  it("capture is installed in the pod once: the application's traffic goes to the sidecar, the sidecar's uid is exempt", async () => {
     const nat = await podman.podman([
       "exec",
       "--privileged",
@@ -278,6 +278,16 @@ describe.skipIf(unavailable !== null)("injected pods on podman", () => {
     expect(nat).toMatch(/-A OUTPUT -p tcp -j SIGIL_OUTBOUND/);
     expect(nat).toMatch(/--uid-owner 1337 -j RETURN/);
     expect(nat).toMatch(/REDIRECT --to-ports 15001/);
+    // The init container ran to completion and stays finished; kept, so a pod restart reruns it.
+    for (const name of Object.values(names)) {
+      const init = await podman.podman([
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
+        `${name}-sigil-init`,
+      ]);
+      expect(init.trim(), name).toBe("exited 0 0");
+    }
   });
 
   it("web reaches api over mTLS: api's sidecar names web's SPIFFE ID to the application", async () => {

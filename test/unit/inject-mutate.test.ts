@@ -226,6 +226,19 @@ describe("sigil inject: every supported kind", () => {
     expect(inject(out, podman)).toEqual(out);
   });
 
+  it("podman: a pod that restarts Always (or says nothing) restarts OnFailure, so the finished init container is not restarted", () => {
+    const policyOf = (restartPolicy?: string) =>
+      inject(KINDS[0]!.build(template({}, podSpec(restartPolicy ? { restartPolicy } : {}))), podman).spec
+        .restartPolicy;
+    expect(policyOf()).toBe("OnFailure");
+    expect(policyOf("Always")).toBe("OnFailure");
+    expect(policyOf("OnFailure")).toBe("OnFailure");
+    expect(policyOf("Never")).toBe("Never");
+    expect(
+      inject(KINDS[0]!.build(template({}, podSpec({ restartPolicy: "Always" })))).spec.restartPolicy,
+    ).toBe("Always");
+  });
+
   it("sigil.io/inject: disabled leaves the object as it is; pod-less kinds pass through", () => {
     const off = KINDS[1]!.build(template({ "sigil.io/inject": "disabled" }));
     expect(injectObject(off, k8s, "d").outcome).toBe("skipped");
