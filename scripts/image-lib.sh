@@ -49,17 +49,10 @@ put_node() {
   put_libs "$node_bin"
 }
 
-# Bundles one entry module to $image_app/<name>.mjs. The banner gives the bundle a `require` for
-# the modules it loads at run time (the native addon, JSON descriptors). With a third argument
-# `dirname`, the CommonJS modules in it also get a `__dirname`: the bundle's directory, so a file
-# one reads relative to it must be laid out relative to $image_app (etcd3's protocol).
+# Bundles one entry module to $image_app/<name>.mjs (scripts/bundle.sh; a third argument `dirname`
+# is passed on).
 bundle() {
-  local banner="import { createRequire as __sigilRequire } from 'node:module'; const require = __sigilRequire(import.meta.url);"
-  if [ "${3:-}" = dirname ]; then
-    banner="$banner import { dirname as __sigilDirname } from 'node:path'; import { fileURLToPath as __sigilPath } from 'node:url'; const __dirname = __sigilDirname(__sigilPath(import.meta.url));"
-  fi
-  npx esbuild "$1" --bundle --platform=node --format=esm --target=node20 \
-    --outfile="$image_app/$2.mjs" --log-level=warning --banner:js="$banner"
+  scripts/bundle.sh "$1" "$image_app/$2.mjs" "${3:-}"
 }
 
 # Protocol definitions read at run time: Sigil's own (next to the bundle, and where xds/ looks for

@@ -1,8 +1,9 @@
+import { execFile } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
+import { promisify } from "node:util";
 import { CertificateAuthority } from "../../controlplane/ca/authority.ts";
 import { generateP256 } from "../../controlplane/ca/keys.ts";
 import { bundleToDocument } from "../../core/svid/bundle.ts";
@@ -18,6 +19,7 @@ import { GRPC_METHOD, HTTP_PATH } from "./workload.ts";
  */
 
 const here = dirname(fileURLToPath(import.meta.url));
+const run = promisify(execFile);
 const REPO = join(here, "..", "..");
 export const TRUST_DOMAIN = "sigil.local";
 
@@ -54,50 +56,26 @@ spec:
 
 /**
  * Where one harness run (named by its temporary directory) keeps its sidecar bundle: inside
- * node_modules so packages resolve, and per run so two runs at once never overwrite each other's.
+ * node_modules, where the files read at run time resolve, and per run so two runs at once never
+ * overwrite each other's.
  */
 export function bundleDirFor(runDir: string): string {
   return join(REPO, "node_modules", ".cache", "sigil-bench", basename(runDir));
 }
 
 /**
- * Bundles the sidecar entry into one ES module next to node_modules (so packages still resolve),
- * the form a release runs: no TypeScript loader thread in the measured process. A separate module
- * loaded with --import runs first: the sidecar's cap on heap growth (imported from the entry it
- * would run only after every external package had loaded) and the Reflect metadata polyfill, in
- * place before any bundled module reaches @peculiar/x509.
+ * Bundles the sidecar entry as the images do (scripts/bundle.sh), next to node_modules so that
+ * files read at run time resolve. A separate module loaded with --import runs first: the sidecar's
+ * cap on heap growth, which the image's entry point imports first and this entry does not.
  */
 export async function bundleSidecar(runDir: string): Promise<{ entry: string; preload: string }> {
   const out = bundleDirFor(runDir);
   await mkdir(out, { recursive: true });
-  const common = {
-    bundle: true,
-    platform: "node",
-    target: "node20",
-    format: "esm",
-    logLevel: "error",
-  } as const;
   const entry = join(out, "sigil-sidecar.mjs");
   const preload = join(out, "preload.mjs");
-  await build({
-    ...common,
-    entryPoints: [join(here, "sigil-sidecar.ts")],
-    packages: "external",
-    outfile: entry,
-  });
-  const first = [
-    join(REPO, "sidecar", "proxy", "heap-growth-first.ts"),
-    join(REPO, "node_modules", "reflect-metadata", "Reflect.js"),
-  ];
-  await build({
-    ...common,
-    stdin: {
-      contents: first.map((f) => `import ${JSON.stringify(f)};`).join("\n"),
-      resolveDir: REPO,
-      loader: "js",
-    },
-    outfile: preload,
-  });
+  const script = join(REPO, "scripts", "bundle.sh");
+  await run(script, [join(here, "sigil-sidecar.ts"), entry]);
+  await run(script, [join(REPO, "sidecar", "proxy", "heap-growth-first.ts"), preload]);
   return { entry, preload };
 }
 

@@ -5,7 +5,9 @@
  * and becomes ready; after `--settle` seconds its heap is read after two forced collections
  * (memory-probe.ts) and its RSS, peak RSS, PSS and USS from /proc. Each run is a fresh process;
  * the table has every run and the median.
- * Usage: npx tsx bench/sidecar/idle.ts [--runs 3] [--settle 3] [--entry cli|pod]
+ * `--entry` may also name a bundle, such as the image's (`scripts/build-image.sh --output rootfs.tar`,
+ * then opt/sigil/app/sigil.mjs from it), to measure the form that ships.
+ * Usage: npx tsx bench/sidecar/idle.ts [--runs 3] [--settle 3] [--entry cli|pod|<file.mjs>]
  *        [--sidecar-flags "<node flags>"]
  */
 import { spawn } from "node:child_process";
@@ -42,8 +44,7 @@ function statusBytes(pid: number, key: string): number {
 
 /** Starts one sidecar, waits for its ready line and the settle time, and reads its memory. */
 async function oneRun(grpcTarget: string, caPath: string, joinToken: string): Promise<Reading> {
-  const entry = ENTRIES[ENTRY];
-  if (!entry) throw new Error(`--entry: ${ENTRY} is not one of ${Object.keys(ENTRIES).join(", ")}`);
+  const entry = ENTRIES[ENTRY] ?? ENTRY;
   const child = spawn(
     process.execPath,
     [
@@ -53,7 +54,7 @@ async function oneRun(grpcTarget: string, caPath: string, joinToken: string): Pr
       "tsx",
       "--import",
       `${repo}bench/sidecar/memory-probe.ts`,
-      `${repo}${entry}`,
+      entry.startsWith("/") ? entry : `${repo}${entry}`,
       "sidecar",
       ...["--control-plane", grpcTarget, "--control-plane-ca", caPath, "--join-token", joinToken],
       ...["--workload-name", "idle", "--mode", "explicit", "--inbound-port", "0", "--admin-port", "0"],
