@@ -19,7 +19,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { proportionalMemory, statusField } from "../compare/procstat.ts";
 import { SIDECAR_NODE_FLAGS } from "../compare/paths.ts";
 import type { MemoryReading } from "./sidecar-process.ts";
-import { apiIngressPolicy, startTestControlPlane } from "../../test/support/control-plane.ts";
+import { apiIngressPolicy } from "../../test/support/api-ingress.ts";
+import { startTestControlPlane } from "../../test/support/control-plane.ts";
 
 const args = process.argv.slice(2);
 const option = (name: string): string | undefined => {
@@ -99,7 +100,9 @@ const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 async function run(): Promise<void> {
-  const cp = await startTestControlPlane("sigil-idle-", { "api.yaml": apiIngressPolicy(["/"]) });
+  const cp = await startTestControlPlane("sigil-idle-", {
+    "api.yaml": apiIngressPolicy({ methods: ["GET"], paths: ["/"] }),
+  });
   try {
     const rows: Reading[] = [];
     process.stdout.write(

@@ -13,7 +13,8 @@ import { request as httpRequest } from "node:http";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
-import { apiIngressPolicy, startTestControlPlane } from "../support/control-plane.ts";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
+import { startTestControlPlane } from "../support/control-plane.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
 import { canonicalSerial } from "../../core/svid/revocation.ts";
@@ -118,7 +119,7 @@ async function until(test: () => boolean, subscriptions: Agent["subscriptions"])
 beforeAll(async () => {
   controlPlane = await startTestControlPlane(
     "sigil-agent-",
-    { "api.yaml": apiIngressPolicy(["/allowed/**"]) },
+    { "api.yaml": apiIngressPolicy({ methods: ["GET"], paths: ["/allowed/**"] }) },
     quiet,
   );
   cp = controlPlane.cp;
@@ -185,7 +186,10 @@ describe("sigil sidecar agents against the control plane", () => {
   it("editing the policy file flips the next request", async () => {
     const before = api.subscriptions.current;
     const applied = nextAccepted(api, POLICY_SET, () => api.subscriptions.current !== before);
-    await controlPlane.writePolicy("api.yaml", apiIngressPolicy(["/allowed/**", "/secret"]));
+    await controlPlane.writePolicy(
+      "api.yaml",
+      apiIngressPolicy({ methods: ["GET"], paths: ["/allowed/**", "/secret"] }),
+    );
     await applied;
     expect((await get(outboundPort, "/secret")).status).toBe(200);
     expect(app.seen.some((s) => s.url === "/secret")).toBe(true);

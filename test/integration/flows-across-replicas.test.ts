@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startControlPlane, type ControlPlane } from "../../controlplane/control-plane.ts";
 import { VisibilityClient } from "../../cmd/sigil/visibility-client.ts";
 import type { FlowRecord } from "../../core/flow.ts";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
 import { startEtcdCluster, type EtcdCluster } from "../support/etcd-cluster.ts";
 import { demo, flow } from "../support/flows-fixtures.ts";
 
@@ -30,16 +31,7 @@ const url = (cp: ControlPlane) => `http://127.0.0.1:${cp.httpPort}`;
 const t0 = Date.now() - 60_000;
 
 // Flips the api's recorded decisions: its GETs become denials, its refused POST an allow.
-const POST_ONLY = `apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api-ingress }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      http: { methods: [POST], paths: [ "/orders/**" ] }
-`;
+const POST_ONLY = apiIngressPolicy({ methods: ["POST"], paths: ["/orders/**"] });
 
 async function api<T>(cp: ControlPlane, method: string, path: string, body?: unknown): Promise<T> {
   const res = await fetch(`${url(cp)}${path}`, {

@@ -23,6 +23,7 @@ import { registrationMetadata } from "../../core/registration.ts";
 import { canonicalSerial } from "../../core/svid/revocation.ts";
 import { revocationListFromResource } from "../../core/svid/xds-resources.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
 import { startEtcdCluster, type EtcdCluster } from "../support/etcd-cluster.ts";
 import { startReplicas, type ReplicaSet } from "../support/replicas.ts";
 import { carryTraffic, send, startReplicaAgent } from "../support/replica-agents.ts";
@@ -33,16 +34,7 @@ import type { Closer } from "../support/control-plane.ts";
 
 const TD = "sigil.local";
 const execFileAsync = promisify(execFile);
-const policy = (methods: string) => `apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api-ingress }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      http: { methods: [${methods}], paths: [ "/api/**" ] }
-`;
+const policy = (...methods: string[]) => apiIngressPolicy({ methods, paths: ["/api/**"] });
 
 let etcd: EtcdCluster;
 let set: ReplicaSet;
@@ -232,7 +224,7 @@ describe("replicas over etcd", () => {
     expect(bad.status).toBe(400);
     // Through the CLI, given two replicas of which it reaches the second.
     const file = join(set.replicas[0]?.dataDir as string, "mesh.yaml");
-    await writeFile(file, policy("GET, POST"));
+    await writeFile(file, policy("GET", "POST"));
     const cli = await execFileAsync(
       process.execPath,
       [
@@ -330,7 +322,7 @@ describe("replicas over etcd", () => {
     expect(during.some((a) => a.expected === 403)).toBe(true);
     expect(onR2.map(lastPolicy)).toEqual(before);
     expect(sidecars.some((s) => s.emptied)).toBe(false);
-    expect((await set.api(1, "PUT", "/api/policy/files/mesh.yaml", policy("GET, PUT"))).status).toBe(200);
+    expect((await set.api(1, "PUT", "/api/policy/files/mesh.yaml", policy("GET", "PUT"))).status).toBe(200);
     await eventually("PUT allowed on every sidecar", () =>
       sidecars.every((s) => lastPolicy(s).includes("PUT")),
     );
@@ -348,7 +340,7 @@ describe("replicas over etcd", () => {
 
   it("go on when one etcd member dies", async () => {
     await etcd.kill(0);
-    const res = await set.api(0, "PUT", "/api/policy/files/mesh.yaml", policy("GET, DELETE"));
+    const res = await set.api(0, "PUT", "/api/policy/files/mesh.yaml", policy("GET", "DELETE"));
     expect(res.status).toBe(200);
     await eventually("DELETE allowed everywhere", () =>
       sidecars.every((s) => lastPolicy(s).includes("DELETE")),

@@ -1,6 +1,7 @@
 import { Worker } from "node:worker_threads";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TLSSocket } from "node:tls";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
 import { RawHttpConnection } from "../support/sidecar-apps.ts";
 import type { RawResponse } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
@@ -87,17 +88,7 @@ beforeAll(async () => {
   });
   pair = await startPair({
     appPorts: [port],
-    policyB: `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      http: { methods: [ GET, POST ], paths: [ "/**" ] }
-`,
+    policyB: apiIngressPolicy({ methods: ["GET", "POST"], paths: ["/**"] }),
   });
   mesh = await pair.meshConnect(await pair.pki.credentials("web", { app: "web" }), "http1", port);
   client = RawHttpConnection.over(mesh);

@@ -1,5 +1,6 @@
 import http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
 import type { App } from "../support/sidecar-apps.ts";
 import { startH2App } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
@@ -17,18 +18,7 @@ beforeAll(async () => {
   h2App = await startH2App();
   pair = await startPair({ appPorts: [h2App.port] });
   pair.b.policy.update({
-    policies: policySet(`
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api-ingress }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      ports: [ ${h2App.port} ]
-      http: { methods: [ POST ], paths: [ "/api/**" ] }
-`),
+    policies: policySet(apiIngressPolicy({ ports: [h2App.port], methods: ["POST"], paths: ["/api/**"] })),
   });
 });
 

@@ -9,6 +9,7 @@ import { generateP256 } from "../../controlplane/ca/keys.ts";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
 import { RevocationIndex, canonicalSerial } from "../../core/svid/revocation.ts";
 import type { TlsCredentials } from "../../sidecar/inputs/sources.ts";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
 import type { App } from "../support/sidecar-apps.ts";
 import { RawHttpConnection, rawExchange, startHttpApp } from "../support/sidecar-apps.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
@@ -24,19 +25,6 @@ let app: App & { connections: () => number };
 let external: App & { connections: () => number };
 let pair: SidecarPair;
 
-const ingress = (): string => `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      ports: [ ${app.port} ]
-      http: { methods: [ GET ], paths: [ "/api/**" ] }
-`;
-
 beforeAll(async () => {
   app = await startHttpApp();
   external = await startHttpApp();
@@ -48,7 +36,9 @@ beforeAll(async () => {
     ],
     configB: { inbound: { host: "127.0.0.1", port: 0, plaintextAppPort: app.port } },
   });
-  pair.b.policy.update({ policies: policySet(ingress()) });
+  pair.b.policy.update({
+    policies: policySet(apiIngressPolicy({ ports: [app.port], methods: ["GET"], paths: ["/api/**"] })),
+  });
 });
 
 afterAll(async () => {

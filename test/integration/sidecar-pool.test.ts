@@ -4,6 +4,7 @@ import net from "node:net";
 import type { AddressInfo } from "node:net";
 import { Pool } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
 import type { SidecarPair } from "../support/sidecar-mesh.ts";
 import { startPair } from "../support/sidecar-mesh.ts";
 
@@ -11,16 +12,6 @@ import { startPair } from "../support/sidecar-mesh.ts";
 
 const LIMIT = 2;
 const REQUESTS = 10;
-const WEB_TO_API = `
-apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-`;
 
 let app: http.Server;
 let appPort: number;
@@ -54,7 +45,7 @@ beforeAll(async () => {
     appPorts: [appPort],
     protocols: { [appPort]: "http1" },
     configA: { meshConnectionsPerDestination: LIMIT },
-    policyB: WEB_TO_API,
+    policyB: apiIngressPolicy(),
   });
 });
 
@@ -107,7 +98,7 @@ describe("a client that leaves while its request waits for the hop", () => {
       appPorts: [holdPort],
       protocols: { [holdPort]: "http1" },
       configA: { meshConnectionsPerDestination: 1 },
-      policyB: WEB_TO_API,
+      policyB: apiIngressPolicy(),
     });
   });
 

@@ -14,7 +14,8 @@ import { createInterface } from "node:readline";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ControlPlane } from "../../controlplane/control-plane.ts";
-import { apiIngressPolicy, startTestControlPlane } from "../support/control-plane.ts";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
+import { startTestControlPlane } from "../support/control-plane.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import type { FlowRecord } from "../../core/flow.ts";
 import type { HttpApp } from "../support/sidecar-apps.ts";
@@ -203,7 +204,7 @@ async function flowWhere(test: (r: FlowRecord) => boolean): Promise<FlowRecord> 
 
 beforeAll(async () => {
   controlPlane = await startTestControlPlane("sigil-workers-", {
-    "api.yaml": apiIngressPolicy(["/allowed/**"]),
+    "api.yaml": apiIngressPolicy({ methods: ["GET"], paths: ["/allowed/**"] }),
   });
   cp = controlPlane.cp;
   app = await startHttpApp();
@@ -259,10 +260,13 @@ describe("sigil sidecar --workers 2", { timeout: 120_000 }, () => {
 
   it("applies a policy change in every worker", async () => {
     expect(await get(outbound, "/allowed/three")).toBe(200);
-    await controlPlane.writePolicy("api.yaml", apiIngressPolicy(["/only-this"]));
+    await controlPlane.writePolicy("api.yaml", apiIngressPolicy({ methods: ["GET"], paths: ["/only-this"] }));
     await expect.poll(() => get(outbound, "/allowed/three"), { timeout: 15_000 }).toBe(403);
     expect(await statuses(outbound, "/allowed/three", 8)).toEqual(Array(8).fill(403));
-    await controlPlane.writePolicy("api.yaml", apiIngressPolicy(["/allowed/**"]));
+    await controlPlane.writePolicy(
+      "api.yaml",
+      apiIngressPolicy({ methods: ["GET"], paths: ["/allowed/**"] }),
+    );
     await expect.poll(() => get(outbound, "/allowed/four"), { timeout: 15_000 }).toBe(200);
     expect(await statuses(outbound, "/allowed/four", 8)).toEqual(Array(8).fill(200));
   });

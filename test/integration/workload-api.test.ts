@@ -23,7 +23,8 @@ import { startAgent } from "../../sidecar/agent/agent.ts";
 import type { Agent } from "../../sidecar/agent/agent.ts";
 import { parseAgentOptions } from "../../sidecar/agent/options.ts";
 import { IdentityClient, IdentityRequestError } from "../../sidecar/identity/identity-client.ts";
-import { apiIngressPolicy, loopbackAgentInput, startTestControlPlane } from "../support/control-plane.ts";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
+import { loopbackAgentInput, startTestControlPlane } from "../support/control-plane.ts";
 import type { TestControlPlane } from "../support/control-plane.ts";
 import { WorkloadApiClientProcess, codeOf, messageOf } from "../support/workload-api-client.ts";
 import type { WorkloadStream } from "../support/workload-api-client.ts";
@@ -65,7 +66,9 @@ function firstSvid(message: Record<string, unknown>): Record<string, unknown> {
 }
 
 beforeAll(async () => {
-  controlPlane = await startTestControlPlane("sigil-workload-api-", { "api.yaml": apiIngressPolicy(["/"]) });
+  controlPlane = await startTestControlPlane("sigil-workload-api-", {
+    "api.yaml": apiIngressPolicy({ methods: ["GET"], paths: ["/"] }),
+  });
   dir = await mkdtemp(join(tmpdir(), "sigil-workload-api-"));
   // The workload's user must reach the socket; only the sidecar's may write the directory.
   await chmod(dir, 0o755);

@@ -84,21 +84,6 @@ export async function startTestControlPlane(
   }
 }
 
-/** app=web may make GET requests to app=api on `paths` (the policy the agent and worker suites rewrite). */
-export function apiIngressPolicy(paths: readonly string[]): string {
-  return `apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api-ingress }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      http: { methods: [GET], paths: [${paths.map((p) => JSON.stringify(p)).join(", ")}] }
-`;
-}
-
-/** Something a suite closes at the end, in the reverse of the order it was registered. */
 /**
  * Settings of a sidecar agent joining `controlPlane` with `joinToken` in explicit mode, its listeners
  * on loopback's ephemeral ports, quiet and quick to drain; `extra` adds or overrides.
@@ -124,6 +109,7 @@ export function loopbackAgentInput(
   };
 }
 
+/** Something a suite closes at the end, in the reverse of the order it was registered. */
 export type Closer = () => void | Promise<void>;
 
 /**
