@@ -48,8 +48,15 @@ function isGrpc(headers: IncomingHttpHeaders): boolean {
   return typeof ct === "string" && ct.startsWith("application/grpc");
 }
 
-function endToEnd(headers: IncomingHttpHeaders, keepStatus: boolean): OutgoingHttpHeaders {
-  const out: OutgoingHttpHeaders = {};
+/** Header fields by lower-cased name, as a stream received them or as the sidecar forwards them. */
+type ForwardedFields = Readonly<Record<string, string | string[] | undefined>>;
+
+/** Copies the end-to-end fields of `headers` into `out`: no hop-by-hop field, no pseudo-header but `:status` when kept. */
+function endToEnd(
+  headers: ForwardedFields,
+  keepStatus: boolean,
+  out: OutgoingHttpHeaders = {},
+): OutgoingHttpHeaders {
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined || HOP_BY_HOP.has(name)) continue;
@@ -68,6 +75,8 @@ export interface Http2Options {
 interface StreamExchange {
   readonly stream: ServerHttp2Stream;
   readonly headers: IncomingHttpHeaders;
+  /** The request's fields as the upstream receives them, and as policy sees them (`facts.headers`). */
+  readonly forwarded: ForwardedFields;
   readonly conn: ProxiedConnection;
   readonly facts: HttpRequestFacts;
   readonly peer: Peer;
@@ -105,14 +114,23 @@ export class Http2Proxy {
     const startedAt = Date.now();
     stream.on("error", () => undefined);
     const host = headers[":authority"] ?? headers.host;
+    // What the upstream receives, XFCC included, so a forged one cannot meet a header rule.
+    const forwarded = withForwardedClientCert(headers, conn.forwardedClientCert);
     const facts: HttpRequestFacts = {
       method: headers[":method"] ?? "",
       path: headers[":path"] ?? "",
       ...(host === undefined ? {} : { host }),
-      // What the upstream receives, XFCC included, so a forged one cannot meet a header rule.
-      headers: withForwardedClientCert(headers, conn.forwardedClientCert),
+      headers: forwarded,
     };
-    const x: StreamExchange = { stream, headers, conn, facts, peer: conn.peerFor(host), startedAt };
+    const x: StreamExchange = {
+      stream,
+      headers,
+      forwarded,
+      conn,
+      facts,
+      peer: conn.peerFor(host),
+      startedAt,
+    };
     if (refusesBody(facts.method, this.options.bodiesOnGetHead) && !stream.endAfterHeaders) {
       // Decided once the client ended the stream: forwarded without a body if it sent none.
       void bodyIsEmpty(stream, headers["content-length"]).then((empty) => {
@@ -162,7 +180,7 @@ export class Http2Proxy {
   }
 
   private decideStream(x: StreamExchange, bodyEnded: boolean): void {
-    const { stream, headers, conn, facts, peer, startedAt } = x;
+    const { stream, headers, forwarded, conn, facts, peer, startedAt } = x;
     const grpc = isGrpc(headers);
     const decision = this.authorizer.decide(conn.facts, facts, peer);
     const protocol = grpc ? "grpc" : "http";
@@ -197,6 +215,7 @@ export class Http2Proxy {
     void this.forward(
       stream,
       headers,
+      forwarded,
       conn,
       bodyEnded,
       (s, g) => {
@@ -242,6 +261,7 @@ export class Http2Proxy {
   private async forward(
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
+    forwarded: ForwardedFields,
     conn: ProxiedConnection,
     bodyEnded: boolean,
     setStatus: SetStatus,
@@ -250,15 +270,16 @@ export class Http2Proxy {
   ): Promise<void> {
     const grpc = isGrpc(headers);
     const normalized = normalizeRequestPath(headers[":path"] ?? "");
-    // Only the sidecar's own XFCC reaches the upstream, the same fields policy decided on.
     const out: OutgoingHttpHeaders = {
-      ...withForwardedClientCert(endToEnd(headers, false), conn.forwardedClientCert),
+      ":method": headers[":method"],
+      ":path": normalized.ok ? normalized.forwardTarget : headers[":path"],
+      ":scheme": "http",
     };
-    out[":method"] = headers[":method"];
-    out[":path"] = normalized.ok ? normalized.forwardTarget : headers[":path"];
-    out[":scheme"] = "http";
     const authority = headers[":authority"] ?? headers.host;
     if (authority !== undefined) out[":authority"] = authority;
+    // The fields policy decided on, the sidecar's own XFCC the only one: built in one object, since
+    // every stream pays for each copy.
+    endToEnd(forwarded, false, out);
     let session;
     try {
       session = await this.upstreams.h2(conn.route);
