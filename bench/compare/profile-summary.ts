@@ -24,12 +24,20 @@ export interface FunctionCost {
   readonly totalPercent: number;
 }
 
+/** One function of a profile as "name<TAB>file:line", the file relative to node_modules or the bench bundle. */
+export function frameKey(f: {
+  readonly functionName: string;
+  readonly url: string;
+  readonly lineNumber: number;
+}): string {
+  return `${f.functionName || "(anonymous)"}\t${f.url.replace(/^.*\/(node_modules|sigil-bench)\//, "$1/")}:${f.lineNumber + 1}`;
+}
+
 export function summarizeProfile(profile: CpuProfile): FunctionCost[] {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const key = (n: ProfileNode): string =>
-    `${n.callFrame.functionName || "(anonymous)"}\t${n.callFrame.url.replace(/^.*\/(node_modules|sigil-bench)\//, "$1/")}:${n.callFrame.lineNumber + 1}`;
+  const key = (n: ProfileNode): string => frameKey(n.callFrame);
   const self = new Map<string, number>();
   const total = new Map<string, number>();
   for (const id of profile.samples) {
@@ -58,21 +66,19 @@ export function summarizeProfile(profile: CpuProfile): FunctionCost[] {
   });
 }
 
+/** Prints the heaviest rows by self share, then by inclusive share; `what` names the share. */
+export function printCosts(rows: readonly FunctionCost[], top: number, what: string): void {
+  const line = (r: FunctionCost): string =>
+    `${r.selfPercent.toFixed(1).padStart(6)}  ${r.totalPercent.toFixed(1).padStart(7)}  ${r.name}  ${r.where}`;
+  console.log(`self %  total %  function  location  (% of ${what})`);
+  for (const r of [...rows].sort((a, b) => b.selfPercent - a.selfPercent).slice(0, top)) console.log(line(r));
+  console.log(`\nby total (inclusive) ${what}:`);
+  for (const r of [...rows].sort((a, b) => b.totalPercent - a.totalPercent).slice(0, top))
+    console.log(line(r));
+}
+
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop() ?? "")) {
   const opts = new Command().argument("<file>").option("--top <n>", "rows", "25").parse();
   const profile = JSON.parse(readFileSync(opts.args[0] as string, "utf8")) as CpuProfile;
-  const rows = summarizeProfile(profile);
-  const top = Number(opts.opts<{ top: string }>().top);
-  console.log("self %  total %  function  location");
-  for (const r of [...rows].sort((a, b) => b.selfPercent - a.selfPercent).slice(0, top)) {
-    console.log(
-      `${r.selfPercent.toFixed(1).padStart(6)}  ${r.totalPercent.toFixed(1).padStart(7)}  ${r.name}  ${r.where}`,
-    );
-  }
-  console.log("\nby total (inclusive) time:");
-  for (const r of [...rows].sort((a, b) => b.totalPercent - a.totalPercent).slice(0, top)) {
-    console.log(
-      `${r.selfPercent.toFixed(1).padStart(6)}  ${r.totalPercent.toFixed(1).padStart(7)}  ${r.name}  ${r.where}`,
-    );
-  }
+  printCosts(summarizeProfile(profile), Number(opts.opts<{ top: string }>().top), "CPU samples");
 }
