@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { frameKey, printCosts, type FunctionCost } from "./profile-summary.ts";
+import { costRows, frameKey, printCosts, type FunctionCost } from "./profile-summary.ts";
 
 export interface AllocationNode {
   readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number };
@@ -31,17 +31,7 @@ export function summarizeAllocations(head: AllocationNode): { rows: FunctionCost
     return under;
   };
   walk(head, new Set());
-  const n = totalBytes || 1;
-  const rows = [...total.keys()].map((k) => {
-    const [name = "", where = ""] = k.split("\t");
-    return {
-      name,
-      where,
-      selfPercent: ((self.get(k) ?? 0) / n) * 100,
-      totalPercent: ((total.get(k) ?? 0) / n) * 100,
-    };
-  });
-  return { rows, totalBytes };
+  return { rows: costRows(self, total, totalBytes), totalBytes };
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop() ?? "")) {

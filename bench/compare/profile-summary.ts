@@ -33,6 +33,24 @@ export function frameKey(f: {
   return `${f.functionName || "(anonymous)"}\t${f.url.replace(/^.*\/(node_modules|sigil-bench)\//, "$1/")}:${f.lineNumber + 1}`;
 }
 
+/** Rows of per-function self and inclusive amounts (keyed by `frameKey`), each as a share of `all`. */
+export function costRows(
+  self: ReadonlyMap<string, number>,
+  total: ReadonlyMap<string, number>,
+  all: number,
+): FunctionCost[] {
+  const n = all || 1;
+  return [...total.keys()].map((k) => {
+    const [name = "", where = ""] = k.split("\t");
+    return {
+      name,
+      where,
+      selfPercent: ((self.get(k) ?? 0) / n) * 100,
+      totalPercent: ((total.get(k) ?? 0) / n) * 100,
+    };
+  });
+}
+
 export function summarizeProfile(profile: CpuProfile): FunctionCost[] {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
@@ -54,16 +72,7 @@ export function summarizeProfile(profile: CpuProfile): FunctionCost[] {
       total.set(k, (total.get(k) ?? 0) + 1);
     }
   }
-  const n = profile.samples.length || 1;
-  return [...total.keys()].map((k) => {
-    const [name = "", where = ""] = k.split("\t");
-    return {
-      name,
-      where,
-      selfPercent: ((self.get(k) ?? 0) / n) * 100,
-      totalPercent: ((total.get(k) ?? 0) / n) * 100,
-    };
-  });
+  return costRows(self, total, profile.samples.length);
 }
 
 /** Prints the heaviest rows by self share, then by inclusive share; `what` names the share. */
