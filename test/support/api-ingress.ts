@@ -1,6 +1,5 @@
 /** What `apiIngressPolicy` lets app=web do to app=api; every field left out is unrestricted. */
 export interface ApiIngress {
-  readonly name?: string;
   readonly ports?: readonly number[];
   readonly methods?: readonly string[];
   readonly paths?: readonly string[];
@@ -17,7 +16,7 @@ export function apiIngressPolicy(o: ApiIngress = {}): string {
   ];
   return `apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
-metadata: { name: ${o.name ?? "api-ingress"} }
+metadata: { name: api-ingress }
 spec:
   selector: { matchLabels: { app: api } }
   ingress:
