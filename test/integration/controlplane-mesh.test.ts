@@ -15,20 +15,11 @@ import { FlowReporter } from "../../sidecar/flows/reporter.ts";
 import { XdsClient, type DecodedResource } from "../../xds/client.ts";
 import { PEER_DIRECTORY, POLICY_SET, REVOCATION_LIST, TRUST_BUNDLE } from "../../xds/type-urls.ts";
 import { attestWithJoinToken, startTestControlPlane } from "../support/control-plane.ts";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
 import type { Closer, TestControlPlane } from "../support/control-plane.ts";
 import { nextEvent } from "./xds-harness.ts";
 
-const POLICIES = `apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api-ingress }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      ports: [ 8080 ]
-      http: { methods: [ GET ], paths: [ "/api/**" ] }
----
+const POLICIES = `${apiIngressPolicy({ ports: [8080], methods: ["GET"], paths: ["/api/**"] })}---
 apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
 metadata: { name: web-egress }

@@ -17,18 +17,10 @@ import {
   RelayMessageError,
 } from "../../sidecar/worker-processes/relay-protocol.ts";
 import type { WireCredentials } from "../../sidecar/worker-processes/relay-protocol.ts";
+import { apiIngressPolicy } from "../support/api-ingress.ts";
 import { MeshPki, policySet, TRUST_DOMAIN } from "../support/sidecar-mesh.ts";
 
-const POLICY = `apiVersion: sigil.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: api-ingress }
-spec:
-  selector: { matchLabels: { app: api } }
-  ingress:
-    - action: allow
-      from: [ { matchLabels: { app: web } } ]
-      http: { methods: [GET], paths: [ "/api/*/orders" ] }
----
+const POLICY = `${apiIngressPolicy({ methods: ["GET"], paths: ["/api/*/orders"] })}---
 apiVersion: sigil.dev/v1
 kind: PeerAuthentication
 metadata: { name: api-mtls }
