@@ -12,8 +12,9 @@
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { loadavg } from "node:os";
+import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { proportionalMemory, statusField } from "../compare/procstat.ts";
@@ -29,12 +30,21 @@ const option = (name: string): string | undefined => {
 };
 const RUNS = Number(option("runs") ?? 3);
 const SETTLE_MS = Number(option("settle") ?? 3) * 1000;
-const ENTRY = option("entry") ?? "cli";
 const SIDECAR_FLAGS = (option("sidecar-flags") ?? SIDECAR_NODE_FLAGS.join(" ")).split(" ").filter((f) => f);
 const ENTRIES: Record<string, string> = { cli: "cmd/sigil/main.ts", pod: "cmd/sigil-pod/main.ts" };
 const READY_TIMEOUT_MS = 60_000;
 
 const repo = new URL("../../", import.meta.url).pathname;
+/** The file the sidecar runs: one of ENTRIES, or a bundle named by its path. */
+const ENTRY = ((): string => {
+  const given = option("entry") ?? "cli";
+  const known = ENTRIES[given];
+  if (known !== undefined) return `${repo}${known}`;
+  const file = resolve(given);
+  if (!existsSync(file))
+    throw new Error(`--entry: ${given} is neither ${Object.keys(ENTRIES).join(" nor ")} nor a file`);
+  return file;
+})();
 
 /** What one idle sidecar holds: the soak's memory reading without its traffic counters. */
 type Reading = Omit<MemoryReading, "openFds" | "refusals">;
@@ -45,7 +55,6 @@ function statusBytes(pid: number, key: string): number {
 
 /** Starts one sidecar, waits for its ready line and the settle time, and reads its memory. */
 async function oneRun(grpcTarget: string, caPath: string, joinToken: string): Promise<Reading> {
-  const entry = ENTRIES[ENTRY] ?? ENTRY;
   const child = spawn(
     process.execPath,
     [
@@ -55,7 +64,7 @@ async function oneRun(grpcTarget: string, caPath: string, joinToken: string): Pr
       "tsx",
       "--import",
       `${repo}bench/sidecar/memory-probe.ts`,
-      entry.startsWith("/") ? entry : `${repo}${entry}`,
+      ENTRY,
       "sidecar",
       ...["--control-plane", grpcTarget, "--control-plane-ca", caPath, "--join-token", joinToken],
       ...["--workload-name", "idle", "--mode", "explicit", "--inbound-port", "0", "--admin-port", "0"],
@@ -136,7 +145,7 @@ async function run(): Promise<void> {
       ussBytes: pick("ussBytes"),
     });
     process.stdout.write(
-      `\nentry ${ENTRIES[ENTRY]}, sidecar flags "${SIDECAR_FLAGS.join(" ")}", settle ${SETTLE_MS} ms, ` +
+      `\nentry ${ENTRY}, sidecar flags "${SIDECAR_FLAGS.join(" ")}", settle ${SETTLE_MS} ms, ` +
         `node ${process.version}, load average ${loadavg()
           .map((l) => l.toFixed(1))
           .join(" ")}\n`,
