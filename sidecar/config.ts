@@ -156,6 +156,13 @@ export const sidecarConfigSchema = z
      * CL.0 class), so only a workload whose application reads those bodies should forward them.
      */
     bodiesOnGetHead: z.enum(["refuse", "forward"]).default("refuse"),
+    /**
+     * How HTTP/2 and gRPC are proxied: "sessions" through node:http2, each downstream stream
+     * forwarded over one upstream session shared per destination; "relay" frame by frame with
+     * Sigil's own framing and HPACK (`http/http2/relay/`), one upstream connection per downstream
+     * connection, at a fraction of the CPU and allocation per stream.
+     */
+    http2Engine: z.enum(["sessions", "relay"]).default("sessions"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     /** Access-log lines per port: all, denied (the default) or off, each with a sampled share. */
     accessLog: accessLogSchema,

@@ -133,7 +133,11 @@ export async function startSidecar(options: StartSidecarOptions): Promise<Sideca
   const http2 = new Http2Proxy(
     authorizer,
     upstreams,
-    { maxHeaderListBytes: config.maxHeaderBytes, bodiesOnGetHead: config.bodiesOnGetHead },
+    {
+      maxHeaderListBytes: config.maxHeaderBytes,
+      bodiesOnGetHead: config.bodiesOnGetHead,
+      engine: config.http2Engine,
+    },
     log,
   );
   // Without the native addon (or glibc) the memory a burst used simply stays with the process.

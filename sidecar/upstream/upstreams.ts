@@ -50,6 +50,11 @@ export class Upstreams {
   private readonly sessions = new Map<string, Promise<ClientHttp2Session>>();
   /** The hop under each connected HTTP/2 session, and how to stop handing the session out. */
   private readonly sessionHops = new Map<ClientHttp2Session, { socket: Socket; forget: () => void }>();
+  /**
+   * The connections HTTP/2 relays opened, each owned by the relay of one downstream connection, with
+   * how to retire it (no new streams on it; it ends after its last).
+   */
+  private readonly relayHops = new Map<Socket, () => void>();
 
   constructor(
     private readonly tls: MeshTls,
@@ -140,6 +145,17 @@ export class Upstreams {
     return pending;
   }
 
+  /**
+   * A connection of its own for an HTTP/2 relay: cut like the others when its server's certificate
+   * is revoked, and retired (`retire`) with them when this workload's identity changes.
+   */
+  async h2Socket(route: UpstreamRoute, retire: () => void): Promise<Socket> {
+    const socket = await this.socket(route, "h2");
+    this.relayHops.set(socket, retire);
+    socket.once("close", () => this.relayHops.delete(socket));
+    return socket;
+  }
+
   /** What the mesh server at the other end of `socket` proved, when it is an mTLS hop opened here. */
   serverOf(socket: Socket): VerifiedSvid | undefined {
     return this.tls.serverOf(socket);
@@ -159,6 +175,11 @@ export class Upstreams {
       return hit;
     };
     for (const pool of this.pools.values()) pool.destroyWhere(revoked);
+    for (const socket of [...this.relayHops.keys()])
+      if (revoked(socket)) {
+        this.relayHops.delete(socket);
+        socket.destroy();
+      }
     for (const [session, hop] of [...this.sessionHops])
       if (revoked(hop.socket)) {
         this.sessionHops.delete(session);
@@ -174,6 +195,8 @@ export class Upstreams {
     this.pools.clear();
     this.sessions.clear();
     for (const p of pools) p.close();
+    // Retired relay connections stay listed until they close: a revocation may still cut them.
+    for (const retire of this.relayHops.values()) retire();
     await Promise.allSettled([
       ...sessions.map(async (s) => {
         const session = await s;
@@ -184,6 +207,8 @@ export class Upstreams {
 
   destroy(): void {
     for (const p of this.pools.values()) p.destroy();
+    for (const socket of this.relayHops.keys()) socket.destroy();
+    this.relayHops.clear();
     for (const s of this.sessions.values())
       void s.then(
         (session) => session.destroy(),

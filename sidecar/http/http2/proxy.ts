@@ -14,11 +14,12 @@ import type { Authorizer } from "../../authz/authorize.ts";
 import { refused } from "../../authz/refusal.ts";
 import type { BodiesOnGetHead } from "../bodiless-methods.ts";
 import { bodyRefusal, refusesBody } from "../bodiless-methods.ts";
-import { encodeGrpcMessage } from "./grpc-message.ts";
+import type { Answer } from "./answers.ts";
+import { H2Relay } from "./relay/relay.ts";
+import { grpcStatusOf, isGrpc, refusalAnswer, unavailableAnswer } from "./answers.ts";
 import { reportedPath } from "../../authz/authorize.ts";
 import { withForwardedClientCert } from "../client-cert.ts";
 import type { ProxiedConnection } from "../../upstream/proxied-connection.ts";
-import { denialBody } from "../denial.ts";
 import { HOP_BY_HOP } from "../hop-by-hop.ts";
 import type { Upstreams } from "../../upstream/upstreams.ts";
 
@@ -31,22 +32,8 @@ import type { Upstreams } from "../../upstream/upstreams.ts";
 
 const { NGHTTP2_FLAG_END_STREAM, NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 
-const GRPC_PERMISSION_DENIED = "7";
-const GRPC_INVALID_ARGUMENT = "3";
-const GRPC_UNAVAILABLE = "14";
-
 /** Records the response's HTTP status and, for gRPC, the status it carried (headers or trailers). */
 type SetStatus = (status: number, grpcStatus?: number) => void;
-
-function grpcStatusOf(h: IncomingHttpHeaders): number | undefined {
-  const v = h["grpc-status"];
-  return typeof v === "string" && /^\d{1,2}$/.test(v) ? Number(v) : undefined;
-}
-
-function isGrpc(headers: IncomingHttpHeaders): boolean {
-  const ct = headers["content-type"];
-  return typeof ct === "string" && ct.startsWith("application/grpc");
-}
 
 /** Header fields by lower-cased name, as a stream received them or as the sidecar forwards them. */
 type ForwardedFields = Readonly<Record<string, string | string[] | undefined>>;
@@ -69,7 +56,11 @@ function endToEnd(
 export interface Http2Options {
   readonly maxHeaderListBytes: number;
   readonly bodiesOnGetHead: BodiesOnGetHead;
+  /** "sessions": node:http2 sessions, streams shared upstream; "relay": Sigil's frame relay (`relay/`). */
+  readonly engine: Http2Engine;
 }
+
+export type Http2Engine = "sessions" | "relay";
 
 /** One downstream stream on its way to a decision: what it asked for and who asked. */
 interface StreamExchange {
@@ -85,6 +76,7 @@ interface StreamExchange {
 
 export class Http2Proxy {
   private readonly sessions = new Set<ServerHttp2Session>();
+  private readonly relays = new Set<H2Relay>();
 
   constructor(
     private readonly authorizer: Authorizer,
@@ -95,6 +87,23 @@ export class Http2Proxy {
 
   /** Takes over a connection that starts with the HTTP/2 preface (`head` are bytes already read). */
   accept(socket: Socket, conn: ProxiedConnection, head: Buffer): void {
+    if (this.options.engine === "relay") {
+      const relay: H2Relay = new H2Relay(
+        socket,
+        conn,
+        {
+          authorizer: this.authorizer,
+          upstreams: this.upstreams,
+          options: this.options,
+          log: this.log,
+          now: Date.now,
+        },
+        () => this.relays.delete(relay),
+      );
+      this.relays.add(relay);
+      relay.receive(head);
+      return;
+    }
     if (head.length > 0) socket.unshift(head);
     const session = http2.performServerHandshake(socket, {
       settings: { maxHeaderListSize: this.options.maxHeaderListBytes },
@@ -108,6 +117,7 @@ export class Http2Proxy {
   /** Sends GOAWAY: streams in flight finish, no new ones start. */
   drain(): void {
     for (const s of this.sessions) s.close();
+    for (const r of this.relays) r.drain();
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, conn: ProxiedConnection): void {
@@ -232,30 +242,7 @@ export class Http2Proxy {
     decision: Decision,
     grpc: boolean,
   ): { status: number; grpcStatus?: number } {
-    const malformed = decision.status === 400;
-    if (grpc) {
-      stream.respond(
-        {
-          ":status": 200,
-          "content-type": "application/grpc",
-          "grpc-status": malformed ? GRPC_INVALID_ARGUMENT : GRPC_PERMISSION_DENIED,
-          "grpc-message": encodeGrpcMessage(
-            `${malformed ? "bad request" : "permission denied"}: ${decision.reason}`,
-          ),
-        },
-        { endStream: true },
-      );
-      return { status: 200, grpcStatus: Number(malformed ? GRPC_INVALID_ARGUMENT : GRPC_PERMISSION_DENIED) };
-    }
-    const status = malformed ? 400 : 403;
-    const body = denialBody(status, decision);
-    stream.respond({
-      ":status": status,
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-    });
-    stream.end(body);
-    return { status };
+    return answer(stream, refusalAnswer(decision, grpc));
   }
 
   private async forward(
@@ -345,24 +332,19 @@ export class Http2Proxy {
   private unavailable(stream: ServerHttp2Stream, grpc: boolean, reason: string, setStatus: SetStatus): void {
     if (stream.closed || stream.destroyed || stream.headersSent) return;
     this.log.debug({ reason }, "HTTP/2 upstream unavailable");
-    if (grpc) {
-      setStatus(200, Number(GRPC_UNAVAILABLE));
-      stream.respond(
-        {
-          ":status": 200,
-          "content-type": "application/grpc",
-          "grpc-status": GRPC_UNAVAILABLE,
-          "grpc-message": encodeGrpcMessage(`upstream unavailable: ${reason}`),
-        },
-        { endStream: true },
-      );
-      return;
-    }
-    setStatus(502);
-    const body = denialBody(502, { policy: null, reason: `upstream: ${reason}` });
-    stream.respond({ ":status": 502, "content-type": "application/json" });
-    stream.end(body);
+    const { status, grpcStatus } = answer(stream, unavailableAnswer(reason, grpc));
+    setStatus(status, grpcStatus);
   }
+}
+
+/** Sends one of the sidecar's own answers on a stream; returns what the flow records. */
+function answer(stream: ServerHttp2Stream, a: Answer): { status: number; grpcStatus?: number } {
+  if (a.body === undefined) stream.respond(a.headers, { endStream: true });
+  else {
+    stream.respond(a.headers);
+    stream.end(a.body);
+  }
+  return a.grpcStatus === undefined ? { status: a.status } : { status: a.status, grpcStatus: a.grpcStatus };
 }
 
 /**
