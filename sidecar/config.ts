@@ -162,7 +162,7 @@ export const sidecarConfigSchema = z
      * Sigil's own framing and HPACK (`http/http2/relay/`), one upstream connection per downstream
      * connection, at a fraction of the CPU and allocation per stream.
      */
-    http2Engine: z.enum(["sessions", "relay"]).default("sessions"),
+    http2Engine: z.enum(["sessions", "relay"]).default("relay"),
     logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     /** Access-log lines per port: all, denied (the default) or off, each with a sampled share. */
     accessLog: accessLogSchema,
