@@ -311,12 +311,12 @@ try {
 
   const results: RunResults = {
     startedAt,
-    // The sidecars' worker count comes from the environment (sigil.ts): the recorded command names it.
-    command:
-      `${process.env.SIGIL_SIDECAR_WORKERS ? `SIGIL_SIDECAR_WORKERS=${process.env.SIGIL_SIDECAR_WORKERS} ` : ""}npx tsx bench/compare/main.ts ${process.argv
-        .slice(2)
-        .map((a) => (a === "" || /\s/.test(a) ? `"${a}"` : a))
-        .join(" ")}`.trim(),
+    // The sidecars' worker count and HTTP/2 engine come from the environment (sigil.ts): the
+    // recorded command names them.
+    command: `${sigilEnvironment()}npx tsx bench/compare/main.ts ${process.argv
+      .slice(2)
+      .map((a) => (a === "" || /\s/.test(a) ? `"${a}"` : a))
+      .join(" ")}`.trim(),
     quick,
     rateRps: rate,
     durationSeconds,
@@ -350,4 +350,12 @@ try {
   sup.dispose();
   await rm(dir, { recursive: true, force: true });
   await rm(bundleDirFor(dir), { recursive: true, force: true });
+}
+
+/** The SIGIL_* settings of this run that change what the Sigil pair is, as a command prefix. */
+function sigilEnvironment(): string {
+  return ["SIGIL_SIDECAR_WORKERS", "SIGIL_HTTP2_ENGINE"]
+    .filter((name) => process.env[name])
+    .map((name) => `${name}=${process.env[name]} `)
+    .join("");
 }

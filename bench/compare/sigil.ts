@@ -101,7 +101,11 @@ export async function writeSigilSpecs(
     };
   };
   const policyYaml = sigilPolicy(backend);
-  const base = { mode: "explicit", logLevel: "warn" };
+  // SIGIL_HTTP2_ENGINE=sessions|relay picks the sidecars' HTTP/2 engine (default: the config's).
+  const engine = process.env.SIGIL_HTTP2_ENGINE;
+  if (engine !== undefined && engine !== "sessions" && engine !== "relay")
+    throw new Error(`SIGIL_HTTP2_ENGINE: ${engine} is neither sessions nor relay`);
+  const base = { mode: "explicit", logLevel: "warn", ...(engine ? { http2Engine: engine } : {}) };
   // SIGIL_SIDECAR_WORKERS=N runs each sidecar's data path in N worker processes (default 1).
   const workers = Number(process.env.SIGIL_SIDECAR_WORKERS ?? "1");
   if (!Number.isInteger(workers) || workers < 1)
