@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { encodeGrpcMessage } from "../../sidecar/http/http2/grpc-message.ts";
+import { encodeGrpcMessage } from "../../sidecar/http/http2/answers/grpc-message.ts";
 
 describe("grpc-message encoding", () => {
   it("keeps printable ASCII, so clients show ':' and '/' as they are", () => {

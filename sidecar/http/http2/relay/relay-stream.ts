@@ -2,7 +2,6 @@ import type { IncomingHttpHeaders } from "node:http2";
 import type { Peer } from "../../../../core/identity.ts";
 import type { Decision, HttpRequestFacts } from "../../../../core/policy/index.ts";
 import type { OnSent } from "./endpoint-stream.ts";
-import type { UpstreamLink } from "./upstream-link.ts";
 
 /**
  * Where a relayed stream is:
@@ -14,10 +13,20 @@ import type { UpstreamLink } from "./upstream-link.ts";
  */
 export type RelayPhase = "deciding" | "opening" | "forwarded" | "answered" | "done";
 
+/** The upstream connection a stream is forwarded on (an `UpstreamLink`), as the relay drives it. */
+export interface StreamLink {
+  sendData(stream: RelayStream, data: Buffer, end: boolean, onSent: OnSent): void;
+  sendTrailers(stream: RelayStream, fields: string[], neverIndexed: number[]): void;
+  /** The credit callback for response DATA of the stream with this upstream id. */
+  creditFor(upId: number): OnSent;
+  reset(stream: RelayStream, code: number): void;
+  finished(stream: RelayStream): void;
+}
+
 /** One downstream stream and, once forwarded, its upstream stream. */
 export class RelayStream {
   phase: RelayPhase = "deciding";
-  link: UpstreamLink | undefined;
+  link: StreamLink | undefined;
   upId = 0;
   /** DATA received before the stream was forwarded, in order; its flow-control credit is held. */
   readonly pending: Buffer[] = [];

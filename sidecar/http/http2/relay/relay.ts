@@ -7,27 +7,34 @@ import { reportedPath } from "../../../authz/authorize.ts";
 import { refused } from "../../../authz/refusal.ts";
 import type { ProxiedConnection } from "../../../upstream/proxied-connection.ts";
 import type { Upstreams } from "../../../upstream/upstreams.ts";
+import type { BodiesOnGetHead } from "../../bodiless-methods.ts";
 import { bodyRefusal, refusesBody } from "../../bodiless-methods.ts";
 import { withForwardedClientCert } from "../../client-cert.ts";
 import { HOP_BY_HOP } from "../../hop-by-hop.ts";
-import type { Answer } from "../answers.ts";
-import { grpcStatusOf, isGrpc, refusalAnswer, unavailableAnswer } from "../answers.ts";
+import type { Answer } from "../answers/answers.ts";
+import { grpcStatusOf, isGrpc, refusalAnswer, unavailableAnswer } from "../answers/answers.ts";
 import { ErrorCode } from "../frames/frame.ts";
 import type { HeaderBlock } from "../hpack/decoder.ts";
-import type { Http2Options } from "../proxy.ts";
 import { Endpoint } from "./endpoint.ts";
 import type { OnSent } from "./endpoint-stream.ts";
 import { appendFields, headerObject, requestProblem, responseProblem, trailersProblem } from "./fields.ts";
+import type { StreamLink } from "./relay-stream.ts";
 import { RelayStream } from "./relay-stream.ts";
 import { UpstreamLink } from "./upstream-link.ts";
 
 /** Streams a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
 const MAX_CONCURRENT_STREAMS = 128;
 
+/** What a relay takes of the sidecar's HTTP/2 options. */
+export interface RelayOptions {
+  readonly maxHeaderListBytes: number;
+  readonly bodiesOnGetHead: BodiesOnGetHead;
+}
+
 export interface RelayContext {
   readonly authorizer: Authorizer;
   readonly upstreams: Upstreams;
-  readonly options: Http2Options;
+  readonly options: RelayOptions;
   readonly log: Logger;
   readonly now: () => number;
 }
@@ -246,7 +253,7 @@ export class H2Relay {
 
   /** Sends what the client sent while its stream was being decided and opened. */
   private flushPending(stream: RelayStream): void {
-    const link = stream.link as UpstreamLink;
+    const link = stream.link as StreamLink;
     stream.responseCredit = link.creditFor(stream.upId);
     const chunks = stream.pending.splice(0);
     const credit = this.requestCredit(stream);

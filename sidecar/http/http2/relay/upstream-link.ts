@@ -4,7 +4,7 @@ import type { EndpointEvents } from "./endpoint.ts";
 import { ErrorCode } from "../frames/frame.ts";
 import { Endpoint } from "./endpoint.ts";
 import type { OnSent } from "./endpoint-stream.ts";
-import type { RelayStream } from "./relay-stream.ts";
+import type { RelayStream, StreamLink } from "./relay-stream.ts";
 
 /** What a link reports about the streams it carries, already mapped back to the relay's streams. */
 export interface LinkEvents {
@@ -25,7 +25,7 @@ export interface LinkEvents {
  * One upstream HTTP/2 connection of a relay: the streams forwarded on it by their upstream ids, and
  * the allowed streams waiting for it to connect or for a free stream under its peer's limit.
  */
-export class UpstreamLink {
+export class UpstreamLink implements StreamLink {
   private endpoint: Endpoint | undefined;
   private readonly byUpId = new Map<number, RelayStream>();
   private readonly waiting: { stream: RelayStream; fields: string[]; neverIndexed: number[] }[] = [];

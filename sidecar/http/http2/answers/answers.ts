@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http2";
-import type { Decision } from "../../../core/policy/index.ts";
-import { denialBody } from "../denial.ts";
+import type { Decision } from "../../../../core/policy/index.ts";
+import { denialBody } from "../../denial.ts";
 import { encodeGrpcMessage } from "./grpc-message.ts";
 
 /**
