@@ -5,13 +5,18 @@
  * system) per request through the pair minus the same through the direct path. HTTP/1.1 POST and
  * gRPC unary (over one HTTP/2 connection), 1 KB each way.
  *
+ * `--http2-engines sessions,relay` starts one pair per HTTP/2 engine and measures them alternately
+ * in each round, so a before/after of the engines shares the machine's state.
+ *
  * Usage: npx tsx bench/sidecar/cpu.ts [--requests 3000] [--rounds 3] [--only http|grpc]
+ *          [--http2-engines sessions,relay]
  */
 import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
 import { Pool } from "undici";
 import { EchoClient, startGrpcApp, startHttpApp } from "../../test/support/sidecar-apps.ts";
 import { startPair } from "../../test/support/sidecar-mesh.ts";
+import type { Http2Engine } from "../../sidecar/http/http2/proxy.ts";
 import { postBench, unaryEcho } from "./requests.ts";
 
 const args = process.argv.slice(2);
@@ -22,6 +27,13 @@ const arg = (name: string, fallback: number): number => {
 const REQUESTS = arg("requests", 3000);
 const ROUNDS = arg("rounds", 3);
 const ONLY = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
+const ENGINES: (Http2Engine | undefined)[] = args.includes("--http2-engines")
+  ? (args[args.indexOf("--http2-engines") + 1] ?? "").split(",").map((e) => {
+      if (e !== "sessions" && e !== "relay")
+        throw new Error(`--http2-engines: ${e} is neither sessions nor relay`);
+      return e;
+    })
+  : [undefined];
 
 async function serialHttp(port: number, n: number): Promise<void> {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1 });
@@ -59,9 +71,14 @@ async function measure(serial: Serial, port: number): Promise<{ cpu: number; wal
 
 const app = await startHttpApp();
 const grpcApp = await startGrpcApp();
-const pair = await startPair({
-  appPorts: [app.port, grpcApp.port],
-  policyB: `
+const pairs = await Promise.all(
+  ENGINES.map(async (engine) => {
+    const config = engine ? { http2Engine: engine } : {};
+    const pair = await startPair({
+      configA: config,
+      configB: config,
+      appPorts: [app.port, grpcApp.port],
+      policyB: `
 apiVersion: sigil.dev/v1
 kind: AuthorizationPolicy
 metadata: { name: bench }
@@ -72,8 +89,11 @@ spec:
       from: [ { matchLabels: { app: web } } ]
       http: { methods: [ POST ], paths: [ "/bench", "/sigil.test.Echo/*" ] }
 `,
-  protocols: { [app.port]: "http1", [grpcApp.port]: "h2" },
-});
+      protocols: { [app.port]: "http1", [grpcApp.port]: "h2" },
+    });
+    return { engine: engine ?? "default", pair };
+  }),
+);
 try {
   const rows: string[] = [];
   const workloads: [string, Serial, number][] = [
@@ -83,20 +103,22 @@ try {
   for (const [name, serial, port] of workloads) {
     for (let round = 1; round <= ROUNDS; round++) {
       const direct = await measure(serial, port);
-      const proxied = await measure(serial, pair.outboundPort(port));
-      rows.push(
-        `| ${name} | ${round} | ${direct.cpu.toFixed(3)} | ${proxied.cpu.toFixed(3)} | ${(proxied.cpu - direct.cpu).toFixed(3)} | ${proxied.wall.toFixed(3)} |`,
-      );
+      for (const { engine, pair } of pairs) {
+        const proxied = await measure(serial, pair.outboundPort(port));
+        rows.push(
+          `| ${name} | ${engine} | ${round} | ${direct.cpu.toFixed(3)} | ${proxied.cpu.toFixed(3)} | ${(proxied.cpu - direct.cpu).toFixed(3)} | ${proxied.wall.toFixed(3)} |`,
+        );
+      }
     }
   }
   process.stdout.write(
     `1 KB → 1 KB, ${REQUESTS} sequential requests per path and round, node ${process.version}\n\n` +
-      "| workload | round | direct CPU ms/req | via pair CPU ms/req | pair's own CPU ms/req (both sidecars) | via pair wall ms/req |\n" +
-      "| --- | --- | --- | --- | --- | --- |\n" +
+      "| workload | HTTP/2 engine | round | direct CPU ms/req | via pair CPU ms/req | pair's own CPU ms/req (both sidecars) | via pair wall ms/req |\n" +
+      "| --- | --- | --- | --- | --- | --- | --- |\n" +
       `${rows.join("\n")}\n`,
   );
 } finally {
-  await pair.close();
+  for (const { pair } of pairs) await pair.close();
   await app.close();
   await grpcApp.close();
 }
