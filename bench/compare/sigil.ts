@@ -10,6 +10,7 @@ import { bundleToDocument } from "../../core/svid/bundle.ts";
 import type { SidecarSpec } from "./sigil-spec.ts";
 import type { BackendPorts, PairPorts } from "./topology.ts";
 import { GRPC_METHOD, HTTP_PATH } from "./workload.ts";
+import { http2Engine } from "./http2-engine.ts";
 
 /**
  * The Sigil pair: two sidecar processes in explicit mode with SVIDs from Sigil's own CA. The client
@@ -102,9 +103,8 @@ export async function writeSigilSpecs(
   };
   const policyYaml = sigilPolicy(backend);
   // SIGIL_HTTP2_ENGINE=sessions|relay picks the sidecars' HTTP/2 engine (default: the config's).
-  const engine = process.env.SIGIL_HTTP2_ENGINE;
-  if (engine !== undefined && engine !== "sessions" && engine !== "relay")
-    throw new Error(`SIGIL_HTTP2_ENGINE: ${engine} is neither sessions nor relay`);
+  const variable = process.env.SIGIL_HTTP2_ENGINE;
+  const engine = variable === undefined ? undefined : http2Engine(variable, "SIGIL_HTTP2_ENGINE");
   const base = { mode: "explicit", logLevel: "warn", ...(engine ? { http2Engine: engine } : {}) };
   // SIGIL_SIDECAR_WORKERS=N runs each sidecar's data path in N worker processes (default 1).
   const workers = Number(process.env.SIGIL_SIDECAR_WORKERS ?? "1");

@@ -17,6 +17,7 @@ import { Pool } from "undici";
 import { EchoClient, startGrpcApp, startHttpApp } from "../../test/support/sidecar-apps.ts";
 import { startPair } from "../../test/support/sidecar-mesh.ts";
 import type { Http2Engine } from "../../sidecar/http/http2/proxy.ts";
+import { http2Engine } from "../compare/http2-engine.ts";
 import { postBench, unaryEcho } from "./requests.ts";
 
 const args = process.argv.slice(2);
@@ -28,11 +29,7 @@ const REQUESTS = arg("requests", 3000);
 const ROUNDS = arg("rounds", 3);
 const ONLY = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
 const ENGINES: (Http2Engine | undefined)[] = args.includes("--http2-engines")
-  ? (args[args.indexOf("--http2-engines") + 1] ?? "").split(",").map((e) => {
-      if (e !== "sessions" && e !== "relay")
-        throw new Error(`--http2-engines: ${e} is neither sessions nor relay`);
-      return e;
-    })
+  ? (args[args.indexOf("--http2-engines") + 1] ?? "").split(",").map((e) => http2Engine(e, "--http2-engines"))
   : [undefined];
 
 async function serialHttp(port: number, n: number): Promise<void> {

@@ -7,8 +7,9 @@ const MAX_UNREAD = 4 << 20;
  * Writes frames to a socket corked until the event loop has run this round's I/O callbacks, so the
  * frames that the reads of one round produce leave in one write. A TLS socket hands each record it
  * decrypts to its own callback, with the next-tick queue run in between: uncorking there sent a
- * response's trailers, which came in a record of their own, in a second system call and TLS record. A peer that stops reading while this side keeps answering it (PINGs, SETTINGS)
- * cannot make the socket buffer grow without bound: past MAX_UNREAD `onOverflow` ends the connection.
+ * response's trailers, which came in a record of their own, in a second system call and TLS record.
+ * A peer that stops reading while this side keeps answering it (PINGs, SETTINGS) cannot make the
+ * socket buffer grow without bound: past MAX_UNREAD `onOverflow` ends the connection.
  */
 export class CorkedWriter {
   private corked = false;
