@@ -29,7 +29,7 @@ import { fastPathThroughput } from "./fastpath.ts";
 
 const opts = new Command()
   .option("--quick", "short windows and 1,000 xDS clients: a smoke run that leaves BENCHMARKS.md alone")
-  .option("--paths <list>", "paths to measure", "direct,sigil,nginx,haproxy")
+  .option("--paths <list>", "paths to measure", "direct,sigil,node-pipes,nginx,haproxy")
   .option("--rate <rps>", "fixed request rate for the latency runs", "1000")
   .option("--no-tcp", "skip the iperf3 runs")
   .option("--no-fastpath", "skip the fast-path run (network namespaces)")
@@ -76,7 +76,8 @@ const sidecarNodeFlags =
     : opts.sidecarNodeFlags.split(/\s+/).filter(Boolean);
 const paths = opts.paths.split(",").map((p) => p.trim()) as PathName[];
 for (const p of paths) {
-  if (!["direct", "sigil", "nginx", "haproxy"].includes(p)) throw new Error(`--paths: unknown path "${p}"`);
+  if (!["direct", "sigil", "node-pipes", "nginx", "haproxy"].includes(p))
+    throw new Error(`--paths: unknown path "${p}"`);
 }
 
 try {
@@ -170,6 +171,7 @@ async function measurePath(
       const label = {
         direct: "direct",
         sigil: "Sigil L7 proxy (mTLS)",
+        "node-pipes": "bare Node mTLS pipes",
         haproxy: "HAProxy TCP mode with TLS",
         nginx: "nginx",
       }[name];

@@ -1,10 +1,15 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { writeNginxConfigs } from "./nginx.ts";
 import { writeHaproxyConfigs } from "./haproxy.ts";
 import type { PeerPki } from "./peer-pki.ts";
 import { freePorts, waitForPort } from "./procs.ts";
 import type { Supervised, Supervisor } from "./procs.ts";
-import { bundleSidecar, writeSigilSpecs } from "./sigil.ts";
+import { bundleInto, bundleSidecar, writeSigilSpecs } from "./sigil.ts";
+import { REPO } from "./measure.ts";
+import { SERVER_NAME } from "./peer-pki.ts";
+import type { NodePipesSpec } from "./node-pipes.ts";
 import type { BackendPorts, PairPorts, PathName, PathUnderTest } from "./topology.ts";
 
 /** Starts each path under test and returns where its traffic enters; all processes are supervised. */
@@ -94,6 +99,57 @@ async function haproxy(ctx: PathContext): Promise<PathUnderTest> {
   };
 }
 
+/** The floor of a Node proxy (`node-pipes.ts`), under the sidecars' Node flags and bundled as they are. */
+async function nodePipes(ctx: PathContext): Promise<PathUnderTest> {
+  const ports = await pairPorts();
+  const entry = await bundleInto(ctx.dir, join(REPO, "bench", "compare", "node-pipes.ts"), "node-pipes.mjs");
+  const spec = async (side: "client" | "server", routes: NodePipesSpec["routes"]): Promise<string> => {
+    const keys = side === "client" ? ctx.peerPki.client : ctx.peerPki.server;
+    const s: NodePipesSpec = {
+      side,
+      routes,
+      certFile: keys.cert,
+      keyFile: keys.key,
+      caFile: ctx.peerPki.caCert,
+      serverName: SERVER_NAME,
+    };
+    const file = join(ctx.dir, `node-pipes-${side}.json`);
+    await writeFile(file, JSON.stringify(s));
+    return file;
+  };
+  const b = ctx.backend;
+  const [serverSpec, clientSpec] = await Promise.all([
+    spec("server", [
+      { listen: ports.serverH1, to: b.h1 },
+      { listen: ports.serverGrpc, to: b.grpc },
+      { listen: ports.serverTcp, to: b.iperf },
+    ]),
+    spec("client", [
+      { listen: ports.clientH1, to: ports.serverH1 },
+      { listen: ports.clientGrpc, to: ports.serverGrpc },
+      { listen: ports.clientTcp, to: ports.serverTcp },
+    ]),
+  ]);
+  const flags = ctx.sidecarNodeFlags ?? SIDECAR_NODE_FLAGS;
+  const server = ctx.sup.start("node-pipes server side", process.execPath, [...flags, entry, serverSpec]);
+  const client = ctx.sup.start("node-pipes client side", process.execPath, [...flags, entry, clientSpec]);
+  const proxies = [
+    { side: "client" as const, proc: client },
+    { side: "server" as const, proc: server },
+  ];
+  await waitAll(
+    [ports.serverH1, ports.serverGrpc, ports.serverTcp, ports.clientH1, ports.clientGrpc, ports.clientTcp],
+    proxies,
+  );
+  return {
+    name: "node-pipes",
+    h1Port: ports.clientH1,
+    grpcPort: ports.clientGrpc,
+    tcpPort: ports.clientTcp,
+    proxies,
+  };
+}
+
 async function sigil(ctx: PathContext): Promise<PathUnderTest> {
   const ports = await pairPorts();
   const [clientInbound, clientAdmin, serverAdmin] = (await freePorts(3)) as [number, number, number];
@@ -154,5 +210,7 @@ export async function startPath(name: PathName, ctx: PathContext): Promise<PathU
       return haproxy(ctx);
     case "sigil":
       return sigil(ctx);
+    case "node-pipes":
+      return nodePipes(ctx);
   }
 }

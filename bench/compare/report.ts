@@ -10,6 +10,7 @@ export const END = "<!-- bench/compare results: end -->";
 const LABEL: Record<PathName, string> = {
   direct: "direct (no proxy)",
   sigil: "Sigil sidecar pair",
+  "node-pipes": "bare Node mTLS pipes (floor)",
   nginx: "nginx pair",
   haproxy: "HAProxy pair",
 };
@@ -364,7 +365,7 @@ export function renderResults(r: RunResults, plotPath: string): string {
 Command: \`${r.command}\` — ${r.startedAt.slice(0, 16).replace("T", " ")} UTC, ${num(r.elapsedSeconds)} s${r.quick ? " (quick mode: short windows, not for comparison)" : ""}.
 Each load window is ${r.durationSeconds} s after a warm-up; fixed-rate runs send ${r.rateRps} requests per second, after a discarded ${r.warmRateSeconds} s run at that rate on the same path.
 The Sigil sidecars run under \`node ${[...r.sidecarNodeFlags, "sigil-sidecar.mjs"].join(" ")}\` (flags: [bench/compare/MEMORY.md](bench/compare/MEMORY.md)).
-
+${r.paths.some((p) => p.path === "node-pipes") ? `The bare Node mTLS pipes (\`bench/compare/node-pipes.ts\`, same flags) make the Sigil pair's hops and relay every byte as it is, nothing parsed or decided: the floor of a proxy on Node's streams and TLS.\n` : ""}
 Machine: \`nproc\` ${m.nproc}, ${m.cpuModel}, kernel ${m.kernel}, Node ${m.node}, ${m.nginx}, ${m.haproxy}, ${m.iperf3}, ${m.openssl}.
 Load average before / after the run: ${m.loadBefore.map((l) => l.toFixed(1)).join(" / ")} → ${m.loadAfter.map((l) => l.toFixed(1)).join(" / ")} (other work on the machine shares its ${m.nproc} cores with every process measured).
 

@@ -70,14 +70,20 @@ export function bundleDirFor(runDir: string): string {
  * cap on heap growth, which the image's entry point imports first and this entry does not.
  */
 export async function bundleSidecar(runDir: string): Promise<{ entry: string; preload: string }> {
+  const [entry, preload] = await Promise.all([
+    bundleInto(runDir, join(here, "sigil-sidecar.ts"), "sigil-sidecar.mjs"),
+    bundleInto(runDir, join(REPO, "sidecar", "proxy", "heap-growth-first.ts"), "preload.mjs"),
+  ]);
+  return { entry, preload };
+}
+
+/** Bundles one entry module into the run's bundle directory as `name`; returns the bundle's path. */
+export async function bundleInto(runDir: string, source: string, name: string): Promise<string> {
   const out = bundleDirFor(runDir);
   await mkdir(out, { recursive: true });
-  const entry = join(out, "sigil-sidecar.mjs");
-  const preload = join(out, "preload.mjs");
-  const script = join(REPO, "scripts", "bundle.sh");
-  await run(script, [join(here, "sigil-sidecar.ts"), entry]);
-  await run(script, [join(REPO, "sidecar", "proxy", "heap-growth-first.ts"), preload]);
-  return { entry, preload };
+  const file = join(out, name);
+  await run(join(REPO, "scripts", "bundle.sh"), [source, file]);
+  return file;
 }
 
 /** Issues both SVIDs and writes the two sidecars' spec files; returns their paths. */

@@ -11,12 +11,14 @@ import type { PathName } from "./topology.ts";
 const COLORS: Record<PathName, string> = {
   direct: "#6b7280",
   sigil: "#2563eb",
+  "node-pipes": "#9333ea",
   nginx: "#16a34a",
   haproxy: "#ea580c",
 };
 const NAMES: Record<PathName, string> = {
   direct: "direct",
   sigil: "Sigil",
+  "node-pipes": "Node pipes",
   nginx: "nginx",
   haproxy: "HAProxy",
 };

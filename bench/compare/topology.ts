@@ -17,7 +17,7 @@ export interface PathUnderTest {
   }[];
 }
 
-export type PathName = "direct" | "sigil" | "nginx" | "haproxy";
+export type PathName = "direct" | "sigil" | "node-pipes" | "nginx" | "haproxy";
 
 /** The backend's ports (HTTP/1.1 and gRPC servers, iperf3 server), the same for every path. */
 export interface BackendPorts {

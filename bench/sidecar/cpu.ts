@@ -6,10 +6,12 @@
  * gRPC unary (over one HTTP/2 connection), 1 KB each way.
  *
  * `--http2-engines sessions,relay` starts one pair per HTTP/2 engine and measures them alternately
- * in each round, so a before/after of the engines shares the machine's state.
+ * in each round, so a before/after of the engines shares the machine's state. `--floor` adds, in the
+ * same rounds, a pair of bare Node mTLS pipes (`tls-pipe-pair.ts`): what the same hops cost in Node
+ * with nothing parsed or decided.
  *
  * Usage: npx tsx bench/sidecar/cpu.ts [--requests 3000] [--rounds 3] [--only http|grpc]
- *          [--http2-engines sessions,relay]
+ *          [--http2-engines sessions,relay] [--floor]
  */
 import { performance } from "node:perf_hooks";
 import * as grpc from "@grpc/grpc-js";
@@ -19,6 +21,7 @@ import { startPair } from "../../test/support/sidecar-mesh.ts";
 import type { Http2Engine } from "../../sidecar/http/http2/proxy.ts";
 import { http2Engine } from "../compare/http2-engine.ts";
 import { postBench, unaryEcho } from "./requests.ts";
+import { startTlsPipePair } from "./tls-pipe-pair.ts";
 
 const args = process.argv.slice(2);
 const arg = (name: string, fallback: number): number => {
@@ -91,30 +94,41 @@ spec:
     return { engine: engine ?? "default", pair };
   }),
 );
+const floor = args.includes("--floor")
+  ? {
+      http: await startTlsPipePair((pairs[0] as (typeof pairs)[number]).pair.pki, app.port),
+      grpc: await startTlsPipePair((pairs[0] as (typeof pairs)[number]).pair.pki, grpcApp.port),
+    }
+  : undefined;
 try {
   const rows: string[] = [];
-  const workloads: [string, Serial, number][] = [
-    ...(ONLY === "grpc" ? [] : [["HTTP/1.1", serialHttp, app.port] as [string, Serial, number]]),
-    ...(ONLY === "http" ? [] : [["gRPC unary", serialGrpc, grpcApp.port] as [string, Serial, number]]),
+  type Workload = [string, Serial, number, number | undefined];
+  const workloads: Workload[] = [
+    ...(ONLY === "grpc" ? [] : [["HTTP/1.1", serialHttp, app.port, floor?.http.port] as Workload]),
+    ...(ONLY === "http" ? [] : [["gRPC unary", serialGrpc, grpcApp.port, floor?.grpc.port] as Workload]),
   ];
-  for (const [name, serial, port] of workloads) {
+  for (const [name, serial, port, floorPort] of workloads) {
     for (let round = 1; round <= ROUNDS; round++) {
       const direct = await measure(serial, port);
-      for (const { engine, pair } of pairs) {
-        const proxied = await measure(serial, pair.outboundPort(port));
+      const paths: [string, number][] = pairs.map(({ engine, pair }) => [engine, pair.outboundPort(port)]);
+      if (floorPort !== undefined) paths.push(["bare Node mTLS pipes", floorPort]);
+      for (const [path, via] of paths) {
+        const proxied = await measure(serial, via);
         rows.push(
-          `| ${name} | ${engine} | ${round} | ${direct.cpu.toFixed(3)} | ${proxied.cpu.toFixed(3)} | ${(proxied.cpu - direct.cpu).toFixed(3)} | ${proxied.wall.toFixed(3)} |`,
+          `| ${name} | ${path} | ${round} | ${direct.cpu.toFixed(3)} | ${proxied.cpu.toFixed(3)} | ${(proxied.cpu - direct.cpu).toFixed(3)} | ${proxied.wall.toFixed(3)} |`,
         );
       }
     }
   }
   process.stdout.write(
     `1 KB → 1 KB, ${REQUESTS} sequential requests per path and round, node ${process.version}\n\n` +
-      "| workload | HTTP/2 engine | round | direct CPU ms/req | via pair CPU ms/req | pair's own CPU ms/req (both sidecars) | via pair wall ms/req |\n" +
+      "| workload | pair (HTTP/2 engine) | round | direct CPU ms/req | via pair CPU ms/req | pair's own CPU ms/req (both sidecars) | via pair wall ms/req |\n" +
       "| --- | --- | --- | --- | --- | --- | --- |\n" +
       `${rows.join("\n")}\n`,
   );
 } finally {
+  await floor?.http.close();
+  await floor?.grpc.close();
   for (const { pair } of pairs) await pair.close();
   await app.close();
   await grpcApp.close();
