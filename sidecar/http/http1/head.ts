@@ -272,6 +272,79 @@ function splitHead(text: string): string[] {
   return lines;
 }
 
+/**
+ * The fields both kinds of head share. Heads are class instances, not object literals with a getter:
+ * V8 gives such a literal a slow dictionary-mode shape, which every later property read then pays.
+ */
+abstract class ParsedHead implements Fields {
+  readonly raw: RawHeaders;
+  readonly contentLength: number | null;
+  readonly chunked: boolean;
+  readonly connection: ReadonlySet<string>;
+  readonly hosts: number;
+  readonly minor: 0 | 1;
+  readonly keepAlive: boolean;
+  private fieldMap: Record<string, string | string[]> | undefined = undefined;
+
+  constructor(f: FieldScan, minor: 0 | 1) {
+    this.raw = f.raw;
+    this.contentLength = f.contentLength;
+    this.chunked = f.chunked;
+    this.connection = f.connection ?? NO_TOKENS;
+    this.hosts = f.hosts;
+    this.minor = minor;
+    this.keepAlive = minor === 1 ? !this.connection.has("close") : this.connection.has("keep-alive");
+  }
+
+  /** Built on first use: only requests are decided on their header values. */
+  get byName(): Record<string, string | string[]> {
+    return (this.fieldMap ??= this.buildByName());
+  }
+
+  protected abstract buildByName(): Record<string, string | string[]>;
+}
+
+class ParsedRequestHead extends ParsedHead implements RequestHead {
+  readonly method: string;
+  readonly target: string;
+  readonly host: string | undefined;
+  readonly upgrade: boolean;
+  readonly httpUpgrade: boolean;
+  readonly expectContinue: boolean;
+
+  constructor(f: FieldScan, minor: 0 | 1, method: string, target: string) {
+    super(f, minor);
+    this.method = method;
+    this.target = target;
+    this.host = f.host;
+    this.upgrade = f.upgradeField && this.connection.has("upgrade");
+    this.httpUpgrade = this.upgrade && f.httpUpgrade;
+    this.expectContinue = f.expect !== undefined && f.expect.toLowerCase() === "100-continue";
+  }
+
+  // Policy decides on the fields the next hop receives: a hop-by-hop field, or one named in
+  // Connection, is not passed on (except by an upgrade that can switch, which passes on every
+  // field), so a rule cannot be met by it.
+  protected buildByName(): Record<string, string | string[]> {
+    return fieldsByName(this.raw, this.upgrade && !this.httpUpgrade ? undefined : this.connection);
+  }
+}
+
+class ParsedResponseHead extends ParsedHead implements ResponseHead {
+  readonly status: number;
+  readonly reason: string;
+
+  constructor(f: FieldScan, minor: 0 | 1, status: number, reason: string) {
+    super(f, minor);
+    this.status = status;
+    this.reason = reason;
+  }
+
+  protected buildByName(): Record<string, string | string[]> {
+    return fieldsByName(this.raw);
+  }
+}
+
 /** Parses a request head: `text` is the latin1 reading of the bytes up to and including CRLF CRLF. */
 export function parseRequestHead(text: string): RequestHead {
   const lines = splitHead(text);
@@ -287,33 +360,7 @@ export function parseRequestHead(text: string): RequestHead {
   if (f.hosts > 1) throw new HeadError("more than one Host header");
   if (minor === 1 && f.host === undefined) throw new HeadError("HTTP/1.1 request without a Host header");
   if (minor === 0 && f.chunked) throw new HeadError("Transfer-Encoding in an HTTP/1.0 request");
-  const connection = f.connection ?? NO_TOKENS;
-  const raw = f.raw;
-  const upgrade = f.upgradeField && connection.has("upgrade");
-  const httpUpgrade = upgrade && f.httpUpgrade;
-  let byName: Record<string, string | string[]> | undefined;
-  return {
-    raw,
-    // Built on first use: only requests are decided on their header values. Policy decides on the
-    // fields the next hop receives: a hop-by-hop field, or one named in Connection, is not passed
-    // on (except by an upgrade that can switch, which passes on every field), so a rule cannot be
-    // met by it.
-    get byName() {
-      return (byName ??= fieldsByName(raw, upgrade && !httpUpgrade ? undefined : connection));
-    },
-    contentLength: f.contentLength,
-    chunked: f.chunked,
-    connection,
-    hosts: f.hosts,
-    method: m[1] as string,
-    target: m[2] as string,
-    minor,
-    host: f.host,
-    upgrade,
-    httpUpgrade,
-    expectContinue: f.expect !== undefined && f.expect.toLowerCase() === "100-continue",
-    keepAlive: minor === 1 ? !connection.has("close") : connection.has("keep-alive"),
-  };
+  return new ParsedRequestHead(f, minor, m[1] as string, m[2] as string);
 }
 
 /** Parses a response head (same input convention as `parseRequestHead`). */
@@ -322,24 +369,7 @@ export function parseResponseHead(text: string): ResponseHead {
   const m = STATUS_LINE.exec(lines[0] as string);
   if (!m) throw new HeadError(`malformed status line "${(lines[0] as string).slice(0, 80)}"`);
   const f = new FieldScan(lines);
-  const minor = m[1] === "1" ? 1 : 0;
-  const connection = f.connection ?? NO_TOKENS;
-  const raw = f.raw;
-  let byName: Record<string, string | string[]> | undefined;
-  return {
-    raw,
-    get byName() {
-      return (byName ??= fieldsByName(raw));
-    },
-    contentLength: f.contentLength,
-    chunked: f.chunked,
-    connection,
-    hosts: f.hosts,
-    minor,
-    status: Number(m[2]),
-    reason: m[3] ?? "",
-    keepAlive: minor === 1 ? !connection.has("close") : connection.has("keep-alive"),
-  };
+  return new ParsedResponseHead(f, m[1] === "1" ? 1 : 0, Number(m[2]), m[3] ?? "");
 }
 
 /** What `scanRequestHead` found at the front of a connection's unread bytes. */
