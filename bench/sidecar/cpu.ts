@@ -90,6 +90,9 @@ spec:
       http: { methods: [ POST ], paths: [ "/bench", "/sigil.test.Echo/*" ] }
 `,
       protocols: { [app.port]: "http1", [grpcApp.port]: "h2" },
+      // Produced for every request and dropped, as bench/compare's sidecars do: kept, they would
+      // fill the old generation and put major collections in some rounds and not others.
+      keepFlows: false,
     });
     return { engine: engine ?? "default", pair };
   }),

@@ -88,8 +88,11 @@ export class MeshPki {
 
 export class FlowCollector {
   readonly records: FlowRecord[] = [];
+  /** `keep: false` drops every record (a bench's pair, whose records would pile up in its heap). */
+  constructor(private readonly keep = true) {}
   private waiters: { match: (r: FlowRecord) => boolean; resolve: (r: FlowRecord) => void }[] = [];
   report(record: FlowRecord): void {
+    if (!this.keep) return;
     this.records.push(record);
     this.waiters = this.waiters.filter((w) => {
       if (!w.match(record)) return true;
@@ -156,6 +159,8 @@ export async function startPair(options: {
   /** Destinations outside the mesh that A gets an outbound listener for (no directory entry). */
   externalTargets?: readonly { host: string; port: number }[];
   logger?: Logger;
+  /** False: the pair's flow records are produced and dropped, not kept for the test to read. */
+  keepFlows?: boolean;
 }): Promise<SidecarPair> {
   const pki = await MeshPki.create();
   const credsA = new CredentialHolder(await pki.credentials("web", { app: "web" }));
@@ -168,8 +173,8 @@ export async function startPair(options: {
     trustDomain: TRUST_DOMAIN,
     ...(options.policyB ? { policies: policySet(options.policyB) } : {}),
   });
-  const flowsA = new FlowCollector();
-  const flowsB = new FlowCollector();
+  const flowsA = new FlowCollector(options.keepFlows ?? true);
+  const flowsB = new FlowCollector(options.keepFlows ?? true);
   const peersA = new PeerDirectoryHolder();
   const peersB = new PeerDirectoryHolder();
   const base = {
