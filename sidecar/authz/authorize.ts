@@ -340,7 +340,9 @@ export class Authorizer {
       destination: conn.direction === "ingress" ? selfEnd : other,
       port: conn.port,
       protocol: outcome.protocol,
-      ...(outcome.http === undefined ? {} : { http: outcome.http }),
+      // Set even when undefined: a spread in the middle of the literal would build every record
+      // through V8's slow property definition and leave it in dictionary mode.
+      http: outcome.http,
       verdict: decision.verdict,
       wouldDeny: decision.wouldDeny,
       policy: decision.policy,

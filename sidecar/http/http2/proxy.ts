@@ -129,7 +129,7 @@ export class Http2Proxy {
     const facts: HttpRequestFacts = {
       method: headers[":method"] ?? "",
       path: headers[":path"] ?? "",
-      ...(host === undefined ? {} : { host }),
+      host,
       headers: forwarded,
     };
     const x: StreamExchange = {
@@ -180,7 +180,7 @@ export class Http2Proxy {
       {
         protocol: grpc ? "grpc" : "http",
         http: { method: facts.method, path: reportedPath(decision, facts.path), status },
-        ...(grpcStatus === undefined ? {} : { grpcStatus }),
+        grpcStatus,
         bytesSent: 0,
         bytesReceived: 0,
         startedAt,
@@ -208,7 +208,7 @@ export class Http2Proxy {
         {
           protocol,
           http: { method: facts.method, path: reportedPath(decision, facts.path), status },
-          ...(grpcStatus === undefined ? {} : { grpcStatus }),
+          grpcStatus,
           bytesSent: sent,
           bytesReceived: received,
           startedAt,

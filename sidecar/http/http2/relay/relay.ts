@@ -114,7 +114,7 @@ export class H2Relay {
     const facts: HttpRequestFacts = {
       method: headers[":method"] ?? "",
       path: headers[":path"] ?? "",
-      ...(host === undefined ? {} : { host }),
+      host,
       headers: forwarded,
     };
     const declared = headers["content-length"];
@@ -413,7 +413,7 @@ export class H2Relay {
           path: reportedPath(decision, stream.facts.path),
           status: stream.status,
         },
-        ...(stream.grpcStatus === undefined ? {} : { grpcStatus: stream.grpcStatus }),
+        grpcStatus: stream.grpcStatus,
         bytesSent: stream.sentBytes,
         bytesReceived: stream.receivedBytes,
         startedAt: stream.startedAt,
