@@ -186,7 +186,10 @@ export class Http1Pool {
       conn.socket.destroy();
       return;
     }
-    conn.socket.setTimeout(idleMs === null ? this.idleTimeoutMs : Math.min(idleMs, this.idleTimeoutMs));
+    // The socket's idle timer is restarted by every read and write, so it needs setting only when
+    // the upstream's hint changes it: each setTimeout call makes a new timer object.
+    const timeoutMs = idleMs === null ? this.idleTimeoutMs : Math.min(idleMs, this.idleTimeoutMs);
+    if (conn.socket.timeout !== timeoutMs) conn.socket.setTimeout(timeoutMs);
     // An exchange may have paused it (a slow client): idle, it must read, so that whatever arrives
     // closes it at once rather than waiting for the next exchange.
     conn.socket.resume();
