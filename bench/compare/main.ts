@@ -10,7 +10,6 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promis
 import { loadavg, setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
-import { formatForRepo } from "./format.ts";
 import { machineInfo } from "./machine.ts";
 import { REPO, runIperf, runLoad, runXds } from "./measure.ts";
 import { makePeerPki } from "./peer-pki.ts";
@@ -19,11 +18,10 @@ import type { PathContext } from "./paths.ts";
 import { MemorySampler } from "./memory-sampling.ts";
 import { peakRss } from "./procstat.ts";
 import { summarizeProfile } from "./profile-summary.ts";
+import { publishRun } from "./publish.ts";
 import { Supervisor, freePorts, waitForPort } from "./procs.ts";
-import { replaceResultsSection, renderResults } from "./report.ts";
 import type { LoadMeasurement, PathResults, RunResults, TcpRow, XdsRow } from "./results.ts";
 import { bundleDirFor } from "./sigil.ts";
-import { latencyPlotSvg } from "./svg.ts";
 import type { BackendPorts, PathName } from "./topology.ts";
 import { fastPathThroughput } from "./fastpath.ts";
 
@@ -331,21 +329,8 @@ try {
     xdsNote,
     elapsedSeconds: (performance.now() - started) / 1000,
   };
-  const outDir = join(REPO, "bench", "compare", "results");
-  await mkdir(outDir, { recursive: true });
-  const stem = quick ? "quick" : "latest";
-  await writeFile(join(outDir, `${stem}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  await writeFile(join(outDir, `${stem}-latency.svg`), latencyPlotSvg(results));
-  const section = renderResults(results, `bench/compare/results/${stem}-latency.svg`);
-  if (quick) {
-    await writeFile(join(outDir, "quick.md"), section);
-    log(`quick run: bench/compare/results/quick.md (BENCHMARKS.md left alone)`);
-  } else {
-    const file = join(REPO, "BENCHMARKS.md");
-    const current = await readFile(file, "utf8").catch(() => "");
-    await writeFile(file, await formatForRepo(file, replaceResultsSection(current, section)));
-    log("BENCHMARKS.md updated");
-  }
+  const report = await publishRun(results);
+  log(quick ? `quick run: ${report} (BENCHMARKS.md left alone)` : `${report} updated`);
   log(`done in ${results.elapsedSeconds.toFixed(0)} s`);
 } finally {
   await sup.stopAll();

@@ -59,8 +59,9 @@ export function addedUs(
   return value(path) - value(direct);
 }
 
+/** a ÷ b; "–" unless both are positive (an added latency below direct's own is the direct run's noise). */
 const ratio = (a: number, b: number): string =>
-  Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : "–";
+  Number.isFinite(a) && Number.isFinite(b) && a > 0 && b > 0 ? `${(a / b).toFixed(2)}×` : "–";
 /** The larger proxy's peak RSS over the HTTP runs: the workload every path carries alike. */
 const peak = (p: PathResults | undefined): number =>
   Math.max(0, ...(p?.peakRssHttpBytes.map((r) => r.bytes) ?? []));
@@ -215,6 +216,8 @@ interface Target {
   readonly unit: string;
   /** True when the measured value must stay at or below the limit. */
   readonly atMost: boolean;
+  /** True when only a positive limit means anything (a peer's added latency). */
+  readonly positiveLimit?: boolean;
 }
 
 export function targets(r: RunResults): Target[] {
@@ -239,6 +242,7 @@ export function targets(r: RunResults): Target[] {
         limit: addedUs(nginx, direct, protocol, "p99Us") / 1000,
         unit: "ms",
         atMost: true,
+        positiveLimit: true,
       });
     }
   }
@@ -312,6 +316,12 @@ function memoryTable(r: RunResults): string {
 function targetTable(r: RunResults): string {
   const rows = targets(r).map((t) => {
     if (!Number.isFinite(t.measured) || !Number.isFinite(t.limit)) return [t.what, "not measured", "–"];
+    if (t.positiveLimit && t.limit <= 0)
+      return [
+        t.what,
+        `${num(t.measured, 2)} ${t.unit} (target ${num(t.limit, 2)})`,
+        "no verdict: the peer's p99 was below the direct path's (the direct run's tail was noise)",
+      ];
     const met = t.atMost ? t.measured <= t.limit : t.measured >= t.limit;
     const by = t.atMost ? t.measured - t.limit : t.limit - t.measured;
     const digits = t.unit === "× direct" ? 3 : 2;

@@ -243,6 +243,25 @@ describe("bench/compare rendered results", () => {
     expect(text).toContain("| Sigil sidecar pair | server | 61.0 | 41.0 | 31.0 | – | – | – |");
   });
 
+  it("gives no verdict or ratio against a peer whose p99 fell below the direct path's", () => {
+    const quick = (protocol: "h1" | "grpc", mode: "rate" | "max"): LoadMeasurement => ({
+      ...measured(protocol, mode, true),
+      load: load(protocol, mode, 0.5),
+    });
+    const nginx = {
+      ...(run.paths[1] as RunResults["paths"][number]),
+      path: "nginx" as const,
+      h1: { rate: quick("h1", "rate"), max: quick("h1", "max") },
+      grpc: { rate: quick("grpc", "rate"), max: quick("grpc", "max") },
+    };
+    const text = renderResults({ ...run, paths: [...run.paths, nginx] }, "plot.svg");
+    expect(text).toMatch(
+      /HTTP\/1\.1: p99 added latency at 1000 rps ≤ nginx pair's \| 4\.00 ms \(target -2\.00\) \| no verdict/,
+    );
+    expect(text).toContain("| HTTP/1.1: added p99 latency at fixed rate (lower is better) | – |");
+    expect(text).toContain("| HTTP/1.1: CPU per request at max (lower is better) | 1.00× |");
+  });
+
   it("tabulates each sidecar's loop delay and GC pauses per measured window", () => {
     const text = renderResults(run, "plot.svg");
     expect(text).toContain("| fixed 1000 rps | client | 1.05 | 3.50 | 12.3 | 42 | 7 | 61 |");
