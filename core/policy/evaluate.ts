@@ -149,6 +149,23 @@ function addHostReadings(hosts: string[], authority: string): void {
   }
 }
 
+/**
+ * The readings rules are matched on. Headers are read from the request only when a rule tests one:
+ * an enforcement point may build them on first use (most policies test none).
+ */
+class HttpReadings implements HttpFacts {
+  constructor(
+    readonly method: string,
+    readonly paths: readonly string[],
+    readonly hosts: readonly string[],
+    private readonly request: HttpRequestFacts,
+  ) {}
+
+  get headers(): HttpFacts["headers"] {
+    return this.request.headers;
+  }
+}
+
 function httpFacts(http: HttpRequestFacts): HttpFacts | { malformed: string } {
   const n = normalizeRequestPath(http.path);
   if (!n.ok) return { malformed: n.reason };
@@ -156,7 +173,7 @@ function httpFacts(http: HttpRequestFacts): HttpFacts | { malformed: string } {
   const hosts: string[] = [];
   if (http.host !== undefined) addHostReadings(hosts, http.host);
   if (n.authority !== undefined) addHostReadings(hosts, n.authority);
-  return { method: http.method, paths, hosts, headers: http.headers };
+  return new HttpReadings(http.method, paths, hosts, http);
 }
 
 function decide(

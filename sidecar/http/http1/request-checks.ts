@@ -14,16 +14,37 @@ export function refusedBeforeDecision(req: RequestHead, bodiesOnGetHead: BodiesO
   return null;
 }
 
-/** What policy decides on: the fields the upstream receives, XFCC and user fields included. */
+/**
+ * What policy decides on: the fields the upstream receives, XFCC and user fields included. They are
+ * gathered by name only if a rule reads a header; most policies read none.
+ */
+class Http1RequestFacts implements HttpRequestFacts {
+  readonly method: string;
+  readonly path: string;
+  readonly host: string | undefined;
+  private fields: HttpRequestFacts["headers"] | undefined = undefined;
+
+  constructor(
+    private readonly req: RequestHead,
+    private readonly clientCert: string | undefined,
+    private readonly user: Readonly<Record<string, string>> | undefined,
+  ) {
+    this.method = req.method;
+    this.path = req.target;
+    this.host = req.host;
+  }
+
+  get headers(): HttpRequestFacts["headers"] {
+    return (this.fields ??= withForwardedClientCert(this.req.byName, this.clientCert, this.user));
+  }
+}
+
 export function requestFacts(
   req: RequestHead,
   clientCert: string | undefined,
   user: Readonly<Record<string, string>> | undefined,
 ): HttpRequestFacts {
-  const headers = withForwardedClientCert(req.byName, clientCert, user);
-  return req.host === undefined
-    ? { method: req.method, path: req.target, headers }
-    : { method: req.method, path: req.target, host: req.host, headers };
+  return new Http1RequestFacts(req, clientCert, user);
 }
 
 /**
