@@ -64,39 +64,54 @@ function direct(ctx: PathContext): PathUnderTest {
   };
 }
 
-async function nginx(ctx: PathContext): Promise<PathUnderTest> {
-  const ports = await pairPorts();
-  const files = await writeNginxConfigs(ctx.dir, ctx.peerPki, ports, ctx.backend);
-  const server = ctx.sup.start("nginx server side", "nginx", ["-c", files.server, "-p", ctx.dir]);
-  const client = ctx.sup.start("nginx client side", "nginx", ["-c", files.client, "-p", ctx.dir]);
+type Command = readonly [command: string, args: readonly string[]];
+
+/**
+ * Starts a pair's server-side and client-side processes and waits for their listeners (the TCP ones
+ * too when the pair carries plain TCP).
+ */
+async function supervisedPair(
+  ctx: PathContext,
+  name: PathName,
+  ports: PairPorts,
+  commands: { readonly server: Command; readonly client: Command },
+  carriesTcp: boolean,
+): Promise<PathUnderTest> {
+  const server = ctx.sup.start(`${name} server side`, ...commands.server);
+  const client = ctx.sup.start(`${name} client side`, ...commands.client);
   const proxies = [
     { side: "client" as const, proc: client },
     { side: "server" as const, proc: server },
   ];
-  await waitAll([ports.serverH1, ports.serverGrpc, ports.clientH1, ports.clientGrpc], proxies);
-  return { name: "nginx", h1Port: ports.clientH1, grpcPort: ports.clientGrpc, tcpPort: null, proxies };
+  const tcp = carriesTcp ? [ports.serverTcp, ports.clientTcp] : [];
+  await waitAll([ports.serverH1, ports.serverGrpc, ports.clientH1, ports.clientGrpc, ...tcp], proxies);
+  return {
+    name,
+    h1Port: ports.clientH1,
+    grpcPort: ports.clientGrpc,
+    tcpPort: carriesTcp ? ports.clientTcp : null,
+    proxies,
+  };
+}
+
+async function nginx(ctx: PathContext): Promise<PathUnderTest> {
+  const ports = await pairPorts();
+  const files = await writeNginxConfigs(ctx.dir, ctx.peerPki, ports, ctx.backend);
+  const run = (config: string): Command => ["nginx", ["-c", config, "-p", ctx.dir]];
+  return supervisedPair(ctx, "nginx", ports, { server: run(files.server), client: run(files.client) }, false);
 }
 
 async function haproxy(ctx: PathContext): Promise<PathUnderTest> {
   const ports = await pairPorts();
   const files = await writeHaproxyConfigs(ctx.dir, ctx.peerPki, ports, ctx.backend);
-  const server = ctx.sup.start("haproxy server side", "haproxy", ["-db", "-f", files.server]);
-  const client = ctx.sup.start("haproxy client side", "haproxy", ["-db", "-f", files.client]);
-  const proxies = [
-    { side: "client" as const, proc: client },
-    { side: "server" as const, proc: server },
-  ];
-  await waitAll(
-    [ports.serverH1, ports.serverGrpc, ports.serverTcp, ports.clientH1, ports.clientGrpc, ports.clientTcp],
-    proxies,
+  const run = (config: string): Command => ["haproxy", ["-db", "-f", config]];
+  return supervisedPair(
+    ctx,
+    "haproxy",
+    ports,
+    { server: run(files.server), client: run(files.client) },
+    true,
   );
-  return {
-    name: "haproxy",
-    h1Port: ports.clientH1,
-    grpcPort: ports.clientGrpc,
-    tcpPort: ports.clientTcp,
-    proxies,
-  };
 }
 
 /** The floor of a Node proxy (`node-pipes.ts`), under the sidecars' Node flags and bundled as they are. */
@@ -131,23 +146,8 @@ async function nodePipes(ctx: PathContext): Promise<PathUnderTest> {
     ]),
   ]);
   const flags = ctx.sidecarNodeFlags ?? SIDECAR_NODE_FLAGS;
-  const server = ctx.sup.start("node-pipes server side", process.execPath, [...flags, entry, serverSpec]);
-  const client = ctx.sup.start("node-pipes client side", process.execPath, [...flags, entry, clientSpec]);
-  const proxies = [
-    { side: "client" as const, proc: client },
-    { side: "server" as const, proc: server },
-  ];
-  await waitAll(
-    [ports.serverH1, ports.serverGrpc, ports.serverTcp, ports.clientH1, ports.clientGrpc, ports.clientTcp],
-    proxies,
-  );
-  return {
-    name: "node-pipes",
-    h1Port: ports.clientH1,
-    grpcPort: ports.clientGrpc,
-    tcpPort: ports.clientTcp,
-    proxies,
-  };
+  const run = (spec: string): Command => [process.execPath, [...flags, entry, spec]];
+  return supervisedPair(ctx, "node-pipes", ports, { server: run(serverSpec), client: run(clientSpec) }, true);
 }
 
 async function sigil(ctx: PathContext): Promise<PathUnderTest> {
