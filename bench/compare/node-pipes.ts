@@ -8,9 +8,8 @@
  *   node node-pipes.mjs <spec.json>   (bundled by paths.ts; stops on SIGTERM)
  */
 import { readFileSync } from "node:fs";
-import net from "node:net";
-import tls from "node:tls";
-import { relayBytes } from "./byte-relay.ts";
+import type { Socket } from "node:net";
+import { pipeListener } from "./byte-relay.ts";
 
 export interface NodePipesSpec {
   /** "client": plaintext in, TLS out; "server": TLS in (client certificate required), plaintext out. */
@@ -32,28 +31,10 @@ const secure = {
   ca: readFileSync(spec.caFile),
   minVersion: "TLSv1.3" as const,
 };
-const open = new Set<net.Socket>();
-const clientContext = tls.createSecureContext(secure);
-const servers = spec.routes.map(({ listen, to }) => {
-  const server =
-    spec.side === "server"
-      ? tls.createServer({ ...secure, requestCert: true, rejectUnauthorized: true }, (s) =>
-          relayBytes(s, net.connect(to, "127.0.0.1"), open),
-        )
-      : net.createServer((s) =>
-          relayBytes(
-            s,
-            tls.connect({
-              port: to,
-              host: "127.0.0.1",
-              servername: spec.serverName,
-              secureContext: clientContext,
-            }),
-            open,
-          ),
-        );
-  return server.listen(listen, "127.0.0.1");
-});
+const open = new Set<Socket>();
+const servers = spec.routes.map(({ listen, to }) =>
+  pipeListener(spec.side, to, secure, { servername: spec.serverName }, open).listen(listen, "127.0.0.1"),
+);
 process.once("SIGTERM", () => {
   for (const s of servers) s.close();
   for (const s of open) s.destroy();

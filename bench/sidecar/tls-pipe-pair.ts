@@ -6,22 +6,16 @@
  * floor of any data path that runs its bytes through Node's streams and TLS: what `cpu.ts --floor`
  * puts beside the sidecar pair.
  */
-import net from "node:net";
-import tls from "node:tls";
-import { once } from "node:events";
+import type { Socket } from "node:net";
+import type tls from "node:tls";
 import { bundleRootsPem } from "../../core/svid/bundle.ts";
-import { relayBytes } from "../compare/byte-relay.ts";
+import { pipeListener } from "../compare/byte-relay.ts";
+import { listen } from "../../test/support/sidecar-apps.ts";
 import type { MeshPki } from "../../test/support/sidecar-mesh.ts";
 
 export interface TlsPipePair {
   readonly port: number;
   close(): Promise<void>;
-}
-
-async function listen(server: net.Server): Promise<number> {
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return (server.address() as net.AddressInfo).port;
 }
 
 /** A pipe pair in front of the application at `appPort`. */
@@ -36,24 +30,16 @@ export async function startTlsPipePair(pki: MeshPki, appPort: number): Promise<T
     ca: bundleRootsPem(c.bundle),
     minVersion: "TLSv1.3",
   });
-  const open = new Set<net.Socket>();
-  const inbound = tls.createServer({ ...context(server), requestCert: true, rejectUnauthorized: true }, (s) =>
-    relayBytes(s, net.connect(appPort, "127.0.0.1"), open),
-  );
+  const open = new Set<Socket>();
+  const inbound = pipeListener("server", appPort, context(server), {}, open);
   const inboundPort = await listen(inbound);
-  const clientContext = tls.createSecureContext(context(client));
-  const outbound = net.createServer((s) =>
-    relayBytes(
-      s,
-      tls.connect({
-        port: inboundPort,
-        host: "127.0.0.1",
-        secureContext: clientContext,
-        // The mesh names workloads by SPIFFE ID, not host name; the chain is still verified.
-        checkServerIdentity: () => undefined,
-      }),
-      open,
-    ),
+  // The mesh names workloads by SPIFFE ID, not host name; the chain is still verified.
+  const outbound = pipeListener(
+    "client",
+    inboundPort,
+    context(client),
+    { checkServerIdentity: () => undefined },
+    open,
   );
   const port = await listen(outbound);
   return {

@@ -22,7 +22,8 @@ export interface App {
   close(): Promise<void>;
 }
 
-function listen(server: Server | http2.Http2Server): Promise<number> {
+/** Listens on an ephemeral loopback port; resolves with the port. */
+export function listen(server: Server): Promise<number> {
   return new Promise((resolve) =>
     server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)),
   );
