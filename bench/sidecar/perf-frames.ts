@@ -25,11 +25,18 @@ const JIT = /JS:[*~^]?(\S*) file:\/\/(\/[^:]+):/;
 /** Sigil's data-path code: a module under the repository's sidecar/ or core/ (bench/sidecar/ is not). */
 const OWN_PATH = /\/((?:sidecar|core)\/.+)$/;
 const NOT_OWN = /\/(?:bench|test|node_modules)\//;
+/**
+ * bench/compare's sidecar bundle: one module holding sidecar/ and core/ and the packages they
+ * import, of which the data path calls none per request.
+ */
+const BUNDLE = /\/sigil-sidecar\.mjs$/;
 
 /** The function and repository-relative module of a frame of Sigil's own code, or null. */
 function ownFrame(frame: string): string | null {
   const jit = JIT.exec(frame);
-  if (jit === null || NOT_OWN.test(jit[2] as string)) return null;
+  if (jit === null) return null;
+  if (BUNDLE.test(jit[2] as string)) return `${jit[1] || "(anonymous)"} (bundle)`;
+  if (NOT_OWN.test(jit[2] as string)) return null;
   const path = OWN_PATH.exec(jit[2] as string);
   return path === null ? null : `${jit[1] || "(anonymous)"} ${path[1]}`;
 }
