@@ -2,6 +2,7 @@ import type { Labels } from "../../core/labels.ts";
 import type { TypeRegistry } from "../../xds/registry.ts";
 import { ResourceSet } from "../../xds/snapshot.ts";
 import { WORKLOAD_IDENTITY } from "../../xds/type-urls.ts";
+import { byCodeUnits } from "../../core/code-unit-order.ts";
 
 /**
  * Each workload's own WorkloadIdentity resource (core/proto/sigil/v1/workload_identity.proto): the
@@ -17,7 +18,7 @@ export class OwnIdentityResources {
 
   /** The resource set for this workload and labels; the same object while the labels stay the same. */
   setFor(spiffeId: string, labels: Labels): ResourceSet {
-    const key = JSON.stringify(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const key = JSON.stringify(Object.entries(labels).sort(([a], [b]) => byCodeUnits(a, b)));
     const known = this.sets.get(spiffeId);
     if (known?.labels === key) return known.set;
     const resource = this.registry.encode(WORKLOAD_IDENTITY, { spiffe_id: spiffeId, labels: { ...labels } });

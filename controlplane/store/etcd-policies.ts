@@ -2,6 +2,7 @@ import type { PolicyText, PolicyTextSource } from "../policy-store/sources.ts";
 import type { PolicyWriter } from "../policy-store/writer.ts";
 import { checkPolicyText } from "../policy-store/writer.ts";
 import type { EtcdState, WatchedPrefix } from "./etcd-state.ts";
+import { byCodeUnits } from "../../core/code-unit-order.ts";
 
 const PREFIX = "policies/";
 
@@ -28,7 +29,7 @@ export class EtcdPolicies implements PolicyTextSource, PolicyWriter {
   list(): Promise<PolicyText[]> {
     const texts = this.watched
       .values()
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .sort(([a], [b]) => byCodeUnits(a, b))
       .map(([name, v]) => ({ file: EtcdPolicies.fileOf(name), text: v.value }));
     return Promise.resolve(texts);
   }

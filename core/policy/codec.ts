@@ -16,6 +16,7 @@ import type {
   PolicyDocument,
   Selector,
 } from "./schema.ts";
+import { byCodeUnits } from "../code-unit-order.ts";
 
 /**
  * The policy codec: the one place that converts between policy documents (what `compilePolicySet`
@@ -152,7 +153,7 @@ export function encodePolicySet(
   const view = set.viewFor(labels);
   const authorizations = view.documents
     .filter((d): d is AuthorizationPolicy => d.kind === "AuthorizationPolicy")
-    .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+    .sort((a, b) => byCodeUnits(a.metadata.name, b.metadata.name));
   const ingress: RuleMessage[] = [];
   const egress: RuleMessage[] = [];
   for (const doc of authorizations) {

@@ -19,6 +19,7 @@ import type {
   PolicyDocument,
   RuleAction,
 } from "./schema.ts";
+import { byCodeUnits } from "../code-unit-order.ts";
 
 /**
  * Compilation: validated documents become matchers built once (selectors as predicates, paths as sets and
@@ -274,7 +275,7 @@ export class CompiledPolicySet {
     }
     const sorted = deepFreeze(
       structuredClone([...documents]).sort(
-        (a, b) => a.kind.localeCompare(b.kind) || a.metadata.name.localeCompare(b.metadata.name),
+        (a, b) => byCodeUnits(a.kind, b.kind) || byCodeUnits(a.metadata.name, b.metadata.name),
       ),
     );
     this.documents = sorted;

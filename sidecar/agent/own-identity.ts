@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { byCodeUnits } from "../../core/code-unit-order.ts";
 
 /**
  * Reads the workload's own `sigil.v1.WorkloadIdentity` (core/proto/sigil/v1/workload_identity.proto)
@@ -30,5 +31,5 @@ export function wantedLabelKey(message: unknown, spiffeId: string): string {
 
 /** A label set as an order-independent key. */
 export function labelKey(pairs: readonly (readonly [string, string])[]): string {
-  return JSON.stringify([...pairs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return JSON.stringify([...pairs].sort(([a], [b]) => byCodeUnits(a, b)));
 }

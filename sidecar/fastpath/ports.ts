@@ -18,6 +18,7 @@ import type { CompiledPolicySet } from "../../core/policy/index.ts";
 import type { Labels } from "../../core/labels.ts";
 import { MAX_OUTBOUND_DESTINATIONS } from "./rules.ts";
 import type { OutboundDestination } from "./rules.ts";
+import { byCodeUnits } from "../../core/code-unit-order.ts";
 
 export interface PortChoice {
   readonly port: number;
@@ -97,7 +98,7 @@ export function outboundFastPathDestinations(
     byAddress.set(d.address, set);
   }
   const all = [...byAddress.entries()]
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .sort(([a], [b]) => byCodeUnits(a, b))
     .map(([address, set]) => ({ address, ports: [...set].sort((a, b) => a - b) }));
   return { destinations: all.slice(0, limit), overflow: Math.max(0, all.length - limit) };
 }
