@@ -4,10 +4,10 @@
  */
 
 export interface LoopScrape {
-  /** Event-loop delay since the previous scrape, ms. */
-  readonly delayP50Ms: number;
-  readonly delayP99Ms: number;
-  readonly delayMaxMs: number;
+  /** Event-loop delay since the previous scrape, ms; null when the sidecar does not measure it. */
+  readonly delayP50Ms: number | null;
+  readonly delayP99Ms: number | null;
+  readonly delayMaxMs: number | null;
   /** Cumulative GC pause time, ms, and collections, by kind (minor, major, incremental, weakcb). */
   readonly gcPauseMs: Readonly<Record<string, number>>;
   readonly gcCount: Readonly<Record<string, number>>;
@@ -15,9 +15,10 @@ export interface LoopScrape {
 
 export interface SidecarLoopWindow {
   readonly side: "client" | "server";
-  readonly delayP50Ms: number;
-  readonly delayP99Ms: number;
-  readonly delayMaxMs: number;
+  /** Null when the sidecars ran without the delay histogram (`main.ts --loop-delay`). */
+  readonly delayP50Ms: number | null;
+  readonly delayP99Ms: number | null;
+  readonly delayMaxMs: number | null;
   /** GC pause time inside the window, ms: all kinds, and mark-compact (major) alone. */
   readonly gcPauseMs: number;
   readonly gcMajorPauseMs: number;
@@ -26,7 +27,10 @@ export interface SidecarLoopWindow {
 
 const SAMPLE = /^(sigil_bench_[a-z_]+)\{(\w+)="(\w+)"\} (\S+)$/;
 
-/** Throws when the text lacks the delay gauges (the sidecar was not started with the monitor). */
+/**
+ * Throws when the text lacks the GC counters (the sidecar was not started with the monitor); the
+ * delay is null when its gauges are absent (the histogram is opt-in) or incomplete.
+ */
 export function parseLoopScrape(text: string): LoopScrape {
   const delay: Record<string, number> = {};
   const gcPauseMs: Record<string, number> = {};
@@ -41,10 +45,10 @@ export function parseLoopScrape(text: string): LoopScrape {
     else if (name === "sigil_bench_gc_pause_seconds_total") gcPauseMs[label] = value * 1000;
     else if (name === "sigil_bench_gc_total") gcCount[label] = value;
   }
+  if (Object.keys(gcCount).length === 0) throw new Error("no sigil_bench_gc_total in the sidecar's metrics");
   const { p50, p99, max } = delay;
-  if (p50 === undefined || p99 === undefined || max === undefined) {
-    throw new Error("no sigil_bench_event_loop_delay_seconds in the sidecar's metrics");
-  }
+  if (p50 === undefined || p99 === undefined || max === undefined)
+    return { delayP50Ms: null, delayP99Ms: null, delayMaxMs: null, gcPauseMs, gcCount };
   return { delayP50Ms: p50, delayP99Ms: p99, delayMaxMs: max, gcPauseMs, gcCount };
 }
 

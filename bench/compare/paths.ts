@@ -23,6 +23,8 @@ export interface PathContext {
   readonly profileDir?: string;
   /** Node/V8 flags for the Sigil sidecar processes (default: SIDECAR_NODE_FLAGS). */
   readonly sidecarNodeFlags?: readonly string[];
+  /** The Sigil sidecars also measure event-loop delay, a diagnostic that wakes them (loop-monitor.ts). */
+  readonly loopDelay?: boolean;
 }
 
 /**
@@ -155,7 +157,12 @@ async function sigil(ctx: PathContext): Promise<PathUnderTest> {
   const [clientInbound, clientAdmin, serverAdmin] = (await freePorts(3)) as [number, number, number];
   const [bundle, specs] = await Promise.all([
     bundleSidecar(ctx.dir),
-    writeSigilSpecs(ctx.dir, { ...ports, clientInbound, clientAdmin, serverAdmin }, ctx.backend),
+    writeSigilSpecs(
+      ctx.dir,
+      { ...ports, clientInbound, clientAdmin, serverAdmin },
+      ctx.backend,
+      ctx.loopDelay === true,
+    ),
   ]);
   const profile = ctx.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${ctx.profileDir}`] : [];
   const node = (spec: string) => [

@@ -342,9 +342,9 @@ function loopTable(r: RunResults, protocol: "h1" | "grpc"): string {
     (sigil?.[protocol][mode]?.loop ?? []).map((w) => [
       mode === "rate" ? `fixed ${r.rateRps} rps` : "max throughput",
       w.side,
-      num(w.delayP50Ms, 2),
-      num(w.delayP99Ms, 2),
-      num(w.delayMaxMs, 1),
+      num(w.delayP50Ms ?? NaN, 2),
+      num(w.delayP99Ms ?? NaN, 2),
+      num(w.delayMaxMs ?? NaN, 1),
       num(w.gcPauseMs, 0),
       num(w.gcMajorPauseMs, 0),
       num(w.gcCount),
@@ -401,7 +401,7 @@ Maximum throughput (closed loop) and cost; CPU counts both proxy processes of a 
 
 ${costTable(r, protocol)}
 
-What stalled the Sigil sidecars' event loops inside each measured window (loop-monitor.ts):
+What stalled the Sigil sidecars' event loops inside each measured window (loop-monitor.ts; loop delay only from a run with \`--loop-delay\`, whose 1 ms timer wakes the sidecars):
 
 ${loopTable(r, protocol)}`,
   )

@@ -1,8 +1,8 @@
 /**
  * One Sigil sidecar as its own process (so its CPU and memory are measured alone), in explicit
  * mode, from a spec file the harness writes: configuration, SVID and key, trust bundle, policy,
- * and the peer directory. Stops by draining on SIGTERM. Its metrics also carry event-loop delay and
- * GC pauses (loop-monitor.ts) for the harness to read over each measured window.
+ * and the peer directory. Stops by draining on SIGTERM. Its metrics also carry GC pauses and, when
+ * the spec asks, event-loop delay (loop-monitor.ts) for the harness to read over each measured window.
  *
  * With `workers` > 1 in the spec (SIGIL_SIDECAR_WORKERS when the harness writes it) the data path
  * runs in that many cluster workers, each this same file re-run (sidecar/worker-processes).
@@ -71,6 +71,6 @@ async function serve(file: string | undefined): Promise<void> {
           })(),
         });
   drainOnSignal(sidecar, log);
-  const stopMonitor = monitorLoop(sidecar.metrics.registry);
+  const stopMonitor = monitorLoop(sidecar.metrics.registry, { delay: spec.loopDelay });
   for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, stopMonitor);
 }

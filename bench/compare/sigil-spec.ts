@@ -11,6 +11,8 @@ export const sidecarSpecSchema = z
     policyYaml: z.string(),
     /** Data-path worker processes (sidecar/worker-processes); 1 = the data path runs in the sidecar process. */
     workers: z.number().int().min(1).max(64).default(1),
+    /** Measure event-loop delay with a 1 ms timer (loop-monitor.ts): a diagnostic that wakes the sidecar. */
+    loopDelay: z.boolean().default(false),
     peers: z.array(
       z
         .object({

@@ -86,11 +86,15 @@ export async function bundleInto(runDir: string, source: string, name: string): 
   return file;
 }
 
-/** Issues both SVIDs and writes the two sidecars' spec files; returns their paths. */
+/**
+ * Issues both SVIDs and writes the two sidecars' spec files; returns their paths. `loopDelay`: the
+ * sidecars measure event-loop delay (loop-monitor.ts).
+ */
 export async function writeSigilSpecs(
   dir: string,
   ports: PairPorts & { clientInbound: number; clientAdmin: number; serverAdmin: number },
   backend: BackendPorts,
+  loopDelay: boolean,
 ): Promise<{ client: string; server: string }> {
   const ca = await CertificateAuthority.open({ dataDir: join(dir, "sigil-ca"), trustDomain: TRUST_DOMAIN });
   const bundle = bundleToDocument(ca.bundle());
@@ -128,6 +132,7 @@ export async function writeSigilSpecs(
     policyYaml,
     peers: [],
     workers,
+    loopDelay,
   };
   // Each listener declares the framing the application speaks, as a deployment would: nothing waits
   // on protocol detection, and iperf3 (which speaks first) is never mistaken for a slow client.
@@ -155,6 +160,7 @@ export async function writeSigilSpecs(
     bundle,
     policyYaml,
     workers,
+    loopDelay,
     peers: targets.map(([, dest]) => ({
       address: "127.0.0.1",
       port: dest,

@@ -6,6 +6,7 @@ import { formatForRepo } from "../../bench/compare/format.ts";
 import { haproxyServerConfig } from "../../bench/compare/haproxy.ts";
 import { LatencyRecorder } from "../../bench/compare/latency.ts";
 import { loopWindow, parseLoopScrape } from "../../bench/compare/loop-stats.ts";
+import type { SidecarLoopWindow } from "../../bench/compare/loop-stats.ts";
 import { parseXdsOutput } from "../../bench/compare/measure.ts";
 import { nginxServerConfig } from "../../bench/compare/nginx.ts";
 import { parseStat, parseVmHwm } from "../../bench/compare/procstat.ts";
@@ -111,9 +112,24 @@ sigil_bench_gc_total{kind="major"} 1
     expect(w.gcMajorPauseMs).toBeCloseTo(30);
   });
 
-  it("refuses metrics without the monitor's delay gauges", () => {
+  it("reads GC counters alone from a sidecar that does not measure event-loop delay", () => {
+    const withoutDelay = scrape(0.5, 0.1, 100)
+      .split("\n")
+      .filter((line) => !line.startsWith("sigil_bench_event_loop_delay_seconds"))
+      .join("\n");
+    const start = parseLoopScrape(withoutDelay);
+    expect(start).toMatchObject({ delayP50Ms: null, delayP99Ms: null, delayMaxMs: null });
+    const w = loopWindow(
+      "client",
+      start,
+      parseLoopScrape(scrape(0.75, 0.13, 160).replace(/^sigil_bench_event.*$/gm, "")),
+    );
+    expect(w).toMatchObject({ delayP99Ms: null, gcCount: 60 });
+  });
+
+  it("refuses metrics without the monitor's GC counters", () => {
     expect(() => parseLoopScrape('sigil_sidecar_active_connections{direction="egress"} 0\n')).toThrow(
-      /event_loop_delay/,
+      /sigil_bench_gc_total/,
     );
   });
 });
@@ -266,6 +282,24 @@ describe("bench/compare rendered results", () => {
     const text = renderResults(run, "plot.svg");
     expect(text).toContain("| fixed 1000 rps | client | 1.05 | 3.50 | 12.3 | 42 | 7 | 61 |");
     expect(text).toContain("| max throughput | server | 1.05 | 3.50 | 12.3 | 42 | 7 | 61 |");
+  });
+
+  it("leaves the loop delay blank for sidecars that did not measure it, and keeps their GC pauses", () => {
+    const noDelay = (w: SidecarLoopWindow): SidecarLoopWindow => ({
+      ...w,
+      delayP50Ms: null,
+      delayP99Ms: null,
+      delayMaxMs: null,
+    });
+    const paths = run.paths.map((p) => ({
+      ...p,
+      h1: {
+        rate: p.h1.rate && { ...p.h1.rate, loop: p.h1.rate.loop.map(noDelay) },
+        max: p.h1.max && { ...p.h1.max, loop: p.h1.max.loop.map(noDelay) },
+      },
+    }));
+    const text = renderResults({ ...run, paths }, "plot.svg");
+    expect(text).toContain("| fixed 1000 rps | client | – | – | – | 42 | 7 | 61 |");
   });
 });
 
