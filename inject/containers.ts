@@ -19,6 +19,7 @@ import {
   USER_ACCESS_FILE,
 } from "./constants.ts";
 import type { InjectSettings } from "./settings.ts";
+import { SIDECAR_NODE_FLAGS } from "../sidecar/proxy/node-flags.ts";
 
 /** The pod facts the injected containers depend on. */
 export interface PodFacts {
@@ -94,11 +95,7 @@ export function sidecarContainer(settings: InjectSettings, pod: PodFacts): Conta
   const a = pod.annotations;
   const tokenFlag =
     settings.runtime.kind === "kubernetes" ? "--service-account-token-file" : "--join-token-file";
-  const env: EnvVar[] = [
-    { name: "SIGIL_POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
-    // V8's young generation otherwise grows to 32 MB and its scavenges pause the data path.
-    { name: "NODE_OPTIONS", value: "--max-semi-space-size=1" },
-  ];
+  const env: EnvVar[] = [{ name: "SIGIL_POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } }];
   const mounts: VolumeMount[] = [
     { name: VOLUMES.bundle, mountPath: BUNDLE_DIR, readOnly: true },
     { name: VOLUMES.token, mountPath: TOKEN_DIR, readOnly: true },
@@ -111,7 +108,7 @@ export function sidecarContainer(settings: InjectSettings, pod: PodFacts): Conta
     name: SIDECAR_CONTAINER,
     image: settings.image,
     imagePullPolicy: settings.imagePullPolicy,
-    command: [IMAGE_NODE, IMAGE_ENTRY, "sidecar"],
+    command: [IMAGE_NODE, ...SIDECAR_NODE_FLAGS, IMAGE_ENTRY, "sidecar"],
     args: [
       `--control-plane=${settings.controlPlane}`,
       `--control-plane-ca=${BUNDLE_DIR}/${BUNDLE_FILE}`,

@@ -11,6 +11,7 @@ import { REPO } from "./measure.ts";
 import { SERVER_NAME } from "./peer-pki.ts";
 import type { NodePipesSpec } from "./node-pipes.ts";
 import type { BackendPorts, PairPorts, PathName, PathUnderTest } from "./topology.ts";
+import { SIDECAR_NODE_FLAGS } from "../../sidecar/proxy/node-flags.ts";
 
 /** Starts each path under test and returns where its traffic enters; all processes are supervised. */
 
@@ -21,21 +22,11 @@ export interface PathContext {
   readonly peerPki: PeerPki;
   /** When set, the Sigil sidecars write V8 CPU profiles here (node --cpu-prof) when they stop. */
   readonly profileDir?: string;
-  /** Node/V8 flags for the Sigil sidecar processes (default: SIDECAR_NODE_FLAGS). */
+  /** Node/V8 flags for the Sigil sidecar processes (default: SIDECAR_NODE_FLAGS, as they ship). */
   readonly sidecarNodeFlags?: readonly string[];
   /** The Sigil sidecars also measure event-loop delay, a diagnostic that wakes them (loop-monitor.ts). */
   readonly loopDelay?: boolean;
 }
-
-/**
- * The V8 settings the Sigil sidecars run with, as a release would set them (bench/compare/MEMORY.md
- * has the measurements behind them). A 1 MB semi-space keeps the young generation from growing to
- * V8's 2 × 16 MB during start-up and under load: about 30 MB less resident per sidecar, and many
- * short scavenges instead of a few of 20–95 ms, which the fixed-rate tail pays. Single-threaded GC:
- * a sidecar shares its cores with its workload, and a scavenge that waits for preempted helper
- * threads took longer in total than one done on the main thread alone.
- */
-export const SIDECAR_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1", "--single-threaded-gc"];
 
 async function pairPorts(): Promise<PairPorts> {
   const [clientH1, clientGrpc, clientTcp, serverH1, serverGrpc, serverTcp] = (await freePorts(6)) as [

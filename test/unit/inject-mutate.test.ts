@@ -178,6 +178,14 @@ describe("sigil inject: every supported kind", () => {
       capabilities: { drop: ["ALL"] },
     });
     expect(sidecar.readinessProbe?.exec?.command).toContain("ready");
+    // V8 flags on the command line: Node refuses --single-threaded-gc in NODE_OPTIONS.
+    expect(sidecar.command).toEqual([
+      "/usr/bin/node",
+      "--max-semi-space-size=1",
+      "--single-threaded-gc",
+      "/opt/sigil/app/sigil.mjs",
+      "sidecar",
+    ]);
     expect(sidecar.resources?.limits?.memory).toBe("256Mi");
     expect(sidecar.args).toContain("--service-account-token-file=/var/run/sigil/token/token");
     expect(sidecar.args?.some((arg) => arg.startsWith("--identity-dir"))).toBe(false);
