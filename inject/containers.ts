@@ -12,6 +12,7 @@ import {
   INIT_CONTAINER,
   OUTBOUND_PORT,
   SIDECAR_CONTAINER,
+  SIDECAR_NODE_FLAGS,
   SIDECAR_UID,
   TOKEN_DIR,
   TOKEN_FILE,
@@ -19,7 +20,6 @@ import {
   USER_ACCESS_FILE,
 } from "./constants.ts";
 import type { InjectSettings } from "./settings.ts";
-import { SIDECAR_NODE_FLAGS } from "../sidecar/proxy/node-flags.ts";
 
 /** The pod facts the injected containers depend on. */
 export interface PodFacts {

@@ -14,7 +14,7 @@ import { machineInfo } from "./machine.ts";
 import { REPO, runIperf, runLoad, runXds } from "./measure.ts";
 import { makePeerPki } from "./peer-pki.ts";
 import { startPath } from "./paths.ts";
-import { SIDECAR_NODE_FLAGS } from "../../sidecar/proxy/node-flags.ts";
+import { SIDECAR_NODE_FLAGS } from "../../inject/constants.ts";
 import type { PathContext } from "./paths.ts";
 import { MemorySampler } from "./memory-sampling.ts";
 import { peakRss } from "./procstat.ts";

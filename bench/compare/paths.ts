@@ -11,7 +11,7 @@ import { REPO } from "./measure.ts";
 import { SERVER_NAME } from "./peer-pki.ts";
 import type { NodePipesSpec } from "./node-pipes.ts";
 import type { BackendPorts, PairPorts, PathName, PathUnderTest } from "./topology.ts";
-import { SIDECAR_NODE_FLAGS } from "../../sidecar/proxy/node-flags.ts";
+import { SIDECAR_NODE_FLAGS } from "../../inject/constants.ts";
 
 /** Starts each path under test and returns where its traffic enters; all processes are supervised. */
 

@@ -18,7 +18,7 @@ import { resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
 import { proportionalMemory, statusField } from "../compare/procstat.ts";
-import { SIDECAR_NODE_FLAGS } from "../../sidecar/proxy/node-flags.ts";
+import { SIDECAR_NODE_FLAGS } from "../../inject/constants.ts";
 import type { MemoryReading } from "./sidecar-process.ts";
 import { apiIngressPolicy } from "../../test/support/api-ingress.ts";
 import { startTestControlPlane } from "../../test/support/control-plane.ts";

@@ -15,7 +15,7 @@ import { loadavg } from "node:os";
 import tls from "node:tls";
 import { bundleRootsPem, bundleToJson } from "../../core/svid/bundle.ts";
 import { MeshPki, TRUST_DOMAIN } from "../../test/support/sidecar-mesh.ts";
-import { SIDECAR_NODE_FLAGS } from "../../sidecar/proxy/node-flags.ts";
+import { SIDECAR_NODE_FLAGS } from "../../inject/constants.ts";
 import { PAYLOAD } from "./requests.ts";
 import type { MemoryReading, StartMessage } from "./sidecar-process.ts";
 
